@@ -1,0 +1,415 @@
+"""The routing file (DESIGN.md §3): pydantic schema, loader, and errors that name file and path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+
+class ConfigError(Exception):
+    """A routing file that cannot be used: names the file, the path in it, what was expected."""
+
+    def __init__(self, file: str | Path | None, path: str, expected: str, found: Any = None,
+                 *, has_found: bool = True) -> None:
+        self.file = str(file) if file is not None else "<routing file>"
+        self.path = path or "(top level)"
+        self.expected = expected
+        self.found = found
+        self.has_found = has_found
+        self.found_text: str | None = None
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        text = f"{self.file}: {self.path}: expected {self.expected}"
+        if self.found_text is not None:
+            text += f", found {self.found_text}"
+        elif self.has_found:
+            text += f", found {_show(self.found)}"
+        return text
+
+    def with_found_text(self, text: str) -> ConfigError:
+        """Describe what was found in words rather than as a value."""
+        self.found_text = text
+        self.args = (str(self),)
+        return self
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a mapping" if value else "an empty mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    if value is None:
+        return "nothing"
+    return repr(value)
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `manger:` must not pass silently (DESIGN.md §3).
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
+
+
+class OutOfOffice(_Strict):
+    """An inclusive date range in the rep's own timezone."""
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> OutOfOffice:
+        if self.end < self.start:
+            raise ValueError(f"an end on or after the start {self.start}, found end {self.end}")
+        return self
+
+
+class Rep(_Strict):
+    id: str = Field(min_length=1)
+    name: str | None = None
+    email: str | None = None
+    crm_ids: dict[str, str] = Field(default_factory=dict)
+    backup: str | None = None
+    manager: str | None = None
+    timezone: str | None = None
+    out_of_office: list[OutOfOffice] = Field(default_factory=list)
+    active: bool = True
+
+
+class Cap(_Strict):
+    max: int = Field(ge=0)
+    per: Literal["day", "week", "month"] = "day"
+
+
+class Overflow(_Strict):
+    rep: str | None = None
+    queue: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Overflow:
+        if (self.rep is None) == (self.queue is None):
+            raise ValueError("exactly one of `rep` or `queue`")
+        return self
+
+
+class Pool(_Strict):
+    members: list[str] = Field(min_length=1)
+    strategy: Literal["round_robin", "weighted", "least_loaded"] = "round_robin"
+    weights: dict[str, int] = Field(default_factory=dict)
+    cap: Cap | None = None
+    overflow: Overflow | None = None
+
+
+class ListDef(_Strict):
+    domains: list[str] | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> ListDef:
+        if (self.domains is None) == (self.file is None):
+            raise ValueError("exactly one of `domains` or `file`")
+        return self
+
+
+class Target(_Strict):
+    rep: str | None = None
+    pool: str | None = None
+    account_owner: Literal[True] | None = None
+    queue: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Target:
+        kinds = ("rep", "pool", "account_owner", "queue")
+        given = [k for k in kinds if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("exactly one of `rep`, `pool`, `account_owner: true` or `queue`")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for key in ("rep", "pool", "account_owner", "queue"):
+            if getattr(self, key) is not None:
+                return key
+        raise AssertionError("validated target has a kind")
+
+
+class FallbackTarget(_Strict):
+    rep: str | None = None
+    queue: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> FallbackTarget:
+        if (self.rep is None) == (self.queue is None):
+            raise ValueError("exactly one of `rep` or `queue`")
+        return self
+
+
+class Rule(_Strict):
+    name: str = Field(min_length=1)
+    # Conditions are validated (with their own paths) by the rule compiler in sync/conditions.py.
+    when: dict[str, Any] | None = None
+    assign: Target
+
+
+FieldMaps = dict[str, dict[str, dict[str, str]]]
+
+
+class RoutingFile(_Strict):
+    version: Literal[1]
+    timezone: str = "UTC"
+    respect_existing_owner: Literal["valid_only", "always", "never"] = "valid_only"
+    ignore_owners: list[str] = Field(default_factory=list)
+    reps: list[Rep] = Field(default_factory=list)
+    pools: dict[str, Pool] = Field(default_factory=dict)
+    lists: dict[str, ListDef] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list)
+    fallback: FallbackTarget | None = None
+    field_maps: FieldMaps = Field(default_factory=dict)
+
+    _source: Path | None = PrivateAttr(default=None)
+    _list_domains: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source(self) -> Path | None:
+        return self._source
+
+    def list_domains(self, name: str) -> tuple[str, ...]:
+        """A list's entries, read from its file when it has one (loaded with the routing file)."""
+        return self._list_domains[name]
+
+    def rep(self, rep_id: str) -> Rep:
+        for rep in self.reps:
+            if rep.id == rep_id:
+                return rep
+        raise KeyError(rep_id)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves dates as text, so pydantic reports a bad date with its path."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def load(path: str | Path) -> RoutingFile:
+    """Read, parse and validate a routing file; raise ConfigError naming file and path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(path, "", "a readable routing file", "no such file",
+                          has_found=False) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", "a readable UTF-8 routing file", str(exc)) from None
+    return parse(text, source=path)
+
+
+def parse(text: str, source: str | Path | None = None) -> RoutingFile:
+    """Validate routing-file YAML text; `source` names the file in errors and anchors `file:`."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, where, "valid YAML", problem) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "a mapping with `version: 1`", data)
+    try:
+        routing = RoutingFile.model_validate(data)
+    except ValidationError as exc:
+        raise _from_pydantic(source, exc) from None
+    routing._source = Path(source) if source is not None else None
+    _check_references(routing, source)
+    routing._list_domains = _read_lists(routing, source)
+    return routing
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+# pydantic error types -> what the user should have written.
+_EXPECTED = {
+    "missing": "this required key",
+    "extra_forbidden": "no such key (unknown keys are errors)",
+    "string_type": "a string",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "date_type": "a date YYYY-MM-DD",
+    "date_parsing": "a date YYYY-MM-DD",
+    "date_from_datetime_parsing": "a date YYYY-MM-DD",
+    "date_from_datetime_inexact": "a date YYYY-MM-DD",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "too_short": "a non-empty value",
+    "greater_than_equal": "a number ≥ 0",
+}
+
+
+def _from_pydantic(source: str | Path | None, exc: ValidationError) -> ConfigError:
+    err = exc.errors(include_url=False)[0]
+    loc = list(err["loc"])
+    kind = err["type"]
+    found = err.get("input")
+    if kind == "missing":
+        return ConfigError(source, _path(loc), "this required key", has_found=False)
+    if kind == "extra_forbidden":
+        return ConfigError(source, _path(loc), "only known keys here (unknown keys are errors)"
+                           ).with_found_text(f"unknown key {loc[-1]!r}")
+    if kind == "literal_error":
+        # Literal errors carry the allowed values in their message.
+        expected = str(err["msg"]).replace("Input should be ", "one of ")
+    elif kind == "value_error":
+        # Our validators phrase their message as "<expected>[, found <what>]".
+        expected = str(err["msg"]).removeprefix("Value error, ")
+        if ", found " in expected:
+            expected, _, found_text = expected.partition(", found ")
+            return ConfigError(source, _path(loc), expected).with_found_text(found_text)
+    else:
+        expected = _EXPECTED.get(kind, str(err["msg"]))
+    return ConfigError(source, _path(loc), expected, found)
+
+
+def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
+    def fail(path: str, expected: str, found: Any) -> None:
+        raise ConfigError(source, path, expected, found)
+
+    _check_timezone(routing.timezone, "timezone", source)
+    reps: dict[str, int] = {}
+    for i, rep in enumerate(routing.reps):
+        if rep.id in reps:
+            fail(f"reps[{i}].id", "a rep id not used before (duplicate)", rep.id)
+        reps[rep.id] = i
+    known = "a rep id defined under `reps`"
+    for i, rep in enumerate(routing.reps):
+        for link in ("backup", "manager"):
+            target = getattr(rep, link)
+            if target is not None and target not in reps:
+                fail(f"reps[{i}].{link}", known, target)
+        if rep.backup == rep.id:
+            fail(f"reps[{i}].backup", "another rep (a rep cannot back itself up)", rep.backup)
+        if rep.timezone is not None:
+            _check_timezone(rep.timezone, f"reps[{i}].timezone", source)
+    _check_manager_cycles(routing, source)
+    for name, pool in routing.pools.items():
+        seen: set[str] = set()
+        for j, member in enumerate(pool.members):
+            if member not in reps:
+                fail(f"pools.{name}.members[{j}]", known, member)
+            if member in seen:
+                fail(f"pools.{name}.members[{j}]", "each member listed once (duplicate)", member)
+            seen.add(member)
+        for member in pool.weights:
+            if member not in seen:
+                fail(f"pools.{name}.weights.{member}", "a member of this pool", member)
+        if pool.weights and pool.strategy != "weighted":
+            fail(f"pools.{name}.weights", "weights only with `strategy: weighted`", pool.strategy)
+        if pool.strategy == "weighted" and all(pool.weights.get(m, 1) == 0 for m in pool.members):
+            fail(f"pools.{name}.weights", "at least one member with a weight above 0", pool.weights)
+        for member, weight in pool.weights.items():
+            if weight < 0:
+                fail(f"pools.{name}.weights.{member}", "a weight ≥ 0", weight)
+        if pool.overflow is not None and pool.overflow.rep is not None \
+                and pool.overflow.rep not in reps:
+            fail(f"pools.{name}.overflow.rep", known, pool.overflow.rep)
+    names: set[str] = set()
+    for i, rule in enumerate(routing.rules):
+        if rule.name in names:
+            fail(f"rules[{i}].name", "a rule name not used before (duplicate)", rule.name)
+        names.add(rule.name)
+        target = rule.assign
+        if target.rep is not None and target.rep not in reps:
+            fail(f"rules[{i}].assign.rep", known, target.rep)
+        if target.pool is not None and target.pool not in routing.pools:
+            fail(f"rules[{i}].assign.pool", "a pool defined under `pools`", target.pool)
+    if routing.fallback is not None and routing.fallback.rep is not None \
+            and routing.fallback.rep not in reps:
+        fail("fallback.rep", known, routing.fallback.rep)
+    for crm, objects in routing.field_maps.items():
+        if crm not in ("hubspot", "salesforce", "file"):
+            fail(f"field_maps.{crm}", "one of hubspot, salesforce, file", crm)
+        for obj, mapping in objects.items():
+            for fld in mapping:
+                if fld not in _MAPPABLE:
+                    fail(f"field_maps.{crm}.{obj}.{fld}", "a normalized record field", fld)
+
+
+_MAPPABLE = frozenset({
+    "name", "domain", "email", "industry", "employees", "annual_revenue", "country", "state",
+    "city", "postal_code", "lead_source", "website", "owner",
+})
+
+
+def _check_timezone(name: str, path: str, source: str | Path | None) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(source, path, "an IANA timezone such as Europe/Berlin", name) from None
+
+
+def _check_manager_cycles(routing: RoutingFile, source: str | Path | None) -> None:
+    # Only `manager` links may not loop: escalation must end somewhere. Mutual backups are normal.
+    manager = {rep.id: rep.manager for rep in routing.reps}
+    index = {rep.id: i for i, rep in enumerate(routing.reps)}
+    for start in manager:
+        seen = [start]
+        current = manager[start]
+        while current is not None:
+            if current == start:
+                chain = " -> ".join([*seen, start])
+                raise ConfigError(source, f"reps[{index[start]}].manager",
+                                  "manager links that end (no cycle)", chain)
+            if current in seen:
+                break  # a cycle not through `start`; reported when we start from a member of it
+            seen.append(current)
+            current = manager.get(current)
+
+
+def _read_lists(routing: RoutingFile, source: str | Path | None) -> dict[str, tuple[str, ...]]:
+    base = Path(source).parent if source is not None else Path.cwd()
+    out: dict[str, tuple[str, ...]] = {}
+    for name, spec in routing.lists.items():
+        if spec.domains is not None:
+            out[name] = tuple(spec.domains)
+            continue
+        assert spec.file is not None
+        file = base / spec.file
+        try:
+            lines = file.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError):
+            raise ConfigError(source, f"lists.{name}.file",
+                              f"a readable list file (looked for {file})", spec.file) from None
+        out[name] = tuple(_list_entries(lines))
+    return out
+
+
+def _list_entries(lines: Iterable[str]) -> Iterable[str]:
+    # One domain a line; blank lines and full-line `#` comments are allowed (DESIGN.md §4a).
+    for line in lines:
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            yield entry
+
+
+REGEX_FLAGS = re.IGNORECASE

@@ -1,0 +1,152 @@
+"""Compiles a validated routing file once into fast, immutable routing tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from config.routing import ConfigError, Pool, Rep, RoutingFile
+from config.routing import load as load_file
+from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
+from sync.models import Record, TraceStep
+from sync.normalize import fold, id_key, is_freemail, normalize_domain
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """One top-level piece of a rule's `when`, kept for `explain`."""
+
+    text: str
+    test: Callable[[Record], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    index: int
+    name: str
+    kind: str  # rep | pool | account_owner | queue
+    target: str | None  # rep id, pool id or queue id
+    clauses: tuple[Clause, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRouting:
+    """Everything `decide` needs that does not change between decisions."""
+
+    file: RoutingFile
+    rules: tuple[CompiledRule, ...]
+    first_match: Callable[[Record, int], int]
+    no_match_steps: tuple[TraceStep, ...]  # shared, so a trace costs a slice, not N objects
+    reps: Mapping[str, Rep]
+    pools: Mapping[str, Pool]
+    zones: Mapping[str, ZoneInfo]  # rep id -> its timezone (the file's default when unset)
+    owner_to_rep: Mapping[str, str]  # id key of a rep id or crm id -> rep id
+    queue_keys: frozenset[str]  # id keys of every `queue` target
+    ignore_keys: frozenset[str]
+    warnings: tuple[str, ...]
+
+    @property
+    def policy(self) -> str:
+        return self.file.respect_existing_owner
+
+    def rep_for_owner(self, owner: str | None) -> str | None:
+        if owner is None:
+            return None
+        return self.owner_to_rep.get(id_key(owner))
+
+    def summary(self) -> str:
+        return (f"{len(self.file.reps)} reps, {len(self.pools)} pools, "
+                f"{len(self.file.lists)} lists, {len(self.rules)} rules")
+
+
+def load_routing(path: str | Path) -> CompiledRouting:
+    """Load, validate and compile a routing file; every problem raises ConfigError."""
+    return compile_routing(load_file(path))
+
+
+def compile_routing(routing: RoutingFile) -> CompiledRouting:
+    source = routing.source
+    reps = {rep.id: rep for rep in routing.reps}
+    default_zone = ZoneInfo(routing.timezone)
+    zones = {rep.id: ZoneInfo(rep.timezone) if rep.timezone else default_zone
+             for rep in routing.reps}
+
+    owner_to_rep: dict[str, str] = {}
+    rep_owner_keys: dict[str, frozenset[str]] = {}
+    for i, rep in enumerate(routing.reps):
+        keys = {id_key(rep.id), *(id_key(v) for v in rep.crm_ids.values() if v.strip())}
+        rep_owner_keys[rep.id] = frozenset(keys)
+        for key in keys:
+            other = owner_to_rep.get(key)
+            if other is not None and other != rep.id:
+                raise ConfigError(source, f"reps[{i}].crm_ids",
+                                  f"CRM ids not already used by rep {other!r}", key)
+            owner_to_rep[key] = rep.id
+
+    lists: dict[str, frozenset[str]] = {}
+    list_entries: dict[str, frozenset[str]] = {}
+    warnings: list[str] = []
+    for name, spec in routing.lists.items():
+        domains: set[str] = set()
+        folded: set[str] = set()
+        for j, entry in enumerate(routing.list_domains(name)):
+            where = f"lists.{name}.domains[{j}]" if spec.domains is not None \
+                else f"lists.{name}.file (entry {j + 1})"
+            domain = normalize_domain(entry)
+            if domain is None:
+                raise ConfigError(source, where, "a domain such as acme.com", entry)
+            if is_freemail(domain):
+                warnings.append(f"{where}: {entry!r} is a free-mail domain and never matches")
+            domains.add(domain)
+            folded.add(fold(entry) or "")
+        lists[name] = frozenset(domains)
+        list_entries[name] = frozenset(folded)
+
+    ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
+                         rep_owner_keys=rep_owner_keys)
+    exprs: list[str] = []
+    rules: list[CompiledRule] = []
+    for i, rule in enumerate(routing.rules):
+        when = rule.when
+        path = f"rules[{i}].when"
+        expr = compile_when(when, path, ctx) if when is not None else "True"
+        exprs.append(expr)
+        clauses = []
+        for key, value in (when or {}).items():
+            clause_expr = compile_when({key: value}, f"{path}.{key}", ctx)
+            clauses.append(Clause(text=_clause_text(key, value),
+                                  test=build_predicate(clause_expr, ctx)))
+        target = rule.assign
+        value = target.rep or target.pool or target.queue
+        rules.append(CompiledRule(index=i, name=rule.name, kind=target.kind, target=value,
+                                  clauses=tuple(clauses)))
+    warnings.extend(ctx.warnings)
+
+    queue_keys = {id_key(r.assign.queue) for r in routing.rules if r.assign.queue}
+    queue_keys |= {id_key(p.overflow.queue) for p in routing.pools.values()
+                   if p.overflow and p.overflow.queue}
+    if routing.fallback is not None and routing.fallback.queue:
+        queue_keys.add(id_key(routing.fallback.queue))
+
+    return CompiledRouting(
+        file=routing,
+        rules=tuple(rules),
+        first_match=build_first_match(exprs, ctx),
+        no_match_steps=tuple(TraceStep(r.name, "no_match", "conditions not met") for r in rules),
+        reps=reps,
+        pools=dict(routing.pools),
+        zones=zones,
+        owner_to_rep=owner_to_rep,
+        queue_keys=frozenset(queue_keys),
+        ignore_keys=frozenset(id_key(o) for o in routing.ignore_owners if o.strip()),
+        warnings=tuple(warnings),
+    )
+
+
+def _clause_text(key: str, value: object) -> str:
+    if isinstance(value, Mapping):
+        ops = ", ".join(f"{op} {v!r}" for op, v in value.items())
+        return f"{key} {ops}" if key not in ("any", "all", "not") else f"{key} {{{ops}}}"
+    return f"{key} {value!r}"

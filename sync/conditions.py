@@ -1,0 +1,261 @@
+"""Compiles `when` conditions into Python expressions over normalized records (§3, §4a)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from config.routing import ConfigError
+from sync.models import NUMERIC_FIELDS, RECORD_FIELDS, Record
+from sync.normalize import (
+    country_code,
+    fold,
+    fold_industry,
+    id_key,
+    is_freemail,
+    normalize_domain,
+    parse_number,
+)
+
+COMBINATORS = ("any", "all", "not")
+POSITIVE_OPS = ("eq", "in", "gt", "gte", "lt", "lte", "between", "contains", "starts_with",
+                "matches", "in_list")
+OPERATORS = (*POSITIVE_OPS, "ne", "not_in", "exists")
+
+
+@lru_cache(maxsize=65536)
+def _num(value: str | None) -> float | None:
+    # Raw `fields.<x>` values are parsed on demand; the cache keeps repeated values cheap.
+    return parse_number(value) if value is not None else None
+
+
+def _idk(value: str | None) -> str | None:
+    return id_key(value) if value is not None else None
+
+
+@dataclass
+class CompileContext:
+    """What the compiler needs besides the condition: lists, rep ids, and where it reports."""
+
+    source: Any
+    lists: Mapping[str, frozenset[str]]
+    list_entries: Mapping[str, frozenset[str]]  # folded entries, for in_list on non-domain fields
+    rep_owner_keys: Mapping[str, frozenset[str]]  # rep id -> id keys of the rep and its crm ids
+    constants: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def const(self, value: Any) -> str:
+        name = f"_c{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def error(self, path: str, expected: str, found: Any) -> ConfigError:
+        return ConfigError(self.source, path, expected, found)
+
+
+FIELD_HELP = "a record field (" + ", ".join(RECORD_FIELDS) + ") or fields.<crm_field>"
+
+
+def compile_when(when: Any, path: str, ctx: CompileContext) -> str:
+    """Return a Python expression (over `r`, a `Record`) for a `when` mapping."""
+    if not isinstance(when, Mapping):
+        raise ctx.error(path, "a mapping of fields to operators, or any/all/not", when)
+    if not when:
+        return "True"
+    parts = []
+    for key, value in when.items():
+        key_path = f"{path}.{key}"
+        if key in ("any", "all"):
+            if not isinstance(value, list):
+                raise ctx.error(key_path, "a list of conditions", value)
+            subs = [compile_when(v, f"{key_path}[{i}]", ctx) for i, v in enumerate(value)]
+            if not subs:
+                parts.append("False" if key == "any" else "True")
+            else:
+                parts.append("(" + (" or " if key == "any" else " and ").join(subs) + ")")
+        elif key == "not":
+            parts.append(f"(not {compile_when(value, key_path, ctx)})")
+        else:
+            parts.append(compile_field(str(key), value, key_path, ctx))
+    return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
+
+
+def _field_kind(name: str) -> str:
+    if name in NUMERIC_FIELDS:
+        return "number"
+    if name in ("domain", "country", "industry", "owner"):
+        return name
+    return "text"
+
+
+def compile_field(name: str, spec: Any, path: str, ctx: CompileContext) -> str:
+    """One field's operators, AND-ed; a bare scalar is shorthand for `eq`."""
+    if not (name in RECORD_FIELDS or (name.startswith("fields.") and len(name) > 7)):
+        raise ctx.error(path, FIELD_HELP, name)
+    if not isinstance(spec, Mapping):
+        if isinstance(spec, list) or spec is None:
+            raise ctx.error(path, "a mapping of operators such as {eq: ...} or {in: [...]}", spec)
+        spec = {"eq": spec}
+    if not spec:
+        raise ctx.error(path, "at least one operator (" + ", ".join(OPERATORS) + ")", spec)
+    parts = []
+    for op, operand in spec.items():
+        op_path = f"{path}.{op}"
+        if op not in OPERATORS:
+            raise ctx.error(op_path.rsplit(".", 1)[0],
+                            "an operator (" + ", ".join(OPERATORS) + ")", op)
+        parts.append(_compile_op(name, str(op), operand, op_path, ctx))
+    return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
+
+
+def _number(operand: Any, path: str, ctx: CompileContext) -> float:
+    if isinstance(operand, bool):
+        raise ctx.error(path, "a number", operand)
+    value = parse_number(operand)
+    if value is None:
+        raise ctx.error(path, "a number", operand)
+    return value
+
+
+def _is_number(operand: Any) -> bool:
+    return isinstance(operand, int | float) and not isinstance(operand, bool)
+
+
+def _scalar(operand: Any, path: str, ctx: CompileContext) -> Any:
+    if operand is None or isinstance(operand, Mapping | list):
+        raise ctx.error(path, "a single value", operand)
+    return operand
+
+
+def _operands(op: str, operand: Any, path: str, ctx: CompileContext) -> list[Any]:
+    if op in ("in", "not_in"):
+        if not isinstance(operand, list):
+            raise ctx.error(path, "a list of values", operand)
+        return [_scalar(v, f"{path}[{i}]", ctx) for i, v in enumerate(operand)]
+    return [_scalar(operand, path, ctx)]
+
+
+def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext) -> str:
+    kind = _field_kind(name)
+    raw = f"r.raw.get({name!r})"
+    folded = f"r.folded.get({name!r})"
+    if op == "exists":
+        if not isinstance(operand, bool):
+            raise ctx.error(path, "true or false", operand)
+        if kind == "number":
+            present = f"(r.{name} is not None)"
+        elif kind == "domain":
+            present = "(r.domain is not None)"
+        else:
+            present = f"({name!r} in r.raw)"
+        return present if operand else f"(not {present})"
+
+    if op in ("gt", "gte", "lt", "lte", "between"):
+        value = f"r.{name}" if kind == "number" else f"_num({raw})"
+        if op == "between":
+            if not isinstance(operand, list) or len(operand) != 2:
+                raise ctx.error(path, "a list [low, high]", operand)
+            lo = _number(operand[0], f"{path}[0]", ctx)
+            hi = _number(operand[1], f"{path}[1]", ctx)
+            if lo > hi:
+                raise ctx.error(path, "low ≤ high", operand)
+            return f"((v := {value}) is not None and {lo!r} <= v <= {hi!r})"
+        symbol = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+        bound = _number(operand, path, ctx)
+        return f"((v := {value}) is not None and v {symbol} {bound!r})"
+
+    if op in ("contains", "starts_with"):
+        text = _scalar(operand, path, ctx)
+        needle = fold_industry(text) if kind == "industry" else fold(text)
+        if not needle:
+            raise ctx.error(path, "a non-empty text", operand)
+        test = f"{ctx.const(needle)} in v" if op == "contains" \
+            else f"v.startswith({ctx.const(needle)})"
+        return f"((v := {folded}) is not None and {test})"
+
+    if op == "matches":
+        text = _scalar(operand, path, ctx)
+        try:
+            pattern = re.compile(str(text), re.IGNORECASE)
+        except re.error as exc:
+            raise ctx.error(path, f"a valid regular expression ({exc})", text) from None
+        return f"((v := {raw}) is not None and {ctx.const(pattern)}.search(v) is not None)"
+
+    if op == "in_list":
+        if not isinstance(operand, str) or operand not in ctx.lists:
+            raise ctx.error(path, "the name of a list defined under `lists`", operand)
+        if kind == "domain":
+            # Free-mail domains never match a list (DESIGN.md §3): gmail.com is nobody's account.
+            entries = ctx.const(ctx.lists[operand])
+            return f"(not r.freemail and not {entries}.isdisjoint(r.domain_keys))"
+        entries = ctx.const(ctx.list_entries[operand])
+        return f"({folded} in {entries})"
+
+    # eq / ne / in / not_in: build the set of canonical operand values, then test membership.
+    values = _operands(op, operand, path, ctx)
+    negate = op in ("ne", "not_in")
+    canon: set[Any] = set()
+    if kind == "number" or (kind == "text" and values and all(_is_number(v) for v in values)):
+        for i, v in enumerate(values):
+            canon.add(_number(v, f"{path}[{i}]" if op in ("in", "not_in") else path, ctx))
+        value = f"r.{name}" if kind == "number" else f"_num({raw})"
+        test = f"{value} in {ctx.const(frozenset(canon))}"
+    elif kind == "domain":
+        for i, v in enumerate(values):
+            d = normalize_domain(v)
+            if d is None:
+                raise ctx.error(f"{path}[{i}]" if op in ("in", "not_in") else path,
+                                "a domain such as acme.com", v)
+            canon.add(d)
+        # Like lists, a literal domain matches its subdomains: eu.acme.com is acme.com's.
+        test = f"(not {ctx.const(frozenset(canon))}.isdisjoint(r.domain_keys))"
+        if any(is_freemail(d) for d in canon):
+            ctx.warnings.append(f"{path}: free-mail domain in a domain condition")
+    elif kind == "country":
+        for i, v in enumerate(values):
+            code = country_code(v)
+            if code is None:
+                raise ctx.error(f"{path}[{i}]" if op in ("in", "not_in") else path,
+                                "a country (ISO code or name)", v)
+            canon.add(code)
+        test = f"r.country in {ctx.const(frozenset(canon))}"
+    elif kind == "owner":
+        for v in values:
+            text = str(v).strip()
+            canon |= ctx.rep_owner_keys.get(text, frozenset({id_key(text)}))
+        test = f"_idk(r.owner) in {ctx.const(frozenset(canon))}"
+    else:
+        fold_fn = fold_industry if kind == "industry" else fold
+        for i, v in enumerate(values):
+            f = fold_fn(v)
+            if f is None:
+                raise ctx.error(f"{path}[{i}]" if op in ("in", "not_in") else path,
+                                "a non-empty value", v)
+            canon.add(f)
+        source = "r.industry" if kind == "industry" else folded
+        test = f"{source} in {ctx.const(frozenset(canon))}"
+    return f"(not {test})" if negate else f"({test})"
+
+
+NAMESPACE: dict[str, Any] = {"_num": _num, "_idk": _idk}
+
+
+def build_first_match(exprs: list[str], ctx: CompileContext) -> Callable[[Record, int], int]:
+    """Generate `first(r, start)`: index of the first rule at or after `start` whose `when`
+    holds, else -1. One generated function keeps per-rule call overhead out of the hot path."""
+    lines = ["def first(r, start):"]
+    for i, expr in enumerate(exprs):
+        lines.append(f"    if start <= {i} and {expr}: return {i}")
+    lines.append("    return -1")
+    namespace = {**NAMESPACE, **ctx.constants}
+    exec(compile("\n".join(lines), "<routing rules>", "exec"), namespace)  # noqa: S102
+    return namespace["first"]  # type: ignore[no-any-return]
+
+
+def build_predicate(expr: str, ctx: CompileContext) -> Callable[[Record], bool]:
+    """A single condition as a function, for `explain`'s clause-by-clause account."""
+    namespace = {**NAMESPACE, **ctx.constants}
+    return eval(compile(f"lambda r: bool({expr})", "<condition>", "eval"), namespace)  # noqa: S307

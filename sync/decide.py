@@ -1,0 +1,363 @@
+"""The pure routing decision (DESIGN.md §4): record, rules and a snapshot in, Decision out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sync.compiler import CompiledRouting, CompiledRule
+from sync.models import Decision, Outcome, PoolTurn, Record, TraceStep
+from sync.normalize import id_key
+from sync.state.base import PoolChange, PoolSnapshot
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerInfo:
+    """What a CRM says about a user id: active, and a person rather than a queue."""
+
+    active: bool
+    person: bool = True
+
+
+def window_key(per: str, now: datetime, zone: object) -> str:
+    """The cap window containing `now` in a rep's timezone: day, week (from Monday), month."""
+    local = now.astimezone(zone)  # type: ignore[arg-type]
+    day = local.date()
+    if per == "day":
+        return f"day:{day.isoformat()}"
+    if per == "week":
+        return f"week:{(day - timedelta(days=day.weekday())).isoformat()}"
+    return f"month:{day.year:04d}-{day.month:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """The result of trying [rep, backup, manager]: who (if anyone) and the story."""
+
+    assignee: str | None
+    via: str | None  # None: the rep itself; else "backup" or "manager"
+    notes: str  # why earlier candidates were passed over
+
+
+@dataclass
+class RoutingContext:
+    """A snapshot of everything variable a decision depends on, taken once per batch.
+
+    `pools` is the caller's working copy: `decide` only reads it; `apply` advances it after each
+    decision so the next record in the batch sees the turn taken.
+    """
+
+    routing: CompiledRouting
+    now: datetime
+    paused: Mapping[str, datetime | None] = field(default_factory=dict)
+    pools: dict[str, PoolSnapshot] = field(default_factory=dict)
+    users: Mapping[str, OwnerInfo] | None = None  # CRM directory by id key; None in file mode
+    account_owners: Mapping[str, str] = field(default_factory=dict)  # domain -> owner id
+    _status: dict[str, str | None] = field(default_factory=dict, init=False)
+    _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
+    _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
+    _changes: dict[str, dict[str, object]] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.now.tzinfo is None:
+            raise ValueError("the routing instant must be timezone-aware")
+        routing = self.routing
+        for rep_id, rep in routing.reps.items():
+            self._status[rep_id] = self._unavailable(rep_id, rep)
+        for name, pool in routing.pools.items():
+            per = pool.cap.per if pool.cap else "day"
+            self._windows[name] = {m: window_key(per, self.now, routing.zones[m])
+                                   for m in pool.members}
+            self.pools.setdefault(name, PoolSnapshot(pool=name))
+
+    @staticmethod
+    def pool_windows(routing: CompiledRouting, now: datetime) -> dict[str, dict[str, str]]:
+        """`{pool: {member: window key}}` for `StateStore.load_pools` at this instant."""
+        out = {}
+        for name, pool in routing.pools.items():
+            per = pool.cap.per if pool.cap else "day"
+            out[name] = {m: window_key(per, now, routing.zones[m]) for m in pool.members}
+        return out
+
+    def _unavailable(self, rep_id: str, rep: object) -> str | None:
+        if not rep.active:  # type: ignore[attr-defined]
+            return "inactive"
+        if rep_id in self.paused:
+            until = self.paused[rep_id]
+            if until is None:
+                return "paused"
+            if until > self.now:
+                return f"paused until {until.isoformat()}"
+        local_day = self.now.astimezone(self.routing.zones[rep_id]).date()
+        for leave in rep.out_of_office:  # type: ignore[attr-defined]
+            if leave.start <= local_day <= leave.end:
+                return f"out of office until {leave.end.isoformat()}"
+        return None
+
+    def status(self, rep_id: str) -> str | None:
+        """None when the rep can take a record now, else why not."""
+        return self._status[rep_id]
+
+    def chain(self, rep_id: str) -> _Chain:
+        """Try exactly [rep, rep.backup, rep.manager]: direct links only (DESIGN.md §4a)."""
+        cached = self._chains.get(rep_id)
+        if cached is not None:
+            return cached
+        rep = self.routing.reps[rep_id]
+        notes: list[str] = []
+        result = None
+        for via, candidate in ((None, rep_id), ("backup", rep.backup), ("manager", rep.manager)):
+            if candidate is None:
+                continue
+            why = self._status[candidate]
+            if why is None:
+                result = _Chain(candidate, via, "; ".join(notes))
+                break
+            label = candidate if via is None else f"{via} {candidate}"
+            notes.append(f"{label} {why}")
+        if result is None:
+            if rep.backup is None and rep.manager is None:
+                notes.append("no backup or manager")
+            result = _Chain(None, None, "; ".join(notes))
+        self._chains[rep_id] = result
+        return result
+
+    # -- pools ---------------------------------------------------------------------------
+
+    def choose(self, pool_name: str) -> tuple[PoolTurn | None, str]:
+        """The pool's next turn under its strategy, or None and why nobody is eligible."""
+        pool = self.routing.pools[pool_name]
+        snap = self.pools[pool_name]
+        eligible: list[str] = []
+        passed: list[str] = []
+        cap = pool.cap
+        for member in pool.members:
+            why = self._status[member]
+            if why is None and cap is not None and snap.counts.get(member, 0) >= cap.max:
+                why = f"at cap {cap.max}/{cap.per}"
+            if why is None and pool.strategy == "weighted" and pool.weights.get(member, 1) == 0:
+                why = "weight 0"
+            if why is None:
+                eligible.append(member)
+            else:
+                passed.append(f"{member} {why}")
+        note = "; ".join(passed)
+        if not eligible:
+            return None, note or "no members"
+        windows = self._windows[pool_name]
+        if pool.strategy == "round_robin":
+            members = pool.members
+            last = snap.last_served
+            # The cursor remembers the last member served; the next eligible member after it in
+            # list order takes the turn, so an added member takes its listed place (§4a).
+            start = members.index(last) + 1 if last in members else 0
+            chosen = eligible[0]
+            for k in range(len(members)):
+                candidate = members[(start + k) % len(members)]
+                if candidate in eligible:
+                    chosen = candidate
+                    break
+            return PoolTurn(pool_name, chosen, windows[chosen], chosen, None), note
+        if pool.strategy == "weighted":
+            # Smooth weighted round robin (nginx): eligible members gain their weight, the
+            # richest takes the turn and pays the total. Away members' credit stays frozen, so a
+            # returning rep gets no catch-up flood.
+            credits = {m: snap.credits.get(m, 0.0) for m in pool.members}
+            total = 0.0
+            best: str | None = None
+            for member in eligible:
+                weight = float(pool.weights.get(member, 1))
+                credits[member] += weight
+                total += weight
+                if best is None or credits[member] > credits[best]:
+                    best = member
+            assert best is not None
+            credits[best] -= total
+            return PoolTurn(pool_name, best, windows[best], snap.last_served, credits), note
+        # least_loaded: fewest assignments in the window, ties in member order.
+        chosen = min(eligible, key=lambda m: (snap.counts.get(m, 0), pool.members.index(m)))
+        return PoolTurn(pool_name, chosen, windows[chosen], chosen, None), note
+
+    def apply(self, turn: PoolTurn) -> None:
+        """Advance the working copy after a decision that took a pool turn."""
+        snap = self.pools[turn.pool]
+        snap.last_served = turn.last_served
+        if turn.credits is not None:
+            snap.credits = dict(turn.credits)
+        snap.counts[turn.member] = snap.counts.get(turn.member, 0) + 1
+        change = self._changes.setdefault(turn.pool, {"increments": {}})
+        change["last_served"] = turn.last_served
+        change["credits"] = snap.credits if turn.credits is not None else change.get("credits")
+        increments = change["increments"]
+        key = (turn.member, turn.window)
+        increments[key] = increments.get(key, 0) + 1  # type: ignore[index,attr-defined]
+
+    def pending_changes(self) -> list[PoolChange]:
+        """The pool changes applied since the snapshot, for `StateStore.commit`."""
+        return [
+            PoolChange(pool=name, last_served=c.get("last_served"),  # type: ignore[arg-type]
+                       credits=c.get("credits"),  # type: ignore[arg-type]
+                       increments=dict(c["increments"]))  # type: ignore[call-overload]
+            for name, c in self._changes.items()
+        ]
+
+    # -- owners --------------------------------------------------------------------------
+
+    def owner_valid(self, owner: str, policy: str) -> tuple[bool, str]:
+        """Is an existing owner to be kept under `policy`? (DESIGN.md §4.1 and §4a)."""
+        routing = self.routing
+        key = id_key(owner)
+        if key in routing.ignore_keys:
+            return False, f"owner {owner} is in ignore_owners"
+        if policy == "never":
+            return False, "respect_existing_owner is never"
+        user = self.users.get(key) if self.users is not None else None
+        is_queue = key.startswith("00G") or key in routing.queue_keys or (
+            user is not None and not user.person)
+        if policy == "always":
+            return True, "respect_existing_owner is always"
+        if is_queue:
+            return False, f"owner {owner} is a queue"
+        rep_id = routing.owner_to_rep.get(key)
+        if rep_id is not None and not routing.reps[rep_id].active:
+            return False, f"owner {rep_id} is inactive"
+        if self.users is not None:
+            if user is None:
+                return False, f"owner {owner} is not a CRM user"
+            if not user.active:
+                return False, f"owner {owner} is an inactive CRM user"
+        return True, "valid owner"
+
+
+def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decision:
+    """Route one record. Pure: reads the context, never changes it; see `RoutingContext.apply`."""
+    routing = ctx.routing
+    now = ctx.now
+    owner = record.owner
+    previous = None
+    if owner is not None:
+        previous = routing.owner_to_rep.get(id_key(owner)) or owner
+        keep, why = ctx.owner_valid(owner, routing.policy)
+        if keep:
+            rep_id = routing.owner_to_rep.get(id_key(owner))
+            return Decision(
+                record_id=record.id, object=record.object, crm=record.crm,
+                outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
+                owner=rep_id or owner, owner_crm_id=owner, rule=None,
+                reason=f"kept existing owner {previous} ({why})", trigger=trigger,
+                created_at=record.created_at, decided_at=now,
+            )
+
+    rules = routing.rules
+    first = routing.first_match
+    steps: list[TraceStep] = []
+    done = 0  # rules before this index are already in `steps`
+    i = first(record, 0)
+    while i >= 0:
+        rule = rules[i]
+        result = _resolve(rule, record, ctx)
+        if i > done:
+            steps.extend(routing.no_match_steps[done:i])
+        if result[0] is not None:
+            assignee, outcome, pool, turn, reason = result
+            steps.append(TraceStep(rule.name, "won", reason))
+            return _assigned(record, ctx, assignee, outcome, rule.name, pool, turn,
+                             f"rule {rule.name}: {reason}", tuple(steps), previous, trigger)
+        steps.append(TraceStep(rule.name, "no_assignee", result[4]))
+        done = i + 1
+        i = first(record, done)
+    if done < len(rules):
+        steps.extend(routing.no_match_steps[done:])
+
+    fallback = routing.file.fallback
+    if fallback is not None:
+        if fallback.queue is not None:
+            return _assigned(record, ctx, fallback.queue, Outcome.FALLBACK, None, None, None,
+                             f"no rule assigned anyone; fallback queue {fallback.queue}",
+                             tuple(steps), previous, trigger)
+        chain = ctx.chain(fallback.rep)  # type: ignore[arg-type]
+        if chain.assignee is not None:
+            story = _story(fallback.rep, chain)  # type: ignore[arg-type]
+            return _assigned(record, ctx, chain.assignee, Outcome.FALLBACK, None, None, None,
+                             f"no rule assigned anyone; fallback {story}", tuple(steps),
+                             previous, trigger)
+        reason = f"no rule assigned anyone; fallback {fallback.rep} unavailable ({chain.notes})"
+    else:
+        reason = "no rule assigned anyone and there is no fallback"
+    return Decision(
+        record_id=record.id, object=record.object, crm=record.crm, outcome=Outcome.UNASSIGNED,
+        previous_owner=previous, owner=None, owner_crm_id=None, rule=None, reason=reason,
+        trace=tuple(steps), trigger=trigger, created_at=record.created_at, decided_at=now,
+    )
+
+
+_Resolved = tuple[str | None, Outcome | None, str | None, PoolTurn | None, str]
+
+
+def _story(rep_id: str, chain: _Chain) -> str:
+    if chain.via is None:
+        return str(chain.assignee)
+    return f"{rep_id} unavailable ({chain.notes}) -> {chain.via} {chain.assignee}"
+
+
+def _resolve(rule: CompiledRule, record: Record, ctx: RoutingContext) -> _Resolved:
+    kind = rule.kind
+    if kind == "rep":
+        chain = ctx.chain(rule.target)  # type: ignore[arg-type]
+        if chain.assignee is None:
+            return None, None, None, None, f"rep {rule.target}: nobody available ({chain.notes})"
+        outcome = Outcome.ASSIGNED if chain.via is None else Outcome.FALLBACK
+        return chain.assignee, outcome, None, None, f"rep {_story(rule.target, chain)}"
+    if kind == "queue":
+        return rule.target, Outcome.ASSIGNED, None, None, f"queue {rule.target}"
+    if kind == "pool":
+        name = rule.target
+        assert name is not None
+        turn, note = ctx.choose(name)
+        strategy = ctx.routing.pools[name].strategy
+        if turn is not None:
+            skipped = f" (passed over: {note})" if note else ""
+            return (turn.member, Outcome.ASSIGNED, name, turn,
+                    f"pool {name} {strategy} -> {turn.member}{skipped}")
+        overflow = ctx.routing.pools[name].overflow
+        if overflow is not None:
+            if overflow.queue is not None:
+                return (overflow.queue, Outcome.FALLBACK, name, None,
+                        f"pool {name} has nobody eligible ({note}) -> overflow queue "
+                        f"{overflow.queue}")
+            chain = ctx.chain(overflow.rep)  # type: ignore[arg-type]
+            if chain.assignee is not None:
+                return (chain.assignee, Outcome.FALLBACK, name, None,
+                        f"pool {name} has nobody eligible ({note}) -> overflow "
+                        f"{_story(overflow.rep, chain)}")  # type: ignore[arg-type]
+            note += f"; overflow {overflow.rep} unavailable ({chain.notes})"
+        return None, None, None, None, f"pool {name}: nobody eligible ({note})"
+    # account_owner: leads and contacts follow the owner of the account with their domain.
+    if record.object == "account":
+        return None, None, None, None, "account_owner applies to leads and contacts only"
+    if record.domain is None or record.freemail:
+        return None, None, None, None, "no company domain to match an account"
+    for domain in record.domain_keys:
+        owner = ctx.account_owners.get(domain)
+        if owner is None:
+            continue
+        valid, why = ctx.owner_valid(owner, "valid_only")
+        if not valid:
+            return None, None, None, None, f"account {domain} owner not valid ({why})"
+        rep_id = ctx.routing.owner_to_rep.get(id_key(owner)) or owner
+        return rep_id, Outcome.ASSIGNED, None, None, f"owner of account {domain}: {rep_id}"
+    return None, None, None, None, f"no account with domain {record.domain}"
+
+
+def _assigned(record: Record, ctx: RoutingContext, assignee: str, outcome: Outcome,
+              rule: str | None, pool: str | None, turn: PoolTurn | None, reason: str,
+              trace: tuple[TraceStep, ...], previous: str | None, trigger: str) -> Decision:
+    rep = ctx.routing.reps.get(assignee)
+    crm_id = rep.crm_ids.get(record.crm) if rep is not None else assignee
+    return Decision(
+        record_id=record.id, object=record.object, crm=record.crm, outcome=outcome,
+        previous_owner=previous, owner=assignee, owner_crm_id=crm_id, rule=rule, reason=reason,
+        trace=trace, trigger=trigger, pool=pool, created_at=record.created_at,
+        decided_at=ctx.now, turn=turn,
+    )

@@ -1,0 +1,148 @@
+"""Value types of the routing core: normalized records, decisions and their traces."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Outcome(StrEnum):
+    """How a record ended (DESIGN.md §4.7)."""
+
+    ASSIGNED = "assigned"
+    FALLBACK = "fallback"
+    KEPT_EXISTING = "kept_existing"
+    UNASSIGNED = "unassigned"
+    SKIPPED = "skipped"
+
+
+# Normalized record fields rules may name (DESIGN.md §3); `fields.<x>` reaches raw CRM/CSV columns.
+RECORD_FIELDS = (
+    "id", "object", "name", "domain", "email", "industry", "employees", "annual_revenue",
+    "country", "state", "city", "postal_code", "lead_source", "website", "owner",
+)
+NUMERIC_FIELDS = frozenset({"employees", "annual_revenue"})
+OBJECTS = ("account", "lead", "contact")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A CRM or CSV record, normalized once so that rules compare cheap, ready-made values.
+
+    `raw` holds every present value trimmed with inner whitespace collapsed, keyed by normalized
+    field name or `fields.<column>`; `folded` holds the lower-cased form used by string operators
+    (for `industry` the word-folded form, for `domain` the normalized domain, for `country` the raw
+    country folded). Absent or blank values are absent from both maps.
+    """
+
+    id: str
+    object: str = "account"
+    crm: str = "file"
+    owner: str | None = None
+    domain: str | None = None
+    # The domain and its parents up to the registered domain: eu.acme.com, acme.com.
+    domain_keys: tuple[str, ...] = ()
+    freemail: bool = False
+    country: str | None = None  # ISO 3166 alpha-2 when the raw value resolves
+    industry: str | None = None  # folded word sequence
+    employees: float | None = None
+    annual_revenue: float | None = None
+    raw: Mapping[str, str] = field(default_factory=dict)
+    folded: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One rule tried: `result` is `no_match`, `no_assignee` or `won`; `detail` says why."""
+
+    rule: str
+    result: str
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {"rule": self.rule, "result": self.result, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class PoolTurn:
+    """The pool state change a decision implies; applied by the caller, never by `decide`."""
+
+    pool: str
+    member: str
+    window: str  # the member's cap window key, e.g. `day:2026-11-25`
+    last_served: str | None  # new round-robin cursor (unchanged for other strategies)
+    credits: Mapping[str, float] | None  # new smooth-weighted credits (weighted pools only)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a record went and why (DESIGN.md §4.7)."""
+
+    record_id: str
+    object: str
+    crm: str
+    outcome: Outcome
+    previous_owner: str | None = None  # rep id when the owner maps to a rep, else the raw id
+    owner: str | None = None  # rep id, queue id, or a kept unknown owner's raw id
+    owner_crm_id: str | None = None  # what is written to the CRM
+    rule: str | None = None
+    reason: str = ""
+    trace: tuple[TraceStep, ...] = ()
+    trigger: str = "file"
+    pool: str | None = None
+    created_at: datetime | None = None
+    decided_at: datetime | None = None
+    written_at: datetime | None = None
+    turn: PoolTurn | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, the shape of `GET /decisions/{record_id}` and of `audit`."""
+        return {
+            "record_id": self.record_id,
+            "crm": self.crm,
+            "object": self.object,
+            "previous_owner": self.previous_owner,
+            "owner": self.owner,
+            "owner_crm_id": self.owner_crm_id,
+            "outcome": str(self.outcome),
+            "rule": self.rule,
+            "reason": self.reason,
+            "trace": [s.to_dict() for s in self.trace],
+            "trigger": self.trigger,
+            "pool": self.pool,
+            "created_at": _iso(self.created_at),
+            "decided_at": _iso(self.decided_at),
+            "written_at": _iso(self.written_at),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Decision:
+        return cls(
+            record_id=data["record_id"],
+            object=data["object"],
+            crm=data["crm"],
+            outcome=Outcome(data["outcome"]),
+            previous_owner=data.get("previous_owner"),
+            owner=data.get("owner"),
+            owner_crm_id=data.get("owner_crm_id"),
+            rule=data.get("rule"),
+            reason=data.get("reason", ""),
+            trace=tuple(TraceStep(**s) for s in data.get("trace", ())),
+            trigger=data.get("trigger", "file"),
+            pool=data.get("pool"),
+            created_at=_parse(data.get("created_at")),
+            decided_at=_parse(data.get("decided_at")),
+            written_at=_parse(data.get("written_at")),
+        )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

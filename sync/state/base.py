@@ -1,0 +1,82 @@
+"""The state-store port: pool cursors, credits and window counters, pauses, and the audit trail."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from sync.models import Decision
+
+
+@dataclass(slots=True)
+class PoolSnapshot:
+    """A pool's persisted state as read at one instant; `version` guards the compare-and-set."""
+
+    pool: str
+    version: int = 0  # 0 = never written
+    last_served: str | None = None
+    credits: dict[str, float] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # member -> load in the requested window
+
+
+@dataclass(frozen=True, slots=True)
+class PoolChange:
+    """What one committed batch does to one pool."""
+
+    pool: str
+    last_served: str | None
+    credits: Mapping[str, float] | None  # None: leave credits as they are
+    increments: Mapping[tuple[str, str], int]  # (member, window key) -> assignments added
+
+
+@dataclass(frozen=True, slots=True)
+class LoadRow:
+    """Assignments to one rep through one pool (None: outside pools) by outcome, for `stats`."""
+
+    rep: str
+    pool: str | None
+    outcome: str
+    count: int
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """One contract, two implementations (SQLite embedded, Redis distributed)."""
+
+    def load_pools(self, windows: Mapping[str, Mapping[str, str]]) -> dict[str, PoolSnapshot]:
+        """Read pools: `{pool: {member: window_key}}` -> snapshot with each member's count."""
+
+    def commit(
+        self,
+        expected: Mapping[str, int],
+        changes: Sequence[PoolChange],
+        decisions: Sequence[Decision],
+    ) -> bool:
+        """Atomically: if every pool in `expected` is still at that version, apply `changes`
+        (bumping each changed pool's version by one) and append `decisions` to the audit trail,
+        then return True; otherwise change nothing and return False."""
+
+    def pauses(self, now: datetime) -> dict[str, datetime | None]:
+        """Reps paused at `now`: rep id -> until (None = until resumed)."""
+
+    def pause(self, rep: str, until: datetime | None = None) -> None: ...
+
+    def resume(self, rep: str) -> bool:
+        """Lift a pause; False when the rep was not paused."""
+
+    def decisions(
+        self,
+        record_id: str | None = None,
+        rep: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Decision]:
+        """Audit trail, newest first, filtered by record id, owner rep and decided_at range."""
+
+    def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
+        """Assignments (outcomes assigned/fallback with an owner) grouped by rep, pool, outcome."""
+
+    def close(self) -> None: ...
