@@ -93,7 +93,8 @@ class CsvWriter:
 
     def __init__(self, target: str | Path | IO[str]) -> None:
         if isinstance(target, str | Path):
-            self._fh: IO[str] = Path(target).open("w", encoding="utf-8", newline="")
+            self._fh: IO[str] = Path(target).open(  # noqa: SIM115 - closed in close()
+                "w", encoding="utf-8", newline="")
             self._owned = True
         else:
             self._fh = target
