@@ -1,0 +1,459 @@
+"""Pure, cached normalization of raw CRM/CSV values into the comparable forms rules use."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import unicodedata
+from collections.abc import Mapping
+from datetime import datetime
+from functools import lru_cache
+
+import pycountry
+import tldextract
+
+from sync.models import OBJECTS, RECORD_FIELDS, Record
+
+__all__ = [
+    "FREEMAIL_DOMAINS",
+    "FREEMAIL_FAMILIES",
+    "build_record",
+    "collapse",
+    "country_code",
+    "domain_keys",
+    "fold",
+    "fold_industry",
+    "id_key",
+    "is_freemail",
+    "normalize_domain",
+    "parse_number",
+    "registered_domain",
+]
+
+# Sized for a territory's worth of distinct values; misses only cost the uncached work again.
+_CACHE_SIZE = 65_536
+
+# --------------------------------------------------------------------------------------------
+# Strings
+
+
+def collapse(value: object) -> str | None:
+    """`str(value)` trimmed, inner whitespace runs collapsed to one space; None when blank."""
+    if value is None:
+        return None
+    # split() without arguments splits on any Unicode whitespace run and drops the ends.
+    text = " ".join(str(value).split())
+    return text or None
+
+
+def fold(value: object) -> str | None:
+    """`collapse` plus lower case: the form every case-insensitive string operator compares."""
+    text = collapse(value)
+    return text.lower() if text is not None else None
+
+
+# Letters and digits of any script; `_` is excluded so HubSpot's `HOSPITAL_HEALTH_CARE` splits.
+_WORD = re.compile(r"[^\W_]+")
+
+
+def fold_industry(value: object) -> str | None:
+    """Industry as a word sequence: punctuation separates words, `&`/`and` vanish.
+
+    `Hospital & Health Care`, `HOSPITAL_HEALTH_CARE` and `hospital and health-care` all give
+    `hospital health care`; `Healthcare` stays one word, so it differs from `Health Care`.
+    """
+    text = fold(value)
+    return _fold_industry(text) if text is not None else None
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _fold_industry(text: str) -> str | None:
+    if not text.isascii():
+        # A decomposed accent is not a word character and would split the word in two.
+        text = unicodedata.normalize("NFC", text)
+    words = [w for w in _WORD.findall(text) if w != "and"]
+    return " ".join(words) or None
+
+
+# --------------------------------------------------------------------------------------------
+# Numbers
+
+# sign, then either digit groups of exactly three behind one repeated separator (the first
+# group must not start with 0, so a European `0,125` is not read as 125) or plain digits,
+# an optional `.fraction`, and an optional k/m suffix, glued on or after one space.
+_NUMBER = re.compile(
+    r"""
+    (?P<sign>[+-])?
+    (?:
+        (?P<grouped>[1-9]\d{0,2}(?P<sep>[, \u00a0\u202f])\d{3}(?:(?P=sep)\d{3})*)
+      | (?P<plain>\d*)
+    )
+    (?:\.(?P<fraction>\d+))?
+    (?:[ \u00a0\u202f]?(?P<suffix>[kKmM]))?
+    """,
+    # ASCII: `\d` would otherwise accept other scripts' digits, which float() happily reads.
+    re.VERBOSE | re.ASCII,
+)
+_SUFFIX_EXPONENT = {"k": 3, "m": 6}
+
+
+def parse_number(value: object) -> float | None:
+    """A number from a CRM value, or None when it does not parse (missing for every operator).
+
+    Accepts ints/floats and strings such as `1,200`, `1 200`, `1,200.50`, `-3`, `1.2k`, `2.5 M`.
+    Rejects currency signs, percentages, exponents and malformed grouping like `1,20`.
+    """
+    if type(value) is str:  # the common case first: CSV cells and most CRM payloads
+        text = value.strip()
+        # Plain digits need no grammar; isascii() keeps other scripts' digits out of float().
+        if text.isdigit() and text.isascii():
+            return float(text)
+        return _parse_number_text(text)
+    # bool is an int subclass, but `True` employees is a data error, not the number 1.
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            return None
+        return number if math.isfinite(number) else None
+    return _parse_number_text(str(value).strip())
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _parse_number_text(text: str) -> float | None:
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        return None
+    integer = match["grouped"] or match["plain"] or ""
+    fraction = match["fraction"]
+    if not integer and fraction is None:
+        return None  # `.`, `k`, a bare sign or an empty string
+    if match["sep"]:
+        integer = integer.replace(match["sep"], "")
+    # Scale by the suffix in the decimal exponent, not by multiplying floats: float() rounds
+    # once, so `2.01m` is exactly 2010000 rather than 2009999.9999999998.
+    exponent = _SUFFIX_EXPONENT[match["suffix"].lower()] if match["suffix"] else 0
+    number = float(f"{integer or '0'}.{fraction or '0'}e{exponent}")
+    return -number if match["sign"] == "-" else number
+
+
+# --------------------------------------------------------------------------------------------
+# Domains
+
+# Any `scheme://` and also a scheme-relative `//host`.
+_SCHEME = re.compile(r"^(?:[a-z][a-z0-9+.\-]*:)?//")
+# Labels of letters/digits (any script) with inner `-`/`_`; the last label must hold a letter,
+# since no TLD is numeric and `1.2.3` is a broken IP, not a host.
+_HOST = re.compile(r"(?:[^\W_](?:[\w-]*[^\W_])?\.)+[^\W_]*[^\W\d_][^\W_]*")
+_IPV4 = re.compile(r"[\d.]+")
+
+
+def _make_extractor() -> tldextract.TLDExtract:
+    # No suffix list URLs and no cache dir: tldextract goes straight to the public suffix
+    # snapshot bundled with the package, so normalizing never touches the network or the disk.
+    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
+
+
+_EXTRACT = _make_extractor()
+
+
+def normalize_domain(value: object) -> str | None:
+    """The host of a domain, URL or email: lower case, no scheme/userinfo/path/port/`www.`.
+
+    `https://www.Acme.com:443/about` and `bob@acme.com` both give `acme.com`. IDNs stay Unicode
+    (`xn--` labels are decoded so both spellings compare equal); IP addresses are returned as
+    hosts. None when nothing host-like remains.
+    """
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    return _normalize_domain(text) if text else None
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _normalize_domain(text: str) -> str | None:
+    scheme = _SCHEME.match(text)
+    if scheme is not None:
+        # A URL: the authority ends at the path, query or fragment; userinfo precedes the last @.
+        host = re.split(r"[/?#]", text[scheme.end():], maxsplit=1)[0].rpartition("@")[2]
+    else:
+        # An email (or a bare user@host): the domain is after the last @; a bare
+        # `acme.com/about` may still carry a path.
+        host = re.split(r"[/?#]", text.rpartition("@")[2], maxsplit=1)[0]
+    if not host:
+        return None
+    if host.startswith("["):  # bracketed IPv6, possibly with a port
+        inner, closed, _ = host[1:].partition("]")
+        return _ip(inner) if closed else None
+    if host.count(":") > 1:  # bare IPv6
+        return _ip(host)
+    host, colon, port = host.partition(":")
+    if colon and port and not port.isdigit():
+        return None
+    host = host.removesuffix(".")
+    if _IPV4.fullmatch(host):
+        return _ip(host)
+    if not host.isascii():
+        # NFC so that a decomposed `ü` matches the composed one in the suffix list and in lists.
+        host = unicodedata.normalize("NFC", host)
+    if "xn--" in host:
+        host = _decode_idn(host)
+        if host is None:
+            return None
+    # Only when a real name is left: `www.com` is itself a registrable domain.
+    if host.startswith("www.") and "." in host[4:]:
+        host = host[4:]
+    return host if _HOST.fullmatch(host) else None
+
+
+def _ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
+def _decode_idn(host: str) -> str | None:
+    labels = []
+    for label in host.split("."):
+        if label.startswith("xn--"):
+            try:
+                label = label.encode("ascii").decode("idna").lower()
+            except UnicodeError:
+                return None  # punycode that does not decode is not a host
+        labels.append(label)
+    return ".".join(labels)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def registered_domain(domain: str) -> str | None:
+    """The registrable domain (`eu.acme.co.uk` -> `acme.co.uk`); None for `co.uk`, IPs, etc."""
+    if _ip(domain) is not None:
+        return None
+    parts = _EXTRACT(domain)
+    if not parts.domain or not parts.suffix:
+        return None
+    return f"{parts.domain}.{parts.suffix}"
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def domain_keys(domain: str | None) -> tuple[str, ...]:
+    """The domain and each parent down to its registered domain, most specific first.
+
+    `eu.sales.acme.com` -> (`eu.sales.acme.com`, `sales.acme.com`, `acme.com`). A list entry
+    matches when it equals any key, so `eu.acme.com` matches `acme.com` but never `com`.
+    """
+    if not domain:
+        return ()
+    registered = registered_domain(domain)
+    if registered is None:
+        # A bare public suffix (`co.uk`) must never become a key: it would match every company
+        # under it. Other hosts without a registrable part (IPs, `acme.internal`) key as is.
+        return () if _is_public_suffix(domain) else (domain,)
+    if domain != registered and not domain.endswith("." + registered):
+        return (domain,)  # not expected for normalized input; stay literal rather than guess
+    keys = [domain]
+    while keys[-1] != registered:
+        keys.append(keys[-1].split(".", 1)[1])
+    return tuple(keys)
+
+
+def _is_public_suffix(domain: str) -> bool:
+    if _ip(domain) is not None:
+        return False
+    parts = _EXTRACT(domain)
+    return not parts.domain and bool(parts.suffix)
+
+
+FREEMAIL_DOMAINS: frozenset[str] = frozenset({
+    "gmail.com", "googlemail.com",
+    "yahoo.com", "yahoo.co.uk", "yahoo.fr", "ymail.com", "rocketmail.com",
+    "hotmail.com", "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com",
+    "aol.com", "icloud.com", "me.com", "mac.com",
+    "proton.me", "protonmail.com", "pm.me",
+    "gmx.de", "gmx.net", "gmx.com", "web.de", "t-online.de",
+    "yandex.ru", "yandex.com", "ya.ru", "mail.ru", "inbox.ru", "bk.ru", "list.ru",
+    "qq.com", "163.com", "126.com", "sina.com",
+    "zoho.com", "zohomail.com", "tutanota.com", "tuta.io", "fastmail.com", "hey.com", "mail.com",
+    "naver.com", "daum.net", "rediffmail.com",
+    "libero.it", "laposte.net", "orange.fr", "free.fr", "seznam.cz", "wp.pl", "o2.pl",
+    "btinternet.com", "comcast.net", "verizon.net", "att.net", "sbcglobal.net",
+})
+# Providers that run the same service under many country suffixes (yahoo.co.jp, gmx.at, ...):
+# matched by the registered domain's first label, since the suffix list is open-ended.
+FREEMAIL_FAMILIES: frozenset[str] = frozenset({
+    "yahoo", "hotmail", "outlook", "live", "gmx", "yandex",
+})
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def is_freemail(domain: str | None) -> bool:
+    """True when the domain belongs to a free-mail provider; such domains never match lists."""
+    if not domain:
+        return False
+    if domain in FREEMAIL_DOMAINS:
+        return True
+    registered = registered_domain(domain)
+    if registered is None:
+        return False
+    return (
+        registered in FREEMAIL_DOMAINS
+        or registered.split(".", 1)[0] in FREEMAIL_FAMILIES
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Countries
+
+# The closed alias list of DESIGN.md §4a, keyed by folded form; everything else is pycountry's.
+_COUNTRY_ALIASES: Mapping[str, str] = {
+    "uk": "GB",
+    "great britain": "GB",
+    "england": "GB",
+    "u.s.": "US",
+    "u.s.a.": "US",
+    "america": "US",
+    "deutschland": "DE",
+    "holland": "NL",
+    "the netherlands": "NL",
+    "österreich": "AT",
+    "schweiz": "CH",
+}
+
+
+def country_code(value: object) -> str | None:
+    """ISO 3166-1 alpha-2 for a code, name or alias (`USA`, `Germany`, `UK`); else None."""
+    text = fold(value)
+    return _country_code(text) if text is not None else None
+
+
+@lru_cache(maxsize=4096)
+def _country_code(text: str) -> str | None:
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)  # a decomposed `Ö` must still hit the alias
+    alias = _COUNTRY_ALIASES.get(text)
+    if alias is not None:
+        return alias
+    # pycountry also resolves numeric codes (`840`), but a number in a country column is a data
+    # error more often than an ISO numeric code, and the design admits only codes and names.
+    if text.isdigit():
+        return None
+    try:
+        # lookup() is exact (case-insensitive); search_fuzzy() would turn typos into countries.
+        return pycountry.countries.lookup(text).alpha_2
+    except LookupError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Ids
+
+
+def id_key(value: str) -> str:
+    """The comparison key of a CRM id: an 18-character Salesforce id reduced to its 15-char form."""
+    text = value.strip()
+    if (
+        len(text) == 18
+        and text.isascii()
+        and text.isalnum()
+        # All-digit 18-char ids are HubSpot/other numeric ids, not Salesforce ones.
+        and not text.isdigit()
+    ):
+        return text[:15]
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+
+
+_RECORD_FIELD_SET = frozenset(RECORD_FIELDS)  # a set: membership is tested per column
+
+
+def build_record(
+    values: Mapping[str, object],
+    *,
+    object: str = "account",  # shadows the builtin on purpose: the record field's name
+    crm: str = "file",
+    created_at: datetime | None = None,
+) -> Record:
+    """Normalize one CRM/CSV row into a `Record` (DESIGN.md §3, §4a).
+
+    Keys named like record fields are normalized; any other key `k` lands as `fields.<k>`.
+    Raises ValueError for a blank `id` or an unknown `object`.
+    """
+    raw: dict[str, str] = {}
+    for key, value in values.items():
+        # collapse(), inlined: this loop runs for every column of every record.
+        if type(value) is str:
+            text = " ".join(value.split())
+        elif value is None:
+            continue
+        else:
+            text = " ".join(str(value).split())
+        if not text:
+            continue
+        if key not in _RECORD_FIELD_SET and not key.startswith("fields."):
+            key = "fields." + key
+        raw[key] = text
+
+    record_id = raw.get("id")
+    if record_id is None:
+        raise ValueError("record has no id")
+
+    obj = (raw.get("object") or object).lower()
+    if obj not in OBJECTS:
+        raise ValueError(
+            f"unknown object {obj!r} for record {record_id!r}: expected one of {OBJECTS}"
+        )
+    # The object is always known, so rules on `object` see it even when the row had no column.
+    raw.setdefault("object", obj)
+
+    folded = {key: text.lower() for key, text in raw.items()}
+
+    domain = _normalize_domain(folded["domain"]) if "domain" in folded else None
+    if domain is None:
+        email = folded.get("email", "")
+        # Only a real address: an `email` of `john.smith` must not become a domain.
+        if "@" in email:
+            domain = _normalize_domain(email)
+        if domain is None and "website" in folded:
+            domain = _normalize_domain(folded["website"])
+        if domain is not None:
+            # Derived from email/website: expose it as the domain so `exists` and string
+            # operators on `domain` see what lists match.
+            raw["domain"] = domain
+    if domain is not None:
+        folded["domain"] = domain
+    else:
+        folded.pop("domain", None)  # an unusable domain value has no normalized form
+
+    industry = None
+    if "industry" in folded:
+        industry = _fold_industry(folded["industry"])
+        if industry is not None:
+            folded["industry"] = industry
+        else:
+            del folded["industry"]  # only punctuation or `and`: nothing left to compare
+
+    return Record(
+        id=record_id,
+        object=obj,
+        crm=crm,
+        owner=raw.get("owner"),
+        domain=domain,
+        domain_keys=domain_keys(domain),
+        freemail=is_freemail(domain),
+        country=_country_code(folded["country"]) if "country" in folded else None,
+        industry=industry,
+        employees=parse_number(values["employees"]) if "employees" in raw else None,
+        annual_revenue=(
+            parse_number(values["annual_revenue"]) if "annual_revenue" in raw else None
+        ),
+        raw=raw,
+        folded=folded,
+        created_at=created_at,
+    )
