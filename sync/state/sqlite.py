@@ -1,0 +1,362 @@
+"""Embedded state store: one SQLite file in WAL mode, safe for several processes at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+from sync.models import Decision
+from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
+from sync.state.base import LoadRow, PoolChange, PoolSnapshot
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pools (
+    pool        TEXT PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    last_served TEXT,
+    credits     TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS pool_counts (
+    pool     TEXT NOT NULL,
+    member   TEXT NOT NULL,
+    "window" TEXT NOT NULL,
+    count    INTEGER NOT NULL,
+    PRIMARY KEY (pool, "window", member)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pauses (
+    rep   TEXT PRIMARY KEY,
+    until TEXT
+);
+CREATE TABLE IF NOT EXISTS decisions (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    record_id  TEXT NOT NULL,
+    crm        TEXT NOT NULL,
+    object     TEXT NOT NULL,
+    owner      TEXT,
+    pool       TEXT,
+    outcome    TEXT NOT NULL,
+    decided_at TEXT,
+    body       TEXT NOT NULL
+);
+-- (x, decided_at) indexes also carry the rowid, so `ORDER BY decided_at DESC, id DESC` with a
+-- LIMIT is read straight off the index instead of sorting the whole trail.
+CREATE INDEX IF NOT EXISTS decisions_by_record ON decisions (record_id, decided_at);
+CREATE INDEX IF NOT EXISTS decisions_by_owner ON decisions (owner, decided_at);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
+"""
+
+# Connections inherited through fork() must never be used or closed in the child (closing can
+# disturb the parent's locks); they are parked here so garbage collection does not close them.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+def _ts(value: datetime, what: str) -> str:
+    """Fixed-width UTC text (`2026-11-25T14:03:00.000000Z`): sorts and compares as the instant."""
+    return as_utc(value, what).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def _from_ts(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+class SqliteStateStore:
+    """`StateStore` on one SQLite file; every process opens its own connection."""
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self._timeout = timeout
+        # One connection per process, shared by its threads under this lock (a web server's
+        # thread pool may call in); sqlite3 objects are not safe for concurrent use.
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+        with self._lock:
+            self._connection()  # open now: a bad path fails at open, not at the first turn
+
+    # --- connection -------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and self._pid == os.getpid():
+            return self._conn
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN ourselves, so a commit is exactly one transaction.
+        conn = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        # Switching to WAL needs a brief exclusive lock and, unlike ordinary statements, can
+        # report "locked" without waiting when several processes open a new file together.
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
+        # NORMAL in WAL mode: durable against process crashes, may lose the last commits on
+        # power loss; a lost turn is acceptable (§5: "may be lost, never given twice").
+        conn.execute("PRAGMA synchronous=NORMAL")
+        # executescript() would COMMIT any open transaction first, so run statements one by one
+        # inside BEGIN IMMEDIATE: concurrent first opens then create the schema exactly once.
+        with self._transaction(conn, immediate=True):
+            for statement in _statements(SCHEMA):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(
+        self, conn: sqlite3.Connection, *, immediate: bool
+    ) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so a read-check-write (the version compare)
+        # cannot interleave with another process's commit, and waits on busy_timeout instead of
+        # failing mid-transaction with SQLITE_BUSY on lock upgrade.
+        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> SqliteStateStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"SqliteStateStore({str(self.path)!r})"
+
+    # --- pools ------------------------------------------------------------------------------
+
+    def load_pools(self, windows: Mapping[str, Mapping[str, str]]) -> dict[str, PoolSnapshot]:
+        result: dict[str, PoolSnapshot] = {}
+        with self._lock:
+            conn = self._connection()
+            # One read transaction: every pool and count comes from the same WAL snapshot.
+            with self._transaction(conn, immediate=False):
+                for pool, members in windows.items():
+                    snap = PoolSnapshot(pool=pool, counts={m: 0 for m in members})
+                    row = conn.execute(
+                        "SELECT version, last_served, credits FROM pools WHERE pool = ?", (pool,)
+                    ).fetchone()
+                    if row is not None:
+                        snap.version, snap.last_served = int(row[0]), row[1]
+                        snap.credits = {str(k): float(v) for k, v in json.loads(row[2]).items()}
+                    wanted = sorted(set(members.values()))
+                    if wanted:
+                        marks = ",".join("?" * len(wanted))
+                        stored = {
+                            (member, window): int(count)
+                            for member, window, count in conn.execute(
+                                f'SELECT member, "window", count FROM pool_counts '
+                                f'WHERE pool = ? AND "window" IN ({marks})',
+                                (pool, *wanted),
+                            )
+                        }
+                        for member, window in members.items():
+                            snap.counts[member] = stored.get((member, window), 0)
+                    result[pool] = snap
+        return result
+
+    def commit(
+        self,
+        expected: Mapping[str, int],
+        changes: Sequence[PoolChange],
+        decisions: Sequence[Decision],
+    ) -> bool:
+        # Everything that can fail on bad input is computed before the transaction starts.
+        merged = merge_changes(changes)
+        count_rows = [
+            (m.pool, member, window, n)
+            for m in merged
+            for (member, window), n in m.increments.items()
+        ]
+        decision_rows = [_decision_row(d) for d in decisions]
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                for pool, version in expected.items():
+                    row = conn.execute(
+                        "SELECT version FROM pools WHERE pool = ?", (pool,)
+                    ).fetchone()
+                    if (int(row[0]) if row is not None else 0) != version:
+                        conn.execute("ROLLBACK")
+                        return False
+                for m in merged:
+                    conn.execute(
+                        "INSERT INTO pools (pool, version, last_served, credits) "
+                        "VALUES (:pool, 1, :last, COALESCE(:credits, '{}')) "
+                        "ON CONFLICT (pool) DO UPDATE SET version = version + 1, "
+                        "last_served = excluded.last_served, "
+                        "credits = COALESCE(:credits, credits)",
+                        {
+                            "pool": m.pool,
+                            "last": m.last_served,
+                            "credits": None if m.credits is None else json.dumps(m.credits),
+                        },
+                    )
+                conn.executemany(
+                    'INSERT INTO pool_counts (pool, member, "window", count) VALUES (?, ?, ?, ?) '
+                    'ON CONFLICT (pool, "window", member) DO UPDATE SET count = count + '
+                    "excluded.count",
+                    count_rows,
+                )
+                conn.executemany(
+                    "INSERT INTO decisions "
+                    "(record_id, crm, object, owner, pool, outcome, decided_at, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    decision_rows,
+                )
+        return True
+
+    # --- pauses -----------------------------------------------------------------------------
+
+    def pauses(self, now: datetime) -> dict[str, datetime | None]:
+        # Expired rows are ignored, not deleted: `now` may be a replay instant (`--now`), and a
+        # pause that has expired at a replayed instant may still hold in real time.
+        now_ts = _ts(now, "now")
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT rep, until FROM pauses WHERE until IS NULL OR until > ? ORDER BY rep",
+                (now_ts,),
+            ).fetchall()
+        return {rep: None if until is None else _from_ts(until) for rep, until in rows}
+
+    def pause(self, rep: str, until: datetime | None = None) -> None:
+        until_ts = None if until is None else _ts(until, "until")
+        with self._lock:
+            self._connection().execute(
+                "INSERT INTO pauses (rep, until) VALUES (?, ?) "
+                "ON CONFLICT (rep) DO UPDATE SET until = excluded.until",
+                (rep, until_ts),
+            )
+
+    def resume(self, rep: str) -> bool:
+        # Resume is an operator action in real time, so "was paused" is judged by the wall clock:
+        # an expired pause is not a pause (and its row is cleaned up all the same).
+        now_ts = _ts(datetime.now(UTC), "now")
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                row = conn.execute("SELECT until FROM pauses WHERE rep = ?", (rep,)).fetchone()
+                if row is None:
+                    return False
+                conn.execute("DELETE FROM pauses WHERE rep = ?", (rep,))
+        return row[0] is None or row[0] > now_ts
+
+    # --- audit ------------------------------------------------------------------------------
+
+    def decisions(
+        self,
+        record_id: str | None = None,
+        rep: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Decision]:
+        check_limit(limit)
+        where, args = _filters(since, until)
+        if record_id is not None:
+            where.append("record_id = ?")
+            args.append(record_id)
+        if rep is not None:
+            where.append("owner = ?")
+            args.append(rep)
+        sql = "SELECT body FROM decisions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        # NULLs sort lowest in SQLite, so undated decisions come last in descending order.
+        sql += " ORDER BY decided_at DESC, id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        with self._lock:
+            rows = self._connection().execute(sql, args).fetchall()
+        return [Decision.from_dict(json.loads(body)) for (body,) in rows]
+
+    def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
+        where, args = _filters(since, until)
+        where += ["owner IS NOT NULL", f"outcome IN ({','.join('?' * len(OUTCOMES_WITH_LOAD))})"]
+        args += list(OUTCOMES_WITH_LOAD)
+        sql = (
+            "SELECT owner, pool, outcome, COUNT(*) FROM decisions WHERE "
+            + " AND ".join(where)
+            + " GROUP BY owner, pool, outcome"
+        )
+        with self._lock:
+            rows = self._connection().execute(sql, args).fetchall()
+        return sorted(
+            (LoadRow(rep=o, pool=p, outcome=out, count=int(n)) for o, p, out, n in rows),
+            key=load_sort_key,
+        )
+
+
+def _filters(since: datetime | None, until: datetime | None) -> tuple[list[str], list[object]]:
+    """decided_at in [since, until): half-open, so adjacent report windows never double count."""
+    where: list[str] = []
+    args: list[object] = []
+    if since is not None:
+        where.append("decided_at >= ?")
+        args.append(_ts(since, "since"))
+    if until is not None:
+        where.append("decided_at < ?")
+        args.append(_ts(until, "until"))
+    return where, args
+
+
+def _decision_row(d: Decision) -> tuple[object, ...]:
+    decided = None if d.decided_at is None else _ts(d.decided_at, "decided_at")
+    return (
+        d.record_id,
+        d.crm,
+        d.object,
+        d.owner,
+        d.pool,
+        str(d.outcome),
+        decided,
+        json.dumps(d.to_dict(), separators=(",", ":"), ensure_ascii=False),
+    )
+
+
+def _statements(script: str) -> list[str]:
+    """Split the schema on `;`, dropping `--` comments (the schema has no `;` in literals)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
