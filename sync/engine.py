@@ -51,8 +51,10 @@ def route_batch(
             if decision.turn is not None:
                 ctx.apply(decision.turn)
             if record.object == "account" and record.domain and decision.owner:
-                # Leads later in the same batch may follow this account's owner.
-                owners[record.domain] = decision.owner
+                # Leads later in the same batch may follow this account's owner. Store what the
+                # CRM would report (its CRM id), not the rep id: with a CRM directory (`users`)
+                # a bare rep id is no known user and the lead would not follow.
+                owners[record.domain] = decision.owner_crm_id or decision.owner
             decisions.append(decision)
         changes = ctx.pending_changes()
         if store.commit({c.pool: expected[c.pool] for c in changes}, changes,
