@@ -44,10 +44,20 @@ class ConfigError(Exception):
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
-    if isinstance(value, dict):
-        return "a mapping" if value else "an empty mapping"
-    if isinstance(value, list):
-        return "a list" if value else "an empty list"
+    if isinstance(value, dict | list):
+        if not value:
+            return "an empty mapping" if isinstance(value, dict) else "an empty list"
+        # Short collections are shown as the user would write them in YAML: `[1]`, `{rep: a}`.
+        try:
+            text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
+                                  allow_unicode=True, width=10_000).strip()
+        except yaml.YAMLError:
+            text = ""
+        if text and len(text) <= 80 and "\n" not in text:
+            return text
+        if isinstance(value, dict):
+            return "a mapping with keys " + ", ".join(str(k) for k in value)
+        return f"a list of {len(value)} items"
     if value is None:
         return "nothing"
     return repr(value)
@@ -175,6 +185,7 @@ class RoutingFile(_Strict):
 
     _source: Path | None = PrivateAttr(default=None)
     _list_domains: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
+    _list_where: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> Path | None:
@@ -184,6 +195,11 @@ class RoutingFile(_Strict):
         """A list's entries, read from its file when it has one (loaded with the routing file)."""
         return self._list_domains[name]
 
+    def list_entry_paths(self, name: str) -> tuple[str, ...]:
+        """Where each of `list_domains(name)` came from, for errors and warnings:
+        `lists.x.domains[0]`, or `lists.x.file (named.txt, line 4)`."""
+        return self._list_where[name]
+
     def rep(self, rep_id: str) -> Rep:
         for rep in self.reps:
             if rep.id == rep_id:
@@ -191,14 +207,60 @@ class RoutingFile(_Strict):
         raise KeyError(rep_id)
 
 
+class _DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping that names the same key twice: YAML would silently keep only the last one."""
+
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark) -> None:
+        super().__init__(problem=f"duplicate key {key!r}", problem_mark=again)
+        self.key = key
+        self.first = first
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that leaves dates as text, so pydantic reports a bad date with its path."""
+    """SafeLoader tuned for routing files.
+
+    - Dates stay text, so pydantic reports a bad date with its path.
+    - Only `true`/`false` are booleans (YAML 1.2): `NO` is Norway and `on`/`yes` are words.
+    - Integers with a leading zero stay text (`02134` is a postal code, not octal 1116), and
+      `1:30` is not a base-60 number.
+    - A key given twice in one mapping is an error instead of silently losing the first value.
+    """
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *anchor` merges are meant to be overridden
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key; the base class reports it
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(key, first, key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
 
 
+_REPLACED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "bool", "int", "float")}
 _Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    key: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+                  |[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
 
 
 def load(path: str | Path) -> RoutingFile:
@@ -207,8 +269,8 @@ def load(path: str | Path) -> RoutingFile:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        raise ConfigError(path, "", "a readable routing file", "no such file",
-                          has_found=False) from None
+        raise ConfigError(path, "", "a readable routing file"
+                          ).with_found_text("no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", "a readable UTF-8 routing file", str(exc)) from None
     return parse(text, source=path)
@@ -218,6 +280,12 @@ def parse(text: str, source: str | Path | None = None) -> RoutingFile:
     """Validate routing-file YAML text; `source` names the file in errors and anchors `file:`."""
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        mark = exc.problem_mark
+        assert mark is not None
+        raise ConfigError(source, f"line {mark.line + 1}, column {mark.column + 1}",
+                          "each key at most once in a mapping").with_found_text(
+            f"{exc.key!r} again (first given on line {exc.first.line + 1})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -231,7 +299,7 @@ def parse(text: str, source: str | Path | None = None) -> RoutingFile:
         raise _from_pydantic(source, exc) from None
     routing._source = Path(source) if source is not None else None
     _check_references(routing, source)
-    routing._list_domains = _read_lists(routing, source)
+    routing._list_domains, routing._list_where = _read_lists(routing, source)
     return routing
 
 
@@ -386,12 +454,16 @@ def _check_manager_cycles(routing: RoutingFile, source: str | Path | None) -> No
             current = manager.get(current)
 
 
-def _read_lists(routing: RoutingFile, source: str | Path | None) -> dict[str, tuple[str, ...]]:
+def _read_lists(routing: RoutingFile, source: str | Path | None
+                ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
+    """Each list's entries, and where each entry was written (for messages)."""
     base = Path(source).parent if source is not None else Path.cwd()
     out: dict[str, tuple[str, ...]] = {}
+    where: dict[str, tuple[str, ...]] = {}
     for name, spec in routing.lists.items():
         if spec.domains is not None:
             out[name] = tuple(spec.domains)
+            where[name] = tuple(f"lists.{name}.domains[{j}]" for j in range(len(spec.domains)))
             continue
         assert spec.file is not None
         file = base / spec.file
@@ -400,16 +472,18 @@ def _read_lists(routing: RoutingFile, source: str | Path | None) -> dict[str, tu
         except (OSError, UnicodeDecodeError):
             raise ConfigError(source, f"lists.{name}.file",
                               f"a readable list file (looked for {file})", spec.file) from None
-        out[name] = tuple(_list_entries(lines))
-    return out
+        entries = list(_list_entries(lines))
+        out[name] = tuple(entry for _, entry in entries)
+        where[name] = tuple(f"lists.{name}.file ({spec.file}, line {n})" for n, _ in entries)
+    return out, where
 
 
-def _list_entries(lines: Iterable[str]) -> Iterable[str]:
+def _list_entries(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
     # One domain a line; blank lines and full-line `#` comments are allowed (DESIGN.md §4a).
-    for line in lines:
+    for number, line in enumerate(lines, start=1):
         entry = line.strip()
         if entry and not entry.startswith("#"):
-            yield entry
+            yield number, entry
 
 
 REGEX_FLAGS = re.IGNORECASE

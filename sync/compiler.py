@@ -88,12 +88,11 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
     lists: dict[str, frozenset[str]] = {}
     list_entries: dict[str, frozenset[str]] = {}
     warnings: list[str] = []
-    for name, spec in routing.lists.items():
+    for name in routing.lists:
         domains: set[str] = set()
         folded: set[str] = set()
-        for j, entry in enumerate(routing.list_domains(name)):
-            where = f"lists.{name}.domains[{j}]" if spec.domains is not None \
-                else f"lists.{name}.file (entry {j + 1})"
+        for entry, where in zip(routing.list_domains(name), routing.list_entry_paths(name),
+                                strict=True):
             domain = normalize_domain(entry)
             if domain is None:
                 raise ConfigError(source, where, "a domain such as acme.com", entry)
@@ -114,10 +113,14 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         expr = compile_when(when, path, ctx) if when is not None else "True"
         exprs.append(expr)
         clauses = []
+        # The whole `when` compiled above, so each clause compiles cleanly; its warnings were
+        # already collected, so a throwaway list keeps them from being reported twice.
+        clause_ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
+                                    rep_owner_keys=rep_owner_keys, constants=ctx.constants)
         for key, value in (when or {}).items():
-            clause_expr = compile_when({key: value}, f"{path}.{key}", ctx)
+            clause_expr = compile_when({key: value}, path, clause_ctx)
             clauses.append(Clause(text=_clause_text(key, value),
-                                  test=build_predicate(clause_expr, ctx)))
+                                  test=build_predicate(clause_expr, clause_ctx)))
         target = rule.assign
         value = target.rep or target.pool or target.queue
         rules.append(CompiledRule(index=i, name=rule.name, kind=target.kind, target=value,

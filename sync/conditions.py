@@ -105,8 +105,7 @@ def compile_field(name: str, spec: Any, path: str, ctx: CompileContext) -> str:
     for op, operand in spec.items():
         op_path = f"{path}.{op}"
         if op not in OPERATORS:
-            raise ctx.error(op_path.rsplit(".", 1)[0],
-                            "an operator (" + ", ".join(OPERATORS) + ")", op)
+            raise ctx.error(op_path, "an operator (" + ", ".join(OPERATORS) + ")", op)
         parts.append(_compile_op(name, str(op), operand, op_path, ctx))
     return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
 
@@ -142,16 +141,16 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
     kind = _field_kind(name)
     raw = f"r.raw.get({name!r})"
     folded = f"r.folded.get({name!r})"
+    # A value that does not normalize is missing for every operator (DESIGN.md §4a): an
+    # unparsable number (`n/a`), a domain that is no host, an industry of only `&`/`and`.
+    # Text operators on these fields therefore first require the normalized value.
+    normalized = {"number": f"r.{name}", "domain": "r.domain", "industry": "r.industry"}.get(kind)
     if op == "exists":
         if not isinstance(operand, bool):
             raise ctx.error(path, "true or false", operand)
-        if kind == "number":
-            present = f"(r.{name} is not None)"
-        elif kind == "domain":
-            present = "(r.domain is not None)"
-        else:
-            present = f"({name!r} in r.raw)"
+        present = f"({normalized} is not None)" if normalized else f"({name!r} in r.raw)"
         return present if operand else f"(not {present})"
+    guard = f"{normalized} is not None and " if kind == "number" else ""
 
     if op in ("gt", "gte", "lt", "lte", "between"):
         value = f"r.{name}" if kind == "number" else f"_num({raw})"
@@ -174,7 +173,7 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
             raise ctx.error(path, "a non-empty text", operand)
         test = f"{ctx.const(needle)} in v" if op == "contains" \
             else f"v.startswith({ctx.const(needle)})"
-        return f"((v := {folded}) is not None and {test})"
+        return f"({guard}(v := {folded}) is not None and {test})"
 
     if op == "matches":
         text = _scalar(operand, path, ctx)
@@ -182,7 +181,12 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
             pattern = re.compile(str(text), re.IGNORECASE)
         except re.error as exc:
             raise ctx.error(path, f"a valid regular expression ({exc})", text) from None
-        return f"((v := {raw}) is not None and {ctx.const(pattern)}.search(v) is not None)"
+        # Domains and industries are searched in their normalized form (`acme.com`,
+        # `hospital health care`), like every other operator on them; other fields in the
+        # record's text (trimmed, whitespace collapsed) with the pattern's own case-insensitivity.
+        subject = normalized if kind in ("domain", "industry") else raw
+        return (f"({guard}(v := {subject}) is not None"
+                f" and {ctx.const(pattern)}.search(v) is not None)")
 
     if op == "in_list":
         if not isinstance(operand, str) or operand not in ctx.lists:
@@ -192,7 +196,7 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
             entries = ctx.const(ctx.lists[operand])
             return f"(not r.freemail and not {entries}.isdisjoint(r.domain_keys))"
         entries = ctx.const(ctx.list_entries[operand])
-        return f"({folded} in {entries})"
+        return f"({guard}{folded} in {entries})"
 
     # eq / ne / in / not_in: build the set of canonical operand values, then test membership.
     values = _operands(op, operand, path, ctx)

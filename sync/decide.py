@@ -58,6 +58,10 @@ class RoutingContext:
     _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
     _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
     _changes: dict[str, dict[str, object]] = field(default_factory=dict, init=False)
+    # Memoized per snapshot: the outcome of rep and queue rules (they depend on availability
+    # only, not on the record), and the whole answer when such a rule is the first match.
+    _static: dict[int, _Resolved] = field(default_factory=dict, init=False)
+    _fast: dict[int, _FastWin] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -251,19 +255,38 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
 
     rules = routing.rules
     first = routing.first_match
+    i = first(record, 0)
+    fast = ctx._fast.get(i)
+    if fast is not None:
+        # The common case, kept lean: the first matching rule is a rep or queue rule that
+        # yields someone, so the answer is the memoized one with this record's identity.
+        assignee, outcome, rule_name, reason, trace, crm_ids = fast
+        return Decision(record.id, record.object, record.crm, outcome, previous, assignee,
+                        crm_ids.get(record.crm) if crm_ids is not None else assignee,
+                        rule_name, reason, trace, trigger, None, record.created_at, now)
     steps: list[TraceStep] = []
     done = 0  # rules before this index are already in `steps`
-    i = first(record, 0)
     while i >= 0:
         rule = rules[i]
-        result = _resolve(rule, record, ctx)
+        static = rule.kind in _STATIC_KINDS
+        result = ctx._static.get(i) if static else None
+        if result is None:
+            result = _resolve(rule, record, ctx)
+            if static:
+                ctx._static[i] = result
         if i > done:
             steps.extend(routing.no_match_steps[done:i])
         if result[0] is not None:
             assignee, outcome, pool, turn, reason = result
             steps.append(TraceStep(rule.name, "won", reason))
+            trace = tuple(steps)
+            full_reason = f"rule {rule.name}: {reason}"
+            if static and done == 0:
+                rep = routing.reps.get(assignee)
+                ctx._fast[i] = (assignee, outcome, rule.name,  # type: ignore[assignment]
+                                full_reason, trace, rep.crm_ids if rep is not None else None)
             return _assigned(record, ctx, assignee, outcome, rule.name, pool, turn,
-                             f"rule {rule.name}: {reason}", tuple(steps), previous, trigger)
+                             full_reason, trace, previous, trigger)
         steps.append(TraceStep(rule.name, "no_assignee", result[4]))
         done = i + 1
         i = first(record, done)
@@ -293,6 +316,9 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
 
 
 _Resolved = tuple[str | None, Outcome | None, str | None, PoolTurn | None, str]
+# assignee, outcome, rule name, reason, trace, the assignee's crm_ids (None for a queue)
+_FastWin = tuple[str, Outcome, str, str, tuple[TraceStep, ...], Mapping[str, str] | None]
+_STATIC_KINDS = frozenset({"rep", "queue"})
 
 
 def _story(rep_id: str, chain: _Chain) -> str:

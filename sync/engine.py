@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 
 from sync.compiler import CompiledRouting
@@ -75,4 +74,4 @@ def skipped(record_id: str, reason: str, now: datetime, *, object: str = "accoun
 
 
 def with_written(decision: Decision, written_at: datetime) -> Decision:
-    return replace(decision, written_at=written_at)
+    return decision._replace(written_at=written_at)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Outcome(StrEnum):
@@ -78,9 +78,13 @@ class PoolTurn:
     credits: Mapping[str, float] | None  # new smooth-weighted credits (weighted pools only)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """Where a record went and why (DESIGN.md §4.7)."""
+class Decision(NamedTuple):
+    """Where a record went and why (DESIGN.md §4.7).
+
+    Immutable like the other values here, but a NamedTuple rather than a frozen dataclass: one
+    is built per record on the hot path, and a frozen dataclass's `__init__` measured 2.4 µs
+    against 0.45 µs here (16 fields), half the budget of a decision. Copy with `_replace`.
+    """
 
     record_id: str
     object: str

@@ -304,6 +304,10 @@ FREEMAIL_DOMAINS: frozenset[str] = frozenset({
     "gmail.com", "googlemail.com",
     "yahoo.com", "yahoo.co.uk", "yahoo.fr", "ymail.com", "rocketmail.com",
     "hotmail.com", "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com",
+    # Microsoft's country variants, listed one by one: `live.*` or `outlook.*` as a family would
+    # swallow real companies (live.events, outlook.ai).
+    "outlook.fr", "outlook.de", "outlook.es", "outlook.it", "outlook.jp", "outlook.co.uk",
+    "live.co.uk", "live.fr", "live.de", "live.it", "live.nl", "live.ca", "live.com.au",
     "aol.com", "icloud.com", "me.com", "mac.com",
     "proton.me", "protonmail.com", "pm.me",
     "gmx.de", "gmx.net", "gmx.com", "web.de", "t-online.de",
@@ -317,7 +321,7 @@ FREEMAIL_DOMAINS: frozenset[str] = frozenset({
 # Providers that run the same service under many country suffixes (yahoo.co.jp, gmx.at, ...):
 # matched by the registered domain's first label, since the suffix list is open-ended.
 FREEMAIL_FAMILIES: frozenset[str] = frozenset({
-    "yahoo", "hotmail", "outlook", "live", "gmx", "yandex",
+    "yahoo", "hotmail", "gmx", "yandex",
 })
 
 

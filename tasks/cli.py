@@ -11,12 +11,13 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
 from config.routing import ConfigError
 from config.settings import Settings
-from connectors.csv.file import InputError, count_rows
+from connectors.csv.file import InputError, OutputError, count_rows
 from sync.compiler import CompiledRouting, load_routing
 from sync.decide import RoutingContext, decide
 from sync.models import Decision
@@ -43,7 +44,8 @@ NowOpt = Annotated[str | None, typer.Option("--now", help="Routing instant, ISO 
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    # The message is data (it may quote a regex such as `[abc](`): never parse it as markup.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -72,9 +74,23 @@ def _routing(path: Path | None) -> CompiledRouting:
 def _store(url: str | None) -> StateStore:
     resolved = Settings().resolved_state_url(url)
     try:
-        return open_store(resolved)
+        store = open_store(resolved)
     except Exception as exc:  # noqa: BLE001 - any failure to open state is a usage error here
         fail(f"cannot open state {resolved!r}: {exc}")
+    try:
+        # Redis connects lazily: probe now, so an unreachable server is a clear usage error
+        # before anything is routed rather than a traceback halfway through.
+        store.pauses(datetime.now(UTC))
+    except Exception as exc:  # noqa: BLE001
+        store.close()
+        fail(f"cannot open state {resolved!r}: {exc}")
+    return store
+
+
+def _print_json(value: object) -> None:
+    # Plain text, never styled: scripts parse this.
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 @app.command()
@@ -82,8 +98,10 @@ def validate(config: Annotated[Path, typer.Argument(help="Routing file to check.
     """Check a routing file: one-line summary and exit 0, or the error and exit 2."""
     routing = _routing(config)
     for warning in routing.warnings:
-        err.print(f"warning: {config}: {warning}", highlight=False, markup=False)
-    out.print(f"{config}: OK: {routing.summary()}", highlight=False, markup=False)
+        err.print(f"warning: {config}: {warning}", highlight=False, markup=False,
+                  soft_wrap=True)
+    out.print(f"{config}: OK: {routing.summary()}", highlight=False, markup=False,
+              soft_wrap=True)
 
 
 @app.command("route-file")
@@ -101,9 +119,15 @@ def route_file_cmd(
     routing = _routing(config)
     instant = parse_instant(now)
     try:
+        # Reads the whole file once: a bad header, encoding or CSV syntax is a usage error
+        # found before anything is routed or written.
         total = count_rows(input)
-    except (OSError, UnicodeDecodeError) as exc:
-        fail(f"{input}: cannot read input: {exc}")
+    except InputError as exc:
+        fail(str(exc))
+    if output.is_dir():
+        fail(f"{output}: cannot write output: it is a directory")
+    if not output.parent.is_dir():
+        fail(f"{output}: cannot write output: no such directory {str(output.parent)!r}")
     store = _store(state)
     progress = Progress("[progress.description]{task.description}", BarColumn(),
                         MofNCompleteColumn(), TimeRemainingColumn(), console=err,
@@ -115,11 +139,15 @@ def route_file_cmd(
                                  progress=lambda n: progress.advance(task, n))
     except InputError as exc:
         fail(str(exc))
+    except OutputError as exc:
+        # Before routing began this is a usage error; later, pool turns were already taken.
+        fail(str(exc) + ("; no output written, but the routed rows' decisions are in the state"
+                         if exc.started else ""), code=1 if exc.started else 2)
     finally:
         store.close()
     for message in summary.malformed:
         err.print(f"warning: {input}: {message}: routed as skipped", highlight=False,
-                  markup=False)
+                  markup=False, soft_wrap=True)
     if not quiet:
         _print_summary(summary, routing)
     if summary.outcomes.get("skipped"):
@@ -176,6 +204,10 @@ def explain(
         fail(f"--record: expected a JSON object, found invalid JSON ({exc})")
     if not isinstance(values, dict):
         fail("--record: expected a JSON object such as {\"id\": \"1\", \"domain\": \"acme.com\"}")
+    nested = [k for k, v in values.items() if isinstance(v, dict | list)]
+    if nested:
+        fail(f"--record: field {nested[0]!r} must be a string, number or null, not "
+             f"{type(values[nested[0]]).__name__}")
     try:
         rec = build_record({k: v for k, v in values.items() if v is not None})
     except ValueError as exc:
@@ -189,7 +221,7 @@ def explain(
         store.close()
     decision = decide(rec, ctx, trigger="explain")
     if as_json:
-        out.print_json(json.dumps(decision.to_dict()))
+        _print_json(decision.to_dict())
         return
     out.print(f"record {rec.id} ({rec.object}) at {instant.isoformat()}", highlight=False)
     out.print(f"outcome: {decision.outcome}  owner: {decision.owner or '-'}  "
@@ -197,12 +229,13 @@ def explain(
     out.print(f"reason: {decision.reason}", highlight=False, markup=False)
     by_name = {r.name: r for r in routing.rules}
     for step in decision.trace:
-        out.print(f"  {step.rule}: {step.result}", highlight=False, markup=False, end="")
         if step.result == "no_match":
             failed = [c.text for c in by_name[step.rule].clauses if not c.test(rec)]
-            out.print(f" (not met: {'; '.join(failed)})", highlight=False, markup=False)
+            detail = f"not met: {'; '.join(failed)}"
         else:
-            out.print(f" ({step.detail})", highlight=False, markup=False)
+            detail = step.detail
+        out.print(f"  {step.rule}: {step.result} ({detail})", highlight=False, markup=False,
+                  soft_wrap=True)
 
 
 @app.command()
@@ -218,10 +251,11 @@ def audit(
     finally:
         store.close()
     if as_json:
-        out.print_json(json.dumps([d.to_dict() for d in decisions]))
-        return
+        _print_json([d.to_dict() for d in decisions])
     if not decisions:
         fail(f"no decisions recorded for {record_id!r}", code=1)
+    if as_json:
+        return
     for d in decisions:
         _print_decision(d)
 
@@ -230,11 +264,11 @@ def _print_decision(d: Decision) -> None:
     when = d.decided_at.isoformat() if d.decided_at else "?"
     out.print(f"{when}  {d.crm}/{d.object} {d.record_id}: {d.outcome} "
               f"{d.previous_owner or '-'} -> {d.owner or '-'} (rule {d.rule or '-'}, "
-              f"trigger {d.trigger})", highlight=False, markup=False)
-    out.print(f"    {d.reason}", highlight=False, markup=False)
+              f"trigger {d.trigger})", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"    {d.reason}", highlight=False, markup=False, soft_wrap=True)
     for step in d.trace:
         out.print(f"    - {step.rule}: {step.result} {step.detail}", highlight=False,
-                  markup=False)
+                  markup=False, soft_wrap=True)
 
 
 @app.command()
@@ -248,6 +282,10 @@ def pause(
     """Stop routing to a rep (until `resume`, or until a time)."""
     _check_rep(rep, config)
     until_at = parse_instant(until, "--until") if until is not None else None
+    if until_at is not None and until_at <= datetime.now(UTC):
+        err.print(f"warning: --until {until_at.isoformat()} is in the past: the pause has no "
+                  "effect (it holds only for replays with an earlier --now)", highlight=False,
+                  markup=False, soft_wrap=True)
     store = _store(state)
     try:
         store.pause(rep, until_at)
@@ -295,6 +333,8 @@ def stats(
     """Assignments per rep and per pool over a window, with each pool's spread."""
     end = parse_instant(until, "--until")
     start = parse_instant(since, "--since") if since else end - timedelta(days=7)
+    if start >= end:
+        fail(f"--since {start.isoformat()} must be before --until {end.isoformat()}")
     routing = _routing(config) if (config is not None or Settings().config) else None
     store = _store(state)
     try:
@@ -305,7 +345,9 @@ def stats(
     per_pool: dict[str, Counter[str]] = {}
     for row in rows:
         per_rep[row.rep] += row.count
-        if row.pool is not None:
+        # Pool turns only: an overflow (outcome `fallback`) names the pool but is no member's
+        # turn and must not count in the pool's spread.
+        if row.pool is not None and row.outcome == "assigned":
             per_pool.setdefault(row.pool, Counter())[row.rep] += row.count
     pools: dict[str, list[str]] = {name: sorted(c) for name, c in per_pool.items()}
     if routing is not None:
@@ -322,9 +364,11 @@ def stats(
         },
     }
     if as_json:
-        out.print_json(json.dumps(report))
+        _print_json(report)
         return
-    table = Table(title=f"assignments {start:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC")
+    out.print(f"assignments from {start.astimezone(UTC):%Y-%m-%d %H:%M} to "
+              f"{end.astimezone(UTC):%Y-%m-%d %H:%M} UTC", highlight=False)
+    table = Table()
     table.add_column("rep")
     table.add_column("assignments", justify="right")
     for rep_id, count in report["reps"].items():  # type: ignore[union-attr]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from connectors.csv.file import CsvReader, CsvWriter, Row
+from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row
 from sync.compiler import CompiledRouting
 from sync.engine import route_batch, skipped
-from sync.models import Decision, Outcome, Record
+from sync.models import OBJECTS, Decision, Outcome, Record
 from sync.normalize import build_record, id_key, normalize_domain
 from sync.state.base import StateStore
 
@@ -36,8 +37,10 @@ class FileSummary:
             self.rules[decision.rule or "(top-level fallback)"] += 1
             if decision.owner:
                 self.reps[decision.owner] += 1
-            if decision.pool and decision.owner:
-                self.pools.setdefault(decision.pool, Counter())[decision.owner] += 1
+            if decision.turn is not None:
+                # A pool turn; an overflow assignment names the pool but is nobody's turn.
+                self.pools.setdefault(decision.pool or decision.turn.pool, Counter())[
+                    decision.turn.member] += 1
         elif decision.outcome == Outcome.KEPT_EXISTING:
             self.rules["(kept existing owner)"] += 1
         elif decision.outcome == Outcome.UNASSIGNED:
@@ -87,7 +90,13 @@ def route_file(
     summary = FileSummary()
     # Write to a sibling temp file and rename at the end, so a crash never leaves half a file.
     tmp = output_path.with_name(output_path.name + ".partial")
-    writer = CsvWriter(tmp)
+    try:
+        if output_path.is_dir():
+            raise OutputError(f"{output_path}: cannot write output: it is a directory")
+        writer = CsvWriter(tmp)  # raises OutputError before anything is routed
+    except OutputError:
+        reader.close()
+        raise
     try:
         chunk: list[Row] = []
         for row in reader:
@@ -101,12 +110,16 @@ def route_file(
             _flush(chunk, routing, store, now, writer, summary, account_owners)
             if progress is not None:
                 progress(len(chunk))
-    except BaseException:
         writer.close()
+        tmp.replace(output_path)
+    except BaseException as exc:
+        with suppress(OSError):  # the file may be what failed: closing may fail again
+            writer.close()
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # the reader raises InputError; stores raise their own
+            raise OutputError(f"{output_path}: cannot write output: {exc.strerror or exc}",
+                              started=True) from None
         raise
-    writer.close()
-    tmp.replace(output_path)
     return summary
 
 
@@ -118,7 +131,9 @@ def _flush(rows: list[Row], routing: CompiledRouting, store: StateStore, now: da
     for row, b in zip(rows, built, strict=True):
         if isinstance(b, str):
             summary.malformed.append(b)
+            obj = row.values.get("object", "").strip().lower()
             bad.append(skipped(row.id or f"line {row.line}", b, now,
+                               object=obj if obj in OBJECTS else "account",
                                previous_owner=_previous(row, routing)))
     decisions = iter(route_batch(records, routing, store, now, trigger="file",
                                  account_owners=account_owners, extra=bad))

@@ -814,3 +814,13 @@ def test_given_non_string_values_when_building_record_then_stringified():
     assert record.raw["employees"] == "1200"
     assert record.raw["postal_code"] == "94107"
     assert record.employees == 1200.0
+
+
+@pytest.mark.parametrize("domain", ["live.events", "outlook.ai", "liveperson.com"])
+def test_given_company_named_like_a_mail_brand_when_checking_freemail_then_not_freemail(domain):
+    assert not is_freemail(domain)
+
+
+@pytest.mark.parametrize("domain", ["live.fr", "outlook.de", "live.co.uk", "yahoo.co.jp"])
+def test_given_microsoft_or_yahoo_country_domain_when_checking_freemail_then_freemail(domain):
+    assert is_freemail(domain)

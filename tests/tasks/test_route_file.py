@@ -1,0 +1,234 @@
+"""`tasks.route_file.route_file`: chunked, in-order routing of a CSV file against a state store."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import tasks.route_file as route_file_module
+from connectors.csv.file import CsvWriter, InputError, OutputError
+from sync.compiler import CompiledRouting, load_routing
+from sync.state import StateStore, open_store
+from tasks.cli import app
+from tasks.route_file import route_file
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
+
+ROUTING = """\
+version: 1
+timezone: UTC
+reps: [{id: ben}, {id: cara}, {id: dev}, {id: maya}]
+pools:
+  smb: {members: [ben, cara, dev], strategy: round_robin}
+  capped: {members: [ben, cara], strategy: round_robin, cap: {max: 1, per: day},
+           overflow: {rep: maya}}
+rules:
+  - name: follow-account
+    when: {object: {in: [lead, contact]}}
+    assign: {account_owner: true}
+  - name: big
+    when: {employees: {gt: 1000}}
+    assign: {pool: capped}
+  - name: everyone
+    assign: {pool: smb}
+"""
+
+
+@pytest.fixture
+def routing(tmp_path: Path) -> CompiledRouting:
+    path = tmp_path / "routing.yaml"
+    path.write_text(ROUTING, encoding="utf-8")
+    return load_routing(path)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    opened = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def output_rows(path: Path) -> list[list[str]]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    assert lines[0] == "id,previous_owner,owner,outcome,rule,reason"
+    assert lines[-1] == ""
+    return [line.split(",")[:5] for line in lines[1:-1]]
+
+
+def test_given_more_rows_than_a_chunk_when_routing_then_order_rotation_and_progress_hold(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(route_file_module, "CHUNK", 3)
+    source = write(tmp_path / "in.csv", "id\n" + "".join(f"r{i}\n" for i in range(8)))
+    out = tmp_path / "out.csv"
+    ticks: list[int] = []
+
+    summary = route_file(routing, store, source, out, NOW, progress=ticks.append)
+
+    assert ticks == [3, 3, 2]
+    assert [r[0] for r in output_rows(out)] == [f"r{i}" for i in range(8)]
+    # Strict rotation across chunk boundaries: each chunk starts after the last one's turn.
+    assert [r[2] for r in output_rows(out)] == ["ben", "cara", "dev"] * 2 + ["ben", "cara"]
+    assert summary.rows == 8
+    assert summary.outcomes == {"assigned": 8}
+    assert summary.pools == {"smb": {"ben": 3, "cara": 3, "dev": 2}}
+    assert len(store.decisions()) == 8
+
+
+def test_given_malformed_rows_in_a_chunk_when_routing_then_they_are_audited_and_counted(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", "id,name\na,x\n,y\nc,z,extra\nd,w\n")
+    out = tmp_path / "out.csv"
+
+    summary = route_file(routing, store, source, out, NOW)
+
+    assert [r[:4] for r in output_rows(out)] == [
+        ["a", "", "ben", "assigned"],
+        ["", "", "", "skipped"],
+        ["c", "", "", "skipped"],
+        ["d", "", "cara", "assigned"],
+    ]
+    assert summary.outcomes == {"assigned": 2, "skipped": 2}
+    assert summary.malformed == ["line 3: empty id", "line 4: expected 2 columns, found 3"]
+    [audited] = store.decisions(record_id="c")
+    assert audited.outcome == "skipped" and audited.reason.startswith("line 4:")
+    assert [d.record_id for d in store.decisions(record_id="line 3")] == ["line 3"]
+
+
+def test_given_a_lead_listed_before_its_account_when_routing_then_it_follows_the_account(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", (
+        "id,object,email,domain,owner\n"
+        "L1,lead,jo@eu.acme.com,,\n"     # the account row comes later in the file
+        "A1,account,,acme.com,cara\n"
+        "L2,contact,al@acme.com,,\n"
+        "L3,lead,x@gmail.com,,\n"        # free mail never matches an account
+    ))
+    out = tmp_path / "out.csv"
+
+    route_file(routing, store, source, out, NOW)
+
+    assert output_rows(out) == [
+        ["L1", "", "cara", "assigned", "follow-account"],
+        ["A1", "cara", "cara", "kept_existing", ""],
+        ["L2", "", "cara", "assigned", "follow-account"],
+        ["L3", "", "ben", "assigned", "everyone"],
+    ]
+
+
+def test_given_an_exhausted_pool_when_summarizing_then_overflow_is_not_a_members_turn(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", "id,employees\n1,5000\n2,5000\n3,5000\n")
+
+    summary = route_file(routing, store, source, tmp_path / "out.csv", NOW)
+
+    assert [r[2:4] for r in output_rows(tmp_path / "out.csv")] == [
+        ["ben", "assigned"], ["cara", "assigned"], ["maya", "fallback"]]
+    assert summary.pools == {"capped": {"ben": 1, "cara": 1}}
+    assert summary.reps == {"ben": 1, "cara": 1, "maya": 1}
+    assert summary.rules == {"big": 3}
+
+
+def test_given_an_unwritable_output_when_routing_then_nothing_is_routed(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", "id\n1\n")
+
+    for target in (tmp_path / "missing" / "out.csv", tmp_path):
+        with pytest.raises(OutputError) as caught:
+            route_file(routing, store, source, target, NOW)
+        assert not caught.value.started
+
+    assert store.decisions() == []
+
+
+def test_given_an_unusable_input_when_routing_then_input_error_and_no_output(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.csv"
+
+    with pytest.raises(InputError, match="no `id` column"):
+        route_file(routing, store, write(tmp_path / "in.csv", "name\nx\n"), out, NOW)
+
+    assert not out.exists()
+    assert not (tmp_path / "out.csv.partial").exists()
+
+
+def test_given_a_failure_mid_run_when_routing_then_no_half_file_and_old_output_survives(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(route_file_module, "CHUNK", 2)
+    real = route_file_module.route_batch
+    calls = []
+
+    def flaky(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("state went away")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(route_file_module, "route_batch", flaky)
+    out = write(tmp_path / "out.csv", "previous result\n")
+
+    with pytest.raises(RuntimeError, match="state went away"):
+        route_file(routing, store, write(tmp_path / "in.csv", "id\n1\n2\n3\n4\n"), out, NOW)
+
+    assert out.read_text(encoding="utf-8") == "previous result\n"
+    assert not (tmp_path / "out.csv.partial").exists()
+
+
+def test_given_a_full_disk_mid_run_when_routing_then_output_error_says_routing_had_started(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def full(self: CsvWriter, row_id: str, decision: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(CsvWriter, "write", full)
+    out = tmp_path / "out.csv"
+    source = write(tmp_path / "in.csv", "id\n1\n")
+
+    with pytest.raises(OutputError, match="No space left on device") as caught:
+        route_file(routing, store, source, out, NOW)
+    assert caught.value.started
+    assert not out.exists() and not (tmp_path / "out.csv.partial").exists()
+
+    # The command line reports it without a traceback, and exit 1: turns were already taken.
+    result = CliRunner().invoke(app, [
+        "route-file", "--config", str(tmp_path / "routing.yaml"), "--input", str(source),
+        "--output", str(out), "--state", f"sqlite:///{tmp_path / 'cli.db'}",
+        "--now", "2026-11-25T12:00:00Z"])
+    assert result.exit_code == 1
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "No space left on device" in result.stderr
+    assert not out.exists()
+
+
+def test_given_a_malformed_lead_row_when_routing_then_its_skip_is_audited_as_a_lead(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", "id,object,email\nL1,Lead,a@b.com,extra\nL2,gadget,\n")
+
+    route_file(routing, store, source, tmp_path / "out.csv", NOW)
+
+    assert [(d.outcome, d.object) for d in store.decisions(record_id="L1")] == [
+        ("skipped", "lead")]
+    assert [(d.outcome, d.object) for d in store.decisions(record_id="L2")] == [
+        ("skipped", "account")]  # an unknown object cannot be recorded as such
