@@ -13,7 +13,7 @@ from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row
 from sync.compiler import CompiledRouting
 from sync.engine import route_batch, skipped
 from sync.models import OBJECTS, Decision, Outcome, Record
-from sync.normalize import build_record, id_key, normalize_domain
+from sync.normalize import build_record, id_key
 from sync.state.base import StateStore
 
 CHUNK = 1000  # rows decided per snapshot and committed per transaction
@@ -66,12 +66,16 @@ def seed_account_owners(path: Path) -> dict[str, str]:
     file stands in for the CRM, so a lead may follow an account listed anywhere in it."""
     owners: dict[str, str] = {}
     for row in CsvReader(path):
-        if row.error or row.values.get("object", "account").strip().lower() not in ("", "account"):
+        if row.error:
             continue
-        owner = row.values.get("owner", "").strip()
-        domain = normalize_domain(row.values.get("domain") or row.values.get("website") or "")
-        if owner and domain:
-            owners.setdefault(domain, owner)
+        try:
+            # The same normalization as routing, so the domain comes from domain, email or
+            # website exactly as it will for the leads that look it up.
+            record = build_record(row.values)
+        except ValueError:
+            continue
+        if record.object == "account" and record.owner and record.domain:
+            owners.setdefault(record.domain, record.owner)
     return owners
 
 
