@@ -48,6 +48,11 @@ class CompiledRouting:
     warnings: tuple[str, ...]
 
     @property
+    def uses_account_owner(self) -> bool:
+        """Whether any rule follows a lead's account owner (then accounts must be tracked)."""
+        return any(rule.kind == "account_owner" for rule in self.rules)
+
+    @property
     def policy(self) -> str:
         return self.file.respect_existing_owner
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import ChainMap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
@@ -38,9 +39,13 @@ def route_batch(
     `extra` decisions (e.g. skipped rows) are audited in the same transaction.
     """
     extra = list(extra)
+    track = routing.uses_account_owner
     for _ in range(MAX_ATTEMPTS):
         snapshots = store.load_pools(RoutingContext.pool_windows(routing, now))
-        owners = dict(account_owners) if account_owners is not None else {}
+        # This batch's accounts overlay the caller's map, so a lost commit leaves it untouched
+        # without copying it (a copy per batch made long files quadratic).
+        learned: dict[str, str] = {}
+        owners = ChainMap(learned, account_owners) if account_owners is not None else learned
         ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
                              pools=snapshots, users=users, account_owners=owners)
         expected = {name: snap.version for name, snap in snapshots.items()}
@@ -49,17 +54,17 @@ def route_batch(
             decision = decide(record, ctx, trigger)
             if decision.turn is not None:
                 ctx.apply(decision.turn)
-            if record.object == "account" and record.domain and decision.owner:
+            if track and record.object == "account" and record.domain and decision.owner:
                 # Leads later in the same batch may follow this account's owner. Store what the
                 # CRM would report (its CRM id), not the rep id: with a CRM directory (`users`)
                 # a bare rep id is no known user and the lead would not follow.
-                owners[record.domain] = decision.owner_crm_id or decision.owner
+                learned[record.domain] = decision.owner_crm_id or decision.owner
             decisions.append(decision)
         changes = ctx.pending_changes()
         if store.commit({c.pool: expected[c.pool] for c in changes}, changes,
                         [*decisions, *extra]):
             if isinstance(account_owners, dict):
-                account_owners.update(owners)
+                account_owners.update(learned)
             return decisions
     raise CommitConflict(f"gave up after {MAX_ATTEMPTS} conflicting commits")
 
