@@ -202,17 +202,20 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
     values = _operands(op, operand, path, ctx)
     negate = op in ("ne", "not_in")
     canon: set[Any] = set()
+
+    def at(i: int) -> str:  # where operand i sits: `x.in[2]` for lists, `x.eq` for scalars
+        return f"{path}[{i}]" if op in ("in", "not_in") else path
+
     if kind == "number" or (kind == "text" and values and all(_is_number(v) for v in values)):
         for i, v in enumerate(values):
-            canon.add(_number(v, f"{path}[{i}]" if op in ("in", "not_in") else path, ctx))
+            canon.add(_number(v, at(i), ctx))
         value = f"r.{name}" if kind == "number" else f"_num({raw})"
         test = f"{value} in {ctx.const(frozenset(canon))}"
     elif kind == "domain":
         for i, v in enumerate(values):
             d = normalize_domain(v)
             if d is None:
-                raise ctx.error(f"{path}[{i}]" if op in ("in", "not_in") else path,
-                                "a domain such as acme.com", v)
+                raise ctx.error(at(i), "a domain such as acme.com", v)
             canon.add(d)
         # Like lists, a literal domain matches its subdomains: eu.acme.com is acme.com's.
         test = f"(not {ctx.const(frozenset(canon))}.isdisjoint(r.domain_keys))"
@@ -222,8 +225,7 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
         for i, v in enumerate(values):
             code = country_code(v)
             if code is None:
-                raise ctx.error(f"{path}[{i}]" if op in ("in", "not_in") else path,
-                                "a country (ISO code or name)", v)
+                raise ctx.error(at(i), "a country (ISO code or name)", v)
             canon.add(code)
         test = f"r.country in {ctx.const(frozenset(canon))}"
     elif kind == "owner":
@@ -236,8 +238,7 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
         for i, v in enumerate(values):
             f = fold_fn(v)
             if f is None:
-                raise ctx.error(f"{path}[{i}]" if op in ("in", "not_in") else path,
-                                "a non-empty value", v)
+                raise ctx.error(at(i), "a non-empty value", v)
             canon.add(f)
         source = "r.industry" if kind == "industry" else folded
         test = f"{source} in {ctx.const(frozenset(canon))}"

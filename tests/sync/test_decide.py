@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import copy
-import textwrap
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from config.routing import parse
-from sync.compiler import CompiledRouting, compile_routing
+from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide, window_key
 from sync.models import Decision, Outcome, Record
-from sync.normalize import build_record, id_key
+from sync.normalize import id_key
 from sync.state.base import PoolSnapshot
+from tests.builders import rec, routing
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # a Wednesday
 
@@ -29,16 +28,6 @@ SF_QUEUE = "00G000000000QUEAAA"
 # --- builders ----------------------------------------------------------------------------------
 
 
-def routing(yaml_text: str) -> CompiledRouting:
-    return compile_routing(parse(textwrap.dedent(yaml_text)))
-
-
-def rec(**fields: object) -> Record:
-    fields.setdefault("id", "r1")
-    obj = str(fields.pop("object", "account"))
-    crm = str(fields.pop("crm", "file"))
-    created_at = fields.pop("created_at", None)
-    return build_record(fields, object=obj, crm=crm, created_at=created_at)  # type: ignore[arg-type]
 
 
 def context(r: CompiledRouting, now: datetime = NOW, **kw: object) -> RoutingContext:

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from config.routing import parse
 from sync import engine
-from sync.compiler import CompiledRouting, compile_routing
+from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext
 from sync.engine import CommitConflict, route_batch, skipped
 from sync.models import Decision, Outcome, Record
-from sync.normalize import build_record, id_key
+from sync.normalize import id_key
 from sync.state import open_store
 from sync.state.base import PoolChange, PoolSnapshot, StateStore
 from sync.state.sqlite import SqliteStateStore
+from tests.builders import rec, routing
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # a Wednesday
 AVA_SF = "005000000000001AAA"
@@ -27,15 +26,6 @@ AVA_SF = "005000000000001AAA"
 # --- builders ----------------------------------------------------------------------------------
 
 
-def routing(yaml_text: str) -> CompiledRouting:
-    return compile_routing(parse(textwrap.dedent(yaml_text)))
-
-
-def rec(**fields: object) -> Record:
-    fields.setdefault("id", "r1")
-    obj = str(fields.pop("object", "account"))
-    crm = str(fields.pop("crm", "file"))
-    return build_record(fields, object=obj, crm=crm)
 
 
 def recs(n: int, prefix: str = "r") -> list[Record]:
