@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_STATE_URL = "sqlite:///account-router-state.db"
@@ -19,6 +19,34 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     public_url: str | None = None
     recheck_after_seconds: float = Field(default=30.0, ge=0)
+
+    # Vendor settings keep the vendors' conventional names (DESIGN.md §6), so no prefix.
+    hubspot_access_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("HUBSPOT_ACCESS_TOKEN"))
+    hubspot_webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("HUBSPOT_WEBHOOK_SECRET"))
+    hubspot_base_url: str = "https://api.hubapi.com"  # ACCOUNT_ROUTER_HUBSPOT_BASE_URL
+    # Calls per 10 s this app may spend on one HubSpot account (burst limit 100-250 per 10 s).
+    hubspot_calls_per_10s: float = Field(default=90.0, gt=0)
+    salesforce_instance_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_INSTANCE_URL"))
+    salesforce_access_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_ACCESS_TOKEN"))
+    salesforce_username: str | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_USERNAME"))
+    salesforce_password: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_PASSWORD"))
+    salesforce_security_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_SECURITY_TOKEN"))
+    salesforce_domain: str = Field(
+        default="login", validation_alias=AliasChoices("SALESFORCE_DOMAIN"))
+    salesforce_consumer_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_CONSUMER_KEY"))
+    salesforce_private_key_file: str | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_PRIVATE_KEY_FILE"))
+    salesforce_api_version: str = Field(
+        default="62.0", validation_alias=AliasChoices("SALESFORCE_API_VERSION"))
+    salesforce_calls_per_second: float = Field(default=20.0, gt=0)
 
     def resolved_state_url(self, override: str | None = None) -> str:
         """--state wins, then ACCOUNT_ROUTER_STATE_URL, then the Redis URL, then SQLite."""

@@ -1,0 +1,136 @@
+"""The connector port: what the pipeline needs from a CRM, declared by the core (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+# CRM object names per connector (DESIGN.md §5): the CRM's own, matched case-insensitively.
+OBJECT_KINDS: Mapping[str, Mapping[str, str]] = {
+    "hubspot": {"companies": "account", "contacts": "contact"},
+    "salesforce": {"Account": "account", "Lead": "lead", "Contact": "contact"},
+}
+
+
+def canonical_object(crm: str, name: str) -> str:
+    """The CRM's own spelling of an object name given in any case; ValueError if unknown."""
+    for known in OBJECT_KINDS.get(crm, {}):
+        if known.lower() == name.strip().lower():
+            return known
+    choices = ", ".join(OBJECT_KINDS.get(crm, {})) or "none"
+    raise ValueError(f"unknown {crm} object {name!r} (expected one of: {choices})")
+
+
+@dataclass(frozen=True, slots=True)
+class CrmRecord:
+    """A record as the CRM returned it: raw CRM properties, not yet normalized."""
+
+    id: str
+    object: str  # the CRM's object name, e.g. `companies`, `Lead`
+    properties: Mapping[str, object]
+    created_at: datetime | None = None
+    modified_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; `cursor` continues it (None: the listing is done)."""
+
+    records: list[CrmRecord]
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CrmUser:
+    """An owner the CRM knows: active and a person (not a queue) are what validity needs."""
+
+    id: str
+    active: bool
+    person: bool = True
+    email: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """The outcome of one record's owner write; `retryable` failures may succeed later."""
+
+    id: str
+    ok: bool
+    error: str | None = None
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallStats:
+    """Calls made by a connector, by endpoint and outcome, and how often it retried."""
+
+    calls: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (endpoint, status)
+    retries: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.calls.values())
+
+
+class CrmError(Exception):
+    """Base of what a connector raises after its one retry layer has given up."""
+
+    def __init__(self, crm: str, message: str) -> None:
+        self.crm = crm
+        super().__init__(f"{crm}: {message}")
+
+
+class CredentialsError(CrmError):
+    """401/403 on authentication: wrong or expired credentials. Retrying cannot help."""
+
+    def __init__(self, crm: str, setting: str, detail: str) -> None:
+        self.setting = setting
+        super().__init__(crm, f"credentials rejected ({detail}); check {setting}")
+
+
+class QuotaExhausted(CrmError):
+    """A daily quota is spent (Salesforce REQUEST_LIMIT_EXCEEDED, HubSpot policy DAILY):
+    checkpoint and stop; sleeping for a day inside a task is never right."""
+
+    def __init__(self, crm: str, detail: str, resume_after: datetime | None = None) -> None:
+        self.resume_after = resume_after
+        super().__init__(crm, f"daily API quota exhausted ({detail})")
+
+
+class CrmUnavailable(CrmError):
+    """Retries exhausted on 429/5xx/timeouts, or a request error that is not per-record."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A CRM behind the pipeline. Implementations retry in exactly one layer (their transport)."""
+
+    name: str  # registry name: hubspot, salesforce, csv, ...
+
+    def list_records(self, object: str, *, since: datetime | None, cursor: str | None
+                     ) -> Page:
+        """Records modified at or after `since` (all records when None), oldest first, one
+        page per call; pass the returned cursor back for the next page."""
+
+    def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
+        """Records by id, batched; ids that no longer exist are absent from the result."""
+
+    def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
+        """Current owner id of each record (None: no owner); absent ids no longer exist."""
+
+    def write_owners(self, object: str, owners: Mapping[str, str]) -> list[WriteResult]:
+        """Set owners in batches; one result per id; a partial failure never fails the rest."""
+
+    def users(self) -> list[CrmUser]:
+        """Every owner id the CRM knows, with active status and type."""
+
+    def accounts_by_domain(self, domains: Sequence[str]) -> dict[str, str]:
+        """Owner id of the account whose domain is each of `domains` (for lead matching)."""
+
+    def stats(self) -> CallStats:
+        """Calls made so far."""
+
+    def close(self) -> None: ...
