@@ -102,6 +102,7 @@ class Decision(NamedTuple):
     decided_at: datetime | None = None
     written_at: datetime | None = None
     turn: PoolTurn | None = None
+    write_error: str | None = None  # why the owner write failed (then written_at is None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, the shape of `GET /decisions/{record_id}` and of `audit`."""
@@ -121,6 +122,7 @@ class Decision(NamedTuple):
             "created_at": _iso(self.created_at),
             "decided_at": _iso(self.decided_at),
             "written_at": _iso(self.written_at),
+            "write_error": self.write_error,
         }
 
     @classmethod
@@ -141,6 +143,7 @@ class Decision(NamedTuple):
             created_at=_parse(data.get("created_at")),
             decided_at=_parse(data.get("decided_at")),
             written_at=_parse(data.get("written_at")),
+            write_error=data.get("write_error"),
         )
 
 

@@ -79,4 +79,28 @@ class StateStore(Protocol):
     def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
         """Assignments (outcomes assigned/fallback with an owner) grouped by rep, pool, outcome."""
 
+    # --- pipeline bookkeeping (DESIGN.md §1): checkpoints, record locks, failed writes -------
+
+    def get_checkpoint(self, name: str) -> str | None:
+        """A named checkpoint (e.g. a sweep's watermark and cursor, as JSON); None if unset."""
+
+    def set_checkpoint(self, name: str, value: str | None) -> None:
+        """Store a checkpoint (None deletes it); durable once this returns."""
+
+    def lock_records(self, keys: Sequence[str], token: str, ttl_seconds: float) -> set[str]:
+        """Take the per-record locks that are free (or expired, or already `token`'s); return
+        the keys now held by `token`. Locks expire after `ttl_seconds` so a killed worker's
+        records are not locked forever."""
+
+    def unlock_records(self, keys: Sequence[str], token: str) -> None:
+        """Release the locks `token` holds among `keys`; others' locks are untouched."""
+
+    def add_failed(self, crm: str, object: str, ids: Sequence[str]) -> None:
+        """Remember records whose owner write failed, to retry them on the next run."""
+
+    def failed(self, crm: str, object: str) -> list[str]:
+        """Records awaiting a retried write, oldest first."""
+
+    def remove_failed(self, crm: str, object: str, ids: Sequence[str]) -> None: ...
+
     def close(self) -> None: ...
