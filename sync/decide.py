@@ -54,6 +54,8 @@ class RoutingContext:
     pools: dict[str, PoolSnapshot] = field(default_factory=dict)
     users: Mapping[str, OwnerInfo] | None = None  # CRM directory by id key; None in file mode
     account_owners: Mapping[str, str] = field(default_factory=dict)  # domain -> owner id
+    # The CRM being routed, with `users`: a rep is then only eligible as an active user there.
+    crm: str | None = None
     _status: dict[str, str | None] = field(default_factory=dict, init=False)
     _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
     _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
@@ -87,6 +89,15 @@ class RoutingContext:
     def _unavailable(self, rep_id: str, rep: object) -> str | None:
         if not rep.active:  # type: ignore[attr-defined]
             return "inactive"
+        if self.users is not None and self.crm is not None:
+            # Writing an archived or unknown user as owner would fail (or worse, succeed):
+            # in a CRM, a rep is routable only as an active person there.
+            crm_id = rep.crm_ids.get(self.crm)  # type: ignore[attr-defined]
+            if crm_id is None:
+                return f"has no {self.crm} id in crm_ids"
+            user = self.users.get(id_key(crm_id))
+            if user is None or not user.active or not user.person:
+                return f"is not an active {self.crm} user ({crm_id})"
         if rep_id in self.paused:
             until = self.paused[rep_id]
             if until is None:

@@ -30,13 +30,18 @@ def route_batch(
     users: Mapping[str, OwnerInfo] | None = None,
     account_owners: Mapping[str, str] | None = None,
     extra: Iterable[Decision] = (),
+    audit: bool = True,
+    dry_run: bool = False,
+    crm: str | None = None,
 ) -> list[Decision]:
     """Decide every record and commit pool turns and audit rows atomically.
 
     The decisions are pure functions of one snapshot; the commit succeeds only if no other
     process took a turn from the same pools meanwhile, else the batch is decided again on a
     fresh snapshot. So concurrent workers never hand out the same turn twice.
-    `extra` decisions (e.g. skipped rows) are audited in the same transaction.
+    `extra` decisions (e.g. skipped rows) are audited in the same transaction. With
+    `audit=False` only the pool turns are committed (the caller audits after writing); with
+    `dry_run=True` nothing is committed at all: the decisions are what would happen.
     """
     extra = list(extra)
     track = routing.uses_account_owner
@@ -47,7 +52,7 @@ def route_batch(
         learned: dict[str, str] = {}
         owners = ChainMap(learned, account_owners) if account_owners is not None else learned
         ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
-                             pools=snapshots, users=users, account_owners=owners)
+                             pools=snapshots, users=users, account_owners=owners, crm=crm)
         expected = {name: snap.version for name, snap in snapshots.items()}
         decisions: list[Decision] = []
         for record in records:
@@ -60,9 +65,11 @@ def route_batch(
                 # a bare rep id is no known user and the lead would not follow.
                 learned[record.domain] = decision.owner_crm_id or decision.owner
             decisions.append(decision)
+        if dry_run:
+            return decisions
         changes = ctx.pending_changes()
         if store.commit({c.pool: expected[c.pool] for c in changes}, changes,
-                        [*decisions, *extra]):
+                        [*decisions, *extra] if audit else []):
             if isinstance(account_owners, dict):
                 account_owners.update(learned)
             return decisions

@@ -20,7 +20,7 @@ from config.settings import Settings
 from connectors.csv.file import InputError, OutputError, count_rows
 from sync.compiler import CompiledRouting, load_routing
 from sync.decide import RoutingContext, decide
-from sync.models import Decision
+from sync.models import Decision, Record
 from sync.normalize import build_record
 from sync.state import open_store
 from sync.state.base import StateStore
@@ -189,15 +189,60 @@ def _print_summary(summary: object, routing: CompiledRouting) -> None:
 
 @app.command()
 def explain(
-    record: Annotated[str, typer.Option("--record", help="The record as a JSON object.")],
+    record_id: Annotated[str | None, typer.Argument(help="CRM record id (with --crm and "
+                         "--object).", show_default=False)] = None,
+    record: Annotated[str | None, typer.Option("--record", help="The record as a JSON object.",
+                      show_default=False)] = None,
+    crm: Annotated[str | None, typer.Option("--crm", help="Read the record from this CRM.",
+                   show_default=False)] = None,
+    object: Annotated[str | None, typer.Option("--object", help="CRM object, e.g. companies, "
+                      "Lead.", show_default=False)] = None,
     config: ConfigOpt = None,
     now: NowOpt = None,
     state: StateOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
 ) -> None:
     """Show how a record would be routed and why; nothing is written or counted."""
+    if (record is None) == (crm is None):
+        fail("explain: give either --record JSON or --crm NAME --object OBJ ID")
     routing = _routing(config)
     instant = parse_instant(now)
+    if record is not None:
+        rec = _record_from_json(record)
+        store = _store(state)
+        try:
+            snapshots = store.load_pools(RoutingContext.pool_windows(routing, instant))
+            ctx = RoutingContext(routing=routing, now=instant, paused=store.pauses(instant),
+                                 pools=snapshots)
+        finally:
+            store.close()
+        decision = decide(rec, ctx, trigger="explain")
+    else:
+        from tasks.crm_cli import explain_crm
+
+        if object is None or record_id is None:
+            fail("explain --crm: also give --object OBJ and the record ID")
+        rec, decision = explain_crm(routing, crm, object, record_id, state, instant)  # type: ignore[arg-type]
+    if as_json:
+        _print_json(decision.to_dict())
+        return
+    out.print(f"record {decision.record_id} ({decision.object}) at {instant.isoformat()}",
+              highlight=False)
+    out.print(f"outcome: {decision.outcome}  owner: {decision.owner or '-'}  "
+              f"rule: {decision.rule or '-'}", highlight=False)
+    out.print(f"reason: {decision.reason}", highlight=False, markup=False)
+    by_name = {r.name: r for r in routing.rules}
+    for step in decision.trace:
+        if step.result == "no_match" and rec is not None:
+            failed = [c.text for c in by_name[step.rule].clauses if not c.test(rec)]
+            detail = f"not met: {'; '.join(failed)}"
+        else:
+            detail = step.detail
+        out.print(f"  {step.rule}: {step.result} ({detail})", highlight=False, markup=False,
+                  soft_wrap=True)
+
+
+def _record_from_json(record: str) -> Record:
     try:
         values = json.loads(record)
     except json.JSONDecodeError as exc:
@@ -209,33 +254,9 @@ def explain(
         fail(f"--record: field {nested[0]!r} must be a string, number or null, not "
              f"{type(values[nested[0]]).__name__}")
     try:
-        rec = build_record({k: v for k, v in values.items() if v is not None})
+        return build_record({k: v for k, v in values.items() if v is not None})
     except ValueError as exc:
         fail(f"--record: {exc}")
-    store = _store(state)
-    try:
-        snapshots = store.load_pools(RoutingContext.pool_windows(routing, instant))
-        ctx = RoutingContext(routing=routing, now=instant, paused=store.pauses(instant),
-                             pools=snapshots)
-    finally:
-        store.close()
-    decision = decide(rec, ctx, trigger="explain")
-    if as_json:
-        _print_json(decision.to_dict())
-        return
-    out.print(f"record {rec.id} ({rec.object}) at {instant.isoformat()}", highlight=False)
-    out.print(f"outcome: {decision.outcome}  owner: {decision.owner or '-'}  "
-              f"rule: {decision.rule or '-'}", highlight=False)
-    out.print(f"reason: {decision.reason}", highlight=False, markup=False)
-    by_name = {r.name: r for r in routing.rules}
-    for step in decision.trace:
-        if step.result == "no_match":
-            failed = [c.text for c in by_name[step.rule].clauses if not c.test(rec)]
-            detail = f"not met: {'; '.join(failed)}"
-        else:
-            detail = step.detail
-        out.print(f"  {step.rule}: {step.result} ({detail})", highlight=False, markup=False,
-                  soft_wrap=True)
 
 
 @app.command()
@@ -381,6 +402,17 @@ def stats(
 
 def _spread(values: list[int]) -> int:
     return max(values) - min(values) if values else 0
+
+
+def _register_crm_commands() -> None:
+    # CRM commands live in their own module (connectors, pipeline); registered here so there
+    # is one app and one `--help`.
+    from tasks import crm_cli
+
+    crm_cli.register(app)
+
+
+_register_crm_commands()
 
 
 def main() -> None:

@@ -1,0 +1,348 @@
+"""The CRM pipeline (DESIGN.md §1): fetch, lock, recheck, decide, write, audit, checkpoint."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from config.fieldmaps import field_map
+from sync.compiler import CompiledRouting
+from sync.decide import OwnerInfo, RoutingContext, decide
+from sync.engine import route_batch, skipped
+from sync.models import Decision, Outcome, Record
+from sync.normalize import build_record, id_key
+from sync.ports import (
+    OBJECT_KINDS,
+    Connector,
+    CrmRecord,
+    CrmUnavailable,
+    QuotaExhausted,
+    canonical_object,
+)
+from sync.state.base import StateStore
+
+WRITES = (Outcome.ASSIGNED, Outcome.FALLBACK)
+RETRY_CHUNK = 100  # previously failed ids re-read per call
+
+
+@dataclass
+class RunReport:
+    """What one sweep or reprocess did; the CLI prints it and derives the exit status."""
+
+    crm: str
+    object: str
+    outcomes: Counter[str] = field(default_factory=Counter)
+    rules: Counter[str] = field(default_factory=Counter)
+    reps: Counter[str] = field(default_factory=Counter)
+    written: int = 0
+    write_failed: int = 0
+    locked_elsewhere: int = 0
+    pages: int = 0
+    stopped: str | None = None  # why the run stopped early (quota), None when it finished
+    changes: list[Decision] = field(default_factory=list)  # dry run: what would change
+    speed: list[float] = field(default_factory=list)  # seconds, record created -> written
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.write_failed or self.outcomes.get("skipped"))
+
+    def add(self, decision: Decision) -> None:
+        self.outcomes[str(decision.outcome)] += 1
+        if decision.outcome in WRITES:
+            self.rules[decision.rule or "(fallback)"] += 1
+            if decision.owner:
+                self.reps[decision.owner] += 1
+
+
+class Pipeline:
+    """Routes CRM records through one connector, in this process (embedded) or in a task."""
+
+    def __init__(
+        self,
+        connector: Connector,
+        routing: CompiledRouting,
+        store: StateStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recheck_after: float = 30.0,
+        users_ttl: float = 300.0,
+        lock_ttl: float = 120.0,
+        dry_run: bool = False,
+    ) -> None:
+        self.connector = connector
+        self.crm = connector.name
+        self.routing = routing
+        self.store = store
+        self.clock = clock
+        self.recheck_after = recheck_after
+        self.users_ttl = users_ttl
+        self.lock_ttl = lock_ttl
+        self.dry_run = dry_run
+        self._users: Mapping[str, OwnerInfo] | None = None
+        self._users_at: datetime | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def users(self) -> Mapping[str, OwnerInfo]:
+        """The CRM's owners by id key, cached for `users_ttl` seconds (one call per refresh)."""
+        now = self.clock()
+        if self._users is None or self._users_at is None or \
+                (now - self._users_at).total_seconds() > self.users_ttl:
+            self._users = {id_key(u.id): OwnerInfo(active=u.active, person=u.person)
+                           for u in self.connector.users()}
+            self._users_at = now
+        return self._users
+
+    def to_record(self, obj: str, crm_record: CrmRecord) -> Record:
+        """Normalize a CRM record through the object's field map (ValueError if unusable)."""
+        kind = OBJECT_KINDS[self.crm][obj]
+        mapping = field_map(self.crm, obj, self.routing.file.field_maps)
+        props = crm_record.properties
+        values: dict[str, object] = {f"fields.{k}": v for k, v in props.items() if v is not None}
+        for normalized, crm_field in mapping.items():
+            value = props.get(crm_field)
+            if value is not None:
+                values[normalized] = value
+        values["id"] = crm_record.id
+        return build_record(values, object=kind, crm=self.crm, created_at=crm_record.created_at)
+
+    # -- entry points --------------------------------------------------------------------
+
+    def route_ids(self, obj: str, ids: Sequence[str], *, trigger: str = "reprocess",
+                  now: datetime | None = None, report: RunReport | None = None) -> RunReport:
+        """Route chosen records (webhooks, ops reprocessing, failed-write retries)."""
+        obj = canonical_object(self.crm, obj)
+        report = report or RunReport(self.crm, obj)
+        wanted = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
+        found = self.connector.read_records(obj, wanted)
+        present = {r.id for r in found}
+        gone = [i for i in wanted if i not in present]
+        self._process(obj, found, trigger=trigger, read_at=None, now=now, report=report,
+                      gone=gone)
+        return report
+
+    def sweep(self, obj: str, *, full: bool = False, since: datetime | None = None,
+              now: datetime | None = None,
+              on_page: Callable[[RunReport], None] | None = None) -> RunReport:
+        """Incremental from the stored watermark, page by page, checkpointed after each page;
+        the first run (and `full`) covers every record. A daily quota stops it cleanly."""
+        obj = canonical_object(self.crm, obj)
+        report = RunReport(self.crm, obj)
+        key = f"sweep:{self.crm}:{obj}"
+        saved = json.loads(self.store.get_checkpoint(key) or "null")
+        try:
+            # Writes that failed last time go first: nothing is silently lost.
+            pending = [] if self.dry_run else self.store.failed(self.crm, obj)
+            for start in range(0, len(pending), RETRY_CHUNK):
+                self.route_ids(obj, pending[start:start + RETRY_CHUNK], trigger="retry",
+                               now=now, report=report)
+            start_since, cursor, max_seen = self._resume(saved, full, since)
+            while True:
+                page = self.connector.list_records(obj, since=start_since, cursor=cursor)
+                self._process(obj, page.records, trigger="sweep", read_at=None, now=now,
+                              report=report)
+                for record in page.records:
+                    if record.modified_at is not None and (
+                            max_seen is None or record.modified_at > max_seen):
+                        max_seen = record.modified_at
+                cursor = page.cursor
+                report.pages += 1
+                if not self.dry_run:
+                    self.store.set_checkpoint(key, json.dumps(_checkpoint(
+                        start_since, cursor, max_seen)))
+                if on_page is not None:
+                    on_page(report)
+                if cursor is None:
+                    break
+        except QuotaExhausted as exc:
+            # The checkpoint already holds the last finished page: the next run resumes there.
+            report.stopped = str(exc)
+        return report
+
+    @staticmethod
+    def _resume(saved: dict[str, str | None] | None, full: bool, since: datetime | None
+                ) -> tuple[datetime | None, str | None, datetime | None]:
+        if since is not None:
+            return since, None, None
+        if saved is None:
+            return None, None, None  # first run: every record
+        saved_since = _parse(saved.get("since"))
+        cursor = saved.get("cursor")
+        max_seen = _parse(saved.get("max_seen"))
+        if full:
+            # Resume an interrupted full sweep; otherwise start a fresh one.
+            if cursor and saved_since is None:
+                return None, cursor, max_seen
+            return None, None, None
+        if cursor:
+            return saved_since, cursor, max_seen
+        return max_seen or saved_since, None, max_seen
+
+    def explain(self, obj: str, record_id: str, now: datetime | None = None) -> Decision:
+        """How one CRM record would route now: nothing written, counted or locked."""
+        obj = canonical_object(self.crm, obj)
+        found = self.connector.read_records(obj, [record_id])
+        instant = now or self.clock()
+        if not found:
+            return skipped(record_id, "record not found in the CRM", instant,
+                           object=OBJECT_KINDS[self.crm][obj], crm=self.crm, trigger="explain")
+        record = self.to_record(obj, found[0])
+        snapshots = self.store.load_pools(RoutingContext.pool_windows(self.routing, instant))
+        ctx = RoutingContext(routing=self.routing, now=instant, paused=self.store.pauses(instant),
+                             pools=snapshots, users=self.users(), crm=self.crm,
+                             account_owners=self._account_owners([record]))
+        return decide(record, ctx, trigger="explain")
+
+    # -- the batch -----------------------------------------------------------------------
+
+    def _account_owners(self, records: Sequence[Record]) -> dict[str, str]:
+        if not self.routing.uses_account_owner:
+            return {}
+        domains = sorted({r.domain for r in records
+                          if r.object != "account" and r.domain and not r.freemail})
+        return self.connector.accounts_by_domain(domains) if domains else {}
+
+    def _process(self, obj: str, crm_records: Sequence[CrmRecord], *, trigger: str,
+                 read_at: datetime | None, now: datetime | None, report: RunReport,
+                 gone: Sequence[str] = ()) -> None:
+        instant = now or self.clock()
+        kind = OBJECT_KINDS[self.crm][obj]
+        audit: list[Decision] = [
+            skipped(i, "record gone from the CRM", instant, object=kind, crm=self.crm,
+                    trigger=trigger) for i in gone]
+        token = uuid.uuid4().hex
+        keys = {r.id: f"{self.crm}:{obj}:{r.id}" for r in crm_records}
+        if self.dry_run:
+            held = set(keys.values())
+        else:
+            held = self.store.lock_records(list(keys.values()), token, self.lock_ttl)
+        mine = [r for r in crm_records if keys[r.id] in held]
+        report.locked_elsewhere += len(crm_records) - len(mine)
+        try:
+            mine = self._recheck(obj, mine, read_at, audit, instant, kind, trigger)
+            records: list[Record] = []
+            for crm_record in mine:
+                try:
+                    records.append(self.to_record(obj, crm_record))
+                except ValueError as exc:
+                    audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
+                                         crm=self.crm, trigger=trigger))
+            decisions = route_batch(
+                records, self.routing, self.store, instant, trigger=trigger, users=self.users(),
+                account_owners=self._account_owners(records), audit=False,
+                dry_run=self.dry_run, crm=self.crm)
+            current = {r.id: r.owner for r in records}
+            written, quota = self._write(obj, decisions, current, report)
+            for decision in written:
+                if trigger == "sweep" and decision.outcome == Outcome.KEPT_EXISTING:
+                    # Counted, not audited: a sweep re-reads every record our own writes
+                    # touched, and an audit row per record per sweep would bury the real
+                    # decisions. Webhooks and reprocessing audit kept records.
+                    report.add(decision)
+                else:
+                    audit.append(decision)
+            if quota is not None:
+                raise quota  # after `finally` has audited every decision of this batch
+        finally:
+            for decision in audit:
+                report.add(decision)
+            if not self.dry_run:
+                if audit:
+                    self.store.commit({}, [], audit)
+                self.store.unlock_records([keys[r.id] for r in mine], token)
+
+    def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
+                 audit: list[Decision], instant: datetime, kind: str, trigger: str
+                 ) -> list[CrmRecord]:
+        """Re-read owners of a stale snapshot in one call, so a human's assignment made since
+        is respected (DESIGN.md §1); a record gone meanwhile is skipped, not dropped."""
+        if read_at is None or not records or \
+                (self.clock() - read_at).total_seconds() <= self.recheck_after:
+            return records
+        owners = self.connector.read_owners(obj, [r.id for r in records])
+        owner_field = field_map(self.crm, obj, self.routing.file.field_maps).get("owner")
+        fresh: list[CrmRecord] = []
+        for record in records:
+            if record.id not in owners:
+                audit.append(skipped(record.id, "record gone from the CRM", instant,
+                                     object=kind, crm=self.crm, trigger=trigger))
+                continue
+            props = dict(record.properties)
+            if owner_field:
+                props[owner_field] = owners[record.id]
+            fresh.append(CrmRecord(record.id, record.object, props, record.created_at,
+                                   record.modified_at))
+        return fresh
+
+    def _write(self, obj: str, decisions: list[Decision], current: Mapping[str, str | None],
+               report: RunReport) -> tuple[list[Decision], QuotaExhausted | None]:
+        """Write new owners in batches; every decision comes back with its write's result,
+        and the quota stop, if the CRM's daily quota ran out, for the caller to raise."""
+        pending: dict[str, str] = {}
+        out: dict[str, Decision] = {}
+        for d in decisions:
+            out[d.record_id] = d
+            if d.outcome not in WRITES:
+                continue
+            if d.owner_crm_id is None:
+                out[d.record_id] = d._replace(
+                    write_error=f"{d.owner} has no {self.crm} id in crm_ids")
+            elif current.get(d.record_id) is None or \
+                    id_key(current[d.record_id] or "") != id_key(d.owner_crm_id):
+                pending[d.record_id] = d.owner_crm_id
+        if self.dry_run:
+            report.changes += [d for d in decisions if d.record_id in pending]
+            return list(out.values()), None
+        failed: list[str] = []
+        quota: QuotaExhausted | None = None
+        if pending:
+            try:
+                results = self.connector.write_owners(obj, pending)
+            except QuotaExhausted as exc:
+                self._mark_unwritten(out, pending, "daily API quota exhausted")
+                failed, quota = list(pending), exc
+            except CrmUnavailable as exc:
+                self._mark_unwritten(out, pending, str(exc))
+                failed = list(pending)
+            else:
+                written_at = self.clock()
+                by_id = {r.id: r for r in results}
+                for record_id in pending:
+                    result = by_id.get(record_id)
+                    d = out[record_id]
+                    if result is not None and result.ok:
+                        out[record_id] = d._replace(written_at=written_at)
+                        report.written += 1
+                        if d.created_at is not None:
+                            report.speed.append((written_at - d.created_at).total_seconds())
+                    else:
+                        error = result.error if result is not None else "no result returned"
+                        out[record_id] = d._replace(write_error=error)
+                        failed.append(record_id)
+        report.write_failed += len(failed) + sum(
+            1 for d in out.values() if d.write_error and d.record_id not in pending)
+        if failed:
+            self.store.add_failed(self.crm, obj, failed)
+        done = [i for i in out if i not in failed]
+        if done:
+            self.store.remove_failed(self.crm, obj, done)
+        return list(out.values()), quota
+
+    @staticmethod
+    def _mark_unwritten(out: dict[str, Decision], ids: Mapping[str, str], why: str) -> None:
+        for record_id in ids:
+            out[record_id] = out[record_id]._replace(write_error=f"{why}; retried next run")
+
+
+def _checkpoint(since: datetime | None, cursor: str | None, max_seen: datetime | None
+                ) -> dict[str, str | None]:
+    return {"since": since.isoformat() if since else None, "cursor": cursor,
+            "max_seen": max_seen.isoformat() if max_seen else None}
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None

@@ -1,0 +1,149 @@
+"""CLI commands that talk to a CRM: sweep, reprocess, explain --crm (embedded pipeline runs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from config.settings import Settings
+from connectors import registry
+from sync.compiler import CompiledRouting
+from sync.models import Decision, Record
+from sync.pipeline import Pipeline, RunReport
+from sync.ports import Connector, CredentialsError, CrmError, canonical_object
+
+CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot or salesforce.")]
+ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "
+                      "(HubSpot); Account, Lead, Contact (Salesforce).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print what would "
+                      "change.")]
+
+
+@contextmanager
+def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
+              dry_run: bool) -> Iterator[tuple[Pipeline, str]]:
+    from tasks.cli import _store, fail
+
+    settings = Settings()
+    try:
+        obj = canonical_object(crm, obj)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        connector: Connector = registry.create(crm, settings)
+    except ValueError as exc:
+        fail(str(exc))
+    except CredentialsError as exc:
+        fail(str(exc))
+    store = _store(state)
+    try:
+        yield Pipeline(connector, routing, store, dry_run=dry_run,
+                       recheck_after=settings.recheck_after_seconds), obj
+    except CredentialsError as exc:
+        fail(str(exc))
+    except CrmError as exc:
+        fail(str(exc), code=1)
+    finally:
+        store.close()
+        connector.close()
+
+
+def sweep(
+    crm: CrmOpt,
+    object: ObjectOpt,
+    full: Annotated[bool, typer.Option("--full", help="Every record, not only changes since "
+                    "the last sweep.")] = False,
+    since: Annotated[str | None, typer.Option("--since", help="Records changed since this "
+                     "instant (ISO 8601).", show_default=False)] = None,
+    now: Annotated[str | None, typer.Option("--now", help="Routing instant (ISO 8601).",
+                   show_default=False)] = None,
+    dry_run: DryRunOpt = False,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Routing file.",
+                      show_default=False)] = None,
+    state: Annotated[str | None, typer.Option("--state", help="State URL.",
+                     show_default=False)] = None,
+) -> None:
+    """Route a CRM's records in this process: incremental from the stored watermark."""
+    from tasks.cli import _routing, err, parse_instant
+
+    routing = _routing(config)
+    instant = parse_instant(now) if now else None
+    since_at = parse_instant(since, "--since") if since else None
+    with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
+        def progress(report: RunReport) -> None:
+            err.print(f"page {report.pages}: {sum(report.outcomes.values())} records, "
+                      f"{report.written} written", highlight=False)
+
+        report = pipeline.sweep(obj, full=full, since=since_at, now=instant, on_page=progress)
+        _finish(report, pipeline)
+
+
+def reprocess(
+    ids: Annotated[list[str], typer.Argument(help="Record ids to route again.")],
+    crm: CrmOpt,
+    object: ObjectOpt,
+    now: Annotated[str | None, typer.Option("--now", help="Routing instant (ISO 8601).",
+                   show_default=False)] = None,
+    dry_run: DryRunOpt = False,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Routing file.",
+                      show_default=False)] = None,
+    state: Annotated[str | None, typer.Option("--state", help="State URL.",
+                     show_default=False)] = None,
+) -> None:
+    """Route chosen records again, in this process; audited with trigger `reprocess`."""
+    from tasks.cli import _routing, parse_instant
+
+    routing = _routing(config)
+    instant = parse_instant(now) if now else None
+    with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
+        report = pipeline.route_ids(obj, ids, trigger="reprocess", now=instant)
+        _finish(report, pipeline)
+
+
+def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,
+                state: str | None, instant: datetime) -> tuple[Record | None, Decision]:
+    with _pipeline(routing, crm, obj, state, dry_run=True) as (pipeline, obj):
+        decision = pipeline.explain(obj, record_id, now=instant)
+        found = pipeline.connector.read_records(obj, [record_id])
+        record = pipeline.to_record(obj, found[0]) if found else None
+        return record, decision
+
+
+def _finish(report: RunReport, pipeline: Pipeline) -> None:
+    from tasks.cli import err, out
+
+    table = Table(title=f"{report.crm} {report.object}: {sum(report.outcomes.values())} "
+                  f"records" + (" (dry run)" if pipeline.dry_run else ""))
+    table.add_column("outcome")
+    table.add_column("records", justify="right")
+    for outcome in ("assigned", "fallback", "kept_existing", "unassigned", "skipped"):
+        table.add_row(outcome, str(report.outcomes.get(outcome, 0)))
+    out.print(table)
+    if pipeline.dry_run:
+        changes = Table(title="would change")
+        for column in ("record", "from", "to", "rule"):
+            changes.add_column(column)
+        for d in report.changes:
+            changes.add_row(d.record_id, d.previous_owner or "-", d.owner or "-", d.rule or "-")
+        out.print(changes)
+    calls = pipeline.connector.stats()
+    out.print(f"written {report.written}, write failures {report.write_failed}, locked by "
+              f"another worker {report.locked_elsewhere}, pages {report.pages}, API calls "
+              f"{calls.total} (retries {calls.retries})", highlight=False)
+    if report.stopped:
+        err.print(f"stopped early: {report.stopped}; the next run resumes from the checkpoint",
+                  highlight=False, markup=False)
+        raise typer.Exit(1)
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(sweep)
+    app.command()(reprocess)

@@ -1,0 +1,255 @@
+"""The pipeline against an in-memory CRM: sweeps, writes, audit, retries, quotas, rechecks."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sync.pipeline import Pipeline
+from sync.state import open_store
+from tests.builders import routing
+from tests.fakes import FakeCrm, hubspot_owners
+
+NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+
+ROUTING = """
+version: 1
+ignore_owners: ["999"]
+reps:
+  - {id: ava, crm_ids: {hubspot: "101"}}
+  - {id: cara, crm_ids: {hubspot: "106"}}
+  - {id: dev, crm_ids: {hubspot: "107"}}
+  - {id: eli, crm_ids: {hubspot: "108"}}
+  - {id: gus, crm_ids: {hubspot: "109"}}
+  - {id: nocrm}
+pools:
+  smb: {members: [cara, dev, eli]}
+rules:
+  - {name: named, when: {domain: {eq: acme.com}}, assign: {rep: ava}}
+  - {name: archived, when: {domain: {eq: gone.com}}, assign: {rep: gus}}
+  - {name: rest, assign: {pool: smb}}
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def store(store_url):
+    opened = open_store(store_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def crm() -> FakeCrm:
+    fake = FakeCrm(owners=hubspot_owners())
+    for n in range(25):
+        fake.add("companies", f"c{n}", name=f"Co {n}", domain=f"co{n}.com")
+    return fake
+
+
+def make(crm: FakeCrm, store, clock: Clock | None = None, **kw) -> Pipeline:
+    return Pipeline(crm, routing(ROUTING), store, clock=clock or Clock(), **kw)
+
+
+def owners(crm: FakeCrm) -> dict[str, object]:
+    return {i: p.get("hubspot_owner_id") for i, p in crm.records["companies"].items()}
+
+
+def test_given_unowned_companies_when_sweeping_then_every_one_is_written_once_and_audited(
+        crm, store):
+    report = make(crm, store).sweep("companies", now=NOW)
+
+    assert report.outcomes == {"assigned": 25}
+    assert report.written == 25 and not report.failed
+    assert len(crm.writes) == 25 and len({i for i, _ in crm.writes}) == 25
+    assert Counter(owners(crm).values()) == {"106": 9, "107": 8, "108": 8}
+    audit = store.decisions(record_id="c0")
+    assert len(audit) == 1
+    assert audit[0].written_at is not None and audit[0].owner_crm_id in ("106", "107", "108")
+    assert audit[0].crm == "hubspot" and audit[0].trigger == "sweep"
+    assert report.pages == 3  # 10 a page
+
+
+def test_given_a_finished_sweep_when_sweeping_again_then_only_changed_records_are_read(
+        crm, store):
+    pipeline = make(crm, store)
+    pipeline.sweep("companies", now=NOW)
+    crm.add("companies", "new", name="New", domain="acme.com")
+    writes_before = len(crm.writes)
+
+    report = pipeline.sweep("companies", now=NOW)
+
+    # The new record is routed; records only touched by our own writes are kept (counted, not
+    # audited again), never rewritten.
+    assert crm.records["companies"]["new"]["hubspot_owner_id"] == "101"
+    assert len(crm.writes) == writes_before + 1
+    assert report.outcomes == {"assigned": 1, "kept_existing": 25}
+    assert len(store.decisions(record_id="c0")) == 1
+
+
+def test_given_valid_and_invalid_existing_owners_when_sweeping_then_only_invalid_are_routed(
+        crm, store):
+    crm.set_owner("companies", "c0", "101")  # active person: kept
+    crm.set_owner("companies", "c1", "109")  # archived owner: routed
+    crm.set_owner("companies", "c2", "900")  # a queue: no owner
+    crm.set_owner("companies", "c3", "999")  # in ignore_owners: no owner
+
+    make(crm, store).sweep("companies", now=NOW)
+
+    written = {i for i, _ in crm.writes}
+    assert "c0" not in written
+    assert {"c1", "c2", "c3"} <= written
+    assert store.decisions(record_id="c0") == []  # kept by a sweep: counted, not audited
+    make(crm, store).route_ids("companies", ["c0"], now=NOW)
+    assert store.decisions(record_id="c0")[0].outcome == "kept_existing"
+
+
+def test_given_a_rep_who_is_archived_in_the_crm_when_routing_then_backup_path_is_taken(
+        crm, store):
+    crm.add("companies", "g1", name="Gone", domain="gone.com")
+
+    make(crm, store).route_ids("companies", ["g1"], now=NOW)
+
+    decision = store.decisions(record_id="g1")[0]
+    # gus (109) is archived in HubSpot: the rule yields nobody and the pool takes the record.
+    assert decision.rule == "rest"
+    assert any("109" in step.detail for step in decision.trace)
+
+
+def test_given_per_record_write_errors_when_sweeping_then_audited_and_retried_next_run(
+        crm, store):
+    crm.reject = {"c3": "VALIDATION_ERROR: owner not valid"}
+    pipeline = make(crm, store)
+
+    first = pipeline.sweep("companies", now=NOW)
+
+    assert first.write_failed == 1 and first.failed
+    failed = store.decisions(record_id="c3")[0]
+    assert failed.write_error == "VALIDATION_ERROR: owner not valid"
+    assert failed.written_at is None
+    assert store.failed("hubspot", "companies") == ["c3"]
+    assert crm.records["companies"]["c3"].get("hubspot_owner_id") is None
+
+    crm.reject = {}
+    second = pipeline.sweep("companies", now=NOW)
+
+    assert crm.records["companies"]["c3"]["hubspot_owner_id"] in ("106", "107", "108")
+    assert store.failed("hubspot", "companies") == []
+    assert second.write_failed == 0
+
+
+def test_given_writes_unavailable_when_sweeping_then_records_are_kept_for_the_next_run(
+        crm, store):
+    crm.unavailable_writes = 1
+    pipeline = make(crm, store)
+
+    report = pipeline.sweep("companies", now=NOW)
+
+    assert report.write_failed == 10
+    assert len(store.failed("hubspot", "companies")) == 10
+    pipeline.sweep("companies", now=NOW)
+    assert all(owners(crm).values())
+    assert len({i for i, _ in crm.writes}) == 25
+    assert len(crm.writes) == 25  # each record written exactly once in the end
+
+
+def test_given_daily_quota_runs_out_mid_sweep_when_resumed_after_reset_then_none_lost(
+        crm, store):
+    pipeline = make(crm, store)
+    crm.quota_after = 5  # users + (list, write) x 2 pages; the third list call is refused
+
+    first = pipeline.sweep("companies", now=NOW)
+
+    assert first.stopped is not None and "quota" in first.stopped
+    assert first.written == 20
+    crm.quota_after = None  # the daily window resets
+    second = pipeline.sweep("companies", now=NOW)
+
+    assert second.stopped is None
+    assert all(owners(crm).values())
+    assert Counter(i for i, _ in crm.writes) == {f"c{n}": 1 for n in range(25)}
+
+
+def test_given_quota_runs_out_on_a_write_when_resumed_then_the_batch_is_retried(crm, store):
+    pipeline = make(crm, store)
+    crm.quota_after = 2  # users, list; the write is refused
+
+    first = pipeline.sweep("companies", now=NOW)
+
+    assert first.stopped is not None
+    unwritten = store.decisions(record_id="c0")[0]
+    assert unwritten.write_error and "quota" in unwritten.write_error
+    assert len(store.failed("hubspot", "companies")) == 10
+    crm.quota_after = None
+    pipeline.sweep("companies", now=NOW)
+    assert all(owners(crm).values())
+    assert Counter(i for i, _ in crm.writes) == {f"c{n}": 1 for n in range(25)}
+
+
+def test_given_a_stale_snapshot_and_a_human_owner_meanwhile_when_routing_then_owner_kept(
+        crm, store):
+    clock = Clock()
+    pipeline = make(crm, store, clock=clock, recheck_after=30)
+    snapshot = crm.read_records("companies", ["c1", "c2"])
+    crm.set_owner("companies", "c1", "101")  # a human assigns c1 while the batch waits
+    clock.now = NOW + timedelta(seconds=45)
+
+    pipeline._process("companies", snapshot, trigger="webhook", read_at=NOW, now=clock.now,
+                      report=pipeline_report(pipeline))
+
+    assert crm.records["companies"]["c1"]["hubspot_owner_id"] == "101"
+    assert "c1" not in {i for i, _ in crm.writes}
+    assert store.decisions(record_id="c1")[0].outcome == "kept_existing"
+    assert "c2" in {i for i, _ in crm.writes}
+
+
+def pipeline_report(pipeline: Pipeline):
+    from sync.pipeline import RunReport
+
+    return RunReport(pipeline.crm, "companies")
+
+
+def test_given_dry_run_when_sweeping_then_nothing_is_written_counted_or_checkpointed(
+        crm, store):
+    report = make(crm, store, dry_run=True).sweep("companies", now=NOW)
+
+    assert len(report.changes) == 25
+    assert crm.writes == []
+    assert store.decisions() == []
+    assert store.get_checkpoint("sweep:hubspot:companies") is None
+    assert "write" not in crm.calls
+
+
+def test_given_records_locked_by_another_worker_when_routing_then_they_are_left_alone(
+        crm, store):
+    store.lock_records(["hubspot:companies:c0"], "other-worker", 60)
+
+    report = make(crm, store).route_ids("companies", ["c0", "c1"], now=NOW)
+
+    assert report.locked_elsewhere == 1
+    assert {i for i, _ in crm.writes} == {"c1"}
+
+
+def test_given_an_id_that_no_longer_exists_when_reprocessing_then_skipped_and_audited(
+        crm, store):
+    report = make(crm, store).route_ids("companies", ["c0", "nope"], now=NOW)
+
+    assert report.outcomes == {"assigned": 1, "skipped": 1}
+    assert store.decisions(record_id="nope")[0].reason == "record gone from the CRM"
+    assert report.failed
+
+
+def test_given_a_record_when_explaining_then_nothing_is_written_or_audited(crm, store):
+    decision = make(crm, store).explain("companies", "c0", now=NOW)
+
+    assert decision.outcome == "assigned"
+    assert crm.writes == [] and store.decisions() == []
