@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -63,6 +65,23 @@ end
 return 1
 """
 
+# Compare-and-act on one record lock, so only its holder can touch it: between a client's GET
+# and its DEL/PEXPIRE the lock could expire and be taken by another token, whose lock would then
+# be released (or kept alive) by the wrong worker.
+_UNLOCK_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_REFRESH_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 
 def _score(value: datetime | None, what: str) -> str:
     """Integer microseconds since the epoch: exact in a zset's double up to year 2255. Undated
@@ -88,7 +107,12 @@ class RedisStateStore:
       audit:time               zset  id scored by decided_at (µs since epoch; -inf if undated)
       audit:record:{record_id} zset  same, per record
       audit:rep:{owner}        zset  same, per owner
+      checkpoints              hash  name -> value (opaque text, e.g. JSON)
+      lock:{key}               str   token of the worker holding that record (PX = lock TTL)
+      failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
     Ids are zero-padded, so equal scores order by id: newest first is exact, ties included.
+    Record locks expire on the server's clock and are taken per key: each key is granted to
+    one token at a time, but one call may get some of its keys and not others.
     """
 
     def __init__(self, url: str, prefix: str = "ar:") -> None:
@@ -102,6 +126,8 @@ class RedisStateStore:
         # forks its workers stays usable in each child.
         self._r: redis.Redis = redis.Redis.from_url(url, decode_responses=True)
         self._commit_script = self._r.register_script(_COMMIT_LUA)
+        self._unlock_script = self._r.register_script(_UNLOCK_LUA)
+        self._refresh_script = self._r.register_script(_REFRESH_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -117,6 +143,16 @@ class RedisStateStore:
 
     def _audit_key(self, part: str) -> str:
         return f"{self.prefix}audit:{part}"
+
+    @property
+    def _checkpoints_key(self) -> str:
+        return f"{self.prefix}checkpoints"
+
+    def _lock_key(self, key: str) -> str:
+        return f"{self.prefix}lock:{key}"
+
+    def _failed_key(self, crm: str, object: str) -> str:
+        return f"{self.prefix}failed:{crm}:{object}"
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -289,6 +325,67 @@ class RedisStateStore:
         rows = [LoadRow(rep=r, pool=p, outcome=o, count=n) for (r, p, o), n in tally.items()]
         return sorted(rows, key=load_sort_key)
 
+    # --- pipeline bookkeeping ---------------------------------------------------------------
+
+    def get_checkpoint(self, name: str) -> str | None:
+        value: str | None = self._r.hget(self._checkpoints_key, name)
+        return value
+
+    def set_checkpoint(self, name: str, value: str | None) -> None:
+        # Acknowledged writes are as durable as the server's persistence settings (AOF/RDB);
+        # losing the last one only means re-sweeping from the previous checkpoint.
+        if value is None:
+            self._r.hdel(self._checkpoints_key, name)
+        else:
+            self._r.hset(self._checkpoints_key, name, value)
+
+    def lock_records(self, keys: Sequence[str], token: str, ttl_seconds: float) -> set[str]:
+        _check_ttl(ttl_seconds)
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+        # Rounded up: a lock never lapses sooner than the caller asked.
+        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
+        # SET NX PX is atomic per key, so a free (or expired: Redis has dropped it) key goes to
+        # exactly one token. Not MULTI: each key stands alone and one round trip suffices.
+        pipe = self._r.pipeline(transaction=False)
+        for key in wanted:
+            pipe.set(self._lock_key(key), token, nx=True, px=ttl_ms)
+        taken = pipe.execute()
+        held = {key for key, ok in zip(wanted, taken, strict=True) if ok}
+        busy = [key for key, ok in zip(wanted, taken, strict=True) if not ok]
+        if busy:
+            # Some may already be ours (a re-lock): refresh those, compare-and-set on the server.
+            pipe = self._r.pipeline(transaction=False)
+            for key in busy:
+                self._refresh_script(keys=[self._lock_key(key)], args=[token, ttl_ms], client=pipe)
+            held.update(key for key, ok in zip(busy, pipe.execute(), strict=True) if ok)
+        return held
+
+    def unlock_records(self, keys: Sequence[str], token: str) -> None:
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for key in wanted:
+            self._unlock_script(keys=[self._lock_key(key)], args=[token], client=pipe)
+        pipe.execute()
+
+    def add_failed(self, crm: str, object: str, ids: Sequence[str]) -> None:
+        # NX keeps a known id's first failure time, so it keeps its place at the head of the
+        # queue; ids added in one call share a score and order by id (SQLite does the same).
+        if ids:
+            now = time.time()
+            self._r.zadd(self._failed_key(crm, object), dict.fromkeys(ids, now), nx=True)
+
+    def failed(self, crm: str, object: str) -> list[str]:
+        ids: list[str] = self._r.zrange(self._failed_key(crm, object), 0, -1)
+        return ids
+
+    def remove_failed(self, crm: str, object: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._r.zrem(self._failed_key(crm, object), *ids)
+
     def _bounds(self, since: datetime | None, until: datetime | None) -> tuple[str, str]:
         """Score range for decided_at in [since, until); `(-inf` keeps undated (-inf) entries
         out of any range that has a bound, matching SQL where NULL never compares true."""
@@ -307,3 +404,9 @@ class RedisStateStore:
             for body in self._r.hmget(body_key, list(ids[start : start + _CHUNK])):
                 if body is not None:  # written in the same script as the index; never missing
                     yield body
+
+
+def _check_ttl(ttl_seconds: float) -> None:
+    """A lock must expire, and after a positive time: 0 or negative would never be held."""
+    if not 0 < ttl_seconds < math.inf:
+        raise ValueError(f"ttl_seconds must be a positive finite number, got {ttl_seconds!r}")

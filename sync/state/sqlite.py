@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -17,7 +18,9 @@ from sync.models import Decision
 from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
 from sync.state.base import LoadRow, PoolChange, PoolSnapshot
 
-SCHEMA_VERSION = 1
+# 2 added the pipeline bookkeeping tables; every statement is IF NOT EXISTS, so a version-1 file
+# gains them the next time it is opened, without a migration step.
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (
@@ -53,6 +56,27 @@ CREATE TABLE IF NOT EXISTS decisions (
 CREATE INDEX IF NOT EXISTS decisions_by_record ON decisions (record_id, decided_at);
 CREATE INDEX IF NOT EXISTS decisions_by_owner ON decisions (owner, decided_at);
 CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+-- expires is wall-clock seconds (time.time()): the only clock that several processes share.
+CREATE TABLE IF NOT EXISTS record_locks (
+    record_key TEXT PRIMARY KEY,
+    token      TEXT NOT NULL,
+    expires    REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS record_locks_by_expiry ON record_locks (expires);
+-- first_failed is wall-clock seconds; the index also carries record_id (the key's tail), so
+-- `ORDER BY first_failed, record_id` for one crm/object is read straight off it.
+CREATE TABLE IF NOT EXISTS failed_writes (
+    crm          TEXT NOT NULL,
+    object       TEXT NOT NULL,
+    record_id    TEXT NOT NULL,
+    first_failed REAL NOT NULL,
+    PRIMARY KEY (crm, object, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS failed_writes_by_age ON failed_writes (crm, object, first_failed);
 """
 
 # Connections inherited through fork() must never be used or closed in the child (closing can
@@ -327,6 +351,116 @@ class SqliteStateStore:
             (LoadRow(rep=o, pool=p, outcome=out, count=int(n)) for o, p, out, n in rows),
             key=load_sort_key,
         )
+
+    # --- pipeline bookkeeping ---------------------------------------------------------------
+
+    def get_checkpoint(self, name: str) -> str | None:
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT value FROM checkpoints WHERE name = ?", (name,)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_checkpoint(self, name: str, value: str | None) -> None:
+        # One autocommitted statement: in the WAL before this returns, so it survives a crashed
+        # process. synchronous=NORMAL may lose it on power loss; that only means re-sweeping from
+        # the previous checkpoint, never skipping records.
+        with self._lock:
+            conn = self._connection()
+            if value is None:
+                conn.execute("DELETE FROM checkpoints WHERE name = ?", (name,))
+            else:
+                conn.execute(
+                    "INSERT INTO checkpoints (name, value) VALUES (?, ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+
+    def lock_records(self, keys: Sequence[str], token: str, ttl_seconds: float) -> set[str]:
+        _check_ttl(ttl_seconds)
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return set()
+        held: set[str] = set()
+        with self._lock:
+            conn = self._connection()
+            # BEGIN IMMEDIATE serialises lockers across processes: the expiry sweep and the
+            # take-if-free-or-mine below see no other writer in between, so a key is never
+            # granted to two tokens.
+            with self._transaction(conn, immediate=True):
+                # Read the clock only once the write lock is ours: BEGIN may have waited, and
+                # an expiry computed before the wait would be short by that long.
+                now = time.time()
+                # Dropping every expired lock (not just ours) keeps the table bounded by the
+                # locks actually live, however many workers died holding some.
+                conn.execute("DELETE FROM record_locks WHERE expires <= ?", (now,))
+                for key in wanted:
+                    # Inserted (free key) or refreshed (already ours): one changed row. Held by
+                    # another live token: the WHERE fails and nothing changes.
+                    cursor = conn.execute(
+                        "INSERT INTO record_locks (record_key, token, expires) VALUES (?, ?, ?) "
+                        "ON CONFLICT (record_key) DO UPDATE SET expires = excluded.expires "
+                        "WHERE record_locks.token = excluded.token",
+                        (key, token, now + ttl_seconds),
+                    )
+                    if cursor.rowcount == 1:
+                        held.add(key)
+        return held
+
+    def unlock_records(self, keys: Sequence[str], token: str) -> None:
+        rows = [(key, token) for key in dict.fromkeys(keys)]
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):  # one commit, not one per key
+                conn.executemany(
+                    "DELETE FROM record_locks WHERE record_key = ? AND token = ?", rows
+                )
+
+    def add_failed(self, crm: str, object: str, ids: Sequence[str]) -> None:
+        # DO NOTHING on a known id keeps its first failure time: a record failing on every run
+        # keeps its place at the head of the queue instead of moving to the back.
+        now = time.time()
+        rows = [(crm, object, record_id, now) for record_id in dict.fromkeys(ids)]
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                conn.executemany(
+                    "INSERT INTO failed_writes (crm, object, record_id, first_failed) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    rows,
+                )
+
+    def failed(self, crm: str, object: str) -> list[str]:
+        # Ties (ids added in one call) order by id, as a Redis sorted set orders equal scores.
+        with self._lock:
+            rows = self._connection().execute(
+                "SELECT record_id FROM failed_writes WHERE crm = ? AND object = ? "
+                "ORDER BY first_failed, record_id",
+                (crm, object),
+            ).fetchall()
+        return [str(record_id) for (record_id,) in rows]
+
+    def remove_failed(self, crm: str, object: str, ids: Sequence[str]) -> None:
+        rows = [(crm, object, record_id) for record_id in dict.fromkeys(ids)]
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                conn.executemany(
+                    "DELETE FROM failed_writes WHERE crm = ? AND object = ? AND record_id = ?",
+                    rows,
+                )
+
+
+def _check_ttl(ttl_seconds: float) -> None:
+    """A lock must expire, and after a positive time: 0 or negative would never be held."""
+    if not 0 < ttl_seconds < math.inf:
+        raise ValueError(f"ttl_seconds must be a positive finite number, got {ttl_seconds!r}")
 
 
 def _filters(since: datetime | None, until: datetime | None) -> tuple[list[str], list[object]]:
