@@ -65,7 +65,7 @@ def test_given_a_minimal_file_when_compiling_then_it_is_valid_and_routes_nothing
 def test_given_the_example_file_when_loading_then_it_compiles_without_warnings():
     compiled = load_routing(EXAMPLE)
     assert [r.name for r in compiled.rules] == [
-        "named-accounts", "healthcare", "enterprise-size", "everyone-else"]
+        "lead-to-account", "named-accounts", "healthcare", "enterprise-size", "everyone-else"]
     assert compiled.warnings == ()
 
 
@@ -694,7 +694,7 @@ def test_given_the_example_file_when_validating_then_exit_0_and_one_summary_line
     assert result.exit_code == 0, result.stderr
     expected = f"routing.yaml: OK: {load_routing(EXAMPLE).summary()}"
     assert result.stdout == expected + "\n"
-    assert "10 reps, 2 pools, 1 lists, 4 rules" in expected
+    assert "10 reps, 2 pools, 1 lists, 5 rules" in expected
     assert result.stderr == ""
 
 

@@ -637,9 +637,9 @@ def test_given_a_record_no_early_rule_fits_when_explaining_then_the_trace_says_w
     lines = result.stdout.splitlines()
     trace = [line.strip() for line in lines if line.startswith("  ")]
     assert [t.split(":")[0] for t in trace] == [
-        "named-accounts", "healthcare", "enterprise-size", "everyone-else"]
-    assert trace[2].startswith("enterprise-size: no_match") and "employees" in trace[2]
-    assert trace[3].startswith("everyone-else: won")
+        "lead-to-account", "named-accounts", "healthcare", "enterprise-size", "everyone-else"]
+    assert trace[3].startswith("enterprise-size: no_match") and "employees" in trace[3]
+    assert trace[4].startswith("everyone-else: won")
 
 
 def test_given_json_when_explaining_then_the_decision_has_the_section_5_fields(
