@@ -144,6 +144,41 @@ def _finish(report: RunReport, pipeline: Pipeline) -> None:
         raise typer.Exit(1)
 
 
+def demo(
+    companies: Annotated[int, typer.Option(help="Companies/accounts seeded in each CRM.")] = 1000,
+    leads: Annotated[int, typer.Option(help="Contacts/leads seeded in each CRM.")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed for the simulator's data.")] = 42,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Routing file; "
+                      "default: the bundled example.", show_default=False)] = None,
+) -> None:
+    """Start the local CRM simulator, route both CRMs end to end, print a summary."""
+    from tasks.cli import _routing, out
+    from tasks.demo import EXAMPLE, run_demo
+
+    path = config or EXAMPLE
+    _routing(path)  # a broken file fails here with exit 2, before anything starts
+    if not run_demo(out, companies=companies, leads=leads, seed=seed, config=path):
+        raise typer.Exit(1)
+
+
+def simulator(
+    seed: Annotated[int, typer.Option(help="Seed for the data.")] = 42,
+    hubspot_port: Annotated[int, typer.Option(help="0 picks a free port.")] = 0,
+    salesforce_port: Annotated[int, typer.Option(help="0 picks a free port.")] = 0,
+    companies: Annotated[int, typer.Option(help="Companies/accounts per CRM.")] = 1000,
+    leads: Annotated[int, typer.Option(help="Contacts/leads per CRM.")] = 300,
+) -> None:
+    """Serve the local CRM simulator (HubSpot and Salesforce APIs) until Ctrl-C."""
+    from connectors.simulator.__main__ import main as simulator_main
+
+    raise typer.Exit(simulator_main([
+        "--seed", str(seed), "--hubspot-port", str(hubspot_port), "--salesforce-port",
+        str(salesforce_port), "--companies", str(companies), "--accounts", str(companies),
+        "--contacts", str(leads), "--leads", str(leads)]))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(sweep)
     app.command()(reprocess)
+    app.command()(demo)
+    app.command()(simulator)
