@@ -69,26 +69,42 @@ class LocalBucket:
         self._stamp = clock()
         self._lock = threading.Lock()
 
+    def _refill(self) -> None:
+        now = self._clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self._stamp) * self.fill)
+        self._stamp = now
+
     def acquire(self, cost: int = 1) -> None:
+        if cost > self.capacity:
+            # It could never fit: waiting would loop forever.
+            raise ValueError(f"cost {cost} exceeds the bucket's capacity {self.capacity:g}")
         while True:
             with self._lock:
-                now = self._clock()
-                self.tokens = min(self.capacity, self.tokens + (now - self._stamp) * self.fill)
-                self._stamp = now
-                if self.tokens >= cost:
+                self._refill()
+                # A hair of tolerance: float refill can land a rounding error short of `cost`,
+                # and a wait below the clock's resolution would then spin without time moving.
+                if self.tokens >= cost - 1e-9:
                     self.tokens -= cost
                     return
                 wait = (cost - self.tokens) / self.fill
             self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
-        """The vendor says the window is spent: hold every caller for `seconds`."""
+        """The vendor says the window is spent: hold every caller for `seconds`.
+
+        Refill up to now first (else the idle time before the pause would be credited against
+        it), and do not stack: several workers reporting the same spent window wait it once.
+        """
         with self._lock:
-            self.tokens = min(self.tokens, 0.0) - seconds * self.fill
+            self._refill()
+            self.tokens = min(self.tokens, -seconds * self.fill)
 
 
 class Unlimited:
     def acquire(self, cost: int = 1) -> None:
+        return None
+
+    def pause(self, seconds: float) -> None:
         return None
 
 

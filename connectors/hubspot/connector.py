@@ -1,0 +1,542 @@
+"""HubSpot connector: the `Connector` port over hubspot-api-client, retried by our Transport."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hubspot import HubSpot
+
+from config.settings import Settings
+from connectors.hubspot import errors
+from connectors.hubspot import settings as hs
+from connectors.ratelimit import Bucket, bucket_for
+from connectors.transport import Failure, Transport, TransportFailure, Verdict
+from sync.normalize import normalize_domain
+from sync.ports import (
+    CallStats,
+    CredentialsError,
+    CrmRecord,
+    CrmUnavailable,
+    CrmUser,
+    Page,
+    WriteResult,
+    canonical_object,
+)
+
+CRM = "hubspot"
+TOKEN_SETTING = "HUBSPOT_ACCESS_TOKEN"
+
+# (connect, read) seconds per request. The generated client sets none, so without these a
+# stalled connection would hang a worker forever; a timeout is retried by the Transport.
+DEFAULT_TIMEOUT = (5.0, 60.0)
+
+# The client's urllib3 retries are turned off: they skip POST (search, batch) and would stack
+# under our Transport for GETs (DESIGN.md §2, §7). `False` also makes urllib3 raise the
+# underlying error, which the table classifies.
+NO_RETRIES = False
+
+_CURSOR_VERSION = 1
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class HubSpotConnector:
+    """HubSpot companies and contacts (DESIGN.md §7).
+
+    Every call goes through one Transport (the only retry layer) whose limiter is the account's
+    burst bucket; searches also take a token from the 5-per-second search bucket. Responses
+    that report an empty window pause the burst bucket, for every worker sharing it.
+    """
+
+    name = CRM
+
+    def __init__(self, access_token: str, *, base_url: str = "https://api.hubapi.com",
+                 limiter: Bucket, search_limiter: Bucket,
+                 transport_sleep: Callable[[float], None] | None = None,
+                 properties: Mapping[str, Sequence[str]] | None = None,
+                 timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+                 ca_cert: str | None = None, attempts: int = 6,
+                 closing: Sequence[object] = ()) -> None:
+        if not access_token:
+            raise CredentialsError(CRM, TOKEN_SETTING, "not set")
+        self._secret = access_token  # only to scrub it from vendor messages; never shown
+        self.base_url = base_url.rstrip("/")
+        self._limiter = limiter
+        self._search_limiter = search_limiter
+        self._closing = list(closing)  # what close() closes besides the clients (our buckets)
+        self._timeout = timeout
+        self._properties = {obj: list(dict.fromkeys(props)) for obj, props in
+                            {**hs.PROPERTIES, **(properties or {})}.items()}
+        client = HubSpot(access_token=access_token, host=self.base_url, retry=NO_RETRIES,
+                         ssl_ca_cert=ca_cert)
+        self._apis = {
+            "companies": _ObjectApis(client.crm.companies),
+            "contacts": _ObjectApis(client.crm.contacts),
+        }
+        self._owners = client.crm.owners.owners_api
+        self._clients = [api.api_client for apis in self._apis.values() for api in apis.all()]
+        self._clients.append(self._owners.api_client)
+        self._transport = Transport(crm=CRM, classify=self._classify, limiter=limiter,
+                                    credentials_setting=TOKEN_SETTING, attempts=attempts,
+                                    sleep=transport_sleep or time.sleep)
+
+    def __repr__(self) -> str:
+        return f"HubSpotConnector(base_url={self.base_url!r})"
+
+    # --- the Connector port -----------------------------------------------------------------
+
+    def list_records(self, object: str, *, since: datetime | None, cursor: str | None
+                     ) -> Page:
+        obj = canonical_object(CRM, object)
+        state = _decode_cursor(cursor, obj)
+        if state is None:
+            state = ({"mode": "list"} if since is None else
+                     {"mode": "search", "op": "GTE", "ts": _epoch_ms(since)})
+        if state["mode"] == "list":
+            return self._list_page(obj, state.get("after"))
+        return self._search_page(obj, state)
+
+    def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
+        obj = canonical_object(CRM, object)
+        return self._read(obj, ids, self._properties[obj])
+
+    def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
+        obj = canonical_object(CRM, object)
+        found = self._read(obj, ids, [hs.OWNER_PROPERTY])
+        return {r.id: _owner(r.properties.get(hs.OWNER_PROPERTY)) for r in found}
+
+    def write_owners(self, object: str, owners: Mapping[str, str]) -> list[WriteResult]:
+        obj = canonical_object(CRM, object)
+        items = list(owners.items())
+        results: list[WriteResult] = []
+        for start in range(0, len(items), hs.BATCH_SIZE):
+            chunk = items[start:start + hs.BATCH_SIZE]
+            try:
+                results.extend(self._write_chunk(obj, chunk))
+            except _Unavailable as exc:
+                # Retries are spent: HubSpot is down or throttling hard. This chunk and the
+                # rest are reported retryable (the pipeline keeps them for the next run)
+                # rather than burning the same retries on every remaining chunk.
+                rest = items[start:]
+                results.extend(WriteResult(i, ok=False, error=exc.detail, retryable=True)
+                               for i, _ in rest)
+                break
+        return results
+
+    def users(self) -> list[CrmUser]:
+        found: dict[str, CrmUser] = {}
+        for archived in (False, True):
+            after: str | None = None
+            while True:
+                page = self._call("owners.list", lambda a=archived, c=after:
+                                  self._owners.get_page_with_http_info(
+                                      limit=hs.OWNERS_PAGE_SIZE, after=c, archived=_flag(a),
+                                      _request_timeout=self._timeout))
+                for owner in page.results or []:
+                    user = _user(owner, archived)
+                    found.setdefault(user.id, user)
+                after = _next_after(page)
+                if after is None:
+                    break
+        return list(found.values())
+
+    def accounts_by_domain(self, domains: Sequence[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(d for d in map(normalize_domain, domains) if d))
+        owners: dict[str, str] = {}
+        apis = self._apis["companies"]
+        for start in range(0, len(wanted), hs.SEARCH_IN_VALUES):
+            values = wanted[start:start + hs.SEARCH_IN_VALUES]
+            after: str | None = None
+            while True:
+                body: dict[str, Any] = {
+                    # HubSpot matches IN values for string properties in lower case only;
+                    # normalized domains are.
+                    "filterGroups": [{"filters": [{"propertyName": hs.DOMAIN_PROPERTY,
+                                                   "operator": "IN", "values": values}]}],
+                    # Oldest company first: when several share a domain, the first one
+                    # with an owner wins, the same on every run.
+                    "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
+                    "properties": [hs.DOMAIN_PROPERTY, hs.OWNER_PROPERTY],
+                    "limit": hs.SEARCH_PAGE_SIZE,
+                }
+                if after is not None:
+                    body["after"] = after
+                page = self._search(apis, "companies", body)
+                for company in page.results or []:
+                    props = company.properties or {}
+                    domain = normalize_domain(props.get(hs.DOMAIN_PROPERTY))
+                    owner = _owner(props.get(hs.OWNER_PROPERTY))
+                    if domain in values and owner is not None:
+                        owners.setdefault(domain, owner)
+                after = _next_after(page)
+                if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
+                    break
+        return owners
+
+    def stats(self) -> CallStats:
+        return self._transport.stats()
+
+    def close(self) -> None:
+        for client in self._clients:
+            client.close()
+            client.rest_client.pool_manager.clear()
+        for owned in self._closing:
+            closer = getattr(owned, "close", None)
+            if closer is not None:
+                closer()
+
+    def __enter__(self) -> HubSpotConnector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- listing ----------------------------------------------------------------------------
+
+    def _list_page(self, obj: str, after: str | None) -> Page:
+        apis = self._apis[obj]
+        page = self._call(f"{obj}.list", lambda: apis.basic.get_page_with_http_info(
+            limit=hs.LIST_PAGE_SIZE, after=after, properties=self._properties[obj],
+            archived=_flag(False), _request_timeout=self._timeout))
+        records = [self._record(obj, o) for o in page.results or []]
+        nxt = _next_after(page)
+        return Page(records, None if nxt is None else _encode_cursor(
+            {"mode": "list", "obj": obj, "after": nxt}))
+
+    def _search_page(self, obj: str, state: dict[str, Any]) -> Page:
+        """One page of records modified since a watermark, oldest first.
+
+        Every page is a fresh query from the last modified date seen (keyset paging), never a
+        deeper `after` offset: a query stops at 10,000 results, and offsets shift under
+        records modified meanwhile (one that moves to the end pulls the rest back a place,
+        and the record at the page boundary would be skipped). HubSpot sorts on one property
+        only, so records at the page's last instant are held back and read again from the
+        next query; a page that is entirely one instant is paged by `hs_object_id` instead.
+        """
+        mod = hs.MODIFIED_PROPERTY[obj]
+        apis = self._apis[obj]
+        while True:
+            if state["mode"] == "tie":
+                filters = [{"propertyName": mod, "operator": "EQ", "value": str(state["ts"])}]
+                if state.get("id") is not None:
+                    filters.append({"propertyName": hs.ID_PROPERTY, "operator": "GT",
+                                    "value": str(state["id"])})
+                sort = hs.ID_PROPERTY
+            else:
+                filters = [{"propertyName": mod, "operator": state["op"],
+                            "value": str(state["ts"])}]
+                sort = mod
+            body = {
+                "filterGroups": [{"filters": filters}],
+                "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+                "properties": self._properties[obj],
+                "limit": hs.SEARCH_PAGE_SIZE,
+            }
+            page = self._search(apis, obj, body)
+            records = [self._record(obj, o) for o in page.results or []]
+            full = len(records) >= hs.SEARCH_PAGE_SIZE or _next_after(page) is not None
+            if state["mode"] == "tie":
+                if full:
+                    nxt = {"mode": "tie", "ts": state["ts"], "id": records[-1].id}
+                else:
+                    nxt = {"mode": "search", "op": "GT", "ts": state["ts"]}
+                return Page(records, _encode_cursor({**nxt, "obj": obj}))
+            if not full:
+                return Page(records, None)
+            stamps = [_modified_ms(r) for r in records]
+            last = max((s for s in stamps if s is not None), default=None)
+            if last is None:
+                raise CrmUnavailable(CRM, f"{obj} search: results carry no {mod}")
+            if all(s == last for s in stamps):
+                # A whole page at one instant: nothing can be held back. Page through that
+                # instant by id, then go on after it.
+                state = {"mode": "tie", "ts": last, "id": None}
+                continue
+            done = [r for r, s in zip(records, stamps, strict=True) if s is None or s < last]
+            return Page(done, _encode_cursor({"mode": "search", "obj": obj, "op": "GTE",
+                                              "ts": last}))
+
+    # --- reads and writes -------------------------------------------------------------------
+
+    def _read(self, obj: str, ids: Sequence[str], properties: Sequence[str]
+              ) -> list[CrmRecord]:
+        unique = list(dict.fromkeys(str(i) for i in ids))
+        apis = self._apis[obj]
+        found: dict[str, CrmRecord] = {}
+        for start in range(0, len(unique), hs.BATCH_SIZE):
+            chunk = unique[start:start + hs.BATCH_SIZE]
+            body = {"inputs": [{"id": i} for i in chunk], "properties": list(properties)}
+            # 207: some ids do not exist (OBJECT_NOT_FOUND); they are simply absent.
+            response = self._call(f"{obj}.batch_read", lambda b=body: apis.batch.
+                                  read_with_http_info(b, archived=_flag(False),
+                                                      _request_timeout=self._timeout))
+            for o in response.results or []:
+                record = self._record(obj, o)
+                found[record.id] = record
+        return [found[i] for i in unique if i in found]
+
+    def _write_chunk(self, obj: str, chunk: list[tuple[str, str]]) -> list[WriteResult]:
+        apis = self._apis[obj]
+        body = {"inputs": [{"id": str(i), "properties": {hs.OWNER_PROPERTY: str(owner)}}
+                           for i, owner in chunk]}
+        try:
+            response = self._call(f"{obj}.batch_update", lambda: apis.batch.
+                                  update_with_http_info(body, _request_timeout=self._timeout))
+        except CrmUnavailable as exc:
+            failure = _failure_of(exc)
+            if failure is None or failure.verdict == Verdict.RETRY:
+                raise _Unavailable(str(exc)) from exc
+            if failure.status == "400" and len(chunk) > 1:
+                # HubSpot rejects the whole batch when one input is invalid (e.g. an owner id
+                # it does not know). Halve until the offending records stand alone, so the
+                # rest are written: a partial failure never fails the batch.
+                half = len(chunk) // 2
+                return self._write_chunk(obj, chunk[:half]) + \
+                    self._write_chunk(obj, chunk[half:])
+            return [WriteResult(i, ok=False, error=failure.detail) for i, _ in chunk]
+        return _write_results(chunk, response)
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _search(self, apis: _ObjectApis, obj: str, body: dict[str, Any]) -> Any:
+        def call() -> Any:
+            # Searches have their own per-account limit besides the burst one.
+            self._search_limiter.acquire()
+            return apis.search.do_search_with_http_info(body, _request_timeout=self._timeout)
+
+        return self._call(f"{obj}.search", call)
+
+    def _call(self, endpoint: str, fn: Callable[[], tuple[Any, int, Any]]) -> Any:
+        def attempt() -> Any:
+            data, _status, headers = fn()
+            self._observe(headers)
+            return data
+
+        return self._transport.call(endpoint, attempt)
+
+    def _observe(self, headers: object) -> None:
+        """A response reporting no calls left in its window pauses the shared bucket, so
+        other workers stop too instead of each collecting its own 429."""
+        seconds = errors.exhausted_for(headers)
+        if seconds is not None:
+            self._limiter.pause(seconds)
+
+    def _classify(self, exc: BaseException) -> Failure | None:
+        failure = errors.classify(exc)
+        if failure is None:
+            return None
+        self._observe(getattr(exc, "headers", None))
+        if failure.status == "429" and failure.verdict == Verdict.RETRY:
+            self._limiter.pause(failure.wait or hs.BURST_INTERVAL_SECONDS)
+        if self._secret and self._secret in failure.detail:
+            failure = replace(failure, detail=failure.detail.replace(self._secret, "***"))
+        self._scrub(exc)
+        return failure
+
+    def _scrub(self, exc: BaseException) -> None:
+        """The vendor's exception stays chained under ours (tracebacks show it): never let a
+        body or reason that echoes the token reach a log through it."""
+        for name in ("body", "reason"):
+            value = getattr(exc, name, None)
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if isinstance(value, str) and self._secret in value:
+                with contextlib.suppress(AttributeError):
+                    setattr(exc, name, value.replace(self._secret, "***"))
+
+    def _record(self, obj: str, o: Any) -> CrmRecord:
+        props = dict(o.properties or {})
+        created = _as_utc(getattr(o, "created_at", None)) or _parse_time(
+            props.get(hs.CREATED_PROPERTY))
+        modified = _parse_time(props.get(hs.MODIFIED_PROPERTY[obj])) or _parse_time(
+            props.get("hs_lastmodifieddate")) or _as_utc(getattr(o, "updated_at", None))
+        return CrmRecord(id=str(o.id), object=obj, properties=props, created_at=created,
+                         modified_at=modified)
+
+
+class _ObjectApis:
+    """The generated APIs for one object, built once (each builds its own connection pool)."""
+
+    def __init__(self, discovery: Any) -> None:
+        self.basic = discovery.basic_api
+        self.batch = discovery.batch_api
+        self.search = discovery.search_api
+
+    def all(self) -> Iterator[Any]:
+        yield from (self.basic, self.batch, self.search)
+
+
+class _Unavailable(Exception):
+    """Retries exhausted while writing: report the rest retryable instead of raising."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+def from_settings(settings: Settings, *, limiter: Bucket | None = None,
+                  transport_sleep: Callable[[float], None] | None = None) -> HubSpotConnector:
+    """The connector the environment describes (DESIGN.md §6).
+
+    Buckets are per HubSpot account: keyed by a digest of the base URL and token (the portal
+    id would need a call), shared through Redis when `ACCOUNT_ROUTER_REDIS_URL` is set.
+    """
+    secret = settings.hubspot_access_token
+    token = secret.get_secret_value() if secret is not None else ""
+    if not token.strip():
+        raise CredentialsError(CRM, TOKEN_SETTING, "not set")
+    token = token.strip()
+    account = hashlib.sha256(f"{settings.hubspot_base_url}\n{token}".encode()).hexdigest()[:16]
+    given = limiter is not None
+    if limiter is None:
+        limiter = bucket_for(settings, CRM, f"{account}:burst", settings.hubspot_calls_per_10s,
+                             hs.BURST_INTERVAL_SECONDS)
+    search_limiter = bucket_for(settings, CRM, f"{account}:search",
+                                hs.SEARCH_CALLS_PER_SECOND, 1.0)
+    # TLS trust follows the usual variables (DESIGN.md §6); None means the system store.
+    ca_cert = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
+    closing = [search_limiter] if given else [limiter, search_limiter]
+    return HubSpotConnector(token, base_url=settings.hubspot_base_url, limiter=limiter,
+                            search_limiter=search_limiter, transport_sleep=transport_sleep,
+                            ca_cert=ca_cert, closing=closing)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Error:
+    message: str
+    ids: tuple[str, ...]
+
+
+def _write_results(chunk: list[tuple[str, str]], response: Any) -> list[WriteResult]:
+    """Per-record results of a batch update; a 207 lists errors with the ids they concern."""
+    written = {str(o.id) for o in response.results or []}
+    by_id: dict[str, str] = {}
+    loose: list[str] = []  # errors that name no ids
+    for error in getattr(response, "errors", None) or []:
+        err = _error(error)
+        for i in err.ids:
+            by_id.setdefault(i, err.message)
+        if not err.ids:
+            loose.append(err.message)
+    results = []
+    for i, _ in chunk:
+        if i in by_id:
+            results.append(WriteResult(i, ok=False, error=by_id[i]))
+        elif i in written:
+            results.append(WriteResult(i, ok=True))
+        elif loose:
+            results.append(WriteResult(i, ok=False, error="; ".join(loose)))
+        else:
+            # Neither written nor failed in the answer: unknown, and safe to write again.
+            results.append(WriteResult(i, ok=False, retryable=True,
+                                       error="missing from HubSpot's batch response"))
+    return results
+
+
+def _error(error: Any) -> _Error:
+    category = getattr(error, "category", None) or ""
+    message = getattr(error, "message", None) or "error"
+    context = getattr(error, "context", None) or {}
+    ids: list[str] = []
+    for key in ("ids", "id"):
+        value = context.get(key) if isinstance(context, Mapping) else None
+        if isinstance(value, list | tuple):
+            ids.extend(str(v) for v in value)
+        elif value is not None:
+            ids.append(str(value))
+    text = f"{category}: {message}" if category else str(message)
+    return _Error(" ".join(text.split())[:300], tuple(ids))
+
+
+def _failure_of(exc: BaseException) -> Failure | None:
+    cause = exc.__cause__
+    return cause.failure if isinstance(cause, TransportFailure) else None
+
+
+def _user(owner: Any, archived: bool) -> CrmUser:
+    name = " ".join(p for p in (owner.first_name, owner.last_name) if p) or None
+    kind = (owner.type or "PERSON").upper()
+    return CrmUser(id=str(owner.id), active=not (archived or bool(owner.archived)),
+                   person=kind != "QUEUE", email=owner.email or None, name=name)
+
+
+def _flag(value: bool) -> str:
+    """A query-string boolean as HubSpot documents it (the client would send `False`)."""
+    return "true" if value else "false"
+
+
+def _owner(value: object) -> str | None:
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
+def _next_after(page: Any) -> str | None:
+    paging = getattr(page, "paging", None)
+    nxt = getattr(paging, "next", None) if paging is not None else None
+    after = getattr(nxt, "after", None) if nxt is not None else None
+    return None if after in (None, "") else str(after)
+
+
+def _encode_cursor(state: Mapping[str, Any]) -> str:
+    return json.dumps({"v": _CURSOR_VERSION, **state}, separators=(",", ":"), sort_keys=True)
+
+
+def _decode_cursor(cursor: str | None, obj: str) -> dict[str, Any] | None:
+    if cursor is None:
+        return None
+    try:
+        state = json.loads(cursor)
+    except ValueError:
+        state = None
+    if not isinstance(state, dict) or state.get("v") != _CURSOR_VERSION or \
+            state.get("mode") not in ("list", "search", "tie"):
+        raise ValueError(f"not a HubSpot {obj} cursor: {cursor[:80]!r}")
+    if state.get("obj") != obj:
+        raise ValueError(f"cursor belongs to {state.get('obj')!r}, not {obj!r}")
+    return state
+
+
+_DIGITS = re.compile(r"-?\d+")
+
+
+def _parse_time(value: object) -> datetime | None:
+    """HubSpot datetimes: ISO 8601 (`2024-05-01T12:00:00.123Z`) or epoch milliseconds."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return _as_utc(value)
+    text = str(value).strip()
+    if _DIGITS.fullmatch(text):
+        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
+    try:
+        return _as_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+    except ValueError:
+        return None
+
+
+def _as_utc(value: object) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _epoch_ms(value: datetime) -> int:
+    """Whole epoch milliseconds, exactly (HubSpot filters datetimes in ms)."""
+    if value.tzinfo is None:
+        raise ValueError("since must be timezone-aware")
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _modified_ms(record: CrmRecord) -> int | None:
+    return None if record.modified_at is None else _epoch_ms(record.modified_at)

@@ -1,0 +1,59 @@
+"""Salesforce vendor constants: page and batch sizes, timeouts, the fields read per object."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+CRM = "salesforce"
+
+# REST query pages hold at most 2,000 records (`Sforce-Query-Options: batchSize` 200..2000);
+# further pages come from `nextRecordsUrl`, a server-side cursor fixed at the first page.
+QUERY_PAGE_SIZE = 2000
+
+# `PATCH /composite/sobjects` takes at most 200 records per call (sObject Collections).
+COMPOSITE_BATCH = 200
+
+# `WHERE Id IN (...)` reads: 200 ids (~4.4 kB quoted) keep the GET URL far below the 16 kB
+# request-line limit, and always fit in one query page.
+ID_CHUNK = 200
+
+# `Website LIKE '%acme.com%' OR ...` lookups: ~30 characters a domain before URL encoding.
+DOMAIN_CHUNK = 50
+
+# Per-record composite errors that clear by themselves: another transaction held the row.
+RETRYABLE_RECORD_ERRORS: frozenset[str] = frozenset({"UNABLE_TO_LOCK_ROW"})
+
+# Every listing is keyed by these: the id, the creation time (speed to lead) and the
+# watermark field (SystemModstamp also moves on system changes, unlike LastModifiedDate).
+SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp")
+
+# The fields read per object: config/fieldmaps.py's Salesforce columns, then SYSTEM_FIELDS
+# (tests/connectors/salesforce/test_settings.py checks the two tables agree).
+OBJECT_FIELDS: Mapping[str, tuple[str, ...]] = {
+    "Account": ("Name", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
+                "BillingCountry", "BillingState", "BillingCity", "BillingPostalCode",
+                "AccountSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp"),
+    "Lead": ("Company", "Email", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
+             "Country", "State", "City", "PostalCode", "LeadSource", "OwnerId",
+             "Id", "CreatedDate", "SystemModstamp"),
+    "Contact": ("Email", "MailingCountry", "MailingState", "MailingCity", "MailingPostalCode",
+                "LeadSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp"),
+}
+
+OWNER_FIELD = "OwnerId"
+
+# Timeouts for every HTTP call, login included (seconds): connect, then read. SOQL over a
+# large table can take tens of seconds before the first byte.
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 120.0
+
+# Sent on every request: without it, an OwnerId update runs the org's active assignment rules,
+# which may hand the record to someone else right after we routed it.
+AUTO_ASSIGN_HEADER: Mapping[str, str] = {"Sforce-Auto-Assign": "FALSE"}
+
+# Setting names per auth mode, as CredentialsError names them (DESIGN.md §6).
+TOKEN_SETTINGS = ("SALESFORCE_INSTANCE_URL", "SALESFORCE_ACCESS_TOKEN")
+PASSWORD_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN",
+                     "SALESFORCE_DOMAIN")
+JWT_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY",
+                "SALESFORCE_PRIVATE_KEY_FILE", "SALESFORCE_DOMAIN")

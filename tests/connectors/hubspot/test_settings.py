@@ -1,0 +1,30 @@
+"""The HubSpot constants agree with the default field maps and with each other (STYLE.md §6)."""
+
+from __future__ import annotations
+
+from config.fieldmaps import DEFAULT_FIELD_MAPS
+from connectors.hubspot import settings as hs
+from sync.ports import OBJECT_KINDS
+
+
+def test_given_the_objects_then_they_are_the_ports_hubspot_objects() -> None:
+    assert set(hs.OBJECTS) == set(OBJECT_KINDS["hubspot"]) == set(hs.PROPERTIES) == \
+        set(hs.MODIFIED_PROPERTY)
+
+
+def test_given_each_object_then_its_properties_cover_the_default_field_map_and_bookkeeping(
+) -> None:
+    for obj in hs.OBJECTS:
+        props = hs.PROPERTIES[obj]
+        assert set(DEFAULT_FIELD_MAPS["hubspot"][obj].values()) <= set(props), obj
+        assert {hs.MODIFIED_PROPERTY[obj], "hs_lastmodifieddate", hs.CREATED_PROPERTY,
+                hs.ID_PROPERTY, hs.OWNER_PROPERTY} <= set(props), obj
+        assert len(props) == len(set(props)), obj
+
+
+def test_given_the_vendor_limits_then_they_are_hubspots() -> None:
+    assert (hs.LIST_PAGE_SIZE, hs.BATCH_SIZE, hs.SEARCH_PAGE_SIZE) == (100, 100, 200)
+    assert hs.SEARCH_RESULT_CAP == 10_000
+    assert hs.SEARCH_CALLS_PER_SECOND == 5
+    assert hs.SEARCH_RESULT_CAP % hs.SEARCH_PAGE_SIZE == 0
+    assert hs.DAILY_POLICY not in hs.POLICY_WINDOW_SECONDS  # a quota is never waited out
