@@ -139,6 +139,7 @@ class RunningSimulator:
         self.sim = sim
         self._dir = Path(tempfile.mkdtemp(prefix="crm-simulator-"))
         self._servers: list[_ThreadedServer] = []
+        self._sockets: list[socket.socket] = []
         try:
             ca = trustme.CA()
             self.ca_bundle_path = str(self._dir / "ca.pem")
@@ -149,7 +150,9 @@ class RunningSimulator:
                 cert = ca.issue_cert("127.0.0.1", "localhost", "::1")
                 cert.private_key_and_cert_chain_pem.write_to_path(certfile)
             hs_sock = _bind(host, hubspot_port)
+            self._sockets.append(hs_sock)
             sf_sock = _bind(host, salesforce_port)
+            self._sockets.append(sf_sock)
             name = _url_host(host)
             self.hubspot_url = f"http://{name}:{hs_sock.getsockname()[1]}"
             self.salesforce_url = f"{'https' if tls else 'http'}://{name}:" \
@@ -178,7 +181,9 @@ class RunningSimulator:
             server.request_stop()  # both shut down in parallel
         for server in self._servers:
             server.stop()
-        self._servers = []
+        for sock in self._sockets:  # also those bound before a failed start
+            sock.close()
+        self._servers, self._sockets = [], []
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> RunningSimulator:
