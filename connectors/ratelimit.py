@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -141,3 +144,142 @@ def bucket_for(settings: Settings, crm: str, key: str, rate: float,
     if settings.redis_url:
         return RedisBucket(settings.redis_url, f"{KEY_PREFIX}{crm}:{key}", rate, per)
     return LocalBucket(rate, per)
+
+
+class LocalWindow:
+    """At most `limit` calls in any rolling `window` seconds, in this process.
+
+    HubSpot's burst limit is a rolling window (policy TEN_SECONDLY_ROLLING), not a refilling
+    bucket: a bucket that starts full and refills at limit/window can spend nearly twice the
+    limit in the first window and meet 429s, while one sized to be safe idles below the limit.
+    A log of recent calls spends exactly the limit. `guard` keeps a hair of slack for the
+    latency between our clock and the vendor's.
+    """
+
+    def __init__(self, limit: int, window: float, *, guard: float = 0.05,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit must be at least 1 and window positive")
+        self.limit = int(limit)
+        self.window = window
+        self.guard = guard
+        self._clock = clock
+        self._sleep = sleep
+        self._calls: deque[float] = deque()
+        self._paused_until = 0.0
+        self._lock = threading.Lock()
+
+    def acquire(self, cost: int = 1) -> None:
+        if cost > self.limit:
+            raise ValueError(f"cost {cost} exceeds the window's limit {self.limit}")
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._calls and self._calls[0] <= now - self.window:
+                    self._calls.popleft()
+                if self._paused_until > now:
+                    wait = self._paused_until - now
+                elif len(self._calls) + cost <= self.limit:
+                    self._calls.extend([now] * cost)
+                    return
+                else:
+                    # The call that frees the slot we need leaves the window at this time.
+                    oldest = self._calls[len(self._calls) + cost - self.limit - 1]
+                    wait = oldest + self.window + self.guard - now
+            self._sleep(max(wait, 0.001))
+
+    def pause(self, seconds: float) -> None:
+        with self._lock:
+            self._paused_until = max(self._paused_until, self._clock() + seconds)
+
+
+# A rolling-window log in a sorted set, scored by Redis time (µs); one script per call, so
+# concurrent workers never both take the last slot. ARGV: limit, window µs, cost, pause µs,
+# guard µs, a unique member prefix. Returns seconds to wait (0: granted).
+_WINDOW_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local pause = tonumber(ARGV[4])
+local guard = tonumber(ARGV[5])
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if pause > 0 then
+  if now + pause > paused then
+    redis.call('SET', KEYS[2], string.format('%.0f', now + pause), 'PX',
+               math.ceil(pause / 1000) + 1000)
+  end
+  return '0'
+end
+if paused > now then return string.format('%.6f', (paused - now) / 1000000) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n + cost <= limit then
+  for i = 1, cost do
+    redis.call('ZADD', KEYS[1], now, ARGV[6] .. ':' .. now .. ':' .. i)
+  end
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return '0'
+end
+local entry = redis.call('ZRANGE', KEYS[1], n + cost - limit - 1, n + cost - limit - 1,
+                         'WITHSCORES')
+local wait = tonumber(entry[2]) + window + guard - now
+if wait < 1000 then wait = 1000 end
+return string.format('%.6f', wait / 1000000)
+"""
+
+
+class RedisWindow:
+    """`LocalWindow` shared by every process through Redis, on the Redis server's clock."""
+
+    def __init__(self, url_or_client: str | redis.Redis, key: str, limit: int, window: float,
+                 *, guard: float = 0.05, sleep: Callable[[float], None] = time.sleep) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("limit must be at least 1 and window positive")
+        self.key = key
+        self.limit = int(limit)
+        self.window = window
+        self.guard = guard
+        self._sleep = sleep
+        self._owned = isinstance(url_or_client, str)
+        self._r: redis.Redis = (redis.Redis.from_url(url_or_client)
+                                if isinstance(url_or_client, str) else url_or_client)
+        self._script = self._r.register_script(_WINDOW_LUA)
+        self._member = uuid.uuid4().hex[:12]
+
+    def __repr__(self) -> str:
+        return f"RedisWindow(key={self.key!r}, limit={self.limit}, window={self.window:g}s)"
+
+    def _run(self, cost: int, pause: float) -> float:
+        wait = self._script(keys=[self.key, self.key + ":paused"], args=[
+            self.limit, int(self.window * 1e6), cost, int(pause * 1e6), int(self.guard * 1e6),
+            self._member])
+        return float(wait)
+
+    def acquire(self, cost: int = 1) -> None:
+        if cost > self.limit:
+            raise ValueError(f"cost {cost} exceeds the window's limit {self.limit}")
+        while True:
+            wait = self._run(cost, 0.0)
+            if wait <= 0:
+                return
+            self._sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._run(0, seconds)
+
+    def close(self) -> None:
+        if self._owned:
+            self._r.close()
+
+
+def window_for(settings: Settings, crm: str, key: str, limit: float,
+               window: float) -> RedisWindow | LocalWindow:
+    """A rolling-window limit for one CRM account: in Redis when `ACCOUNT_ROUTER_REDIS_URL` is
+    set (every worker shares it), else in-process."""
+    if settings.redis_url:
+        return RedisWindow(settings.redis_url, f"{KEY_PREFIX}{crm}:{key}", int(limit), window)
+    return LocalWindow(int(limit), window)

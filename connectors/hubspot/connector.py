@@ -19,7 +19,7 @@ from hubspot import HubSpot
 from config.settings import Settings
 from connectors.hubspot import errors
 from connectors.hubspot import settings as hs
-from connectors.ratelimit import Bucket, bucket_for
+from connectors.ratelimit import Bucket, window_for
 from connectors.transport import Failure, Transport, TransportFailure, Verdict
 from sync.normalize import normalize_domain
 from sync.ports import (
@@ -322,14 +322,17 @@ class HubSpotConnector:
             # deserialization parses every timestamp with dateutil and cost ~70% of a sweep's
             # CPU; error statuses still raise its ApiException before we get here.
             response = fn()
-            self._observe(response.headers)
+            # No pause on `X-HubSpot-RateLimit-Remaining: 0` from a success: the rolling-window
+            # limiter already paces our own calls, and pausing a whole interval each time the
+            # window fills cost a third of a rate-limited sweep. A 429 (other apps spending
+            # the portal's budget) still pauses every worker, in `_classify`.
             return _namespace(json.loads(response.data or b"null"))
 
         return self._transport.call(endpoint, attempt)
 
     def _observe(self, headers: object) -> None:
-        """A response reporting no calls left in its window pauses the shared bucket, so
-        other workers stop too instead of each collecting its own 429."""
+        """A 429 reporting no calls left in its window pauses the shared limiter, so other
+        workers stop too instead of each collecting its own 429."""
         seconds = errors.exhausted_for(headers)
         if seconds is not None:
             self._limiter.pause(seconds)
@@ -402,9 +405,11 @@ def from_settings(settings: Settings, *, limiter: Bucket | None = None,
     account = hashlib.sha256(f"{settings.hubspot_base_url}\n{token}".encode()).hexdigest()[:16]
     given = limiter is not None
     if limiter is None:
-        limiter = bucket_for(settings, CRM, f"{account}:burst", settings.hubspot_calls_per_10s,
+        # HubSpot's limits are rolling windows (TEN_SECONDLY_ROLLING, SECONDLY): a log of
+        # recent calls spends exactly the budget, where a refilling bucket over- or undershoots.
+        limiter = window_for(settings, CRM, f"{account}:burst", settings.hubspot_calls_per_10s,
                              hs.BURST_INTERVAL_SECONDS)
-    search_limiter = bucket_for(settings, CRM, f"{account}:search",
+    search_limiter = window_for(settings, CRM, f"{account}:search",
                                 hs.SEARCH_CALLS_PER_SECOND, 1.0)
     # TLS trust follows the usual variables (DESIGN.md §6); None means the system store.
     ca_cert = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
