@@ -384,6 +384,10 @@ class SalesforceConnector:
             usage = self.api_usage()
             if usage is not None and usage[0] >= usage[1]:
                 # The org said the daily limit is spent: stop before the call, not after it.
+                # Forget the reading, though: the limit is a rolling 24 h, and a long-lived
+                # worker's next run must ask the org again rather than stop forever.
+                with self._lock:
+                    self._usage = None
                 raise QuotaExhausted(CRM, f"api-usage {usage[0]}/{usage[1]} (Sforce-Limit-Info)")
             self._local.failed = None
             return fn()
