@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from importlib import import_module
 from importlib.metadata import entry_points
 
+from config.fieldmaps import field_map
 from config.settings import Settings
-from sync.ports import Connector
+from sync.compiler import CompiledRouting
+from sync.ports import OBJECT_KINDS, Connector
 
 ENTRY_POINT_GROUP = "account_router.connectors"
 
@@ -41,3 +44,21 @@ def factory(name: str) -> Factory:
 
 def create(name: str, settings: Settings | None = None, **kwargs: object) -> Connector:
     return factory(name)(settings or Settings(), **kwargs)
+
+
+def create_for(name: str, routing: CompiledRouting, settings: Settings | None = None,
+               **kwargs: object) -> Connector:
+    """A connector that also reads the CRM fields this routing file needs: the field-map
+    overrides of each object and, for HubSpot (which ignores unknown properties), every
+    `fields.<x>` a rule names. Salesforce rejects a query naming a field an object lacks, so
+    there a raw field must be mapped per object under `field_maps` to be read."""
+    create_factory = factory(name)
+    if "extra_fields" not in inspect.signature(create_factory).parameters:
+        return create_factory(settings or Settings(), **kwargs)
+    extra: dict[str, list[str]] = {}
+    for obj in OBJECT_KINDS.get(name, {}):
+        fields = set(field_map(name, obj, routing.file.field_maps).values())
+        if name == "hubspot":
+            fields |= routing.raw_fields
+        extra[obj] = sorted(fields)
+    return create_factory(settings or Settings(), extra_fields=extra, **kwargs)

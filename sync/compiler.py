@@ -46,6 +46,7 @@ class CompiledRouting:
     queue_keys: frozenset[str]  # id keys of every `queue` target
     ignore_keys: frozenset[str]
     warnings: tuple[str, ...]
+    raw_fields: frozenset[str] = frozenset()  # CRM fields rules read as `fields.<x>`
 
     @property
     def uses_account_owner(self) -> bool:
@@ -150,6 +151,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         queue_keys=frozenset(queue_keys),
         ignore_keys=frozenset(id_key(o) for o in routing.ignore_owners if o.strip()),
         warnings=tuple(warnings),
+        raw_fields=frozenset(ctx.raw_fields),
     )
 
 

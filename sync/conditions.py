@@ -46,6 +46,7 @@ class CompileContext:
     rep_owner_keys: Mapping[str, frozenset[str]]  # rep id -> id keys of the rep and its crm ids
     constants: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    raw_fields: set[str] = field(default_factory=set)  # `fields.<x>` names the rules read
 
     def const(self, value: Any) -> str:
         name = f"_c{len(self.constants)}"
@@ -95,6 +96,8 @@ def compile_field(name: str, spec: Any, path: str, ctx: CompileContext) -> str:
     """One field's operators, AND-ed; a bare scalar is shorthand for `eq`."""
     if not (name in RECORD_FIELDS or (name.startswith("fields.") and len(name) > 7)):
         raise ctx.error(path, FIELD_HELP, name)
+    if name.startswith("fields."):
+        ctx.raw_fields.add(name[7:])
     if not isinstance(spec, Mapping):
         if isinstance(spec, list) or spec is None:
             raise ctx.error(path, "a mapping of operators such as {eq: ...} or {in: [...]}", spec)

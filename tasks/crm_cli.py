@@ -36,7 +36,7 @@ def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
     except ValueError as exc:
         fail(str(exc))
     try:
-        connector: Connector = registry.create(crm, settings)
+        connector: Connector = registry.create_for(crm, routing, settings)
     except ValueError as exc:
         fail(str(exc))
     except CredentialsError as exc:

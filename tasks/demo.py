@@ -59,7 +59,7 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
         store = SqliteStateStore(Path(tmp) / "state.db")
         try:
             for crm, objects in OBJECTS.items():
-                connector = registry.create(crm, settings)
+                connector = registry.create_for(crm, routing, settings)
                 try:
                     pipeline = Pipeline(connector, routing, store)
                     for obj in objects:

@@ -391,7 +391,8 @@ class _Unavailable(Exception):
 
 
 def from_settings(settings: Settings, *, limiter: Bucket | None = None,
-                  transport_sleep: Callable[[float], None] | None = None) -> HubSpotConnector:
+                  transport_sleep: Callable[[float], None] | None = None,
+                  extra_fields: Mapping[str, Sequence[str]] | None = None) -> HubSpotConnector:
     """The connector the environment describes (DESIGN.md §6).
 
     Buckets are per HubSpot account: keyed by a digest of the base URL and token (the portal
@@ -416,7 +417,9 @@ def from_settings(settings: Settings, *, limiter: Bucket | None = None,
     closing = [search_limiter] if given else [limiter, search_limiter]
     return HubSpotConnector(token, base_url=settings.hubspot_base_url, limiter=limiter,
                             search_limiter=search_limiter, transport_sleep=transport_sleep,
-                            ca_cert=ca_cert, closing=closing)
+                            ca_cert=ca_cert, closing=closing, properties={
+                                obj: [*props, *(extra_fields or {}).get(obj, ())]
+                                for obj, props in hs.PROPERTIES.items()})
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -168,3 +168,23 @@ def test_given_the_cli_when_sweeping_with_dry_run_then_changes_are_listed_and_no
     assert result.exit_code == 0, result.output
     assert "would change" in result.stdout
     assert sim.stats("salesforce")["records_updated"] == 0
+
+
+def test_given_a_rule_on_a_custom_hubspot_property_when_sweeping_then_it_is_read_and_used(
+        sim, running, store, tmp_path):
+    routing_file = tmp_path / "routing.yaml"
+    routing_file.write_text(
+        "version: 1\n"
+        "reps: [{id: ava, crm_ids: {hubspot: '101'}}, {id: ben, crm_ids: {hubspot: '102'}}]\n"
+        "rules:\n"
+        "  - {name: gold, when: {fields.tier: {eq: gold}}, assign: {rep: ava}}\n"
+        "  - {name: rest, assign: {rep: ben}}\n")
+    routing = load_routing(routing_file)
+    gold = sim.hubspot_create("companies", {"name": "Gold Co", "domain": "gold.example",
+                                            "tier": "Gold"})
+
+    with closing(registry.create_for("hubspot", routing, Settings(), limiter=Unlimited(),
+                                     transport_sleep=lambda _: None)) as c:
+        Pipeline(c, routing, store).route_ids("companies", [str(gold)])
+
+    assert sim.owner_of("hubspot", "companies", str(gold)) == "101"
