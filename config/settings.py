@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     public_url: str | None = None
     recheck_after_seconds: float = Field(default=30.0, ge=0)
+    # ACCOUNT_ROUTER_SWEEP_SCHEDULE: beat's sweeps, `crm:object=seconds,...`
+    # (e.g. `hubspot:companies=300,salesforce:Lead=60`); empty means no scheduled sweeps.
+    sweep_schedule: str = ""
 
     # Vendor settings keep the vendors' conventional names (DESIGN.md §6), so no prefix.
     hubspot_access_token: SecretStr | None = Field(
@@ -47,6 +50,10 @@ class Settings(BaseSettings):
     salesforce_api_version: str = Field(
         default="62.0", validation_alias=AliasChoices("SALESFORCE_API_VERSION"))
     salesforce_calls_per_second: float = Field(default=20.0, gt=0)
+    # Outbound Messages (DESIGN.md §6): the org that may call us, and an optional shared secret.
+    salesforce_org_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("SALESFORCE_ORG_ID"))
+    salesforce_webhook_secret: SecretStr | None = None  # ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET
 
     def resolved_state_url(self, override: str | None = None) -> str:
         """--state wins, then ACCOUNT_ROUTER_STATE_URL, then the Redis URL, then SQLite."""

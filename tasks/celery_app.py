@@ -1,0 +1,80 @@
+"""The Celery app: Redis broker from `Settings`, short idempotent tasks, beat's sweep schedule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from config.settings import Settings
+from sync.ports import canonical_object
+
+ROUTE_TASK = "account_router.route"
+SWEEP_PAGE_TASK = "account_router.sweep_page"
+# Tasks are one page or one batch (DESIGN.md §5), so a minute is ample; a killed worker's message
+# comes back after it. Every countdown we use stays below it: Redis re-delivers an ETA task held
+# past the visibility timeout, so a longer countdown would run twice (mozmeao/basket 98a4dee0).
+VISIBILITY_TIMEOUT_SECONDS = 60
+
+
+def parse_schedule(text: str) -> dict[tuple[str, str], float]:
+    """`hubspot:companies=300,salesforce:Lead=60` -> {(crm, canonical object): seconds};
+    ValueError naming the bad entry, so a typo fails at beat start, not silently never runs."""
+    schedule: dict[tuple[str, str], float] = {}
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        target, sep, seconds = entry.partition("=")
+        crm, colon, obj = target.strip().partition(":")
+        if not sep or not colon or not crm.strip() or not obj.strip():
+            raise ValueError(f"ACCOUNT_ROUTER_SWEEP_SCHEDULE entry {entry!r}: expected "
+                             f"crm:object=seconds, e.g. hubspot:companies=300")
+        try:
+            every = float(seconds)
+        except ValueError:
+            raise ValueError(f"ACCOUNT_ROUTER_SWEEP_SCHEDULE entry {entry!r}: {seconds!r} "
+                             f"is not a number of seconds") from None
+        if every <= 0:
+            raise ValueError(f"ACCOUNT_ROUTER_SWEEP_SCHEDULE entry {entry!r}: the interval "
+                             f"must be positive")
+        crm = crm.strip().lower()
+        schedule[(crm, canonical_object(crm, obj.strip()))] = every
+    return schedule
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object)."""
+    return {
+        f"sweep {crm}:{obj}": {
+            "task": SWEEP_PAGE_TASK,
+            "schedule": every,
+            "args": (crm, obj),
+            # A start queued while the workers were down is stale once the next one is due;
+            # expiring it keeps a backlog of identical chain starts from piling up.
+            "options": {"expires": every},
+        }
+        for (crm, obj), every in parse_schedule(settings.sweep_schedule).items()
+    }
+
+
+def make_app(settings: Settings | None = None, *, current: bool = True) -> Celery:
+    """A configured app; `current=False` for a send-only app (the enqueue side)."""
+    settings = settings or Settings()
+    app = Celery("account_router", broker=settings.redis_url, include=["tasks.worker"],
+                 set_as_current=current)
+    app.conf.update(
+        task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
+        task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue
+        worker_prefetch_multiplier=1,  # a prefetched message would wait out someone's page
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        task_ignore_result=True,  # no result backend: outcomes live in the audit
+        result_backend=None,
+        broker_connection_retry_on_startup=True,
+        beat_schedule=beat_schedule(settings),
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_app()

@@ -1,0 +1,155 @@
+"""Celery task bodies: thin and idempotent, they pass ids and cursors and run the one pipeline."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Sequence
+
+from celery import Task
+from celery.signals import worker_process_init
+from celery.utils.log import get_task_logger
+
+from config.settings import Settings
+from connectors import registry
+from sync.compiler import load_routing
+from sync.pipeline import Pipeline, RunReport
+from sync.ports import CrmUnavailable, QuotaExhausted, canonical_object
+from sync.state import open_store
+from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK, app
+
+log = get_task_logger(__name__)
+
+# A chain's lock outlives one page (a page is seconds) but lapses soon after a killed worker,
+# so beat's next start takes over instead of waiting for a chain that will never continue.
+CHAIN_LOCK_TTL_SECONDS = 120.0
+# The transport has already retried within the call; this waits out a longer outage. Kept under
+# the visibility timeout (celery_app.py), else Redis re-delivers the waiting message and the
+# batch runs twice.
+CRM_RETRY_COUNTDOWN_SECONDS = 30
+CRM_RETRIES = 3
+
+
+class _PageDone(Exception):  # noqa: N818 - a signal, not an error
+    """Raised from `on_page` to end a sweep after one page; its checkpoint is already stored."""
+
+
+# One pipeline per (crm, routing file, state, broker) per process: the routing file is compiled,
+# the state store connected and the CRM's users cached once, not per task.
+_pipelines: dict[tuple[str, str, str, str], Pipeline] = {}
+_pipelines_lock = threading.Lock()
+
+
+@worker_process_init.connect
+def _fresh_after_fork(**_: object) -> None:
+    # Sockets and SQLite handles must not cross a fork: each pool process opens its own.
+    with _pipelines_lock:
+        _pipelines.clear()
+
+
+def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:
+    """This process's pipeline for `crm`, built on first use from the environment."""
+    settings = settings or Settings()
+    if not settings.config:
+        raise ValueError("no routing file: set ACCOUNT_ROUTER_CONFIG")
+    state_url = settings.resolved_state_url()
+    key = (crm, settings.config, state_url, settings.redis_url or "")
+    with _pipelines_lock:
+        cached = _pipelines.get(key)
+        if cached is None:
+            routing = load_routing(settings.config)
+            store = open_store(state_url)
+            try:
+                connector = registry.create(crm, settings)
+            except Exception:
+                store.close()
+                raise
+            cached = _pipelines[key] = Pipeline(
+                connector, routing, store, recheck_after=settings.recheck_after_seconds)
+        return cached
+
+
+def _park(pipeline: Pipeline, obj: str, ids: Sequence[str]) -> None:
+    # The failed-writes set is retried first by every sweep, so parked ids are routed again
+    # (idempotently: an id already written comes back as kept) once the CRM answers.
+    pipeline.store.add_failed(pipeline.crm, obj, list(ids))
+
+
+def run_route(crm: str, object: str, ids: Sequence[str], trigger: str) -> RunReport:
+    """Route chosen ids now, in this process (a `route` task, or embedded mode)."""
+    pipeline = pipeline_for(crm)
+    obj = canonical_object(crm, object)
+    try:
+        return pipeline.route_ids(obj, ids, trigger=trigger)
+    except QuotaExhausted:
+        # Never sleep on a daily quota (DESIGN.md §2): park the ids for the sweep after reset.
+        _park(pipeline, obj, ids)
+        raise
+
+
+def run_sweep_page(crm: str, object: str) -> bool:
+    """One page of a sweep of `crm` `object`; True while the checkpoint holds a cursor."""
+    pipeline = pipeline_for(crm)
+    obj = canonical_object(crm, object)
+
+    def one_page(_: RunReport) -> None:
+        # `Pipeline.sweep` stores the page's checkpoint before calling `on_page`.
+        raise _PageDone
+
+    try:
+        report = pipeline.sweep(obj, on_page=one_page)
+    except _PageDone:
+        pass
+    else:
+        # Only a quota stop returns without a page: the checkpoint stays, beat restarts later.
+        if report.stopped:
+            log.warning("sweep of %s %s stopped: %s", crm, obj, report.stopped)
+        return False
+    # The key `Pipeline.sweep` checkpoints under (sync/pipeline.py).
+    saved = json.loads(pipeline.store.get_checkpoint(f"sweep:{pipeline.crm}:{obj}") or "null")
+    return bool(saved and saved.get("cursor"))
+
+
+@app.task(name=ROUTE_TASK, bind=True, max_retries=CRM_RETRIES)
+def route(self: Task, crm: str, object: str, ids: list[str], trigger: str) -> None:
+    """Route a batch of record ids (webhooks, reprocessing): one pipeline batch."""
+    try:
+        run_route(crm, object, ids, trigger)
+    except QuotaExhausted as exc:
+        log.warning("route %s %s: %s; %d ids parked for the next sweep", crm, object, exc,
+                    len(ids))
+    except CrmUnavailable as exc:
+        if self.request.retries >= CRM_RETRIES:
+            pipeline = pipeline_for(crm)
+            _park(pipeline, canonical_object(crm, object), ids)
+            log.warning("route %s %s: %s; %d ids parked for the next sweep", crm, object, exc,
+                        len(ids))
+            return
+        raise self.retry(exc=exc, countdown=CRM_RETRY_COUNTDOWN_SECONDS) from exc
+
+
+@app.task(name=SWEEP_PAGE_TASK, bind=True)
+def sweep_page(self: Task, crm: str, object: str, chain: str | None = None) -> None:
+    """One page of a sweep, then the next page as a new task while a cursor remains.
+
+    `chain` (a token, set by the task itself) ties the pages of one chain to one lock, so a
+    beat start arriving while a chain is still running is dropped instead of racing it for the
+    same checkpoint."""
+    pipeline = pipeline_for(crm)
+    obj = canonical_object(crm, object)
+    token = chain or uuid.uuid4().hex
+    lock = f"sweep-chain:{pipeline.crm}:{obj}"
+    # Re-locking with the chain's own token refreshes the TTL (both stores do so).
+    if lock not in pipeline.store.lock_records([lock], token, CHAIN_LOCK_TTL_SECONDS):
+        log.info("sweep of %s %s already running; this start is dropped", crm, obj)
+        return
+    try:
+        more = run_sweep_page(crm, obj)
+        if more:
+            self.apply_async((crm, obj, token))  # the lock passes to the next page
+    except BaseException:
+        pipeline.store.unlock_records([lock], token)
+        raise
+    if not more:
+        pipeline.store.unlock_records([lock], token)

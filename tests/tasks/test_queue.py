@@ -1,0 +1,157 @@
+"""The micro-batcher on a fake clock and a fake sink; the beat schedule parser."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from config.settings import Settings
+from tasks.celery_app import SWEEP_PAGE_TASK, beat_schedule, parse_schedule
+from tasks.queue import Batcher
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, list[str], str]] = []
+
+    def __call__(self, crm: str, obj: str, ids: list[str], trigger: str) -> None:
+        self.sent.append((crm, obj, ids, trigger))
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def batcher(clock, sink) -> Batcher:
+    return Batcher(sink, window=0.25, max_ids=100, clock=clock)
+
+
+def test_given_a_burst_of_250_ids_when_flushed_then_3_tasks_of_at_most_100_carry_them_all(
+        batcher, sink):
+    ids = [str(i) for i in range(250)]
+
+    for record_id in ids:
+        batcher.add("hubspot", "companies", [record_id], "webhook")
+    batcher.flush()
+
+    assert [len(s[2]) for s in sink.sent] == [100, 100, 50]
+    assert [i for s in sink.sent for i in s[2]] == ids
+
+
+def test_given_a_full_batch_when_the_100th_id_arrives_then_it_is_sent_without_waiting(
+        batcher, sink):
+    batcher.add("hubspot", "companies", [str(i) for i in range(100)], "webhook")
+
+    assert len(sink.sent) == 1 and len(sink.sent[0][2]) == 100
+
+
+def test_given_ids_300_ms_apart_when_added_then_each_becomes_its_own_task(
+        batcher, clock, sink):
+    batcher.add("hubspot", "companies", ["1"], "webhook")
+    clock.advance(0.3)
+    batcher.add("hubspot", "companies", ["2"], "webhook")
+    clock.advance(0.3)
+    batcher.flush_due()
+
+    assert sink.sent == [("hubspot", "companies", ["1"], "webhook"),
+                         ("hubspot", "companies", ["2"], "webhook")]
+
+
+def test_given_ids_within_the_window_when_due_then_one_task_and_not_before(
+        batcher, clock, sink):
+    batcher.add("hubspot", "companies", ["1"], "webhook")
+    clock.advance(0.2)
+    batcher.add("hubspot", "companies", ["2"], "webhook")
+
+    assert batcher.flush_due() == 0
+    clock.advance(0.05)
+    assert batcher.flush_due() == 1
+    assert sink.sent == [("hubspot", "companies", ["1", "2"], "webhook")]
+
+
+def test_given_duplicate_ids_within_a_batch_when_sent_then_each_id_appears_once(
+        batcher, sink):
+    batcher.add("hubspot", "companies", ["1", "2", "1"], "webhook")
+    batcher.add("hubspot", "companies", ["2", " 3 ", ""], "webhook")
+    batcher.flush()
+
+    assert sink.sent == [("hubspot", "companies", ["1", "2", "3"], "webhook")]
+
+
+def test_given_other_objects_and_triggers_when_flushed_then_batches_stay_apart(batcher, sink):
+    batcher.add("hubspot", "companies", ["1"], "webhook")
+    batcher.add("hubspot", "contacts", ["1"], "webhook")
+    batcher.add("salesforce", "Lead", ["00Q1"], "webhook")
+    batcher.add("hubspot", "companies", ["2"], "reprocess")
+    batcher.flush()
+
+    assert sorted(sink.sent) == [("hubspot", "companies", ["1"], "webhook"),
+                                 ("hubspot", "companies", ["2"], "reprocess"),
+                                 ("hubspot", "contacts", ["1"], "webhook"),
+                                 ("salesforce", "Lead", ["00Q1"], "webhook")]
+
+
+def test_given_a_failing_sink_when_flushed_then_other_batches_still_go_and_the_error_is_raised():
+    seen: list[str] = []
+
+    def sink(crm, obj, ids, trigger):
+        seen.append(obj)
+        if obj == "companies":
+            raise ConnectionError("broker down")
+
+    failing = Batcher(sink, clock=lambda: 0.0)
+    failing.add("hubspot", "companies", ["1"], "webhook")
+    failing.add("hubspot", "contacts", ["1"], "webhook")
+
+    with pytest.raises(ConnectionError):
+        failing.flush()
+    assert sorted(seen) == ["companies", "contacts"]
+
+
+def test_given_the_timer_thread_when_the_window_passes_then_the_batch_is_sent_unprompted():
+    sent = threading.Event()
+    batcher = Batcher(lambda *_: sent.set(), window=0.05)
+    batcher.start()
+    try:
+        started = time.monotonic()
+        batcher.add("hubspot", "companies", ["1"], "webhook")
+
+        assert sent.wait(timeout=5)
+        assert time.monotonic() - started >= 0.04
+    finally:
+        batcher.close()
+
+
+def test_given_a_schedule_setting_when_parsed_then_objects_are_canonical_and_seconds_float():
+    assert parse_schedule("hubspot:Companies=300, salesforce:lead=60,") == {
+        ("hubspot", "companies"): 300.0, ("salesforce", "Lead"): 60.0}
+    schedule = beat_schedule(Settings(sweep_schedule="hubspot:companies=300"))
+    assert schedule["sweep hubspot:companies"]["task"] == SWEEP_PAGE_TASK
+    assert schedule["sweep hubspot:companies"]["args"] == ("hubspot", "companies")
+
+
+@pytest.mark.parametrize("bad", ["hubspot=300", "hubspot:companies", "hubspot:companies=soon",
+                                 "hubspot:companies=0", "hubspot:deals=60"])
+def test_given_a_bad_schedule_entry_when_parsed_then_a_value_error_names_it(bad):
+    with pytest.raises(ValueError):
+        parse_schedule(bad)
