@@ -44,6 +44,13 @@ DEFAULT_FIELD_MAPS: Mapping[str, Mapping[str, FieldMap]] = {
 }
 
 
+# A CSV export's columns already carry the normalized names (DESIGN.md §5).
+_NORMALIZED = ("name", "domain", "email", "industry", "employees", "annual_revenue", "country",
+               "state", "city", "postal_code", "lead_source", "website", "owner")
+DEFAULT_FIELD_MAPS = {**DEFAULT_FIELD_MAPS, "csv": {
+    obj: {f: f for f in _NORMALIZED} for obj in ("account", "lead", "contact")}}
+
+
 def field_map(crm: str, obj: str, overrides: Mapping[str, Mapping[str, Mapping[str, str]]]
               | None = None) -> dict[str, str]:
     """The default map for a CRM object with the routing file's `field_maps` applied."""

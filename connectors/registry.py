@@ -18,6 +18,7 @@ ENTRY_POINT_GROUP = "account_router.connectors"
 BUILTIN: dict[str, str] = {
     "hubspot": "connectors.hubspot.connector:from_settings",
     "salesforce": "connectors.salesforce.connector:from_settings",
+    "csv": "connectors.csv.connector:from_settings",
 }
 
 Factory = Callable[..., Connector]

@@ -87,8 +87,11 @@ class Pipeline:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def users(self) -> Mapping[str, OwnerInfo]:
-        """The CRM's owners by id key, cached for `users_ttl` seconds (one call per refresh)."""
+    def users(self) -> Mapping[str, OwnerInfo] | None:
+        """The CRM's owners by id key, cached for `users_ttl` seconds (one call per refresh);
+        None for a source without a user directory (a file), judged as in file mode."""
+        if not getattr(self.connector, "directory", True):
+            return None
         now = self.clock()
         if self._users is None or self._users_at is None or \
                 (now - self._users_at).total_seconds() > self.users_ttl:
@@ -284,7 +287,10 @@ class Pipeline:
         and the quota stop, if the CRM's daily quota ran out, for the caller to raise."""
         pending: dict[str, str] = {}
         out: dict[str, Decision] = {}
+        directory = getattr(self.connector, "directory", True)
         for d in decisions:
+            if not directory and d.outcome in WRITES and d.owner_crm_id is None:
+                d = d._replace(owner_crm_id=d.owner)  # a file takes rep ids as owners
             out[d.record_id] = d
             if d.outcome not in WRITES:
                 continue

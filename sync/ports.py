@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 OBJECT_KINDS: Mapping[str, Mapping[str, str]] = {
     "hubspot": {"companies": "account", "contacts": "contact"},
     "salesforce": {"Account": "account", "Lead": "lead", "Contact": "contact"},
+    "csv": {"account": "account", "lead": "lead", "contact": "contact"},
 }
 
 
