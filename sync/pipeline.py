@@ -138,12 +138,13 @@ class Pipeline:
         key = f"sweep:{self.crm}:{obj}"
         saved = json.loads(self.store.get_checkpoint(key) or "null")
         try:
-            # Writes that failed last time go first: nothing is silently lost.
-            pending = [] if self.dry_run else self.store.failed(self.crm, obj)
+            start_since, cursor, max_seen = self._resume(saved, full, since)
+            # Writes that failed last time go first (nothing is silently lost) -- once per
+            # sweep, not again on each resumed page of a sweep run one page per task.
+            pending = [] if self.dry_run or cursor else self.store.failed(self.crm, obj)
             for start in range(0, len(pending), RETRY_CHUNK):
                 self.route_ids(obj, pending[start:start + RETRY_CHUNK], trigger="retry",
                                now=now, report=report)
-            start_since, cursor, max_seen = self._resume(saved, full, since)
             while True:
                 page = self.connector.list_records(obj, since=start_since, cursor=cursor)
                 self._process(obj, page.records, trigger="sweep", read_at=None, now=now,

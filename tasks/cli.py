@@ -413,6 +413,7 @@ def _register_crm_commands() -> None:
 
 
 _register_crm_commands()
+__import__("tasks.serve_cli").serve_cli.register(app)
 
 
 def main() -> None:

@@ -103,4 +103,12 @@ class StateStore(Protocol):
 
     def remove_failed(self, crm: str, object: str, ids: Sequence[str]) -> None: ...
 
+    def seen(self, key: str, ttl_seconds: float) -> bool:
+        """True if the key was already marked within its TTL, else marks it and returns False;
+        atomic across processes, so of two concurrent callers exactly one gets False (webhook
+        dedupe: HubSpot delivers at least once)."""
+
+    def forget(self, key: str) -> None:
+        """Take a `seen` mark back (the work it guarded could not be handed over)."""
+
     def close(self) -> None: ...

@@ -110,6 +110,7 @@ class RedisStateStore:
       checkpoints              hash  name -> value (opaque text, e.g. JSON)
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
+      seen:{key}               str   "1" while a dedupe mark lives (PX = its TTL)
     Ids are zero-padded, so equal scores order by id: newest first is exact, ties included.
     Record locks expire on the server's clock and are taken per key: each key is granted to
     one token at a time, but one call may get some of its keys and not others.
@@ -385,6 +386,15 @@ class RedisStateStore:
     def remove_failed(self, crm: str, object: str, ids: Sequence[str]) -> None:
         if ids:
             self._r.zrem(self._failed_key(crm, object), *ids)
+
+    def seen(self, key: str, ttl_seconds: float) -> bool:
+        _check_ttl(ttl_seconds)
+        # SET NX PX is atomic: exactly one caller marks a live key; rounded up like the locks.
+        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
+        return not self._r.set(f"{self.prefix}seen:{key}", "1", nx=True, px=ttl_ms)
+
+    def forget(self, key: str) -> None:
+        self._r.delete(f"{self.prefix}seen:{key}")
 
     def _bounds(self, since: datetime | None, until: datetime | None) -> tuple[str, str]:
         """Score range for decided_at in [since, until); `(-inf` keeps undated (-inf) entries

@@ -18,9 +18,9 @@ from sync.models import Decision
 from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
 from sync.state.base import LoadRow, PoolChange, PoolSnapshot
 
-# 2 added the pipeline bookkeeping tables; every statement is IF NOT EXISTS, so a version-1 file
-# gains them the next time it is opened, without a migration step.
-SCHEMA_VERSION = 2
+# 2 added the pipeline bookkeeping tables, 3 the webhook dedupe keys; every statement is IF NOT
+# EXISTS, so an older file gains them the next time it is opened, without a migration step.
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (
@@ -77,6 +77,12 @@ CREATE TABLE IF NOT EXISTS failed_writes (
     PRIMARY KEY (crm, object, record_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS failed_writes_by_age ON failed_writes (crm, object, first_failed);
+-- Webhook dedupe marks; expires is wall-clock seconds, like record_locks.
+CREATE TABLE IF NOT EXISTS seen_keys (
+    key     TEXT PRIMARY KEY,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS seen_keys_by_expiry ON seen_keys (expires);
 """
 
 # Connections inherited through fork() must never be used or closed in the child (closing can
@@ -455,6 +461,28 @@ class SqliteStateStore:
                     "DELETE FROM failed_writes WHERE crm = ? AND object = ? AND record_id = ?",
                     rows,
                 )
+
+    def seen(self, key: str, ttl_seconds: float) -> bool:
+        _check_ttl(ttl_seconds)
+        with self._lock:
+            conn = self._connection()
+            # BEGIN IMMEDIATE: the expiry sweep and the insert see no other writer in between,
+            # so of two processes marking the same key exactly one inserts it.
+            with self._transaction(conn, immediate=True):
+                now = time.time()  # read once the write lock is ours (BEGIN may have waited)
+                # Dropping every expired mark keeps the table bounded by the live window.
+                conn.execute("DELETE FROM seen_keys WHERE expires <= ?", (now,))
+                cursor = conn.execute(
+                    "INSERT INTO seen_keys (key, expires) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (key, now + ttl_seconds),
+                )
+                return cursor.rowcount != 1
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                conn.execute("DELETE FROM seen_keys WHERE key = ?", (key,))
 
 
 def _check_ttl(ttl_seconds: float) -> None:

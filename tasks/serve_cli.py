@@ -1,0 +1,55 @@
+"""The `serve` command: the HTTP app (webhooks, ops API, health, metrics) under uvicorn."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from tasks.http import Enqueue
+
+
+def _enqueue() -> Enqueue:
+    """The worker queue's enqueue (`tasks.queue.enqueue_route`), imported only when serving so
+    the CLI works without a broker; a clear usage error when it is missing."""
+    from tasks.cli import fail
+
+    try:
+        queue = importlib.import_module("tasks.queue")
+    except ModuleNotFoundError as exc:
+        if exc.name != "tasks.queue":
+            raise
+        fail("cannot serve: tasks.queue is not available (no worker queue to hand webhooks to)")
+    enqueue = getattr(queue, "enqueue_route", None)
+    if not callable(enqueue):
+        fail("cannot serve: tasks.queue has no enqueue_route")
+    return enqueue  # type: ignore[no-any-return]
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    state: Annotated[str | None, typer.Option("--state", help="State URL.",
+                     show_default=False)] = None,
+) -> None:
+    """Serve the HTTP app: CRM webhooks, the ops API, /healthz and /metrics."""
+    # Imported here: every other command starts without loading the web stack.
+    import uvicorn
+
+    from config.settings import Settings
+    from tasks.cli import _store
+    from tasks.http import create_app
+
+    enqueue = _enqueue()
+    store = _store(state)
+    try:
+        app = create_app(Settings(), store, enqueue)
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        store.close()
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)
