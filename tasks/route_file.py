@@ -64,14 +64,24 @@ def _previous(row: Row, routing: CompiledRouting) -> str | None:
 def seed_account_owners(path: Path) -> dict[str, str]:
     """Domain -> existing owner of the file's account rows, for `account_owner` targets: the
     file stands in for the CRM, so a lead may follow an account listed anywhere in it."""
-    owners: dict[str, str] = {}
+    owned: list[dict[str, str]] = []
+    has_leads = False
     for row in CsvReader(path):
         if row.error:
             continue
+        kind = (row.values.get("object") or "account").strip().lower()
+        if kind in ("lead", "contact"):
+            has_leads = True
+        elif row.values.get("owner", "").strip():
+            owned.append(row.values)
+    if not has_leads:
+        return {}  # nobody to follow an account: skip normalizing the accounts twice
+    owners: dict[str, str] = {}
+    for values in owned:
         try:
             # The same normalization as routing, so the domain comes from domain, email or
             # website exactly as it will for the leads that look it up.
-            record = build_record(row.values)
+            record = build_record(values)
         except ValueError:
             continue
         if record.object == "account" and record.owner and record.domain:
