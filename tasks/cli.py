@@ -407,13 +407,14 @@ def _spread(values: list[int]) -> int:
 def _register_crm_commands() -> None:
     # CRM commands live in their own module (connectors, pipeline); registered here so there
     # is one app and one `--help`.
-    from tasks import crm_cli
+    from tasks import crm_cli, serve_cli, simulate_cli
 
     crm_cli.register(app)
+    simulate_cli.register(app)
+    serve_cli.register(app)
 
 
 _register_crm_commands()
-__import__("tasks.serve_cli").serve_cli.register(app)
 
 
 def main() -> None:

@@ -188,3 +188,26 @@ def test_given_a_rule_on_a_custom_hubspot_property_when_sweeping_then_it_is_read
         Pipeline(c, routing, store).route_ids("companies", [str(gold)])
 
     assert sim.owner_of("hubspot", "companies", str(gold)) == "101"
+
+
+def test_given_a_new_routing_file_when_simulating_then_moves_and_loads_are_shown_unwritten(
+        sim, running, tmp_path):
+    new_file = tmp_path / "new.yaml"
+    new_file.write_text(
+        "version: 1\nrespect_existing_owner: never\n"
+        "reps: [{id: ava, crm_ids: {hubspot: '101'}}, {id: ben, crm_ids: {hubspot: '102'}}]\n"
+        "pools: {all: {members: [ava, ben]}}\n"
+        "rules: [{name: everyone, assign: {pool: all}}]\n")
+    writes_before = sim.stats("hubspot")["records_updated"]
+
+    result = CliRunner().invoke(app, [
+        "simulate", "--config", str(new_file), "--crm", "hubspot", "--object", "companies",
+        "--state", f"sqlite:///{tmp_path / 's.db'}"])
+
+    assert result.exit_code == 0, result.output
+    assert "would move" in result.stdout
+    assert "records per owner" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.strip().startswith(("│ ava",
+                                                                                    "│ ben"))]
+    assert len(lines) == 2  # both reps appear with before/after loads
+    assert sim.stats("hubspot")["records_updated"] == writes_before  # nothing written
