@@ -1,0 +1,171 @@
+"""Webhook received -> owner written, at 100 HubSpot events/s into `serve` + one Celery worker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sync.state.redis import RedisStateStore  # noqa: E402
+from tasks.http import hubspot_signature_v3  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not come up")
+
+
+def unowned_companies(base: str, token: str) -> list[str]:
+    """Ids of the seeded companies with no owner: each gets one creation event."""
+    found: list[str] = []
+    after = ""
+    while True:
+        url = f"{base}/crm/v3/objects/companies?limit=100&properties=hubspot_owner_id{after}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request) as r:  # noqa: S310 - loopback
+            page = json.load(r)
+        found += [o["id"] for o in page["results"]
+                  if not (o.get("properties") or {}).get("hubspot_owner_id")]
+        nxt = (page.get("paging") or {}).get("next")
+        if not nxt:
+            return found
+        after = f"&after={nxt['after']}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rate", type=float, default=100.0, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    args = parser.parse_args()
+    events = int(args.rate * args.seconds)
+    tmp = Path(tempfile.mkdtemp(prefix="speed-to-lead-"))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        redis_port = free_port()
+        procs.append(subprocess.Popen(
+            [shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(redis_port),
+             "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "connectors.simulator", "--seed", "9", "--companies",
+             str(events * 2), "--accounts", "0", "--leads", "0", "--hubspot-burst", "1000000"],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        procs.append(sim)
+        env = dict(os.environ)
+        assert sim.stdout is not None
+        for line in sim.stdout:
+            if line.strip().startswith("export "):
+                name, _, value = line.strip()[len("export "):].partition("=")
+                env[name] = value.strip("'")
+            if line.startswith("Stats at"):
+                break
+        hubspot = env["ACCOUNT_ROUTER_HUBSPOT_BASE_URL"]
+        faults = urllib.request.Request(
+            hubspot + "/__simulator__/faults", method="POST",
+            data=json.dumps({"latency_ms": args.latency_ms}).encode(),
+            headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(faults).close()  # noqa: S310 - loopback
+        port = free_port()
+        env.update({
+            "ACCOUNT_ROUTER_REDIS_URL": redis_url, "ACCOUNT_ROUTER_STATE_URL": redis_url,
+            "ACCOUNT_ROUTER_CONFIG": str(ROOT / "config/examples/routing.yaml"),
+            "HUBSPOT_WEBHOOK_SECRET": SECRET,
+            "ACCOUNT_ROUTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "ACCOUNT_ROUTER_HUBSPOT_CALLS_PER_10S": "100000",
+        })
+        cli = str(Path(sys.executable).with_name("account-router"))
+        procs.append(subprocess.Popen([cli, "serve", "--port", str(port)], cwd=ROOT, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "solo",
+             "--loglevel", "WARNING"], cwd=ROOT, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_for(f"http://127.0.0.1:{port}/healthz")
+        time.sleep(3)  # the worker connects to the broker
+
+        ids = unowned_companies(hubspot, env["HUBSPOT_ACCESS_TOKEN"])[:events]
+        with urllib.request.urlopen(hubspot + "/__simulator__/stats") as r:  # noqa: S310
+            calls_before = json.load(r)["total"]
+        sent: dict[str, float] = {}
+        interval = 1.0 / args.rate
+        start = time.time()
+        for k, record_id in enumerate(ids):
+            due = start + k * interval
+            pause = due - time.time()
+            if pause > 0:
+                time.sleep(pause)
+            body = json.dumps([{"eventId": k + 1, "subscriptionType": "company.creation",
+                                "objectId": int(record_id), "occurredAt": int(due * 1000),
+                                "portalId": 1, "appId": 1}]).encode()
+            stamp = str(int(time.time() * 1000))
+            uri = f"http://127.0.0.1:{port}/webhooks/hubspot"
+            signature = hubspot_signature_v3(SECRET, "POST", uri, body, stamp)
+            request = urllib.request.Request(uri, data=body, method="POST", headers={
+                "Content-Type": "application/json", "X-HubSpot-Signature-v3": signature,
+                "X-HubSpot-Request-Timestamp": stamp})
+            sent[record_id] = time.time()
+            with urllib.request.urlopen(request) as response:  # noqa: S310 - loopback
+                if response.status != 200:
+                    raise SystemExit(f"webhook answered {response.status}")
+        store = RedisStateStore(redis_url)
+        deadline = time.time() + 60
+        written: dict[str, float] = {}
+        while time.time() < deadline and len(written) < len(ids):
+            for record_id in ids:
+                if record_id in written:
+                    continue
+                found = [d for d in store.decisions(record_id=record_id) if d.written_at]
+                if found:
+                    written[record_id] = found[0].written_at.timestamp()  # type: ignore[union-attr]
+            time.sleep(0.5)
+        store.close()
+        with urllib.request.urlopen(hubspot + "/__simulator__/stats") as r:  # noqa: S310
+            calls = json.load(r)["total"] - calls_before
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    latencies = sorted(written[i] - sent[i] for i in written)
+    q = statistics.quantiles(latencies, n=100)
+    events = len(ids)
+    print(f"{events} events at {args.rate:g}/s, simulator latency {args.latency_ms:g} ms: "
+          f"{len(written)} owners written; {calls / events:.2f} CRM calls per event")
+    print(f"speed to lead (webhook received -> owner written): p50 {q[49] * 1000:.0f} ms, "
+          f"p95 {q[94] * 1000:.0f} ms, p99 {q[98] * 1000:.0f} ms (target p99 <= 300 ms)")
+
+
+if __name__ == "__main__":
+    main()
