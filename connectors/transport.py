@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -125,6 +126,10 @@ class Transport:
     max_wait: float = 30.0
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random | None = None
+    # Optional observers (metrics): each counted call as (endpoint, status), and each retry.
+    # Called outside the lock; an observer's failure never fails the CRM call.
+    on_call: Callable[[str, str], None] | None = None
+    on_retry: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self._calls: Counter[tuple[str, str]] = Counter()
@@ -139,6 +144,8 @@ class Transport:
     def count(self, endpoint: str, status: str) -> None:
         with self._lock:
             self._calls[(endpoint, status)] += 1
+        if self.on_call is not None:
+            _observe(self.on_call, endpoint, status)
 
     def call(self, endpoint: str, fn: Callable[[], T], ok_status: str = "200") -> T:
         """Call `fn` under the rate limit; retry what the table says to retry."""
@@ -170,6 +177,8 @@ class Transport:
         def before_sleep(state: RetryCallState) -> None:
             with self._lock:
                 self._retries += 1
+            if self.on_retry is not None:
+                _observe(self.on_retry)
 
         retrying = Retrying(stop=stop_after_attempt(self.attempts), wait=wait,
                             retry=retry_if_exception(should_retry), sleep=self.sleep,
@@ -187,3 +196,10 @@ class Transport:
                 raise CrmUnavailable(self.crm, f"{endpoint}: gave up after {self.attempts} "
                                      f"attempts: {failure.detail}") from exc
             raise CrmUnavailable(self.crm, f"{endpoint}: {failure.detail}") from exc
+
+
+def _observe(hook: Callable[..., None], *args: str) -> None:
+    try:
+        hook(*args)
+    except Exception:  # noqa: BLE001 - metrics must never fail a CRM call
+        logging.getLogger(__name__).warning("transport observer failed", exc_info=True)

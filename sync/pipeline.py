@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -13,6 +15,7 @@ from config.fieldmaps import field_map
 from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
 from sync.engine import route_batch, skipped
+from sync.metrics import Metrics, NullMetrics
 from sync.models import Decision, Outcome, Record
 from sync.normalize import build_record, id_key
 from sync.ports import (
@@ -24,6 +27,8 @@ from sync.ports import (
     canonical_object,
 )
 from sync.state.base import StateStore
+
+log = logging.getLogger("account_router.pipeline")
 
 WRITES = (Outcome.ASSIGNED, Outcome.FALLBACK)
 RETRY_CHUNK = 100  # previously failed ids re-read per call
@@ -72,6 +77,7 @@ class Pipeline:
         users_ttl: float = 300.0,
         lock_ttl: float = 120.0,
         dry_run: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
         self.connector = connector
         self.crm = connector.name
@@ -84,6 +90,12 @@ class Pipeline:
         self.dry_run = dry_run
         self._users: Mapping[str, OwnerInfo] | None = None
         self._users_at: datetime | None = None
+        self.metrics: Metrics = metrics or NullMetrics()
+        # CRM calls are reported as deltas of `connector.stats()` since the last report; the
+        # baseline is shared by every run of this pipeline, so overlapping runs never count a
+        # call twice.
+        self._calls_lock = threading.Lock()
+        self._calls_reported = self._call_stats()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -113,6 +125,40 @@ class Pipeline:
         values["id"] = crm_record.id
         return build_record(values, object=kind, crm=self.crm, created_at=crm_record.created_at)
 
+    # -- metrics -------------------------------------------------------------------------
+
+    def _call_stats(self) -> tuple[dict[tuple[str, str], int], int]:
+        stats = getattr(self.connector, "stats", None)
+        if stats is None:
+            return {}, 0
+        current = stats()
+        return dict(current.calls), current.retries
+
+    def _report_calls(self) -> None:
+        """Feed the CRM calls and retries made since the last report into the metrics."""
+        with self._calls_lock:
+            calls, retries = self._call_stats()
+            before, retried = self._calls_reported
+            self._calls_reported = (calls, retries)
+        for (endpoint, status), n in calls.items():
+            for _ in range(n - before.get((endpoint, status), 0)):
+                self.metrics.crm_call(self.crm, endpoint, status)
+        for _ in range(retries - retried):
+            self.metrics.retry(self.crm)
+
+    def _counted(self, decision: Decision, report: RunReport) -> None:
+        """Add a decision to the run's report and, unless a dry run, to the metrics."""
+        report.add(decision)
+        if self.dry_run:
+            return
+        self.metrics.decision(str(decision.outcome), decision.rule)
+        # Speed to lead is about records we give an owner: a sweep re-deciding a year-old kept
+        # record would otherwise fill the top bucket on every run.
+        if decision.outcome in WRITES and decision.created_at is not None \
+                and decision.decided_at is not None:
+            self.metrics.speed("decided",
+                               (decision.decided_at - decision.created_at).total_seconds())
+
     # -- entry points --------------------------------------------------------------------
 
     def route_ids(self, obj: str, ids: Sequence[str], *, trigger: str = "reprocess",
@@ -124,8 +170,11 @@ class Pipeline:
         found = self.connector.read_records(obj, wanted)
         present = {r.id for r in found}
         gone = [i for i in wanted if i not in present]
-        self._process(obj, found, trigger=trigger, read_at=None, now=now, report=report,
-                      gone=gone)
+        try:
+            self._process(obj, found, trigger=trigger, read_at=None, now=now, report=report,
+                          gone=gone)
+        finally:
+            self._report_calls()  # the read above is outside the batch
         return report
 
     def sweep(self, obj: str, *, full: bool = False, since: datetime | None = None,
@@ -165,6 +214,10 @@ class Pipeline:
         except QuotaExhausted as exc:
             # The checkpoint already holds the last finished page: the next run resumes there.
             report.stopped = str(exc)
+            if not self.dry_run:
+                self.metrics.quota_stop(self.crm)
+        finally:
+            self._report_calls()
         return report
 
     @staticmethod
@@ -215,6 +268,9 @@ class Pipeline:
                  gone: Sequence[str] = ()) -> None:
         instant = now or self.clock()
         kind = OBJECT_KINDS[self.crm][obj]
+        # The report spans the run; these mark where this batch starts, for its log line.
+        outcomes_before = Counter(report.outcomes)
+        written_before, failed_before = report.written, report.write_failed
         audit: list[Decision] = [
             skipped(i, "record gone from the CRM", instant, object=kind, crm=self.crm,
                     trigger=trigger) for i in gone]
@@ -246,18 +302,26 @@ class Pipeline:
                     # Counted, not audited: a sweep re-reads every record our own writes
                     # touched, and an audit row per record per sweep would bury the real
                     # decisions. Webhooks and reprocessing audit kept records.
-                    report.add(decision)
+                    self._counted(decision, report)
                 else:
                     audit.append(decision)
             if quota is not None:
                 raise quota  # after `finally` has audited every decision of this batch
         finally:
             for decision in audit:
-                report.add(decision)
+                self._counted(decision, report)
             if not self.dry_run:
                 if audit:
                     self.store.commit({}, [], audit)
                 self.store.unlock_records([keys[r.id] for r in mine], token)
+            self._report_calls()
+            log.info("batch routed", extra={
+                "crm": self.crm, "object": obj, "trigger": trigger,
+                "records": len(crm_records) + len(gone),
+                "outcomes": dict(report.outcomes - outcomes_before),
+                "written": report.written - written_before,
+                "write_failed": report.write_failed - failed_before,
+                "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
 
     def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
                  audit: list[Decision], instant: datetime, kind: str, trigger: str
@@ -325,7 +389,9 @@ class Pipeline:
                         out[record_id] = d._replace(written_at=written_at)
                         report.written += 1
                         if d.created_at is not None:
-                            report.speed.append((written_at - d.created_at).total_seconds())
+                            seconds = (written_at - d.created_at).total_seconds()
+                            report.speed.append(seconds)
+                            self.metrics.speed("written", seconds)
                     else:
                         error = result.error if result is not None else "no result returned"
                         out[record_id] = d._replace(write_error=error)

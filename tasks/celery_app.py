@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import Celery
+from celery.signals import setup_logging
 
 from config.settings import Settings
 from sync.ports import canonical_object
@@ -15,6 +17,24 @@ SWEEP_PAGE_TASK = "account_router.sweep_page"
 # comes back after it. Every countdown we use stays below it: Redis re-delivers an ETA task held
 # past the visibility timeout, so a longer countdown would run twice (mozmeao/basket 98a4dee0).
 VISIBILITY_TIMEOUT_SECONDS = 60
+# ACCOUNT_ROUTER_VISIBILITY_TIMEOUT (seconds) overrides it, e.g. a few seconds in tests that kill
+# workers; a value below the default also scans for abandoned messages every second.
+VISIBILITY_TIMEOUT_ENV = "ACCOUNT_ROUTER_VISIBILITY_TIMEOUT"
+
+
+def broker_transport_options() -> dict[str, float]:
+    """Redis transport options: the visibility timeout, shortened by the environment if set."""
+    raw = os.environ.get(VISIBILITY_TIMEOUT_ENV, "").strip()
+    try:
+        timeout = float(raw) if raw else float(VISIBILITY_TIMEOUT_SECONDS)
+    except ValueError:
+        raise ValueError(f"{VISIBILITY_TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if timeout <= 0:
+        raise ValueError(f"{VISIBILITY_TIMEOUT_ENV} must be positive")
+    options: dict[str, float] = {"visibility_timeout": timeout}
+    if timeout < VISIBILITY_TIMEOUT_SECONDS:
+        options |= {"unacked_restore_interval": 1, "unacked_restore_throttle": 1}
+    return options
 
 
 def parse_schedule(text: str) -> dict[tuple[str, str], float]:
@@ -58,6 +78,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     }
 
 
+@setup_logging.connect
+def _json_logs(loglevel: int | str | None = None, **_: object) -> None:
+    """Workers and beat log JSON lines (tasks/logging.py) instead of Celery's own format."""
+    from tasks.logging import configure_logging
+
+    configure_logging(level=loglevel or "INFO")
+
+
 def make_app(settings: Settings | None = None, *, current: bool = True) -> Celery:
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
@@ -67,7 +95,7 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue
         worker_prefetch_multiplier=1,  # a prefetched message would wait out someone's page
-        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_SECONDS},
+        broker_transport_options=broker_transport_options(),
         task_ignore_result=True,  # no result backend: outcomes live in the audit
         result_backend=None,
         broker_connection_retry_on_startup=True,

@@ -29,6 +29,7 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print
 def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
               dry_run: bool) -> Iterator[tuple[Pipeline, str]]:
     from tasks.cli import _store, fail
+    from tasks.metrics import metrics_for
 
     settings = Settings()
     try:
@@ -44,7 +45,8 @@ def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
     store = _store(state)
     try:
         yield Pipeline(connector, routing, store, dry_run=dry_run,
-                       recheck_after=settings.recheck_after_seconds), obj
+                       recheck_after=settings.recheck_after_seconds,
+                       metrics=metrics_for(settings)), obj
     except CredentialsError as exc:
         fail(str(exc))
     except CrmError as exc:
@@ -95,15 +97,46 @@ def reprocess(
                       show_default=False)] = None,
     state: Annotated[str | None, typer.Option("--state", help="State URL.",
                      show_default=False)] = None,
+    enqueue: Annotated[bool, typer.Option("--enqueue", help="Hand the ids to the workers' "
+                       "queue instead of routing them in this process.")] = False,
 ) -> None:
-    """Route chosen records again, in this process; audited with trigger `reprocess`."""
+    """Route chosen records again, in this process (or on the workers with --enqueue);
+    audited with trigger `reprocess`."""
     from tasks.cli import _routing, parse_instant
 
+    if enqueue:
+        _enqueue_reprocess(crm, object, ids, dry_run=dry_run, now=now)
+        return
     routing = _routing(config)
     instant = parse_instant(now) if now else None
     with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
         report = pipeline.route_ids(obj, ids, trigger="reprocess", now=instant)
         _finish(report, pipeline)
+
+
+def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
+                       now: str | None) -> None:
+    from tasks import queue
+    from tasks.cli import fail, out
+
+    if dry_run:
+        fail("--enqueue and --dry-run cannot be combined: a dry run routes in this process")
+    if now is not None:
+        fail("--enqueue and --now cannot be combined: the workers route at their own now")
+    try:
+        obj = canonical_object(crm, object)
+    except ValueError as exc:
+        fail(str(exc))
+    unique = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
+    if not unique:
+        fail("no record ids to enqueue")
+    try:
+        queue.enqueue_route(crm, obj, unique, "reprocess")
+        queue.flush()
+    except Exception as exc:  # noqa: BLE001 - a broker failure is reported, not a traceback
+        fail(f"could not enqueue: {exc}", code=1)
+    out.print(f"enqueued {len(unique)} {crm} {obj} record(s) for reprocessing: "
+              f"{', '.join(unique)}", highlight=False, soft_wrap=True)
 
 
 def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,

@@ -20,6 +20,7 @@ from connectors.simulator import Simulator, serve
 from sync.compiler import load_routing
 from sync.pipeline import Pipeline, RunReport
 from sync.state.sqlite import SqliteStateStore
+from tasks.metrics import LocalMetrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "routing.yaml"
 OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
@@ -57,11 +58,13 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
                       f"{leads} contacts/leads in each", highlight=False)
         settings = Settings()
         store = SqliteStateStore(Path(tmp) / "state.db")
+        # The demo's own counters: never the shared (Redis) series of a real deployment.
+        metrics = LocalMetrics()
         try:
             for crm, objects in OBJECTS.items():
                 connector = registry.create_for(crm, routing, settings)
                 try:
-                    pipeline = Pipeline(connector, routing, store)
+                    pipeline = Pipeline(connector, routing, store, metrics=metrics)
                     for obj in objects:
                         reports.append(pipeline.sweep(obj, full=True))
                 finally:

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,6 +25,9 @@ from config.fieldmaps import DEFAULT_FIELD_MAPS
 from config.settings import Settings
 from sync.ports import canonical_object
 from sync.state.base import StateStore
+
+if TYPE_CHECKING:
+    from tasks.metrics import AnyMetrics
 
 log = logging.getLogger(__name__)
 
@@ -278,10 +281,18 @@ def create_app(
     enqueue: Enqueue,
     *,
     clock: Callable[[], float] = time.time,
+    metrics: AnyMetrics | None = None,
 ) -> FastAPI:
-    """The app over one store and one enqueue callable; routing never runs in this process."""
+    """The app over one store and one enqueue callable; routing never runs in this process.
+
+    `/metrics` serves this app's webhook counter and the shared pipeline series of `metrics`
+    (default `metrics_for(settings)`: Redis-backed, so every worker process's counts show)."""
+    from tasks.metrics import metrics_for
+
+    shared = metrics if metrics is not None else metrics_for(settings)
     app = FastAPI(title="account-router")
     registry = CollectorRegistry()
+    registry.register(shared.collector())
     events_total = Counter(
         "account_router_webhook_events", "Webhook events by outcome (rejected: per request).",
         ["crm", "result"], registry=registry,
@@ -468,8 +479,13 @@ def create_app(
         return JSONResponse({"state": "ok"})
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics_page() -> Response:
+        try:
+            body = await run_in_threadpool(generate_latest, registry)  # Redis: blocking I/O
+        except Exception as exc:  # noqa: BLE001 - an unreachable Redis is a 503, never a 500
+            log.error("metrics unavailable: %r", exc)
+            return JSONResponse({"error": "metrics unavailable"}, status_code=503)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
 

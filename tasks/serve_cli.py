@@ -41,12 +41,15 @@ def serve(
     from config.settings import Settings
     from tasks.cli import _store
     from tasks.http import create_app
+    from tasks.logging import configure_logging
 
     enqueue = _enqueue()
     store = _store(state)
     try:
         app = create_app(Settings(), store, enqueue)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        configure_logging()
+        # log_config=None: uvicorn's loggers propagate to the root logger's JSON handler.
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
     finally:
         store.close()
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import structlog
 from celery import Task
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
@@ -18,6 +20,7 @@ from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmUnavailable, QuotaExhausted, canonical_object
 from sync.state import open_store
 from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK, app
+from tasks.metrics import metrics_for
 
 log = get_task_logger(__name__)
 
@@ -66,7 +69,8 @@ def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:
                 store.close()
                 raise
             cached = _pipelines[key] = Pipeline(
-                connector, routing, store, recheck_after=settings.recheck_after_seconds)
+                connector, routing, store, recheck_after=settings.recheck_after_seconds,
+                metrics=metrics_for(settings))
         return cached
 
 
@@ -111,9 +115,21 @@ def run_sweep_page(crm: str, object: str) -> bool:
     return bool(saved and saved.get("cursor"))
 
 
+@contextmanager
+def _task_context(task: Task) -> Iterator[None]:
+    """Every log line of the task (the pipeline's batch lines too) carries its `task_id`."""
+    with structlog.contextvars.bound_contextvars(task_id=task.request.id, task=task.name):
+        yield
+
+
 @app.task(name=ROUTE_TASK, bind=True, max_retries=CRM_RETRIES)
 def route(self: Task, crm: str, object: str, ids: list[str], trigger: str) -> None:
     """Route a batch of record ids (webhooks, reprocessing): one pipeline batch."""
+    with _task_context(self):
+        _route(self, crm, object, ids, trigger)
+
+
+def _route(self: Task, crm: str, object: str, ids: list[str], trigger: str) -> None:
     try:
         run_route(crm, object, ids, trigger)
     except QuotaExhausted as exc:
@@ -136,9 +152,16 @@ def sweep_page(self: Task, crm: str, object: str, chain: str | None = None) -> N
     `chain` (a token, set by the task itself) ties the pages of one chain to one lock, so a
     beat start arriving while a chain is still running is dropped instead of racing it for the
     same checkpoint."""
+    with _task_context(self):
+        _sweep_page(self, crm, object, chain)
+
+
+def _sweep_page(self: Task, crm: str, object: str, chain: str | None) -> None:
     pipeline = pipeline_for(crm)
     obj = canonical_object(crm, object)
-    token = chain or uuid.uuid4().hex
+    # A first page redelivered after its worker died keeps its task id, so it still owns the
+    # lock it took; a fresh uuid would find its own chain's lock held and drop the sweep.
+    token = chain or self.request.id or uuid.uuid4().hex
     lock = f"sweep-chain:{pipeline.crm}:{obj}"
     # Re-locking with the chain's own token refreshes the TTL (both stores do so).
     if lock not in pipeline.store.lock_records([lock], token, CHAIN_LOCK_TTL_SECONDS):

@@ -1,0 +1,236 @@
+"""Metrics behind the `sync.metrics.Metrics` port, rendered as Prometheus text (DESIGN.md §5).
+
+`RedisMetrics` keeps every counter in Redis hashes, so the web app's `/metrics` shows what every
+worker process counted; `LocalMetrics` keeps them in this process (embedded mode, tests). Both
+render through prometheus_client's data model: a collector yielding metric families.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from config.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PREFIX = "account_router"
+# Seconds from a record's creation to its decision / owner write: webhooks land in the first
+# buckets, sweeps in the minutes, a backlog in the last ones.
+BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, math.inf)
+REDIS_KEY_PREFIX = "account_router:metrics:"
+REDIS_TIMEOUT_SECONDS = 2.0
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+def bucket_of(seconds: float) -> str:
+    """The `le` label of the smallest bucket holding `seconds`."""
+    return next(_le(b) for b in BUCKETS if seconds <= b)
+
+
+@dataclass
+class Snapshot:
+    """Every series' current value; buckets are per bucket (not cumulative) by `le` label."""
+
+    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    crm_calls: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    retries: Counter[str] = field(default_factory=Counter)
+    quota_stops: Counter[str] = field(default_factory=Counter)
+    buckets: dict[str, Counter[str]] = field(default_factory=dict)  # stage -> le -> count
+    sums: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    def families(self) -> Iterator[Metric]:
+        yield _counter("decisions", "Routing decisions by outcome and rule.",
+                       ["outcome", "rule"], self.decisions)
+        yield _counter("crm_calls", "CRM API calls by endpoint and status.",
+                       ["crm", "endpoint", "status"], self.crm_calls)
+        yield _counter("retries", "Retried CRM API calls.", ["crm"],
+                       {(k,): v for k, v in self.retries.items()})
+        yield _counter("quota_stops", "Sweeps stopped by a daily CRM quota.", ["crm"],
+                       {(k,): v for k, v in self.quota_stops.items()})
+        speed = HistogramMetricFamily(
+            f"{PREFIX}_speed_to_lead_seconds",
+            "Seconds from a record's creation to its routing decision / owner write.",
+            labels=["stage"])
+        for stage in sorted(set(self.buckets) | set(self.sums)):
+            counts = self.buckets.get(stage, Counter())
+            cumulative, running = [], 0
+            for bound in BUCKETS:
+                running += counts.get(_le(bound), 0)
+                cumulative.append((_le(bound), float(running)))
+            speed.add_metric([stage], cumulative, self.sums.get(stage, 0.0))
+        yield speed
+
+
+def _counter(name: str, doc: str, labels: list[str],
+             values: dict[tuple[str, ...], int] | Counter[tuple[str, ...]]) -> Metric:
+    family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    for key in sorted(values):
+        family.add_metric(list(key), float(values[key]))
+    return family
+
+
+class _Collector(Collector):
+    def __init__(self, source: _Base) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._source.snapshot().families()
+
+
+class _Base:
+    def snapshot(self) -> Snapshot:
+        raise NotImplementedError
+
+    def collector(self) -> Collector:
+        """A prometheus_client collector over these series (register it in a registry)."""
+        return _Collector(self)
+
+    def collect(self) -> str:
+        """The Prometheus text exposition of every series."""
+        registry = CollectorRegistry()
+        registry.register(self.collector())
+        return generate_latest(registry).decode()
+
+
+class LocalMetrics(_Base):
+    """Counters in this process (embedded mode; tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._data = Snapshot()
+
+    def decision(self, outcome: str, rule: str | None) -> None:
+        with self._lock:
+            self._data.decisions[(outcome, rule or "")] += 1
+
+    def crm_call(self, crm: str, endpoint: str, status: str) -> None:
+        with self._lock:
+            self._data.crm_calls[(crm, endpoint, status)] += 1
+
+    def retry(self, crm: str) -> None:
+        with self._lock:
+            self._data.retries[crm] += 1
+
+    def quota_stop(self, crm: str) -> None:
+        with self._lock:
+            self._data.quota_stops[crm] += 1
+
+    def speed(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self._data.buckets.setdefault(stage, Counter())[bucket_of(seconds)] += 1
+            self._data.sums[stage] = self._data.sums.get(stage, 0.0) + seconds
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            data = self._data
+            return Snapshot(Counter(data.decisions), Counter(data.crm_calls),
+                            Counter(data.retries), Counter(data.quota_stops),
+                            {k: Counter(v) for k, v in data.buckets.items()}, dict(data.sums))
+
+
+class RedisMetrics(_Base):
+    """Counters in Redis hashes (HINCRBY), shared by every worker process and the web app.
+
+    Hash fields are JSON arrays of label values. The histogram is one counter per (stage,
+    bucket), plus a sum and a count per stage. Recording never raises: a Redis outage loses
+    counts, never a routing run.
+    """
+
+    def __init__(self, url: str, *, prefix: str = REDIS_KEY_PREFIX) -> None:
+        self._r: redis.Redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+        self._prefix = prefix
+
+    def _key(self, name: str) -> str:
+        return self._prefix + name
+
+    def _incr(self, name: str, labels: Sequence[str]) -> None:
+        try:
+            self._r.hincrby(self._key(name), json.dumps(list(labels)), 1)
+        except redis.RedisError as exc:
+            log.warning("metrics: could not count %s: %r", name, exc)
+
+    def decision(self, outcome: str, rule: str | None) -> None:
+        self._incr("decisions", (outcome, rule or ""))
+
+    def crm_call(self, crm: str, endpoint: str, status: str) -> None:
+        self._incr("crm_calls", (crm, endpoint, status))
+
+    def retry(self, crm: str) -> None:
+        self._incr("retries", (crm,))
+
+    def quota_stop(self, crm: str) -> None:
+        self._incr("quota_stops", (crm,))
+
+    def speed(self, stage: str, seconds: float) -> None:
+        try:
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.hincrby(self._key("speed:buckets"), json.dumps([stage, bucket_of(seconds)]), 1)
+                pipe.hincrbyfloat(self._key("speed:sum"), stage, seconds)
+                pipe.hincrby(self._key("speed:count"), stage, 1)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("metrics: could not record speed: %r", exc)
+
+    def snapshot(self) -> Snapshot:
+        """Every counter, read in one round trip (raises if Redis is unreachable)."""
+        with self._r.pipeline(transaction=False) as pipe:
+            for name in ("decisions", "crm_calls", "retries", "quota_stops", "speed:buckets",
+                         "speed:sum"):
+                pipe.hgetall(self._key(name))
+            decisions, calls, retries, stops, buckets, sums = pipe.execute()
+        data = Snapshot(
+            decisions=Counter({_labels(k, 2): int(v) for k, v in decisions.items()}),
+            crm_calls=Counter({_labels(k, 3): int(v) for k, v in calls.items()}),
+            retries=Counter({_labels(k, 1)[0]: int(v) for k, v in retries.items()}),
+            quota_stops=Counter({_labels(k, 1)[0]: int(v) for k, v in stops.items()}),
+            sums={stage: float(v) for stage, v in sums.items()},
+        )
+        for key, value in buckets.items():
+            stage, le = _labels(key, 2)
+            data.buckets.setdefault(stage, Counter())[le] += int(value)
+        return data
+
+    def close(self) -> None:
+        self._r.close()
+
+
+def _labels(field_: str, n: int) -> tuple[str, ...]:
+    values = json.loads(field_)
+    if not isinstance(values, list) or len(values) != n:
+        raise ValueError(f"unexpected metrics field {field_!r}")
+    return tuple(str(v) for v in values)
+
+
+AnyMetrics = LocalMetrics | RedisMetrics
+
+# One instance per process and Redis URL: the web app and the pipelines of this process share
+# it (in embedded mode that is the only way /metrics sees the in-process runs).
+_instances: dict[str, AnyMetrics] = {}
+_instances_lock = threading.Lock()
+
+
+def metrics_for(settings: Settings) -> AnyMetrics:
+    """Redis-backed when `ACCOUNT_ROUTER_REDIS_URL` is set, else this process's counters."""
+    key = settings.redis_url or ""
+    with _instances_lock:
+        found = _instances.get(key)
+        if found is None:
+            found = _instances[key] = (RedisMetrics(settings.redis_url) if settings.redis_url
+                                       else LocalMetrics())
+        return found

@@ -1,0 +1,209 @@
+"""The shared series on `/metrics`, `reprocess --enqueue`, and structured logs without secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from config.settings import Settings
+from sync.state import StateStore, open_store
+from tasks.cli import app as cli
+from tasks.http import create_app
+from tasks.logging import REDACTED, configure_logging, redact_secrets
+from tasks.metrics import LocalMetrics, RedisMetrics
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def settings() -> Settings:
+    return Settings.model_validate({"api_token": "t0ken-value", "redis_url": None})
+
+
+def no_enqueue(crm: str, obj: str, ids: list[str], trigger: str) -> None:
+    raise AssertionError("nothing is enqueued here")
+
+
+# -- /metrics -----------------------------------------------------------------------------------
+
+def test_given_recorded_decisions_when_metrics_read_then_the_shared_series_show(store) -> None:
+    metrics = LocalMetrics()
+    client = TestClient(create_app(settings(), store, no_enqueue, metrics=metrics))
+
+    metrics.decision("assigned", "named")
+    metrics.speed("written", 0.2)
+    text = client.get("/metrics").text
+
+    assert 'account_router_decisions_total{outcome="assigned",rule="named"} 1.0' in text
+    assert 'account_router_speed_to_lead_seconds_bucket{le="0.25",stage="written"} 1.0' in text
+    assert "account_router_webhook_events" in text  # the app's own counter is still there
+
+
+def test_given_a_worker_counted_in_redis_when_the_app_reads_then_it_shows(store,
+                                                                         redis_url) -> None:
+    worker, web = RedisMetrics(redis_url), RedisMetrics(redis_url)
+    try:
+        client = TestClient(create_app(settings(), store, no_enqueue, metrics=web))
+
+        worker.decision("kept_existing", None)
+        worker.crm_call("salesforce", "Lead.read", "200")
+        text = client.get("/metrics").text
+
+        assert 'account_router_decisions_total{outcome="kept_existing",rule=""} 1.0' in text
+        assert ('account_router_crm_calls_total{crm="salesforce",endpoint="Lead.read",'
+                'status="200"} 1.0') in text
+    finally:
+        worker.close()
+        web.close()
+
+
+def test_given_redis_is_down_when_metrics_read_then_503_not_500(store) -> None:
+    metrics = RedisMetrics("redis://127.0.0.1:1/0")
+    client = TestClient(create_app(settings(), store, no_enqueue, metrics=metrics))
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 503
+    metrics.close()
+
+
+# -- reprocess --enqueue -------------------------------------------------------------------------
+
+class Recorded:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, list[str], str]] = []
+        self.flushed = 0
+
+    def enqueue(self, crm: str, obj: str, ids: list[str], trigger: str) -> None:
+        self.calls.append((crm, obj, list(ids), trigger))
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+
+@pytest.fixture
+def queue(monkeypatch: pytest.MonkeyPatch) -> Recorded:
+    import tasks.queue
+
+    recorded = Recorded()
+    monkeypatch.setattr(tasks.queue, "enqueue_route", recorded.enqueue)
+    monkeypatch.setattr(tasks.queue, "flush", recorded.flush)
+    return recorded
+
+
+def test_given_enqueue_when_reprocessing_then_the_ids_go_to_the_queue_and_are_flushed(
+        queue: Recorded) -> None:
+    result = CliRunner().invoke(cli, ["reprocess", "--crm", "hubspot", "--object", "Companies",
+                                      "--enqueue", "501", "502", "501"])
+
+    assert result.exit_code == 0, result.output
+    assert queue.calls == [("hubspot", "companies", ["501", "502"], "reprocess")]
+    assert queue.flushed == 1
+    assert "enqueued 2 hubspot companies" in result.stdout
+
+
+def test_given_enqueue_with_dry_run_when_reprocessing_then_usage_error(queue: Recorded) -> None:
+    result = CliRunner().invoke(cli, ["reprocess", "--crm", "hubspot", "--object", "companies",
+                                      "--enqueue", "--dry-run", "501"])
+
+    assert result.exit_code == 2
+    assert "--dry-run" in result.stderr and queue.calls == []
+
+
+def test_given_a_broker_failure_when_enqueueing_then_exit_1_with_a_message(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasks.queue
+
+    def down(*_: object) -> None:
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(tasks.queue, "enqueue_route", down)
+    result = CliRunner().invoke(cli, ["reprocess", "--crm", "salesforce", "--object", "Lead",
+                                      "--enqueue", "00Q000000000001AAA"])
+
+    assert result.exit_code == 1 and "broker down" in result.stderr
+
+
+# -- structured logs -----------------------------------------------------------------------------
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    root = logging.getLogger()
+    level = root.level
+    configure_logging(stream=stream)
+    try:
+        yield stream
+    finally:
+        root.setLevel(level)
+        for handler in [h for h in root.handlers if type(h).__name__ == "_Handler"]:
+            root.removeHandler(handler)
+        structlog.reset_defaults()
+        structlog.contextvars.clear_contextvars()
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_given_a_token_in_an_event_dict_when_processed_then_it_is_redacted() -> None:
+    event = {"event": "calling", "access_token": "sk-live-123", "headers": {
+        "Authorization": "Bearer abc"}, "crm": "hubspot", "password": "hunter2"}
+
+    out = redact_secrets(None, "info", event)
+
+    assert out["access_token"] == REDACTED and out["password"] == REDACTED
+    assert out["headers"] == {"Authorization": REDACTED}
+    assert out["crm"] == "hubspot"
+
+
+def test_given_json_logs_when_a_token_is_logged_then_the_line_never_holds_it(logs) -> None:
+    structlog.get_logger("test").info("connecting", token="sk-live-123", crm="hubspot")
+    logging.getLogger("test.stdlib").warning("login", extra={"client_secret": "s3cr3t"})
+
+    text = logs.getvalue()
+    assert "sk-live-123" not in text and "s3cr3t" not in text
+    first, second = lines(logs)
+    assert first["token"] == REDACTED and first["crm"] == "hubspot"
+    assert first["level"] == "info" and "T" in str(first["timestamp"])
+    assert second["client_secret"] == REDACTED and second["level"] == "warning"
+
+
+def test_given_a_task_context_when_the_pipeline_logs_a_batch_then_the_line_has_task_id(
+        logs, store) -> None:
+    from datetime import UTC, datetime
+
+    from sync.pipeline import Pipeline
+    from tests.builders import routing
+    from tests.fakes import FakeCrm, hubspot_owners
+
+    crm = FakeCrm(owners=hubspot_owners())
+    crm.add("companies", "c1", name="Acme", domain="acme.com")
+    pipeline = Pipeline(crm, routing("""
+version: 1
+reps: [{id: ava, crm_ids: {hubspot: "101"}}]
+rules: [{name: all, assign: {rep: ava}}]
+"""), store, clock=lambda: datetime(2026, 11, 25, 10, tzinfo=UTC))
+
+    with structlog.contextvars.bound_contextvars(task_id="task-123"):
+        pipeline.route_ids("companies", ["c1"])
+
+    batch = [line for line in lines(logs) if line["event"] == "batch routed"]
+    assert len(batch) == 1
+    assert batch[0]["task_id"] == "task-123" and batch[0]["crm"] == "hubspot"
+    assert batch[0]["object"] == "companies" and batch[0]["outcomes"] == {"assigned": 1}
+    assert batch[0]["written"] == 1
