@@ -70,11 +70,28 @@ def sweep(
                       show_default=False)] = None,
     state: Annotated[str | None, typer.Option("--state", help="State URL.",
                      show_default=False)] = None,
+    enqueue: Annotated[bool, typer.Option("--enqueue", help="Start the sweep on the workers "
+                       "(a sweep_page chain) instead of in this process.")] = False,
 ) -> None:
     """Route a CRM's records in this process: incremental from the stored watermark."""
-    from tasks.cli import _routing, err, parse_instant
+    from tasks.cli import _routing, err, fail, out, parse_instant
 
     routing = _routing(config)
+    if enqueue:
+        if dry_run or now or since or full:
+            fail("--enqueue starts the workers' incremental sweep; it takes no --dry-run, "
+                 "--now, --since or --full")
+        from tasks import queue
+
+        try:
+            obj = canonical_object(crm, object)
+            queue.enqueue_sweep(crm, obj)
+        except ValueError as exc:
+            fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - a broker that is down is reported, not raised
+            fail(f"could not enqueue: {exc}", code=1)
+        out.print(f"enqueued a sweep of {crm} {obj}", highlight=False)
+        return
     instant = parse_instant(now) if now else None
     since_at = parse_instant(since, "--since") if since else None
     with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):

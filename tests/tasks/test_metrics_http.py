@@ -207,3 +207,32 @@ rules: [{name: all, assign: {rep: ava}}]
     assert batch[0]["task_id"] == "task-123" and batch[0]["crm"] == "hubspot"
     assert batch[0]["object"] == "companies" and batch[0]["outcomes"] == {"assigned": 1}
     assert batch[0]["written"] == 1
+
+
+def test_given_sweep_enqueue_when_run_then_the_workers_sweep_is_started(monkeypatch):
+    from typer.testing import CliRunner
+
+    from tasks import queue
+    from tasks.cli import app
+
+    started = []
+    monkeypatch.setattr(queue, "enqueue_sweep", lambda crm, obj: started.append((crm, obj)))
+    result = CliRunner().invoke(app, ["sweep", "--crm", "hubspot", "--object", "Companies",
+                                      "--enqueue", "--config", _EXAMPLE])
+
+    assert result.exit_code == 0, result.output
+    assert started == [("hubspot", "companies")]
+
+
+def test_given_sweep_enqueue_with_dry_run_when_run_then_usage_error(monkeypatch):
+    from typer.testing import CliRunner
+
+    from tasks.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", "--crm", "hubspot", "--object", "companies",
+                                      "--enqueue", "--dry-run", "--config", _EXAMPLE])
+    assert result.exit_code == 2
+
+
+_EXAMPLE = str(__import__("pathlib").Path(__file__).resolve().parents[2]
+               / "config" / "examples" / "routing.yaml")
