@@ -282,6 +282,13 @@ class Pipeline:
             held = self.store.lock_records(list(keys.values()), token, self.lock_ttl)
         mine = [r for r in crm_records if keys[r.id] in held]
         report.locked_elsewhere += len(crm_records) - len(mine)
+        if not self.dry_run and len(mine) < len(crm_records):
+            # The lock may belong to a live task, or to a worker killed mid-batch whose lock
+            # outlives the redelivery. Either way the record goes on the retry list: the next
+            # run reads it again (kept if someone routed it meanwhile), so a sweep whose
+            # watermark moves past it never strands it unrouted.
+            self.store.add_failed(self.crm, obj, [r.id for r in crm_records
+                                                  if keys[r.id] not in held])
         try:
             mine = self._recheck(obj, mine, read_at, audit, instant, kind, trigger)
             records: list[Record] = []

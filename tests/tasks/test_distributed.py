@@ -1,0 +1,323 @@
+"""Distributed proofs with real parts: redis-server (broker and shared state), the CRM simulator
+and `celery -A tasks worker` subprocesses that are killed, raced and starved of quota."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from connectors.simulator import Simulator, serve
+from sync.models import Decision
+from sync.state import StateStore, open_store
+from tasks.queue import enqueue_route, enqueue_sweep, flush
+from tests.tasks.test_celery import CHAIN_LOCK, CHECKPOINT, EXAMPLE, ROOT, unowned
+
+OBJ = "companies"
+LATENCY_MS = 20  # per simulator call, so a sweep of 2,000 companies takes a few seconds
+VISIBILITY_SECONDS = 5  # ACCOUNT_ROUTER_VISIBILITY_TIMEOUT: a killed worker's page comes back
+WAIT_SECONDS = 45.0
+
+
+class WriteCounter:
+    """Counts owner writes per company as the simulator's batch update applies them, and can
+    SIGKILL a worker from inside a write call: before the update is applied (`before=True`) or
+    after, so the worker dies holding its record locks, with the audit and ack not done."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.counts: Counter[str] = Counter()
+        self.killed = threading.Event()
+        self._victim: subprocess.Popen[bytes] | None = None
+        self._before = False
+        original = sim.hubspot_update
+
+        def counting(obj: str, record_id: str | int, props: dict[str, object]) -> None:
+            if self._victim is not None and self._before:
+                self._kill()
+                raise RuntimeError("the worker died before this write was applied")
+            original(obj, record_id, props)
+            if obj == OBJ and "hubspot_owner_id" in props:
+                self.counts[str(record_id)] += 1
+            if self._victim is not None:
+                self._kill()
+
+        sim.hubspot_update = counting  # type: ignore[method-assign]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def kill_in_next_write(self, proc: subprocess.Popen[bytes], *, before: bool = False) -> None:
+        self.killed.clear()
+        self._before = before
+        self._victim = proc
+
+    def _kill(self) -> None:
+        # Called under the simulator's lock: the worker dies before it sees the response.
+        victim, self._victim = self._victim, None
+        if victim is not None:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=10)
+            self.killed.set()
+
+
+class Workers:
+    """Worker subprocesses (`--pool solo`), each with its own log; all killed by `stop_all`."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = self.logs / f"worker-{len(self.procs)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "solo",
+                 "--concurrency", "1", "--loglevel", "WARNING",
+                 "--hostname", f"w{len(self.procs)}@%h"],
+                cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def kill9(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def live(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def stop_all(self) -> None:
+        for proc in self.live():
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def logs_text(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                         for p in sorted(self.logs.glob("worker-*.log")))
+
+
+@contextmanager
+def running_crm(sim: Simulator, redis_url: str, monkeypatch: pytest.MonkeyPatch
+                ) -> Iterator[None]:
+    """The simulator served in-process; workers and enqueuers share Redis state and broker."""
+    with serve(sim) as served:
+        for name, value in {**served.env(), "ACCOUNT_ROUTER_REDIS_URL": redis_url,
+                            "ACCOUNT_ROUTER_STATE_URL": redis_url,
+                            "ACCOUNT_ROUTER_CONFIG": str(EXAMPLE),
+                            "ACCOUNT_ROUTER_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}.items():
+            monkeypatch.setenv(name, value)
+        yield
+
+
+def seeded(companies: int, seed: int) -> Simulator:
+    sim = Simulator(seed=seed)
+    sim.seed(companies=companies, contacts=0, accounts=0, leads=0, days=2)
+    sim.configure_faults(latency_ms=LATENCY_MS)
+    return sim
+
+
+def wait_for(done: Callable[[], bool], workers: Workers, what: str,
+             timeout: float = WAIT_SECONDS, poll: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if done():
+            return
+        if not workers.live():
+            pytest.fail(f"no worker alive while waiting for {what}:\n{workers.logs_text()}")
+        time.sleep(poll)
+    pytest.fail(f"timed out waiting for {what}:\n{workers.logs_text()}")
+
+
+def chain_finished(store: StateStore) -> bool:
+    """The last page cleared the cursor and released the chain lock."""
+    saved = json.loads(store.get_checkpoint(CHECKPOINT) or "{}")
+    return saved.get("cursor") is None and bool(store.lock_records([CHAIN_LOCK], "probe", 1))
+
+
+def written_audit(store: StateStore) -> dict[str, list[Decision]]:
+    """Audited decisions whose CRM write succeeded, per record."""
+    out: dict[str, list[Decision]] = {}
+    for d in store.decisions(limit=100_000):
+        if d.written_at is not None:
+            out.setdefault(d.record_id, []).append(d)
+    return out
+
+
+def test_given_a_sweep_chain_when_its_worker_is_sigkilled_three_times_then_it_resumes_and_writes_each_record_once(  # noqa: E501
+        redis_url, monkeypatch, tmp_path):
+    # Given: 2,000 companies, most unowned, behind a slowed CRM; one worker and a sweep chain.
+    sim = seeded(2000, seed=7)
+    todo = set(unowned(sim))
+    writes = WriteCounter(sim)
+    workers = Workers(tmp_path)
+    with running_crm(sim, redis_url, monkeypatch):
+        store = open_store(redis_url)
+        try:
+            current = workers.start()
+            enqueue_sweep("hubspot", OBJ)
+            # When: three times, once more owners appeared, the worker is SIGKILLed inside a
+            # CRM write (applied, unanswered: locks held, audit and ack not done) and a fresh
+            # worker starts; the broker redelivers the page after the visibility timeout and
+            # the chain resumes from its checkpoint.
+            for kill in range(3):
+                floor = writes.total + 150
+                wait_for(lambda f=floor: writes.total >= f, workers, f"{floor} owner writes",
+                         poll=0.02)
+                writes.kill_in_next_write(current)
+                assert writes.killed.wait(timeout=10), f"kill {kill + 1} did not happen"
+                assert current.returncode == -signal.SIGKILL
+                assert unowned(sim), "the sweep finished before the worker could be killed"
+                current = workers.start()
+
+            # Then: every company ends with an owner and the chain ends on its own.
+            wait_for(lambda: not unowned(sim), workers, "every company to be owned")
+            wait_for(lambda: chain_finished(store), workers, "the chain to finish")
+            # Exactly once for writes: no company's owner was written twice ...
+            twice = {i: n for i, n in writes.counts.items() if n > 1}
+            assert not twice, f"written more than once: {twice}"
+            assert todo <= set(writes.counts), "each unowned company was written by the sweep"
+            # ... and the audit never claims two writes for one record (a killed worker's
+            # audit row may be lost with it, never duplicated).
+            audit = written_audit(store)
+            assert all(len(ds) == 1 for ds in audit.values())
+            assert set(audit) <= set(writes.counts)
+        finally:
+            workers.stop_all()
+            store.close()
+
+
+def test_given_a_worker_killed_before_its_crm_write_when_the_page_is_redelivered_then_no_record_is_stranded(  # noqa: E501
+        redis_url, monkeypatch, tmp_path):
+    # Given: 600 companies and a sweep chain on one worker.
+    sim = seeded(600, seed=7)
+    writes = WriteCounter(sim)
+    workers = Workers(tmp_path)
+    with running_crm(sim, redis_url, monkeypatch):
+        store = open_store(redis_url)
+        try:
+            current = workers.start()
+            enqueue_sweep("hubspot", OBJ)
+            # When: after the first page, the worker dies inside a write, before the CRM
+            # applied it (its record locks held), and a fresh worker takes the redelivery.
+            wait_for(lambda: writes.total > 0, workers, "the first page's writes", poll=0.02)
+            writes.kill_in_next_write(current, before=True)
+            assert writes.killed.wait(timeout=10)
+            workers.start()
+            wait_for(lambda: chain_finished(store) and writes.total > 100, workers,
+                     "the chain to finish")
+            # Then: each company is owned, or at least parked for the next sweep's retry.
+            parked = set(store.failed("hubspot", OBJ))
+            stranded = [i for i in unowned(sim) if i not in parked]
+            assert not stranded, f"{len(stranded)} companies left unowned and unparked"
+        finally:
+            workers.stop_all()
+            store.close()
+
+
+def test_given_two_workers_when_webhook_bursts_race_a_sweep_then_each_record_is_written_once_and_smb_stays_even(  # noqa: E501
+        redis_url, monkeypatch, tmp_path):
+    # Given: 1,000 companies and two worker processes sharing Redis state.
+    sim = seeded(1000, seed=11)
+    todo = unowned(sim)
+    writes = WriteCounter(sim)
+    workers = Workers(tmp_path)
+    with running_crm(sim, redis_url, monkeypatch):
+        store = open_store(redis_url)
+        try:
+            workers.start()
+            workers.start()
+            # When: a sweep chain starts while webhook-style bursts enqueue the same records,
+            # out of order and overlapping, so route tasks and sweep pages race for them.
+            enqueue_sweep("hubspot", OBJ)
+            for start in range(0, len(todo), 40):
+                burst = todo[start:start + 60]
+                enqueue_route("hubspot", OBJ, list(reversed(burst)), "webhook")
+                if start % 200 == 0:
+                    flush()
+            flush()
+
+            # Then: every company is owned, each written exactly once, audited exactly once.
+            wait_for(lambda: not unowned(sim), workers, "every company to be owned")
+            wait_for(lambda: chain_finished(store), workers, "the chain to finish")
+            wait_for(lambda: set(written_audit(store)) >= set(todo), workers, "the audit")
+            twice = {i: n for i, n in writes.counts.items() if n > 1}
+            assert not twice, f"written more than once: {twice}"
+            audit = written_audit(store)
+            assert set(audit) == set(writes.counts)
+            assert all(len(ds) == 1 for ds in audit.values())
+            # Both triggers won some records: the sweep and the route tasks really raced.
+            triggers = Counter(ds[0].trigger for ds in audit.values())
+            assert triggers["sweep"] > 0 and triggers["webhook"] > 0, triggers
+            # The round-robin pool: turns shared out evenly across both processes.
+            smb = Counter(ds[0].owner for ds in audit.values() if ds[0].rule == "everyone-else")
+            assert len(smb) == 3 and sum(smb.values()) > 100, smb
+            assert max(smb.values()) - min(smb.values()) <= 1, smb
+        finally:
+            workers.stop_all()
+            store.close()
+
+
+def test_given_a_small_daily_quota_when_it_runs_out_mid_sweep_then_the_chain_stops_and_resumes_after_reset(  # noqa: E501
+        redis_url, monkeypatch, tmp_path):
+    # Given: 1,000 companies and a HubSpot daily quota of 12 calls: a few pages' worth.
+    sim = seeded(1000, seed=13)
+    todo = set(unowned(sim))
+    sim.configure_limits(hubspot_daily=12)
+    writes = WriteCounter(sim)
+    workers = Workers(tmp_path)
+    with running_crm(sim, redis_url, monkeypatch):
+        store = open_store(redis_url)
+        try:
+            workers.start()
+            # When: the sweep chain runs into the quota.
+            enqueue_sweep("hubspot", OBJ)
+            # Then: the chain stopped on its own: lock released, checkpoint kept, work left.
+            wait_for(lambda: _stopped(store, sim), workers, "the chain to stop at the quota")
+            before = writes.total
+            time.sleep(1.0)
+            assert writes.total == before, "nothing is written once the quota is spent"
+            assert unowned(sim), "the quota stopped the sweep before the end"
+            assert writes.total > 0
+
+            # When: the daily window rolls over and the sweep is started again.
+            sim.reset_daily()
+            sim.configure_limits(hubspot_daily=250_000)
+            enqueue_sweep("hubspot", OBJ)
+            # Then: it resumes from the checkpoint; every record is owned and written once.
+            wait_for(lambda: not unowned(sim), workers, "every company to be owned")
+            wait_for(lambda: chain_finished(store), workers, "the chain to finish")
+            twice = {i: n for i, n in writes.counts.items() if n > 1}
+            assert not twice, f"written more than once: {twice}"
+            assert todo <= set(writes.counts)
+            audit = written_audit(store)
+            assert set(audit) == set(writes.counts)
+            assert all(len(ds) == 1 for ds in audit.values())
+        finally:
+            workers.stop_all()
+            store.close()
+
+
+def _stopped(store: StateStore, sim: Simulator) -> bool:
+    """The quota was hit, the chain released its lock and the checkpoint still holds a cursor."""
+    saved = json.loads(store.get_checkpoint(CHECKPOINT) or "{}")
+    if sim.stats("hubspot")["daily_used"] < sim.hubspot_daily or not saved.get("cursor"):
+        return False
+    probe = store.lock_records([CHAIN_LOCK], "probe", 1)
+    if probe:
+        store.unlock_records([CHAIN_LOCK], "probe")
+    return bool(probe)
