@@ -18,9 +18,14 @@ from sync.models import Decision, Record
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import Connector, CredentialsError, CrmError, canonical_object
 
-CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot or salesforce.")]
+CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")]
 ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "
                       "(HubSpot); Account, Lead, Contact (Salesforce).")]
+NowOpt = Annotated[str | None, typer.Option("--now", help="Routing instant (ISO 8601).",
+                   show_default=False)]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Routing file.",
+                      show_default=False)]
+StateOpt = Annotated[str | None, typer.Option("--state", help="State URL.", show_default=False)]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print what would "
                       "change.")]
 
@@ -63,13 +68,10 @@ def sweep(
                     "the last sweep.")] = False,
     since: Annotated[str | None, typer.Option("--since", help="Records changed since this "
                      "instant (ISO 8601).", show_default=False)] = None,
-    now: Annotated[str | None, typer.Option("--now", help="Routing instant (ISO 8601).",
-                   show_default=False)] = None,
+    now: NowOpt = None,
     dry_run: DryRunOpt = False,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Routing file.",
-                      show_default=False)] = None,
-    state: Annotated[str | None, typer.Option("--state", help="State URL.",
-                     show_default=False)] = None,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
     enqueue: Annotated[bool, typer.Option("--enqueue", help="Start the sweep on the workers "
                        "(a sweep_page chain) instead of in this process.")] = False,
 ) -> None:
@@ -107,13 +109,10 @@ def reprocess(
     ids: Annotated[list[str], typer.Argument(help="Record ids to route again.")],
     crm: CrmOpt,
     object: ObjectOpt,
-    now: Annotated[str | None, typer.Option("--now", help="Routing instant (ISO 8601).",
-                   show_default=False)] = None,
+    now: NowOpt = None,
     dry_run: DryRunOpt = False,
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Routing file.",
-                      show_default=False)] = None,
-    state: Annotated[str | None, typer.Option("--state", help="State URL.",
-                     show_default=False)] = None,
+    config: ConfigOpt = None,
+    state: StateOpt = None,
     enqueue: Annotated[bool, typer.Option("--enqueue", help="Hand the ids to the workers' "
                        "queue instead of routing them in this process.")] = False,
 ) -> None:

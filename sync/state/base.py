@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
 from sync.models import Decision
 
@@ -39,6 +39,16 @@ class LoadRow:
     pool: str | None
     outcome: str
     count: int
+
+
+class ClosesOnExit:
+    """`with store:` closes the store on the way out; shared by both implementations."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
 
 
 @runtime_checkable

@@ -8,7 +8,6 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -16,7 +15,7 @@ import redis
 
 from sync.models import Decision
 from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
-from sync.state.base import LoadRow, PoolChange, PoolSnapshot
+from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
 
 # Windows are day/week/month; 100 days outlives the longest one with room for reports, and the
 # TTL is refreshed on every increment, so no sweeper is needed for old windows.
@@ -95,7 +94,7 @@ def _iso(value: datetime) -> str:
     return as_utc(value, "until").isoformat()
 
 
-class RedisStateStore:
+class RedisStateStore(ClosesOnExit):
     """`StateStore` on Redis; any number of worker processes may share one server.
 
     Key layout (all under `prefix`):
@@ -159,17 +158,6 @@ class RedisStateStore:
 
     def close(self) -> None:
         self._r.close()
-
-    def __enter__(self) -> RedisStateStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RedisStateStore({self.display_url!r}, prefix={self.prefix!r})"

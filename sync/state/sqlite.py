@@ -12,11 +12,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 
 from sync.models import Decision
 from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
-from sync.state.base import LoadRow, PoolChange, PoolSnapshot
+from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
 
 # 2 added the pipeline bookkeeping tables, 3 the webhook dedupe keys; every statement is IF NOT
 # EXISTS, so an older file gains them the next time it is opened, without a migration step.
@@ -99,7 +98,7 @@ def _from_ts(value: str) -> datetime:
     return datetime.fromisoformat(value).astimezone(UTC)
 
 
-class SqliteStateStore:
+class SqliteStateStore(ClosesOnExit):
     """`StateStore` on one SQLite file; every process opens its own connection."""
 
     def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
@@ -179,17 +178,6 @@ class SqliteStateStore:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
-
-    def __enter__(self) -> SqliteStateStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
