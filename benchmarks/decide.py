@@ -141,7 +141,7 @@ def peer_view(record: object, named: set[str]) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--peer-records", type=int, default=20_000,
+    parser.add_argument("--peer-records", type=int, default=3_000,
                         help="the peer is slow; its rate is measured on a prefix")
     args = parser.parse_args()
     rng = random.Random(7)
