@@ -241,18 +241,25 @@ class Pipeline:
 
     def explain(self, obj: str, record_id: str, now: datetime | None = None) -> Decision:
         """How one CRM record would route now: nothing written, counted or locked."""
+        return self.explain_record(obj, record_id, now)[1]
+
+    def explain_record(self, obj: str, record_id: str, now: datetime | None = None
+                       ) -> tuple[Record | None, Decision]:
+        """`explain`, with the normalized record it read (None when the CRM has none), so a
+        caller showing clause-by-clause detail needs no second read."""
         obj = canonical_object(self.crm, obj)
         found = self.connector.read_records(obj, [record_id])
         instant = now or self.clock()
         if not found:
-            return skipped(record_id, "record not found in the CRM", instant,
-                           object=OBJECT_KINDS[self.crm][obj], crm=self.crm, trigger="explain")
+            return None, skipped(record_id, "record not found in the CRM", instant,
+                                 object=OBJECT_KINDS[self.crm][obj], crm=self.crm,
+                                 trigger="explain")
         record = self.to_record(obj, found[0])
         snapshots = self.store.load_pools(RoutingContext.pool_windows(self.routing, instant))
         ctx = RoutingContext(routing=self.routing, now=instant, paused=self.store.pauses(instant),
                              pools=snapshots, users=self.users(), crm=self.crm,
                              account_owners=self._account_owners([record]))
-        return decide(record, ctx, trigger="explain")
+        return record, decide(record, ctx, trigger="explain")
 
     # -- the batch -----------------------------------------------------------------------
 

@@ -158,10 +158,7 @@ def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
 def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,
                 state: str | None, instant: datetime) -> tuple[Record | None, Decision]:
     with _pipeline(routing, crm, obj, state, dry_run=True) as (pipeline, obj):
-        decision = pipeline.explain(obj, record_id, now=instant)
-        found = pipeline.connector.read_records(obj, [record_id])
-        record = pipeline.to_record(obj, found[0]) if found else None
-        return record, decision
+        return pipeline.explain_record(obj, record_id, now=instant)
 
 
 def _finish(report: RunReport, pipeline: Pipeline) -> None:

@@ -47,7 +47,7 @@ class FileSummary:
             self.rules["(unassigned)"] += 1
 
 
-def _build(row: Row, routing: CompiledRouting) -> Record | str:
+def _build(row: Row) -> Record | str:
     try:
         return build_record(row.values)
     except ValueError as exc:
@@ -139,7 +139,7 @@ def route_file(
 
 def _flush(rows: list[Row], routing: CompiledRouting, store: StateStore, now: datetime,
            writer: CsvWriter, summary: FileSummary, account_owners: dict[str, str]) -> None:
-    built: list[Record | str] = [row.error or _build(row, routing) for row in rows]
+    built: list[Record | str] = [row.error or _build(row) for row in rows]
     records = [b for b in built if isinstance(b, Record)]
     bad: list[Decision] = []
     for row, b in zip(rows, built, strict=True):

@@ -211,3 +211,20 @@ def test_given_a_new_routing_file_when_simulating_then_moves_and_loads_are_shown
                                                                                     "│ ben"))]
     assert len(lines) == 2  # both reps appear with before/after loads
     assert sim.stats("hubspot")["records_updated"] == writes_before  # nothing written
+
+
+def test_given_a_crm_record_when_explaining_via_the_cli_then_one_read_and_nothing_written(
+        sim, running, tmp_path):
+    target = unowned(sim, "hubspot", "companies")[0]
+
+    result = CliRunner().invoke(app, [
+        "explain", "--crm", "hubspot", "--object", "companies", target, "--config",
+        str(EXAMPLE), "--state", f"sqlite:///{tmp_path / 's.db'}"])
+
+    assert result.exit_code == 0, result.output
+    assert "outcome: assigned" in result.stdout
+    # Clause-by-clause detail needs the normalized record: it came from the single read.
+    assert "named-accounts: no_match (not met: domain in_list" in result.stdout
+    reads = sim.stats("hubspot")["calls"]["POST /crm/v3/objects/companies/batch/read"]
+    assert sum(reads.values()) == 1
+    assert sim.stats("hubspot")["records_updated"] == 0
