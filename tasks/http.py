@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -27,7 +28,7 @@ from sync.ports import canonical_object
 from sync.state.base import StateStore
 
 if TYPE_CHECKING:
-    from tasks.metrics import AnyMetrics
+    from tasks.metrics import AnyMetrics, Broker
 
 log = logging.getLogger(__name__)
 
@@ -282,17 +283,24 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     metrics: AnyMetrics | None = None,
+    broker: Broker | None = None,
 ) -> FastAPI:
     """The app over one store and one enqueue callable; routing never runs in this process.
 
-    `/metrics` serves this app's webhook counter and the shared pipeline series of `metrics`
-    (default `metrics_for(settings)`: Redis-backed, so every worker process's counts show)."""
-    from tasks.metrics import metrics_for
+    `/metrics` serves this app's webhook counter, the shared pipeline series of `metrics`
+    (default `metrics_for(settings)`: Redis-backed, so every worker process's counts show), and
+    the queue gauges of `broker` (default: the Celery broker at `settings.redis_url`; none in
+    embedded mode, where the queue is this process's executor and the gauges are left out)."""
+    from tasks.metrics import Broker, metrics_for
 
     shared = metrics if metrics is not None else metrics_for(settings)
+    if broker is None and settings.redis_url:
+        broker = Broker(settings.redis_url)
     app = FastAPI(title="account-router")
     registry = CollectorRegistry()
     registry.register(shared.collector())
+    if broker is not None:
+        registry.register(broker.collector())
     events_total = Counter(
         "account_router_webhook_events", "Webhook events by outcome (rejected: per request).",
         ["crm", "result"], registry=registry,
@@ -470,13 +478,33 @@ def create_app(
 
     # --- health and metrics -----------------------------------------------------------------
 
+    def check_state() -> str:
+        try:
+            _store_call(lambda: store.pauses(datetime.now(UTC)))
+        except Rejected:
+            return "unavailable"
+        return "ok"
+
+    def check_broker() -> str:
+        if broker is None:
+            return "embedded"  # no broker: enqueued work runs on this process's executor
+        try:
+            broker.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means webhooks cannot enqueue
+            log.error("broker unreachable: %r", exc)
+            return "unavailable"
+        return "ok"
+
     @app.get("/healthz")
     async def healthz() -> Response:
-        try:
-            await run_in_threadpool(_store_call, lambda: store.pauses(datetime.now(UTC)))
-        except Rejected:
-            return JSONResponse({"state": "unavailable"}, status_code=503)
-        return JSONResponse({"state": "ok"})
+        # Checked side by side: the broker and the state store may be different Redis servers
+        # (ACCOUNT_ROUTER_STATE_URL), and a slow one should not add its timeout to the other's.
+        state, queue = await asyncio.gather(run_in_threadpool(check_state),
+                                            run_in_threadpool(check_broker))
+        healthy = state == "ok" and queue in ("ok", "embedded")
+        # "state" (the store) is the key this endpoint always answered; "checks" has them all.
+        return JSONResponse({"state": state, "checks": {"state": state, "broker": queue}},
+                            status_code=200 if healthy else 503)
 
     @app.get("/metrics")
     async def metrics_page() -> Response:

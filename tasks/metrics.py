@@ -2,7 +2,8 @@
 
 `RedisMetrics` keeps every counter in Redis hashes, so the web app's `/metrics` shows what every
 worker process counted; `LocalMetrics` keeps them in this process (embedded mode, tests). Both
-render through prometheus_client's data model: a collector yielding metric families.
+render through prometheus_client's data model: a collector yielding metric families. `Broker`
+reads the Celery broker's queues at scrape time (gauges, not counters: nothing to accumulate).
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import redis
+from kombu.transport.redis import Channel as KombuRedisChannel
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from config.settings import Settings
 
@@ -30,6 +39,14 @@ PREFIX = "account_router"
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, math.inf)
 REDIS_KEY_PREFIX = "account_router:metrics:"
 REDIS_TIMEOUT_SECONDS = 2.0
+# The CRMs' "too many requests" status, as the connectors label it on the call counter.
+RATE_LIMITED_STATUS = "429"
+# Where the workers' work waits: tasks/celery_app.py routes nothing, so every task goes to
+# Celery's default queue.
+QUEUES: tuple[str, ...] = ("celery",)
+# A scrape or health check must answer well inside Prometheus' 10 s scrape timeout, also when
+# the broker host is black-holed; one attempt, no redis-py retries stacked on top.
+BROKER_TIMEOUT_SECONDS = 1.0
 
 
 def _le(bound: float) -> str:
@@ -57,6 +74,8 @@ class Snapshot:
                        ["outcome", "rule"], self.decisions)
         yield _counter("crm_calls", "CRM API calls by endpoint and status.",
                        ["crm", "endpoint", "status"], self.crm_calls)
+        yield _counter("rate_limited", "CRM API calls answered 429 (rate limited).", ["crm"],
+                       self.rate_limited())
         yield _counter("retries", "Retried CRM API calls.", ["crm"],
                        {(k,): v for k, v in self.retries.items()})
         yield _counter("quota_stops", "Sweeps stopped by a daily CRM quota.", ["crm"],
@@ -73,6 +92,15 @@ class Snapshot:
                 cumulative.append((_le(bound), float(running)))
             speed.add_metric([stage], cumulative, self.sums.get(stage, 0.0))
         yield speed
+
+    def rate_limited(self) -> Counter[tuple[str, ...]]:
+        """429s per CRM, read off the call counter rather than counted again, so the two series
+        never disagree; 0 for a CRM that was called but never limited (alerts need a series)."""
+        limited: Counter[tuple[str, ...]] = Counter({(crm,): 0 for crm, _, _ in self.crm_calls})
+        for (crm, _, status), n in self.crm_calls.items():
+            if status == RATE_LIMITED_STATUS:
+                limited[(crm,)] += n
+        return limited
 
 
 def _counter(name: str, doc: str, labels: list[str],
@@ -218,6 +246,82 @@ def _labels(field_: str, n: int) -> tuple[str, ...]:
 
 
 AnyMetrics = LocalMetrics | RedisMetrics
+
+
+def queue_keys(queue: str) -> list[str]:
+    """The Redis lists kombu's Redis transport keeps a queue in: the bare name for priority 0,
+    `name + sep + step` for the other priority steps (kombu `Channel._q_for_pri`)."""
+    channel = KombuRedisChannel
+    return [f"{queue}{channel.sep}{step}" if step else queue for step in channel.priority_steps]
+
+
+@dataclass(frozen=True)
+class BrokerDepth:
+    """Messages waiting per queue, and messages taken by workers but not yet acknowledged."""
+
+    queues: dict[str, int]
+    unacked: int
+
+    def families(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(f"{PREFIX}_queue_depth",
+                                  "Messages waiting in the broker queue (all priorities).",
+                                  labels=["queue"])
+        for queue in sorted(self.queues):
+            depth.add_metric([queue], float(self.queues[queue]))
+        yield depth
+        yield GaugeMetricFamily(f"{PREFIX}_unacked_messages",
+                                "Messages taken by workers and not yet acknowledged.",
+                                value=float(self.unacked))
+
+
+class _BrokerCollector(Collector):
+    def __init__(self, broker: Broker) -> None:
+        self._broker = broker
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._broker.depth().families()
+
+
+class Broker:
+    """The Celery broker's Redis (kombu's Redis transport), read at scrape time.
+
+    Assumes kombu's defaults, which tasks/celery_app.py keeps: no `global_keyprefix`, the
+    `unacked` hash, priority steps 0/3/6/9. Reads raise when the broker is unreachable.
+    """
+
+    def __init__(self, url: str, *, queues: Sequence[str] = QUEUES,
+                 timeout: float = BROKER_TIMEOUT_SECONDS) -> None:
+        self._r: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0))
+        self._queues = tuple(queues)
+
+    def ping(self) -> None:
+        """Raises unless the broker answers PING."""
+        if not self._r.ping():
+            raise redis.ConnectionError("broker did not answer PING")
+
+    def depth(self) -> BrokerDepth:
+        """Every queue's length and the unacked count, in one round trip."""
+        keys = {queue: queue_keys(queue) for queue in self._queues}
+        with self._r.pipeline(transaction=False) as pipe:
+            for queue_key_list in keys.values():
+                for key in queue_key_list:
+                    pipe.llen(key)
+            pipe.hlen(KombuRedisChannel.unacked_key)
+            *lengths, unacked = pipe.execute()
+        depths, at = {}, 0
+        for queue, queue_key_list in keys.items():
+            depths[queue] = sum(int(n) for n in lengths[at:at + len(queue_key_list)])
+            at += len(queue_key_list)
+        return BrokerDepth(depths, int(unacked))
+
+    def collector(self) -> Collector:
+        """A prometheus_client collector over the queue gauges."""
+        return _BrokerCollector(self)
+
+    def close(self) -> None:
+        self._r.close()
 
 # One instance per process and Redis URL: the web app and the pipelines of this process share
 # it (in embedded mode that is the only way /metrics sees the in-process runs).

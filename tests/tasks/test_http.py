@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from httpx import Response
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -19,6 +21,7 @@ from config.settings import Settings
 from sync.models import Decision
 from sync.state import StateStore, open_store
 from tasks.http import create_app, hubspot_signature_v3
+from tasks.metrics import LocalMetrics
 
 SECRET = "hubspot-secret"
 TOKEN = "ops-token"
@@ -448,19 +451,72 @@ def test_given_a_rep_when_paused_until_and_resumed_then_the_store_follows(
 # --- health ---------------------------------------------------------------------------------
 
 
-def test_given_a_working_store_when_healthz_then_ok(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"state": "ok"}
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def broken_store(tmp_path: Path) -> StateStore:
+    broken = open_store(f"sqlite:///{tmp_path / 'gone.db'}")
+    broken.close()
+    (tmp_path / "gone.db").unlink()
+    (tmp_path / "gone.db").mkdir()  # reopening now fails
+    return broken
+
+
+def health(settings: Settings, store: StateStore, enqueue: RecordingEnqueue) -> Response:
+    return TestClient(create_app(settings, store, enqueue, metrics=LocalMetrics())).get(
+        "/healthz")
+
+
+def test_given_a_working_store_in_embedded_mode_when_healthz_then_ok(
+        client: TestClient) -> None:
+    response = client.get("/healthz")
+
+    assert response.status_code == 200
+    assert response.json() == {"state": "ok", "checks": {"state": "ok", "broker": "embedded"}}
 
 
 def test_given_a_failing_store_when_healthz_then_503(
     tmp_path: Path, enqueue: RecordingEnqueue,
 ) -> None:
-    broken = open_store(f"sqlite:///{tmp_path / 'gone.db'}")
-    broken.close()
-    (tmp_path / "gone.db").unlink()
-    (tmp_path / "gone.db").mkdir()  # reopening now fails
-    assert TestClient(create_app(make_settings(), broken, enqueue)).get(
-        "/healthz").status_code == 503
+    response = health(make_settings(), broken_store(tmp_path), enqueue)
+
+    assert response.status_code == 503
+    assert response.json() == {"state": "unavailable",
+                               "checks": {"state": "unavailable", "broker": "embedded"}}
+
+
+def test_given_a_reachable_broker_and_store_when_healthz_then_both_ok(
+    sqlite_store: StateStore, enqueue: RecordingEnqueue, redis_url: str,
+) -> None:
+    response = health(make_settings(redis_url=redis_url), sqlite_store, enqueue)
+
+    assert response.status_code == 200
+    assert response.json() == {"state": "ok", "checks": {"state": "ok", "broker": "ok"}}
+
+
+def test_given_an_unreachable_broker_and_a_working_store_when_healthz_then_503_naming_it(
+    sqlite_store: StateStore, enqueue: RecordingEnqueue,
+) -> None:
+    broker_url = f"redis://127.0.0.1:{closed_port()}/0"
+
+    response = health(make_settings(redis_url=broker_url), sqlite_store, enqueue)
+
+    assert response.status_code == 503
+    assert response.json() == {"state": "ok", "checks": {"state": "ok", "broker": "unavailable"}}
+
+
+def test_given_a_reachable_broker_and_a_failing_store_when_healthz_then_503_naming_it(
+    tmp_path: Path, enqueue: RecordingEnqueue, redis_url: str,
+) -> None:
+    response = health(make_settings(redis_url=redis_url), broken_store(tmp_path), enqueue)
+
+    assert response.status_code == 503
+    assert response.json() == {"state": "unavailable",
+                               "checks": {"state": "unavailable", "broker": "ok"}}
 
 
 # --- fuzz -----------------------------------------------------------------------------------
@@ -557,4 +613,4 @@ def test_given_a_worker_queue_when_serve_then_uvicorn_runs_the_app_on_host_and_p
                                       f"sqlite:///{tmp_path / 's.db'}"])
     assert result.exit_code == 0, result.output
     assert [(host, port) for _, host, port in served] == [("127.0.0.1", 8123)]
-    assert TestClient(served[0][0]).get("/healthz").json() == {"state": "ok"}  # type: ignore[arg-type]
+    assert TestClient(served[0][0]).get("/healthz").json()["state"] == "ok"  # type: ignore[arg-type]

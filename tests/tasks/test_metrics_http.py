@@ -1,24 +1,30 @@
-"""The shared series on `/metrics`, `reprocess --enqueue`, and structured logs without secrets."""
+"""The shared series and queue gauges on `/metrics`, `reprocess --enqueue`, and redacted logs."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 from fastapi.testclient import TestClient
+from kombu import Connection
+from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
 from config.settings import Settings
+from connectors.hubspot.errors import classify as classify_hubspot
+from connectors.transport import Transport, Unlimited
 from sync.state import StateStore, open_store
 from tasks.cli import app as cli
 from tasks.http import create_app
 from tasks.logging import REDACTED, configure_logging, redact_secrets
-from tasks.metrics import LocalMetrics, RedisMetrics
+from tasks.metrics import Broker, LocalMetrics, RedisMetrics
 
 
 @pytest.fixture
@@ -79,6 +85,149 @@ def test_given_redis_is_down_when_metrics_read_then_503_not_500(store) -> None:
 
     assert response.status_code == 503
     metrics.close()
+
+
+def samples(text: str) -> dict[str, float]:
+    """Every sample as `name{label="value",...}` (labels sorted) -> value."""
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            found[f"{sample.name}{{{labels}}}"] = sample.value
+    return found
+
+
+class HubSpot429(Exception):
+    """Shaped like the HubSpot client's ApiException for a 10-second-window 429."""
+
+    status = 429
+    body = json.dumps({"status": "error", "message": "You have reached your ten_secondly_rolling "
+                       "limit.", "policyName": "TEN_SECONDLY_ROLLING"})
+    headers = {"Retry-After": "0"}
+
+
+def test_given_the_crm_answers_429_when_metrics_read_then_rate_limited_counts_it(
+        store, redis_url) -> None:
+    worker, web = RedisMetrics(redis_url), RedisMetrics(redis_url)
+    answers = iter([HubSpot429(), HubSpot429(), None])
+
+    def read() -> str:
+        exc = next(answers)
+        if exc is not None:
+            raise exc
+        return "ok"
+
+    transport = Transport(
+        crm="hubspot", classify=classify_hubspot, limiter=Unlimited(),
+        credentials_setting="HUBSPOT_ACCESS_TOKEN", sleep=lambda _: None,
+        on_call=lambda endpoint, status: worker.crm_call("hubspot", endpoint, status))
+    try:
+        client = TestClient(create_app(settings(), store, no_enqueue, metrics=web))
+
+        assert transport.call("companies.read", read) == "ok"
+        found = samples(client.get("/metrics").text)
+
+        assert found['account_router_rate_limited_total{crm="hubspot"}'] == 2.0
+        assert found['account_router_crm_calls_total{crm="hubspot",endpoint="companies.read",'
+                     'status="429"}'] == 2.0
+    finally:
+        worker.close()
+        web.close()
+
+
+def test_given_a_crm_never_limited_when_metrics_read_then_its_rate_limited_series_is_zero(
+        store) -> None:
+    metrics = LocalMetrics()
+    client = TestClient(create_app(settings(), store, no_enqueue, metrics=metrics))
+
+    metrics.crm_call("salesforce", "Lead.read", "200")
+    found = samples(client.get("/metrics").text)
+
+    assert found['account_router_rate_limited_total{crm="salesforce"}'] == 0.0
+
+
+# -- queue gauges ---------------------------------------------------------------------------------
+
+def test_given_enqueued_batches_and_no_worker_when_metrics_read_then_queue_depth_counts_them(
+        store, redis_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.queue import enqueue_route, flush
+
+    monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", redis_url)
+    client = TestClient(create_app(Settings.model_validate({"redis_url": redis_url}), store,
+                                   no_enqueue, metrics=LocalMetrics()))
+
+    enqueue_route("hubspot", "companies", ["501", "502"], "webhook")
+    enqueue_route("salesforce", "Lead", ["00Q5g00000AbCdEAAA"], "webhook")
+    flush()
+    wait_for_depth(redis_url, 2)
+    response = client.get("/metrics")
+
+    assert response.status_code == 200
+    found = samples(response.text)
+    assert found['account_router_queue_depth{queue="celery"}'] == 2.0  # one task per batch
+    assert found["account_router_unacked_messages{}"] == 0.0
+
+
+def test_given_a_message_taken_and_not_acked_when_metrics_read_then_it_counts_as_unacked(
+        store, redis_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.queue import enqueue_route, flush
+
+    monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", redis_url)
+    broker = Broker(redis_url)
+    client = TestClient(create_app(Settings.model_validate({"redis_url": redis_url}), store,
+                                   no_enqueue, metrics=LocalMetrics(), broker=broker))
+    enqueue_route("hubspot", "companies", ["501"], "webhook")
+    enqueue_route("hubspot", "contacts", ["601"], "webhook")
+    flush()
+    wait_for_depth(redis_url, 2)
+
+    # What a worker does with acks_late: take the message and hold it until the task ends.
+    with Connection(redis_url) as connection:
+        taken = connection.default_channel.basic_get("celery", no_ack=False)
+        found = samples(client.get("/metrics").text)
+    broker.close()
+
+    assert taken is not None
+    assert found['account_router_queue_depth{queue="celery"}'] == 1.0
+    assert found["account_router_unacked_messages{}"] == 1.0
+
+
+def wait_for_depth(redis_url: str, expected: int, timeout: float = 5.0) -> None:
+    """Wait until the broker holds `expected` messages: on a loaded machine the batcher's timer
+    thread can take a batch just before `flush()` and still be sending it when flush returns."""
+    broker = Broker(redis_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while broker.depth().queues["celery"] < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        broker.close()
+
+
+def test_given_embedded_mode_when_metrics_read_then_no_queue_gauges(store) -> None:
+    text = TestClient(create_app(settings(), store, no_enqueue, metrics=LocalMetrics())).get(
+        "/metrics").text
+
+    assert "account_router_queue_depth" not in text
+    assert "account_router_unacked_messages" not in text
+
+
+def test_given_the_broker_is_down_when_metrics_read_then_503_not_500(store) -> None:
+    broker = Broker(f"redis://127.0.0.1:{closed_port()}/0")
+    client = TestClient(create_app(settings(), store, no_enqueue, metrics=LocalMetrics(),
+                                   broker=broker))
+
+    response = client.get("/metrics")
+
+    assert response.status_code == 503
+    broker.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 # -- reprocess --enqueue -------------------------------------------------------------------------
