@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     # ACCOUNT_ROUTER_SWEEP_SCHEDULE: beat's sweeps, `crm:object=seconds,...`
     # (e.g. `hubspot:companies=300,salesforce:Lead=60`); empty means no scheduled sweeps.
     sweep_schedule: str = ""
+    # ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS: the read timeout of every CRM call, after which the
+    # transport retries it. Unset keeps each vendor's default (HubSpot 60 s, Salesforce 120 s,
+    # sized for slow SOQL); lower it where a stalled call should give way to a retry sooner.
+    crm_timeout_seconds: float | None = Field(default=None, gt=0)
 
     # Vendor settings keep the vendors' conventional names (DESIGN.md §6), so no prefix.
     hubspot_access_token: SecretStr | None = Field(

@@ -415,9 +415,13 @@ def from_settings(settings: Settings, *, limiter: Bucket | None = None,
     # TLS trust follows the usual variables (DESIGN.md §6); None means the system store.
     ca_cert = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
     closing = [search_limiter] if given else [limiter, search_limiter]
+    # ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS replaces the read timeout only: connecting is quick
+    # or not at all, whatever the call.
+    read = settings.crm_timeout_seconds
+    timeout = DEFAULT_TIMEOUT if read is None else (DEFAULT_TIMEOUT[0], read)
     return HubSpotConnector(token, base_url=settings.hubspot_base_url, limiter=limiter,
                             search_limiter=search_limiter, transport_sleep=transport_sleep,
-                            ca_cert=ca_cert, closing=closing, properties={
+                            timeout=timeout, ca_cert=ca_cert, closing=closing, properties={
                                 obj: [*props, *(extra_fields or {}).get(obj, ())]
                                 for obj, props in hs.PROPERTIES.items()})
 

@@ -158,17 +158,24 @@ def _https(url: str) -> str:
 
 class _Session(requests.Session):
     """simple-salesforce sets no timeout, so a stalled socket would park a worker forever;
-    every request (login included) gets the vendor timeouts unless it names its own."""
+    every request (login included) gets these (connect, read) timeouts unless it names its
+    own."""
+
+    def __init__(self, timeout: tuple[float, float]) -> None:
+        super().__init__()
+        self.timeout = timeout
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any,
                 **kwargs: Any) -> requests.Response:
         if kwargs.get("timeout") is None:
-            kwargs["timeout"] = (vendor.CONNECT_TIMEOUT, vendor.READ_TIMEOUT)
+            kwargs["timeout"] = self.timeout
         return super().request(method, url, *args, **kwargs)
 
 
-def _session() -> _Session:
-    session = _Session()
+def _session(read_timeout: float | None = None) -> _Session:
+    # ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS replaces the read timeout only (None: the vendor's).
+    read = vendor.READ_TIMEOUT if read_timeout is None else read_timeout
+    session = _Session((vendor.CONNECT_TIMEOUT, read))
     # requests reads REQUESTS_CA_BUNDLE (and CURL_CA_BUNDLE) per request because trust_env is
     # on, and simple-salesforce never sets `verify`; requests ignores SSL_CERT_FILE (it ships
     # certifi), so honour that one here, below the requests variables.
@@ -233,7 +240,7 @@ class SalesforceConnector:
         self._usage: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._session = _session()
+        self._session = _session(settings.crm_timeout_seconds)
         self._session.hooks["response"].append(self._on_response)
         self.transport = Transport(
             CRM, self._classify,

@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from config.settings import Settings
-from connectors.hubspot.connector import HubSpotConnector, from_settings
+from connectors import registry
+from connectors.hubspot.connector import DEFAULT_TIMEOUT, HubSpotConnector, from_settings
 from connectors.transport import Unlimited
 from sync.ports import (
     Connector,
@@ -484,6 +485,34 @@ def test_given_a_slow_answer_then_the_read_timeout_is_retried(
     assert [r.id for r in page.records] == ["1"]
     assert conn.stats().calls[("companies.list", "timeout")] == 1
     assert len(sleeps) == 1
+    conn.close()
+
+
+def test_given_a_crm_timeout_setting_when_created_through_the_registry_then_it_is_the_read_timeout(  # noqa: E501
+    fake: FakeHubSpot, sleeps: list[float], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given: ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS far below the vendor default of 60 s, and an
+    # answer slower than it (workers are subprocesses: the environment is how it reaches them).
+    monkeypatch.setenv("ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS", "0.2")
+    conn = registry.create("hubspot", settings_for(fake.url), limiter=RecordingLimiter(),
+                           transport_sleep=sleeps.append)
+    fake.add("companies", company(1))
+    fake.then("/crm/v3/objects/companies", 200, {"results": []}, delay=1.0)
+
+    # When: the connector lists companies.
+    page = conn.list_records("companies", since=None, cursor=None)
+
+    # Then: the slow call timed out at the setting (not after 60 s) and was retried.
+    assert [r.id for r in page.records] == ["1"]
+    assert conn.stats().calls[("companies.list", "timeout")] == 1
+    conn.close()
+
+
+def test_given_no_crm_timeout_setting_then_the_vendor_read_timeout_stays(
+    fake: FakeHubSpot,
+) -> None:
+    conn = from_settings(settings_for(fake.url), limiter=RecordingLimiter())
+    assert conn._timeout == DEFAULT_TIMEOUT
     conn.close()
 
 

@@ -8,6 +8,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from connectors import registry
 from connectors.salesforce.connector import SalesforceConnector, from_settings, login_domain
 from connectors.transport import Unlimited
 from sync.ports import CredentialsError
@@ -304,6 +305,21 @@ def test_given_requests_ca_bundle_then_every_call_verifies_with_it(rsps, monkeyp
     sent = rsps.calls[0].request.req_kwargs
     assert sent["verify"] == str(bundle)
     assert sent["timeout"] == (10.0, 120.0)  # simple-salesforce sets none
+
+
+def test_given_a_crm_timeout_setting_when_created_through_the_registry_then_calls_use_it_as_the_read_timeout(  # noqa: E501
+        rsps, monkeypatch):
+    # Given: ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS set in the environment (how workers get it).
+    monkeypatch.setenv("ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS", "2.5")
+    conn = registry.create("salesforce", token_settings(), limiter=Unlimited())
+    rsps.get(QUERY_URL, json=page([]))
+    rsps.get(QUERY_URL, json=page([]))
+
+    # When: a call goes out.
+    conn.users()
+
+    # Then: its read timeout is the setting; connecting keeps the vendor's timeout.
+    assert rsps.calls[0].request.req_kwargs["timeout"] == (10.0, 2.5)
 
 
 def test_given_only_ssl_cert_file_then_it_is_trusted_too(rsps, monkeypatch, tmp_path):
