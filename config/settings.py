@@ -19,6 +19,10 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     public_url: str | None = None
     recheck_after_seconds: float = Field(default=30.0, ge=0)
+    # ACCOUNT_ROUTER_BATCH_WINDOW_MS: how long webhook and reprocess ids wait to be coalesced
+    # into one `route` task (at most 100 ids). Shorter means faster owners but more CRM calls
+    # per event; the bound is 250 ms.
+    batch_window_ms: float = Field(default=100.0, gt=0, le=250)
     # ACCOUNT_ROUTER_SWEEP_SCHEDULE: beat's sweeps, `crm:object=seconds,...`
     # (e.g. `hubspot:companies=300,salesforce:Lead=60`); empty means no scheduled sweeps.
     sweep_schedule: str = ""

@@ -7,7 +7,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from celery import Celery
@@ -19,9 +20,13 @@ from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK, make_app
 log = logging.getLogger(__name__)
 
 # A webhook burst (HubSpot sends up to 100 events per request, often for many records) becomes
-# one CRM batch call instead of one task per record; 250 ms is invisible to speed-to-lead.
+# one CRM batch call instead of one task per record. The deployed window comes from
+# ACCOUNT_ROUTER_BATCH_WINDOW_MS (default 100 ms); this is the Batcher's own default.
 WINDOW_SECONDS = 0.25
 MAX_IDS = 100  # the CRMs' batch read/write size: one task = one batch
+# How long `enqueue_route` waits for its batch to reach the broker. A webhook must be answered
+# within HubSpot's 5 s; past this the caller answers 503 and the CRM delivers again.
+PUBLISH_WAIT_SECONDS = 4.0
 
 # (crm, object, ids, trigger) -> None: where a finished batch goes.
 Sink = Callable[[str, str, list[str], str], None]
@@ -32,6 +37,9 @@ Key = tuple[str, str, str]  # crm, object, trigger: a batch is audited under one
 class _Batch:
     opened: float
     ids: dict[str, None] = field(default_factory=dict)  # ordered set: duplicates collapse
+    # Resolved once the batch is handed to the sink (the broker holds it), or failed with the
+    # sink's error: callers that acknowledge a CRM wait on it, so nothing acknowledged is lost.
+    sent: Future[None] = field(default_factory=Future)
 
 
 class Batcher:
@@ -53,9 +61,12 @@ class Batcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, crm: str, object: str, ids: Iterable[str], trigger: str) -> None:
-        """Queue ids; full batches (and batches whose window has passed) go out now."""
+    def add(self, crm: str, object: str, ids: Iterable[str], trigger: str
+            ) -> list[Future[None]]:
+        """Queue ids; full batches (and batches whose window has passed) go out now. Returns
+        the futures of the batches now holding these ids: done once they reached the sink."""
         key = (crm, object, trigger)
+        holding: list[Future[None]] = []
         with self._lock:
             now = self._clock()
             ready = self._take(lambda b: now - b.opened >= self._window)
@@ -69,12 +80,14 @@ class Batcher:
                     batch = self._batches[key] = _Batch(now)
                     opened = True
                 batch.ids[record_id] = None
+                if not holding or holding[-1] is not batch.sent:
+                    holding.append(batch.sent)
                 if len(batch.ids) >= self._max_ids:
-                    ready.append((key, list(batch.ids)))
-                    del self._batches[key]
+                    ready.append((key, self._batches.pop(key)))
         if opened:
             self._kick.set()  # the timer thread has a new deadline to wait for
         self._emit(ready)
+        return holding
 
     def flush_due(self) -> int:
         """Send the batches whose window has passed; how many were sent."""
@@ -120,22 +133,26 @@ class Batcher:
             self._kick.clear()
             try:
                 self.flush_due()
-            except Exception:  # noqa: BLE001 - the timer must survive a broker hiccup
-                log.exception("sending a route batch failed")
+            except Exception as exc:  # noqa: BLE001 - the timer must survive a broker hiccup
+                # The callers waiting on the batch get the error too (and answer 503).
+                log.error("sending a route batch failed: %r", exc)
 
-    def _take(self, due: Callable[[_Batch], bool]) -> list[tuple[Key, list[str]]]:
+    def _take(self, due: Callable[[_Batch], bool]) -> list[tuple[Key, _Batch]]:
         # Caller holds the lock; the sink is called outside it so a slow broker never blocks
         # producers adding ids.
         keys = [k for k, b in self._batches.items() if due(b)]
-        return [(k, list(self._batches.pop(k).ids)) for k in keys]
+        return [(k, self._batches.pop(k)) for k in keys]
 
-    def _emit(self, ready: list[tuple[Key, list[str]]]) -> int:
+    def _emit(self, ready: list[tuple[Key, _Batch]]) -> int:
         error: Exception | None = None
-        for (crm, obj, trigger), ids in ready:
+        for (crm, obj, trigger), batch in ready:
             try:
-                self._sink(crm, obj, ids, trigger)
+                self._sink(crm, obj, list(batch.ids), trigger)
             except Exception as exc:  # noqa: BLE001 - send the other batches, then raise
+                batch.sent.set_exception(exc)
                 error = error or exc
+            else:
+                batch.sent.set_result(None)
         if error is not None:
             raise error
         return len(ready)
@@ -208,18 +225,33 @@ def _backend(settings: Settings) -> _Backend:
         found = _backends.get(key)
         if found is None:
             runner: _Remote | _Local = _Remote(settings) if settings.redis_url else _Local()
-            batcher = Batcher(runner.route)
+            batcher = Batcher(runner.route, window=settings.batch_window_ms / 1000)
             batcher.start()
             atexit.register(batcher.close)  # ids still in a window are sent, not dropped
             found = _backends[key] = _Backend(runner, batcher)
         return found
 
 
-def enqueue_route(crm: str, object: str, ids: list[str], trigger: str) -> None:
-    """Route these ids soon: coalesced with others for the same CRM object within 250 ms (or
-    100 ids) into one `route` task, or one background run when embedded (no Redis)."""
+def enqueue_route(crm: str, object: str, ids: list[str], trigger: str, *,
+                  wait: float | None = PUBLISH_WAIT_SECONDS) -> None:
+    """Route these ids soon: coalesced with others for the same CRM object within the batch
+    window (ACCOUNT_ROUTER_BATCH_WINDOW_MS, or 100 ids) into one `route` task, or one
+    background run when embedded (no Redis).
+
+    Returns once the broker holds the batch (so a webhook acknowledged after this call is never
+    lost with this process) and raises what the broker raised, or TimeoutError after `wait`
+    seconds; `wait=None` returns at once, leaving the ids in this process's window."""
     obj = canonical_object(crm, object)  # a bad object fails here, in the caller, not later
-    _backend(Settings()).batcher.add(crm, obj, ids, trigger)
+    holding = _backend(Settings()).batcher.add(crm, obj, ids, trigger)
+    if wait is None:
+        return
+    deadline = time.monotonic() + wait
+    for sent in holding:
+        try:
+            sent.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            raise TimeoutError(f"the broker did not take {crm} {obj} ids within {wait:g} s"
+                               ) from None
 
 
 def enqueue_sweep(crm: str, object: str) -> None:

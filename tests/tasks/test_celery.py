@@ -156,3 +156,37 @@ def unowned_of(sim: Simulator, ids: list[str]) -> list[str]:
 
 def written(store: StateStore, record_id: str) -> list[Decision]:
     return [d for d in store.decisions(record_id=record_id) if d.written_at is not None]
+
+
+def test_given_configured_crms_when_a_worker_process_warms_up_then_its_first_task_reads_no_users(
+        sim, state_url, monkeypatch):
+    from tasks import worker
+
+    monkeypatch.setattr(worker, "_pipelines", {})
+    with serve(sim) as running:
+        for name, value in {**running.env(), "ACCOUNT_ROUTER_CONFIG": str(EXAMPLE),
+                            "ACCOUNT_ROUTER_STATE_URL": state_url}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
+
+        # When: the pool process warms up (as worker_process_init does, in a thread).
+        assert worker.warm_up() == ["hubspot", "salesforce"]
+        owner_calls = sum(sim.stats("hubspot")["calls"]["GET /crm/v3/owners"].values())
+        assert owner_calls >= 1
+
+        # Then: the first routed batch reuses the cached pipeline and owner directory.
+        target = unowned(sim)[0]
+        worker.run_route("hubspot", "companies", [target], "webhook")
+        assert sim.owner_of("hubspot", "companies", target) is not None
+        assert sum(sim.stats("hubspot")["calls"]["GET /crm/v3/owners"].values()) == owner_calls
+    for pipeline in worker._pipelines.values():
+        pipeline.store.close()
+
+
+def test_given_no_routing_file_when_warming_up_then_nothing_is_built(monkeypatch):
+    from config.settings import Settings
+    from tasks import worker
+
+    monkeypatch.setattr(worker, "_pipelines", {})
+    assert worker.warm_up(Settings(config=None, hubspot_access_token="t")) == []
+    assert worker._pipelines == {}

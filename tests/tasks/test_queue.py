@@ -128,6 +128,65 @@ def test_given_a_failing_sink_when_flushed_then_other_batches_still_go_and_the_e
     assert sorted(seen) == ["companies", "contacts"]
 
 
+def test_given_ids_added_when_their_batch_reaches_the_sink_then_their_futures_are_done(
+        batcher, clock, sink):
+    first = batcher.add("hubspot", "companies", ["1", "2"], "webhook")
+    second = batcher.add("hubspot", "companies", ["3"], "webhook")
+
+    assert first == second and not first[0].done()  # one open batch holds all three
+    clock.advance(0.25)
+    batcher.flush_due()
+    assert first[0].done() and first[0].result() is None
+    assert sink.sent == [("hubspot", "companies", ["1", "2", "3"], "webhook")]
+
+
+def test_given_ids_spanning_two_batches_when_added_then_both_futures_are_returned(
+        batcher, sink):
+    batcher.add("hubspot", "companies", [str(i) for i in range(60)], "webhook")
+    holding = batcher.add("hubspot", "companies", [str(i) for i in range(60, 120)], "webhook")
+
+    assert len(holding) == 2
+    assert holding[0].done() and not holding[1].done()  # the first filled up and went out
+    batcher.flush()
+    assert all(f.done() for f in holding)
+
+
+def test_given_a_failing_sink_when_the_batch_goes_then_its_future_carries_the_error():
+    def sink(*_: object) -> None:
+        raise ConnectionError("broker down")
+
+    failing = Batcher(sink, clock=lambda: 0.0)
+    holding = failing.add("hubspot", "companies", ["1"], "webhook")
+
+    with pytest.raises(ConnectionError):
+        failing.flush()
+    with pytest.raises(ConnectionError, match="broker down"):
+        holding[0].result(timeout=0)
+
+
+def test_given_an_unreachable_broker_when_enqueueing_then_the_caller_sees_the_failure(
+        monkeypatch):
+    # Given: a broker URL nobody listens on (a closed loopback port) and a short window.
+    import socket
+
+    from tasks import queue
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", f"redis://127.0.0.1:{port}/0")
+    monkeypatch.setenv("ACCOUNT_ROUTER_BATCH_WINDOW_MS", "20")
+    monkeypatch.setattr(queue, "_backends", {})
+    # When / then: enqueue_route raises instead of returning as if the ids were safe, so a
+    # webhook is answered 503 (and redelivered by the CRM) rather than 200 and lost.
+    with pytest.raises(Exception) as raised:
+        queue.enqueue_route("hubspot", "companies", ["1"], "webhook")
+    assert not isinstance(raised.value, AssertionError)
+    for backend in queue._backends.values():
+        backend.batcher._stop.set()
+        backend.batcher._kick.set()
+
+
 def test_given_the_timer_thread_when_the_window_passes_then_the_batch_is_sent_unprompted():
     sent = threading.Event()
     batcher = Batcher(lambda *_: sent.set(), window=0.05)
