@@ -7,7 +7,9 @@ import logging
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -32,6 +34,9 @@ log = logging.getLogger("account_router.pipeline")
 
 WRITES = (Outcome.ASSIGNED, Outcome.FALLBACK)
 RETRY_CHUNK = 100  # previously failed ids re-read per call
+# The owner token of record locks for the run in this context (see `Pipeline.locks_owned_by`);
+# unset, each batch locks under a fresh token.
+_lock_owner: ContextVar[str | None] = ContextVar("account_router_lock_owner", default=None)
 
 
 @dataclass
@@ -98,6 +103,19 @@ class Pipeline:
         self._calls_reported = self._call_stats()
 
     # -- helpers -------------------------------------------------------------------------
+
+    @staticmethod
+    @contextmanager
+    def locks_owned_by(token: str) -> Iterator[None]:
+        """Lock records under `token` for every batch run inside the block (this thread or
+        task only). A caller that runs the same work again after a state-store outage keeps
+        its token, so the locks its first attempt could not release are its own again rather
+        than blocking the records until they expire."""
+        reset = _lock_owner.set(token)
+        try:
+            yield
+        finally:
+            _lock_owner.reset(reset)
 
     def users(self) -> Mapping[str, OwnerInfo] | None:
         """The CRM's owners by id key, cached for `users_ttl` seconds (one call per refresh);
@@ -281,7 +299,7 @@ class Pipeline:
         audit: list[Decision] = [
             skipped(i, "record gone from the CRM", instant, object=kind, crm=self.crm,
                     trigger=trigger) for i in gone]
-        token = uuid.uuid4().hex
+        token = _lock_owner.get() or uuid.uuid4().hex
         keys = {r.id: f"{self.crm}:{obj}:{r.id}" for r in crm_records}
         if self.dry_run:
             held = set(keys.values())

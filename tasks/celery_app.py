@@ -99,6 +99,9 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
         task_ignore_result=True,  # no result backend: outcomes live in the audit
         result_backend=None,
         broker_connection_retry_on_startup=True,
+        # A task that loses Redis mid-run waits it out and runs again itself (tasks/worker.py),
+        # its message unacknowledged meanwhile; cancelling it would only redo the same work.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule=beat_schedule(settings),
         timezone="UTC",
     )

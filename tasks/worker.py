@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import redis
 import structlog
 from celery import Task
+from celery.exceptions import Reject
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
+from kombu.exceptions import OperationalError
 
 from config.settings import Settings
 from connectors import registry
@@ -19,7 +23,7 @@ from sync.compiler import load_routing
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmUnavailable, QuotaExhausted, canonical_object
 from sync.state import open_store
-from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK, app
+from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK, app, broker_transport_options
 from tasks.metrics import metrics_for
 
 log = get_task_logger(__name__)
@@ -32,6 +36,15 @@ CHAIN_LOCK_TTL_SECONDS = 120.0
 # batch runs twice.
 CRM_RETRY_COUNTDOWN_SECONDS = 30
 CRM_RETRIES = 3
+# Redis (state store and broker) unreachable mid-task, e.g. restarted: redis-py's own retries
+# (a few seconds) ran out. The task waits for Redis and runs again (it is idempotent); it is
+# never acknowledged as done, so the work is not lost with the outage.
+REDIS_OUTAGE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                OperationalError)
+OUTAGE_ATTEMPTS = 3
+# The wait stays well below the visibility timeout: past it the broker would hand the message
+# to another worker while this one still holds it.
+OUTAGE_WAIT_SECONDS = 40.0
 
 
 class _PageDone(Exception):  # noqa: N818 - a signal, not an error
@@ -154,11 +167,59 @@ def _task_context(task: Task) -> Iterator[None]:
         yield
 
 
+def redis_answers(url: str, timeout: float, *, poll: float = 0.5,
+                  clock: Callable[[], float] = time.monotonic,
+                  sleep: Callable[[float], None] = time.sleep) -> bool:
+    """True once Redis at `url` answers PING, False if it has not within `timeout` seconds."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1,
+                                  retry=None)
+    deadline = clock() + timeout
+    try:
+        while True:
+            try:
+                if client.ping():
+                    return True
+            except redis.exceptions.RedisError:
+                pass
+            if clock() >= deadline:
+                return False
+            sleep(poll)
+    finally:
+        client.close()
+
+
+def outage_wait_seconds() -> float:
+    return min(OUTAGE_WAIT_SECONDS, 0.6 * broker_transport_options()["visibility_timeout"])
+
+
+def _outlasting_redis_outages(task: Task, body: Callable[[], None]) -> None:
+    """Run `body`; when Redis drops out under it, wait for Redis and run it again.
+
+    Every attempt locks records under one token, so the record locks a failed attempt could not
+    release belong to the next attempt rather than parking its records until they expire.
+    Redis still gone after the wait: the message goes back to the queue (`Reject`), or, with
+    the broker down too, waits in the broker's unacked set for its visibility timeout."""
+    settings = Settings()
+    urls = list(dict.fromkeys(u for u in (settings.redis_url, settings.resolved_state_url())
+                              if u and u.startswith(("redis://", "rediss://", "unix://"))))
+    with Pipeline.locks_owned_by(uuid.uuid4().hex):
+        for attempt in range(1, OUTAGE_ATTEMPTS + 1):
+            try:
+                body()
+                return
+            except REDIS_OUTAGE as exc:
+                log.warning("task %s: Redis unreachable (attempt %d of %d): %r", task.name,
+                            attempt, OUTAGE_ATTEMPTS, exc)
+                back = all(redis_answers(u, outage_wait_seconds()) for u in urls)
+                if attempt == OUTAGE_ATTEMPTS or not urls or not back:
+                    raise Reject(f"Redis unreachable: {exc!r}", requeue=True) from exc
+
+
 @app.task(name=ROUTE_TASK, bind=True, max_retries=CRM_RETRIES)
 def route(self: Task, crm: str, object: str, ids: list[str], trigger: str) -> None:
     """Route a batch of record ids (webhooks, reprocessing): one pipeline batch."""
     with _task_context(self):
-        _route(self, crm, object, ids, trigger)
+        _outlasting_redis_outages(self, lambda: _route(self, crm, object, ids, trigger))
 
 
 def _route(self: Task, crm: str, object: str, ids: list[str], trigger: str) -> None:
@@ -185,7 +246,7 @@ def sweep_page(self: Task, crm: str, object: str, chain: str | None = None) -> N
     beat start arriving while a chain is still running is dropped instead of racing it for the
     same checkpoint."""
     with _task_context(self):
-        _sweep_page(self, crm, object, chain)
+        _outlasting_redis_outages(self, lambda: _sweep_page(self, crm, object, chain))
 
 
 def _sweep_page(self: Task, crm: str, object: str, chain: str | None) -> None:

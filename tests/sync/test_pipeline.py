@@ -239,6 +239,23 @@ def test_given_records_locked_by_another_worker_when_routing_then_they_are_left_
     assert {i for i, _ in crm.writes} == {"c1"}
 
 
+def test_given_locks_left_by_a_failed_attempt_when_it_runs_again_with_its_token_then_it_routes(
+        crm, store):
+    # Given: an attempt that locked c0 under "task-1" and died with the state store (its
+    # unlock never arrived), and c1 locked by somebody else.
+    store.lock_records(["hubspot:companies:c0"], "task-1", 60)
+    store.lock_records(["hubspot:companies:c1"], "other-worker", 60)
+
+    # When: the same task runs again under its own token.
+    with Pipeline.locks_owned_by("task-1"):
+        report = make(crm, store).route_ids("companies", ["c0", "c1"], now=NOW)
+
+    # Then: its own leftover lock is its own again; the other worker's still excludes it.
+    assert {i for i, _ in crm.writes} == {"c0"}
+    assert report.locked_elsewhere == 1
+    assert store.lock_records(["hubspot:companies:c0"], "probe", 60)  # released afterwards
+
+
 def test_given_an_id_that_no_longer_exists_when_reprocessing_then_skipped_and_audited(
         crm, store):
     report = make(crm, store).route_ids("companies", ["c0", "nope"], now=NOW)
