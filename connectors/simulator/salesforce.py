@@ -315,7 +315,10 @@ async def _with_faults(sim: Simulator, faults: Faults, request: Request,
     fault = sim.roll_fault()
     if fault == "timeout":
         # Stall past the client's timeout, then do the work anyway: a timed-out write may
-        # still have been applied, as with the real service.
+        # still have been applied, as with the real service. The body is read first: once
+        # the client has given up, the server reports it gone and a later read would fail
+        # (ClientDisconnect), silently dropping the work this fault exists to apply.
+        await request.body()
         await stall(request, faults.timeout_sleep_s)
     elif fault == "error":
         # Salesforce never answers 429 (its rate signal is 403 REQUEST_LIMIT_EXCEEDED, a daily

@@ -114,14 +114,22 @@ def test_given_latency_when_called_then_every_call_is_slower(sim: Simulator, run
 def test_given_a_timeout_fault_when_the_client_gives_up_then_the_write_still_lands(
         sim: Simulator, running):
     sim.configure_faults(timeout_rate=1.0, timeout_sleep_s=0.6)
-    record = sim.ids("hubspot", "companies")[0]
+    # Unowned records, so only the stalled writes can give them an owner (the first seeded
+    # company is already owned by 104, which once let this pass with no write landing).
+    single, batched = [i for i in sim.ids("hubspot", "companies")
+                       if sim.owner_of("hubspot", "companies", i) is None][:2]
     with pytest.raises(requests.exceptions.ReadTimeout):
-        requests.patch(f"{running.hubspot_url}/crm/v3/objects/companies/{record}",
+        requests.patch(f"{running.hubspot_url}/crm/v3/objects/companies/{single}",
                        headers=HS_AUTH, json={"properties": {"hubspot_owner_id": "104"}},
                        timeout=0.2)
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        requests.post(f"{running.hubspot_url}/crm/v3/objects/companies/batch/update",
+                      headers=HS_AUTH, timeout=0.2, json={
+                          "inputs": [{"id": batched, "properties": {"hubspot_owner_id": "105"}}]})
     deadline = time.monotonic() + 3
-    while sim.owner_of("hubspot", "companies", record) != "104":
-        assert time.monotonic() < deadline, "the stalled write never applied"
+    while (sim.owner_of("hubspot", "companies", single),
+           sim.owner_of("hubspot", "companies", batched)) != ("104", "105"):
+        assert time.monotonic() < deadline, "a stalled write never applied"
         time.sleep(0.05)
 
 
