@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,9 @@ from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
 # Windows are day/week/month; 100 days outlives the longest one with room for reports, and the
 # TTL is refreshed on every increment, so no sweeper is needed for old windows.
 COUNT_TTL_SECONDS = 100 * 24 * 3600
+# A commit's "already applied" mark only has to outlive redis-py's re-send of the same script
+# (seconds); an hour is ample and keeps one small key per commit from piling up.
+COMMIT_MARK_TTL_SECONDS = 3600
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CHUNK = 1000  # ids per HMGET: bounded round trips without one giant reply
@@ -30,9 +34,17 @@ _CHUNK = 1000  # ids per HMGET: bounded round trips without one giant reply
 # KEYS (the payload refers to them by index), as Redis requires for scripts.
 _COMMIT_LUA = """
 local p = cjson.decode(ARGV[1])
+-- A commit id already applied: this is redis-py re-sending the script after the connection
+-- dropped before its answer arrived (a Redis restart); applying it again would duplicate the
+-- audit rows and turns. What it answered the first time is what it answers now.
+local done = redis.call('GET', KEYS[4])
+if done then return tonumber(done) end
 for _, c in ipairs(p.checks) do
   local v = tonumber(redis.call('HGET', KEYS[c[1]], 'version') or '0')
-  if v ~= c[2] then return 0 end
+  if v ~= c[2] then
+    redis.call('SET', KEYS[4], 0, 'EX', p.done_ttl)
+    return 0
+  end
 end
 for _, ch in ipairs(p.changes) do
   local k = KEYS[ch[1]]
@@ -61,6 +73,16 @@ if n > 0 then
     if d[4] > 0 then redis.call('ZADD', KEYS[d[4]], d[2], id) end
   end
 end
+redis.call('SET', KEYS[4], 1, 'EX', p.done_ttl)
+return 1
+"""
+
+# `seen` as a compare-and-set on a caller's token: the mark is taken by SET NX, and a re-sent
+# request (redis-py retries after a dropped connection) finds its own token there, so it is not
+# mistaken for another delivery of the same event, which would route nothing.
+_SEEN_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
 return 1
 """
 
@@ -128,6 +150,7 @@ class RedisStateStore(ClosesOnExit):
         self._commit_script = self._r.register_script(_COMMIT_LUA)
         self._unlock_script = self._r.register_script(_UNLOCK_LUA)
         self._refresh_script = self._r.register_script(_REFRESH_LUA)
+        self._seen_script = self._r.register_script(_SEEN_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -199,7 +222,10 @@ class RedisStateStore(ClosesOnExit):
         expected: Mapping[str, int],
         changes: Sequence[PoolChange],
         decisions: Sequence[Decision],
+        *,
+        commit_id: str | None = None,
     ) -> bool:
+        # `commit_id` (one per call unless a test gives it) makes the script idempotent.
         keys: list[str] = []
         slots: dict[str, int] = {}
 
@@ -213,8 +239,10 @@ class RedisStateStore(ClosesOnExit):
         key(self._audit_key("seq"))
         key(self._audit_key("body"))
         key(self._audit_key("time"))
+        key(f"{self.prefix}commit:{commit_id or uuid.uuid4().hex}")
         payload: dict[str, Any] = {
             "ttl": COUNT_TTL_SECONDS,
+            "done_ttl": COMMIT_MARK_TTL_SECONDS,
             "checks": [[key(self._pool_key(p)), int(v)] for p, v in expected.items()],
             "changes": [
                 [
@@ -379,7 +407,10 @@ class RedisStateStore(ClosesOnExit):
         _check_ttl(ttl_seconds)
         # SET NX PX is atomic: exactly one caller marks a live key; rounded up like the locks.
         ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
-        return not self._r.set(f"{self.prefix}seen:{key}", "1", nx=True, px=ttl_ms)
+        return self._seen_as(key, ttl_ms, uuid.uuid4().hex)
+
+    def _seen_as(self, key: str, ttl_ms: int, token: str) -> bool:
+        return bool(self._seen_script(keys=[f"{self.prefix}seen:{key}"], args=[token, ttl_ms]))
 
     def forget(self, key: str) -> None:
         self._r.delete(f"{self.prefix}seen:{key}")
