@@ -614,3 +614,17 @@ def test_given_a_worker_queue_when_serve_then_uvicorn_runs_the_app_on_host_and_p
     assert result.exit_code == 0, result.output
     assert [(host, port) for _, host, port in served] == [("127.0.0.1", 8123)]
     assert TestClient(served[0][0]).get("/healthz").json()["state"] == "ok"  # type: ignore[arg-type]
+
+
+def test_given_the_app_started_then_webhooks_have_threads_to_wait_out_the_batch_window(
+    sqlite_store: StateStore, enqueue: RecordingEnqueue,
+) -> None:
+    import anyio.to_thread
+
+    from tasks.http import ENQUEUE_THREADS
+
+    app = create_app(make_settings(), sqlite_store, enqueue, clock=lambda: NOW)
+    with TestClient(app) as client:  # runs the lifespan, in the app's own event loop
+        tokens = client.portal.call(
+            lambda: anyio.to_thread.current_default_thread_limiter().total_tokens)
+    assert tokens == ENQUEUE_THREADS
