@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 
 from connectors.simulator import Simulator, serve
 from sync.models import Decision
@@ -72,18 +74,20 @@ class WriteCounter:
 
 
 class Workers:
-    """Worker subprocesses (`--pool solo`), each with its own log; all killed by `stop_all`."""
+    """Worker subprocesses (`--pool solo`, or prefork children with `concurrency` > 1), each
+    with its own log; all stopped by `stop_all`."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> subprocess.Popen[bytes]:
+    def start(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
         log = self.logs / f"worker-{len(self.procs)}.log"
+        pool = "solo" if concurrency == 1 else "prefork"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "solo",
-                 "--concurrency", "1", "--loglevel", "WARNING",
+                [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", pool,
+                 "--concurrency", str(concurrency), "--loglevel", "WARNING",
                  "--hostname", f"w{len(self.procs)}@%h"],
                 cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
@@ -321,3 +325,199 @@ def _stopped(store: StateStore, sim: Simulator) -> bool:
     if probe:
         store.unlock_records([CHAIN_LOCK], "probe")
     return bool(probe)
+
+
+# --- R1: 10,000 records through faulty HubSpot and Celery workers ------------------------------
+
+R1_COMPANIES = 10_000
+# The simulator's HubSpot owners 100..108 are the active people of the example routing file
+# (109 left, 190 is archived, 199 is a queue): one uncapped round-robin pool of all nine. The
+# example file's daily caps (400/day for smb) would run out long before 10,000 records.
+R1_REPS = {"maya": "100", "ava": "101", "ben": "102", "hana": "103", "eve": "104",
+           "finn": "105", "cara": "106", "dev": "107", "eli": "108"}
+R1_RULE = "everyone"
+R1_ROUTING = """\
+version: 1
+timezone: UTC
+respect_existing_owner: valid_only
+reps:
+{reps}
+pools:
+  everyone: {{members: [{members}], strategy: round_robin}}
+rules:
+  - name: everyone
+    assign: {{pool: everyone}}
+"""
+# A stalled call answers after R1_STALL_SECONDS, past the workers' read timeout
+# (ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS), so the client gives up and retries while the stalled
+# request still applies its work; normal calls answer in milliseconds, far inside it.
+R1_CRM_TIMEOUT_SECONDS = 1.0
+R1_STALL_SECONDS = 1.5
+R1_WAIT_SECONDS = 120.0
+
+
+def r1_routing_file(tmp_path: Path) -> Path:
+    reps = "\n".join(f"  - {{id: {rep}, name: {rep.title()}, email: {rep}@example.com, "
+                     f"crm_ids: {{hubspot: \"{crm_id}\"}}}}" for rep, crm_id in R1_REPS.items())
+    path = tmp_path / "routing.yaml"
+    path.write_text(R1_ROUTING.format(reps=reps, members=", ".join(R1_REPS)))
+    return path
+
+
+class OwnerChanges:
+    """Per company, how often an applied write CHANGED its owner, and how many writes applied.
+
+    A timed-out write is applied by the simulator after the client gave up, and the transport
+    re-sends it: the same owner lands twice. That is a harmless repeat, not a second
+    assignment, so "written twice" is judged by distinct owner changes (and by the audit),
+    never by raw applied calls."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.changes: Counter[str] = Counter()
+        self.applied: Counter[str] = Counter()
+        original = sim.hubspot_update
+
+        def tracking(obj: str, record_id: str | int, props: dict[str, object]) -> None:
+            if obj != OBJ or "hubspot_owner_id" not in props:
+                original(obj, record_id, props)
+                return
+            key = str(record_id)
+            with sim.lock:  # re-entrant: the read and the write are one step for other calls
+                before = sim.owner_of("hubspot", OBJ, key)
+                original(obj, record_id, props)
+                after = sim.owner_of("hubspot", OBJ, key)
+            self.applied[key] += 1
+            if after != before:
+                self.changes[key] += 1
+
+        sim.hubspot_update = tracking  # type: ignore[method-assign]
+
+
+class FaultLog:
+    """Counts the faults the simulator injects (its own seeded draws), so the proof can show
+    that timeouts really happened: a stalled call is logged by the simulator as answered."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.rolled: Counter[str | None] = Counter()
+        original = sim.roll_fault
+
+        def counting() -> str | None:
+            fault = original()
+            self.rolled[fault] += 1
+            return fault
+
+        sim.roll_fault = counting  # type: ignore[method-assign]
+
+
+def broker_idle(redis_url: str) -> bool:
+    """No message waits in the default queue, and none is held by a worker (kombu keeps a
+    delivered, unacknowledged message in its `unacked` hash: running, or counting down a
+    task retry)."""
+    client = redis_lib.Redis.from_url(redis_url)
+    try:
+        return client.llen("celery") == 0 and client.hlen("unacked") == 0
+    finally:
+        client.close()
+
+
+def sweep_done(store: StateStore) -> bool:
+    """A sweep chain stored its checkpoint, reached the last page and released its lock."""
+    return store.get_checkpoint(CHECKPOINT) is not None and chain_finished(store)
+
+
+def test_given_10000_companies_and_a_faulty_crm_when_two_workers_route_them_then_every_record_is_routed_once_and_the_pool_stays_even(  # noqa: E501
+        redis_url, monkeypatch, tmp_path):
+    # Given: 10,000 HubSpot companies, most unowned, behind a CRM where 20% of calls answer
+    # 429/500/503 and 1% stall past the client's read timeout (then apply their work anyway).
+    sim = seeded(R1_COMPANIES, seed=21)
+    sim.configure_faults(latency_ms=2, error_rate=0.2, timeout_rate=0.01,
+                         timeout_sleep_s=R1_STALL_SECONDS)
+    # The injected 429s report the burst window as their interval, which the connector waits
+    # out and shares with every worker (a pause of the Redis limiter). HubSpot's real window is
+    # 10 s; a 0.25 s window keeps the same behaviour at test speed. Its budget is set so high
+    # that only injected faults refuse calls.
+    sim.configure_limits(hubspot_burst=100_000, hubspot_burst_window_s=0.25)
+    initial = {i: sim.owner_of("hubspot", OBJ, i) for i in sim.ids("hubspot", OBJ)}
+    todo = set(unowned(sim))
+    assert len(initial) == R1_COMPANIES and len(todo) > R1_COMPANIES // 2, len(todo)
+    changes = OwnerChanges(sim)
+    faults = FaultLog(sim)
+    workers = Workers(tmp_path)
+    with running_crm(sim, redis_url, monkeypatch):
+        for name, value in {
+                "ACCOUNT_ROUTER_CONFIG": str(r1_routing_file(tmp_path)),
+                "ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS": str(R1_CRM_TIMEOUT_SECONDS),
+                # Our own pacing is not under test here: HubSpot's (simulated) limits are.
+                "ACCOUNT_ROUTER_HUBSPOT_CALLS_PER_10S": "100000",
+                # Nobody is killed: the production visibility timeout, so a batch slowed by
+                # retries is not re-delivered to the other worker while it still runs.
+                "ACCOUNT_ROUTER_VISIBILITY_TIMEOUT": "60"}.items():
+            monkeypatch.setenv(name, value)
+        store = open_store(redis_url)
+        try:
+            workers.start(concurrency=2)
+            workers.start(concurrency=2)
+            # When: every company arrives as webhook-style ids, in a shuffled order, coalesced
+            # into route tasks of up to 100 ids ...
+            ids = list(initial)
+            random.Random(21).shuffle(ids)
+            for start in range(0, len(ids), 100):
+                enqueue_route("hubspot", OBJ, ids[start:start + 100], "webhook")
+            flush()
+            wait_for(lambda: broker_idle(redis_url), workers, "the route tasks to drain",
+                     timeout=R1_WAIT_SECONDS, poll=0.5)
+            # ... and then, as production recovery does, a sweep routes what the route tasks
+            # parked (ids whose CRM calls failed after every retry) and anything left unowned.
+            parked = len(store.failed("hubspot", OBJ))
+            enqueue_sweep("hubspot", OBJ)
+            wait_for(lambda: sweep_done(store), workers, "the sweep to finish",
+                     timeout=R1_WAIT_SECONDS, poll=0.5)
+
+            # Then: the CRM really misbehaved, so nothing below holds vacuously.
+            statuses = Counter[str]()
+            for per_status in sim.stats("hubspot")["calls"].values():
+                statuses.update(per_status)
+            assert {"429", "500", "503"} <= set(statuses), statuses
+            assert faults.rolled["timeout"] > 0 and faults.rolled["error"] > 0, faults.rolled
+
+            # Every record routed, none lost: each initially unowned company is owned by a
+            # rep, every other one by a valid owner, and nothing waits on the retry list.
+            final = {i: sim.owner_of("hubspot", OBJ, i) for i in initial}
+            rep_ids = set(R1_REPS.values())
+            lost = sorted(i for i in todo if final[i] not in rep_ids)
+            assert not lost, f"{len(lost)} unowned companies not routed (parked {parked}): " \
+                             f"{lost[:10]}"
+            valid = {o.id for o in sim.hubspot_owners.values()
+                     if not o.archived and o.type == "PERSON"}
+            invalid = {i: o for i, o in final.items() if o not in valid}
+            assert not invalid, f"{len(invalid)} companies without a valid owner"
+            assert store.failed("hubspot", OBJ) == []
+
+            # Zero written twice: no company's owner changed twice, and the audit never claims
+            # two successful writes for one record; what it claims is what the CRM holds.
+            twice = {i: n for i, n in changes.changes.items() if n > 1}
+            assert not twice, f"owner changed more than once: {twice}"
+            audit = written_audit(store)
+            doubles = {i: len(ds) for i, ds in audit.items() if len(ds) > 1}
+            assert not doubles, f"audited as written more than once: {doubles}"
+            assert all(final[i] == ds[0].owner_crm_id for i, ds in audit.items())
+            # Every owner change is audited: as a written decision or, for a write that timed
+            # out, landed anyway and then failed its retries, as that decision with its error
+            # (the sweep then keeps the owner it set).
+            decisions = store.decisions(limit=100_000)
+            unwritten = {d.record_id: d.owner_crm_id for d in decisions if d.write_error}
+            unaudited = set(changes.changes) - set(audit)
+            assert all(unwritten.get(i) == final[i] for i in unaudited), unaudited
+
+            # The round-robin pool: its turns (audited assignments) are shared out evenly, and
+            # so are the owners written; a turn whose write failed is re-taken by the sweep,
+            # the one way the written spread may exceed the turns' spread.
+            turns = Counter(d.owner for d in decisions
+                            if d.rule == R1_RULE and d.outcome == "assigned")
+            written = Counter(ds[0].owner for ds in audit.values() if ds[0].rule == R1_RULE)
+            assert set(turns) == set(R1_REPS) and sum(written.values()) >= len(todo), written
+            assert max(turns.values()) - min(turns.values()) <= 1, turns
+            assert max(written.values()) - min(written.values()) <= 1 + len(unwritten), written
+        finally:
+            workers.stop_all()
+            store.close()
