@@ -157,6 +157,7 @@ def main() -> None:
         store = RedisStateStore(redis_url)
         deadline = time.time() + 60
         written: dict[str, float] = {}
+        decided: dict[str, float] = {}  # the routing instant: after the queue and the read
         while time.time() < deadline and len(written) < len(ids):
             for record_id in ids:
                 if record_id in written:
@@ -164,6 +165,7 @@ def main() -> None:
                 found = [d for d in store.decisions(record_id=record_id) if d.written_at]
                 if found:
                     written[record_id] = found[0].written_at.timestamp()  # type: ignore[union-attr]
+                    decided[record_id] = found[0].decided_at.timestamp()  # type: ignore[union-attr]
             time.sleep(0.5)
         store.close()
         with urllib.request.urlopen(hubspot + "/__simulator__/stats") as r:  # noqa: S310
@@ -182,6 +184,11 @@ def main() -> None:
     events = len(ids)
     print(f"{events} events at {args.rate:g}/s, simulator latency {args.latency_ms:g} ms: "
           f"{len(written)} owners written; {calls / events:.2f} CRM calls per event")
+    to_decided = statistics.quantiles([decided[i] - sent[i] for i in written], n=100)
+    to_written = statistics.quantiles([written[i] - decided[i] for i in written], n=100)
+    print(f"stages: received -> decided p50 {to_decided[49] * 1000:.0f} ms / p99 "
+          f"{to_decided[98] * 1000:.0f} ms; decided -> written p50 {to_written[49] * 1000:.0f} "
+          f"ms / p99 {to_written[98] * 1000:.0f} ms")
     webhook = statistics.quantiles(answered, n=100)
     print(f"webhook answered in p50 {webhook[49] * 1000:.0f} ms, p99 {webhook[98] * 1000:.0f} ms")
     print(f"speed to lead (webhook received -> owner written): p50 {q[49] * 1000:.0f} ms, "

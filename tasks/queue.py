@@ -45,17 +45,24 @@ class _Batch:
 class Batcher:
     """Coalesces ids per (crm, object, trigger): a batch goes to the sink `window` seconds
     after its first id arrived, or at once when it reaches `max_ids`. Thread-safe; the timer
-    thread (`start`) only calls `flush_due`, so tests drive it with a fake clock instead."""
+    thread (`start`) only calls `flush_due`, so tests drive it with a fake clock instead.
+
+    With `leading` (the default) a key's batch is due one window after its previous batch went
+    out, so an id arriving when nothing went out for its key in the last `window` goes at once:
+    a lone webhook (the usual case) waits for nobody, while a burst still coalesces, since the
+    ids behind the first wait for the next window."""
 
     def __init__(self, sink: Sink, *, window: float = WINDOW_SECONDS, max_ids: int = MAX_IDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, leading: bool = True) -> None:
         if window <= 0 or max_ids < 1:
             raise ValueError("window must be > 0 and max_ids >= 1")
         self._sink = sink
         self._window = window
         self._max_ids = max_ids
         self._clock = clock
+        self._leading = leading
         self._batches: dict[Key, _Batch] = {}
+        self._last_sent: dict[Key, float] = {}  # when a batch of this key last went out
         self._lock = threading.Lock()
         self._kick = threading.Event()
         self._stop = threading.Event()
@@ -77,13 +84,23 @@ class Batcher:
                     continue
                 batch = self._batches.get(key)
                 if batch is None:
-                    batch = self._batches[key] = _Batch(now)
+                    opened_at = now
+                    if self._leading:
+                        # Due one window after the last batch of this key went out: at once
+                        # for an idle key (it leaves with this call), and never more than one
+                        # batch per window for a busy one.
+                        last = self._last_sent.get(key)
+                        opened_at = now - self._window if last is None else \
+                            max(now - self._window, last)
+                    batch = self._batches[key] = _Batch(opened_at)
                     opened = True
                 batch.ids[record_id] = None
                 if not holding or holding[-1] is not batch.sent:
                     holding.append(batch.sent)
                 if len(batch.ids) >= self._max_ids:
                     ready.append((key, self._batches.pop(key)))
+                    self._last_sent[key] = now
+            ready += self._take(lambda b: now - b.opened >= self._window)
         if opened:
             self._kick.set()  # the timer thread has a new deadline to wait for
         self._emit(ready)
@@ -141,6 +158,9 @@ class Batcher:
         # Caller holds the lock; the sink is called outside it so a slow broker never blocks
         # producers adding ids.
         keys = [k for k, b in self._batches.items() if due(b)]
+        now = self._clock()
+        for k in keys:
+            self._last_sent[k] = now
         return [(k, self._batches.pop(k)) for k in keys]
 
     def _emit(self, ready: list[tuple[Key, _Batch]]) -> int:

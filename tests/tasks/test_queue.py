@@ -43,7 +43,8 @@ def sink() -> Sink:
 
 @pytest.fixture
 def batcher(clock, sink) -> Batcher:
-    return Batcher(sink, window=0.25, max_ids=100, clock=clock)
+    # Trailing only: these tests are about the window itself; the leading edge has its own.
+    return Batcher(sink, window=0.25, max_ids=100, clock=clock, leading=False)
 
 
 def test_given_a_burst_of_250_ids_when_flushed_then_3_tasks_of_at_most_100_carry_them_all(
@@ -119,13 +120,62 @@ def test_given_a_failing_sink_when_flushed_then_other_batches_still_go_and_the_e
         if obj == "companies":
             raise ConnectionError("broker down")
 
-    failing = Batcher(sink, clock=lambda: 0.0)
+    failing = Batcher(sink, clock=lambda: 0.0, leading=False)
     failing.add("hubspot", "companies", ["1"], "webhook")
     failing.add("hubspot", "contacts", ["1"], "webhook")
 
     with pytest.raises(ConnectionError):
         failing.flush()
     assert sorted(seen) == ["companies", "contacts"]
+
+
+def test_given_an_idle_key_when_a_lone_id_arrives_then_it_goes_at_once(clock, sink):
+    batcher = Batcher(sink, window=0.1, clock=clock)
+
+    holding = batcher.add("hubspot", "companies", ["1"], "webhook")
+
+    assert sink.sent == [("hubspot", "companies", ["1"], "webhook")]
+    assert holding[0].done()
+
+
+def test_given_a_burst_on_an_idle_key_when_added_then_the_first_goes_and_the_rest_coalesce(
+        clock, sink):
+    batcher = Batcher(sink, window=0.1, clock=clock)
+
+    for record_id in "12345":
+        batcher.add("hubspot", "companies", [record_id], "webhook")
+        clock.advance(0.01)
+
+    assert [s[2] for s in sink.sent] == [["1"]]
+    assert batcher.flush_due() == 0  # 40 ms after the first batch: not yet
+    clock.advance(0.06)  # one window after the first batch went out
+    assert batcher.flush_due() == 1
+    assert [s[2] for s in sink.sent] == [["1"], ["2", "3", "4", "5"]]
+
+
+def test_given_a_steady_stream_when_leading_then_at_most_one_batch_per_window_per_key(
+        clock, sink):
+    batcher = Batcher(sink, window=0.1, clock=clock)
+
+    for k in range(100):  # 100 ids at 10 ms intervals: one second
+        batcher.add("hubspot", "companies", [str(k)], "webhook")
+        batcher.flush_due()
+        clock.advance(0.01)
+    batcher.flush()
+
+    assert sum(len(s[2]) for s in sink.sent) == 100
+    assert 10 <= len(sink.sent) <= 11
+
+
+def test_given_a_quiet_window_when_the_next_id_arrives_then_it_goes_at_once_again(
+        clock, sink):
+    batcher = Batcher(sink, window=0.1, clock=clock)
+    batcher.add("hubspot", "companies", ["1"], "webhook")
+    clock.advance(0.5)
+
+    batcher.add("hubspot", "companies", ["2"], "webhook")
+
+    assert [s[2] for s in sink.sent] == [["1"], ["2"]]
 
 
 def test_given_ids_added_when_their_batch_reaches_the_sink_then_their_futures_are_done(
@@ -155,7 +205,7 @@ def test_given_a_failing_sink_when_the_batch_goes_then_its_future_carries_the_er
     def sink(*_: object) -> None:
         raise ConnectionError("broker down")
 
-    failing = Batcher(sink, clock=lambda: 0.0)
+    failing = Batcher(sink, clock=lambda: 0.0, leading=False)
     holding = failing.add("hubspot", "companies", ["1"], "webhook")
 
     with pytest.raises(ConnectionError):
@@ -189,7 +239,7 @@ def test_given_an_unreachable_broker_when_enqueueing_then_the_caller_sees_the_fa
 
 def test_given_the_timer_thread_when_the_window_passes_then_the_batch_is_sent_unprompted():
     sent = threading.Event()
-    batcher = Batcher(lambda *_: sent.set(), window=0.05)
+    batcher = Batcher(lambda *_: sent.set(), window=0.05, leading=False)
     batcher.start()
     try:
         started = time.monotonic()
