@@ -8,6 +8,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 import redis
 import structlog
@@ -17,9 +19,10 @@ from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
+from config.routing import ConfigError
 from config.settings import Settings
 from connectors import registry
-from sync.compiler import load_routing
+from sync.compiler import CompiledRouting, load_routing
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmUnavailable, QuotaExhausted, canonical_object
 from sync.state import open_store
@@ -53,7 +56,7 @@ class _PageDone(Exception):  # noqa: N818 - a signal, not an error
 
 # One pipeline per (crm, routing file, state, broker) per process: the routing file is compiled,
 # the state store connected and the CRM's users cached once, not per task.
-_pipelines: dict[tuple[str, str, str, str], Pipeline] = {}
+_pipelines: dict[tuple[str, str, str, str], _Built] = {}
 _pipelines_lock = threading.Lock()
 
 
@@ -96,27 +99,91 @@ def warm_up(settings: Settings | None = None) -> list[str]:
     return warmed
 
 
+@dataclass
+class _Built:
+    pipeline: Pipeline
+    stamp: Stamp  # of the routing file and its list files, taken before they were read
+    refused: Stamp | None = None  # a broken edit already reported: not re-read every task
+
+
+Stamp = tuple[tuple[int, int] | None, ...]
+
+
+def routing_files(config: str, routing: CompiledRouting | None) -> list[Path]:
+    """The routing file and the list files it names (relative to its folder)."""
+    files = [Path(config)]
+    if routing is not None:
+        base = Path(config).parent
+        files += [base / spec.file for spec in routing.file.lists.values() if spec.file]
+    return files
+
+
+def _stamp(files: Sequence[Path]) -> Stamp:
+    stamps: list[tuple[int, int] | None] = []
+    for file in files:
+        try:
+            st = file.stat()
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
+
+
+def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipeline:
+    routing = load_routing(config)
+    store = open_store(state_url)
+    try:
+        # create_for: the connector also reads the fields this routing file's rules and field
+        # maps name (`fields.<x>`), which a plain connector would leave out.
+        connector = registry.create_for(crm, routing, settings)
+    except Exception:
+        store.close()
+        raise
+    return Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
+                    metrics=metrics_for(settings))
+
+
 def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:
-    """This process's pipeline for `crm`, built on first use from the environment."""
+    """This process's pipeline for `crm`, built on first use from the environment, and built
+    again when the routing file (or a list file it names) changes on disk. An edit that does
+    not validate is logged once and the previous rules keep routing: a typo pushed to a running
+    service must not stop it, and `account-router validate` says what is wrong."""
     settings = settings or Settings()
-    if not settings.config:
+    config = settings.config
+    if not config:
         raise ValueError("no routing file: set ACCOUNT_ROUTER_CONFIG")
     state_url = settings.resolved_state_url()
-    key = (crm, settings.config, state_url, settings.redis_url or "")
+    key = (crm, config, state_url, settings.redis_url or "")
     with _pipelines_lock:
-        cached = _pipelines.get(key)
-        if cached is None:
-            routing = load_routing(settings.config)
-            store = open_store(state_url)
-            try:
-                connector = registry.create(crm, settings)
-            except Exception:
-                store.close()
-                raise
-            cached = _pipelines[key] = Pipeline(
-                connector, routing, store, recheck_after=settings.recheck_after_seconds,
-                metrics=metrics_for(settings))
-        return cached
+        built = _pipelines.get(key)
+        if built is None:
+            _pipelines[key] = built = _Built(*_build_stamped(crm, settings, config, state_url))
+            return built.pipeline
+        stamp = _stamp(routing_files(config, built.pipeline.routing))
+        if stamp in (built.stamp, built.refused):
+            return built.pipeline
+        try:
+            fresh = _Built(*_build_stamped(crm, settings, config, state_url))
+        except ConfigError as exc:
+            built.refused = stamp
+            log.error("routing file changed but cannot be used; still routing with the "
+                      "previous version: %s", exc)
+            return built.pipeline
+        _pipelines[key] = fresh
+        log.warning("routing file %s changed: %s now routes with the new rules", config, crm)
+        built.pipeline.connector.close()
+        built.pipeline.store.close()
+        return fresh.pipeline
+
+
+def _build_stamped(crm: str, settings: Settings, config: str, state_url: str
+                   ) -> tuple[Pipeline, Stamp]:
+    # The routing file is stamped before it is read: an edit landing during the read leaves a
+    # stamp that no longer matches, so the next task reads the file again.
+    before = _stamp([Path(config)])
+    pipeline = _build(crm, settings, config, state_url)
+    return pipeline, before + _stamp(routing_files(config, pipeline.routing))[1:]
 
 
 def _park(pipeline: Pipeline, obj: str, ids: Sequence[str]) -> None:

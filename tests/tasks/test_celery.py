@@ -179,8 +179,8 @@ def test_given_configured_crms_when_a_worker_process_warms_up_then_its_first_tas
         worker.run_route("hubspot", "companies", [target], "webhook")
         assert sim.owner_of("hubspot", "companies", target) is not None
         assert sum(sim.stats("hubspot")["calls"]["GET /crm/v3/owners"].values()) == owner_calls
-    for pipeline in worker._pipelines.values():
-        pipeline.store.close()
+    for built in worker._pipelines.values():
+        built.pipeline.store.close()
 
 
 def test_given_no_routing_file_when_warming_up_then_nothing_is_built(monkeypatch):
