@@ -309,30 +309,51 @@ def _route(self: Task, crm: str, object: str, ids: list[str], trigger: str) -> N
 def sweep_page(self: Task, crm: str, object: str, chain: str | None = None) -> None:
     """One page of a sweep, then the next page as a new task while a cursor remains.
 
-    `chain` (a token, set by the task itself) ties the pages of one chain to one lock, so a
-    beat start arriving while a chain is still running is dropped instead of racing it for the
-    same checkpoint."""
+    `chain` (a token, set by the previous page) is the chain lock's holder: each page hands the
+    lock on to a fresh token and queues the next page with it. So a beat start arriving while a
+    chain runs is dropped instead of racing it for the same checkpoint, and so is a page whose
+    message comes back after it already handed on (its acknowledgement lost with a worker or a
+    broker connection): it no longer holds the lock, and cannot fork a second chain."""
     with _task_context(self):
-        _outlasting_redis_outages(self, lambda: _sweep_page(self, crm, object, chain))
+        step = _ChainStep()
+        _outlasting_redis_outages(self, lambda: _sweep_page(self, crm, object, chain, step))
 
 
-def _sweep_page(self: Task, crm: str, object: str, chain: str | None) -> None:
+@dataclass
+class _ChainStep:
+    """What one run of a page did, kept across its reruns after a Redis outage."""
+
+    handed_to: str | None = None  # the token the chain lock went to; its page still to queue
+
+
+def _sweep_page(self: Task, crm: str, object: str, chain: str | None, step: _ChainStep
+                ) -> None:
     pipeline = pipeline_for(crm)
     obj = canonical_object(crm, object)
-    # A first page redelivered after its worker died keeps its task id, so it still owns the
-    # lock it took; a fresh uuid would find its own chain's lock held and drop the sweep.
-    token = chain or self.request.id or uuid.uuid4().hex
     lock = f"sweep-chain:{pipeline.crm}:{obj}"
-    # Re-locking with the chain's own token refreshes the TTL (both stores do so).
-    if lock not in pipeline.store.lock_records([lock], token, CHAIN_LOCK_TTL_SECONDS):
-        log.info("sweep of %s %s already running; this start is dropped", crm, obj)
-        return
-    try:
-        more = run_sweep_page(crm, obj)
-        if more:
-            self.apply_async((crm, obj, token))  # the lock passes to the next page
-    except BaseException:
+    if step.handed_to is None:
+        # A first page redelivered after its worker died keeps its task id, so it still owns
+        # the lock it took; a fresh uuid would find its own chain's lock held and drop the sweep.
+        token = chain or self.request.id or uuid.uuid4().hex
+        # Re-locking with the holder's own token refreshes the TTL (both stores do so).
+        if lock not in pipeline.store.lock_records([lock], token, CHAIN_LOCK_TTL_SECONDS):
+            log.info("sweep of %s %s already running (or this page already ran); dropped",
+                     crm, obj)
+            return
+        try:
+            more = run_sweep_page(crm, obj)
+        except BaseException:
+            pipeline.store.unlock_records([lock], token)
+            raise
         pipeline.store.unlock_records([lock], token)
-        raise
-    if not more:
-        pipeline.store.unlock_records([lock], token)
+        if not more:
+            return
+        # Released, then taken under the next page's token. Not atomic, and need not be: a
+        # start that takes the lock in between resumes from the same checkpoint, and the next
+        # page, finding the lock taken, is simply not queued.
+        handed_to = uuid.uuid4().hex
+        if lock not in pipeline.store.lock_records([lock], handed_to, CHAIN_LOCK_TTL_SECONDS):
+            log.info("sweep of %s %s taken over by another start", crm, obj)
+            return
+        step.handed_to = handed_to
+    self.apply_async((crm, obj, step.handed_to))
