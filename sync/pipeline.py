@@ -26,6 +26,7 @@ from sync.ports import (
     CrmRecord,
     CrmUnavailable,
     QuotaExhausted,
+    WriteResult,
     canonical_object,
 )
 from sync.state.base import StateStore
@@ -403,18 +404,25 @@ class Pipeline:
         failed: list[str] = []
         quota: QuotaExhausted | None = None
         if pending:
+            results: list[WriteResult] | None
+            answered = pending  # the ids whose results below say what happened
             try:
                 results = self.connector.write_owners(obj, pending)
             except QuotaExhausted as exc:
-                self._mark_unwritten(out, pending, "daily API quota exhausted")
-                failed, quota = list(pending), exc
+                # Batches that landed before the quota ran out are written; the rest wait.
+                results = [r for r in exc.landed if r.ok]
+                landed = {r.id for r in results}
+                answered = {i: o for i, o in pending.items() if i in landed}
+                unwritten = {i: o for i, o in pending.items() if i not in landed}
+                self._mark_unwritten(out, unwritten, "daily API quota exhausted")
+                failed, quota = list(unwritten), exc
             except CrmUnavailable as exc:
                 self._mark_unwritten(out, pending, str(exc))
-                failed = list(pending)
-            else:
+                failed, results = list(pending), None
+            if results is not None:
                 written_at = self.clock()
                 by_id = {r.id: r for r in results}
-                for record_id in pending:
+                for record_id in answered:
                     result = by_id.get(record_id)
                     d = out[record_id]
                     if result is not None and result.ok:

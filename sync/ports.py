@@ -98,6 +98,9 @@ class QuotaExhausted(CrmError):
 
     def __init__(self, crm: str, detail: str, resume_after: datetime | None = None) -> None:
         self.resume_after = resume_after
+        # A write of several batches stopped part way: the results of the records whose
+        # writes had already landed, so they are audited as written, not retried as lost.
+        self.landed: list[WriteResult] = []
         super().__init__(crm, f"daily API quota exhausted ({detail})")
 
 

@@ -29,6 +29,7 @@ from sync.ports import (
     CrmUnavailable,
     CrmUser,
     Page,
+    QuotaExhausted,
     WriteResult,
     canonical_object,
 )
@@ -123,6 +124,9 @@ class HubSpotConnector:
             chunk = items[start:start + hs.BATCH_SIZE]
             try:
                 results.extend(self._write_chunk(obj, chunk))
+            except QuotaExhausted as exc:
+                exc.landed = results + exc.landed  # the chunks before this one landed
+                raise
             except _Unavailable as exc:
                 # Retries are spent: HubSpot is down or throttling hard. This chunk and the
                 # rest are reported retryable (the pipeline keeps them for the next run)

@@ -333,7 +333,13 @@ class SalesforceConnector:
             if stopped is not None:
                 results += [replace(stopped, id=record_id) for record_id in chunk]
                 continue
-            written, stopped = self._write_chunk(obj, chunk)
+            try:
+                written, stopped = self._write_chunk(obj, chunk)
+            except QuotaExhausted as exc:
+                # The quota ran out between two calls: earlier chunks (and rows of this one
+                # that landed before a locked-row re-send) are written and must say so.
+                exc.landed = results + exc.landed
+                raise
             results += written
         return results
 
@@ -516,6 +522,9 @@ class SalesforceConnector:
         stopped: WriteResult | None = None
         try:
             self._call("composite/sobjects", send)
+        except QuotaExhausted as exc:
+            exc.landed = [r for r in done.values() if r.ok]
+            raise
         except CrmUnavailable as exc:
             root = _root_cause(exc)
             failure = _failure(exc)

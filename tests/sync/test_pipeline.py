@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync.pipeline import Pipeline
+from sync.ports import QuotaExhausted
 from sync.state import open_store
 from tests.builders import routing
 from tests.fakes import FakeCrm, hubspot_owners
@@ -193,6 +194,33 @@ def test_given_quota_runs_out_on_a_write_when_resumed_then_the_batch_is_retried(
     pipeline.sweep("companies", now=NOW)
     assert all(owners(crm).values())
     assert Counter(i for i, _ in crm.writes) == {f"c{n}": 1 for n in range(25)}
+
+
+def test_given_quota_runs_out_part_way_through_a_write_then_landed_batches_are_audited_written(
+        crm, store):
+    # Given: a CRM whose write lands the first half of the owners, then meets the daily quota
+    # (as a Salesforce write of several composite calls does).
+    write = crm.write_owners
+
+    def half_then_quota(obj, owners):
+        items = list(owners.items())
+        exc = QuotaExhausted("hubspot", "DAILY")
+        exc.landed = write(obj, dict(items[:len(items) // 2]))
+        raise exc
+
+    crm.write_owners = half_then_quota  # type: ignore[method-assign]
+    ids = [f"c{n}" for n in range(10)]
+
+    with pytest.raises(QuotaExhausted):
+        make(crm, store).route_ids("companies", ids, now=NOW)
+
+    # Then: the landed half is audited as written; only the other half waits for a retry.
+    landed = {i for i, _ in crm.writes}
+    assert len(landed) == 5
+    audited = {i: store.decisions(record_id=i)[0] for i in ids}
+    assert {i for i, d in audited.items() if d.written_at is not None} == landed
+    assert all("quota" in (d.write_error or "") for i, d in audited.items() if i not in landed)
+    assert set(store.failed("hubspot", "companies")) == set(ids) - landed
 
 
 def test_given_a_stale_snapshot_and_a_human_owner_meanwhile_when_routing_then_owner_kept(

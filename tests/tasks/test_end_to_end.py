@@ -113,14 +113,16 @@ def test_given_salesforce_quota_runs_out_mid_sweep_when_resumed_after_reset_then
         pipeline = Pipeline(c, routing, store)
         first = pipeline.sweep("Account", full=True)
         assert first.stopped is not None and "quota" in first.stopped
+        # The write batch that landed before the quota ran out is audited as written.
+        landed = {i for i in targets if sim.owner_of("salesforce", "Account", i) is not None}
+        audited = {d.record_id for d in store.decisions(limit=100_000) if d.written_at}
+        assert landed and landed <= audited
         sim.reset_daily()
         sim.configure_limits(salesforce_daily=15_000)
         second = pipeline.sweep("Account")
 
     assert second.stopped is None
     assert all(sim.owner_of("salesforce", "Account", i) is not None for i in targets)
-    # A write batch that landed just before the quota ran out is reported unwritten (the
-    # connector's answer is lost with the stop); the retry then finds the owner in place.
     written = Counter(d.record_id for d in store.decisions(limit=100_000)
                       if d.written_at is not None)
     assert set(written.values()) == {1}

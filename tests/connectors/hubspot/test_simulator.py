@@ -10,6 +10,7 @@ import pytest
 from connectors.hubspot.connector import HubSpotConnector, from_settings
 from connectors.simulator import HUBSPOT_TOKEN, RunningSimulator, Simulator, serve
 from sync.normalize import normalize_domain
+from sync.ports import QuotaExhausted
 from tests.connectors.hubspot.fake_hubspot import RecordingLimiter, settings_for
 
 
@@ -84,6 +85,23 @@ def test_given_owners_and_records_when_writing_then_valid_owners_apply_and_bad_o
     assert owners[ids[0]] == people[0].id and owners[ids[2]] == people[1].id
     assert "424242" not in owners
     assert simulator.owner_of("hubspot", "companies", ids[0]) == people[0].id
+
+
+def test_given_the_daily_quota_runs_out_between_write_batches_then_the_landed_batch_is_reported(
+    sim: tuple[Simulator, RunningSimulator], conn: HubSpotConnector,
+) -> None:
+    simulator, _ = sim
+    owner = next(u.id for u in conn.users() if u.active and u.person)
+    ids = simulator.ids("hubspot", "companies")[:150]  # two batch-update calls
+    used = simulator.stats("hubspot")["daily_used"]
+    simulator.configure_limits(hubspot_daily=used + 1)  # room for the first call only
+
+    with pytest.raises(QuotaExhausted) as stopped:
+        conn.write_owners("companies", dict.fromkeys(ids, owner))
+
+    assert [r.id for r in stopped.value.landed] == ids[:100]
+    assert all(r.ok for r in stopped.value.landed)
+    assert all(simulator.owner_of("hubspot", "companies", i) == owner for i in ids[:100])
 
 
 def test_given_owned_companies_when_matching_domains_then_their_owners_are_found(
