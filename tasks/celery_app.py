@@ -13,6 +13,11 @@ from sync.ports import canonical_object
 
 ROUTE_TASK = "account_router.route"
 SWEEP_PAGE_TASK = "account_router.sweep_page"
+# Kombu's Redis transport keeps one list per priority step and takes from the highest first
+# (0 is the highest there, unlike RabbitMQ): webhook and reprocess batches go before sweep
+# pages, so a long sweep backlog never stands between a new lead and its owner.
+ROUTE_PRIORITY = 0
+SWEEP_PRIORITY = 6
 # Tasks are one page or one batch (DESIGN.md §5), so a minute is ample; a killed worker's message
 # comes back after it. Every countdown we use stays below it: Redis re-delivers an ETA task held
 # past the visibility timeout, so a longer countdown would run twice (mozmeao/basket 98a4dee0).
@@ -72,7 +77,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "args": (crm, obj),
             # A start queued while the workers were down is stale once the next one is due;
             # expiring it keeps a backlog of identical chain starts from piling up.
-            "options": {"expires": every},
+            "options": {"expires": every, "priority": SWEEP_PRIORITY},
         }
         for (crm, obj), every in parse_schedule(settings.sweep_schedule).items()
     }

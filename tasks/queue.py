@@ -15,7 +15,13 @@ from celery import Celery
 
 from config.settings import Settings
 from sync.ports import canonical_object
-from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK, make_app
+from tasks.celery_app import (
+    ROUTE_PRIORITY,
+    ROUTE_TASK,
+    SWEEP_PAGE_TASK,
+    SWEEP_PRIORITY,
+    make_app,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,10 +191,10 @@ class _Remote:
         self.app: Celery = make_app(settings, current=False)
 
     def route(self, crm: str, obj: str, ids: list[str], trigger: str) -> None:
-        self.app.send_task(ROUTE_TASK, args=(crm, obj, ids, trigger))
+        self.app.send_task(ROUTE_TASK, args=(crm, obj, ids, trigger), priority=ROUTE_PRIORITY)
 
     def sweep(self, crm: str, obj: str) -> None:
-        self.app.send_task(SWEEP_PAGE_TASK, args=(crm, obj))
+        self.app.send_task(SWEEP_PAGE_TASK, args=(crm, obj), priority=SWEEP_PRIORITY)
 
 
 class _Local:

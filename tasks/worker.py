@@ -26,7 +26,13 @@ from sync.compiler import CompiledRouting, load_routing
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmUnavailable, QuotaExhausted, canonical_object
 from sync.state import open_store
-from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK, app, broker_transport_options
+from tasks.celery_app import (
+    ROUTE_TASK,
+    SWEEP_PAGE_TASK,
+    SWEEP_PRIORITY,
+    app,
+    broker_transport_options,
+)
 from tasks.metrics import metrics_for
 
 log = get_task_logger(__name__)
@@ -356,4 +362,4 @@ def _sweep_page(self: Task, crm: str, object: str, chain: str | None, step: _Cha
             log.info("sweep of %s %s taken over by another start", crm, obj)
             return
         step.handed_to = handed_to
-    self.apply_async((crm, obj, step.handed_to))
+    self.apply_async((crm, obj, step.handed_to), priority=SWEEP_PRIORITY)

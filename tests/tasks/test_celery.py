@@ -190,3 +190,25 @@ def test_given_no_routing_file_when_warming_up_then_nothing_is_built(monkeypatch
     monkeypatch.setattr(worker, "_pipelines", {})
     assert worker.warm_up(Settings(config=None, hubspot_access_token="t")) == []
     assert worker._pipelines == {}
+
+
+def test_given_a_sweep_backlog_when_a_webhook_batch_arrives_then_workers_take_the_batch_first(
+        redis_url, monkeypatch):
+    from kombu import Connection
+
+    from tasks.celery_app import ROUTE_TASK, SWEEP_PAGE_TASK
+
+    # Given: sweep starts queued before a webhook batch, no worker running.
+    monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", redis_url)
+    enqueue_sweep("hubspot", "companies")
+    enqueue_sweep("salesforce", "Lead")
+    enqueue_route("hubspot", "companies", ["501"], "webhook")
+
+    # When: a worker takes the next messages (kombu's get, as its consumer does).
+    with Connection(redis_url) as connection:
+        channel = connection.default_channel
+        taken = [channel.basic_get("celery", no_ack=True) for _ in range(3)]
+
+    # Then: the webhook batch jumps the sweep backlog; the sweeps keep their order.
+    names = [m.headers["task"] for m in taken if m is not None]
+    assert names == [ROUTE_TASK, SWEEP_PAGE_TASK, SWEEP_PAGE_TASK]

@@ -150,7 +150,16 @@ def wait_for(done: Callable[[], bool], workers: Workers, what: str,
 def chain_finished(store: StateStore) -> bool:
     """The last page cleared the cursor and released the chain lock."""
     saved = json.loads(store.get_checkpoint(CHECKPOINT) or "{}")
-    return saved.get("cursor") is None and bool(store.lock_records([CHAIN_LOCK], "probe", 1))
+    return saved.get("cursor") is None and chain_lock_free(store)
+
+
+def chain_lock_free(store: StateStore) -> bool:
+    """Nobody holds the chain lock. The probe gives it back at once: held, even for a second,
+    it would make a sweep start arriving meanwhile drop itself as "already running"."""
+    if not store.lock_records([CHAIN_LOCK], "probe", 1):
+        return False
+    store.unlock_records([CHAIN_LOCK], "probe")
+    return True
 
 
 def written_audit(store: StateStore) -> dict[str, list[Decision]]:
@@ -321,10 +330,7 @@ def _stopped(store: StateStore, sim: Simulator) -> bool:
     saved = json.loads(store.get_checkpoint(CHECKPOINT) or "{}")
     if sim.stats("hubspot")["daily_used"] < sim.hubspot_daily or not saved.get("cursor"):
         return False
-    probe = store.lock_records([CHAIN_LOCK], "probe", 1)
-    if probe:
-        store.unlock_records([CHAIN_LOCK], "probe")
-    return bool(probe)
+    return chain_lock_free(store)
 
 
 # --- R1: 10,000 records through faulty HubSpot and Celery workers ------------------------------

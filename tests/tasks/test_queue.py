@@ -8,7 +8,7 @@ import time
 import pytest
 
 from config.settings import Settings
-from tasks.celery_app import SWEEP_PAGE_TASK, beat_schedule, parse_schedule
+from tasks.celery_app import SWEEP_PAGE_TASK, SWEEP_PRIORITY, beat_schedule, parse_schedule
 from tasks.queue import Batcher
 
 
@@ -257,6 +257,8 @@ def test_given_a_schedule_setting_when_parsed_then_objects_are_canonical_and_sec
     schedule = beat_schedule(Settings(sweep_schedule="hubspot:companies=300"))
     assert schedule["sweep hubspot:companies"]["task"] == SWEEP_PAGE_TASK
     assert schedule["sweep hubspot:companies"]["args"] == ("hubspot", "companies")
+    # Sweep starts queue behind webhook batches (tasks/celery_app.py, SWEEP_PRIORITY).
+    assert schedule["sweep hubspot:companies"]["options"]["priority"] == SWEEP_PRIORITY
 
 
 @pytest.mark.parametrize("bad", ["hubspot=300", "hubspot:companies", "hubspot:companies=soon",

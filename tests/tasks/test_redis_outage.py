@@ -4,6 +4,7 @@ the CRM simulator and `celery -A tasks worker` subprocesses."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -14,16 +15,17 @@ from pathlib import Path
 import pytest
 import redis
 
-from sync.state import open_store
+from sync.state import StateStore, open_store
 from tasks.queue import enqueue_route, enqueue_sweep, flush
 from tests.tasks.test_celery import unowned
 from tests.tasks.test_distributed import (
+    CHECKPOINT,
     OBJ,
     Workers,
     WriteCounter,
-    chain_finished,
     running_crm,
     seeded,
+    sweep_done,
     wait_for,
     written_audit,
 )
@@ -33,6 +35,12 @@ OUTAGE_SECONDS = 8.0
 # The broker's visibility timeout for this test: a task waiting out the outage keeps its
 # message (the wait is 0.6 of it), as in production with the default of 60 s.
 VISIBILITY_SECONDS = 30
+
+
+def sweeping(store: StateStore) -> bool:
+    """A sweep chain has finished a page and has more to go."""
+    saved = json.loads(store.get_checkpoint(CHECKPOINT) or "{}")
+    return bool(saved.get("cursor"))
 
 
 class RestartableRedis:
@@ -82,11 +90,11 @@ class RestartableRedis:
 
 def test_given_redis_sigkilled_mid_run_when_it_restarts_then_work_resumes_and_none_is_lost(
         tmp_path, monkeypatch):
-    # Given: 1,500 companies, a sweep chain and webhook batches on two workers, all on one
+    # Given: 2,000 companies, a sweep chain and webhook batches on two workers, all on one
     # Redis (broker and state) that persists every acknowledged write.
     server = RestartableRedis(tmp_path)
     server.start()
-    sim = seeded(1500, seed=17)
+    sim = seeded(2000, seed=17)
     todo = unowned(sim)
     writes = WriteCounter(sim)
     workers = Workers(tmp_path)
@@ -97,16 +105,23 @@ def test_given_redis_sigkilled_mid_run_when_it_restarts_then_work_resumes_and_no
             workers.start()
             workers.start()
             enqueue_sweep("hubspot", OBJ)
-            webhooks = todo[len(todo) // 2:]
+            webhooks = todo[-300:]
             for start in range(0, len(webhooks), 50):
                 enqueue_route("hubspot", OBJ, webhooks[start:start + 50], "webhook")
             flush()
 
             # When: Redis is SIGKILLed mid-run, stays down past redis-py's own retries, and
             # restarts from its append-only file.
-            wait_for(lambda: writes.total >= 300, workers, "300 owner writes", poll=0.02)
+            # Webhook batches go first (they outrank sweep pages): the kill lands once the
+            # sweep chain is under way, a page done and more to come, route tasks maybe still
+            # in flight on the other worker.
+            store = open_store(server.url)
+            wait_for(lambda: writes.total >= 300 and sweeping(store), workers,
+                     "the sweep under way", poll=0.02)
+            store.close()
             server.kill()
             during = writes.total
+            assert len(unowned(sim)) > 100, "the sweep finished before Redis could be killed"
             # Webhooks arriving meanwhile are refused (the app answers 503), not acknowledged
             # and dropped: the CRM delivers them again later.
             late = [i for i in todo if i not in webhooks][-20:]
@@ -119,14 +134,15 @@ def test_given_redis_sigkilled_mid_run_when_it_restarts_then_work_resumes_and_no
             enqueue_route("hubspot", OBJ, refused, "webhook")  # the CRM's redelivery
 
             # Then: the same workers carry on (none died of the outage) ...
-            wait_for(lambda: writes.total > during + 100, workers, "writes after the restart")
+            # (Celery's consumers reconnect with a growing backoff: 2 s, 4 s, 6 s, ...)
+            wait_for(lambda: writes.total > during, workers, "writes after the restart")
             store = open_store(server.url)
-            wait_for(lambda: chain_finished(store), workers, "the sweep chain to finish",
+            wait_for(lambda: sweep_done(store), workers, "the sweep chain to finish",
                      timeout=90)
             # ... and the next scheduled sweep picks up whatever the outage parked.
             enqueue_sweep("hubspot", OBJ)
             wait_for(lambda: not unowned(sim), workers, "every company to be owned", timeout=90)
-            wait_for(lambda: chain_finished(store), workers, "the second sweep to finish")
+            wait_for(lambda: sweep_done(store), workers, "the second sweep to finish")
             assert len(workers.live()) == 2, workers.logs_text()
 
             # Nothing written twice: each company's owner was set by one write ...

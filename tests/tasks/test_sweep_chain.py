@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 
 from connectors.simulator import Simulator, serve
 from tasks import worker
-from tasks.celery_app import SWEEP_PAGE_TASK
+from tasks.celery_app import SWEEP_PAGE_TASK, SWEEP_PRIORITY
 from tests.tasks.test_celery import CHAIN_LOCK, CHECKPOINT, EXAMPLE
 
 LIST_CALL = "GET /crm/v3/objects/companies"
@@ -29,10 +29,12 @@ class FakeTask:
         self.queued: list[tuple[str, str, str]] = []
         self._fail = fail_first_enqueue
 
-    def apply_async(self, args: tuple[str, str, str]) -> None:
+    def apply_async(self, args: tuple[str, str, str], **options: object) -> None:
         if self._fail:
             self._fail = False
             raise OperationalError("broker connection lost")
+        # Every page queues behind webhook batches (tasks/celery_app.py).
+        assert options == {"priority": SWEEP_PRIORITY}
         self.queued.append(args)
 
 
