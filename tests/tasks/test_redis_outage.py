@@ -9,12 +9,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
+from connectors.simulator import Simulator
 from sync.state import StateStore, open_store
 from tasks.queue import enqueue_route, enqueue_sweep, flush
 from tests.tasks.test_celery import unowned
@@ -41,6 +43,25 @@ def sweeping(store: StateStore) -> bool:
     """A sweep chain has finished a page and has more to go."""
     saved = json.loads(store.get_checkpoint(CHECKPOINT) or "{}")
     return bool(saved.get("cursor"))
+
+
+def kill_in_next_write(sim: Simulator, server: RestartableRedis) -> threading.Event:
+    """SIGKILL Redis from inside the next owner write the CRM receives, then apply the write:
+    the task that sent it is mid-run when Redis goes (not between two messages, where kombu's
+    Redis transport can itself lose a message: its BRPOP and the `unacked` record that follows
+    are two commands, and a crash between them drops the message; the sweep chain then resumes
+    from its checkpoint at beat's next start, once the chain lock lapses)."""
+    killed = threading.Event()
+    original = sim.hubspot_update
+
+    def killing(obj: str, record_id: str | int, props: dict[str, object]) -> None:
+        if not killed.is_set():
+            server.kill()
+            killed.set()
+        original(obj, record_id, props)
+
+    sim.hubspot_update = killing  # type: ignore[method-assign]
+    return killed
 
 
 class RestartableRedis:
@@ -110,16 +131,16 @@ def test_given_redis_sigkilled_mid_run_when_it_restarts_then_work_resumes_and_no
                 enqueue_route("hubspot", OBJ, webhooks[start:start + 50], "webhook")
             flush()
 
-            # When: Redis is SIGKILLed mid-run, stays down past redis-py's own retries, and
-            # restarts from its append-only file.
-            # Webhook batches go first (they outrank sweep pages): the kill lands once the
-            # sweep chain is under way, a page done and more to come, route tasks maybe still
-            # in flight on the other worker.
+            # When: once the webhook batches are done (they outrank sweep pages) and the sweep
+            # is under way, Redis is SIGKILLed from inside a page's CRM write: the task holds
+            # its record locks, its turns are taken, its audit not yet committed. Redis stays
+            # down past redis-py's own retries and restarts from its append-only file.
             store = open_store(server.url)
-            wait_for(lambda: writes.total >= 300 and sweeping(store), workers,
-                     "the sweep under way", poll=0.02)
+            wait_for(lambda: all(writes.counts.get(i) for i in webhooks) and sweeping(store),
+                     workers, "the webhooks routed and the sweep under way", poll=0.02)
             store.close()
-            server.kill()
+            killed = kill_in_next_write(sim, server)
+            assert killed.wait(timeout=30), "no sweep write came to kill Redis in"
             during = writes.total
             assert len(unowned(sim)) > 100, "the sweep finished before Redis could be killed"
             # Webhooks arriving meanwhile are refused (the app answers 503), not acknowledged
