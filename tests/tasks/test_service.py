@@ -24,6 +24,7 @@ from tests.tasks.test_distributed import OBJ, Workers, running_crm, seeded, wait
 
 SECRET = "service-test-webhook-secret"
 API_TOKEN = "service-test-api-token"
+ORG = "00D5g000000ABCDEAG"  # the Salesforce org Outbound Messages must come from
 BIN = Path(sys.executable).with_name("account-router")
 
 
@@ -56,7 +57,7 @@ class Service:
     def start(self) -> None:
         env = dict(os.environ)
         env.update({"HUBSPOT_WEBHOOK_SECRET": SECRET, "ACCOUNT_ROUTER_API_TOKEN": API_TOKEN,
-                    "ACCOUNT_ROUTER_PUBLIC_URL": self.base})
+                    "ACCOUNT_ROUTER_PUBLIC_URL": self.base, "SALESFORCE_ORG_ID": ORG})
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([str(BIN), "serve", "--port", str(self.port)],
                                          env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -95,6 +96,23 @@ class Service:
             "Content-Type": "application/json", "X-HubSpot-Request-Timestamp": stamp,
             "X-HubSpot-Signature-v3": hubspot_signature_v3(secret, "POST", uri, body, stamp)})
 
+    def post_salesforce(self, lead_ids: list[str], org: str = ORG) -> tuple[int, bytes]:
+        """An Outbound Message with one notification per lead, as Salesforce sends it."""
+        notes = "".join(
+            f"<Notification><Id>04l5g000000{n:04d}AAA</Id>"
+            f'<sObject xsi:type="sf:Lead" xmlns:sf="urn:sobject.enterprise.soap.sforce.com">'
+            f"<sf:Id>{lead}</sf:Id></sObject></Notification>"
+            for n, lead in enumerate(lead_ids))
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>'
+            '<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body>'
+            '<notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
+            f"<OrganizationId>{org}</OrganizationId><ActionId>04k5g0000000001AAA</ActionId>"
+            f"{notes}</notifications></soapenv:Body></soapenv:Envelope>").encode()
+        return call("POST", f"{self.base}/webhooks/salesforce", body,
+                    {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
+
     def ops(self, method: str, path: str) -> tuple[int, bytes]:
         return call(method, f"{self.base}{path}",
                     headers={"Authorization": f"Bearer {API_TOKEN}"})
@@ -103,6 +121,7 @@ class Service:
 @pytest.fixture
 def service(redis_url, monkeypatch, tmp_path) -> Iterator[tuple[Simulator, Service, Workers]]:
     sim = seeded(400, seed=23)
+    sim.seed(companies=0, contacts=0, accounts=0, leads=60, days=2)
     workers = Workers(tmp_path)
     served = Service(tmp_path)
     with running_crm(sim, redis_url, monkeypatch):
@@ -162,3 +181,20 @@ def test_given_the_service_when_hubspot_posts_signed_creations_then_owners_are_w
     assert 'account_router_webhook_events_total{crm="hubspot",result="accepted"} 60.0' in text
     assert 'account_router_webhook_events_total{crm="hubspot",result="duplicate"} 20.0' in text
     assert "account_router_decisions_total{" in text
+
+
+def test_given_the_service_when_salesforce_sends_an_outbound_message_then_acked_and_leads_owned(
+        service):
+    sim, served, workers = service
+    leads = [i for i in sim.ids("salesforce", "Lead")
+             if sim.owner_of("salesforce", "Lead", i) is None][:15]
+    assert len(leads) == 15
+
+    status, body = served.post_salesforce(leads)
+    stranger = served.post_salesforce(leads, org="00D5g000000ZZZZ")
+
+    assert status == 200 and b"<Ack>true</Ack>" in body
+    assert stranger[0] == 403
+    wait_for(lambda: all(sim.owner_of("salesforce", "Lead", i) for i in leads), workers,
+             "the notified leads to be owned")
+    assert all(sim.owner_of("salesforce", "Lead", i).startswith("005") for i in leads)
