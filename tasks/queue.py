@@ -82,6 +82,8 @@ class Batcher:
         holding: list[Future[None]] = []
         with self._lock:
             now = self._clock()
+            # Batches whose window passed close before these ids arrive: ids a window apart
+            # never share a task.
             ready = self._take(lambda b: now - b.opened >= self._window)
             opened = False
             for raw in ids:
@@ -106,6 +108,7 @@ class Batcher:
                 if len(batch.ids) >= self._max_ids:
                     ready.append((key, self._batches.pop(key)))
                     self._last_sent[key] = now
+            # An idle key's new batch is due already (leading edge): it goes with this call.
             ready += self._take(lambda b: now - b.opened >= self._window)
         if opened:
             self._kick.set()  # the timer thread has a new deadline to wait for
