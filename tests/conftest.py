@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,14 +12,9 @@ import pytest
 import redis
 
 from sync.state import StateStore, open_store
+from tests.loopback import free_port
 
 REDIS_BINARY_FALLBACK = Path("/usr/bin/redis-server")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers_ping(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
@@ -60,7 +54,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = ""
     # A free port can be grabbed by someone else between probing and binding; try a few.
     for _ in range(5):
-        port = _free_port()
+        port = free_port()
         url = f"redis://127.0.0.1:{port}/0"
         proc = subprocess.Popen(
             [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",

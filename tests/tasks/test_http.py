@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from sync.models import Decision
 from sync.state import StateStore, open_store
 from tasks.http import create_app, hubspot_signature_v3
 from tasks.metrics import LocalMetrics
+from tests.loopback import free_port
 
 SECRET = "hubspot-secret"
 TOKEN = "ops-token"
@@ -451,13 +451,6 @@ def test_given_a_rep_when_paused_until_and_resumed_then_the_store_follows(
 # --- health ---------------------------------------------------------------------------------
 
 
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def broken_store(tmp_path: Path) -> StateStore:
     broken = open_store(f"sqlite:///{tmp_path / 'gone.db'}")
     broken.close()
@@ -501,7 +494,7 @@ def test_given_a_reachable_broker_and_store_when_healthz_then_both_ok(
 def test_given_an_unreachable_broker_and_a_working_store_when_healthz_then_503_naming_it(
     sqlite_store: StateStore, enqueue: RecordingEnqueue,
 ) -> None:
-    broker_url = f"redis://127.0.0.1:{closed_port()}/0"
+    broker_url = f"redis://127.0.0.1:{free_port()}/0"
 
     response = health(make_settings(redis_url=broker_url), sqlite_store, enqueue)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from tasks.cli import app as cli
 from tasks.http import create_app
 from tasks.logging import REDACTED, configure_logging, redact_secrets
 from tasks.metrics import Broker, LocalMetrics, RedisMetrics
+from tests.loopback import free_port
 
 
 @pytest.fixture
@@ -213,7 +213,7 @@ def test_given_embedded_mode_when_metrics_read_then_no_queue_gauges(store) -> No
 
 
 def test_given_the_broker_is_down_when_metrics_read_then_503_not_500(store) -> None:
-    broker = Broker(f"redis://127.0.0.1:{closed_port()}/0")
+    broker = Broker(f"redis://127.0.0.1:{free_port()}/0")
     client = TestClient(create_app(settings(), store, no_enqueue, metrics=LocalMetrics(),
                                    broker=broker))
 
@@ -221,13 +221,6 @@ def test_given_the_broker_is_down_when_metrics_read_then_503_not_500(store) -> N
 
     assert response.status_code == 503
     broker.close()
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- reprocess --enqueue -------------------------------------------------------------------------

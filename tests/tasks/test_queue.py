@@ -10,6 +10,7 @@ import pytest
 from config.settings import Settings
 from tasks.celery_app import SWEEP_PAGE_TASK, SWEEP_PRIORITY, beat_schedule, parse_schedule
 from tasks.queue import Batcher
+from tests.loopback import free_port
 
 
 class FakeClock:
@@ -217,13 +218,9 @@ def test_given_a_failing_sink_when_the_batch_goes_then_its_future_carries_the_er
 def test_given_an_unreachable_broker_when_enqueueing_then_the_caller_sees_the_failure(
         monkeypatch):
     # Given: a broker URL nobody listens on (a closed loopback port) and a short window.
-    import socket
-
     from tasks import queue
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", f"redis://127.0.0.1:{port}/0")
     monkeypatch.setenv("ACCOUNT_ROUTER_BATCH_WINDOW_MS", "20")
     monkeypatch.setattr(queue, "_backends", {})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,6 +18,7 @@ import redis
 from connectors.simulator import Simulator
 from sync.state import StateStore, open_store
 from tasks.queue import enqueue_route, enqueue_sweep, flush
+from tests.loopback import free_port
 from tests.tasks.test_celery import unowned
 from tests.tasks.test_distributed import (
     CHECKPOINT,
@@ -70,9 +70,7 @@ class RestartableRedis:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -210,9 +208,7 @@ def test_given_redis_still_down_after_the_wait_when_a_task_gives_up_then_its_mes
 
     from tasks import worker
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", f"redis://127.0.0.1:{closed}/0")
     monkeypatch.delenv("ACCOUNT_ROUTER_STATE_URL", raising=False)
     monkeypatch.setenv("ACCOUNT_ROUTER_VISIBILITY_TIMEOUT", "1")  # waits 0.6 s

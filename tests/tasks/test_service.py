@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 
 from connectors.simulator import Simulator
 from tasks.http import hubspot_signature_v3
+from tests.loopback import free_port
 from tests.tasks.test_celery import unowned
 from tests.tasks.test_distributed import OBJ, Workers, running_crm, seeded, wait_for
 
@@ -26,12 +26,6 @@ SECRET = "service-test-webhook-secret"
 API_TOKEN = "service-test-api-token"
 ORG = "00D5g000000ABCDEAG"  # the Salesforce org Outbound Messages must come from
 BIN = Path(sys.executable).with_name("account-router")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def call(method: str, url: str, body: bytes | None = None,

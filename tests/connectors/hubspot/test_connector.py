@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -32,6 +31,7 @@ from tests.connectors.hubspot.fake_hubspot import (
     ms,
     settings_for,
 )
+from tests.loopback import free_port
 
 COMPANY_PROPS = ["name", "domain", "website", "industry", "numberofemployees", "annualrevenue",
                  "country", "state", "city", "zip", "hubspot_owner_id", "hs_lastmodifieddate",
@@ -519,9 +519,7 @@ def test_given_no_crm_timeout_setting_then_the_vendor_read_timeout_stays(
 def test_given_nothing_listening_then_connection_errors_are_retried_then_reported(
     sleeps: list[float],
 ) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: connections are refused
+    port = free_port()  # nothing listens: connections are refused
     conn = HubSpotConnector(TOKEN, base_url=f"http://127.0.0.1:{port}",
                             limiter=RecordingLimiter(), search_limiter=Unlimited(),
                             transport_sleep=sleeps.append, attempts=3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from connectors.simulator import (
     Simulator,
     serve,
 )
+from tests.loopback import free_port
 
 HS_AUTH = {"Authorization": f"Bearer {HUBSPOT_TOKEN}"}
 SF_AUTH = {"Authorization": f"Bearer {SALESFORCE_SESSION}"}
@@ -184,14 +184,8 @@ def test_given_the_limits_endpoint_when_posted_then_limits_change(sim: Simulator
                          json={"hubspot_burst": 0}).status_code == 400
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_given_the_command_line_when_run_then_it_serves_prints_urls_and_stops_on_ctrl_c():
-    hs_port, sf_port = _free_port(), _free_port()
+    hs_port, sf_port = free_port(), free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "connectors.simulator", "--seed", "42", "--hubspot-port",
          str(hs_port), "--salesforce-port", str(sf_port), "--companies", "20", "--accounts",
