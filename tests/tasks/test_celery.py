@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,26 @@ def wait_until(done: Callable[[], bool], worker: tuple[subprocess.Popen[bytes], 
                         f"{log.read_text(errors='replace')}")
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text(errors='replace')}")
+
+
+@contextmanager
+def in_process_worker(sim: Simulator, config: Path, state_url: str,
+                      monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process as an embedded worker: the simulator served, the environment pointing at
+    it, `config` and `state_url`, no Redis; the worker's pipeline cache fresh, closed after."""
+    from tasks import worker
+
+    monkeypatch.setattr(worker, "_pipelines", {})
+    with serve(sim) as running:
+        for name, value in {**running.env(), "ACCOUNT_ROUTER_CONFIG": str(config),
+                            "ACCOUNT_ROUTER_STATE_URL": state_url}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
+        try:
+            yield
+        finally:
+            for built in worker._pipelines.values():
+                built.pipeline.store.close()
 
 
 def unowned(sim: Simulator) -> list[str]:
@@ -162,13 +183,7 @@ def test_given_configured_crms_when_a_worker_process_warms_up_then_its_first_tas
         sim, state_url, monkeypatch):
     from tasks import worker
 
-    monkeypatch.setattr(worker, "_pipelines", {})
-    with serve(sim) as running:
-        for name, value in {**running.env(), "ACCOUNT_ROUTER_CONFIG": str(EXAMPLE),
-                            "ACCOUNT_ROUTER_STATE_URL": state_url}.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
-
+    with in_process_worker(sim, EXAMPLE, state_url, monkeypatch):
         # When: the pool process warms up (as worker_process_init does, in a thread).
         assert worker.warm_up() == ["hubspot", "salesforce"]
         owner_calls = sum(sim.stats("hubspot")["calls"]["GET /crm/v3/owners"].values())
@@ -179,8 +194,6 @@ def test_given_configured_crms_when_a_worker_process_warms_up_then_its_first_tas
         worker.run_route("hubspot", "companies", [target], "webhook")
         assert sim.owner_of("hubspot", "companies", target) is not None
         assert sum(sim.stats("hubspot")["calls"]["GET /crm/v3/owners"].values()) == owner_calls
-    for built in worker._pipelines.values():
-        built.pipeline.store.close()
 
 
 def test_given_no_routing_file_when_warming_up_then_nothing_is_built(monkeypatch):

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 from kombu.exceptions import OperationalError
 
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from tasks import worker
 from tasks.celery_app import SWEEP_PAGE_TASK, SWEEP_PRIORITY
-from tests.tasks.test_celery import CHAIN_LOCK, CHECKPOINT, EXAMPLE
+from tests.tasks.test_celery import CHAIN_LOCK, CHECKPOINT, EXAMPLE, in_process_worker
 
 LIST_CALL = "GET /crm/v3/objects/companies"
 
@@ -47,16 +47,8 @@ def sim() -> Simulator:
 
 @pytest.fixture
 def crm(sim, tmp_path, monkeypatch) -> Iterator[None]:
-    monkeypatch.setattr(worker, "_pipelines", {})
-    with serve(sim) as running:
-        for name, value in {**running.env(), "ACCOUNT_ROUTER_CONFIG": str(EXAMPLE),
-                            "ACCOUNT_ROUTER_STATE_URL": f"sqlite:///{tmp_path / 's.db'}"
-                            }.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
+    with in_process_worker(sim, EXAMPLE, f"sqlite:///{tmp_path / 's.db'}", monkeypatch):
         yield
-        for built in worker._pipelines.values():
-            built.pipeline.store.close()
 
 
 def lists(sim: Simulator) -> int:

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from tasks import worker
+from tests.tasks.test_celery import in_process_worker
 
 RULES = """version: 1
 reps: [{{id: ava, crm_ids: {{hubspot: '101'}}}}, {{id: ben, crm_ids: {{hubspot: '102'}}}}]
@@ -35,16 +36,8 @@ def routing_file(tmp_path: Path, sim: Simulator, monkeypatch) -> Iterator[Path]:
     path = tmp_path / "routing.yaml"
     path.write_text(RULES.format(everyone="ava"))
     (tmp_path / "gold.txt").write_text("# gold accounts\n")
-    monkeypatch.setattr(worker, "_pipelines", {})
-    with serve(sim) as running:
-        for name, value in {**running.env(), "ACCOUNT_ROUTER_CONFIG": str(path),
-                            "ACCOUNT_ROUTER_STATE_URL": f"sqlite:///{tmp_path / 's.db'}"
-                            }.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
+    with in_process_worker(sim, path, f"sqlite:///{tmp_path / 's.db'}", monkeypatch):
         yield path
-        for built in worker._pipelines.values():
-            built.pipeline.store.close()
 
 
 def edit(path: Path, text: str) -> None:
