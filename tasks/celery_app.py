@@ -9,7 +9,7 @@ from celery import Celery
 from celery.signals import setup_logging
 
 from config.settings import Settings
-from sync.ports import canonical_object
+from connectors.registry import canonical_object
 
 ROUTE_TASK = "account_router.route"
 SWEEP_PAGE_TASK = "account_router.sweep_page"

@@ -16,8 +16,8 @@ from rich.table import Table
 
 from config.settings import Settings
 from connectors import registry
+from connectors.registry import load_routing
 from connectors.simulator import Simulator, serve
-from sync.compiler import load_routing
 from sync.pipeline import Pipeline, RunReport
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics

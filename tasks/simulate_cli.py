@@ -11,11 +11,12 @@ from rich.table import Table
 
 from config.settings import Settings
 from connectors import registry
+from connectors.registry import canonical_object
 from sync.engine import route_batch
 from sync.models import Outcome
 from sync.normalize import id_key
 from sync.pipeline import Pipeline
-from sync.ports import CredentialsError, CrmError, canonical_object
+from sync.ports import CredentialsError, CrmError
 
 MOVES_SHOWN = 50
 
