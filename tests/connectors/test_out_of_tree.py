@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from config.routing import ConfigError
@@ -20,6 +21,7 @@ from sync.pipeline import Pipeline
 from sync.ports import CrmUser
 from sync.state import open_store
 from tasks.cli import app
+from tasks.http import create_app
 from tests.example_crm import connector as memcrm
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -109,7 +111,7 @@ def test_given_the_entry_point_when_listing_then_memcrm_is_declared_without_a_co
 def test_given_memcrm_installed_when_swept_through_the_pipeline_then_owners_are_written(
         installed: None, crm: memcrm.MemCrmData, routing_file: Path) -> None:
     routing = registry.load_routing(routing_file)
-    connector = registry.create_for("memcrm", routing, Settings(_env_file=None))
+    connector = registry.create_for("memcrm", routing, Settings())
     store = open_store("sqlite:///:memory:")
     try:
         report = Pipeline(connector, routing, store).sweep("org", now=NOW)
@@ -132,3 +134,20 @@ def test_given_memcrm_installed_when_swept_from_the_cli_then_owners_are_written(
     assert result.exit_code == 0, result.output
     assert owners(crm) == {"o1": "u1", "o2": "u2", "o3": "u2"}
     assert sorted(crm.writes) == [("Org", "o1", "u1"), ("Org", "o2", "u2"), ("Org", "o3", "u2")]
+
+
+def test_given_memcrm_installed_when_the_ops_api_is_asked_to_reprocess_then_it_is_enqueued(
+        installed: None, tmp_path: Path) -> None:
+    calls: list[tuple[str, str, list[str], str]] = []
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    try:
+        client = TestClient(create_app(
+            Settings.model_validate({"api_token": "t0ken"}), store,
+            lambda crm, obj, ids, trigger: calls.append((crm, obj, list(ids), trigger))))
+        answer = client.post("/reprocess", headers={"Authorization": "Bearer t0ken"},
+                             json={"crm": "memcrm", "object": "person", "ids": ["p1"]})
+    finally:
+        store.close()
+
+    assert answer.status_code == 202, answer.text
+    assert calls == [("memcrm", "Person", ["p1"], "reprocess")]

@@ -55,7 +55,8 @@ class MemCrmConnector:
 
     def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
         obj = SPEC.canonical_object(object)
-        return {r.id: r.properties.get("owner_ref") for r in self._records(obj, ids)}  # type: ignore[misc]
+        return {r.id: str(r.properties["owner_ref"]) if r.properties.get("owner_ref") else None
+                for r in self._records(obj, ids)}
 
     def write_owners(self, object: str, owners: Mapping[str, str]) -> list[WriteResult]:
         obj = SPEC.canonical_object(object)
