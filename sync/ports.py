@@ -8,8 +8,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from config.fieldmaps import MAPPABLE, FieldMaps, merged_field_map
-
-RECORD_KINDS = frozenset({"account", "lead", "contact"})  # the record field `object` (DESIGN.md §5)
+from sync.models import OBJECTS as RECORD_KINDS  # the record field `object` (DESIGN.md §5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +32,7 @@ class CrmSpec:
         for obj, kind in self.objects.items():
             if kind not in RECORD_KINDS:
                 raise ValueError(f"{self.name}: object {obj!r} has kind {kind!r} "
-                                 f"(expected one of: {', '.join(sorted(RECORD_KINDS))})")
+                                 f"(expected one of: {', '.join(RECORD_KINDS)})")
         for obj, mapping in self.field_maps.items():
             if obj not in self.objects:
                 raise ValueError(f"{self.name}: field map for unknown object {obj!r}")
