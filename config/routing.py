@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from config.fieldmaps import MAPPABLE
+
 # The CRMs a routing file may name: CRM name -> its object names (from the connector registry).
 KnownCrms = Mapping[str, Collection[str]]
 
@@ -426,7 +428,7 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
     for crm, objects in routing.field_maps.items():
         for obj, mapping in objects.items():
             for fld in mapping:
-                if fld not in _MAPPABLE:
+                if fld not in MAPPABLE:
                     fail(f"field_maps.{crm}.{obj}.{fld}", "a normalized record field", fld)
 
 
@@ -447,11 +449,6 @@ def _check_crm_names(routing: RoutingFile, source: str | Path | None, crms: Know
                 raise ConfigError(source, f"field_maps.{crm}.{obj}",
                                   f"a {crm} object, one of {', '.join(crms[crm])}", obj)
 
-
-_MAPPABLE = frozenset({
-    "name", "domain", "email", "industry", "employees", "annual_revenue", "country", "state",
-    "city", "postal_code", "lead_source", "website", "owner",
-})
 
 
 def _check_timezone(name: str, path: str, source: str | Path | None) -> None:
