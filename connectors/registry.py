@@ -22,7 +22,7 @@ from pathlib import Path
 
 from config.fieldmaps import FieldMaps
 from config.routing import KnownCrms
-from config.settings import Settings
+from connectors.settings import Settings
 from sync.compiler import CompiledRouting
 from sync.compiler import load_routing as _load_routing
 from sync.ports import Connector, CrmSpec

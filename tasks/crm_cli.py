@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from config.settings import Settings
 from connectors import registry
 from connectors.registry import canonical_object
+from connectors.settings import Settings
 from sync.compiler import CompiledRouting
 from sync.models import Decision, Record
 from sync.pipeline import Pipeline, RunReport

@@ -14,9 +14,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import Settings
 from connectors import registry
 from connectors.registry import load_routing
+from connectors.settings import Settings
 from connectors.simulator import Simulator, serve
 from sync.pipeline import Pipeline, RunReport
 from sync.state.sqlite import SqliteStateStore

@@ -24,8 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from config.settings import Settings
 from connectors.registry import canonical_object, names, routed_fields
+from connectors.settings import Settings
 from sync.state.base import StateStore
 
 if TYPE_CHECKING:

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings
 from connectors.csv.file import CsvReader, InputError
 from connectors.csv.settings import SPEC
+from connectors.settings import Settings
 from sync.normalize import build_record
 from sync.ports import CallStats, CrmRecord, CrmUser, Page, WriteResult
 

@@ -16,10 +16,10 @@ from typing import Any
 
 from hubspot import HubSpot
 
-from config.settings import Settings
 from connectors.hubspot import errors
 from connectors.hubspot import settings as hs
 from connectors.ratelimit import Bucket, window_for
+from connectors.settings import Settings
 from connectors.transport import Failure, Transport, TransportFailure, Verdict
 from sync.normalize import normalize_domain
 from sync.ports import (

@@ -18,7 +18,6 @@ import jwt
 import requests
 from simple_salesforce import Salesforce, format_soql
 
-from config.settings import Settings
 from connectors.salesforce import settings as vendor
 from connectors.salesforce.errors import (
     RowsLocked,
@@ -27,6 +26,7 @@ from connectors.salesforce.errors import (
     parse_limit_info,
     parse_retry_after,
 )
+from connectors.settings import Settings
 from connectors.transport import (
     Failure,
     LocalBucket,

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from config.routing import ConfigError
-from config.settings import Settings
 from connectors import registry
+from connectors.settings import Settings
 from sync.pipeline import Pipeline
 from sync.ports import CrmUser
 from sync.state import open_store
