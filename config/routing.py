@@ -450,7 +450,6 @@ def _check_crm_names(routing: RoutingFile, source: str | Path | None, crms: Know
                                   f"a {crm} object, one of {', '.join(crms[crm])}", obj)
 
 
-
 def _check_timezone(name: str, path: str, source: str | Path | None) -> None:
     try:
         ZoneInfo(name)
