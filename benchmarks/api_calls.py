@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from config.settings import Settings  # noqa: E402
 from connectors import registry  # noqa: E402
+from connectors.settings import Settings  # noqa: E402
 from connectors.simulator import Simulator, serve  # noqa: E402
 from sync.compiler import load_routing  # noqa: E402
 from sync.pipeline import Pipeline  # noqa: E402

@@ -1,60 +1,29 @@
-"""Default CRM field maps (DESIGN.md §4): normalized record field -> the CRM's property name."""
+"""Field maps (DESIGN.md §4): normalized record field -> a CRM's field, and their overrides.
+
+The defaults are not here: each connector declares its own (its `CrmSpec`), so a new CRM adds
+its maps without an edit to the core. This module only knows how a routing file's `field_maps:`
+overrides apply to whichever defaults a CRM declared.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-FieldMap = Mapping[str, str]
+FieldMap = Mapping[str, str]  # normalized record field -> the CRM's field
+FieldMaps = Mapping[str, Mapping[str, FieldMap]]  # CRM name -> the CRM's object -> map
 
-DEFAULT_FIELD_MAPS: Mapping[str, Mapping[str, FieldMap]] = {
-    "hubspot": {
-        "companies": {
-            "name": "name", "domain": "domain", "website": "website", "industry": "industry",
-            "employees": "numberofemployees", "annual_revenue": "annualrevenue",
-            "country": "country", "state": "state", "city": "city", "postal_code": "zip",
-            "owner": "hubspot_owner_id",
-        },
-        "contacts": {
-            "name": "company", "email": "email", "website": "website", "industry": "industry",
-            "employees": "numemployees", "annual_revenue": "annualrevenue",
-            "country": "country", "state": "state", "city": "city", "postal_code": "zip",
-            "lead_source": "hs_analytics_source", "owner": "hubspot_owner_id",
-        },
-    },
-    "salesforce": {
-        "Account": {
-            "name": "Name", "website": "Website", "industry": "Industry",
-            "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
-            "country": "BillingCountry", "state": "BillingState", "city": "BillingCity",
-            "postal_code": "BillingPostalCode", "lead_source": "AccountSource",
-            "owner": "OwnerId",
-        },
-        "Lead": {
-            "name": "Company", "email": "Email", "website": "Website", "industry": "Industry",
-            "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
-            "country": "Country", "state": "State", "city": "City", "postal_code": "PostalCode",
-            "lead_source": "LeadSource", "owner": "OwnerId",
-        },
-        "Contact": {
-            "email": "Email", "country": "MailingCountry", "state": "MailingState",
-            "city": "MailingCity", "postal_code": "MailingPostalCode",
-            "lead_source": "LeadSource", "owner": "OwnerId",
-        },
-    },
-}
+# The normalized record fields a field map may name (DESIGN.md §3).
+MAPPABLE = frozenset({
+    "name", "domain", "email", "industry", "employees", "annual_revenue", "country", "state",
+    "city", "postal_code", "lead_source", "website", "owner",
+})
 
 
-# A CSV export's columns already carry the normalized names (DESIGN.md §5).
-_NORMALIZED = ("name", "domain", "email", "industry", "employees", "annual_revenue", "country",
-               "state", "city", "postal_code", "lead_source", "website", "owner")
-DEFAULT_FIELD_MAPS = {**DEFAULT_FIELD_MAPS, "csv": {
-    obj: {f: f for f in _NORMALIZED} for obj in ("account", "lead", "contact")}}
-
-
-def field_map(crm: str, obj: str, overrides: Mapping[str, Mapping[str, Mapping[str, str]]]
-              | None = None) -> dict[str, str]:
-    """The default map for a CRM object with the routing file's `field_maps` applied."""
-    base = dict(DEFAULT_FIELD_MAPS.get(crm, {}).get(obj, {}))
+def merged_field_map(crm: str, obj: str, defaults: FieldMap,
+                     overrides: FieldMaps | None = None) -> dict[str, str]:
+    """`defaults` for one CRM object with the routing file's `field_maps` for it applied
+    (object names compare case-insensitively, as on the command line)."""
+    base = dict(defaults)
     if overrides:
         for name, mapping in overrides.get(crm, {}).items():
             if name.lower() == obj.lower():

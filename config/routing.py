@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +11,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from config.fieldmaps import MAPPABLE
+
+# The CRMs a routing file may name: CRM name -> its object names (from the connector registry).
+KnownCrms = Mapping[str, Collection[str]]
 
 
 class ConfigError(Exception):
@@ -263,8 +268,10 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load(path: str | Path) -> RoutingFile:
-    """Read, parse and validate a routing file; raise ConfigError naming file and path."""
+def load(path: str | Path, *, crms: KnownCrms | None = None) -> RoutingFile:
+    """Read, parse and validate a routing file; raise ConfigError naming file and path.
+    `crms` (the connector registry's declarations) are the CRM names `crm_ids` and
+    `field_maps` may use, with the objects of each; None leaves those names unchecked."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -273,11 +280,13 @@ def load(path: str | Path) -> RoutingFile:
                           ).with_found_text("no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(path, "", "a readable UTF-8 routing file", str(exc)) from None
-    return parse(text, source=path)
+    return parse(text, source=path, crms=crms)
 
 
-def parse(text: str, source: str | Path | None = None) -> RoutingFile:
-    """Validate routing-file YAML text; `source` names the file in errors and anchors `file:`."""
+def parse(text: str, source: str | Path | None = None, *, crms: KnownCrms | None = None
+          ) -> RoutingFile:
+    """Validate routing-file YAML text; `source` names the file in errors and anchors `file:`;
+    `crms` as for `load`."""
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
@@ -299,6 +308,8 @@ def parse(text: str, source: str | Path | None = None) -> RoutingFile:
         raise _from_pydantic(source, exc) from None
     routing._source = Path(source) if source is not None else None
     _check_references(routing, source)
+    if crms is not None:
+        _check_crm_names(routing, source, crms)
     routing._list_domains, routing._list_where = _read_lists(routing, source)
     return routing
 
@@ -415,18 +426,28 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
             and routing.fallback.rep not in reps:
         fail("fallback.rep", known, routing.fallback.rep)
     for crm, objects in routing.field_maps.items():
-        if crm not in ("hubspot", "salesforce", "file"):
-            fail(f"field_maps.{crm}", "one of hubspot, salesforce, file", crm)
         for obj, mapping in objects.items():
             for fld in mapping:
-                if fld not in _MAPPABLE:
+                if fld not in MAPPABLE:
                     fail(f"field_maps.{crm}.{obj}.{fld}", "a normalized record field", fld)
 
 
-_MAPPABLE = frozenset({
-    "name", "domain", "email", "industry", "employees", "annual_revenue", "country", "state",
-    "city", "postal_code", "lead_source", "website", "owner",
-})
+def _check_crm_names(routing: RoutingFile, source: str | Path | None, crms: KnownCrms) -> None:
+    # The CRMs are whatever connectors are installed (issue 8, point 15): the registry says
+    # which, so a typo such as `hubspt:` is caught without this module naming any vendor.
+    choices = f"one of {', '.join(sorted(crms))}"
+    for i, rep in enumerate(routing.reps):
+        for crm in rep.crm_ids:
+            if crm not in crms:
+                raise ConfigError(source, f"reps[{i}].crm_ids.{crm}", choices, crm)
+    for crm, objects in routing.field_maps.items():
+        if crm not in crms:
+            raise ConfigError(source, f"field_maps.{crm}", choices, crm)
+        names = {name.lower() for name in crms[crm]}
+        for obj in objects:
+            if obj.lower() not in names:
+                raise ConfigError(source, f"field_maps.{crm}.{obj}",
+                                  f"a {crm} object, one of {', '.join(crms[crm])}", obj)
 
 
 def _check_timezone(name: str, path: str, source: str | Path | None) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from config.routing import ConfigError, Pool, Rep, RoutingFile
+from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
 from sync.models import Record, TraceStep
@@ -67,9 +67,10 @@ class CompiledRouting:
                 f"{len(self.file.lists)} lists, {len(self.rules)} rules")
 
 
-def load_routing(path: str | Path) -> CompiledRouting:
-    """Load, validate and compile a routing file; every problem raises ConfigError."""
-    return compile_routing(load_file(path))
+def load_routing(path: str | Path, *, crms: KnownCrms | None = None) -> CompiledRouting:
+    """Load, validate and compile a routing file; every problem raises ConfigError. `crms`:
+    the CRM names and objects it may use (`connectors.registry.known_crms()`)."""
+    return compile_routing(load_file(path, crms=crms))
 
 
 def compile_routing(routing: RoutingFile) -> CompiledRouting:

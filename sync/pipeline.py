@@ -13,7 +13,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from config.fieldmaps import field_map
 from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
 from sync.engine import route_batch, skipped
@@ -21,13 +20,11 @@ from sync.metrics import Metrics, NullMetrics
 from sync.models import Decision, Outcome, Record
 from sync.normalize import build_record, id_key
 from sync.ports import (
-    OBJECT_KINDS,
     Connector,
     CrmRecord,
     CrmUnavailable,
     QuotaExhausted,
     WriteResult,
-    canonical_object,
 )
 from sync.state.base import StateStore
 
@@ -87,6 +84,7 @@ class Pipeline:
     ) -> None:
         self.connector = connector
         self.crm = connector.name
+        self.spec = connector.spec  # the CRM's objects and field maps, as it declares them
         self.routing = routing
         self.store = store
         self.clock = clock
@@ -133,8 +131,8 @@ class Pipeline:
 
     def to_record(self, obj: str, crm_record: CrmRecord) -> Record:
         """Normalize a CRM record through the object's field map (ValueError if unusable)."""
-        kind = OBJECT_KINDS[self.crm][obj]
-        mapping = field_map(self.crm, obj, self.routing.file.field_maps)
+        kind = self.spec.kind(obj)
+        mapping = self.spec.field_map(obj, self.routing.file.field_maps)
         props = crm_record.properties
         values: dict[str, object] = {f"fields.{k}": v for k, v in props.items() if v is not None}
         for normalized, crm_field in mapping.items():
@@ -183,7 +181,7 @@ class Pipeline:
     def route_ids(self, obj: str, ids: Sequence[str], *, trigger: str = "reprocess",
                   now: datetime | None = None, report: RunReport | None = None) -> RunReport:
         """Route chosen records (webhooks, ops reprocessing, failed-write retries)."""
-        obj = canonical_object(self.crm, obj)
+        obj = self.spec.canonical_object(obj)
         report = report or RunReport(self.crm, obj)
         wanted = list(dict.fromkeys(i.strip() for i in ids if i.strip()))
         found = self.connector.read_records(obj, wanted)
@@ -201,7 +199,7 @@ class Pipeline:
               on_page: Callable[[RunReport], None] | None = None) -> RunReport:
         """Incremental from the stored watermark, page by page, checkpointed after each page;
         the first run (and `full`) covers every record. A daily quota stops it cleanly."""
-        obj = canonical_object(self.crm, obj)
+        obj = self.spec.canonical_object(obj)
         report = RunReport(self.crm, obj)
         key = f"sweep:{self.crm}:{obj}"
         saved = json.loads(self.store.get_checkpoint(key) or "null")
@@ -266,12 +264,12 @@ class Pipeline:
                        ) -> tuple[Record | None, Decision]:
         """`explain`, with the normalized record it read (None when the CRM has none), so a
         caller showing clause-by-clause detail needs no second read."""
-        obj = canonical_object(self.crm, obj)
+        obj = self.spec.canonical_object(obj)
         found = self.connector.read_records(obj, [record_id])
         instant = now or self.clock()
         if not found:
             return None, skipped(record_id, "record not found in the CRM", instant,
-                                 object=OBJECT_KINDS[self.crm][obj], crm=self.crm,
+                                 object=self.spec.kind(obj), crm=self.crm,
                                  trigger="explain")
         record = self.to_record(obj, found[0])
         snapshots = self.store.load_pools(RoutingContext.pool_windows(self.routing, instant))
@@ -293,7 +291,7 @@ class Pipeline:
                  read_at: datetime | None, now: datetime | None, report: RunReport,
                  gone: Sequence[str] = ()) -> None:
         instant = now or self.clock()
-        kind = OBJECT_KINDS[self.crm][obj]
+        kind = self.spec.kind(obj)
         # The report spans the run; these mark where this batch starts, for its log line.
         outcomes_before = Counter(report.outcomes)
         written_before, failed_before = report.written, report.write_failed
@@ -365,7 +363,7 @@ class Pipeline:
                 (self.clock() - read_at).total_seconds() <= self.recheck_after:
             return records
         owners = self.connector.read_owners(obj, [r.id for r in records])
-        owner_field = field_map(self.crm, obj, self.routing.file.field_maps).get("owner")
+        owner_field = self.spec.field_map(obj, self.routing.file.field_maps).get("owner")
         fresh: list[CrmRecord] = []
         for record in records:
             if record.id not in owners:

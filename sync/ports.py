@@ -7,21 +7,56 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-# CRM object names per connector (DESIGN.md §5): the CRM's own, matched case-insensitively.
-OBJECT_KINDS: Mapping[str, Mapping[str, str]] = {
-    "hubspot": {"companies": "account", "contacts": "contact"},
-    "salesforce": {"Account": "account", "Lead": "lead", "Contact": "contact"},
-    "csv": {"account": "account", "lead": "lead", "contact": "contact"},
-}
+from config.fieldmaps import MAPPABLE, FieldMaps, merged_field_map
+from sync.models import OBJECTS as RECORD_KINDS  # the record field `object` (DESIGN.md §5)
 
 
-def canonical_object(crm: str, name: str) -> str:
-    """The CRM's own spelling of an object name given in any case; ValueError if unknown."""
-    for known in OBJECT_KINDS.get(crm, {}):
-        if known.lower() == name.strip().lower():
-            return known
-    choices = ", ".join(OBJECT_KINDS.get(crm, {})) or "none"
-    raise ValueError(f"unknown {crm} object {name!r} (expected one of: {choices})")
+@dataclass(frozen=True, slots=True)
+class CrmSpec:
+    """What a connector declares about its CRM, as data: its registry name, its objects with
+    the record kind of each, and each object's default field map. The core routes any CRM
+    through these, so a new CRM is a new declaration, never an edit here (issue 8, point 15).
+    Declaring one needs no credentials and creates no connector."""
+
+    name: str  # the registry name, the `crm_ids` key and the `field_maps` key
+    objects: Mapping[str, str]  # the CRM's own object name -> `account`, `lead` or `contact`
+    field_maps: Mapping[str, Mapping[str, str]]  # object -> normalized field -> CRM field
+    # Where the registry finds the factory, `module:attr`, taking (settings, **options) and
+    # returning a Connector; empty for a mode with no connector behind it (file routing).
+    factory: str = ""
+    # The CRM answers a read naming a field it lacks by leaving it out (no error), so every
+    # raw `fields.<x>` a rule names can be requested on every object.
+    unknown_fields_ignored: bool = False
+
+    def __post_init__(self) -> None:
+        for obj, kind in self.objects.items():
+            if kind not in RECORD_KINDS:
+                raise ValueError(f"{self.name}: object {obj!r} has kind {kind!r} "
+                                 f"(expected one of: {', '.join(RECORD_KINDS)})")
+        for obj, mapping in self.field_maps.items():
+            if obj not in self.objects:
+                raise ValueError(f"{self.name}: field map for unknown object {obj!r}")
+            for normalized in mapping:
+                if normalized not in MAPPABLE:
+                    raise ValueError(f"{self.name}: field map {obj}.{normalized}: "
+                                     "not a normalized record field")
+
+    def canonical_object(self, name: str) -> str:
+        """The CRM's own spelling of an object name given in any case; ValueError if unknown."""
+        for known in self.objects:
+            if known.lower() == name.strip().lower():
+                return known
+        choices = ", ".join(self.objects) or "none"
+        raise ValueError(f"unknown {self.name} object {name!r} (expected one of: {choices})")
+
+    def kind(self, obj: str) -> str:
+        """The record kind (`account`, `lead`, `contact`) of one of this CRM's objects."""
+        return self.objects[self.canonical_object(obj)]
+
+    def field_map(self, obj: str, overrides: FieldMaps | None = None) -> dict[str, str]:
+        """The object's default field map with a routing file's `field_maps` applied."""
+        obj = self.canonical_object(obj)
+        return merged_field_map(self.name, obj, self.field_maps.get(obj, {}), overrides)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +147,8 @@ class CrmUnavailable(CrmError):
 class Connector(Protocol):
     """A CRM behind the pipeline. Implementations retry in exactly one layer (their transport)."""
 
-    name: str  # registry name: hubspot, salesforce, csv, ...
+    name: str  # the registry name, as its CrmSpec declares it
+    spec: CrmSpec  # what the CRM's objects are and how their fields map (declared as data)
 
     def list_records(self, object: str, *, since: datetime | None, cursor: str | None
                      ) -> Page:

@@ -8,8 +8,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import setup_logging
 
-from config.settings import Settings
-from sync.ports import canonical_object
+from connectors.registry import canonical_object
+from connectors.settings import Settings
 
 ROUTE_TASK = "account_router.route"
 SWEEP_PAGE_TASK = "account_router.sweep_page"

@@ -16,9 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from config.routing import ConfigError
-from config.settings import Settings
 from connectors.csv.file import InputError, OutputError, count_rows
-from sync.compiler import CompiledRouting, load_routing
+from connectors.registry import load_routing
+from connectors.settings import Settings
+from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext, decide
 from sync.models import Decision, Record
 from sync.normalize import build_record

@@ -11,12 +11,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from config.settings import Settings
 from connectors import registry
+from connectors.registry import canonical_object
+from connectors.settings import Settings
 from sync.compiler import CompiledRouting
 from sync.models import Decision, Record
 from sync.pipeline import Pipeline, RunReport
-from sync.ports import Connector, CredentialsError, CrmError, canonical_object
+from sync.ports import Connector, CredentialsError, CrmError
 
 CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")]
 ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "

@@ -14,10 +14,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from config.settings import Settings
 from connectors import registry
+from connectors.registry import load_routing
+from connectors.settings import Settings
 from connectors.simulator import Simulator, serve
-from sync.compiler import load_routing
 from sync.pipeline import Pipeline, RunReport
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics

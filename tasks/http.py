@@ -24,9 +24,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, g
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from config.fieldmaps import DEFAULT_FIELD_MAPS
-from config.settings import Settings
-from sync.ports import canonical_object
+from connectors.registry import canonical_object, names, routed_fields
+from connectors.settings import Settings
 from sync.state.base import StateStore
 
 if TYPE_CHECKING:
@@ -45,10 +44,7 @@ DEDUPE_TTL_SECONDS = 24 * 3600  # HubSpot retries a delivery for up to 24 h
 # HubSpot objects this router handles: the event type's prefix -> the CRM object name.
 HUBSPOT_OBJECTS = {"company": "companies", "contact": "contacts"}
 # Properties whose change can alter a routing decision: the owner and every mapped field.
-HUBSPOT_ROUTED_PROPERTIES = {
-    obj: frozenset(fields.values()) | {"hubspot_owner_id"}
-    for obj, fields in DEFAULT_FIELD_MAPS["hubspot"].items()
-}
+HUBSPOT_ROUTED_PROPERTIES = routed_fields("hubspot")
 # HubSpot's v3 spec: these escapes in the request URI are decoded before signing.
 _HUBSPOT_URI_DECODE = {
     "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
@@ -444,8 +440,9 @@ def create_app(
         authorize(request)
         data = await json_body(request)
         crm, obj, ids = data.get("crm"), data.get("object"), data.get("ids")
-        if crm not in ("hubspot", "salesforce"):
-            raise Rejected(400, "crm must be hubspot or salesforce", "invalid")
+        known = names()
+        if crm not in known:
+            raise Rejected(400, f"crm must be one of {', '.join(known)}", "invalid")
         if not isinstance(obj, str):
             raise Rejected(400, "object is required", "invalid")
         try:

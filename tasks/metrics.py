@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from config.settings import Settings
+from connectors.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from celery import Celery
 
-from config.settings import Settings
-from sync.ports import canonical_object
+from connectors.registry import canonical_object
+from connectors.settings import Settings
 from tasks.celery_app import (
     ROUTE_PRIORITY,
     ROUTE_TASK,

@@ -38,7 +38,7 @@ def serve(
     # Imported here: every other command starts without loading the web stack.
     import uvicorn
 
-    from config.settings import Settings
+    from connectors.settings import Settings
     from tasks.cli import _store
     from tasks.http import create_app
     from tasks.logging import configure_logging

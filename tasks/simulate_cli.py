@@ -9,13 +9,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from config.settings import Settings
 from connectors import registry
+from connectors.registry import canonical_object
+from connectors.settings import Settings
 from sync.engine import route_batch
 from sync.models import Outcome
 from sync.normalize import id_key
 from sync.pipeline import Pipeline
-from sync.ports import CredentialsError, CrmError, canonical_object
+from sync.ports import CredentialsError, CrmError
 
 MOVES_SHOWN = 50
 

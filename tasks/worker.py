@@ -20,11 +20,12 @@ from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
 
 from config.routing import ConfigError
-from config.settings import Settings
 from connectors import registry
-from sync.compiler import CompiledRouting, load_routing
+from connectors.registry import canonical_object, load_routing
+from connectors.settings import Settings
+from sync.compiler import CompiledRouting
 from sync.pipeline import Pipeline, RunReport
-from sync.ports import CrmUnavailable, QuotaExhausted, canonical_object
+from sync.ports import CrmUnavailable, QuotaExhausted
 from sync.state import open_store
 from tasks.celery_app import (
     ROUTE_TASK,

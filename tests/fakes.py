@@ -8,15 +8,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from connectors import registry
 from sync.ports import (
     CallStats,
     CrmRecord,
+    CrmSpec,
     CrmUnavailable,
     CrmUser,
     Page,
     QuotaExhausted,
     WriteResult,
-    canonical_object,
 )
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
@@ -39,6 +40,11 @@ class FakeCrm:
     tick: timedelta = timedelta(seconds=1)
     clock: datetime = T0
 
+    @property
+    def spec(self) -> CrmSpec:
+        """The declaration of the CRM this fake stands in for (its objects and field maps)."""
+        return registry.spec(self.name)
+
     def _call(self, endpoint: str) -> None:
         if self.quota_after is not None and sum(self.calls.values()) >= self.quota_after:
             raise QuotaExhausted(self.name, "DAILY")
@@ -60,7 +66,7 @@ class FakeCrm:
 
     def list_records(self, object: str, *, since: datetime | None, cursor: str | None
                      ) -> Page:
-        obj = canonical_object(self.name, object)
+        obj = self.spec.canonical_object(object)
         self._call("list")
         # Keyset paging under an upper bound fixed at the first page, as the real connectors
         # do: records modified while the sweep runs (our own writes) can't shift the pages.
@@ -80,18 +86,18 @@ class FakeCrm:
         return Page([self._record(obj, i) for _, i in chunk], nxt)
 
     def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
-        obj = canonical_object(self.name, object)
+        obj = self.spec.canonical_object(object)
         self._call("read")
         return [self._record(obj, i) for i in ids if i in self.records.get(obj, {})]
 
     def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
-        obj = canonical_object(self.name, object)
+        obj = self.spec.canonical_object(object)
         self._call("read_owners")
         table = self.records.get(obj, {})
         return {i: table[i].get("hubspot_owner_id") for i in ids if i in table}  # type: ignore
 
     def write_owners(self, object: str, owners: Mapping[str, str]) -> list[WriteResult]:
-        obj = canonical_object(self.name, object)
+        obj = self.spec.canonical_object(object)
         self._call("write")
         if self.unavailable_writes:
             self.unavailable_writes -= 1

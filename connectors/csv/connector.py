@@ -8,12 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from config.settings import Settings
 from connectors.csv.file import CsvReader, InputError
+from connectors.csv.settings import SPEC
+from connectors.settings import Settings
 from sync.normalize import build_record
-from sync.ports import CallStats, CrmRecord, CrmUser, Page, WriteResult, canonical_object
+from sync.ports import CallStats, CrmRecord, CrmUser, Page, WriteResult
 
-CRM = "csv"
+CRM = SPEC.name
 PAGE_SIZE = 1000
 
 
@@ -26,6 +27,7 @@ class CsvConnector:
     """
 
     name = CRM
+    spec = SPEC
     directory = False
 
     def __init__(self, input_path: str | Path, output_path: str | Path) -> None:
@@ -50,7 +52,7 @@ class CsvConnector:
         return CrmRecord(record_id, obj, {k: v for k, v in row.items() if v != ""})
 
     def list_records(self, object: str, *, since: Any, cursor: str | None) -> Page:
-        obj = canonical_object(CRM, object)
+        obj = SPEC.canonical_object(object)
         self._calls[("list", "ok")] += 1
         ids = self._of(obj)
         start = int(cursor or 0)
@@ -59,7 +61,7 @@ class CsvConnector:
                     str(end) if end < len(ids) else None)
 
     def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
-        obj = canonical_object(CRM, object)
+        obj = SPEC.canonical_object(object)
         self._calls[("read", "ok")] += 1
         mine = set(self._of(obj))
         return [self._record(obj, i) for i in ids if i in mine]
@@ -69,7 +71,7 @@ class CsvConnector:
                 for r in self.read_records(object, ids)}
 
     def write_owners(self, object: str, owners: Mapping[str, str]) -> list[WriteResult]:
-        obj = canonical_object(CRM, object)
+        obj = SPEC.canonical_object(object)
         self._calls[("write", "ok")] += 1
         mine = set(self._of(obj))
         results = []

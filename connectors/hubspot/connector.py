@@ -16,10 +16,10 @@ from typing import Any
 
 from hubspot import HubSpot
 
-from config.settings import Settings
 from connectors.hubspot import errors
 from connectors.hubspot import settings as hs
 from connectors.ratelimit import Bucket, window_for
+from connectors.settings import Settings
 from connectors.transport import Failure, Transport, TransportFailure, Verdict
 from sync.normalize import normalize_domain
 from sync.ports import (
@@ -31,10 +31,9 @@ from sync.ports import (
     Page,
     QuotaExhausted,
     WriteResult,
-    canonical_object,
 )
 
-CRM = "hubspot"
+CRM = hs.CRM
 TOKEN_SETTING = "HUBSPOT_ACCESS_TOKEN"
 
 # (connect, read) seconds per request. The generated client sets none, so without these a
@@ -59,6 +58,7 @@ class HubSpotConnector:
     """
 
     name = CRM
+    spec = hs.SPEC
 
     def __init__(self, access_token: str, *, base_url: str = "https://api.hubapi.com",
                  limiter: Bucket, search_limiter: Bucket,
@@ -98,7 +98,7 @@ class HubSpotConnector:
 
     def list_records(self, object: str, *, since: datetime | None, cursor: str | None
                      ) -> Page:
-        obj = canonical_object(CRM, object)
+        obj = hs.SPEC.canonical_object(object)
         state = _decode_cursor(cursor, obj)
         if state is None:
             state = ({"mode": "list"} if since is None else
@@ -108,16 +108,16 @@ class HubSpotConnector:
         return self._search_page(obj, state)
 
     def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
-        obj = canonical_object(CRM, object)
+        obj = hs.SPEC.canonical_object(object)
         return self._read(obj, ids, self._properties[obj])
 
     def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
-        obj = canonical_object(CRM, object)
+        obj = hs.SPEC.canonical_object(object)
         found = self._read(obj, ids, [hs.OWNER_PROPERTY])
         return {r.id: _owner(r.properties.get(hs.OWNER_PROPERTY)) for r in found}
 
     def write_owners(self, object: str, owners: Mapping[str, str]) -> list[WriteResult]:
-        obj = canonical_object(CRM, object)
+        obj = hs.SPEC.canonical_object(object)
         items = list(owners.items())
         results: list[WriteResult] = []
         for start in range(0, len(items), hs.BATCH_SIZE):

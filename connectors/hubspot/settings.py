@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-# Tests check these tables against config/fieldmaps.py and each other (STYLE.md §6).
+from collections.abc import Mapping
+
+from sync.ports import CrmSpec
+
+# Tests check these tables against each other (STYLE.md §6).
+
+CRM = "hubspot"
 
 LIST_PAGE_SIZE = 100  # GET /crm/v3/objects/{object}: `limit` at most 100
 BATCH_SIZE = 100  # batch/read and batch/update: at most 100 inputs
@@ -13,7 +19,25 @@ SEARCH_IN_VALUES = 100  # values in one IN filter
 OWNERS_PAGE_SIZE = 100  # GET /crm/v3/owners: `limit` at most 100
 BURST_INTERVAL_SECONDS = 10.0  # the burst policy's window (TEN_SECONDLY_ROLLING)
 
-OBJECTS = ("companies", "contacts")
+# The objects routed, by HubSpot's name, and the record kind of each (companies are accounts).
+OBJECT_KINDS: Mapping[str, str] = {"companies": "account", "contacts": "contact"}
+OBJECTS = tuple(OBJECT_KINDS)
+
+# Default field maps (DESIGN.md §4): normalized record field -> HubSpot property.
+FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
+    "companies": {
+        "name": "name", "domain": "domain", "website": "website", "industry": "industry",
+        "employees": "numberofemployees", "annual_revenue": "annualrevenue",
+        "country": "country", "state": "state", "city": "city", "postal_code": "zip",
+        "owner": "hubspot_owner_id",
+    },
+    "contacts": {
+        "name": "company", "email": "email", "website": "website", "industry": "industry",
+        "employees": "numemployees", "annual_revenue": "annualrevenue",
+        "country": "country", "state": "state", "city": "city", "postal_code": "zip",
+        "lead_source": "hs_analytics_source", "owner": "hubspot_owner_id",
+    },
+}
 
 OWNER_PROPERTY = "hubspot_owner_id"  # takes an owner `id` from /crm/v3/owners
 ID_PROPERTY = "hs_object_id"
@@ -26,7 +50,7 @@ MODIFIED_PROPERTY = {
     "contacts": "lastmodifieddate",
 }
 
-# Properties requested for each object: the default field map's (config/fieldmaps.py) plus the
+# Properties requested for each object: the default field map's (FIELD_MAPS) plus the
 # bookkeeping ones. HubSpot returns only what is asked for; an unknown name is simply omitted,
 # so contacts also ask for `hs_lastmodifieddate`.
 PROPERTIES = {
@@ -57,3 +81,8 @@ POLICY_WINDOW_SECONDS = {
     "SECONDLY": 1.0,
 }
 DAILY_POLICY = "DAILY"
+
+# What the registry and the core know of HubSpot: no connector is created to learn it.
+# HubSpot omits an unknown property from a read instead of failing it.
+SPEC = CrmSpec(name=CRM, objects=OBJECT_KINDS, field_maps=FIELD_MAPS,
+               factory="connectors.hubspot.connector:from_settings", unknown_fields_ignored=True)

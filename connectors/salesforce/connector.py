@@ -18,7 +18,6 @@ import jwt
 import requests
 from simple_salesforce import Salesforce, format_soql
 
-from config.settings import Settings
 from connectors.salesforce import settings as vendor
 from connectors.salesforce.errors import (
     RowsLocked,
@@ -27,6 +26,7 @@ from connectors.salesforce.errors import (
     parse_limit_info,
     parse_retry_after,
 )
+from connectors.settings import Settings
 from connectors.transport import (
     Failure,
     LocalBucket,
@@ -45,7 +45,6 @@ from sync.ports import (
     Page,
     QuotaExhausted,
     WriteResult,
-    canonical_object,
 )
 
 CRM = vendor.CRM
@@ -229,6 +228,7 @@ class SalesforceConnector:
     """
 
     name = CRM
+    spec = vendor.SPEC
 
     def __init__(self, settings: Settings, *, limiter: RateLimiter | None = None,
                  transport_sleep: Callable[[float], None] | None = None,
@@ -280,7 +280,7 @@ class SalesforceConnector:
                      ) -> Page:
         """Records with SystemModstamp >= since, ordered by (SystemModstamp, Id), one query
         page (up to 2,000) per call; the cursor wraps the page's nextRecordsUrl."""
-        obj = canonical_object(CRM, object)
+        obj = vendor.SPEC.canonical_object(object)
         after: tuple[str, str] | None = None
         if cursor:
             position = Position.decode(cursor)
@@ -307,13 +307,13 @@ class SalesforceConnector:
 
     def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
         """Records by id, `ID_CHUNK` ids a query; ids that do not exist are absent."""
-        obj = canonical_object(CRM, object)
+        obj = vendor.SPEC.canonical_object(object)
         return [replace(self._record(obj, raw), id=asked)
                 for asked, raw in self._by_ids(obj, ids, self._select(obj))]
 
     def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
         """OwnerId per record id, in one query per `ID_CHUNK` ids."""
-        obj = canonical_object(CRM, object)
+        obj = vendor.SPEC.canonical_object(object)
         return {asked: _str_or_none(raw.get(vendor.OWNER_FIELD))
                 for asked, raw in self._by_ids(obj, ids, f"Id, {vendor.OWNER_FIELD}")}
 
@@ -324,7 +324,7 @@ class SalesforceConnector:
         Locked rows are re-sent alone; a call that fails outright (retries spent) fails its
         records and those of the batches after it, which are not attempted.
         """
-        obj = canonical_object(CRM, object)
+        obj = vendor.SPEC.canonical_object(object)
         items = list(owners.items())
         results: list[WriteResult] = []
         stopped: WriteResult | None = None
@@ -606,7 +606,7 @@ def _rows(payload: object) -> list[dict[str, Any]]:
 def _object_fields(extra: Mapping[str, Sequence[str]] | None) -> dict[str, tuple[str, ...]]:
     fields = {obj: tuple(names) for obj, names in vendor.OBJECT_FIELDS.items()}
     for name, more in (extra or {}).items():
-        obj = canonical_object(CRM, name)
+        obj = vendor.SPEC.canonical_object(name)
         bad = [f for f in more if not _FIELD_NAME.fullmatch(f)]
         if bad:
             raise ValueError(f"not Salesforce field API names for {obj}: {', '.join(bad)}")

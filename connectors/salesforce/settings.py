@@ -4,7 +4,34 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sync.ports import CrmSpec
+
 CRM = "salesforce"
+
+# The objects routed, by their API names, and the record kind of each.
+OBJECT_KINDS: Mapping[str, str] = {"Account": "account", "Lead": "lead", "Contact": "contact"}
+
+# Default field maps (DESIGN.md §4): normalized record field -> Salesforce field API name.
+FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
+    "Account": {
+        "name": "Name", "website": "Website", "industry": "Industry",
+        "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
+        "country": "BillingCountry", "state": "BillingState", "city": "BillingCity",
+        "postal_code": "BillingPostalCode", "lead_source": "AccountSource",
+        "owner": "OwnerId",
+    },
+    "Lead": {
+        "name": "Company", "email": "Email", "website": "Website", "industry": "Industry",
+        "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
+        "country": "Country", "state": "State", "city": "City", "postal_code": "PostalCode",
+        "lead_source": "LeadSource", "owner": "OwnerId",
+    },
+    "Contact": {
+        "email": "Email", "country": "MailingCountry", "state": "MailingState",
+        "city": "MailingCity", "postal_code": "MailingPostalCode",
+        "lead_source": "LeadSource", "owner": "OwnerId",
+    },
+}
 
 # REST query pages hold at most 2,000 records (`Sforce-Query-Options: batchSize` 200..2000);
 # further pages come from `nextRecordsUrl`, a server-side cursor fixed at the first page.
@@ -27,7 +54,7 @@ RETRYABLE_RECORD_ERRORS: frozenset[str] = frozenset({"UNABLE_TO_LOCK_ROW"})
 # watermark field (SystemModstamp also moves on system changes, unlike LastModifiedDate).
 SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp")
 
-# The fields read per object: config/fieldmaps.py's Salesforce columns, then SYSTEM_FIELDS
+# The fields read per object: FIELD_MAPS's columns, then SYSTEM_FIELDS
 # (tests/connectors/salesforce/test_settings.py checks the two tables agree).
 OBJECT_FIELDS: Mapping[str, tuple[str, ...]] = {
     "Account": ("Name", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
@@ -57,3 +84,7 @@ PASSWORD_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_S
                      "SALESFORCE_DOMAIN")
 JWT_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY",
                 "SALESFORCE_PRIVATE_KEY_FILE", "SALESFORCE_DOMAIN")
+
+# What the registry and the core know of Salesforce: no connector is created to learn it.
+SPEC = CrmSpec(name=CRM, objects=OBJECT_KINDS, field_maps=FIELD_MAPS,
+               factory="connectors.salesforce.connector:from_settings")

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 import config.examples
 from config.routing import ConfigError, load, parse
+from connectors.registry import known_crms
 from sync.compiler import CompiledRouting, compile_routing, load_routing
 from sync.normalize import build_record
 from tasks.cli import app
@@ -32,8 +33,9 @@ def doc(body: str = "", reps: str = REPS) -> str:
 
 
 def compile_text(text: str, source: str = "r.yaml") -> CompiledRouting:
-    """What `load_routing` does, from text: parse (schema, references) then compile (rules)."""
-    return compile_routing(parse(text, source=source))
+    """What `load_routing` does, from text: parse (schema, references, the CRM names the
+    connector registry declares) then compile (rules)."""
+    return compile_routing(parse(text, source=source, crms=known_crms()))
 
 
 def config_error(text: str, source: str = "r.yaml") -> ConfigError:
@@ -338,7 +340,9 @@ def test_given_a_bad_top_level_timezone_when_parsing_then_error(zone):
          "one of 'valid_only', 'always' or 'never'", "'sometimes'"),
         ("ignore_owners: 005000000000INTEG\n", "ignore_owners", "a list", "'005000000000INTEG'"),
         ("field_maps: {pipedrive: {deals: {name: title}}}\n", "field_maps.pipedrive",
-         "one of hubspot, salesforce, file", "'pipedrive'"),
+         "one of csv, file, hubspot, salesforce", "'pipedrive'"),
+        ("field_maps: {hubspot: {compnies: {name: title}}}\n", "field_maps.hubspot.compnies",
+         "a hubspot object, one of companies, contacts", "'compnies'"),
         ("field_maps: {hubspot: {companies: {revenue: annualrevenue}}}\n",
          "field_maps.hubspot.companies.revenue", "a normalized record field", "'revenue'"),
     ],
@@ -346,6 +350,22 @@ def test_given_a_bad_top_level_timezone_when_parsing_then_error(zone):
 def test_given_a_wrong_top_level_value_when_parsing_then_error_names_path(
         body, path, expected, found):
     assert_error(config_error(doc(body)), path, expected, found)
+
+
+def test_given_a_crm_ids_key_no_connector_declares_when_parsing_then_error_names_it():
+    err = config_error("version: 1\nreps: [{id: ava, crm_ids: {hubspt: '101'}}]\n")
+    assert_error(err, "reps[0].crm_ids.hubspt", "one of csv, file, hubspot, salesforce",
+                 "'hubspt'")
+
+
+def test_given_known_crms_when_parsing_then_only_those_names_pass_the_check():
+    # The loader names no CRM itself: whatever the caller (the registry) declares is valid.
+    text = "version: 1\nreps: [{id: ava, crm_ids: {memcrm: u1}}]\n" \
+           "field_maps: {memcrm: {Deal: {name: title}}}\n"
+    assert parse(text, crms={"memcrm": ("deal",)}).reps[0].crm_ids == {"memcrm": "u1"}
+    with pytest.raises(ConfigError) as caught:
+        parse(text, source="r.yaml", crms={"other": ("deal",)})
+    assert caught.value.path == "reps[0].crm_ids.memcrm"
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from config.settings import Settings
 from connectors import registry
+from connectors.settings import Settings
 from tasks.cli import app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples"

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from config.settings import Settings
 from connectors.ratelimit import KEY_PREFIX, RedisBucket, bucket_for
+from connectors.settings import Settings
 from connectors.transport import LocalBucket
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -197,7 +197,7 @@ def test_given_configured_crms_when_a_worker_process_warms_up_then_its_first_tas
 
 
 def test_given_no_routing_file_when_warming_up_then_nothing_is_built(monkeypatch):
-    from config.settings import Settings
+    from connectors.settings import Settings
     from tasks import worker
 
     monkeypatch.setattr(worker, "_pipelines", {})

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from config.settings import Settings
 from connectors import registry
+from connectors.settings import Settings
 from connectors.simulator import Simulator, serve
 from connectors.simulator.server import RunningSimulator
 from connectors.transport import Unlimited

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from config.settings import Settings
+from connectors.settings import Settings
 from sync.models import Decision
 from sync.state import StateStore, open_store
 from tasks.http import create_app, hubspot_signature_v3

@@ -16,8 +16,8 @@ from kombu import Connection
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
-from config.settings import Settings
 from connectors.hubspot.errors import classify as classify_hubspot
+from connectors.settings import Settings
 from connectors.transport import Transport, Unlimited
 from sync.state import StateStore, open_store
 from tasks.cli import app as cli

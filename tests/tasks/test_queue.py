@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from config.settings import Settings
+from connectors.settings import Settings
 from tasks.celery_app import SWEEP_PAGE_TASK, SWEEP_PRIORITY, beat_schedule, parse_schedule
 from tasks.queue import Batcher
 from tests.loopback import free_port

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from config.settings import Settings
+from connectors.settings import Settings
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 
-from config.settings import Settings
 from connectors import registry
 from connectors.hubspot.connector import DEFAULT_TIMEOUT, HubSpotConnector, from_settings
+from connectors.settings import Settings
 from connectors.transport import Unlimited
 from sync.ports import (
     Connector,

@@ -1,14 +1,13 @@
-"""The HubSpot constants agree with the default field maps and with each other (STYLE.md §6)."""
+"""The HubSpot constants agree with its declared field maps and with each other (STYLE.md §6)."""
 
 from __future__ import annotations
 
-from config.fieldmaps import DEFAULT_FIELD_MAPS
 from connectors.hubspot import settings as hs
-from sync.ports import OBJECT_KINDS
+from connectors.registry import spec
 
 
-def test_given_the_objects_then_they_are_the_ports_hubspot_objects() -> None:
-    assert set(hs.OBJECTS) == set(OBJECT_KINDS["hubspot"]) == set(hs.PROPERTIES) == \
+def test_given_the_objects_then_they_are_the_registrys_hubspot_objects() -> None:
+    assert set(hs.OBJECTS) == set(spec("hubspot").objects) == set(hs.PROPERTIES) == \
         set(hs.MODIFIED_PROPERTY)
 
 
@@ -16,7 +15,7 @@ def test_given_each_object_then_its_properties_cover_the_default_field_map_and_b
 ) -> None:
     for obj in hs.OBJECTS:
         props = hs.PROPERTIES[obj]
-        assert set(DEFAULT_FIELD_MAPS["hubspot"][obj].values()) <= set(props), obj
+        assert set(hs.FIELD_MAPS[obj].values()) <= set(props), obj
         assert {hs.MODIFIED_PROPERTY[obj], "hs_lastmodifieddate", hs.CREATED_PROPERTY,
                 hs.ID_PROPERTY, hs.OWNER_PROPERTY} <= set(props), obj
         assert len(props) == len(set(props)), obj

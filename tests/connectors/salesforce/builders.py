@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from config.settings import Settings
+from connectors.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 INSTANCE = "https://acme.my.salesforce.com"

@@ -274,8 +274,8 @@ def test_given_settings_from_the_environment_then_the_connector_uses_them(
         rsps, monkeypatch):
     monkeypatch.setenv("SALESFORCE_INSTANCE_URL", INSTANCE)
     monkeypatch.setenv("SALESFORCE_ACCESS_TOKEN", TOKEN)
-    from config.settings import Settings
     from connectors import registry
+    from connectors.settings import Settings
 
     conn = registry.create("salesforce", Settings(), limiter=Unlimited())
 

@@ -1,24 +1,23 @@
-"""The Salesforce vendor tables agree with the field maps and the port's object names."""
+"""The Salesforce vendor tables agree with its declared field maps and object names."""
 
 from __future__ import annotations
 
 import pytest
 
-from config.fieldmaps import DEFAULT_FIELD_MAPS
+from connectors.registry import spec
 from connectors.salesforce import settings as vendor
 from connectors.salesforce.connector import from_settings
 from connectors.transport import Unlimited
-from sync.ports import OBJECT_KINDS
 from tests.connectors.salesforce.builders import QUERY_URL, page, soql, token_settings
 
 
 def test_every_salesforce_object_has_a_field_list():
-    assert set(vendor.OBJECT_FIELDS) == set(OBJECT_KINDS["salesforce"])
+    assert set(vendor.OBJECT_FIELDS) == set(spec("salesforce").objects)
 
 
-@pytest.mark.parametrize("obj", sorted(OBJECT_KINDS["salesforce"]))
+@pytest.mark.parametrize("obj", sorted(vendor.OBJECT_KINDS))
 def test_the_fields_read_are_the_field_map_columns_and_the_system_fields(obj):
-    mapped = list(dict.fromkeys(DEFAULT_FIELD_MAPS["salesforce"][obj].values()))
+    mapped = list(dict.fromkeys(vendor.FIELD_MAPS[obj].values()))
     assert list(vendor.OBJECT_FIELDS[obj]) == [*mapped, *vendor.SYSTEM_FIELDS]
     assert vendor.OWNER_FIELD in vendor.OBJECT_FIELDS[obj]
 
