@@ -59,6 +59,8 @@ class HubSpotConnector:
     """
 
     name = CRM
+    # Owners one write call takes: a sweep carries writes across pages to fill each batch.
+    write_batch_size = hs.BATCH_SIZE
 
     def __init__(self, access_token: str, *, base_url: str = "https://api.hubapi.com",
                  limiter: Bucket, search_limiter: Bucket,
