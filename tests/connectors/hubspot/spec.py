@@ -10,6 +10,7 @@ validation). Query strings: the API method's documented parameters and their typ
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import re
@@ -125,6 +126,7 @@ def query_schema(api: type, method: str) -> dict[str, Any]:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
+@functools.lru_cache(maxsize=64)
 def schemas_for(method: str, path: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(query schema, body schema or None) of a HubSpot request; KeyError if we have none."""
     parts = path.strip("/").split("/")
