@@ -342,7 +342,7 @@ class Pipeline:
         if not held:
             return
         out = {h.decision.record_id: h.decision for h in held}
-        self._mark_unwritten(out, out, why)
+        self._mark_unwritten(out, {h.decision.record_id: h.owner for h in held}, why)
         report.write_failed += len(out)
         self._settle(obj, held, out, report, failed=list(out))
 
