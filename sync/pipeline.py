@@ -66,6 +66,36 @@ class RunReport:
                 self.reps[decision.owner] += 1
 
 
+@dataclass
+class _Held:
+    """A decided owner write not yet sent: its record stays locked (under `token`) until the
+    write lands or fails onto the retry list, and its audit row waits for the result."""
+
+    decision: Decision
+    owner: str  # the CRM owner id to write
+    key: str  # the record's lock key
+    token: str
+    page: int  # the sweep page it was read on (0 outside a sweep)
+    at: datetime  # when it was decided
+
+
+@dataclass
+class _Writes:
+    """Owner writes carried across a sweep's pages, so the CRM sees full batches rather than
+    one part-filled batch per page. `batch` 0: no carrying, each batch writes its own."""
+
+    batch: int = 0
+    held: dict[str, _Held] = field(default_factory=dict)
+
+    def take(self, n: int) -> list[_Held]:
+        """The `n` oldest held writes, removed from the buffer."""
+        ids = list(self.held)[:n]
+        return [self.held.pop(i) for i in ids]
+
+    def oldest_page(self) -> int | None:
+        return min((h.page for h in self.held.values()), default=None)
+
+
 class Pipeline:
     """Routes CRM records through one connector, in this process (embedded) or in a task."""
 
@@ -197,12 +227,20 @@ class Pipeline:
     def sweep(self, obj: str, *, full: bool = False, since: datetime | None = None,
               now: datetime | None = None,
               on_page: Callable[[RunReport], None] | None = None) -> RunReport:
-        """Incremental from the stored watermark, page by page, checkpointed after each page;
-        the first run (and `full`) covers every record. A daily quota stops it cleanly."""
+        """Incremental from the stored watermark, page by page; the first run (and `full`)
+        covers every record. A daily quota stops it cleanly.
+
+        Owner writes are carried across pages into full batches (the connector's
+        `write_batch_size`), so the checkpoint after a page is committed only once every
+        write decided up to that page has landed or failed onto the retry list: a worker
+        killed with writes still held resumes before them and decides them again. Leaving
+        early (a quota, an error, `on_page` raising) writes or parks what is held first."""
         obj = self.spec.canonical_object(obj)
         report = RunReport(self.crm, obj)
         key = f"sweep:{self.crm}:{obj}"
         saved = json.loads(self.store.get_checkpoint(key) or "null")
+        writes = _Writes(0 if self.dry_run else self._write_batch())
+        ready: list[tuple[int, str]] = []  # finished pages' checkpoints, not yet committed
         try:
             start_since, cursor, max_seen = self._resume(saved, full, since)
             # Writes that failed last time go first (nothing is silently lost) -- once per
@@ -213,29 +251,98 @@ class Pipeline:
                                now=now, report=report)
             while True:
                 page = self.connector.list_records(obj, since=start_since, cursor=cursor)
+                number = report.pages + 1
                 self._process(obj, page.records, trigger="sweep", read_at=None, now=now,
-                              report=report)
+                              report=report, writes=writes, page=number)
                 for record in page.records:
                     if record.modified_at is not None and (
                             max_seen is None or record.modified_at > max_seen):
                         max_seen = record.modified_at
                 cursor = page.cursor
-                report.pages += 1
+                report.pages = number
+                if cursor is None or self._held_too_long(writes):
+                    self._flush(obj, writes, report, everything=True)
                 if not self.dry_run:
-                    self.store.set_checkpoint(key, json.dumps(_checkpoint(
-                        start_since, cursor, max_seen)))
+                    ready.append((number, json.dumps(_checkpoint(start_since, cursor,
+                                                                 max_seen))))
+                    self._commit_ready(key, ready, writes)
                 if on_page is not None:
                     on_page(report)
                 if cursor is None:
                     break
         except QuotaExhausted as exc:
-            # The checkpoint already holds the last finished page: the next run resumes there.
+            # The checkpoint holds the last page whose writes all landed: the next run resumes
+            # there, and the writes still held wait on the retry list too.
+            self._commit_ready(key, ready, writes)
+            self._park(obj, writes, report, "daily API quota exhausted")
             report.stopped = str(exc)
             if not self.dry_run:
                 self.metrics.quota_stop(self.crm)
+        except CrmUnavailable:
+            # The CRM is down: writing now would only spend the retries again.
+            self._commit_ready(key, ready, writes)
+            self._park(obj, writes, report, "CRM unavailable")
+            raise
+        except BaseException:
+            # Anything else (a store error, `on_page` stopping after one page): the held
+            # writes were decided, so write them, then commit the pages they complete.
+            self._leave(obj, key, ready, writes, report)
+            raise
         finally:
             self._report_calls()
         return report
+
+    def _write_batch(self) -> int:
+        """Owner writes per CRM call for carrying writes across pages; 0 for a connector that
+        does not say (each page then writes its own)."""
+        size = getattr(self.connector, "write_batch_size", 0)
+        return size if isinstance(size, int) and size > 0 else 0
+
+    def _held_too_long(self, writes: _Writes) -> bool:
+        """True once the oldest held write has waited half its lock's life or as long as a
+        snapshot may age unchecked (recheck_after): write it before either runs out."""
+        if not writes.held:
+            return False
+        oldest = min(h.at for h in writes.held.values())
+        return (self.clock() - oldest).total_seconds() >= min(self.lock_ttl / 2,
+                                                              self.recheck_after)
+
+    def _commit_ready(self, key: str, ready: list[tuple[int, str]], writes: _Writes) -> None:
+        """Commit the checkpoint of the latest finished page with no write still held from
+        it or an earlier page: a checkpoint never passes a record whose write is pending."""
+        oldest = writes.oldest_page()
+        safe = [entry for entry in ready if oldest is None or entry[0] < oldest]
+        if safe:
+            self.store.set_checkpoint(key, safe[-1][1])
+            del ready[:len(safe)]
+
+    def _leave(self, obj: str, key: str, ready: list[tuple[int, str]], writes: _Writes,
+               report: RunReport) -> None:
+        """Leaving a sweep on an error: write what is held, then commit the finished pages.
+        Writes that cannot be sent wait on the retry list, and the checkpoint stays before
+        them (the caller re-raises its own error, not this one)."""
+        try:
+            self._flush(obj, writes, report, everything=True)
+        except QuotaExhausted:
+            self._park(obj, writes, report, "daily API quota exhausted")
+            return
+        except Exception:
+            log.exception("held owner writes not sent; they wait on the retry list",
+                          extra={"crm": self.crm, "object": obj})
+            self._park(obj, writes, report, "write did not complete")
+            return
+        self._commit_ready(key, ready, writes)
+
+    def _park(self, obj: str, writes: _Writes, report: RunReport, why: str) -> None:
+        """Held writes that will not be sent now: audited unwritten, on the retry list,
+        unlocked."""
+        held = writes.take(len(writes.held))
+        if not held:
+            return
+        out = {h.decision.record_id: h.decision for h in held}
+        self._mark_unwritten(out, {h.decision.record_id: h.owner for h in held}, why)
+        report.write_failed += len(out)
+        self._settle(obj, held, out, report, failed=list(out))
 
     @staticmethod
     def _resume(saved: dict[str, str | None] | None, full: bool, since: datetime | None
@@ -289,9 +396,19 @@ class Pipeline:
 
     def _process(self, obj: str, crm_records: Sequence[CrmRecord], *, trigger: str,
                  read_at: datetime | None, now: datetime | None, report: RunReport,
-                 gone: Sequence[str] = ()) -> None:
+                 gone: Sequence[str] = (), writes: _Writes | None = None,
+                 page: int = 0) -> None:
+        """Lock, recheck, decide and audit one batch. Its owner writes go to `writes` (a
+        sweep's, carried across pages and written in full batches) or, without one, are
+        written before this returns."""
         instant = now or self.clock()
         kind = self.spec.kind(obj)
+        own = writes is None or writes.batch <= 0
+        writes = writes if writes is not None else _Writes()
+        if writes.held:
+            # Read again while its write is held (modified meanwhile): already decided and
+            # locked by this sweep; deciding it twice would write it twice.
+            crm_records = [r for r in crm_records if r.id not in writes.held]
         # The report spans the run; these mark where this batch starts, for its log line.
         outcomes_before = Counter(report.outcomes)
         written_before, failed_before = report.written, report.write_failed
@@ -313,6 +430,7 @@ class Pipeline:
             # watermark moves past it never strands it unrouted.
             self.store.add_failed(self.crm, obj, [r.id for r in crm_records
                                                   if keys[r.id] not in held])
+        waiting: set[str] = set()  # ids whose write is held: locked and audited at the flush
         try:
             mine = self._recheck(obj, mine, read_at, audit, instant, kind, trigger)
             records: list[Record] = []
@@ -327,8 +445,15 @@ class Pipeline:
                 account_owners=self._account_owners(records), audit=False,
                 dry_run=self.dry_run, crm=self.crm)
             current = {r.id: r.owner for r in records}
-            written, quota = self._write(obj, decisions, current, report)
-            for decision in written:
+            decided, pending = self._plan(obj, decisions, current, report)
+            if not self.dry_run:
+                for record_id, owner in pending.items():
+                    writes.held[record_id] = _Held(decided[record_id], owner, keys[record_id],
+                                                   token, page, self.clock())
+                waiting = set(pending)
+            for decision in decided.values():
+                if decision.record_id in waiting:
+                    continue
                 if trigger == "sweep" and decision.outcome == Outcome.KEPT_EXISTING:
                     # Counted, not audited: a sweep re-reads every record our own writes
                     # touched, and an audit row per record per sweep would bury the real
@@ -336,15 +461,18 @@ class Pipeline:
                     self._counted(decision, report)
                 else:
                     audit.append(decision)
-            if quota is not None:
-                raise quota  # after `finally` has audited every decision of this batch
         finally:
             for decision in audit:
                 self._counted(decision, report)
             if not self.dry_run:
                 if audit:
                     self.store.commit({}, [], audit)
-                self.store.unlock_records([keys[r.id] for r in mine], token)
+                self.store.unlock_records([keys[r.id] for r in mine if r.id not in waiting],
+                                          token)
+        try:
+            # Audited and unlocked by the flush, whatever the writes' fate.
+            self._flush(obj, writes, report, everything=own)
+        finally:
             self._report_calls()
             log.info("batch routed", extra={
                 "crm": self.crm, "object": obj, "trigger": trigger,
@@ -352,6 +480,7 @@ class Pipeline:
                 "outcomes": dict(report.outcomes - outcomes_before),
                 "written": report.written - written_before,
                 "write_failed": report.write_failed - failed_before,
+                "held": len(writes.held),
                 "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
 
     def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
@@ -377,10 +506,10 @@ class Pipeline:
                                    record.modified_at))
         return fresh
 
-    def _write(self, obj: str, decisions: list[Decision], current: Mapping[str, str | None],
-               report: RunReport) -> tuple[list[Decision], QuotaExhausted | None]:
-        """Write new owners in batches; every decision comes back with its write's result,
-        and the quota stop, if the CRM's daily quota ran out, for the caller to raise."""
+    def _plan(self, obj: str, decisions: list[Decision], current: Mapping[str, str | None],
+              report: RunReport) -> tuple[dict[str, Decision], dict[str, str]]:
+        """Each decision by record id, and the owner writes they call for (record id -> CRM
+        owner id). Decisions that need no write are settled here: off the retry list."""
         pending: dict[str, str] = {}
         out: dict[str, Decision] = {}
         directory = getattr(self.connector, "directory", True)
@@ -398,12 +527,30 @@ class Pipeline:
                 pending[d.record_id] = d.owner_crm_id
         if self.dry_run:
             report.changes += [d for d in decisions if d.record_id in pending]
-            return list(out.values()), None
+            return out, pending
+        report.write_failed += sum(1 for d in out.values() if d.write_error)
+        done = [i for i in out if i not in pending]
+        if done:
+            self.store.remove_failed(self.crm, obj, done)
+        return out, pending
+
+    def _flush(self, obj: str, writes: _Writes, report: RunReport, *,
+               everything: bool) -> None:
+        """Write held owners in batches (only full ones unless `everything`), then audit each
+        decision with its write's result and release its lock; raises the quota stop after
+        auditing the batches that landed before the CRM's daily quota ran out."""
+        n = len(writes.held) if everything or writes.batch <= 0 else \
+            len(writes.held) // writes.batch * writes.batch
+        held = writes.take(n)
+        if not held:
+            return
+        pending = {h.decision.record_id: h.owner for h in held}
+        out = {h.decision.record_id: h.decision for h in held}
         failed: list[str] = []
         quota: QuotaExhausted | None = None
-        if pending:
+        try:
             results: list[WriteResult] | None
-            answered = pending  # the ids whose results below say what happened
+            answered: Mapping[str, str] = pending  # the ids the results below speak for
             try:
                 results = self.connector.write_owners(obj, pending)
             except QuotaExhausted as exc:
@@ -417,6 +564,12 @@ class Pipeline:
             except CrmUnavailable as exc:
                 self._mark_unwritten(out, pending, str(exc))
                 failed, results = list(pending), None
+            except Exception as exc:
+                # Not the CRM's answer (a bug, a lost connection to the store...): the
+                # decisions stay on the retry list rather than vanish with the exception.
+                self._mark_unwritten(out, pending, f"write did not complete ({exc!r})")
+                failed, results = list(pending), None
+                raise
             if results is not None:
                 written_at = self.clock()
                 by_id = {r.id: r for r in results}
@@ -434,14 +587,29 @@ class Pipeline:
                         error = result.error if result is not None else "no result returned"
                         out[record_id] = d._replace(write_error=error)
                         failed.append(record_id)
-        report.write_failed += len(failed) + sum(
-            1 for d in out.values() if d.write_error and d.record_id not in pending)
+        finally:
+            report.write_failed += len(failed)
+            self._settle(obj, held, out, report, failed=failed)
+        if quota is not None:
+            raise quota
+
+    def _settle(self, obj: str, held: Sequence[_Held], out: Mapping[str, Decision],
+                report: RunReport, *, failed: Sequence[str]) -> None:
+        """After held writes were sent (or given up): the retry list, the audit rows with the
+        results, the locks released."""
         if failed:
-            self.store.add_failed(self.crm, obj, failed)
-        done = [i for i in out if i not in failed]
+            self.store.add_failed(self.crm, obj, list(failed))
+        done = [i for i in out if i not in set(failed)]
         if done:
             self.store.remove_failed(self.crm, obj, done)
-        return list(out.values()), quota
+        for decision in out.values():
+            self._counted(decision, report)
+        self.store.commit({}, [], list(out.values()))
+        tokens: dict[str, list[str]] = {}
+        for h in held:
+            tokens.setdefault(h.token, []).append(h.key)
+        for token, keys in tokens.items():
+            self.store.unlock_records(keys, token)
 
     @staticmethod
     def _mark_unwritten(out: dict[str, Decision], ids: Mapping[str, str], why: str) -> None:

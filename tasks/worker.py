@@ -217,7 +217,8 @@ def run_sweep_page(crm: str, object: str) -> bool:
     obj = canonical_object(crm, object)
 
     def one_page(_: RunReport) -> None:
-        # `Pipeline.sweep` stores the page's checkpoint before calling `on_page`.
+        # `Pipeline.sweep` writes the owners it holds and stores the page's checkpoint
+        # before this leaves it.
         raise _PageDone
 
     try:

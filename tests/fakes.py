@@ -37,6 +37,7 @@ class FakeCrm:
     reject: dict[str, str] = field(default_factory=dict)  # record id -> per-record error
     quota_after: int | None = None  # calls allowed before the daily quota is spent
     unavailable_writes: int = 0  # next N write calls fail as if retries were exhausted
+    write_batch_size: int = 0  # owners per write call a sweep packs; 0: each page writes its own
     tick: timedelta = timedelta(seconds=1)
     clock: datetime = T0
 

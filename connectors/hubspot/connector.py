@@ -59,6 +59,8 @@ class HubSpotConnector:
 
     name = CRM
     spec = hs.SPEC
+    # Owners one write call takes: a sweep carries writes across pages to fill each batch.
+    write_batch_size = hs.BATCH_SIZE
 
     def __init__(self, access_token: str, *, base_url: str = "https://api.hubapi.com",
                  limiter: Bucket, search_limiter: Bucket,
@@ -279,7 +281,10 @@ class HubSpotConnector:
         found: dict[str, CrmRecord] = {}
         for start in range(0, len(unique), hs.BATCH_SIZE):
             chunk = unique[start:start + hs.BATCH_SIZE]
-            body = {"inputs": [{"id": i} for i in chunk], "properties": list(properties)}
+            # `propertiesWithHistory` is required by HubSpot's schema (BatchReadInput...);
+            # empty asks for no history, which we never use.
+            body = {"inputs": [{"id": i} for i in chunk], "properties": list(properties),
+                    "propertiesWithHistory": []}
             # 207: some ids do not exist (OBJECT_NOT_FOUND); they are simply absent.
             response = self._call(f"{obj}.batch_read", lambda b=body: apis.batch.
                                   read_with_http_info(b, archived=_flag(False),

@@ -229,6 +229,8 @@ class SalesforceConnector:
 
     name = CRM
     spec = vendor.SPEC
+    # Owners one write call takes: a sweep carries writes across pages to fill each batch.
+    write_batch_size = vendor.COMPOSITE_BATCH
 
     def __init__(self, settings: Settings, *, limiter: RateLimiter | None = None,
                  transport_sleep: Callable[[float], None] | None = None,

@@ -280,10 +280,17 @@ def hubspot_app(sim: Simulator) -> FastAPI:
         ids = _batch_ids(body.get("inputs"))
         if body.get("idProperty") not in (None, "", "hs_object_id"):
             raise _Invalid("the simulator reads by hs_object_id only")
-        names = body.get("properties") or None
-        if names is not None and not (isinstance(names, list)
-                                      and all(isinstance(n, str) for n in names)):
-            raise _Invalid("properties must be a list of strings")
+        # Both lists are required by HubSpot's schema (BatchReadInputSimplePublicObjectId):
+        # refusing a body without them keeps every test that talks to us honest.
+        missing_fields = [m for m in ("properties", "propertiesWithHistory") if m not in body]
+        if missing_fields:
+            raise _Invalid("Invalid input JSON on line 1: Some required fields were not set: "
+                           f"[{', '.join(missing_fields)}]")
+        for member in ("properties", "propertiesWithHistory"):
+            value = body[member]
+            if not (isinstance(value, list) and all(isinstance(n, str) for n in value)):
+                raise _Invalid(f"{member} must be a list of strings")
+        names = body["properties"] or None
         results: list[dict[str, Any]] = []
         missing: list[str] = []
         with sim.lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -298,3 +299,183 @@ def test_given_a_record_when_explaining_then_nothing_is_written_or_audited(crm, 
 
     assert decision.outcome == "assigned"
     assert crm.writes == [] and store.decisions() == []
+
+
+# --- owner writes packed across a sweep's pages ---------------------------------------------
+
+KEY = "sweep:hubspot:companies"
+
+
+def write_sizes(crm: FakeCrm) -> list[int]:
+    """Record the number of owners in each write call the pipeline makes."""
+    sizes: list[int] = []
+    write = crm.write_owners
+
+    def counted(obj, owners):
+        sizes.append(len(owners))
+        return write(obj, owners)
+
+    crm.write_owners = counted  # type: ignore[method-assign]
+    return sizes
+
+
+def test_given_batches_of_20_and_pages_of_10_when_sweeping_then_writes_fill_whole_batches(
+        crm, store):
+    crm.write_batch_size = 20
+    sizes = write_sizes(crm)
+
+    report = make(crm, store).sweep("companies", now=NOW)
+
+    # Then: two full pages make one full batch; the last page's writes go at the end.
+    assert sizes == [20, 5]
+    assert report.written == 25 and report.outcomes == {"assigned": 25}
+    assert all(owners(crm).values())
+    assert all(store.decisions(record_id=f"c{n}")[0].written_at is not None for n in range(25))
+    assert store.failed("hubspot", "companies") == []
+    keys = [f"hubspot:companies:c{n}" for n in range(25)]
+    assert store.lock_records(keys, "probe", 60) == set(keys)  # every lock released
+
+
+def test_given_writes_held_after_a_page_then_the_checkpoint_waits_and_the_records_stay_locked(
+        crm, store):
+    crm.write_batch_size = 20
+    seen: list[tuple[str | None, set[str]]] = []
+
+    def look(report):
+        probe = store.lock_records(["hubspot:companies:c0"], "probe", 60)
+        store.unlock_records(["hubspot:companies:c0"], "probe")
+        seen.append((store.get_checkpoint(KEY), probe))
+
+    make(crm, store).sweep("companies", now=NOW, on_page=look)
+
+    # Page 1's ten writes are held: no checkpoint passes them, and c0 is still ours.
+    assert seen[0] == (None, set())
+    # Page 2 filled the batch: written, so its checkpoint is committed and c0 is free.
+    assert seen[1][0] is not None and json.loads(seen[1][0])["cursor"]
+    assert seen[1][1] == {"hubspot:companies:c0"}
+    assert json.loads(seen[2][0])["cursor"] is None
+
+
+def test_given_a_sweep_that_dies_between_pages_when_run_again_then_each_decided_write_lands_once(
+        crm, store):
+    crm.write_batch_size = 20
+    listed = crm.list_records
+    calls = {"n": 0}
+
+    def dies_on_page_2(obj, *, since, cursor):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker lost")
+        return listed(obj, since=since, cursor=cursor)
+
+    crm.list_records = dies_on_page_2  # type: ignore[method-assign]
+    sizes = write_sizes(crm)
+    pipeline = make(crm, store)
+
+    with pytest.raises(RuntimeError):
+        pipeline.sweep("companies", now=NOW)
+
+    # Then: page 1's held writes were written on the way out, and its checkpoint committed.
+    assert sizes == [10] and len(crm.writes) == 10
+    assert all(store.decisions(record_id=i)[0].written_at for i, _ in crm.writes)
+    assert json.loads(store.get_checkpoint(KEY))["cursor"]
+    pipeline.sweep("companies", now=NOW)
+    assert sizes == [10, 15]  # the resumed run packs its two pages into one write
+    assert all(owners(crm).values())
+    assert Counter(i for i, _ in crm.writes) == {f"c{n}": 1 for n in range(25)}
+
+
+def test_given_the_write_on_the_way_out_fails_then_its_decisions_wait_on_the_retry_list(
+        crm, store):
+    crm.write_batch_size = 20
+    listed, write = crm.list_records, crm.write_owners
+    calls = {"n": 0}
+
+    def dies_on_page_2(obj, *, since, cursor):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker lost")
+        return listed(obj, since=since, cursor=cursor)
+
+    def broken(obj, owners):
+        raise ConnectionError("socket closed")
+
+    crm.list_records = dies_on_page_2  # type: ignore[method-assign]
+    crm.write_owners = broken  # type: ignore[method-assign]
+
+    with pytest.raises(RuntimeError):
+        make(crm, store).sweep("companies", now=NOW)
+
+    # Then: the ten decisions are audited unwritten, on the retry list, unlocked, and the
+    # checkpoint has not passed them.
+    page_1 = [f"c{n}" for n in range(10)]
+    assert sorted(store.failed("hubspot", "companies")) == sorted(page_1)
+    assert all("retried next run" in (store.decisions(record_id=i)[0].write_error or "")
+               for i in page_1)
+    assert store.get_checkpoint(KEY) is None
+    keys = [f"hubspot:companies:{i}" for i in page_1]
+    assert store.lock_records(keys, "probe", 60) == set(keys)
+    store.unlock_records(keys, "probe")
+    crm.list_records, crm.write_owners = listed, write  # type: ignore[method-assign]
+    make(crm, store).sweep("companies", now=NOW)
+    assert Counter(i for i, _ in crm.writes) == {f"c{n}": 1 for n in range(25)}
+    assert store.failed("hubspot", "companies") == []
+
+
+def test_given_the_daily_quota_runs_out_mid_pack_then_landed_batches_are_reported_written(
+        crm, store):
+    # Given: pages of 12, batches of 10, and a CRM whose second write call lands its first
+    # five owners and then meets the daily quota.
+    crm.page_size, crm.write_batch_size = 12, 10
+    write = crm.write_owners
+    calls: list[int] = []
+
+    def quota_on_second(obj, owners):
+        calls.append(len(owners))
+        if len(calls) < 2:
+            return write(obj, owners)
+        exc = QuotaExhausted("hubspot", "DAILY")
+        exc.landed = write(obj, dict(list(owners.items())[:5]))
+        raise exc
+
+    crm.write_owners = quota_on_second  # type: ignore[method-assign]
+    pipeline = make(crm, store)
+
+    first = pipeline.sweep("companies", now=NOW)
+
+    # Then: the landed batches are written and audited so; the rest wait on the retry list.
+    assert calls == [10, 10]
+    assert first.stopped is not None and "quota" in first.stopped
+    assert first.written == 15 == len(crm.writes)
+    landed = {i for i, _ in crm.writes}
+    assert all(store.decisions(record_id=i)[0].written_at for i in landed)
+    waiting = set(store.failed("hubspot", "companies"))
+    assert len(waiting) == 9 and not waiting & landed
+    assert all("quota" in (store.decisions(record_id=i)[0].write_error or "") for i in waiting)
+    assert first.write_failed == 9
+    crm.write_owners = write  # type: ignore[method-assign]
+    pipeline.sweep("companies", now=NOW)  # the day resets: resumes
+    pipeline.sweep("companies", now=NOW)  # the next sweep takes the retry list
+    assert all(owners(crm).values())
+    assert Counter(i for i, _ in crm.writes) == {f"c{n}": 1 for n in range(25)}
+    assert store.failed("hubspot", "companies") == []
+
+
+def test_given_held_writes_older_than_the_recheck_window_then_the_next_page_end_writes_them(
+        crm, store):
+    crm.write_batch_size = 100
+    clock = Clock()
+    sizes = write_sizes(crm)
+    listed = crm.list_records
+
+    def slow(obj, *, since, cursor):
+        clock.now += timedelta(seconds=31)  # each page takes longer than recheck_after
+        return listed(obj, since=since, cursor=cursor)
+
+    crm.list_records = slow  # type: ignore[method-assign]
+
+    make(crm, store, clock).sweep("companies", now=NOW)
+
+    # Page 1's writes are 31 s old when page 2 ends: written then, not at the sweep's end
+    # (a batch of 100 would otherwise take all 25 at once).
+    assert sizes == [20, 5]

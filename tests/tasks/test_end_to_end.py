@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
@@ -22,6 +23,7 @@ from tasks.cli import app
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing.yaml"
 OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
+WRITES = {"hubspot": (100, "/batch/update"), "salesforce": (200, "/composite/sobjects")}
 
 
 @pytest.fixture
@@ -72,6 +74,11 @@ def test_given_a_seeded_crm_when_sweeping_then_every_unowned_record_gets_a_valid
         assert ids, "the seed leaves some records unowned"
         assert all(sim.owner_of(crm, obj, i) in reps for i in ids)
     assert all(not r.failed and r.stopped is None for r in reports)
+    # Owner writes are packed across pages: the fewest write calls that can carry them.
+    batch, endpoint = WRITES[crm]
+    calls = sum(n for key, codes in sim.stats(crm)["calls"].items() if endpoint in key
+                for n in codes.values())
+    assert calls == sum(math.ceil(r.written / batch) for r in reports)
     if crm == "salesforce":
         # Every composite write carried Sforce-Auto-Assign: FALSE.
         assert sim.stats("salesforce")["writes"]["without_auto_assign_false"] == 0

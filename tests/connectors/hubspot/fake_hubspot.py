@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from connectors.settings import Settings
+from tests.connectors.hubspot.spec import problems
 
 TOKEN = "pat-na1-11111111-2222-3333-4444-555555555555"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -156,6 +157,9 @@ class FakeHubSpot:
             return canned
         if seen.headers.get("authorization") != f"Bearer {TOKEN}":
             return Canned(401, fixture("401.json"))
+        refused = _nonconforming(seen)
+        if refused is not None:
+            return refused
         parts = seen.path.strip("/").split("/")
         if parts[:3] == ["crm", "v3", "owners"]:
             return self._owners(seen)
@@ -314,6 +318,20 @@ class FakeHubSpot:
             do_GET = do_POST = do_PATCH = _serve
 
         return Handler
+
+
+def _nonconforming(seen: Seen) -> Canned | None:
+    """HubSpot's 400 for a request its schema refuses (spec.py), so every test of the
+    connector also checks the shape of what it sends."""
+    try:
+        found = problems(seen.method, seen.path, seen.query, seen.body)
+    except KeyError:
+        return None  # an endpoint we have no schema for: answered as before
+    if not found:
+        return None
+    return Canned(400, {"status": "error", "category": "VALIDATION_ERROR",
+                        "message": "Invalid input JSON: " + "; ".join(found),
+                        "correlationId": "00000000-0000-0000-0000-000000000000"})
 
 
 def _value(prop: str, raw: object) -> Any:

@@ -112,8 +112,21 @@ def test_given_ids_some_missing_when_batch_read_then_207_names_the_missing_ones(
 
 def test_given_more_than_100_inputs_when_batch_read_then_400(hs: requests.Session, running):
     response = hs.post(f"{running.hubspot_url}/crm/v3/objects/companies/batch/read",
-                       json={"properties": [], "inputs": [{"id": str(i)} for i in range(101)]})
+                       json={"properties": [], "propertiesWithHistory": [],
+                             "inputs": [{"id": str(i)} for i in range(101)]})
     assert response.status_code == 400 and response.json()["category"] == "VALIDATION_ERROR"
+    assert "at most 100 inputs" in response.json()["message"]
+
+
+def test_given_a_batch_read_without_properties_with_history_when_posted_then_400_names_it(
+        hs: requests.Session, running):
+    response = hs.post(f"{running.hubspot_url}/crm/v3/objects/companies/batch/read",
+                       json={"properties": ["name"], "inputs": [{"id": "1001"}]})
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["status"] == "error" and body["category"] == "VALIDATION_ERROR"
+    assert "propertiesWithHistory" in body["message"] and body["correlationId"]
 
 
 # --- writes -------------------------------------------------------------------------------------
