@@ -193,10 +193,11 @@ rules: [{name: us, when: {country: {eq: US}}, assign: {rep: ben}}]
 def test_given_a_terminal_when_routing_then_a_progress_bar_counts_the_rows(
     config: Path, state: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.cli
+    import tasks.cli.routing
 
     screen = io.StringIO()
-    monkeypatch.setattr(tasks.cli, "err", Console(file=screen, force_terminal=True, width=100))
+    monkeypatch.setattr(tasks.cli.routing, "err",
+                        Console(file=screen, force_terminal=True, width=100))
 
     result = route(config, state, write(tmp_path / "in.csv", CONTRACT_INPUT),
                    tmp_path / "out.csv")

@@ -1,4 +1,4 @@
-"""CLI commands that talk to a CRM: sweep, reprocess, explain --crm (embedded pipeline runs)."""
+"""CLI commands that talk to a CRM: sweep, reprocess, explain --crm, demo, simulator."""
 
 from __future__ import annotations
 
@@ -17,23 +17,27 @@ from sync.compiler import CompiledRouting
 from sync.models import Decision, Record
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import Connector, CredentialsError, CrmError, canonical_object
-
-CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")]
-ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "
-                      "(HubSpot); Account, Lead, Contact (Salesforce).")]
-NowOpt = Annotated[str | None, typer.Option("--now", help="Routing instant (ISO 8601).",
-                   show_default=False)]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Routing file.",
-                      show_default=False)]
-StateOpt = Annotated[str | None, typer.Option("--state", help="State URL.", show_default=False)]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print what would "
-                      "change.")]
+from tasks.cli.common import (
+    ConfigOpt,
+    CrmOpt,
+    DryRunOpt,
+    NowOpt,
+    ObjectOpt,
+    StateOpt,
+    err,
+    fail,
+    load_routing_file,
+    open_state,
+    out,
+    parse_instant,
+)
 
 
 @contextmanager
 def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
               dry_run: bool) -> Iterator[tuple[Pipeline, str]]:
-    from tasks.cli import _store, fail
+    # Deferred: Prometheus and kombu's Redis transport load only for commands that run a
+    # pipeline, not for every start of the CLI.
     from tasks.metrics import metrics_for
 
     settings = Settings()
@@ -47,7 +51,7 @@ def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
         fail(str(exc))
     except CredentialsError as exc:
         fail(str(exc))
-    store = _store(state)
+    store = open_state(state)
     try:
         yield Pipeline(connector, routing, store, dry_run=dry_run,
                        recheck_after=settings.recheck_after_seconds,
@@ -76,13 +80,13 @@ def sweep(
                        "(a sweep_page chain) instead of in this process.")] = False,
 ) -> None:
     """Route a CRM's records in this process: incremental from the stored watermark."""
-    from tasks.cli import _routing, err, fail, out, parse_instant
-
-    routing = _routing(config)
+    routing = load_routing_file(config)
     if enqueue:
         if dry_run or now or since or full:
             fail("--enqueue starts the workers' incremental sweep; it takes no --dry-run, "
                  "--now, --since or --full")
+        # Deferred: the queue builds the Celery app and reads the broker settings, which only
+        # --enqueue needs.
         from tasks import queue
 
         try:
@@ -118,12 +122,10 @@ def reprocess(
 ) -> None:
     """Route chosen records again, in this process (or on the workers with --enqueue);
     audited with trigger `reprocess`."""
-    from tasks.cli import _routing, parse_instant
-
     if enqueue:
         _enqueue_reprocess(crm, object, ids, dry_run=dry_run, now=now)
         return
-    routing = _routing(config)
+    routing = load_routing_file(config)
     instant = parse_instant(now) if now else None
     with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
         report = pipeline.route_ids(obj, ids, trigger="reprocess", now=instant)
@@ -132,8 +134,8 @@ def reprocess(
 
 def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
                        now: str | None) -> None:
+    # Deferred: the queue builds the Celery app and reads the broker settings (see `sweep`).
     from tasks import queue
-    from tasks.cli import fail, out
 
     if dry_run:
         fail("--enqueue and --dry-run cannot be combined: a dry run routes in this process")
@@ -157,13 +159,12 @@ def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
 
 def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,
                 state: str | None, instant: datetime) -> tuple[Record | None, Decision]:
+    """`explain --crm`: read one record from the CRM and decide it; nothing written."""
     with _pipeline(routing, crm, obj, state, dry_run=True) as (pipeline, obj):
         return pipeline.explain_record(obj, record_id, now=instant)
 
 
 def _finish(report: RunReport, pipeline: Pipeline) -> None:
-    from tasks.cli import err, out
-
     table = Table(title=f"{report.crm} {report.object}: {sum(report.outcomes.values())} "
                   f"records" + (" (dry run)" if pipeline.dry_run else ""))
     table.add_column("outcome")
@@ -198,11 +199,12 @@ def demo(
                       "default: the bundled example.", show_default=False)] = None,
 ) -> None:
     """Start the local CRM simulator, route both CRMs end to end, print a summary."""
-    from tasks.cli import _routing, out
+    # Deferred: the simulator and its HTTP servers (about half a second to import) are needed
+    # by this command only.
     from tasks.demo import EXAMPLE, run_demo
 
     path = config or EXAMPLE
-    _routing(path)  # a broken file fails here with exit 2, before anything starts
+    load_routing_file(path)  # a broken file fails here with exit 2, before anything starts
     if not run_demo(out, companies=companies, leads=leads, seed=seed, config=path):
         raise typer.Exit(1)
 
@@ -215,16 +217,10 @@ def simulator(
     leads: Annotated[int, typer.Option(help="Contacts/leads per CRM.")] = 300,
 ) -> None:
     """Serve the local CRM simulator (HubSpot and Salesforce APIs) until Ctrl-C."""
+    # Deferred: the simulator's servers are needed by this command only.
     from connectors.simulator.__main__ import main as simulator_main
 
     raise typer.Exit(simulator_main([
         "--seed", str(seed), "--hubspot-port", str(hubspot_port), "--salesforce-port",
         str(salesforce_port), "--companies", str(companies), "--accounts", str(companies),
         "--contacts", str(leads), "--leads", str(leads)]))
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(sweep)
-    app.command()(reprocess)
-    app.command()(demo)
-    app.command()(simulator)

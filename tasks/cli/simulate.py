@@ -16,6 +16,7 @@ from sync.models import Outcome
 from sync.normalize import id_key
 from sync.pipeline import Pipeline
 from sync.ports import CredentialsError, CrmError, canonical_object
+from tasks.cli.common import fail, load_routing_file, open_state, out, parse_instant
 
 MOVES_SHOWN = 50
 
@@ -28,15 +29,13 @@ def simulate(
                      "pauses are read, never written).", show_default=False)] = None,
 ) -> None:
     """What-if: which records a routing file would move, and each rep's load before/after."""
-    from tasks.cli import _routing, _store, fail, out, parse_instant
-
-    routing = _routing(config)
+    routing = load_routing_file(config)
     try:
         obj = canonical_object(crm, object)
         connector = registry.create_for(crm, routing, Settings())
     except (ValueError, CredentialsError) as exc:
         fail(str(exc))
-    store = _store(state)
+    store = open_state(state)
     try:
         pipeline = Pipeline(connector, routing, store, dry_run=True)
         crm_records = []
@@ -89,7 +88,3 @@ def simulate(
     for owner in sorted(set(before) | set(after), key=lambda o: (-after[o], o)):
         load.add_row(owner, str(before[owner]), str(after[owner]))
     out.print(load)
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(simulate)

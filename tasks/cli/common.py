@@ -1,0 +1,88 @@
+"""What every CLI module shares (the leaf: imports no sibling): consoles, errors, options, state."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from config.routing import ConfigError
+from config.settings import Settings
+from sync.compiler import CompiledRouting, load_routing
+from sync.state import open_store
+from sync.state.base import StateStore
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Routing file (YAML); "
+                      "default: $ACCOUNT_ROUTER_CONFIG.", show_default=False)]
+StateOpt = Annotated[str | None, typer.Option("--state", help="State URL: sqlite:///file.db, "
+                     "sqlite:////abs.db or redis://host:port/db.", show_default=False)]
+NowOpt = Annotated[str | None, typer.Option("--now", help="Routing instant, ISO 8601 (no offset "
+                   "means UTC); default: now.", show_default=False)]
+CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")]
+ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "
+                      "(HubSpot); Account, Lead, Contact (Salesforce).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print what would "
+                      "change.")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: message` on stderr and exit (2: bad input, 1: the work failed)."""
+    # The message is data (it may quote a regex such as `[abc](`): never parse it as markup.
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_instant(text: str | None, option: str = "--now") -> datetime:
+    """An aware instant from an ISO 8601 option (no offset means UTC); None means now."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"{option}: expected an ISO 8601 instant such as 2026-11-25T09:00:00Z, found {text!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def load_routing_file(path: Path | None) -> CompiledRouting:
+    """The compiled routing file (`--config`, else $ACCOUNT_ROUTER_CONFIG); exit 2 if broken."""
+    if path is None:
+        configured = Settings().config
+        if not configured:
+            fail("no routing file: pass --config or set ACCOUNT_ROUTER_CONFIG")
+        path = Path(configured)
+    try:
+        return load_routing(path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def open_state(url: str | None) -> StateStore:
+    """The state store `--state` (else the settings) names, probed; exit 2 if unusable."""
+    resolved = Settings().resolved_state_url(url)
+    try:
+        store = open_store(resolved)
+    except Exception as exc:  # noqa: BLE001 - any failure to open state is a usage error here
+        fail(f"cannot open state {resolved!r}: {exc}")
+    try:
+        # Redis connects lazily: probe now, so an unreachable server is a clear usage error
+        # before anything is routed rather than a traceback halfway through.
+        store.pauses(datetime.now(UTC))
+    except Exception as exc:  # noqa: BLE001
+        store.close()
+        fail(f"cannot open state {resolved!r}: {exc}")
+    return store
+
+
+def print_json(value: object) -> None:
+    """JSON on stdout, plain text and never styled: scripts parse this."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
