@@ -65,9 +65,18 @@ def load_routing_file(path: Path | None) -> CompiledRouting:
         fail(str(exc))
 
 
-def open_state(url: str | None) -> StateStore:
-    """The state store `--state` (else the settings) names, probed; exit 2 if unusable."""
+def open_state(url: str | None, *, must_exist: bool = False) -> StateStore:
+    """The state store `--state` (else the settings) names, probed; exit 2 if unusable.
+
+    `must_exist`: for commands that only read what routing recorded (`stats`, `audit`), a
+    SQLite file that is not there is a mistyped path, not an empty history: say so rather than
+    create an empty database and report nothing."""
     resolved = Settings().resolved_state_url(url)
+    if must_exist:
+        path = sqlite_path(resolved)
+        if path is not None and not path.exists():
+            fail(f"no state at {str(path)!r} (state URL {resolved!r}): nothing has been "
+                 "recorded there; pass the --state routing used")
     try:
         store = open_store(resolved)
     except Exception as exc:  # noqa: BLE001 - any failure to open state is a usage error here
@@ -80,6 +89,13 @@ def open_state(url: str | None) -> StateStore:
         store.close()
         fail(f"cannot open state {resolved!r}: {exc}")
     return store
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a `sqlite:///...` state URL names (as `open_store` reads it); None otherwise."""
+    url = url.strip()
+    prefix = "sqlite:///"
+    return Path(url[len(prefix):]) if url.startswith(prefix) and len(url) > len(prefix) else None
 
 
 def print_json(value: object) -> None:

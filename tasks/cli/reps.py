@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from config.settings import Settings
 from tasks.cli.common import (
     ConfigOpt,
     StateOpt,
@@ -60,9 +59,8 @@ def resume(
 
 
 def _check_rep(rep: str, config: Path | None) -> None:
-    # The routing file is optional here; when one is known, a typo'd rep id is an error.
-    if config is None and not Settings().config:
-        return
+    # The routing file is required: without it a typo'd rep id would be paused (or "resumed")
+    # silently, and nobody would notice that the real rep still gets records.
     routing = load_routing_file(config)
     if rep not in routing.reps:
         fail(f"unknown rep {rep!r} (reps: {', '.join(routing.reps)})")

@@ -196,7 +196,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The audit trail of one record, newest first."""
-    store = open_state(state)
+    store = open_state(state, must_exist=True)
     try:
         decisions = store.decisions(record_id=record_id)
     finally:
@@ -237,7 +237,7 @@ def stats(
     if start >= end:
         fail(f"--since {start.isoformat()} must be before --until {end.isoformat()}")
     routing = load_routing_file(config) if (config is not None or Settings().config) else None
-    store = open_state(state)
+    store = open_state(state, must_exist=True)
     try:
         rows = store.load(since=start, until=end)
     finally:

@@ -513,7 +513,8 @@ def test_given_a_paused_rep_when_routing_then_it_is_passed_over_until_resumed(
 def test_given_a_pause_until_a_time_when_routing_before_and_after_then_only_before_holds(
     config: Path, state: str, tmp_path: Path
 ) -> None:
-    invoke("pause", "ben", "--until", "2030-01-01T00:00:00Z", "--state", state)
+    invoke("pause", "ben", "--until", "2030-01-01T00:00:00Z", "--config", config,
+           "--state", state)
 
     before = route(config, state, write(tmp_path / "a.in", "id,country\n1,US\n"),
                    tmp_path / "a.csv", "2029-12-31T23:59:00Z")
@@ -537,7 +538,7 @@ def test_given_a_pause_until_a_past_time_when_routing_then_it_has_no_effect(
     assert "past" in paused.stderr
     assert result.exit_code == 0
     assert owners(tmp_path / "out.csv") == ["ben"]
-    again = invoke("resume", "ben", "--state", state)
+    again = invoke("resume", "ben", "--config", config, "--state", state)
     assert again.exit_code == 0 and "not paused" in again.stdout
 
 
@@ -550,6 +551,32 @@ def test_given_a_config_when_pausing_an_unknown_rep_then_exit_2_and_nothing_stor
     assert result.exit_code == 2
     assert "unknown rep 'zed'" in result.stderr
     assert not state_file(state).exists()
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_given_no_routing_file_when_pausing_then_exit_2_and_nothing_stored(
+    state: str, command: str
+) -> None:
+    result = invoke(command, "nobody", "--state", state)
+
+    assert result.exit_code == 2
+    assert "no routing file" in result.stderr and "ACCOUNT_ROUTER_CONFIG" in result.stderr
+    assert "nobody" not in result.stdout
+    assert not state_file(state).exists()
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_given_the_routing_file_from_the_environment_when_pausing_an_unknown_rep_then_exit_2(
+    config: Path, state: str, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACCOUNT_ROUTER_CONFIG", str(config))
+
+    unknown = invoke(command, "nobody", "--state", state)
+    known = invoke(command, "ben", "--state", state)
+
+    assert unknown.exit_code == 2
+    assert "unknown rep 'nobody'" in unknown.stderr
+    assert known.exit_code == 0, known.stderr
 
 
 def test_given_a_bad_until_when_pausing_then_exit_2(config: Path, state: str) -> None:
@@ -757,6 +784,30 @@ def test_given_an_unknown_id_when_auditing_then_exit_1_with_a_message(
     assert "no decisions recorded for 'nope'" in result.stderr
     if as_json:
         assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize("command", [["audit", "1"], ["stats"], ["stats", "--json"]])
+def test_given_a_state_file_that_does_not_exist_when_reading_then_exit_2_naming_it(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "typo.db"
+
+    result = invoke(*command, "--state", f"sqlite:///{missing}")
+
+    assert result.exit_code == 2
+    assert str(missing) in result.stderr and "no state" in result.stderr
+    assert result.stdout == ""
+    assert not missing.exists()  # not created as an empty database
+
+
+def test_given_no_state_setting_and_no_default_file_when_asking_for_stats_then_exit_2(
+    tmp_path: Path,
+) -> None:
+    result = invoke("stats")  # cwd is tmp_path (the `isolated` fixture)
+
+    assert result.exit_code == 2
+    assert "account-router-state.db" in result.stderr
+    assert not (tmp_path / "account-router-state.db").exists()
 
 
 # --- stats --------------------------------------------------------------------------------
