@@ -18,8 +18,12 @@ from sync.compiler import CompiledRouting, load_routing
 from sync.state import open_store
 from sync.state.base import StateStore
 
-out = Console()
-err = Console(stderr=True)
+# Literal consoles: what we print is data (rule, rep and pool names, record values, paths from
+# routing files and CSVs), so `[/x]` must not raise MarkupError, `[bold]` must not vanish and
+# `:x:` must not become an emoji. Tables and titles render through the same defaults. The few
+# styled words opt in with `markup=True` and escape whatever data they carry.
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Routing file (YAML); "
                       "default: $ACCOUNT_ROUTER_CONFIG.", show_default=False)]
@@ -37,7 +41,7 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on stderr and exit (2: bad input, 1: the work failed)."""
     # The message is data (it may quote a regex such as `[abc](`): never parse it as markup.
-    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(message)}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

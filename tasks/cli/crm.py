@@ -96,14 +96,14 @@ def sweep(
             fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - a broker that is down is reported, not raised
             fail(f"could not enqueue: {exc}", code=1)
-        out.print(f"enqueued a sweep of {crm} {obj}", highlight=False)
+        out.print(f"enqueued a sweep of {crm} {obj}")
         return
     instant = parse_instant(now) if now else None
     since_at = parse_instant(since, "--since") if since else None
     with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
         def progress(report: RunReport) -> None:
             err.print(f"page {report.pages}: {sum(report.outcomes.values())} records, "
-                      f"{report.written} written", highlight=False)
+                      f"{report.written} written")
 
         report = pipeline.sweep(obj, full=full, since=since_at, now=instant, on_page=progress)
         _finish(report, pipeline)
@@ -154,7 +154,7 @@ def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
     except Exception as exc:  # noqa: BLE001 - a broker failure is reported, not a traceback
         fail(f"could not enqueue: {exc}", code=1)
     out.print(f"enqueued {len(unique)} {crm} {obj} record(s) for reprocessing: "
-              f"{', '.join(unique)}", highlight=False, soft_wrap=True)
+              f"{', '.join(unique)}", soft_wrap=True)
 
 
 def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,
@@ -182,10 +182,9 @@ def _finish(report: RunReport, pipeline: Pipeline) -> None:
     calls = pipeline.connector.stats()
     out.print(f"written {report.written}, write failures {report.write_failed}, locked by "
               f"another worker {report.locked_elsewhere}, pages {report.pages}, API calls "
-              f"{calls.total} (retries {calls.retries})", highlight=False)
+              f"{calls.total} (retries {calls.retries})")
     if report.stopped:
-        err.print(f"stopped early: {report.stopped}; the next run resumes from the checkpoint",
-                  highlight=False, markup=False)
+        err.print(f"stopped early: {report.stopped}; the next run resumes from the checkpoint")
         raise typer.Exit(1)
     if report.failed:
         raise typer.Exit(1)

@@ -32,15 +32,13 @@ def pause(
     until_at = parse_instant(until, "--until") if until is not None else None
     if until_at is not None and until_at <= datetime.now(UTC):
         err.print(f"warning: --until {until_at.isoformat()} is in the past: the pause has no "
-                  "effect (it holds only for replays with an earlier --now)", highlight=False,
-                  markup=False, soft_wrap=True)
+                  "effect (it holds only for replays with an earlier --now)", soft_wrap=True)
     store = open_state(state)
     try:
         store.pause(rep, until_at)
     finally:
         store.close()
-    out.print(f"paused {rep}" + (f" until {until_at.isoformat()}" if until_at else ""),
-              highlight=False)
+    out.print(f"paused {rep}" + (f" until {until_at.isoformat()}" if until_at else ""))
 
 
 def resume(
@@ -55,7 +53,7 @@ def resume(
         was = store.resume(rep)
     finally:
         store.close()
-    out.print(f"resumed {rep}" if was else f"{rep} was not paused", highlight=False)
+    out.print(f"resumed {rep}" if was else f"{rep} was not paused")
 
 
 def _check_rep(rep: str, config: Path | None) -> None:

@@ -38,9 +38,9 @@ def validate(config: Annotated[Path, typer.Argument(help="Routing file to check.
     """Check a routing file: one-line summary and exit 0, or the error and exit 2."""
     routing = load_routing_file(config)
     for warning in routing.warnings:
-        err.print(f"warning: {config}: {warning}", highlight=False, markup=False,
+        err.print(f"warning: {config}: {warning}",
                   soft_wrap=True)
-    out.print(f"{config}: OK: {routing.summary()}", highlight=False, markup=False,
+    out.print(f"{config}: OK: {routing.summary()}",
               soft_wrap=True)
 
 
@@ -83,8 +83,7 @@ def route_file_cmd(
     finally:
         store.close()
     for message in summary.malformed:
-        err.print(f"warning: {input}: {message}: routed as skipped", highlight=False,
-                  markup=False, soft_wrap=True)
+        err.print(f"warning: {input}: {message}: routed as skipped", soft_wrap=True)
     if not quiet:
         _print_summary(summary, routing)
     if summary.outcomes.get("skipped"):
@@ -118,7 +117,7 @@ def _print_summary(summary: FileSummary, routing: CompiledRouting) -> None:
         loads = [counts.get(m, 0) for m in pool.members]
         spread = max(loads) - min(loads) if loads else 0
         row = ", ".join(f"{m} {counts.get(m, 0)}" for m in pool.members)
-        out.print(f"pool {name} ({pool.strategy}): {row}; spread {spread}", highlight=False)
+        out.print(f"pool {name} ({pool.strategy}): {row}; spread {spread}")
 
 
 def explain(
@@ -157,11 +156,10 @@ def explain(
     if as_json:
         print_json(decision.to_dict())
         return
-    out.print(f"record {decision.record_id} ({decision.object}) at {instant.isoformat()}",
-              highlight=False)
+    out.print(f"record {decision.record_id} ({decision.object}) at {instant.isoformat()}")
     out.print(f"outcome: {decision.outcome}  owner: {decision.owner or '-'}  "
-              f"rule: {decision.rule or '-'}", highlight=False)
-    out.print(f"reason: {decision.reason}", highlight=False, markup=False)
+              f"rule: {decision.rule or '-'}")
+    out.print(f"reason: {decision.reason}")
     by_name = {r.name: r for r in routing.rules}
     for step in decision.trace:
         if step.result == "no_match" and rec is not None:
@@ -169,7 +167,7 @@ def explain(
             detail = f"not met: {'; '.join(failed)}"
         else:
             detail = step.detail
-        out.print(f"  {step.rule}: {step.result} ({detail})", highlight=False, markup=False,
+        out.print(f"  {step.rule}: {step.result} ({detail})",
                   soft_wrap=True)
 
 
@@ -215,11 +213,10 @@ def _print_decision(d: Decision) -> None:
     when = d.decided_at.isoformat() if d.decided_at else "?"
     out.print(f"{when}  {d.crm}/{d.object} {d.record_id}: {d.outcome} "
               f"{d.previous_owner or '-'} -> {d.owner or '-'} (rule {d.rule or '-'}, "
-              f"trigger {d.trigger})", highlight=False, markup=False, soft_wrap=True)
-    out.print(f"    {d.reason}", highlight=False, markup=False, soft_wrap=True)
+              f"trigger {d.trigger})", soft_wrap=True)
+    out.print(f"    {d.reason}", soft_wrap=True)
     for step in d.trace:
-        out.print(f"    - {step.rule}: {step.result} {step.detail}", highlight=False,
-                  markup=False, soft_wrap=True)
+        out.print(f"    - {step.rule}: {step.result} {step.detail}", soft_wrap=True)
 
 
 def stats(
@@ -268,7 +265,7 @@ def stats(
         print_json(report)
         return
     out.print(f"assignments from {start.astimezone(UTC):%Y-%m-%d %H:%M} to "
-              f"{end.astimezone(UTC):%Y-%m-%d %H:%M} UTC", highlight=False)
+              f"{end.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
     table = Table()
     table.add_column("rep")
     table.add_column("assignments", justify="right")
@@ -277,7 +274,7 @@ def stats(
     out.print(table)
     for name, info in report["pools"].items():  # type: ignore[union-attr]
         members = ", ".join(f"{m} {c}" for m, c in info["members"].items())
-        out.print(f"pool {name}: {members}; spread {info['spread']}", highlight=False)
+        out.print(f"pool {name}: {members}; spread {info['spread']}")
 
 
 def _spread(values: list[int]) -> int:

@@ -74,7 +74,7 @@ def simulate(
         after[new or "(none)"] += 1
         if new and new != who(record.owner):
             moves.append((record.id, who(record.owner), new, decision.rule or "(fallback)"))
-    out.print(f"{len(records)} {crm} {obj} records; {len(moves)} would move", highlight=False)
+    out.print(f"{len(records)} {crm} {obj} records; {len(moves)} would move")
     table = Table(title=f"would move (first {min(len(moves), MOVES_SHOWN)})")
     for column in ("record", "from", "to", "rule"):
         table.add_column(column)

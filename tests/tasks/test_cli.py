@@ -902,6 +902,94 @@ def test_given_a_bad_window_when_asking_for_stats_then_exit_2(
     assert message in result.stderr
 
 
+# --- names that look like rich markup or emoji codes ---------------------------------------
+
+MARKUP_ROUTING = """\
+version: 1
+reps:
+  - {id: "[/x]"}
+  - {id: "[bold]x"}
+  - {id: ":x:"}
+pools:
+  "[red]p": {members: ["[/x]", "[bold]x"], strategy: round_robin}
+rules:
+  - name: "[/x]"
+    when: {country: {eq: US}}
+    assign: {pool: "[red]p"}
+  - name: ":x:"
+    assign: {rep: ":x:"}
+"""
+
+
+@pytest.fixture
+def markup_config(tmp_path: Path) -> Path:
+    return write(tmp_path / "[bold]routing:x:.yaml", MARKUP_ROUTING)
+
+
+def test_given_markup_like_names_when_validating_then_the_path_prints_literally(
+    markup_config: Path,
+) -> None:
+    result = invoke("validate", markup_config)
+
+    assert result.exit_code == 0, result.stderr
+    assert f"{markup_config}: OK" in result.stdout
+
+
+def test_given_markup_like_names_when_routing_a_file_then_the_summary_prints_them_literally(
+    markup_config: Path, state: str, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", "id,country\n1,US\n2,US\n3,FR\n")
+
+    result = route(markup_config, state, source, tmp_path / "out.csv")
+
+    assert result.exit_code == 0, result.stderr
+    assert "pool [red]p (round_robin): [/x] 1, [bold]x 1; spread 0" in result.stdout
+    table_cells = {line.split("\u2502")[1].strip() for line in result.stdout.splitlines()
+                   if line.count("\u2502") == 3}  # rows of the two-column tables
+    assert {"[/x]", ":x:", "[bold]x"} <= table_cells
+    assert "\u274c" not in result.stdout  # `:x:` is not an emoji
+
+
+def test_given_markup_like_names_when_explaining_then_owner_rule_and_trace_print_literally(
+    markup_config: Path, state: str
+) -> None:
+    record = json.dumps({"id": "[i]9", "country": "US"})
+
+    result = invoke("explain", "--config", markup_config, "--record", record, "--state", state,
+                    "--now", NOW)
+
+    assert result.exit_code == 0, result.stderr
+    assert "record [i]9 (account)" in result.stdout
+    assert "outcome: assigned  owner: [/x]  rule: [/x]" in result.stdout
+    assert "  [/x]: won (pool [red]p round_robin -> [/x])" in result.stdout
+
+
+def test_given_markup_like_names_when_asking_for_stats_and_audit_then_they_print_literally(
+    markup_config: Path, state: str, tmp_path: Path
+) -> None:
+    route(markup_config, state, write(tmp_path / "in.csv", "id,country\n1,US\n2,FR\n"),
+          tmp_path / "out.csv")
+
+    stats = invoke("stats", "--config", markup_config, "--state", state, "--since",
+                   "2026-11-01T00:00:00Z", "--until", "2026-12-01T00:00:00Z")
+    audit = invoke("audit", "2", "--state", state)
+
+    assert stats.exit_code == 0, stats.stderr
+    assert "pool [red]p: [/x] 1, [bold]x 0; spread 1" in stats.stdout
+    assert ":x:" in stats.stdout and "\u274c" not in stats.stdout
+    assert audit.exit_code == 0, audit.stderr
+    assert "assigned - -> :x: (rule :x:, trigger file)" in audit.stdout
+
+
+def test_given_markup_like_names_when_an_error_names_them_then_it_prints_literally(
+    markup_config: Path, state: str
+) -> None:
+    result = invoke("pause", "[/y]", "--config", markup_config, "--state", state)
+
+    assert result.exit_code == 2
+    assert "unknown rep '[/y]' (reps: [/x], [bold]x, :x:)" in result.stderr
+
+
 # --- validate -----------------------------------------------------------------------------
 
 
