@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from config.routing import ConfigError
 from config.settings import Settings
+from config.urls import redact_url
 from sync.compiler import CompiledRouting, load_routing
 from sync.state import open_store
 from sync.state.base import StateStore
@@ -84,15 +85,22 @@ def open_state(url: str | None, *, must_exist: bool = False) -> StateStore:
     try:
         store = open_store(resolved)
     except Exception as exc:  # noqa: BLE001 - any failure to open state is a usage error here
-        fail(f"cannot open state {resolved!r}: {exc}")
+        fail(_cannot_open(resolved, exc))
     try:
         # Redis connects lazily: probe now, so an unreachable server is a clear usage error
         # before anything is routed rather than a traceback halfway through.
         store.pauses(datetime.now(UTC))
     except Exception as exc:  # noqa: BLE001
         store.close()
-        fail(f"cannot open state {resolved!r}: {exc}")
+        fail(_cannot_open(resolved, exc))
     return store
+
+
+def _cannot_open(url: str, exc: Exception) -> str:
+    # The URL may carry a password (redis://:pw@host): masked here and wherever the driver's
+    # own message quotes it.
+    shown = redact_url(url)
+    return f"cannot open state {shown!r}: {str(exc).replace(url, shown)}"
 
 
 def sqlite_path(url: str) -> Path | None:

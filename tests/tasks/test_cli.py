@@ -21,6 +21,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from tasks.cli import app
+from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "config" / "examples"
@@ -808,6 +809,20 @@ def test_given_no_state_setting_and_no_default_file_when_asking_for_stats_then_e
     assert result.exit_code == 2
     assert "account-router-state.db" in result.stderr
     assert not (tmp_path / "account-router-state.db").exists()
+
+
+@pytest.mark.parametrize("command", [["stats"], ["audit", "1"], ["pause", "ben"]])
+def test_given_an_unreachable_redis_url_with_a_password_when_opening_state_then_it_is_masked(
+    config: Path, command: list[str]
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+
+    result = invoke(*command, "--config", config, "--state", url) if command[0] == "pause" \
+        else invoke(*command, "--state", url)
+
+    assert result.exit_code == 2
+    assert "cannot open state 'redis://:***@127.0.0.1:" in result.stderr
+    assert "s3cret" not in result.output
 
 
 # --- stats --------------------------------------------------------------------------------
