@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -11,12 +10,9 @@ from rich.table import Table
 
 from config.settings import Settings
 from connectors import registry
-from sync.engine import route_batch
-from sync.models import Outcome
-from sync.normalize import id_key
-from sync.pipeline import Pipeline
+from sync.pipeline import Pipeline, Simulation
 from sync.ports import CredentialsError, CrmError, canonical_object
-from tasks.cli.common import fail, load_routing_file, open_state, out, parse_instant
+from tasks.cli.common import err, fail, load_routing_file, open_state, out
 
 MOVES_SHOWN = 50
 
@@ -37,21 +33,7 @@ def simulate(
         fail(str(exc))
     store = open_state(state)
     try:
-        pipeline = Pipeline(connector, routing, store, dry_run=True)
-        crm_records = []
-        cursor: str | None = None
-        while True:  # every record: a what-if is about the whole book, not what changed
-            page = connector.list_records(obj, since=None, cursor=cursor)
-            crm_records += page.records
-            cursor = page.cursor
-            if cursor is None:
-                break
-        records = [pipeline.to_record(obj, r) for r in crm_records]
-        now = parse_instant(None)
-        # One batch, so pool rotation runs on across all records as it would for real.
-        decisions = route_batch(records, routing, store, now, trigger="simulate",
-                                users=pipeline.users(), dry_run=True, crm=pipeline.crm,
-                                account_owners=pipeline._account_owners(records))
+        result = Pipeline(connector, routing, store, dry_run=True).simulate(obj)
     except CredentialsError as exc:
         fail(str(exc))
     except CrmError as exc:
@@ -59,32 +41,25 @@ def simulate(
     finally:
         store.close()
         connector.close()
+    _print(result)
 
-    def who(owner: str | None) -> str:
-        if not owner:
-            return "(none)"
-        return routing.owner_to_rep.get(id_key(owner)) or owner
 
-    before: Counter[str] = Counter(who(r.owner) for r in records)
-    after: Counter[str] = Counter()
-    moves = []
-    for record, decision in zip(records, decisions, strict=True):
-        new = decision.owner if decision.outcome in (Outcome.ASSIGNED, Outcome.FALLBACK) \
-            else who(record.owner)
-        after[new or "(none)"] += 1
-        if new and new != who(record.owner):
-            moves.append((record.id, who(record.owner), new, decision.rule or "(fallback)"))
-    out.print(f"{len(records)} {crm} {obj} records; {len(moves)} would move")
-    table = Table(title=f"would move (first {min(len(moves), MOVES_SHOWN)})")
+def _print(result: Simulation) -> None:
+    for record_id in result.unreadable:
+        err.print(f"warning: {result.crm} {result.object} {record_id}: cannot be normalized; "
+                  "left out", soft_wrap=True)
+    out.print(f"{result.records} {result.crm} {result.object} records; {len(result.moves)} "
+              "would move")
+    table = Table(title=f"would move (first {min(len(result.moves), MOVES_SHOWN)})")
     for column in ("record", "from", "to", "rule"):
         table.add_column(column)
-    for move in moves[:MOVES_SHOWN]:
-        table.add_row(*move)
+    for move in result.moves[:MOVES_SHOWN]:
+        table.add_row(move.record_id, move.before, move.after, move.rule)
     out.print(table)
     load = Table(title="records per owner")
     load.add_column("owner")
     load.add_column("before", justify="right")
     load.add_column("after", justify="right")
-    for owner in sorted(set(before) | set(after), key=lambda o: (-after[o], o)):
-        load.add_row(owner, str(before[owner]), str(after[owner]))
+    for row in result.loads:
+        load.add_row(row.owner, str(row.before), str(row.after))
     out.print(load)
