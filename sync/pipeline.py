@@ -53,6 +53,8 @@ class RunReport:
     write_failed: int = 0
     locked_elsewhere: int = 0
     pages: int = 0
+    listed: int = 0  # records the sweep's listing returned so far
+    total: int | None = None  # records the listing holds in all, when the CRM said so
     stopped: str | None = None  # why the run stopped early (quota), None when it finished
     changes: list[Decision] = field(default_factory=list)  # dry run: what would change
     speed: list[float] = field(default_factory=list)  # seconds, record created -> written
@@ -207,6 +209,8 @@ class Pipeline:
         saved = json.loads(self.store.get_checkpoint(key) or "null")
         try:
             start_since, cursor, max_seen = self._resume(saved, full, since)
+            # A resumed listing's count would include the pages done before: no total then.
+            counted = cursor is None
             # Writes that failed last time go first (nothing is silently lost) -- once per
             # sweep, not again on each resumed page of a sweep run one page per task.
             pending = [] if self.dry_run or cursor else self.store.failed(self.crm, obj)
@@ -215,6 +219,9 @@ class Pipeline:
                                now=now, report=report)
             while True:
                 page = self.connector.list_records(obj, since=start_since, cursor=cursor)
+                if counted and report.pages == 0 and page.total is not None:
+                    report.total = page.total  # the first query's count covers the sweep
+                report.listed += len(page.records)
                 self._process(obj, page.records, trigger="sweep", read_at=None, now=now,
                               report=report)
                 for record in page.records:

@@ -37,6 +37,7 @@ class FakeCrm:
     quota_after: int | None = None  # calls allowed before the daily quota is spent
     unavailable_writes: int = 0  # next N write calls fail as if retries were exhausted
     tick: timedelta = timedelta(seconds=1)
+    totals: bool = False  # pages carry the query's count, as Salesforce's `totalSize` does
     clock: datetime = T0
 
     def _call(self, endpoint: str) -> None:
@@ -71,13 +72,14 @@ class FakeCrm:
         else:
             bound, after = self.clock, None
         keys = sorted((self.modified[(obj, i)], i) for i in self.records.get(obj, {}))
-        keys = [k for k in keys if k[0] <= bound and (since is None or k[0] >= since)
-                and (after is None or k > after)]
+        keys = [k for k in keys if k[0] <= bound and (since is None or k[0] >= since)]
+        total = len(keys) if self.totals else None
+        keys = [k for k in keys if after is None or k > after]
         chunk = keys[:self.page_size]
         nxt = None
         if len(keys) > self.page_size:
             nxt = json.dumps([bound.isoformat(), chunk[-1][0].isoformat(), chunk[-1][1]])
-        return Page([self._record(obj, i) for _, i in chunk], nxt)
+        return Page([self._record(obj, i) for _, i in chunk], nxt, total)
 
     def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
         obj = canonical_object(self.name, object)

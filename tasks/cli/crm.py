@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from config.settings import Settings
@@ -101,12 +111,49 @@ def sweep(
     instant = parse_instant(now) if now else None
     since_at = parse_instant(since, "--since") if since else None
     with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
-        def progress(report: RunReport) -> None:
-            err.print(f"page {report.pages}: {sum(report.outcomes.values())} records, "
-                      f"{report.written} written")
-
-        report = pipeline.sweep(obj, full=full, since=since_at, now=instant, on_page=progress)
+        with SweepProgress(err) as progress:
+            report = pipeline.sweep(obj, full=full, since=since_at, now=instant,
+                                    on_page=progress)
         _finish(report, pipeline)
+
+
+class SweepProgress:
+    """A sweep's progress on `console`: a bar with the total and an ETA on a terminal once the
+    CRM has counted the listing (HubSpot search, Salesforce SOQL), else one line per page."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.clock = clock
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.last_at = clock()
+        self.last_listed = 0
+
+    def __enter__(self) -> SweepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Before the summary table (or an error) is printed: a live bar would redraw over it.
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, report: RunReport) -> None:
+        now = self.clock()
+        if self.bar is None and report.total is not None and self.console.is_terminal:
+            self.bar = Progress(TextColumn("sweeping"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("sweep", total=report.total)
+        if self.bar is not None and self.task is not None:
+            # Records changed during the sweep may be listed again: never past 100 %.
+            total = max(report.total or 0, report.listed)
+            self.bar.update(self.task, completed=report.listed, total=total)
+            return
+        rate = (report.listed - self.last_listed) / max(now - self.last_at, 1e-6)
+        of = f" of {report.total}" if report.total is not None else ""
+        self.console.print(f"page {report.pages}: {report.listed}{of} records listed, "
+                           f"{report.written} written ({rate:.0f} records/s)")
+        self.last_at, self.last_listed = now, report.listed
 
 
 def reprocess(

@@ -345,3 +345,36 @@ def test_given_a_record_that_cannot_be_normalized_when_simulating_then_it_is_lis
 
     assert result.unreadable == ("  ",)
     assert result.records == 25
+
+
+# --- sweep progress -------------------------------------------------------------------------
+
+
+def progress_of(pipeline: Pipeline, **kw) -> list[tuple[int, int, int | None]]:
+    seen: list[tuple[int, int, int | None]] = []
+    pipeline.sweep("companies", now=NOW,
+                   on_page=lambda r: seen.append((r.pages, r.listed, r.total)), **kw)
+    return seen
+
+
+def test_given_a_crm_that_counts_its_query_when_sweeping_then_each_page_reports_of_the_total(
+        crm, store):
+    crm.totals = True
+
+    assert progress_of(make(crm, store)) == [(1, 10, 25), (2, 20, 25), (3, 25, 25)]
+
+
+def test_given_a_crm_that_does_not_count_when_sweeping_then_pages_report_no_total(crm, store):
+    assert progress_of(make(crm, store)) == [(1, 10, None), (2, 20, None), (3, 25, None)]
+
+
+def test_given_a_sweep_resumed_mid_listing_when_the_crm_counts_then_no_total_is_claimed(
+        crm, store):
+    # The resumed query's count would include the pages done before the stop.
+    crm.totals = True
+    crm.quota_after = 3  # users, the first list page and its write: then the quota is spent
+    stopped = make(crm, store).sweep("companies", now=NOW)
+    assert stopped.stopped and stopped.pages == 1
+    crm.quota_after = None
+
+    assert progress_of(make(crm, store)) == [(1, 10, None), (2, 15, None)]
