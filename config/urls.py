@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode
 
 MASK = "***"
 # Query parameters that carry a credential (redis-py reads `?password=`, SQLAlchemy drivers
 # take `password=` too); their values are masked like the userinfo password.
 SECRET_PARAMS = frozenset({"password", "passwd", "pwd", "secret", "token", "access_token"})
+# A URL inside free text (an exception's message, a log line): up to whitespace or a quote,
+# which is where a repr or a sentence ends it.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
 
 
 def redact_url(url: str) -> str:
@@ -42,3 +46,10 @@ def _redact_query(tail: str) -> str:
         return tail
     masked = [(k, MASK if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
     return f"{path}?{urlencode(masked, safe='*')}{hash_}{fragment}"
+
+
+def redact_urls(text: str) -> str:
+    """`text` with `redact_url` applied to every URL in it (messages quoting a driver error)."""
+    if "://" not in text:  # the common case, without a regex scan
+        return text
+    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from config.routing import ConfigError
 from config.settings import Settings
-from config.urls import redact_url
+from config.urls import redact_url, redact_urls
 from sync.compiler import CompiledRouting, load_routing
 from sync.state import open_store
 from sync.state.base import StateStore
@@ -42,7 +42,8 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print `error: message` on stderr and exit (2: bad input, 1: the work failed)."""
     # The message is data (it may quote a regex such as `[abc](`): never parse it as markup.
-    err.print(f"[red]error:[/red] {escape(message)}", markup=True, soft_wrap=True)
+    # It may also quote a driver's error naming a connection URL: passwords are masked.
+    err.print(f"[red]error:[/red] {escape(redact_urls(message))}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 

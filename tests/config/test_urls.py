@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from config.urls import redact_url
+from config.urls import redact_url, redact_urls
 
 
 @pytest.mark.parametrize(
@@ -38,3 +38,13 @@ def test_given_a_url_with_a_password_when_redacted_then_only_the_password_is_mas
 )
 def test_given_a_url_without_a_password_when_redacted_then_it_is_unchanged(url: str) -> None:
     assert redact_url(url) == url
+
+
+def test_given_text_quoting_urls_when_redacted_then_every_password_is_masked() -> None:
+    text = ("Error connecting to 'redis://:s3cret@cache:6379/0' (broker "
+            "redis://router:s3cret@broker:6379/1); state sqlite:///x.db")
+
+    assert redact_urls(text) == (
+        "Error connecting to 'redis://:***@cache:6379/0' (broker "
+        "redis://router:***@broker:6379/1); state sqlite:///x.db")
+    assert redact_urls("no url here") == "no url here"
