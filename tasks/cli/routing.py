@@ -139,6 +139,7 @@ def explain(
         fail("explain: give either --record JSON or --crm NAME --object OBJ ID")
     routing = load_routing_file(config)
     instant = parse_instant(now)
+    rec: Record | None
     if record is not None:
         rec = _record_from_json(record)
         store = open_state(state)
@@ -150,9 +151,9 @@ def explain(
             store.close()
         decision = decide(rec, ctx, trigger="explain")
     else:
-        if object is None or record_id is None:
+        if crm is None or object is None or record_id is None:
             fail("explain --crm: also give --object OBJ and the record ID")
-        rec, decision = explain_crm(routing, crm, object, record_id, state, instant)  # type: ignore[arg-type]
+        rec, decision = explain_crm(routing, crm, object, record_id, state, instant)
     if as_json:
         print_json(decision.to_dict())
         return
@@ -250,31 +251,27 @@ def stats(
     pools: dict[str, list[str]] = {name: sorted(c) for name, c in per_pool.items()}
     if routing is not None:
         pools.update({name: list(p.members) for name, p in routing.pools.items()})
-    report = {
-        "since": start.isoformat(), "until": end.isoformat(),
-        "reps": dict(sorted(per_rep.items())),
-        "pools": {
-            name: {
-                "members": {m: per_pool.get(name, Counter()).get(m, 0) for m in members},
-                "spread": _spread([per_pool.get(name, Counter()).get(m, 0) for m in members]),
-            }
-            for name, members in sorted(pools.items())
-        },
-    }
+    reps = dict(sorted(per_rep.items()))
+    loads = {name: {m: per_pool.get(name, Counter()).get(m, 0) for m in members}
+             for name, members in sorted(pools.items())}
     if as_json:
-        print_json(report)
+        print_json({
+            "since": start.isoformat(), "until": end.isoformat(), "reps": reps,
+            "pools": {name: {"members": members, "spread": _spread(list(members.values()))}
+                      for name, members in loads.items()},
+        })
         return
     out.print(f"assignments from {start.astimezone(UTC):%Y-%m-%d %H:%M} to "
               f"{end.astimezone(UTC):%Y-%m-%d %H:%M} UTC")
     table = Table()
     table.add_column("rep")
     table.add_column("assignments", justify="right")
-    for rep_id, count in report["reps"].items():  # type: ignore[union-attr]
+    for rep_id, count in reps.items():
         table.add_row(rep_id, str(count))
     out.print(table)
-    for name, info in report["pools"].items():  # type: ignore[union-attr]
-        members = ", ".join(f"{m} {c}" for m, c in info["members"].items())
-        out.print(f"pool {name}: {members}; spread {info['spread']}")
+    for name, members in loads.items():
+        shares = ", ".join(f"{m} {c}" for m, c in members.items())
+        out.print(f"pool {name}: {shares}; spread {_spread(list(members.values()))}")
 
 
 def _spread(values: list[int]) -> int:
