@@ -6,7 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -71,18 +71,22 @@ def load_routing_file(path: Path | None) -> CompiledRouting:
         fail(str(exc))
 
 
-def open_state(url: str | None, *, must_exist: bool = False) -> StateStore:
+def open_state(url: str | None, *, if_missing: Literal["create", "fail", "empty"] = "create"
+               ) -> StateStore:
     """The state store `--state` (else the settings) names, probed; exit 2 if unusable.
 
-    `must_exist`: for commands that only read what routing recorded (`stats`, `audit`), a
-    SQLite file that is not there is a mistyped path, not an empty history: say so rather than
-    create an empty database and report nothing."""
+    `if_missing` says what a SQLite file that is not there means. `create`: a first run (commands
+    that route). `fail`: a mistyped path, for commands that only read what routing recorded
+    (`stats`, `audit`): say so rather than create an empty database and report nothing.
+    `empty`: fresh state for a what-if (`explain`, `simulate`), read in memory so that asking
+    creates no file."""
     resolved = Settings().resolved_state_url(url)
-    if must_exist:
-        path = sqlite_path(resolved)
-        if path is not None and not path.exists():
+    path = sqlite_path(resolved)
+    if path is not None and if_missing != "create" and not path.exists():
+        if if_missing == "fail":
             fail(f"no state at {str(path)!r} (state URL {resolved!r}): nothing has been "
                  "recorded there; pass the --state routing used")
+        resolved = "sqlite:///:memory:"
     try:
         store = open_store(resolved)
     except Exception as exc:  # noqa: BLE001 - any failure to open state is a usage error here

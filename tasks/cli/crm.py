@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -45,7 +45,8 @@ from tasks.cli.common import (
 
 @contextmanager
 def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
-              dry_run: bool) -> Iterator[tuple[Pipeline, str]]:
+              dry_run: bool, if_missing: Literal["create", "empty"] = "create"
+              ) -> Iterator[tuple[Pipeline, str]]:
     # Deferred: Prometheus and kombu's Redis transport load only for commands that run a
     # pipeline, not for every start of the CLI.
     from tasks.metrics import metrics_for
@@ -61,7 +62,7 @@ def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
         fail(str(exc))
     except CredentialsError as exc:
         fail(str(exc))
-    store = open_state(state)
+    store = open_state(state, if_missing=if_missing)
     try:
         yield Pipeline(connector, routing, store, dry_run=dry_run,
                        recheck_after=settings.recheck_after_seconds,
@@ -207,7 +208,7 @@ def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
 def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,
                 state: str | None, instant: datetime) -> tuple[Record | None, Decision]:
     """`explain --crm`: read one record from the CRM and decide it; nothing written."""
-    with _pipeline(routing, crm, obj, state, dry_run=True) as (pipeline, obj):
+    with _pipeline(routing, crm, obj, state, dry_run=True, if_missing="empty") as (pipeline, obj):
         return pipeline.explain_record(obj, record_id, now=instant)
 
 

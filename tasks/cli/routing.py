@@ -142,7 +142,7 @@ def explain(
     rec: Record | None
     if record is not None:
         rec = _record_from_json(record)
-        store = open_state(state)
+        store = open_state(state, if_missing="empty")
         try:
             snapshots = store.load_pools(RoutingContext.pool_windows(routing, instant))
             ctx = RoutingContext(routing=routing, now=instant, paused=store.pauses(instant),
@@ -195,7 +195,7 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The audit trail of one record, newest first."""
-    store = open_state(state, must_exist=True)
+    store = open_state(state, if_missing="fail")
     try:
         decisions = store.decisions(record_id=record_id)
     finally:
@@ -235,7 +235,7 @@ def stats(
     if start >= end:
         fail(f"--since {start.isoformat()} must be before --until {end.isoformat()}")
     routing = load_routing_file(config) if (config is not None or Settings().config) else None
-    store = open_state(state, must_exist=True)
+    store = open_state(state, if_missing="fail")
     try:
         rows = store.load(since=start, until=end)
     finally:

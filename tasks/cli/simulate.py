@@ -31,7 +31,7 @@ def simulate(
         connector = registry.create_for(crm, routing, Settings())
     except (ValueError, CredentialsError) as exc:
         fail(str(exc))
-    store = open_state(state)
+    store = open_state(state, if_missing="empty")
     try:
         result = Pipeline(connector, routing, store, dry_run=True).simulate(obj)
     except CredentialsError as exc:

@@ -704,7 +704,7 @@ def test_given_explain_when_run_then_nothing_is_written_to_the_state(
 
     # Explaining twice took no pool turn: both show the same member, the first route gets it.
     assert [json.loads(r.stdout)["owner"] for r in explained] == ["ben", "ben"]
-    assert audit.exit_code == 1
+    assert audit.exit_code == 2 and "no state" in audit.stderr  # not even the file was made
     assert routed.exit_code == 0
     assert owners(tmp_path / "out.csv") == ["ben"]
 
@@ -799,6 +799,19 @@ def test_given_a_state_file_that_does_not_exist_when_reading_then_exit_2_naming_
     assert str(missing) in result.stderr and "no state" in result.stderr
     assert result.stdout == ""
     assert not missing.exists()  # not created as an empty database
+
+
+def test_given_a_state_file_that_does_not_exist_when_explaining_then_fresh_state_and_no_file(
+    config: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "fresh.db"
+
+    result = invoke("explain", "--config", config, "--record", '{"id": "1", "country": "US"}',
+                    "--state", f"sqlite:///{missing}", "--now", NOW)
+
+    assert result.exit_code == 0, result.stderr
+    assert "owner: ben" in result.stdout  # a fresh pool cursor: the first member
+    assert not missing.exists()  # asking "what if" creates nothing
 
 
 def test_given_no_state_setting_and_no_default_file_when_asking_for_stats_then_exit_2(
