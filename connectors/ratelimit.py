@@ -8,10 +8,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from config.urls import redact_url
 from connectors.transport import LocalBucket
 
 if TYPE_CHECKING:  # only the type: worker processes need not load pydantic for a bucket
@@ -87,9 +87,7 @@ class RedisBucket:
         self._owned = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             # Only a redacted URL is kept for display: it may carry a password.
-            parts = urlsplit(url_or_client)
-            host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-            self._display = urlunsplit((parts.scheme, host, parts.path, "", ""))
+            self._display = redact_url(url_or_client)
             self._r: redis.Redis = redis.Redis.from_url(url_or_client)
         else:
             self._display = "client"

@@ -50,6 +50,8 @@ class RunReport:
     write_failed: int = 0
     locked_elsewhere: int = 0
     pages: int = 0
+    listed: int = 0  # records the sweep's listing returned so far
+    total: int | None = None  # records the listing holds in all, when the CRM said so
     stopped: str | None = None  # why the run stopped early (quota), None when it finished
     changes: list[Decision] = field(default_factory=list)  # dry run: what would change
     speed: list[float] = field(default_factory=list)  # seconds, record created -> written
@@ -243,6 +245,8 @@ class Pipeline:
         ready: list[tuple[int, str]] = []  # finished pages' checkpoints, not yet committed
         try:
             start_since, cursor, max_seen = self._resume(saved, full, since)
+            # A resumed listing's count would include the pages done before: no total then.
+            counted = cursor is None
             # Writes that failed last time go first (nothing is silently lost) -- once per
             # sweep, not again on each resumed page of a sweep run one page per task.
             pending = [] if self.dry_run or cursor else self.store.failed(self.crm, obj)
@@ -252,6 +256,9 @@ class Pipeline:
             while True:
                 page = self.connector.list_records(obj, since=start_since, cursor=cursor)
                 number = report.pages + 1
+                if counted and report.pages == 0 and page.total is not None:
+                    report.total = page.total  # the first query's count covers the sweep
+                report.listed += len(page.records)
                 self._process(obj, page.records, trigger="sweep", read_at=None, now=now,
                               report=report, writes=writes, page=number)
                 for record in page.records:
@@ -384,6 +391,55 @@ class Pipeline:
                              pools=snapshots, users=self.users(), crm=self.crm,
                              account_owners=self._account_owners([record]))
         return record, decide(record, ctx, trigger="explain")
+
+    def simulate(self, obj: str, *, now: datetime | None = None) -> Simulation:
+        """What this routing file would do to every record of `obj`: the records that would
+        change owner and each owner's load before and after. Reads only: nothing is written,
+        audited or locked, and pool cursors are read, never advanced."""
+        obj = self.spec.canonical_object(obj)
+        instant = now or self.clock()
+        try:
+            crm_records: list[CrmRecord] = []
+            cursor: str | None = None
+            while True:  # every record: a what-if is about the whole book, not what changed
+                page = self.connector.list_records(obj, since=None, cursor=cursor)
+                crm_records += page.records
+                cursor = page.cursor
+                if cursor is None:
+                    break
+            records: list[Record] = []
+            unreadable: list[str] = []
+            for crm_record in crm_records:
+                try:
+                    records.append(self.to_record(obj, crm_record))
+                except ValueError:
+                    unreadable.append(crm_record.id)
+            # One batch, so pool rotation runs on across all records as it would for real.
+            decisions = route_batch(records, self.routing, self.store, instant,
+                                    trigger="simulate", users=self.users(), dry_run=True,
+                                    crm=self.crm, account_owners=self._account_owners(records))
+        finally:
+            self._report_calls()
+
+        def who(owner: str | None) -> str:
+            # Owners by rep id where the routing file knows them, so before and after compare.
+            if not owner:
+                return NO_OWNER
+            return self.routing.owner_to_rep.get(id_key(owner)) or owner
+
+        before: Counter[str] = Counter()
+        after: Counter[str] = Counter()
+        moves: list[Move] = []
+        for record, decision in zip(records, decisions, strict=True):
+            now_owner = who(record.owner)
+            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
+            before[now_owner] += 1
+            after[new] += 1
+            if new != NO_OWNER and new != now_owner:
+                moves.append(Move(record.id, now_owner, new, decision.rule or "(fallback)"))
+        loads = tuple(OwnerLoad(o, before[o], after[o])
+                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
+        return Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
 
     # -- the batch -----------------------------------------------------------------------
 
@@ -625,3 +681,39 @@ def _checkpoint(since: datetime | None, cursor: str | None, max_seen: datetime |
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+# -- what-if (`Pipeline.simulate`) --------------------------------------------------------
+
+NO_OWNER = "(none)"
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A record a routing file would give another owner (owners by rep id where known)."""
+
+    record_id: str
+    before: str  # rep id, else the CRM owner id, else NO_OWNER
+    after: str
+    rule: str  # the winning rule, "(fallback)" for the top-level fallback
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerLoad:
+    """Records one owner holds now and would hold under the simulated routing file."""
+
+    owner: str
+    before: int
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Simulation:
+    """What a routing file would do to one CRM object's records; nothing was written."""
+
+    crm: str
+    object: str
+    records: int  # records decided (unreadable ones excluded)
+    moves: tuple[Move, ...]  # in listing order
+    loads: tuple[OwnerLoad, ...]  # most records after first, then by owner
+    unreadable: tuple[str, ...] = ()  # ids the field map could not normalize

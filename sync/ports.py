@@ -76,6 +76,9 @@ class Page:
 
     records: list[CrmRecord]
     cursor: str | None = None
+    # How many records the query behind this page matched in all, when the CRM says so
+    # (HubSpot search `total`, Salesforce SOQL `totalSize`); None when it does not.
+    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import EventDict, Processor
 
+from config.urls import redact_urls
+
 REDACTED = "[redacted]"
 # Keys whose values are never logged: tokens, secrets, passwords, authorization headers, keys.
 SECRET_KEY = re.compile(r"token|secret|password|passwd|authorization|api[_-]?key|private[_-]?key",
@@ -29,6 +31,8 @@ def _redacted(value: Any) -> Any:
                 for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_redacted(v) for v in value)
+    if isinstance(value, str):
+        return redact_urls(value)  # a connection URL's password, e.g. in an error's text
     return value
 
 

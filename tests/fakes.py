@@ -39,6 +39,7 @@ class FakeCrm:
     unavailable_writes: int = 0  # next N write calls fail as if retries were exhausted
     write_batch_size: int = 0  # owners per write call a sweep packs; 0: each page writes its own
     tick: timedelta = timedelta(seconds=1)
+    totals: bool = False  # pages carry the query's count, as Salesforce's `totalSize` does
     clock: datetime = T0
 
     @property
@@ -78,13 +79,14 @@ class FakeCrm:
         else:
             bound, after = self.clock, None
         keys = sorted((self.modified[(obj, i)], i) for i in self.records.get(obj, {}))
-        keys = [k for k in keys if k[0] <= bound and (since is None or k[0] >= since)
-                and (after is None or k > after)]
+        keys = [k for k in keys if k[0] <= bound and (since is None or k[0] >= since)]
+        total = len(keys) if self.totals else None
+        keys = [k for k in keys if after is None or k > after]
         chunk = keys[:self.page_size]
         nxt = None
         if len(keys) > self.page_size:
             nxt = json.dumps([bound.isoformat(), chunk[-1][0].isoformat(), chunk[-1][1]])
-        return Page([self._record(obj, i) for _, i in chunk], nxt)
+        return Page([self._record(obj, i) for _, i in chunk], nxt, total)
 
     def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
         obj = self.spec.canonical_object(object)

@@ -257,8 +257,11 @@ class HubSpotConnector:
                 else:
                     nxt = {"mode": "search", "op": "GT", "ts": state["ts"]}
                 return Page(records, _encode_cursor({**nxt, "obj": obj}))
+            # Search answers how many records the query matches (the list endpoint does not);
+            # a tie query covers one instant only, so only the watermark query's counts.
+            total = page.total if isinstance(getattr(page, "total", None), int) else None
             if not full:
-                return Page(records, None)
+                return Page(records, None, total)
             stamps = [_modified_ms(r) for r in records]
             last = max((s for s in stamps if s is not None), default=None)
             if last is None:
@@ -270,7 +273,7 @@ class HubSpotConnector:
                 continue
             done = [r for r, s in zip(records, stamps, strict=True) if s is None or s < last]
             return Page(done, _encode_cursor({"mode": "search", "obj": obj, "op": "GTE",
-                                              "ts": last}))
+                                              "ts": last}), total)
 
     # --- reads and writes -------------------------------------------------------------------
 

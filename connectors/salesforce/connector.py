@@ -303,9 +303,11 @@ class SalesforceConnector:
         if after is not None:
             raw = [r for r in raw if not _at_or_before(r, after)]
         records = [self._record(obj, r) for r in raw]
+        total = payload.get("totalSize")  # the whole query's count, on every page
+        total = total if isinstance(total, int) else None
         if payload.get("done", True) or not payload.get("nextRecordsUrl"):
-            return Page(records, None)
-        return Page(records, Position(str(payload["nextRecordsUrl"]), last).encode())
+            return Page(records, None, total)
+        return Page(records, Position(str(payload["nextRecordsUrl"]), last).encode(), total)
 
     def read_records(self, object: str, ids: Sequence[str]) -> list[CrmRecord]:
         """Records by id, `ID_CHUNK` ids a query; ids that do not exist are absent."""

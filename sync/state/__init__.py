@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from config.urls import redact_url
 from sync.state.base import LoadRow, PoolChange, PoolSnapshot, StateStore
 
 if TYPE_CHECKING:
@@ -38,14 +39,16 @@ OUTCOMES_WITH_LOAD = ("assigned", "fallback")
 
 
 def open_store(url: str) -> StateStore:
-    """Open the state store a URL names (DESIGN.md §4a: the accepted forms)."""
+    """Open the state store a URL names (DESIGN.md §4a: the accepted forms). Errors quote the
+    URL with its password masked (`redact_url`): they end up on screens and in logs."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"empty state URL; expected one of: {ACCEPTED_FORMS}")
     url = url.strip()
+    shown = redact_url(url)
     if url.startswith("sqlite:"):
         if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
             raise ValueError(
-                f"bad SQLite state URL {url!r}: a path follows three slashes "
+                f"bad SQLite state URL {shown!r}: a path follows three slashes "
                 f"(expected one of: {ACCEPTED_FORMS})"
             )
         from sync.state.sqlite import SqliteStateStore
@@ -57,19 +60,19 @@ def open_store(url: str) -> StateStore:
         db = parts.path.lstrip("/")
         if not parts.hostname or (db and not db.isdigit()):
             raise ValueError(
-                f"bad Redis state URL {url!r}: expected redis://host:port/db "
+                f"bad Redis state URL {shown!r}: expected redis://host:port/db "
                 f"(expected one of: {ACCEPTED_FORMS})"
             )
         try:
             parts.port  # noqa: B018 - raises ValueError on a non-numeric port
         except ValueError as exc:
             raise ValueError(
-                f"bad Redis state URL {url!r}: {exc} (expected one of: {ACCEPTED_FORMS})"
+                f"bad Redis state URL {shown!r}: {exc} (expected one of: {ACCEPTED_FORMS})"
             ) from None
         from sync.state.redis import RedisStateStore
 
         return RedisStateStore(url)
-    raise ValueError(f"unsupported state URL {url!r}; expected one of: {ACCEPTED_FORMS}")
+    raise ValueError(f"unsupported state URL {shown!r}; expected one of: {ACCEPTED_FORMS}")
 
 
 def __getattr__(name: str) -> Any:

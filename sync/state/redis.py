@@ -10,10 +10,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from config.urls import redact_url
 from sync.models import Decision
 from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
@@ -140,9 +140,7 @@ class RedisStateStore(ClosesOnExit):
     def __init__(self, url: str, prefix: str = "ar:") -> None:
         # Only a redacted form is kept for display: the URL may carry a password (§6: secrets are
         # never logged, and reprs end up in logs).
-        parts = urlsplit(url)
-        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
-        self.display_url = urlunsplit((parts.scheme, host, parts.path, "", ""))
+        self.display_url = redact_url(url)
         self.prefix = prefix
         # redis-py's pool re-creates connections after fork(), so a store opened before Celery
         # forks its workers stays usable in each child.

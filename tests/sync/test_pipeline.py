@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync.pipeline import Pipeline
+from sync.pipeline import NO_OWNER, Move, OwnerLoad, Pipeline
 from sync.ports import QuotaExhausted
 from sync.state import open_store
 from tests.builders import routing
@@ -479,3 +479,83 @@ def test_given_held_writes_older_than_the_recheck_window_then_the_next_page_end_
     # Page 1's writes are 31 s old when page 2 ends: written then, not at the sweep's end
     # (a batch of 100 would otherwise take all 25 at once).
     assert sizes == [20, 5]
+
+
+# --- simulate (what-if) ---------------------------------------------------------------------
+
+
+def test_given_owned_and_unowned_records_when_simulating_then_moves_and_loads_are_exact(
+        crm, store):
+    crm.set_owner("companies", "c0", "101")  # ava, a valid owner: kept
+    crm.set_owner("companies", "c1", "999")  # ignore_owners: no owner, so routed
+    pipeline = make(crm, store)  # page_size 10: three pages
+
+    result = pipeline.simulate("COMPANIES", now=NOW)
+
+    assert (result.crm, result.object, result.records) == ("hubspot", "companies", 25)
+    assert len(result.moves) == 24
+    # Listing order (c0 and c1 were modified last); one batch, so the pool rotates throughout.
+    assert result.moves[0] == Move("c2", NO_OWNER, "cara", "rest")
+    assert result.moves[-1] == Move("c1", "999", "eli", "rest")
+    assert result.loads == (
+        OwnerLoad("cara", 0, 8), OwnerLoad("dev", 0, 8), OwnerLoad("eli", 0, 8),
+        OwnerLoad("ava", 1, 1), OwnerLoad(NO_OWNER, 23, 0), OwnerLoad("999", 1, 0))
+    assert result.unreadable == ()
+    assert crm.calls["list"] == 3
+
+
+def test_given_a_simulation_then_nothing_is_written_audited_checkpointed_or_turned(crm, store):
+    pipeline = make(crm, store)
+
+    first = pipeline.simulate("companies", now=NOW)
+    again = pipeline.simulate("companies", now=NOW)
+
+    assert first == again  # no pool turn was taken: the rotation starts at the same member
+    assert crm.writes == [] and "write" not in crm.calls
+    assert store.decisions() == []
+    assert store.get_checkpoint("sweep:hubspot:companies") is None
+    assert store.load(since=NOW - timedelta(days=1), until=NOW + timedelta(days=1)) == []
+    assert make(crm, store).sweep("companies", now=NOW).reps["cara"] == 9  # cara first, as fresh
+
+
+def test_given_a_record_that_cannot_be_normalized_when_simulating_then_it_is_listed_not_fatal(
+        crm, store):
+    crm.add("companies", "  ", name="No id")
+
+    result = make(crm, store).simulate("companies", now=NOW)
+
+    assert result.unreadable == ("  ",)
+    assert result.records == 25
+
+
+# --- sweep progress -------------------------------------------------------------------------
+
+
+def progress_of(pipeline: Pipeline, **kw) -> list[tuple[int, int, int | None]]:
+    seen: list[tuple[int, int, int | None]] = []
+    pipeline.sweep("companies", now=NOW,
+                   on_page=lambda r: seen.append((r.pages, r.listed, r.total)), **kw)
+    return seen
+
+
+def test_given_a_crm_that_counts_its_query_when_sweeping_then_each_page_reports_of_the_total(
+        crm, store):
+    crm.totals = True
+
+    assert progress_of(make(crm, store)) == [(1, 10, 25), (2, 20, 25), (3, 25, 25)]
+
+
+def test_given_a_crm_that_does_not_count_when_sweeping_then_pages_report_no_total(crm, store):
+    assert progress_of(make(crm, store)) == [(1, 10, None), (2, 20, None), (3, 25, None)]
+
+
+def test_given_a_sweep_resumed_mid_listing_when_the_crm_counts_then_no_total_is_claimed(
+        crm, store):
+    # The resumed query's count would include the pages done before the stop.
+    crm.totals = True
+    crm.quota_after = 3  # users, the first list page and its write: then the quota is spent
+    stopped = make(crm, store).sweep("companies", now=NOW)
+    assert stopped.stopped and stopped.pages == 1
+    crm.quota_after = None
+
+    assert progress_of(make(crm, store)) == [(1, 10, None), (2, 15, None)]

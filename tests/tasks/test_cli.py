@@ -21,6 +21,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from tasks.cli import app
+from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "config" / "examples"
@@ -193,10 +194,11 @@ rules: [{name: us, when: {country: {eq: US}}, assign: {rep: ben}}]
 def test_given_a_terminal_when_routing_then_a_progress_bar_counts_the_rows(
     config: Path, state: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import tasks.cli
+    import tasks.cli.routing
 
     screen = io.StringIO()
-    monkeypatch.setattr(tasks.cli, "err", Console(file=screen, force_terminal=True, width=100))
+    monkeypatch.setattr(tasks.cli.routing, "err",
+                        Console(file=screen, force_terminal=True, width=100))
 
     result = route(config, state, write(tmp_path / "in.csv", CONTRACT_INPUT),
                    tmp_path / "out.csv")
@@ -512,7 +514,8 @@ def test_given_a_paused_rep_when_routing_then_it_is_passed_over_until_resumed(
 def test_given_a_pause_until_a_time_when_routing_before_and_after_then_only_before_holds(
     config: Path, state: str, tmp_path: Path
 ) -> None:
-    invoke("pause", "ben", "--until", "2030-01-01T00:00:00Z", "--state", state)
+    invoke("pause", "ben", "--until", "2030-01-01T00:00:00Z", "--config", config,
+           "--state", state)
 
     before = route(config, state, write(tmp_path / "a.in", "id,country\n1,US\n"),
                    tmp_path / "a.csv", "2029-12-31T23:59:00Z")
@@ -536,7 +539,7 @@ def test_given_a_pause_until_a_past_time_when_routing_then_it_has_no_effect(
     assert "past" in paused.stderr
     assert result.exit_code == 0
     assert owners(tmp_path / "out.csv") == ["ben"]
-    again = invoke("resume", "ben", "--state", state)
+    again = invoke("resume", "ben", "--config", config, "--state", state)
     assert again.exit_code == 0 and "not paused" in again.stdout
 
 
@@ -549,6 +552,32 @@ def test_given_a_config_when_pausing_an_unknown_rep_then_exit_2_and_nothing_stor
     assert result.exit_code == 2
     assert "unknown rep 'zed'" in result.stderr
     assert not state_file(state).exists()
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_given_no_routing_file_when_pausing_then_exit_2_and_nothing_stored(
+    state: str, command: str
+) -> None:
+    result = invoke(command, "nobody", "--state", state)
+
+    assert result.exit_code == 2
+    assert "no routing file" in result.stderr and "ACCOUNT_ROUTER_CONFIG" in result.stderr
+    assert "nobody" not in result.stdout
+    assert not state_file(state).exists()
+
+
+@pytest.mark.parametrize("command", ["pause", "resume"])
+def test_given_the_routing_file_from_the_environment_when_pausing_an_unknown_rep_then_exit_2(
+    config: Path, state: str, command: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACCOUNT_ROUTER_CONFIG", str(config))
+
+    unknown = invoke(command, "nobody", "--state", state)
+    known = invoke(command, "ben", "--state", state)
+
+    assert unknown.exit_code == 2
+    assert "unknown rep 'nobody'" in unknown.stderr
+    assert known.exit_code == 0, known.stderr
 
 
 def test_given_a_bad_until_when_pausing_then_exit_2(config: Path, state: str) -> None:
@@ -675,7 +704,7 @@ def test_given_explain_when_run_then_nothing_is_written_to_the_state(
 
     # Explaining twice took no pool turn: both show the same member, the first route gets it.
     assert [json.loads(r.stdout)["owner"] for r in explained] == ["ben", "ben"]
-    assert audit.exit_code == 1
+    assert audit.exit_code == 2 and "no state" in audit.stderr  # not even the file was made
     assert routed.exit_code == 0
     assert owners(tmp_path / "out.csv") == ["ben"]
 
@@ -756,6 +785,57 @@ def test_given_an_unknown_id_when_auditing_then_exit_1_with_a_message(
     assert "no decisions recorded for 'nope'" in result.stderr
     if as_json:
         assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize("command", [["audit", "1"], ["stats"], ["stats", "--json"]])
+def test_given_a_state_file_that_does_not_exist_when_reading_then_exit_2_naming_it(
+    tmp_path: Path, command: list[str]
+) -> None:
+    missing = tmp_path / "typo.db"
+
+    result = invoke(*command, "--state", f"sqlite:///{missing}")
+
+    assert result.exit_code == 2
+    assert str(missing) in result.stderr and "no state" in result.stderr
+    assert result.stdout == ""
+    assert not missing.exists()  # not created as an empty database
+
+
+def test_given_a_state_file_that_does_not_exist_when_explaining_then_fresh_state_and_no_file(
+    config: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "fresh.db"
+
+    result = invoke("explain", "--config", config, "--record", '{"id": "1", "country": "US"}',
+                    "--state", f"sqlite:///{missing}", "--now", NOW)
+
+    assert result.exit_code == 0, result.stderr
+    assert "owner: ben" in result.stdout  # a fresh pool cursor: the first member
+    assert not missing.exists()  # asking "what if" creates nothing
+
+
+def test_given_no_state_setting_and_no_default_file_when_asking_for_stats_then_exit_2(
+    tmp_path: Path,
+) -> None:
+    result = invoke("stats")  # cwd is tmp_path (the `isolated` fixture)
+
+    assert result.exit_code == 2
+    assert "account-router-state.db" in result.stderr
+    assert not (tmp_path / "account-router-state.db").exists()
+
+
+@pytest.mark.parametrize("command", [["stats"], ["audit", "1"], ["pause", "ben"]])
+def test_given_an_unreachable_redis_url_with_a_password_when_opening_state_then_it_is_masked(
+    config: Path, command: list[str]
+) -> None:
+    url = f"redis://:s3cret@127.0.0.1:{free_port()}/0"
+
+    result = invoke(*command, "--config", config, "--state", url) if command[0] == "pause" \
+        else invoke(*command, "--state", url)
+
+    assert result.exit_code == 2
+    assert "cannot open state 'redis://:***@127.0.0.1:" in result.stderr
+    assert "s3cret" not in result.output
 
 
 # --- stats --------------------------------------------------------------------------------
@@ -848,6 +928,94 @@ def test_given_a_bad_window_when_asking_for_stats_then_exit_2(
 
     assert result.exit_code == 2
     assert message in result.stderr
+
+
+# --- names that look like rich markup or emoji codes ---------------------------------------
+
+MARKUP_ROUTING = """\
+version: 1
+reps:
+  - {id: "[/x]"}
+  - {id: "[bold]x"}
+  - {id: ":x:"}
+pools:
+  "[red]p": {members: ["[/x]", "[bold]x"], strategy: round_robin}
+rules:
+  - name: "[/x]"
+    when: {country: {eq: US}}
+    assign: {pool: "[red]p"}
+  - name: ":x:"
+    assign: {rep: ":x:"}
+"""
+
+
+@pytest.fixture
+def markup_config(tmp_path: Path) -> Path:
+    return write(tmp_path / "[bold]routing:x:.yaml", MARKUP_ROUTING)
+
+
+def test_given_markup_like_names_when_validating_then_the_path_prints_literally(
+    markup_config: Path,
+) -> None:
+    result = invoke("validate", markup_config)
+
+    assert result.exit_code == 0, result.stderr
+    assert f"{markup_config}: OK" in result.stdout
+
+
+def test_given_markup_like_names_when_routing_a_file_then_the_summary_prints_them_literally(
+    markup_config: Path, state: str, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", "id,country\n1,US\n2,US\n3,FR\n")
+
+    result = route(markup_config, state, source, tmp_path / "out.csv")
+
+    assert result.exit_code == 0, result.stderr
+    assert "pool [red]p (round_robin): [/x] 1, [bold]x 1; spread 0" in result.stdout
+    table_cells = {line.split("\u2502")[1].strip() for line in result.stdout.splitlines()
+                   if line.count("\u2502") == 3}  # rows of the two-column tables
+    assert {"[/x]", ":x:", "[bold]x"} <= table_cells
+    assert "\u274c" not in result.stdout  # `:x:` is not an emoji
+
+
+def test_given_markup_like_names_when_explaining_then_owner_rule_and_trace_print_literally(
+    markup_config: Path, state: str
+) -> None:
+    record = json.dumps({"id": "[i]9", "country": "US"})
+
+    result = invoke("explain", "--config", markup_config, "--record", record, "--state", state,
+                    "--now", NOW)
+
+    assert result.exit_code == 0, result.stderr
+    assert "record [i]9 (account)" in result.stdout
+    assert "outcome: assigned  owner: [/x]  rule: [/x]" in result.stdout
+    assert "  [/x]: won (pool [red]p round_robin -> [/x])" in result.stdout
+
+
+def test_given_markup_like_names_when_asking_for_stats_and_audit_then_they_print_literally(
+    markup_config: Path, state: str, tmp_path: Path
+) -> None:
+    route(markup_config, state, write(tmp_path / "in.csv", "id,country\n1,US\n2,FR\n"),
+          tmp_path / "out.csv")
+
+    stats = invoke("stats", "--config", markup_config, "--state", state, "--since",
+                   "2026-11-01T00:00:00Z", "--until", "2026-12-01T00:00:00Z")
+    audit = invoke("audit", "2", "--state", state)
+
+    assert stats.exit_code == 0, stats.stderr
+    assert "pool [red]p: [/x] 1, [bold]x 0; spread 1" in stats.stdout
+    assert ":x:" in stats.stdout and "\u274c" not in stats.stdout
+    assert audit.exit_code == 0, audit.stderr
+    assert "assigned - -> :x: (rule :x:, trigger file)" in audit.stdout
+
+
+def test_given_markup_like_names_when_an_error_names_them_then_it_prints_literally(
+    markup_config: Path, state: str
+) -> None:
+    result = invoke("pause", "[/y]", "--config", markup_config, "--state", state)
+
+    assert result.exit_code == 2
+    assert "unknown rep '[/y]' (reps: [/x], [bold]x, :x:)" in result.stderr
 
 
 # --- validate -----------------------------------------------------------------------------

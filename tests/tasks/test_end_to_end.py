@@ -237,3 +237,45 @@ def test_given_a_crm_record_when_explaining_via_the_cli_then_one_read_and_nothin
     reads = sim.stats("hubspot")["calls"]["POST /crm/v3/objects/companies/batch/read"]
     assert sum(reads.values()) == 1
     assert sim.stats("hubspot")["records_updated"] == 0
+
+
+# --- sweep progress ---------------------------------------------------------------------------
+
+
+def sweep_cli(tmp_path: Path, *extra: str):
+    return CliRunner().invoke(app, [
+        "sweep", "--crm", "hubspot", "--object", "companies", "--dry-run", "--config",
+        str(EXAMPLE), "--state", f"sqlite:///{tmp_path / 's.db'}", *extra])
+
+
+def test_given_a_terminal_and_a_counted_search_when_sweeping_then_a_bar_shows_the_total(
+        sim, running, tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    import tasks.cli.crm
+
+    screen = io.StringIO()
+    monkeypatch.setattr(tasks.cli.crm, "err", Console(file=screen, force_terminal=True,
+                                                      width=100))
+
+    result = sweep_cli(tmp_path, "--since", "2000-01-01T00:00:00Z")
+
+    assert result.exit_code == 0, result.output
+    drawn = screen.getvalue()
+    assert "sweeping" in drawn and "1000/1000" in drawn  # HubSpot search `total`
+    assert "page 1:" not in drawn
+
+
+def test_given_no_terminal_when_sweeping_then_one_line_per_page_with_the_total_if_counted(
+        sim, running, tmp_path):
+    counted = sweep_cli(tmp_path, "--since", "2000-01-01T00:00:00Z")
+    listed = sweep_cli(tmp_path, "--full")
+
+    assert counted.exit_code == listed.exit_code == 0, counted.output + listed.output
+    lines = counted.stderr.splitlines()
+    assert len(lines) >= 5 and all(" of 1000 records listed, 0 written (" in x for x in lines)
+    assert lines[-1].startswith(f"page {len(lines)}: 1000 of 1000 records listed")
+    assert listed.stderr.splitlines()[0].startswith("page 1: 100 records listed, 0 written (")
+    assert listed.stderr.splitlines()[-1].startswith("page 10: 1000 records listed")

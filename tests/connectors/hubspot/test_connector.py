@@ -160,6 +160,20 @@ def test_given_since_when_listing_then_search_filters_gte_in_ms_sorted_ascending
     }
 
 
+def test_given_since_when_listing_then_each_page_carries_the_search_total_and_a_list_none(
+    fake: FakeHubSpot,
+) -> None:
+    fake.add("companies", *(company(i, BASE_TIME + timedelta(seconds=i)) for i in range(1, 451)))
+    conn = direct(fake)
+
+    first = conn.list_records("companies", since=BASE_TIME, cursor=None)
+    listed = conn.list_records("companies", since=None, cursor=None)
+
+    assert (len(first.records), first.total) == (199, 450)  # HubSpot's `total` for the query
+    assert listed.total is None  # the list endpoint does not count
+    conn.close()
+
+
 def test_given_contacts_when_searching_since_then_the_contact_modified_property_is_used(
     connector: HubSpotConnector, fake: FakeHubSpot,
 ) -> None:

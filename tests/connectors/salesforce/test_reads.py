@@ -42,6 +42,16 @@ def test_given_two_pages_when_listing_then_the_cursor_follows_next_records_url(c
         "001RM000004Ou1aYAC", "001RM000004Ou1bYAC", "001RM000004Ou1cYAC"]
 
 
+def test_given_a_query_when_listing_then_every_page_carries_its_total_size(connector, rsps):
+    rsps.get(QUERY_URL, json=fixture("query_accounts_page1.json"))
+    rsps.get(f"{INSTANCE}{NEXT}", json=fixture("query_accounts_page2.json"))
+
+    first = connector.list_records("Account", since=None, cursor=None)
+    second = connector.list_records("Account", since=None, cursor=first.cursor)
+
+    assert (first.total, second.total) == (3, 3)  # SOQL `totalSize`: the whole query's count
+
+
 def test_given_a_row_then_the_record_keeps_its_fields_without_attributes_and_utc_times(
         connector, rsps):
     rsps.get(QUERY_URL, json=fixture("query_accounts_page1.json"))

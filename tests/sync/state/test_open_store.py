@@ -130,3 +130,16 @@ def test_given_a_redis_url_with_a_password_then_the_repr_never_shows_it():
 
     assert "s3cret" not in repr(store)
     assert "cache.internal:6380/2" in repr(store)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://:s3cret@cache.internal:port/2", "redis://:s3cret@cache.internal:6380/db",
+     "redis://:s3cret@/0"],
+)
+def test_given_a_bad_redis_url_with_a_password_then_the_error_masks_it(url):
+    with pytest.raises(ValueError) as excinfo:
+        open_store(url)
+
+    assert "s3cret" not in str(excinfo.value)
+    assert ":***@" in str(excinfo.value)

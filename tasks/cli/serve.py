@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from tasks.cli.common import fail, open_state
+
 if TYPE_CHECKING:
     from tasks.http import Enqueue
 
@@ -14,8 +16,6 @@ if TYPE_CHECKING:
 def _enqueue() -> Enqueue:
     """The worker queue's enqueue (`tasks.queue.enqueue_route`), imported only when serving so
     the CLI works without a broker; a clear usage error when it is missing."""
-    from tasks.cli import fail
-
     try:
         queue = importlib.import_module("tasks.queue")
     except ModuleNotFoundError as exc:
@@ -39,12 +39,11 @@ def serve(
     import uvicorn
 
     from connectors.settings import Settings
-    from tasks.cli import _store
     from tasks.http import create_app
     from tasks.logging import configure_logging
 
     enqueue = _enqueue()
-    store = _store(state)
+    store = open_state(state)
     try:
         app = create_app(Settings(), store, enqueue)
         configure_logging()
@@ -52,7 +51,3 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
     finally:
         store.close()
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(serve)

@@ -1,14 +1,24 @@
-"""CLI commands that talk to a CRM: sweep, reprocess, explain --crm (embedded pipeline runs)."""
+"""CLI commands that talk to a CRM: sweep, reprocess, explain --crm, demo, simulator."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from connectors import registry
@@ -18,23 +28,28 @@ from sync.compiler import CompiledRouting
 from sync.models import Decision, Record
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import Connector, CredentialsError, CrmError
-
-CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")]
-ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "
-                      "(HubSpot); Account, Lead, Contact (Salesforce).")]
-NowOpt = Annotated[str | None, typer.Option("--now", help="Routing instant (ISO 8601).",
-                   show_default=False)]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Routing file.",
-                      show_default=False)]
-StateOpt = Annotated[str | None, typer.Option("--state", help="State URL.", show_default=False)]
-DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print what would "
-                      "change.")]
+from tasks.cli.common import (
+    ConfigOpt,
+    CrmOpt,
+    DryRunOpt,
+    NowOpt,
+    ObjectOpt,
+    StateOpt,
+    err,
+    fail,
+    load_routing_file,
+    open_state,
+    out,
+    parse_instant,
+)
 
 
 @contextmanager
 def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
-              dry_run: bool) -> Iterator[tuple[Pipeline, str]]:
-    from tasks.cli import _store, fail
+              dry_run: bool, if_missing: Literal["create", "empty"] = "create"
+              ) -> Iterator[tuple[Pipeline, str]]:
+    # Deferred: Prometheus and kombu's Redis transport load only for commands that run a
+    # pipeline, not for every start of the CLI.
     from tasks.metrics import metrics_for
 
     settings = Settings()
@@ -48,7 +63,7 @@ def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
         fail(str(exc))
     except CredentialsError as exc:
         fail(str(exc))
-    store = _store(state)
+    store = open_state(state, if_missing=if_missing)
     try:
         yield Pipeline(connector, routing, store, dry_run=dry_run,
                        recheck_after=settings.recheck_after_seconds,
@@ -77,13 +92,13 @@ def sweep(
                        "(a sweep_page chain) instead of in this process.")] = False,
 ) -> None:
     """Route a CRM's records in this process: incremental from the stored watermark."""
-    from tasks.cli import _routing, err, fail, out, parse_instant
-
-    routing = _routing(config)
+    routing = load_routing_file(config)
     if enqueue:
         if dry_run or now or since or full:
             fail("--enqueue starts the workers' incremental sweep; it takes no --dry-run, "
                  "--now, --since or --full")
+        # Deferred: the queue builds the Celery app and reads the broker settings, which only
+        # --enqueue needs.
         from tasks import queue
 
         try:
@@ -93,17 +108,54 @@ def sweep(
             fail(str(exc))
         except Exception as exc:  # noqa: BLE001 - a broker that is down is reported, not raised
             fail(f"could not enqueue: {exc}", code=1)
-        out.print(f"enqueued a sweep of {crm} {obj}", highlight=False)
+        out.print(f"enqueued a sweep of {crm} {obj}")
         return
     instant = parse_instant(now) if now else None
     since_at = parse_instant(since, "--since") if since else None
     with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
-        def progress(report: RunReport) -> None:
-            err.print(f"page {report.pages}: {sum(report.outcomes.values())} records, "
-                      f"{report.written} written", highlight=False)
-
-        report = pipeline.sweep(obj, full=full, since=since_at, now=instant, on_page=progress)
+        with SweepProgress(err) as progress:
+            report = pipeline.sweep(obj, full=full, since=since_at, now=instant,
+                                    on_page=progress)
         _finish(report, pipeline)
+
+
+class SweepProgress:
+    """A sweep's progress on `console`: a bar with the total and an ETA on a terminal once the
+    CRM has counted the listing (HubSpot search, Salesforce SOQL), else one line per page."""
+
+    def __init__(self, console: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        self.console = console
+        self.clock = clock
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+        self.last_at = clock()
+        self.last_listed = 0
+
+    def __enter__(self) -> SweepProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Before the summary table (or an error) is printed: a live bar would redraw over it.
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, report: RunReport) -> None:
+        now = self.clock()
+        if self.bar is None and report.total is not None and self.console.is_terminal:
+            self.bar = Progress(TextColumn("sweeping"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("sweep", total=report.total)
+        if self.bar is not None and self.task is not None:
+            # Records changed during the sweep may be listed again: never past 100 %.
+            total = max(report.total or 0, report.listed)
+            self.bar.update(self.task, completed=report.listed, total=total)
+            return
+        rate = (report.listed - self.last_listed) / max(now - self.last_at, 1e-6)
+        of = f" of {report.total}" if report.total is not None else ""
+        self.console.print(f"page {report.pages}: {report.listed}{of} records listed, "
+                           f"{report.written} written ({rate:.0f} records/s)")
+        self.last_at, self.last_listed = now, report.listed
 
 
 def reprocess(
@@ -119,12 +171,10 @@ def reprocess(
 ) -> None:
     """Route chosen records again, in this process (or on the workers with --enqueue);
     audited with trigger `reprocess`."""
-    from tasks.cli import _routing, parse_instant
-
     if enqueue:
         _enqueue_reprocess(crm, object, ids, dry_run=dry_run, now=now)
         return
-    routing = _routing(config)
+    routing = load_routing_file(config)
     instant = parse_instant(now) if now else None
     with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
         report = pipeline.route_ids(obj, ids, trigger="reprocess", now=instant)
@@ -133,8 +183,8 @@ def reprocess(
 
 def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
                        now: str | None) -> None:
+    # Deferred: the queue builds the Celery app and reads the broker settings (see `sweep`).
     from tasks import queue
-    from tasks.cli import fail, out
 
     if dry_run:
         fail("--enqueue and --dry-run cannot be combined: a dry run routes in this process")
@@ -153,18 +203,17 @@ def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
     except Exception as exc:  # noqa: BLE001 - a broker failure is reported, not a traceback
         fail(f"could not enqueue: {exc}", code=1)
     out.print(f"enqueued {len(unique)} {crm} {obj} record(s) for reprocessing: "
-              f"{', '.join(unique)}", highlight=False, soft_wrap=True)
+              f"{', '.join(unique)}", soft_wrap=True)
 
 
 def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,
                 state: str | None, instant: datetime) -> tuple[Record | None, Decision]:
-    with _pipeline(routing, crm, obj, state, dry_run=True) as (pipeline, obj):
+    """`explain --crm`: read one record from the CRM and decide it; nothing written."""
+    with _pipeline(routing, crm, obj, state, dry_run=True, if_missing="empty") as (pipeline, obj):
         return pipeline.explain_record(obj, record_id, now=instant)
 
 
 def _finish(report: RunReport, pipeline: Pipeline) -> None:
-    from tasks.cli import err, out
-
     table = Table(title=f"{report.crm} {report.object}: {sum(report.outcomes.values())} "
                   f"records" + (" (dry run)" if pipeline.dry_run else ""))
     table.add_column("outcome")
@@ -182,10 +231,9 @@ def _finish(report: RunReport, pipeline: Pipeline) -> None:
     calls = pipeline.connector.stats()
     out.print(f"written {report.written}, write failures {report.write_failed}, locked by "
               f"another worker {report.locked_elsewhere}, pages {report.pages}, API calls "
-              f"{calls.total} (retries {calls.retries})", highlight=False)
+              f"{calls.total} (retries {calls.retries})")
     if report.stopped:
-        err.print(f"stopped early: {report.stopped}; the next run resumes from the checkpoint",
-                  highlight=False, markup=False)
+        err.print(f"stopped early: {report.stopped}; the next run resumes from the checkpoint")
         raise typer.Exit(1)
     if report.failed:
         raise typer.Exit(1)
@@ -199,11 +247,12 @@ def demo(
                       "default: the bundled example.", show_default=False)] = None,
 ) -> None:
     """Start the local CRM simulator, route both CRMs end to end, print a summary."""
-    from tasks.cli import _routing, out
+    # Deferred: the simulator and its HTTP servers (about half a second to import) are needed
+    # by this command only.
     from tasks.demo import EXAMPLE, run_demo
 
     path = config or EXAMPLE
-    _routing(path)  # a broken file fails here with exit 2, before anything starts
+    load_routing_file(path)  # a broken file fails here with exit 2, before anything starts
     if not run_demo(out, companies=companies, leads=leads, seed=seed, config=path):
         raise typer.Exit(1)
 
@@ -216,16 +265,10 @@ def simulator(
     leads: Annotated[int, typer.Option(help="Contacts/leads per CRM.")] = 300,
 ) -> None:
     """Serve the local CRM simulator (HubSpot and Salesforce APIs) until Ctrl-C."""
+    # Deferred: the simulator's servers are needed by this command only.
     from connectors.simulator.__main__ import main as simulator_main
 
     raise typer.Exit(simulator_main([
         "--seed", str(seed), "--hubspot-port", str(hubspot_port), "--salesforce-port",
         str(salesforce_port), "--companies", str(companies), "--accounts", str(companies),
         "--contacts", str(leads), "--leads", str(leads)]))
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(sweep)
-    app.command()(reprocess)
-    app.command()(demo)
-    app.command()(simulator)

@@ -1,0 +1,48 @@
+"""The `account-router` command line (DESIGN.md §5): exit 0 done, 1 records failed, 2 bad input.
+
+One typer app; each command lives in the module of its concern and is registered here, so there
+is one `--help`. Shared consoles, options and error handling are in `tasks.cli.common`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from tasks.cli import crm, reps, routing, serve, simulate
+from tasks.cli.common import err
+
+app = typer.Typer(
+    name="account-router",
+    help="Route CRM accounts and leads to the right sales rep, fairly and explainably.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Registration order is the order of `--help`.
+app.command()(routing.validate)
+app.command("route-file")(routing.route_file_cmd)
+app.command()(routing.explain)
+app.command()(routing.audit)
+app.command()(reps.pause)
+app.command()(reps.resume)
+app.command()(routing.stats)
+app.command()(crm.sweep)
+app.command()(crm.reprocess)
+app.command()(crm.demo)
+app.command()(crm.simulator)
+app.command()(simulate.simulate)
+app.command()(serve.serve)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)

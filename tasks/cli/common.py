@@ -1,0 +1,122 @@
+"""What every CLI module shares (the leaf: imports no sibling): consoles, errors, options, state."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Literal, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from config.routing import ConfigError
+from config.urls import redact_url, redact_urls
+from connectors.registry import load_routing
+from connectors.settings import Settings
+from sync.compiler import CompiledRouting
+from sync.state import open_store
+from sync.state.base import StateStore
+
+# Literal consoles: what we print is data (rule, rep and pool names, record values, paths from
+# routing files and CSVs), so `[/x]` must not raise MarkupError, `[bold]` must not vanish and
+# `:x:` must not become an emoji. Tables and titles render through the same defaults. The few
+# styled words opt in with `markup=True` and escape whatever data they carry.
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Routing file (YAML); "
+                      "default: $ACCOUNT_ROUTER_CONFIG.", show_default=False)]
+StateOpt = Annotated[str | None, typer.Option("--state", help="State URL: sqlite:///file.db, "
+                     "sqlite:////abs.db or redis://host:port/db.", show_default=False)]
+NowOpt = Annotated[str | None, typer.Option("--now", help="Routing instant, ISO 8601 (no offset "
+                   "means UTC); default: now.", show_default=False)]
+CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")]
+ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "
+                      "(HubSpot); Account, Lead, Contact (Salesforce).")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print what would "
+                      "change.")]
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print `error: message` on stderr and exit (2: bad input, 1: the work failed)."""
+    # The message is data (it may quote a regex such as `[abc](`): never parse it as markup.
+    # It may also quote a driver's error naming a connection URL: passwords are masked.
+    err.print(f"[red]error:[/red] {escape(redact_urls(message))}", markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def parse_instant(text: str | None, option: str = "--now") -> datetime:
+    """An aware instant from an ISO 8601 option (no offset means UTC); None means now."""
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"{option}: expected an ISO 8601 instant such as 2026-11-25T09:00:00Z, found {text!r}")
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def load_routing_file(path: Path | None) -> CompiledRouting:
+    """The compiled routing file (`--config`, else $ACCOUNT_ROUTER_CONFIG); exit 2 if broken."""
+    if path is None:
+        configured = Settings().config
+        if not configured:
+            fail("no routing file: pass --config or set ACCOUNT_ROUTER_CONFIG")
+        path = Path(configured)
+    try:
+        return load_routing(path)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def open_state(url: str | None, *, if_missing: Literal["create", "fail", "empty"] = "create"
+               ) -> StateStore:
+    """The state store `--state` (else the settings) names, probed; exit 2 if unusable.
+
+    `if_missing` says what a SQLite file that is not there means. `create`: a first run (commands
+    that route). `fail`: a mistyped path, for commands that only read what routing recorded
+    (`stats`, `audit`): say so rather than create an empty database and report nothing.
+    `empty`: fresh state for a what-if (`explain`, `simulate`), read in memory so that asking
+    creates no file."""
+    resolved = Settings().resolved_state_url(url)
+    path = sqlite_path(resolved)
+    if path is not None and if_missing != "create" and not path.exists():
+        if if_missing == "fail":
+            fail(f"no state at {str(path)!r} (state URL {resolved!r}): nothing has been "
+                 "recorded there; pass the --state routing used")
+        resolved = "sqlite:///:memory:"
+    try:
+        store = open_store(resolved)
+    except Exception as exc:  # noqa: BLE001 - any failure to open state is a usage error here
+        fail(_cannot_open(resolved, exc))
+    try:
+        # Redis connects lazily: probe now, so an unreachable server is a clear usage error
+        # before anything is routed rather than a traceback halfway through.
+        store.pauses(datetime.now(UTC))
+    except Exception as exc:  # noqa: BLE001
+        store.close()
+        fail(_cannot_open(resolved, exc))
+    return store
+
+
+def _cannot_open(url: str, exc: Exception) -> str:
+    # The URL may carry a password (redis://:pw@host): masked here and wherever the driver's
+    # own message quotes it.
+    shown = redact_url(url)
+    return f"cannot open state {shown!r}: {str(exc).replace(url, shown)}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a `sqlite:///...` state URL names (as `open_store` reads it); None otherwise."""
+    url = url.strip()
+    prefix = "sqlite:///"
+    return Path(url[len(prefix):]) if url.startswith(prefix) and len(url) > len(prefix) else None
+
+
+def print_json(value: object) -> None:
+    """JSON on stdout, plain text and never styled: scripts parse this."""
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
