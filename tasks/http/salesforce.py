@@ -1,0 +1,101 @@
+"""Salesforce Outbound Messages (DESIGN.md §6, §7): SOAP notifications from one org, acked
+only once their record ids are in the queue."""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from sync.ports import canonical_object
+from tasks.http.common import MAX_EVENTS, Ctx, Rejected, same, secret_value
+
+log = logging.getLogger("tasks.http")
+
+SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
+SALESFORCE_ID_LENGTHS = (15, 18)
+SOAP_ACK = (
+    '<?xml version="1.0" encoding="UTF-8"?>'
+    f'<soapenv:Envelope xmlns:soapenv="{SOAP_NS}"><soapenv:Body>'
+    '<notificationsResponse xmlns="http://soap.sforce.com/2005/09/outbound">'
+    "<Ack>true</Ack></notificationsResponse></soapenv:Body></soapenv:Envelope>"
+)
+
+router = APIRouter(tags=["webhooks"])
+
+
+def parse_outbound_message(body: bytes) -> tuple[str, dict[str, list[str]]]:
+    """A Salesforce Outbound Message -> (organization id, {object: [record ids]})."""
+    lowered = body.lower()
+    if b"<!doctype" in lowered or b"<!entity" in lowered:
+        # ElementTree expands internal entities (billion laughs); no DTD is ever legitimate here.
+        raise Rejected(400, "DOCTYPE and entities are not accepted", "invalid")
+    try:
+        root = ET.fromstring(body)
+    # LookupError: an unknown `encoding=` in the XML declaration.
+    except (ET.ParseError, ValueError, LookupError, RecursionError) as exc:
+        raise Rejected(400, "body is not well-formed XML", "invalid") from exc
+    found = [el for el in root.iter() if _local(el.tag) == "notifications"]
+    if len(found) != 1:
+        raise Rejected(400, "expected one <notifications> element", "invalid")
+    message = found[0]
+    org = next((el.text or "" for el in message if _local(el.tag) == "OrganizationId"), "")
+    notifications = [el for el in message if _local(el.tag).lower() == "notification"]
+    if not notifications or len(notifications) > MAX_EVENTS:
+        raise Rejected(400, f"expected 1 to {MAX_EVENTS} notifications", "invalid")
+    ids: dict[str, list[str]] = {}
+    for i, note in enumerate(notifications):
+        sobject = next((el for el in note if _local(el.tag) == "sObject"), None)
+        if sobject is None:
+            raise Rejected(400, f"notification {i}: no <sObject>", "invalid")
+        try:
+            obj = canonical_object("salesforce", sobject.get(XSI_TYPE, "").rpartition(":")[2])
+        except ValueError as exc:
+            raise Rejected(400, f"notification {i}: {exc}", "invalid") from exc
+        record_id = next(((el.text or "").strip() for el in sobject if _local(el.tag) == "Id"), "")
+        if len(record_id) not in SALESFORCE_ID_LENGTHS or not record_id.isalnum() \
+                or not record_id.isascii():
+            raise Rejected(400, f"notification {i}: <sf:Id> is not a Salesforce id", "invalid")
+        if record_id not in ids.setdefault(obj, []):
+            ids[obj].append(record_id)
+    return org.strip(), ids
+
+
+def _local(tag: object) -> str:
+    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+
+
+def same_org(given: str, expected: str) -> bool:
+    """15- and 18-character ids name the same org when their first 15 characters match (the
+    last 3 only encode the case of the first 15)."""
+    if len(given) not in SALESFORCE_ID_LENGTHS or len(expected) not in SALESFORCE_ID_LENGTHS:
+        return False
+    return same(given[:15], expected[:15])
+
+
+@router.post("/webhooks/salesforce")
+async def salesforce_webhook(request: Request, ctx: Ctx) -> Response:
+    settings = ctx.settings
+    try:
+        body = await request.body()
+        secret = secret_value(settings.salesforce_webhook_secret)
+        given = request.headers.get("x-account-router-secret")
+        if secret and (given is None or not same(given, secret)):
+            raise Rejected(401, "missing or wrong shared secret", "unauthorized")
+        if not settings.salesforce_org_id:
+            log.error("Salesforce webhook refused: SALESFORCE_ORG_ID is not set")
+            raise Rejected(401, "organization cannot be verified", "unauthorized")
+        org, batches = parse_outbound_message(body)
+        if not same_org(org, settings.salesforce_org_id.strip()):
+            raise Rejected(403, "message from another organization", "forbidden")
+        await run_in_threadpool(ctx.hand_over, "salesforce", batches, "webhook")
+    except Rejected as exc:
+        ctx.count("salesforce", exc.result, 1)
+        return exc.response()
+    ctx.count("salesforce", "accepted", sum(len(ids) for ids in batches.values()))
+    # Acked only now: without the ack Salesforce keeps retrying, so nothing is lost.
+    return Response(SOAP_ACK, media_type="text/xml")
