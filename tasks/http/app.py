@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from config.settings import Settings
 from sync.state.base import StateStore
 from tasks.http import health, hubspot, ops, salesforce
-from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log
+from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
 
 if TYPE_CHECKING:
     from tasks.metrics import AnyMetrics, Broker
@@ -84,6 +84,7 @@ def create_app(
     for router in (hubspot.router, salesforce.router, ops.router, health.router):
         app.include_router(router)
     _handle_errors(app)
+    salesforce.warn_if_off(settings)
     return app
 
 
@@ -106,7 +107,7 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         # A bug must not look like a server crash to the CRM's retry logic: 503 asks it to retry.
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        log.exception("unexpected error on %s %s", request.method, redact(request.url.path))
         return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote, unquote, unquote_plus
 
 import anyio
 from fastapi import Depends, Request
@@ -17,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
 from sync.state.base import StateStore
+from tasks.logging import REDACTED, SECRET_KEY
 
 if TYPE_CHECKING:
     from tasks.metrics import Broker
@@ -27,6 +30,32 @@ Enqueue = Callable[[str, str, list[str], str], None]
 
 MAX_BODY_BYTES = 1 << 20  # §5: bodies over 1 MiB answer 413
 MAX_EVENTS = 100  # §7: HubSpot and Salesforce both send at most 100 per delivery
+
+
+# The Salesforce endpoint's secret is the path segment after this (DESIGN.md §6); any query
+# parameter named like a secret (`?token=`) is one too. Neither may reach a log line.
+_SECRET_PATH = re.compile(r"(/webhooks/+salesforce/+)[^/]+", re.IGNORECASE)
+_PATH = re.compile(r'/[^\s?#"]*')
+_QUERY_PAIR = re.compile(r'([?&;])([^=&;\s"#?]*)=([^&;\s"#]*)')
+
+
+def redact(text: str) -> str:
+    """`text` with the Salesforce webhook secret of any path in it, and the value of every
+    query parameter named like a secret, replaced by `[redacted]`. Paths are matched as the
+    router sees them (percent-decoded), so an encoded spelling of the path is caught too."""
+
+    def path(match: re.Match[str]) -> str:
+        decoded = unquote(match[0])
+        if not _SECRET_PATH.search(decoded):
+            return match[0]
+        return quote(_SECRET_PATH.sub(rf"\g<1>{REDACTED}", decoded), safe="/[]-._~!$&'()*+,;=:@")
+
+    def pair(match: re.Match[str]) -> str:
+        if not SECRET_KEY.search(unquote_plus(match[2])):
+            return match[0]
+        return f"{match[1]}{match[2]}={REDACTED}"
+
+    return _QUERY_PAIR.sub(pair, _PATH.sub(path, text))
 
 
 class Rejected(Exception):
@@ -71,7 +100,10 @@ class BodyLimit:
             body = await self._read(scope, receive)
         except Rejected as exc:
             self.on_reject(scope.get("path", ""), exc.result)
-            await exc.response()(scope, receive, send)
+            response = exc.response()
+            # The rest of the body is never read: close rather than keep the connection open.
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
             return
         except _Gone:
             return  # the client went away: nobody to answer

@@ -4,12 +4,14 @@ only once their record ids are in the queue."""
 from __future__ import annotations
 
 import logging
+import re
 import xml.etree.ElementTree as ET
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from config.settings import Settings
 from sync.ports import canonical_object
 from tasks.http.common import MAX_EVENTS, Ctx, Rejected, same, secret_value
 
@@ -18,6 +20,8 @@ log = logging.getLogger("tasks.http")
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 SALESFORCE_ID_LENGTHS = (15, 18)
+MIN_SECRET_LENGTH = 16
+_URL_SAFE = re.compile(r"[A-Za-z0-9._~-]+")  # RFC 3986 unreserved: the same in every URL form
 SOAP_ACK = (
     '<?xml version="1.0" encoding="UTF-8"?>'
     f'<soapenv:Envelope xmlns:soapenv="{SOAP_NS}"><soapenv:Body>'
@@ -77,15 +81,36 @@ def same_org(given: str, expected: str) -> bool:
     return same(given[:15], expected[:15])
 
 
-@router.post("/webhooks/salesforce")
-async def salesforce_webhook(request: Request, ctx: Ctx) -> Response:
+def usable_secret(settings: Settings) -> str | None:
+    """ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET when it can guard the endpoint, else None (the
+    endpoint is off). It is a path segment of the URL Salesforce is given, since Outbound
+    Messages cannot carry a custom header: so URL-safe, and long enough not to be guessed."""
+    secret = secret_value(settings.salesforce_webhook_secret)
+    if not secret or len(secret) < MIN_SECRET_LENGTH or not _URL_SAFE.fullmatch(secret):
+        return None
+    return secret
+
+
+def warn_if_off(settings: Settings) -> None:
+    """Say once, at start, why a configured Salesforce endpoint answers 404."""
+    if (settings.salesforce_org_id or settings.salesforce_webhook_secret) \
+            and usable_secret(settings) is None:
+        log.warning("Salesforce webhook off: ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET must be "
+                    "set, at least %d characters of A-Z a-z 0-9 - . _ ~; give Salesforce "
+                    "<public url>/webhooks/salesforce/<secret>", MIN_SECRET_LENGTH)
+
+
+@router.post("/webhooks/salesforce/{secret}")
+async def salesforce_webhook(request: Request, secret: str, ctx: Ctx) -> Response:
     settings = ctx.settings
+    expected = usable_secret(settings)
+    if expected is None:
+        # Off without a secret: the org id alone is public, so anyone could have messages routed.
+        raise Rejected(404, "Not Found", "off")
     try:
+        if not same(secret, expected):
+            raise Rejected(401, "wrong webhook secret", "unauthorized")
         body = await request.body()
-        secret = secret_value(settings.salesforce_webhook_secret)
-        given = request.headers.get("x-account-router-secret")
-        if secret and (given is None or not same(given, secret)):
-            raise Rejected(401, "missing or wrong shared secret", "unauthorized")
         if not settings.salesforce_org_id:
             log.error("Salesforce webhook refused: SALESFORCE_ORG_ID is not set")
             raise Rejected(401, "organization cannot be verified", "unauthorized")

@@ -26,6 +26,8 @@ from tests.loopback import free_port
 SECRET = "hubspot-secret"
 TOKEN = "ops-token"
 ORG = "00D5g000000ABCDEAG"  # 18 characters
+SF_SECRET = "sf-webhook-secret-0123456789"
+SF_PATH = f"/webhooks/salesforce/{SF_SECRET}"
 NOW = 1_764_000_000.0  # the app's clock, seconds
 NOW_MS = str(int(NOW * 1000))
 
@@ -46,7 +48,7 @@ class RecordingEnqueue:
 def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "hubspot_webhook_secret": SECRET, "api_token": TOKEN, "salesforce_org_id": ORG,
-        "public_url": None, "salesforce_webhook_secret": None,
+        "public_url": None, "salesforce_webhook_secret": SF_SECRET,
     }
     values.update(overrides)
     return Settings.model_validate(values)
@@ -318,7 +320,7 @@ def outbound(org: str = ORG, ids: tuple[str, ...] = ("00Q5g00000AbCdEAAA",),
 def test_given_an_outbound_message_when_posted_then_enqueued_and_acked(
     client: TestClient, enqueue: RecordingEnqueue,
 ) -> None:
-    response = client.post("/webhooks/salesforce", content=outbound(
+    response = client.post(SF_PATH, content=outbound(
         org=ORG[:15], ids=("00Q5g00000AbCdEAAA", "00Q5g00000AbCdF")))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/xml")
@@ -330,21 +332,43 @@ def test_given_an_outbound_message_when_posted_then_enqueued_and_acked(
 def test_given_another_org_when_posted_then_refused_and_nothing_enqueued(
     client: TestClient, enqueue: RecordingEnqueue,
 ) -> None:
-    response = client.post("/webhooks/salesforce", content=outbound(org="00D5g000000ZZZZ"))
+    response = client.post(SF_PATH, content=outbound(org="00D5g000000ZZZZ"))
     assert response.status_code == 403
     assert enqueue.calls == []
 
 
-def test_given_a_shared_secret_when_the_header_is_wrong_then_401(
-    sqlite_store: StateStore, enqueue: RecordingEnqueue,
+def test_given_a_wrong_secret_in_the_path_when_posted_then_401_and_nothing_enqueued(
+    client: TestClient, enqueue: RecordingEnqueue,
 ) -> None:
-    app = create_app(make_settings(salesforce_webhook_secret="s3"), sqlite_store, enqueue)
-    client = TestClient(app)
-    assert client.post("/webhooks/salesforce", content=outbound(),
-                       headers={"X-Account-Router-Secret": "nope"}).status_code == 401
-    assert client.post("/webhooks/salesforce", content=outbound(),
-                       headers={"X-Account-Router-Secret": "s3"}).status_code == 200
-    assert len(enqueue.calls) == 1
+    response = client.post(f"/webhooks/salesforce/{SF_SECRET[:-1]}x", content=outbound())
+
+    assert response.status_code == 401
+    assert enqueue.calls == []
+
+
+@pytest.mark.parametrize("secret", [None, "short-secret", "has/a/slash-0123456789",
+                                    "has space 0123456789"])
+def test_given_no_usable_secret_when_an_outbound_message_arrives_then_404_and_nothing_enqueued(
+    sqlite_store: StateStore, enqueue: RecordingEnqueue, secret: str | None,
+) -> None:
+    # The org id is public: without a secret anyone could have messages routed, so: off.
+    client = TestClient(create_app(make_settings(salesforce_webhook_secret=secret),
+                                   sqlite_store, enqueue))
+
+    for path in (f"/webhooks/salesforce/{secret}", "/webhooks/salesforce/None",
+                 "/webhooks/salesforce"):
+        assert client.post(path, content=outbound()).status_code == 404, path
+    assert enqueue.calls == []
+
+
+def test_given_the_old_header_route_when_posted_with_the_secret_header_then_404(
+    client: TestClient, enqueue: RecordingEnqueue,
+) -> None:
+    response = client.post("/webhooks/salesforce", content=outbound(),
+                           headers={"X-Account-Router-Secret": SF_SECRET})
+
+    assert response.status_code == 404
+    assert enqueue.calls == []
 
 
 @pytest.mark.parametrize("body", [
@@ -359,7 +383,7 @@ def test_given_a_shared_secret_when_the_header_is_wrong_then_401(
 def test_given_a_bad_outbound_message_when_posted_then_400(
     client: TestClient, enqueue: RecordingEnqueue, body: bytes,
 ) -> None:
-    assert client.post("/webhooks/salesforce", content=body).status_code == 400
+    assert client.post(SF_PATH, content=body).status_code == 400
     assert enqueue.calls == []
 
 
@@ -543,7 +567,7 @@ _header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_s
            suppress_health_check=[HealthCheck.too_slow])
 @given(
     path=st.sampled_from(["/webhooks/hubspot", "/webhooks/hubspot", "/webhooks/hubspot?x=%2F",
-                          "/webhooks/salesforce",
+                          SF_PATH,
                           "/reprocess", "/reps/a/pause", "/decisions/1"]),
     body=_bodies,
     sign=st.booleans(),
@@ -601,7 +625,12 @@ def test_given_a_worker_queue_when_serve_then_uvicorn_runs_the_app_on_host_and_p
     queue.enqueue_route = RecordingEnqueue()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tasks.queue", queue)
     served: list[tuple[object, str, int]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda a, host, port, **_: served.append((a, host, port)))
+
+    def run(server: uvicorn.Server) -> None:
+        served.append((server.config.app, server.config.host, server.config.port))
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     result = CliRunner().invoke(app, ["serve", "--port", "8123", "--state",
                                       f"sqlite:///{tmp_path / 's.db'}"])
     assert result.exit_code == 0, result.output
