@@ -7,6 +7,8 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 
+import defusedxml.ElementTree as defused_et
+from defusedxml import DefusedXmlException
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
@@ -34,12 +36,14 @@ router = APIRouter(tags=["webhooks"])
 
 def parse_outbound_message(body: bytes) -> tuple[str, dict[str, list[str]]]:
     """A Salesforce Outbound Message -> (organization id, {object: [record ids]})."""
-    lowered = body.lower()
-    if b"<!doctype" in lowered or b"<!entity" in lowered:
-        # ElementTree expands internal entities (billion laughs); no DTD is ever legitimate here.
-        raise Rejected(400, "DOCTYPE and entities are not accepted", "invalid")
     try:
-        root = ET.fromstring(body)
+        # defusedxml: a DTD is refused as soon as the parser meets it, whatever the body's
+        # encoding (a UTF-16 body hides `<!DOCTYPE` from a byte search), so no entity is ever
+        # expanded and nothing external is fetched. No DTD is ever legitimate here.
+        root = defused_et.fromstring(body, forbid_dtd=True, forbid_entities=True,
+                                     forbid_external=True)
+    except DefusedXmlException as exc:
+        raise Rejected(400, "DOCTYPE and entities are not accepted", "invalid") from exc
     # LookupError: an unknown `encoding=` in the XML declaration.
     except (ET.ParseError, ValueError, LookupError, RecursionError) as exc:
         raise Rejected(400, "body is not well-formed XML", "invalid") from exc
