@@ -56,10 +56,17 @@ def create_for(name: str, routing: CompiledRouting, settings: Settings | None = 
     create_factory = factory(name)
     if "extra_fields" not in inspect.signature(create_factory).parameters:
         return create_factory(settings or Settings(), **kwargs)
+    return create_factory(settings or Settings(), extra_fields=read_fields(name, routing),
+                          **kwargs)
+
+
+def read_fields(name: str, routing: CompiledRouting | None) -> dict[str, list[str]]:
+    """Per object of CRM `name`, the CRM fields a connector reads for `routing` (the default
+    field maps when None): see `create_for`. The HTTP app's webhook filter uses the same."""
     extra: dict[str, list[str]] = {}
     for obj in OBJECT_KINDS.get(name, {}):
-        fields = set(field_map(name, obj, routing.file.field_maps).values())
-        if name == "hubspot":
+        fields = set(field_map(name, obj, routing.file.field_maps if routing else None).values())
+        if name == "hubspot" and routing is not None:
             fields |= routing.raw_fields
         extra[obj] = sorted(fields)
-    return create_factory(settings or Settings(), extra_fields=extra, **kwargs)
+    return extra

@@ -19,6 +19,7 @@ from config.settings import Settings
 from sync.state.base import StateStore
 from tasks.http import health, hubspot, ops, salesforce
 from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
+from tasks.http.routing import ServedRouting
 
 if TYPE_CHECKING:
     from tasks.metrics import AnyMetrics, Broker
@@ -77,9 +78,12 @@ def create_app(
             if path.startswith(f"/webhooks/{crm}"):
                 count(crm, result)
 
-    app = FastAPI(title="account-router", lifespan=_lifespan)
+    # redirect_slashes off: Starlette builds the redirect for `/healthz/` from the request's
+    # Host header, so anyone could make this app point a client at any host.
+    app = FastAPI(title="account-router", lifespan=_lifespan, redirect_slashes=False)
     app.state.ctx = AppContext(settings=settings, store=store, enqueue=enqueue, clock=clock,
-                               count=count, broker=broker, registry=registry)
+                               count=count, broker=broker, registry=registry, metrics=shared,
+                               routing=ServedRouting(settings.config))
     app.add_middleware(BodyLimit, timeout=body_timeout, on_reject=body_refused)
     for router in (hubspot.router, salesforce.router, ops.router, health.router):
         app.include_router(router)

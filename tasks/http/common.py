@@ -18,11 +18,12 @@ from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings
+from sync.compiler import CompiledRouting
 from sync.state.base import StateStore
 from tasks.logging import REDACTED, SECRET_KEY
 
 if TYPE_CHECKING:
-    from tasks.metrics import Broker
+    from tasks.metrics import AnyMetrics, Broker
 
 log = logging.getLogger("tasks.http")
 
@@ -30,6 +31,22 @@ Enqueue = Callable[[str, str, list[str], str], None]
 
 MAX_BODY_BYTES = 1 << 20  # §5: bodies over 1 MiB answer 413
 MAX_EVENTS = 100  # §7: HubSpot and Salesforce both send at most 100 per delivery
+MAX_ID_LENGTH = 255  # any id taken from a request: record, rep, event
+# Control characters and lone surrogates (JSON's "\ud800"): no id has them, and a lone
+# surrogate cannot even be encoded to be stored or logged.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def check_text(value: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """`value` when it is 1 to `max_length` characters with no control character or lone
+    surrogate; ValueError saying which otherwise."""
+    if not value:
+        raise ValueError("must not be empty")
+    if len(value) > max_length:
+        raise ValueError(f"must be at most {max_length} characters")
+    if _UNPRINTABLE.search(value):
+        raise ValueError("must not hold control characters or lone surrogates")
+    return value
 
 
 # The Salesforce endpoint's secret is the path segment after this (DESIGN.md §6); any query
@@ -173,6 +190,8 @@ class AppContext:
     count: Callable[[str, str, int], None]  # webhook events by crm and result
     broker: Broker | None
     registry: CollectorRegistry  # what /metrics renders
+    metrics: AnyMetrics  # the pipeline series (a dry run's CRM calls count there too)
+    routing: Callable[[], CompiledRouting | None]  # the routing file served (None: unset)
 
     def hand_over(self, crm: str, batches: Mapping[str, list[str]], trigger: str) -> None:
         """Enqueue each object's ids; a broker failure is a 503 (retry), never a 500."""

@@ -8,15 +8,24 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from config.fieldmaps import DEFAULT_FIELD_MAPS
 from config.settings import Settings
-from tasks.http.common import MAX_EVENTS, AppContext, Ctx, Rejected, same, secret_value
+from tasks.http.common import (
+    MAX_EVENTS,
+    AppContext,
+    Ctx,
+    Rejected,
+    check_text,
+    same,
+    secret_value,
+)
+from tasks.http.routing import routed_properties
 
 log = logging.getLogger("tasks.http")
 
@@ -25,11 +34,11 @@ DEDUPE_TTL_SECONDS = 24 * 3600  # HubSpot retries a delivery for up to 24 h
 
 # HubSpot objects this router handles: the event type's prefix -> the CRM object name.
 HUBSPOT_OBJECTS = {"company": "companies", "contact": "contacts"}
-# Properties whose change can alter a routing decision: the owner and every mapped field.
-HUBSPOT_ROUTED_PROPERTIES = {
-    obj: frozenset(fields.values()) | {"hubspot_owner_id"}
-    for obj, fields in DEFAULT_FIELD_MAPS["hubspot"].items()
-}
+# Bounds of what an event may carry: HubSpot's ids are 64-bit integers, its instants epoch
+# milliseconds; a 4,000-digit id or a 900 KB event id would otherwise be kept (24 h in Redis).
+MAX_INTEGER = 2**63 - 1
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python has
+MAX_NAME_LENGTH = 100  # event ids, subscription types, property names
 # HubSpot's v3 spec: these escapes in the request URI are decoded before signing.
 _HUBSPOT_URI_DECODE = {
     "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
@@ -54,15 +63,15 @@ class HubSpotEvent:
         """The CRM object this router handles for the event, or None (deals, tickets, ...)."""
         return HUBSPOT_OBJECTS.get(self.type.partition(".")[0])
 
-    @property
-    def routes(self) -> bool:
-        """Creations, and changes of the owner or of a mapped field, can change a decision."""
+    def routes(self, properties: Mapping[str, frozenset[str]]) -> bool:
+        """Creations, and changes of a property in `properties` (per object: the owner and
+        the fields the routing file reads), can change a decision."""
         obj, action = self.object, self.type.partition(".")[2]
         if obj is None:
             return False
         if action == "creation":
             return True
-        return action == "propertyChange" and self.property_name in HUBSPOT_ROUTED_PROPERTIES[obj]
+        return action == "propertyChange" and self.property_name in properties.get(obj, ())
 
 
 def hubspot_signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
@@ -129,34 +138,52 @@ def _hubspot_event(index: int, item: object) -> HubSpotEvent:
         raise bad("expected an object")
     object_id = _integer(item.get("objectId"))
     if object_id is None or object_id <= 0:
-        raise bad("objectId must be a positive integer")
-    kind = item.get("subscriptionType") or item.get("eventType")
-    if not isinstance(kind, str) or kind.count(".") != 1 or not all(kind.split(".")):
+        raise bad(f"objectId must be an integer from 1 to {MAX_INTEGER}")
+    kind = _name(item.get("subscriptionType") or item.get("eventType"))
+    if kind is None or kind.count(".") != 1 or not all(kind.split(".")):
         raise bad("subscriptionType must look like `company.creation`")
     event_id = item.get("eventId")
-    if isinstance(event_id, bool) or not isinstance(event_id, int | str) or event_id == "":
-        raise bad("eventId is required")
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        event_id = _integer(event_id)
+    elif isinstance(event_id, str):
+        event_id = _name(event_id)
+    else:
+        event_id = None
+    if event_id is None:
+        raise bad(f"eventId must be an integer from 0 to {MAX_INTEGER}, or a string of 1 to "
+                  f"{MAX_NAME_LENGTH} printable characters")
     occurred_at = _integer(item.get("occurredAt"))
-    if occurred_at is None or occurred_at < 0:
+    if occurred_at is None or occurred_at > MAX_EPOCH_MS:
         raise bad("occurredAt must be epoch milliseconds")
     name = item.get("propertyName")
-    if kind.endswith(".propertyChange") and (not isinstance(name, str) or not name):
+    if name is not None and _name(name) is None:
+        raise bad(f"propertyName must be 1 to {MAX_NAME_LENGTH} printable characters")
+    if kind.endswith(".propertyChange") and name is None:
         raise bad("propertyChange events need a propertyName")
     return HubSpotEvent(
         object_id=str(object_id), type=kind, event_id=str(event_id),
-        occurred_at=occurred_at, property_name=name if isinstance(name, str) else None,
+        occurred_at=occurred_at, property_name=name,
     )
 
 
 def _integer(value: object) -> int | None:
-    """An int, or a string of digits (HubSpot ids exceed JS's safe range in some SDKs)."""
-    if isinstance(value, bool):
+    """An int from 0 to MAX_INTEGER, or a string of its digits (HubSpot ids exceed JS's safe
+    range in some SDKs); None otherwise."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
         return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 20:
-        return int(value)
-    return None
+    return value if 0 <= value <= MAX_INTEGER else None
+
+
+def _name(value: object) -> str | None:
+    """A string of 1 to MAX_NAME_LENGTH printable characters, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_text(value, MAX_NAME_LENGTH)
+    except ValueError:
+        return None
 
 
 @router.post("/webhooks/hubspot")
@@ -175,6 +202,9 @@ async def hubspot_webhook(request: Request, ctx: Ctx) -> Response:
 
 
 def _dedupe_and_enqueue(ctx: AppContext, events: list[HubSpotEvent]) -> tuple[int, int]:
+    # The filter follows the routing file the app serves: its field maps and the custom
+    # properties its rules name route a record when they change, as the defaults do.
+    properties = routed_properties("hubspot", ctx.routing())
     batches: dict[str, list[str]] = {}
     fresh = 0
     marked: list[str] = []
@@ -185,7 +215,7 @@ def _dedupe_and_enqueue(ctx: AppContext, events: list[HubSpotEvent]) -> tuple[in
                 continue
             marked.append(key)
             fresh += 1
-            if event.routes and event.object is not None:
+            if event.routes(properties) and event.object is not None:
                 ids = batches.setdefault(event.object, [])
                 if event.object_id not in ids:
                     ids.append(event.object_id)

@@ -8,15 +8,22 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
 from starlette.concurrency import run_in_threadpool
 
 from connectors import registry
 from sync.ports import canonical_object
-from tasks.http.common import Ctx, Rejected, require_token, store_call
+from tasks.http.common import AppContext, Ctx, Rejected, check_text, require_token, store_call
 
 MAX_REPROCESS_IDS = 1000
-MAX_ID_LENGTH = 255
 
 router = APIRouter(tags=["ops"], dependencies=[Depends(require_token)])
 
@@ -33,11 +40,18 @@ def _instant(value: object) -> datetime | None:
         raise ValueError("must be an ISO 8601 instant") from exc
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError("needs a UTC offset (e.g. 2026-12-01T09:00:00Z)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValueError("is out of range once in UTC (years 1 to 9999)") from exc
 
 
-RecordId = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1,
-                                           max_length=MAX_ID_LENGTH)]
+# Ids from a body (strict: 1 is not "1") and from the path; none empty, over 255 characters,
+# or holding a control character or a lone surrogate.
+RecordId = Annotated[str, StringConstraints(strict=True, strip_whitespace=True),
+                     AfterValidator(check_text)]
+PathId = Annotated[str, Path(), AfterValidator(check_text)]
+Name = Annotated[str, StringConstraints(strict=True, max_length=64)]
 Instant = Annotated[datetime | None, BeforeValidator(_instant)]
 
 
@@ -46,8 +60,8 @@ class ReprocessBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    crm: str
-    object: str
+    crm: Name
+    object: Name
     ids: list[RecordId] = Field(min_length=1, max_length=MAX_REPROCESS_IDS)
     dry_run: StrictBool = False
 
@@ -83,7 +97,7 @@ async def reprocess(body: ReprocessBody, ctx: Ctx) -> Response:
 
 @router.get("/decisions/{record_id}")
 async def decisions(
-    record_id: Annotated[str, Path(max_length=MAX_ID_LENGTH)],
+    record_id: PathId,
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
@@ -93,8 +107,9 @@ async def decisions(
 
 
 @router.post("/reps/{rep}/pause")
-async def pause(rep: Annotated[str, Path(max_length=MAX_ID_LENGTH)], ctx: Ctx,
-                body: PauseBody | None = None) -> Response:
+async def pause(rep: PathId, ctx: Ctx, body: PauseBody | None = None) -> Response:
+    if not await run_in_threadpool(_known, ctx, rep):
+        raise _unknown(ctx, rep)
     until = body.until if body is not None else None
     await run_in_threadpool(store_call, lambda: ctx.store.pause(rep, until))
     return JSONResponse({"rep": rep, "paused": True,
@@ -102,7 +117,24 @@ async def pause(rep: Annotated[str, Path(max_length=MAX_ID_LENGTH)], ctx: Ctx,
 
 
 @router.post("/reps/{rep}/resume")
-async def resume(rep: Annotated[str, Path(max_length=MAX_ID_LENGTH)],
-                 ctx: Ctx) -> Response:
+async def resume(rep: PathId, ctx: Ctx) -> Response:
+    # A rep removed from the routing file since its pause can still be resumed.
+    known = await run_in_threadpool(_known, ctx, rep)
     was_paused = await run_in_threadpool(store_call, lambda: ctx.store.resume(rep))
+    if not known and not was_paused:
+        raise _unknown(ctx, rep)
     return JSONResponse({"rep": rep, "resumed": bool(was_paused)})
+
+
+def _known(ctx: AppContext, rep: str) -> bool:
+    """Whether the routing file served names `rep` (a pause of anyone else would be kept and
+    shown, yet route nothing)."""
+    routing = ctx.routing()
+    return routing is not None and rep in routing.reps
+
+
+def _unknown(ctx: AppContext, rep: str) -> Rejected:
+    if not ctx.settings.config:
+        return Rejected(404, f"unknown rep {rep!r}: no routing file (ACCOUNT_ROUTER_CONFIG) "
+                        "names the reps", "unknown")
+    return Rejected(404, f"unknown rep {rep!r}: not in the routing file", "unknown")

@@ -68,9 +68,27 @@ def enqueue() -> RecordingEnqueue:
     return RecordingEnqueue()
 
 
+ROUTING = """version: 1
+reps:
+  - {id: ana, crm_ids: {hubspot: '101', salesforce: 0055g000001AbCdAAA}}
+  - {id: bo, crm_ids: {hubspot: '102', salesforce: 0055g000001AbCeAAA}}
+rules:
+  - {name: everyone, assign: {rep: ana}}
+"""
+
+
 @pytest.fixture
-def client(sqlite_store: StateStore, enqueue: RecordingEnqueue) -> TestClient:
-    return TestClient(create_app(make_settings(), sqlite_store, enqueue, clock=lambda: NOW))
+def routing_file(tmp_path: Path) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(ROUTING)
+    return path
+
+
+@pytest.fixture
+def client(sqlite_store: StateStore, enqueue: RecordingEnqueue, routing_file: Path
+           ) -> TestClient:
+    return TestClient(create_app(make_settings(config=str(routing_file)), sqlite_store, enqueue,
+                                 clock=lambda: NOW))
 
 
 def event(event_id: int = 1, object_id: int = 501, kind: str = "company.creation",
