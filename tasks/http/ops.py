@@ -3,6 +3,8 @@ reps; every route behind the bearer token (ACCOUNT_ROUTER_API_TOKEN)."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -20,10 +22,17 @@ from pydantic import (
 from starlette.concurrency import run_in_threadpool
 
 from connectors import registry
-from sync.ports import canonical_object
+from sync.models import Decision
+from sync.pipeline import Pipeline, RunReport
+from sync.ports import CredentialsError, CrmError, canonical_object
 from tasks.http.common import AppContext, Ctx, Rejected, check_text, require_token, store_call
 
+log = logging.getLogger("tasks.http")
+
 MAX_REPROCESS_IDS = 1000
+# A dry run reads its records from the CRM while the request waits: one batch read (HubSpot
+# and Salesforce batch reads take 100 ids), a second or so.
+MAX_DRY_RUN_IDS = 100
 
 router = APIRouter(tags=["ops"], dependencies=[Depends(require_token)])
 
@@ -89,10 +98,53 @@ async def reprocess(body: ReprocessBody, ctx: Ctx) -> Response:
     crm, obj = _crm_object(body.crm, body.object)
     unique = list(dict.fromkeys(body.ids))
     if body.dry_run:
-        raise Rejected(400, "use the CLI for dry runs (`account-router reprocess "
-                       "--dry-run`)", "invalid")
+        if len(unique) > MAX_DRY_RUN_IDS:
+            raise Rejected(413, f"a dry run takes at most {MAX_DRY_RUN_IDS} ids ({len(unique)} "
+                           "given): split them, or reprocess without dry_run", "too_large")
+        decisions = await run_in_threadpool(dry_run, ctx, crm, obj, unique)
+        return JSONResponse({"dry_run": True, "crm": crm, "object": obj,
+                             "decisions": [d.to_dict() for d in decisions]})
     await run_in_threadpool(ctx.hand_over, crm, {obj: unique}, "reprocess")
     return JSONResponse({"enqueued": len(unique), "crm": crm, "object": obj}, status_code=202)
+
+
+@dataclass
+class _Collected(RunReport):
+    """A run report that also keeps every decision, in the order the pipeline made them."""
+
+    decisions: list[Decision] = field(default_factory=list)
+
+    def add(self, decision: Decision) -> None:
+        super().add(decision)
+        self.decisions.append(decision)
+
+
+def dry_run(ctx: AppContext, crm: str, obj: str, ids: list[str]) -> list[Decision]:
+    """The decisions reprocessing `ids` would make now, in the order of `ids`: the pipeline
+    built as the workers build it (tasks/worker.py), over the routing file this app serves,
+    with `dry_run` set: it reads the CRM, takes no pool turn, writes nothing to the CRM or the
+    state store, audits nothing."""
+    routing = ctx.routing()
+    if routing is None:
+        raise Rejected(503, "no usable routing file (ACCOUNT_ROUTER_CONFIG) to decide with",
+                       "failed")
+    settings = ctx.settings
+    try:
+        connector = registry.create_for(crm, routing, settings)
+    except (ValueError, CredentialsError) as exc:
+        raise Rejected(400, f"{crm} is not configured here: {exc}", "invalid") from exc
+    report = _Collected(crm, obj)
+    try:
+        pipeline = Pipeline(connector, routing, ctx.store, dry_run=True,
+                            recheck_after=settings.recheck_after_seconds, metrics=ctx.metrics)
+        pipeline.route_ids(obj, ids, trigger="reprocess", report=report)
+    except CrmError as exc:
+        log.error("dry run on %s %s failed: %s", crm, obj, exc)
+        raise Rejected(503, f"{crm} unavailable; retry later", "failed") from exc
+    finally:
+        connector.close()
+    order = {record_id: i for i, record_id in enumerate(ids)}
+    return sorted(report.decisions, key=lambda d: order.get(d.record_id, len(order)))
 
 
 @router.get("/decisions/{record_id}")

@@ -442,7 +442,8 @@ def test_given_a_reprocess_request_when_authorized_then_enqueued_with_trigger_re
 
 
 @pytest.mark.parametrize("body", [
-    {"crm": "hubspot", "object": "companies", "ids": ["1"], "dry_run": True},
+    {"crm": "hubspot", "object": "companies", "ids": ["1"], "dry_run": "yes"},
+    {"crm": "hubspot", "object": "companies", "ids": ["1"], "dryrun": True},
     {"crm": "pipedrive", "object": "companies", "ids": ["1"]},
     {"crm": "hubspot", "object": "deals", "ids": ["1"]},
     {"crm": "hubspot", "object": "companies", "ids": []},
