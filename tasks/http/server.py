@@ -3,10 +3,13 @@ line (uvicorn's access log included), timeouts, and the run itself."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
+import h11
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tasks.http.common import redact
 
@@ -17,6 +20,10 @@ REDACTED_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "tasks.http")
 # waits for open connections before it closes them.
 KEEP_ALIVE_SECONDS = 5
 GRACEFUL_SHUTDOWN_SECONDS = 10
+# A request line and headers not complete by then close the connection: uvicorn has no such
+# timeout, so a client that sends half a request would hold its connection forever. (A body
+# that never arrives is the app's BodyLimit's to refuse, with a 408.)
+HEADER_TIMEOUT_SECONDS = 10.0
 
 
 class RedactSecrets(logging.Filter):
@@ -43,11 +50,47 @@ def install_redaction() -> None:
             target.addFilter(RedactSecrets())
 
 
-def uvicorn_config(app: ASGIApp, *, host: str, port: int) -> uvicorn.Config:
+def _h11_with_header_timeout(seconds: float) -> type[H11Protocol]:
+    """uvicorn's h11 protocol, closing a connection that has not sent a whole request line
+    and headers within `seconds` of connecting or of its previous response."""
+
+    class Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._await_headers()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._await_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _await_headers(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._header_timer = self.loop.call_later(seconds, self._headers_late)
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            # IDLE: h11 is still waiting for (the rest of) a request's head.
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+    return Protocol
+
+
+def uvicorn_config(app: ASGIApp, *, host: str, port: int,
+                   header_timeout: float = HEADER_TIMEOUT_SECONDS) -> uvicorn.Config:
     """The server `serve` runs, with the redaction installed."""
     install_redaction()
     return uvicorn.Config(
         app, host=host, port=port, log_level="info",
+        http=_h11_with_header_timeout(header_timeout),
         # None: uvicorn's loggers propagate to the root logger's JSON handler (tasks.logging).
         log_config=None,
         timeout_keep_alive=KEEP_ALIVE_SECONDS,

@@ -26,9 +26,10 @@ from tests.tasks.test_http import SF_SECRET, TOKEN, RecordingEnqueue, make_setti
 class Served:
     """The app under uvicorn (configured as `serve` does) in a thread of this process."""
 
-    def __init__(self, app: FastAPI) -> None:
+    def __init__(self, app: FastAPI, header_timeout: float = 10.0) -> None:
         self.port = free_port()
-        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port))
+        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port,
+                                                    header_timeout=header_timeout))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> Served:
@@ -107,3 +108,37 @@ def test_given_a_body_that_never_arrives_when_served_then_408_and_the_connection
 
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert 0.4 < waited < 3
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /webhooks/hubspot HTTP/1.1\r\nHost: x\r\n"],
+                         ids=["nothing", "half-the-headers"])
+def test_given_a_request_head_that_never_completes_when_served_then_the_connection_closes(
+    app: FastAPI, sent: bytes,
+) -> None:
+    with Served(app, header_timeout=0.5) as served, \
+            socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.settimeout(5)
+        sock.sendall(sent)
+        started = time.monotonic()
+        closed = sock.recv(65536) == b""
+        waited = time.monotonic() - started
+
+    assert closed
+    assert 0.4 < waited < 3
+
+
+def test_given_a_keep_alive_connection_when_requests_follow_then_each_is_answered(
+    app: FastAPI,
+) -> None:
+    # The head timer restarts after each response: a second request on the connection is
+    # served even when it comes after the first timer would have fired.
+    with Served(app, header_timeout=0.5) as served, \
+            socket.create_connection(("127.0.0.1", served.port)) as sock:
+        sock.settimeout(5)
+        answers = []
+        for _ in range(2):
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers.append(sock.recv(65536))
+            time.sleep(0.3)
+
+    assert all(answer.startswith(b"HTTP/1.1 200 ") for answer in answers)
