@@ -1,7 +1,8 @@
 """The HTTP app (DESIGN.md §5): CRM webhooks in, record ids onto the queue; the ops API.
 
-One router per concern (`hubspot`, `salesforce`, `ops`, `health`), shared pieces in `common`,
-`create_app` in `app` assembling them, uvicorn's settings in `server`."""
+One router per concern (`hubspot`, `salesforce`, `ops`, `health`), shared pieces in `common`
+(a leaf), the routing file the app serves in `routing`, `create_app` in `app` assembling them,
+every uvicorn setting of `serve` in `server`."""
 
 from __future__ import annotations
 
