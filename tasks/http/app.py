@@ -121,6 +121,12 @@ def _first_error(exc: RequestValidationError) -> str:
     if not errors:
         return "invalid request"
     first = errors[0]
-    where = ".".join(str(part) for part in first.get("loc", ()))
-    message = str(first.get("msg", "invalid"))
+    # A location can be a key the client sent (an unexpected field): shortened, not echoed.
+    where = ".".join(_short(str(part)) for part in first.get("loc", ()))
+    message = _short(str(first.get("msg", "invalid")), 200)
     return f"{where}: {message}" if where else message
+
+
+def _short(text: str, limit: int = 64) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "…"

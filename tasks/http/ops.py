@@ -60,7 +60,7 @@ def _instant(value: object) -> datetime | None:
 RecordId = Annotated[str, StringConstraints(strict=True, strip_whitespace=True),
                      AfterValidator(check_text)]
 PathId = Annotated[str, Path(), AfterValidator(check_text)]
-Name = Annotated[str, StringConstraints(strict=True, max_length=64)]
+Name = Annotated[str, StringConstraints(strict=True), AfterValidator(lambda v: check_text(v, 64))]
 Instant = Annotated[datetime | None, BeforeValidator(_instant)]
 
 

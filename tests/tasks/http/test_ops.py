@@ -95,3 +95,15 @@ def test_given_an_odd_id_in_the_path_when_called_then_400(client: TestClient, pa
     assert client.post(path, headers=AUTH).status_code in (400, 405)
     if path.startswith("/decisions"):
         assert client.get(path, headers=AUTH).status_code == 400
+
+
+def test_given_a_huge_unexpected_field_when_reprocessing_then_400_with_a_short_message(
+    client: TestClient, enqueue: RecordingEnqueue,
+) -> None:
+    response = reprocess(client, {"x" * 100_000: 1, "crm": "hubspot", "object": "companies",
+                                  "ids": ["1"]})
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("body.xxxx")
+    assert len(response.json()["error"]) < 300
+    assert enqueue.calls == []
