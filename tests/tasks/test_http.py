@@ -563,9 +563,13 @@ _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_
 _json = st.recursive(_json_leaf, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
     max_leaves=12)
+# Lone surrogates and control characters (JSON's "\ud800", "\u0000"), and integers past 64 bits.
+_odd_text = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+                    | st.characters(max_codepoint=0x1F), min_size=1, max_size=3)
+_odd_integers = st.integers(2**63 - 2, 10**40)
 _events = st.lists(st.fixed_dictionaries(
-    {"eventId": st.one_of(st.integers(-1, 50), st.text(max_size=5)),
-     "objectId": st.one_of(st.integers(-1, 50), st.text(max_size=5)),
+    {"eventId": st.one_of(st.integers(-1, 50), st.text(max_size=5), _odd_text, _odd_integers),
+     "objectId": st.one_of(st.integers(-1, 50), st.text(max_size=5), _odd_integers),
      "subscriptionType": st.sampled_from(["company.creation", "contact.propertyChange",
                                           "deal.creation", "x", ""]),
      "occurredAt": st.one_of(st.integers(-1, 10), st.none())},
@@ -587,7 +591,8 @@ _header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_s
 @given(
     path=st.sampled_from(["/webhooks/hubspot", "/webhooks/hubspot", "/webhooks/hubspot?x=%2F",
                           SF_PATH,
-                          "/reprocess", "/reps/a/pause", "/decisions/1"]),
+                          "/reprocess", "/reps/a/pause", "/reps/ana/pause", "/decisions/1",
+                          "/healthz/"]),
     body=_bodies,
     sign=st.booleans(),
     stamp=st.one_of(st.just(NOW_MS), st.just(NOW_MS), _header_text),
