@@ -134,7 +134,14 @@ def create_for(name: str, routing: CompiledRouting, settings: Settings | None = 
     create_factory = factory(name)
     if "extra_fields" not in inspect.signature(create_factory).parameters:
         return create_factory(settings or Settings(), **kwargs)
-    raw = routing.raw_fields if spec(name).unknown_fields_ignored else frozenset()
-    extra = {obj: sorted(fields) for obj, fields in
-             routed_fields(name, routing.file.field_maps, raw).items()}
-    return create_factory(settings or Settings(), extra_fields=extra, **kwargs)
+    return create_factory(settings or Settings(), extra_fields=read_fields(name, routing),
+                          **kwargs)
+
+
+def read_fields(name: str, routing: CompiledRouting | None) -> dict[str, list[str]]:
+    """Per object of CRM `name`, the CRM fields a connector reads for `routing` (the default
+    field maps when None): see `create_for`. The HTTP app's webhook filter uses the same."""
+    raw = (routing.raw_fields if routing is not None and spec(name).unknown_fields_ignored
+           else frozenset())
+    maps = routing.file.field_maps if routing is not None else None
+    return {obj: sorted(fields) for obj, fields in routed_fields(name, maps, raw).items()}

@@ -45,7 +45,8 @@ class Settings(CoreSettings):
     salesforce_calls_per_second: float = Field(default=20.0, gt=0)
     csv_input: str | None = None  # ACCOUNT_ROUTER_CSV_INPUT: the file the csv connector routes
     csv_output: str | None = None  # ACCOUNT_ROUTER_CSV_OUTPUT: where its owners are written
-    # Outbound Messages (DESIGN.md §6): the org that may call us, and an optional shared secret.
+    # Outbound Messages (DESIGN.md §6): the org that may call us, and the secret path segment
+    # of the endpoint URL Salesforce is given (the endpoint is off without it).
     salesforce_org_id: str | None = Field(
         default=None, validation_alias=AliasChoices("SALESFORCE_ORG_ID"))
     salesforce_webhook_secret: SecretStr | None = None  # ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET

@@ -36,18 +36,14 @@ def serve(
 ) -> None:
     """Serve the HTTP app: CRM webhooks, the ops API, /healthz and /metrics."""
     # Imported here: every other command starts without loading the web stack.
-    import uvicorn
-
     from connectors.settings import Settings
     from tasks.http import create_app
-    from tasks.logging import configure_logging
+    from tasks.http.server import run as run_server
 
     enqueue = _enqueue()
     store = open_state(state)
     try:
         app = create_app(Settings(), store, enqueue)
-        configure_logging()
-        # log_config=None: uvicorn's loggers propagate to the root logger's JSON handler.
-        uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
+        run_server(app, host=host, port=port)
     finally:
         store.close()

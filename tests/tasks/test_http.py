@@ -26,6 +26,8 @@ from tests.loopback import free_port
 SECRET = "hubspot-secret"
 TOKEN = "ops-token"
 ORG = "00D5g000000ABCDEAG"  # 18 characters
+SF_SECRET = "sf-webhook-secret-0123456789"
+SF_PATH = f"/webhooks/salesforce/{SF_SECRET}"
 NOW = 1_764_000_000.0  # the app's clock, seconds
 NOW_MS = str(int(NOW * 1000))
 
@@ -46,7 +48,7 @@ class RecordingEnqueue:
 def make_settings(**overrides: object) -> Settings:
     values: dict[str, object] = {
         "hubspot_webhook_secret": SECRET, "api_token": TOKEN, "salesforce_org_id": ORG,
-        "public_url": None, "salesforce_webhook_secret": None,
+        "public_url": None, "salesforce_webhook_secret": SF_SECRET,
     }
     values.update(overrides)
     return Settings.model_validate(values)
@@ -66,9 +68,27 @@ def enqueue() -> RecordingEnqueue:
     return RecordingEnqueue()
 
 
+ROUTING = """version: 1
+reps:
+  - {id: ana, crm_ids: {hubspot: '101', salesforce: 0055g000001AbCdAAA}}
+  - {id: bo, crm_ids: {hubspot: '102', salesforce: 0055g000001AbCeAAA}}
+rules:
+  - {name: everyone, assign: {rep: ana}}
+"""
+
+
 @pytest.fixture
-def client(sqlite_store: StateStore, enqueue: RecordingEnqueue) -> TestClient:
-    return TestClient(create_app(make_settings(), sqlite_store, enqueue, clock=lambda: NOW))
+def routing_file(tmp_path: Path) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(ROUTING)
+    return path
+
+
+@pytest.fixture
+def client(sqlite_store: StateStore, enqueue: RecordingEnqueue, routing_file: Path
+           ) -> TestClient:
+    return TestClient(create_app(make_settings(config=str(routing_file)), sqlite_store, enqueue,
+                                 clock=lambda: NOW))
 
 
 def event(event_id: int = 1, object_id: int = 501, kind: str = "company.creation",
@@ -318,7 +338,7 @@ def outbound(org: str = ORG, ids: tuple[str, ...] = ("00Q5g00000AbCdEAAA",),
 def test_given_an_outbound_message_when_posted_then_enqueued_and_acked(
     client: TestClient, enqueue: RecordingEnqueue,
 ) -> None:
-    response = client.post("/webhooks/salesforce", content=outbound(
+    response = client.post(SF_PATH, content=outbound(
         org=ORG[:15], ids=("00Q5g00000AbCdEAAA", "00Q5g00000AbCdF")))
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/xml")
@@ -330,21 +350,43 @@ def test_given_an_outbound_message_when_posted_then_enqueued_and_acked(
 def test_given_another_org_when_posted_then_refused_and_nothing_enqueued(
     client: TestClient, enqueue: RecordingEnqueue,
 ) -> None:
-    response = client.post("/webhooks/salesforce", content=outbound(org="00D5g000000ZZZZ"))
+    response = client.post(SF_PATH, content=outbound(org="00D5g000000ZZZZ"))
     assert response.status_code == 403
     assert enqueue.calls == []
 
 
-def test_given_a_shared_secret_when_the_header_is_wrong_then_401(
-    sqlite_store: StateStore, enqueue: RecordingEnqueue,
+def test_given_a_wrong_secret_in_the_path_when_posted_then_401_and_nothing_enqueued(
+    client: TestClient, enqueue: RecordingEnqueue,
 ) -> None:
-    app = create_app(make_settings(salesforce_webhook_secret="s3"), sqlite_store, enqueue)
-    client = TestClient(app)
-    assert client.post("/webhooks/salesforce", content=outbound(),
-                       headers={"X-Account-Router-Secret": "nope"}).status_code == 401
-    assert client.post("/webhooks/salesforce", content=outbound(),
-                       headers={"X-Account-Router-Secret": "s3"}).status_code == 200
-    assert len(enqueue.calls) == 1
+    response = client.post(f"/webhooks/salesforce/{SF_SECRET[:-1]}x", content=outbound())
+
+    assert response.status_code == 401
+    assert enqueue.calls == []
+
+
+@pytest.mark.parametrize("secret", [None, "short-secret", "has/a/slash-0123456789",
+                                    "has space 0123456789"])
+def test_given_no_usable_secret_when_an_outbound_message_arrives_then_404_and_nothing_enqueued(
+    sqlite_store: StateStore, enqueue: RecordingEnqueue, secret: str | None,
+) -> None:
+    # The org id is public: without a secret anyone could have messages routed, so: off.
+    client = TestClient(create_app(make_settings(salesforce_webhook_secret=secret),
+                                   sqlite_store, enqueue))
+
+    for path in (f"/webhooks/salesforce/{secret}", "/webhooks/salesforce/None",
+                 "/webhooks/salesforce"):
+        assert client.post(path, content=outbound()).status_code == 404, path
+    assert enqueue.calls == []
+
+
+def test_given_the_old_header_route_when_posted_with_the_secret_header_then_404(
+    client: TestClient, enqueue: RecordingEnqueue,
+) -> None:
+    response = client.post("/webhooks/salesforce", content=outbound(),
+                           headers={"X-Account-Router-Secret": SF_SECRET})
+
+    assert response.status_code == 404
+    assert enqueue.calls == []
 
 
 @pytest.mark.parametrize("body", [
@@ -359,7 +401,7 @@ def test_given_a_shared_secret_when_the_header_is_wrong_then_401(
 def test_given_a_bad_outbound_message_when_posted_then_400(
     client: TestClient, enqueue: RecordingEnqueue, body: bytes,
 ) -> None:
-    assert client.post("/webhooks/salesforce", content=body).status_code == 400
+    assert client.post(SF_PATH, content=body).status_code == 400
     assert enqueue.calls == []
 
 
@@ -400,7 +442,8 @@ def test_given_a_reprocess_request_when_authorized_then_enqueued_with_trigger_re
 
 
 @pytest.mark.parametrize("body", [
-    {"crm": "hubspot", "object": "companies", "ids": ["1"], "dry_run": True},
+    {"crm": "hubspot", "object": "companies", "ids": ["1"], "dry_run": "yes"},
+    {"crm": "hubspot", "object": "companies", "ids": ["1"], "dryrun": True},
     {"crm": "pipedrive", "object": "companies", "ids": ["1"]},
     {"crm": "hubspot", "object": "deals", "ids": ["1"]},
     {"crm": "hubspot", "object": "companies", "ids": []},
@@ -520,9 +563,13 @@ _json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_
 _json = st.recursive(_json_leaf, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=12), inner, max_size=4)),
     max_leaves=12)
+# Lone surrogates and control characters (JSON's "\ud800", "\u0000"), and integers past 64 bits.
+_odd_text = st.text(st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+                    | st.characters(max_codepoint=0x1F), min_size=1, max_size=3)
+_odd_integers = st.integers(2**63 - 2, 10**40)
 _events = st.lists(st.fixed_dictionaries(
-    {"eventId": st.one_of(st.integers(-1, 50), st.text(max_size=5)),
-     "objectId": st.one_of(st.integers(-1, 50), st.text(max_size=5)),
+    {"eventId": st.one_of(st.integers(-1, 50), st.text(max_size=5), _odd_text, _odd_integers),
+     "objectId": st.one_of(st.integers(-1, 50), st.text(max_size=5), _odd_integers),
      "subscriptionType": st.sampled_from(["company.creation", "contact.propertyChange",
                                           "deal.creation", "x", ""]),
      "occurredAt": st.one_of(st.integers(-1, 10), st.none())},
@@ -543,8 +590,9 @@ _header_text = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_s
            suppress_health_check=[HealthCheck.too_slow])
 @given(
     path=st.sampled_from(["/webhooks/hubspot", "/webhooks/hubspot", "/webhooks/hubspot?x=%2F",
-                          "/webhooks/salesforce",
-                          "/reprocess", "/reps/a/pause", "/decisions/1"]),
+                          SF_PATH,
+                          "/reprocess", "/reps/a/pause", "/reps/ana/pause", "/decisions/1",
+                          "/healthz/"]),
     body=_bodies,
     sign=st.booleans(),
     stamp=st.one_of(st.just(NOW_MS), st.just(NOW_MS), _header_text),
@@ -601,7 +649,12 @@ def test_given_a_worker_queue_when_serve_then_uvicorn_runs_the_app_on_host_and_p
     queue.enqueue_route = RecordingEnqueue()  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tasks.queue", queue)
     served: list[tuple[object, str, int]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda a, host, port, **_: served.append((a, host, port)))
+
+    def run(server: uvicorn.Server) -> None:
+        served.append((server.config.app, server.config.host, server.config.port))
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     result = CliRunner().invoke(app, ["serve", "--port", "8123", "--state",
                                       f"sqlite:///{tmp_path / 's.db'}"])
     assert result.exit_code == 0, result.output

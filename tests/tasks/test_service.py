@@ -25,6 +25,7 @@ from tests.tasks.test_distributed import OBJ, Workers, running_crm, seeded, wait
 SECRET = "service-test-webhook-secret"
 API_TOKEN = "service-test-api-token"
 ORG = "00D5g000000ABCDEAG"  # the Salesforce org Outbound Messages must come from
+SF_SECRET = "service-test-salesforce-path-secret"  # in the endpoint URL Salesforce is given
 BIN = Path(sys.executable).with_name("account-router")
 
 
@@ -51,7 +52,8 @@ class Service:
     def start(self) -> None:
         env = dict(os.environ)
         env.update({"HUBSPOT_WEBHOOK_SECRET": SECRET, "ACCOUNT_ROUTER_API_TOKEN": API_TOKEN,
-                    "ACCOUNT_ROUTER_PUBLIC_URL": self.base, "SALESFORCE_ORG_ID": ORG})
+                    "ACCOUNT_ROUTER_PUBLIC_URL": self.base, "SALESFORCE_ORG_ID": ORG,
+                    "ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET": SF_SECRET})
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([str(BIN), "serve", "--port", str(self.port)],
                                          env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -104,7 +106,7 @@ class Service:
             '<notifications xmlns="http://soap.sforce.com/2005/09/outbound">'
             f"<OrganizationId>{org}</OrganizationId><ActionId>04k5g0000000001AAA</ActionId>"
             f"{notes}</notifications></soapenv:Body></soapenv:Envelope>").encode()
-        return call("POST", f"{self.base}/webhooks/salesforce", body,
+        return call("POST", f"{self.base}/webhooks/salesforce/{SF_SECRET}", body,
                     {"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '""'})
 
     def ops(self, method: str, path: str) -> tuple[int, bytes]:
@@ -192,3 +194,7 @@ def test_given_the_service_when_salesforce_sends_an_outbound_message_then_acked_
     wait_for(lambda: all(sim.owner_of("salesforce", "Lead", i) for i in leads), workers,
              "the notified leads to be owned")
     assert all(sim.owner_of("salesforce", "Lead", i).startswith("005") for i in leads)
+    # The secret in the path never reaches the server's log, its access log included.
+    log = served.log.read_text(errors="replace")
+    assert "/webhooks/salesforce/[redacted]" in log
+    assert SF_SECRET not in log

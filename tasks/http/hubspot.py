@@ -1,0 +1,237 @@
+"""HubSpot webhooks (DESIGN.md §5, §7): authenticate (v3 signature) → validate → dedupe →
+enqueue, as STYLE.md §8 orders them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from connectors.settings import Settings
+from tasks.http.common import (
+    MAX_EVENTS,
+    AppContext,
+    Ctx,
+    Rejected,
+    check_text,
+    same,
+    secret_value,
+)
+from tasks.http.routing import routed_properties
+
+log = logging.getLogger("tasks.http")
+
+SIGNATURE_MAX_AGE_MS = 5 * 60 * 1000  # §7: reject timestamps older than 5 minutes
+DEDUPE_TTL_SECONDS = 24 * 3600  # HubSpot retries a delivery for up to 24 h
+
+# HubSpot objects this router handles: the event type's prefix -> the CRM object name.
+HUBSPOT_OBJECTS = {"company": "companies", "contact": "contacts"}
+# Bounds of what an event may carry: HubSpot's ids are 64-bit integers, its instants epoch
+# milliseconds; a 4,000-digit id or a 900 KB event id would otherwise be kept (24 h in Redis).
+MAX_INTEGER = 2**63 - 1
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python has
+MAX_NAME_LENGTH = 100  # event ids, subscription types, property names
+# HubSpot's v3 spec: these escapes in the request URI are decoded before signing.
+_HUBSPOT_URI_DECODE = {
+    "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
+    "%28": "(", "%29": ")", "%2A": "*", "%2C": ",", "%3B": ";",
+}
+
+router = APIRouter(tags=["webhooks"])
+
+
+@dataclass(frozen=True, slots=True)
+class HubSpotEvent:
+    """One validated webhook event."""
+
+    object_id: str
+    type: str  # e.g. `company.propertyChange`
+    event_id: str
+    occurred_at: int
+    property_name: str | None
+
+    @property
+    def object(self) -> str | None:
+        """The CRM object this router handles for the event, or None (deals, tickets, ...)."""
+        return HUBSPOT_OBJECTS.get(self.type.partition(".")[0])
+
+    def routes(self, properties: Mapping[str, frozenset[str]]) -> bool:
+        """Creations, and changes of a property in `properties` (per object: the owner and
+        the fields the routing file reads), can change a decision."""
+        obj, action = self.object, self.type.partition(".")[2]
+        if obj is None:
+            return False
+        if action == "creation":
+            return True
+        return action == "propertyChange" and self.property_name in properties.get(obj, ())
+
+
+def hubspot_signature_v3(secret: str, method: str, uri: str, body: bytes, timestamp: str) -> str:
+    """base64(HMAC-SHA256(secret, method + uri + body + timestamp)) over the raw body bytes."""
+    message = method.encode() + uri.encode() + body + timestamp.encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def signed_uri(request: Request, public_url: str | None) -> str:
+    """The URI HubSpot signed: the public base URL (behind a proxy) + path + query, else the
+    request's own URL; with the escapes HubSpot's spec decodes, decoded."""
+    if public_url:
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        uri = public_url.rstrip("/") + raw_path.decode("latin-1")
+        query = request.scope.get("query_string", b"").decode("latin-1")
+        if query:
+            uri += "?" + query
+    else:
+        uri = str(request.url)
+    for escaped, char in _HUBSPOT_URI_DECODE.items():
+        uri = uri.replace(escaped, char).replace(escaped.lower(), char)
+    return uri
+
+
+def check_signature(request: Request, body: bytes, settings: Settings, now: float) -> None:
+    """Raise Rejected 401 unless the v3 signature is right and its timestamp within 5 min."""
+    secret = secret_value(settings.hubspot_webhook_secret)
+    if not secret:
+        log.error("HubSpot webhook refused: HUBSPOT_WEBHOOK_SECRET is not set")
+        raise Rejected(401, "webhook signature cannot be verified", "unauthorized")
+    signature = request.headers.get("x-hubspot-signature-v3")
+    stamp = request.headers.get("x-hubspot-request-timestamp")
+    if not signature or not stamp:
+        raise Rejected(401, "missing signature or timestamp", "unauthorized")
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 16:
+        raise Rejected(401, "invalid timestamp", "unauthorized")
+    if abs(now * 1000 - int(stamp)) > SIGNATURE_MAX_AGE_MS:
+        raise Rejected(401, "timestamp outside the 5-minute window", "unauthorized")
+    expected = hubspot_signature_v3(
+        secret, request.method, signed_uri(request, settings.public_url), body, stamp
+    )
+    if not same(signature, expected):
+        raise Rejected(401, "invalid signature", "unauthorized")
+
+
+def parse_hubspot_events(body: bytes) -> list[HubSpotEvent]:
+    """Validate a delivery: a JSON array of at most 100 well-formed events (else Rejected 400)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise Rejected(400, "body is not valid JSON", "invalid") from exc
+    if not isinstance(data, list):
+        raise Rejected(400, "expected a JSON array of events", "invalid")
+    if len(data) > MAX_EVENTS:
+        raise Rejected(400, f"more than {MAX_EVENTS} events", "invalid")
+    return [_hubspot_event(i, item) for i, item in enumerate(data)]
+
+
+def _hubspot_event(index: int, item: object) -> HubSpotEvent:
+    def bad(what: str) -> Rejected:
+        return Rejected(400, f"event {index}: {what}", "invalid")
+
+    if not isinstance(item, dict):
+        raise bad("expected an object")
+    object_id = _integer(item.get("objectId"))
+    if object_id is None or object_id <= 0:
+        raise bad(f"objectId must be an integer from 1 to {MAX_INTEGER}")
+    kind = _name(item.get("subscriptionType") or item.get("eventType"))
+    if kind is None or kind.count(".") != 1 or not all(kind.split(".")):
+        raise bad("subscriptionType must look like `company.creation`")
+    event_id = item.get("eventId")
+    if isinstance(event_id, int) and not isinstance(event_id, bool):
+        event_id = _integer(event_id)
+    elif isinstance(event_id, str):
+        event_id = _name(event_id)
+    else:
+        event_id = None
+    if event_id is None:
+        raise bad(f"eventId must be an integer from 0 to {MAX_INTEGER}, or a string of 1 to "
+                  f"{MAX_NAME_LENGTH} printable characters")
+    occurred_at = _integer(item.get("occurredAt"))
+    if occurred_at is None or occurred_at > MAX_EPOCH_MS:
+        raise bad("occurredAt must be epoch milliseconds")
+    name = item.get("propertyName")
+    if name is not None and _name(name) is None:
+        raise bad(f"propertyName must be 1 to {MAX_NAME_LENGTH} printable characters")
+    if kind.endswith(".propertyChange") and name is None:
+        raise bad("propertyChange events need a propertyName")
+    return HubSpotEvent(
+        object_id=str(object_id), type=kind, event_id=str(event_id),
+        occurred_at=occurred_at, property_name=name,
+    )
+
+
+def _integer(value: object) -> int | None:
+    """An int from 0 to MAX_INTEGER, or a string of its digits (HubSpot ids exceed JS's safe
+    range in some SDKs); None otherwise."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 <= value <= MAX_INTEGER else None
+
+
+def _name(value: object) -> str | None:
+    """A string of 1 to MAX_NAME_LENGTH printable characters, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_text(value, MAX_NAME_LENGTH)
+    except ValueError:
+        return None
+
+
+@router.post("/webhooks/hubspot")
+async def hubspot_webhook(request: Request, ctx: Ctx) -> Response:
+    try:
+        body = await request.body()
+        check_signature(request, body, ctx.settings, ctx.clock())
+        events = parse_hubspot_events(body)
+        accepted, duplicates = await run_in_threadpool(_dedupe_and_enqueue, ctx, events)
+    except Rejected as exc:
+        ctx.count("hubspot", exc.result, 1)
+        return exc.response()
+    ctx.count("hubspot", "accepted", accepted)
+    ctx.count("hubspot", "duplicate", duplicates)
+    return JSONResponse({"accepted": accepted, "duplicates": duplicates})
+
+
+def _dedupe_and_enqueue(ctx: AppContext, events: list[HubSpotEvent]) -> tuple[int, int]:
+    # The filter follows the routing file the app serves: its field maps and the custom
+    # properties its rules name route a record when they change, as the defaults do.
+    properties = routed_properties("hubspot", ctx.routing())
+    batches: dict[str, list[str]] = {}
+    fresh = 0
+    marked: list[str] = []
+    try:
+        for event in events:
+            key = f"webhook:hubspot:{event.event_id}:{event.occurred_at}"
+            if ctx.store.seen(key, DEDUPE_TTL_SECONDS):
+                continue
+            marked.append(key)
+            fresh += 1
+            if event.routes(properties) and event.object is not None:
+                ids = batches.setdefault(event.object, [])
+                if event.object_id not in ids:
+                    ids.append(event.object_id)
+    except Exception as exc:  # noqa: BLE001
+        log.error("state store unavailable for webhook dedupe: %r", exc)
+        raise Rejected(503, "state store unavailable; retry later", "failed") from exc
+    # Marked before enqueueing (the mark is the atomic dedupe between concurrent deliveries);
+    # should the broker fail, the marks are taken back so HubSpot's retry of this delivery is
+    # routed rather than dropped as a duplicate.
+    try:
+        ctx.hand_over("hubspot", batches, "webhook")
+    except BaseException:
+        for key in marked:
+            try:
+                ctx.store.forget(key)
+            except Exception as exc:  # noqa: BLE001 - the sweep is the last safety net
+                log.error("could not take back webhook mark %s: %r", key, exc)
+        raise
+    return fresh, len(events) - fresh
