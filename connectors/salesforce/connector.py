@@ -25,7 +25,6 @@ from connectors.salesforce.errors import (
     classify,
     first_error,
     parse_limit_info,
-    parse_retry_after,
 )
 from connectors.transport import (
     Failure,
@@ -34,6 +33,7 @@ from connectors.transport import (
     Transport,
     TransportFailure,
     Verdict,
+    parse_retry_after,
 )
 from sync.normalize import domain_keys, normalize_domain
 from sync.ports import (
