@@ -31,7 +31,6 @@ from tasks.celery_app import (
     SWEEP_PAGE_TASK,
     SWEEP_PRIORITY,
     app,
-    broker_transport_options,
 )
 from tasks.metrics import metrics_for
 
@@ -261,8 +260,8 @@ def redis_answers(url: str, timeout: float, *, poll: float = 0.5,
         client.close()
 
 
-def outage_wait_seconds() -> float:
-    return min(OUTAGE_WAIT_SECONDS, 0.6 * broker_transport_options()["visibility_timeout"])
+def outage_wait_seconds(settings: Settings) -> float:
+    return min(OUTAGE_WAIT_SECONDS, 0.6 * settings.visibility_timeout)
 
 
 def _outlasting_redis_outages(task: Task, body: Callable[[], None]) -> None:
@@ -283,7 +282,7 @@ def _outlasting_redis_outages(task: Task, body: Callable[[], None]) -> None:
             except REDIS_OUTAGE as exc:
                 log.warning("task %s: Redis unreachable (attempt %d of %d): %r", task.name,
                             attempt, OUTAGE_ATTEMPTS, exc)
-                back = all(redis_answers(u, outage_wait_seconds()) for u in urls)
+                back = all(redis_answers(u, outage_wait_seconds(settings)) for u in urls)
                 if attempt == OUTAGE_ATTEMPTS or not urls or not back:
                     raise Reject(f"Redis unreachable: {exc!r}", requeue=True) from exc
 
