@@ -36,10 +36,10 @@ def factory(name: str) -> Factory:
     target = BUILTIN.get(name)
     if target is not None:
         module, _, attr = target.partition(":")
-        return getattr(import_module(module), attr)  # type: ignore[no-any-return]
+        return getattr(import_module(module), attr)
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()  # type: ignore[no-any-return]
+            return ep.load()
     raise ValueError(f"unknown CRM {name!r} (known: {', '.join(names())})")
 
 

@@ -266,4 +266,6 @@ def build_first_match(exprs: list[str], ctx: CompileContext) -> Callable[[Record
 def build_predicate(expr: str, ctx: CompileContext) -> Callable[[Record], bool]:
     """A single condition as a function, for `explain`'s clause-by-clause account."""
     namespace = {**NAMESPACE, **ctx.constants}
-    return eval(compile(f"lambda r: bool({expr})", "<condition>", "eval"), namespace)  # noqa: S307
+    predicate: Callable[[Record], bool] = eval(  # noqa: S307
+        compile(f"lambda r: bool({expr})", "<condition>", "eval"), namespace)
+    return predicate

@@ -100,7 +100,7 @@ def warm_up(settings: Settings | None = None) -> list[str]:
     (hundreds of ms: it showed as the p99 of speed-to-lead). Returns the CRMs warmed; a
     failure is logged and left for the first task to meet again."""
     settings = settings or Settings()
-    warmed = []
+    warmed: list[str] = []
     if not settings.config:
         return warmed
     for crm in configured_crms(settings):

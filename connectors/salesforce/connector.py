@@ -247,7 +247,9 @@ class SalesforceConnector:
             limiter if limiter is not None else LocalBucket(settings.salesforce_calls_per_second),
             credentials_setting=auth.settings, sleep=transport_sleep or time.sleep)
         version = settings.salesforce_api_version.strip().lstrip("vV")
-        connect = partial(Salesforce, session=self._session, version=version, **auth.kwargs)
+        # Strings all (a token or a login); simple-salesforce types each keyword on its own.
+        login: dict[str, Any] = dict(auth.kwargs)
+        connect = partial(Salesforce, session=self._session, version=version, **login)
         try:
             # A token needs no login call; a rejected one surfaces on the first call (401).
             self._sf = connect() if auth.mode == "token" else self._call("login", connect)
