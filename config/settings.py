@@ -2,10 +2,50 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import math
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STATE_URL = "sqlite:///account-router-state.db"
+# Tasks are one page or one batch (DESIGN.md §5), so a minute is ample for the broker to wait
+# before handing a killed worker's message to another.
+DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 60.0
+SWEEP_SCHEDULE_ENV = "ACCOUNT_ROUTER_SWEEP_SCHEDULE"
+VISIBILITY_TIMEOUT_ENV = "ACCOUNT_ROUTER_VISIBILITY_TIMEOUT"
+
+
+def _positive_seconds(raw: object, where: str) -> float:
+    """`raw` as a positive, finite number of seconds; ValueError naming `where` otherwise."""
+    try:
+        seconds = float(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"{where}: {raw!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"{where}: {raw!r} is not a positive, finite number of seconds")
+    return seconds
+
+
+def parse_sweep_schedule(text: str) -> dict[tuple[str, str], float]:
+    """`hubspot:companies=300,salesforce:Lead=60` -> {(crm, object as written): seconds}.
+
+    ValueError naming the variable and the bad entry, so a typo fails when the settings load,
+    not by a sweep silently never running. Object names are the connectors' to canonicalise
+    (tasks/celery_app.py): config depends on nothing of ours (DESIGN.md §2)."""
+    schedule: dict[tuple[str, str], float] = {}
+    for raw in text.split(","):
+        entry = raw.strip()
+        if not entry:
+            continue
+        target, sep, seconds = entry.partition("=")
+        crm, colon, obj = target.strip().partition(":")
+        if not sep or not colon or not crm.strip() or not obj.strip():
+            raise ValueError(f"{SWEEP_SCHEDULE_ENV} entry {entry!r}: expected "
+                             f"crm:object=seconds, e.g. mycrm:accounts=300")
+        where = f"{SWEEP_SCHEDULE_ENV} entry {entry!r}"
+        schedule[(crm.strip().lower(), obj.strip())] = _positive_seconds(seconds.strip(), where)
+    return schedule
 
 
 class Settings(BaseSettings):
@@ -26,11 +66,28 @@ class Settings(BaseSettings):
     batch_window_ms: float = Field(default=100.0, gt=0, le=250)
     # ACCOUNT_ROUTER_SWEEP_SCHEDULE: beat's sweeps, `crm:object=seconds,...`
     # (e.g. `hubspot:companies=300,salesforce:Lead=60`); empty means no scheduled sweeps.
-    sweep_schedule: str = ""
+    # Parsed here, at load; NoDecode because it is our own syntax, not JSON.
+    sweep_schedule: Annotated[dict[tuple[str, str], Annotated[float, Field(gt=0)]], NoDecode] \
+        = Field(default_factory=dict)
+    # ACCOUNT_ROUTER_VISIBILITY_TIMEOUT: seconds before the Redis broker hands an unacknowledged
+    # message (a killed worker's) to another worker. Tests that kill workers shorten it.
+    visibility_timeout: float = DEFAULT_VISIBILITY_TIMEOUT_SECONDS
     # ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS: the read timeout of every CRM call, after which the
     # transport retries it. Unset keeps each vendor's default (HubSpot 60 s, Salesforce 120 s,
     # sized for slow SOQL); lower it where a stalled call should give way to a retry sooner.
     crm_timeout_seconds: float | None = Field(default=None, gt=0)
+
+    @field_validator("sweep_schedule", mode="before")
+    @classmethod
+    def _read_sweep_schedule(cls, value: object) -> object:
+        return parse_sweep_schedule(value) if isinstance(value, str) else value
+
+    @field_validator("visibility_timeout", mode="before")
+    @classmethod
+    def _read_visibility_timeout(cls, value: object) -> float:
+        if isinstance(value, str) and not value.strip():  # set but blank: the default, as unset
+            return DEFAULT_VISIBILITY_TIMEOUT_SECONDS
+        return _positive_seconds(value, VISIBILITY_TIMEOUT_ENV)
 
     def resolved_state_url(self, override: str | None = None) -> str:
         """--state wins, then ACCOUNT_ROUTER_STATE_URL, then the Redis URL, then SQLite."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from typing import Protocol, TypeVar
 
@@ -17,6 +20,36 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from sync.ports import CallStats, CredentialsError, CrmUnavailable, QuotaExhausted
 
 T = TypeVar("T")
+
+# The most any Retry-After is believed. Vendors ask seconds for a short-window limit or a 5xx
+# (HubSpot's windows are 1 s and 10 s); a longer ask is a daily quota the error tables stop on,
+# or a broken header. HubSpot pauses its limiter shared by every worker for the wait, so an
+# uncapped "3600" or far-future date would park them all; the transport's own `max_wait` still
+# caps each sleep below this.
+RETRY_AFTER_CAP_SECONDS = 60.0
+# RFC 9110 §10.2.3 delay-seconds is ASCII digits; decimals are tolerated (float() alone would
+# also take "-3", "nan", "1e999" and non-ASCII digits).
+_DELAY_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None,
+                      cap: float = RETRY_AFTER_CAP_SECONDS) -> float | None:
+    """Seconds a `Retry-After` value asks for, at most `cap`: delay-seconds or an HTTP date
+    (a past date is 0). None when absent or unreadable (negative, garbage, a zoneless date),
+    so the caller falls back to its own wait."""
+    if value is None:
+        return None
+    text = value.strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        return min(float(text), cap)
+    try:
+        at = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if at is None or at.tzinfo is None:  # "-0000" zone: the instant is unknown
+        return None
+    seconds = at.timestamp() - (time.time() if now is None else now)
+    return min(max(0.0, seconds), cap) if math.isfinite(seconds) else None
 
 
 class Verdict(StrEnum):

@@ -260,10 +260,13 @@ def build_first_match(exprs: list[str], ctx: CompileContext) -> Callable[[Record
     lines.append("    return -1")
     namespace = {**NAMESPACE, **ctx.constants}
     exec(compile("\n".join(lines), "<routing rules>", "exec"), namespace)  # noqa: S102
-    return namespace["first"]  # type: ignore[no-any-return]
+    first: Callable[[Record, int], int] = namespace["first"]  # as generated just above
+    return first
 
 
 def build_predicate(expr: str, ctx: CompileContext) -> Callable[[Record], bool]:
     """A single condition as a function, for `explain`'s clause-by-clause account."""
     namespace = {**NAMESPACE, **ctx.constants}
-    return eval(compile(f"lambda r: bool({expr})", "<condition>", "eval"), namespace)  # noqa: S307
+    predicate: Callable[[Record], bool] = eval(  # noqa: S307
+        compile(f"lambda r: bool({expr})", "<condition>", "eval"), namespace)
+    return predicate

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
+from typing import NamedTuple
 
+from config.routing import Rep
 from sync.compiler import CompiledRouting, CompiledRule
 from sync.models import Decision, Outcome, PoolTurn, Record, TraceStep
 from sync.normalize import id_key
@@ -20,9 +22,9 @@ class OwnerInfo:
     person: bool = True
 
 
-def window_key(per: str, now: datetime, zone: object) -> str:
+def window_key(per: str, now: datetime, zone: tzinfo) -> str:
     """The cap window containing `now` in a rep's timezone: day, week (from Monday), month."""
-    local = now.astimezone(zone)  # type: ignore[arg-type]
+    local = now.astimezone(zone)
     day = local.date()
     if per == "day":
         return f"day:{day.isoformat()}"
@@ -38,6 +40,36 @@ class _Chain:
     assignee: str | None
     via: str | None  # None: the rep itself; else "backup" or "manager"
     notes: str  # why earlier candidates were passed over
+
+
+class _Resolved(NamedTuple):
+    """One rule's answer: who and how, or (`assignee` None) nobody, and why in `reason`."""
+
+    assignee: str | None
+    reason: str
+    outcome: Outcome = Outcome.ASSIGNED
+    pool: str | None = None  # the pool that took a turn, or whose overflow answered
+    turn: PoolTurn | None = None
+
+
+class _FastWin(NamedTuple):
+    """A memoized win of a rep or queue rule met first: the decision minus the record."""
+
+    assignee: str
+    outcome: Outcome
+    rule: str
+    reason: str
+    trace: tuple[TraceStep, ...]
+    crm_ids: Mapping[str, str] | None  # the assignee's; None for a queue
+
+
+@dataclass
+class _PendingChange:
+    """What the batch so far does to one pool (becomes a `PoolChange`)."""
+
+    last_served: str | None = None
+    credits: dict[str, float] | None = None  # None: leave the stored credits as they are
+    increments: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,7 +91,7 @@ class RoutingContext:
     _status: dict[str, str | None] = field(default_factory=dict, init=False)
     _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
     _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
-    _changes: dict[str, dict[str, object]] = field(default_factory=dict, init=False)
+    _changes: dict[str, _PendingChange] = field(default_factory=dict, init=False)
     # Memoized per snapshot: the outcome of rep and queue rules (they depend on availability
     # only, not on the record), and the whole answer when such a rule is the first match.
     _static: dict[int, _Resolved] = field(default_factory=dict, init=False)
@@ -80,19 +112,19 @@ class RoutingContext:
     @staticmethod
     def pool_windows(routing: CompiledRouting, now: datetime) -> dict[str, dict[str, str]]:
         """`{pool: {member: window key}}` for `StateStore.load_pools` at this instant."""
-        out = {}
+        out: dict[str, dict[str, str]] = {}
         for name, pool in routing.pools.items():
             per = pool.cap.per if pool.cap else "day"
             out[name] = {m: window_key(per, now, routing.zones[m]) for m in pool.members}
         return out
 
-    def _unavailable(self, rep_id: str, rep: object) -> str | None:
-        if not rep.active:  # type: ignore[attr-defined]
+    def _unavailable(self, rep_id: str, rep: Rep) -> str | None:
+        if not rep.active:
             return "inactive"
         if self.users is not None and self.crm is not None:
             # Writing an archived or unknown user as owner would fail (or worse, succeed):
             # in a CRM, a rep is routable only as an active person there.
-            crm_id = rep.crm_ids.get(self.crm)  # type: ignore[attr-defined]
+            crm_id = rep.crm_ids.get(self.crm)
             if crm_id is None:
                 return f"has no {self.crm} id in crm_ids"
             user = self.users.get(id_key(crm_id))
@@ -105,7 +137,7 @@ class RoutingContext:
             if until > self.now:
                 return f"paused until {until.isoformat()}"
         local_day = self.now.astimezone(self.routing.zones[rep_id]).date()
-        for leave in rep.out_of_office:  # type: ignore[attr-defined]
+        for leave in rep.out_of_office:
             if leave.start <= local_day <= leave.end:
                 return f"out of office until {leave.end.isoformat()}"
         return None
@@ -201,19 +233,18 @@ class RoutingContext:
         if turn.credits is not None:
             snap.credits = dict(turn.credits)
         snap.counts[turn.member] = snap.counts.get(turn.member, 0) + 1
-        change = self._changes.setdefault(turn.pool, {"increments": {}})
-        change["last_served"] = turn.last_served
-        change["credits"] = snap.credits if turn.credits is not None else change.get("credits")
-        increments = change["increments"]
+        change = self._changes.setdefault(turn.pool, _PendingChange())
+        change.last_served = turn.last_served
+        if turn.credits is not None:
+            change.credits = snap.credits
         key = (turn.member, turn.window)
-        increments[key] = increments.get(key, 0) + 1  # type: ignore[index,attr-defined]
+        change.increments[key] = change.increments.get(key, 0) + 1
 
     def pending_changes(self) -> list[PoolChange]:
         """The pool changes applied since the snapshot, for `StateStore.commit`."""
         return [
-            PoolChange(pool=name, last_served=c.get("last_served"),  # type: ignore[arg-type]
-                       credits=c.get("credits"),  # type: ignore[arg-type]
-                       increments=dict(c["increments"]))  # type: ignore[call-overload]
+            PoolChange(pool=name, last_served=c.last_served, credits=c.credits,
+                       increments=dict(c.increments))
             for name, c in self._changes.items()
         ]
 
@@ -287,18 +318,18 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
                 ctx._static[i] = result
         if i > done:
             steps.extend(routing.no_match_steps[done:i])
-        if result[0] is not None:
-            assignee, outcome, pool, turn, reason = result
-            steps.append(TraceStep(rule.name, "won", reason))
+        won = result.assignee
+        if won is not None:
+            steps.append(TraceStep(rule.name, "won", result.reason))
             trace = tuple(steps)
-            full_reason = f"rule {rule.name}: {reason}"
+            full_reason = f"rule {rule.name}: {result.reason}"
             if static and done == 0:
-                rep = routing.reps.get(assignee)
-                ctx._fast[i] = (assignee, outcome, rule.name,  # type: ignore[assignment]
-                                full_reason, trace, rep.crm_ids if rep is not None else None)
-            return _assigned(record, ctx, assignee, outcome, rule.name, pool, turn,
-                             full_reason, trace, previous, trigger)
-        steps.append(TraceStep(rule.name, "no_assignee", result[4]))
+                rep = routing.reps.get(won)
+                ctx._fast[i] = _FastWin(won, result.outcome, rule.name, full_reason, trace,
+                                        rep.crm_ids if rep is not None else None)
+            return _assigned(record, ctx, won, result.outcome, rule.name, result.pool,
+                             result.turn, full_reason, trace, previous, trigger)
+        steps.append(TraceStep(rule.name, "no_assignee", result.reason))
         done = i + 1
         i = first(record, done)
     if done < len(rules):
@@ -310,13 +341,15 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
             return _assigned(record, ctx, fallback.queue, Outcome.FALLBACK, None, None, None,
                              f"no rule assigned anyone; fallback queue {fallback.queue}",
                              tuple(steps), previous, trigger)
-        chain = ctx.chain(fallback.rep)  # type: ignore[arg-type]
+        backstop = fallback.rep
+        assert backstop is not None  # the loader takes exactly one of `rep` or `queue`
+        chain = ctx.chain(backstop)
         if chain.assignee is not None:
-            story = _story(fallback.rep, chain)  # type: ignore[arg-type]
+            story = _story(backstop, chain)
             return _assigned(record, ctx, chain.assignee, Outcome.FALLBACK, None, None, None,
                              f"no rule assigned anyone; fallback {story}", tuple(steps),
                              previous, trigger)
-        reason = f"no rule assigned anyone; fallback {fallback.rep} unavailable ({chain.notes})"
+        reason = f"no rule assigned anyone; fallback {backstop} unavailable ({chain.notes})"
     else:
         reason = "no rule assigned anyone and there is no fallback"
     return Decision(
@@ -326,9 +359,6 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
     )
 
 
-_Resolved = tuple[str | None, Outcome | None, str | None, PoolTurn | None, str]
-# assignee, outcome, rule name, reason, trace, the assignee's crm_ids (None for a queue)
-_FastWin = tuple[str, Outcome, str, str, tuple[TraceStep, ...], Mapping[str, str] | None]
 _STATIC_KINDS = frozenset({"rep", "queue"})
 
 
@@ -340,51 +370,56 @@ def _story(rep_id: str, chain: _Chain) -> str:
 
 def _resolve(rule: CompiledRule, record: Record, ctx: RoutingContext) -> _Resolved:
     kind = rule.kind
-    if kind == "rep":
-        chain = ctx.chain(rule.target)  # type: ignore[arg-type]
-        if chain.assignee is None:
-            return None, None, None, None, f"rep {rule.target}: nobody available ({chain.notes})"
-        outcome = Outcome.ASSIGNED if chain.via is None else Outcome.FALLBACK
-        return chain.assignee, outcome, None, None, f"rep {_story(rule.target, chain)}"
-    if kind == "queue":
-        return rule.target, Outcome.ASSIGNED, None, None, f"queue {rule.target}"
-    if kind == "pool":
-        name = rule.target
-        assert name is not None
-        turn, note = ctx.choose(name)
-        strategy = ctx.routing.pools[name].strategy
-        if turn is not None:
-            skipped = f" (passed over: {note})" if note else ""
-            return (turn.member, Outcome.ASSIGNED, name, turn,
-                    f"pool {name} {strategy} -> {turn.member}{skipped}")
-        overflow = ctx.routing.pools[name].overflow
-        if overflow is not None:
-            if overflow.queue is not None:
-                return (overflow.queue, Outcome.FALLBACK, name, None,
-                        f"pool {name} has nobody eligible ({note}) -> overflow queue "
-                        f"{overflow.queue}")
-            chain = ctx.chain(overflow.rep)  # type: ignore[arg-type]
-            if chain.assignee is not None:
-                return (chain.assignee, Outcome.FALLBACK, name, None,
-                        f"pool {name} has nobody eligible ({note}) -> overflow "
-                        f"{_story(overflow.rep, chain)}")  # type: ignore[arg-type]
-            note += f"; overflow {overflow.rep} unavailable ({chain.notes})"
-        return None, None, None, None, f"pool {name}: nobody eligible ({note})"
+    if kind in ("rep", "queue", "pool"):
+        target = rule.target
+        assert target is not None  # the compiler gives these kinds their rep, queue or pool id
+        if kind == "rep":
+            chain = ctx.chain(target)
+            if chain.assignee is None:
+                return _Resolved(None, f"rep {target}: nobody available ({chain.notes})")
+            outcome = Outcome.ASSIGNED if chain.via is None else Outcome.FALLBACK
+            return _Resolved(chain.assignee, f"rep {_story(target, chain)}", outcome)
+        if kind == "queue":
+            return _Resolved(target, f"queue {target}")
+        return _resolve_pool(target, ctx)
     # account_owner: leads and contacts follow the owner of the account with their domain.
     if record.object == "account":
-        return None, None, None, None, "account_owner applies to leads and contacts only"
+        return _Resolved(None, "account_owner applies to leads and contacts only")
     if record.domain is None or record.freemail:
-        return None, None, None, None, "no company domain to match an account"
+        return _Resolved(None, "no company domain to match an account")
     for domain in record.domain_keys:
         owner = ctx.account_owners.get(domain)
         if owner is None:
             continue
         valid, why = ctx.owner_valid(owner, "valid_only")
         if not valid:
-            return None, None, None, None, f"account {domain} owner not valid ({why})"
+            return _Resolved(None, f"account {domain} owner not valid ({why})")
         rep_id = ctx.routing.owner_to_rep.get(id_key(owner)) or owner
-        return rep_id, Outcome.ASSIGNED, None, None, f"owner of account {domain}: {rep_id}"
-    return None, None, None, None, f"no account with domain {record.domain}"
+        return _Resolved(rep_id, f"owner of account {domain}: {rep_id}")
+    return _Resolved(None, f"no account with domain {record.domain}")
+
+
+def _resolve_pool(name: str, ctx: RoutingContext) -> _Resolved:
+    turn, note = ctx.choose(name)
+    pool = ctx.routing.pools[name]
+    if turn is not None:
+        skipped = f" (passed over: {note})" if note else ""
+        return _Resolved(turn.member, f"pool {name} {pool.strategy} -> {turn.member}{skipped}",
+                         Outcome.ASSIGNED, name, turn)
+    overflow = pool.overflow
+    if overflow is not None:
+        nobody = f"pool {name} has nobody eligible ({note})"
+        if overflow.queue is not None:
+            return _Resolved(overflow.queue, f"{nobody} -> overflow queue {overflow.queue}",
+                             Outcome.FALLBACK, name)
+        backstop = overflow.rep
+        assert backstop is not None  # the loader takes exactly one of `rep` or `queue`
+        chain = ctx.chain(backstop)
+        if chain.assignee is not None:
+            return _Resolved(chain.assignee, f"{nobody} -> overflow {_story(backstop, chain)}",
+                             Outcome.FALLBACK, name)
+        note += f"; overflow {backstop} unavailable ({chain.notes})"
+    return _Resolved(None, f"pool {name}: nobody eligible ({note})")
 
 
 def _assigned(record: Record, ctx: RoutingContext, assignee: str, outcome: Outcome,

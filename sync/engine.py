@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime
+from typing import cast
 
 from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
@@ -50,7 +51,9 @@ def route_batch(
         # This batch's accounts overlay the caller's map, so a lost commit leaves it untouched
         # without copying it (a copy per batch made long files quadratic).
         learned: dict[str, str] = {}
-        owners = ChainMap(learned, account_owners) if account_owners is not None else learned
+        # (ChainMap writes only to its first map; typeshed asks every map to be mutable.)
+        owners = ChainMap(learned, cast(MutableMapping[str, str], account_owners)) \
+            if account_owners is not None else learned
         ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
                              pools=snapshots, users=users, account_owners=owners, crm=crm)
         expected = {name: snap.version for name, snap in snapshots.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,7 +66,7 @@ class CrmRecord:
 
     id: str
     object: str  # the CRM's object name, e.g. `companies`, `Lead`
-    properties: Mapping[str, object]
+    properties: Mapping[str, builtins.object]  # builtins.: `object` is the field above here
     created_at: datetime | None = None
     modified_at: datetime | None = None
 

@@ -7,18 +7,20 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from config.routing import Pool
 from connectors import registry
 from connectors.registry import load_routing
 from connectors.settings import Settings
 from connectors.simulator import Simulator, serve
 from sync.pipeline import Pipeline, RunReport
+from sync.state.base import LoadRow
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics
 
@@ -78,8 +80,8 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
     return not any(r.failed or r.stopped for r in reports)
 
 
-def _print(console: Console, pools: object, reports: list[RunReport], loads: list,  # type: ignore[type-arg]
-           calls: dict[str, int], elapsed: float) -> None:
+def _print(console: Console, pools: Mapping[str, Pool], reports: list[RunReport],
+           loads: list[LoadRow], calls: dict[str, int], elapsed: float) -> None:
     outcomes = Table(title="outcomes")
     outcomes.add_column("")
     for r in reports:
@@ -113,7 +115,7 @@ def _print(console: Console, pools: object, reports: list[RunReport], loads: lis
     for row in loads:
         if row.pool is not None and row.outcome == "assigned":
             per_pool.setdefault(row.pool, Counter())[row.rep] += row.count
-    for name, pool in pools.items():  # type: ignore[attr-defined]
+    for name, pool in pools.items():
         counts = per_pool.get(name, Counter())
         values = [counts.get(m, 0) for m in pool.members]
         members = ", ".join(f"{m} {counts.get(m, 0)}" for m in pool.members)

@@ -38,7 +38,7 @@ def _redacted(value: Any) -> Any:
 
 def redact_secrets(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     """Replace the value of every key named like a secret (at any depth) with `[redacted]`."""
-    return _redacted(event_dict)  # type: ignore[no-any-return]
+    return _redacted(event_dict)
 
 
 def _processors() -> list[Processor]:
@@ -50,7 +50,7 @@ def _processors() -> list[Processor]:
     ]
 
 
-class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+class _Handler(logging.StreamHandler):
     """Ours: replaced, not stacked, when logging is configured again."""
 
 

@@ -13,8 +13,9 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, TypeVar, overload
 
 import redis
 from kombu.transport.redis import Channel as KombuRedisChannel
@@ -103,8 +104,11 @@ class Snapshot:
         return limited
 
 
+LabelValues = TypeVar("LabelValues", bound=tuple[str, ...])
+
+
 def _counter(name: str, doc: str, labels: list[str],
-             values: dict[tuple[str, ...], int] | Counter[tuple[str, ...]]) -> Metric:
+             values: Mapping[LabelValues, int]) -> Metric:
     family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
     for key in sorted(values):
         family.add_metric(list(key), float(values[key]))
@@ -238,6 +242,12 @@ class RedisMetrics(_Base):
         self._r.close()
 
 
+@overload
+def _labels(field_: str, n: Literal[1]) -> tuple[str]: ...
+@overload
+def _labels(field_: str, n: Literal[2]) -> tuple[str, str]: ...
+@overload
+def _labels(field_: str, n: Literal[3]) -> tuple[str, str, str]: ...
 def _labels(field_: str, n: int) -> tuple[str, ...]:
     values = json.loads(field_)
     if not isinstance(values, list) or len(values) != n:

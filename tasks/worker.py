@@ -18,6 +18,15 @@ from celery.exceptions import Reject
 from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 from kombu.exceptions import OperationalError
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from config.routing import ConfigError
 from connectors import registry
@@ -32,7 +41,6 @@ from tasks.celery_app import (
     SWEEP_PAGE_TASK,
     SWEEP_PRIORITY,
     app,
-    broker_transport_options,
 )
 from tasks.metrics import metrics_for
 
@@ -93,7 +101,7 @@ def warm_up(settings: Settings | None = None) -> list[str]:
     (hundreds of ms: it showed as the p99 of speed-to-lead). Returns the CRMs warmed; a
     failure is logged and left for the first task to meet again."""
     settings = settings or Settings()
-    warmed = []
+    warmed: list[str] = []
     if not settings.config:
         return warmed
     for crm in configured_crms(settings):
@@ -243,28 +251,27 @@ def _task_context(task: Task) -> Iterator[None]:
 
 
 def redis_answers(url: str, timeout: float, *, poll: float = 0.5,
-                  clock: Callable[[], float] = time.monotonic,
                   sleep: Callable[[float], None] = time.sleep) -> bool:
     """True once Redis at `url` answers PING, False if it has not within `timeout` seconds."""
     client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1,
                                   retry=None)
-    deadline = clock() + timeout
+
+    def ping() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.exceptions.RedisError:
+            return False
+
     try:
-        while True:
-            try:
-                if client.ping():
-                    return True
-            except redis.exceptions.RedisError:
-                pass
-            if clock() >= deadline:
-                return False
-            sleep(poll)
+        return Retrying(stop=stop_after_delay(timeout), wait=wait_fixed(poll),
+                        retry=retry_if_result(lambda answered: not answered),
+                        retry_error_callback=lambda _: False, sleep=sleep)(ping)
     finally:
         client.close()
 
 
-def outage_wait_seconds() -> float:
-    return min(OUTAGE_WAIT_SECONDS, 0.6 * broker_transport_options()["visibility_timeout"])
+def outage_wait_seconds(settings: Settings) -> float:
+    return min(OUTAGE_WAIT_SECONDS, 0.6 * settings.visibility_timeout)
 
 
 def _outlasting_redis_outages(task: Task, body: Callable[[], None]) -> None:
@@ -272,22 +279,34 @@ def _outlasting_redis_outages(task: Task, body: Callable[[], None]) -> None:
 
     Every attempt locks records under one token, so the record locks a failed attempt could not
     release belong to the next attempt rather than parking its records until they expire.
-    Redis still gone after the wait: the message goes back to the queue (`Reject`), or, with
-    the broker down too, waits in the broker's unacked set for its visibility timeout."""
+    Redis still gone after the wait, or gone a third time: the message goes back to the queue
+    (`Reject`), or, with the broker down too, waits in the broker's unacked set for its
+    visibility timeout."""
     settings = Settings()
     urls = list(dict.fromkeys(u for u in (settings.redis_url, settings.resolved_state_url())
                               if u and u.startswith(("redis://", "rediss://", "unix://"))))
+    wait = outage_wait_seconds(settings)
+
+    def outage(state: RetryCallState) -> BaseException | None:
+        return state.outcome.exception() if state.outcome is not None else None
+
+    def wait_for_redis(state: RetryCallState) -> None:
+        # tenacity's `after`: runs after every failed attempt, the last one too, so even the
+        # final requeue is tried with Redis (the broker) back if it comes back in time.
+        exc = outage(state)
+        log.warning("task %s: Redis unreachable (attempt %d of %d): %r", task.name,
+                    state.attempt_number, OUTAGE_ATTEMPTS, exc)
+        if not urls or not all(redis_answers(u, wait) for u in urls):
+            raise Reject(f"Redis unreachable: {exc!r}", requeue=True) from exc
+
+    def requeue(state: RetryCallState) -> None:
+        exc = outage(state)
+        raise Reject(f"Redis unreachable: {exc!r}", requeue=True) from exc
+
     with Pipeline.locks_owned_by(uuid.uuid4().hex):
-        for attempt in range(1, OUTAGE_ATTEMPTS + 1):
-            try:
-                body()
-                return
-            except REDIS_OUTAGE as exc:
-                log.warning("task %s: Redis unreachable (attempt %d of %d): %r", task.name,
-                            attempt, OUTAGE_ATTEMPTS, exc)
-                back = all(redis_answers(u, outage_wait_seconds()) for u in urls)
-                if attempt == OUTAGE_ATTEMPTS or not urls or not back:
-                    raise Reject(f"Redis unreachable: {exc!r}", requeue=True) from exc
+        Retrying(stop=stop_after_attempt(OUTAGE_ATTEMPTS),
+                 retry=retry_if_exception_type(REDIS_OUTAGE), after=wait_for_redis,
+                 retry_error_callback=requeue)(body)
 
 
 @app.task(name=ROUTE_TASK, bind=True, max_retries=CRM_RETRIES)

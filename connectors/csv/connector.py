@@ -107,7 +107,7 @@ class CsvConnector:
             except ValueError:
                 continue
             if record.owner and record.domain in wanted:
-                found.setdefault(record.domain, record.owner)  # type: ignore[arg-type]
+                found.setdefault(record.domain, record.owner)
         return found
 
     def stats(self) -> CallStats:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -144,10 +145,9 @@ class HubSpotConnector:
         for archived in (False, True):
             after: str | None = None
             while True:
-                page = self._call("owners.list", lambda a=archived, c=after:
-                                  self._owners.get_page_with_http_info(
-                                      limit=hs.OWNERS_PAGE_SIZE, after=c, archived=_flag(a),
-                                      **self._raw))
+                page = self._call("owners.list", partial(
+                    self._owners.get_page_with_http_info, limit=hs.OWNERS_PAGE_SIZE,
+                    after=after, archived=_flag(archived), **self._raw))
                 for owner in page.results or []:
                     user = _user(owner, archived)
                     found.setdefault(user.id, user)
@@ -289,9 +289,8 @@ class HubSpotConnector:
             body = {"inputs": [{"id": i} for i in chunk], "properties": list(properties),
                     "propertiesWithHistory": []}
             # 207: some ids do not exist (OBJECT_NOT_FOUND); they are simply absent.
-            response = self._call(f"{obj}.batch_read", lambda b=body: apis.batch.
-                                  read_with_http_info(b, archived=_flag(False),
-                                                      **self._raw))
+            response = self._call(f"{obj}.batch_read", partial(
+                apis.batch.read_with_http_info, body, archived=_flag(False), **self._raw))
             for o in response.results or []:
                 record = self._record(obj, o)
                 found[record.id] = record

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import urllib3.exceptions as u3
 
 from connectors.hubspot import settings as hs
-from connectors.transport import Failure, Verdict
+from connectors.transport import Failure, Verdict, parse_retry_after
 
 # Row -> verdict. The generated client raises a different ApiException class per API package
 # (crm.companies, crm.contacts, crm.owners, ...), so rows are matched by duck typing on
@@ -162,22 +160,9 @@ def header(headers: object, name: str) -> str | None:
 
 
 def retry_after(headers: object, now: float | None = None) -> float | None:
-    """Seconds asked by `Retry-After` (delta-seconds or an HTTP date); None when absent."""
-    value = header(headers, hs.HEADER_RETRY_AFTER)
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        at = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if at is None or at.tzinfo is None:
-        return None
-    return max(0.0, at.timestamp() - (time.time() if now is None else now))
+    """Seconds asked by `Retry-After` (delta-seconds or an HTTP date, capped); None when absent
+    or unreadable."""
+    return parse_retry_after(header(headers, hs.HEADER_RETRY_AFTER), now=now)
 
 
 def interval(headers: object) -> float | None:
@@ -217,7 +202,7 @@ def _json(body: object) -> dict[str, object]:
 
 def _int(value: object) -> int | None:
     try:
-        return int(value)  # type: ignore[call-overload, no-any-return]
+        return int(value)  # type: ignore[call-overload]  # any value: the except sorts it out
     except (TypeError, ValueError):
         return None
 

@@ -24,7 +24,6 @@ from connectors.salesforce.errors import (
     classify,
     first_error,
     parse_limit_info,
-    parse_retry_after,
 )
 from connectors.settings import Settings
 from connectors.transport import (
@@ -34,6 +33,7 @@ from connectors.transport import (
     Transport,
     TransportFailure,
     Verdict,
+    parse_retry_after,
 )
 from sync.normalize import domain_keys, normalize_domain
 from sync.ports import (
@@ -249,7 +249,9 @@ class SalesforceConnector:
             limiter if limiter is not None else LocalBucket(settings.salesforce_calls_per_second),
             credentials_setting=auth.settings, sleep=transport_sleep or time.sleep)
         version = settings.salesforce_api_version.strip().lstrip("vV")
-        connect = partial(Salesforce, session=self._session, version=version, **auth.kwargs)
+        # Strings all (a token or a login); simple-salesforce types each keyword on its own.
+        login: dict[str, Any] = dict(auth.kwargs)
+        connect = partial(Salesforce, session=self._session, version=version, **login)
         try:
             # A token needs no login call; a rejected one surfaces on the first call (401).
             self._sf = connect() if auth.mode == "token" else self._call("login", connect)

@@ -137,17 +137,6 @@ def parse_limit_info(header: str | None) -> tuple[int, int] | None:
     return (int(found.group(1)), int(found.group(2))) if found else None
 
 
-def parse_retry_after(header: str | None) -> float | None:
-    """Seconds from a Retry-After header given in seconds (the HTTP-date form is ignored)."""
-    if not header:
-        return None
-    try:
-        seconds = float(header.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
 def _short(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -48,7 +48,11 @@ class ClosesOnExit:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()  # type: ignore[attr-defined]
+        self.close()
+
+    def close(self) -> None:
+        """Each store closes its own connection."""
+        raise NotImplementedError
 
 
 @runtime_checkable

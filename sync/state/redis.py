@@ -9,7 +9,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -195,9 +195,9 @@ class RedisStateStore(ClosesOnExit):
             by_window: dict[str, list[str]] = {}
             for member, window in members.items():
                 by_window.setdefault(window, []).append(member)
-            for window, names in by_window.items():
-                pipe.hmget(self._count_key(pool, window), names)
-                order.append((pool, names))
+            for window, in_window in by_window.items():
+                pipe.hmget(self._count_key(pool, window), in_window)
+                order.append((pool, in_window))
         replies = pipe.execute() if order else []
         result: dict[str, PoolSnapshot] = {}
         for (pool, names), reply in zip(order, replies, strict=True):
@@ -272,7 +272,8 @@ class RedisStateStore(ClosesOnExit):
         # Expired entries are ignored, not deleted: `now` may be a replay instant (`--now`).
         now_utc = as_utc(now, "now")
         paused: dict[str, datetime | None] = {}
-        for rep, until in sorted(self._r.hgetall(self._pauses_key).items()):
+        stored = cast(dict[str, str], self._r.hgetall(self._pauses_key))  # see _strings
+        for rep, until in sorted(stored.items()):
             if not until:
                 paused[rep] = None
             elif (at := datetime.fromisoformat(until)) > now_utc:
@@ -315,9 +316,9 @@ class RedisStateStore(ClosesOnExit):
         residual = record_id is not None and rep is not None
         low, high = self._bounds(since, until)
         if limit is None or residual:
-            ids = self._r.zrevrangebyscore(index, high, low)
+            ids = _strings(self._r.zrevrangebyscore(index, high, low))
         else:
-            ids = self._r.zrevrangebyscore(index, high, low, start=0, num=limit)
+            ids = _strings(self._r.zrevrangebyscore(index, high, low, start=0, num=limit))
         found: list[Decision] = []
         for body in self._bodies(ids):
             d = Decision.from_dict(json.loads(body))
@@ -333,7 +334,8 @@ class RedisStateStore(ClosesOnExit):
         # `stats` over a long trail gets slow.
         low, high = self._bounds(since, until)
         tally: Counter[tuple[str, str | None, str]] = Counter()
-        for body in self._bodies(self._r.zrangebyscore(self._audit_key("time"), low, high)):
+        timed = _strings(self._r.zrangebyscore(self._audit_key("time"), low, high))
+        for body in self._bodies(timed):
             d = json.loads(body)
             if d.get("owner") is not None and d.get("outcome") in OUTCOMES_WITH_LOAD:
                 tally[(d["owner"], d.get("pool"), d["outcome"])] += 1
@@ -343,8 +345,7 @@ class RedisStateStore(ClosesOnExit):
     # --- pipeline bookkeeping ---------------------------------------------------------------
 
     def get_checkpoint(self, name: str) -> str | None:
-        value: str | None = self._r.hget(self._checkpoints_key, name)
-        return value
+        return cast(str | None, self._r.hget(self._checkpoints_key, name))  # see _strings
 
     def set_checkpoint(self, name: str, value: str | None) -> None:
         # Acknowledged writes are as durable as the server's persistence settings (AOF/RDB);
@@ -394,8 +395,7 @@ class RedisStateStore(ClosesOnExit):
             self._r.zadd(self._failed_key(crm, object), dict.fromkeys(ids, now), nx=True)
 
     def failed(self, crm: str, object: str) -> list[str]:
-        ids: list[str] = self._r.zrange(self._failed_key(crm, object), 0, -1)
-        return ids
+        return _strings(self._r.zrange(self._failed_key(crm, object), 0, -1))
 
     def remove_failed(self, crm: str, object: str, ids: Sequence[str]) -> None:
         if ids:
@@ -428,9 +428,17 @@ class RedisStateStore(ClosesOnExit):
     def _bodies(self, ids: Sequence[str]) -> Iterable[str]:
         body_key = self._audit_key("body")
         for start in range(0, len(ids), _CHUNK):
-            for body in self._r.hmget(body_key, list(ids[start : start + _CHUNK])):
+            chunk = list(ids[start : start + _CHUNK])
+            bodies = cast(list[str | None], self._r.hmget(body_key, chunk))  # see _strings
+            for body in bodies:
                 if body is not None:  # written in the same script as the index; never missing
                     yield body
+
+
+def _strings(reply: object) -> list[str]:
+    """A list reply as the strings it is: the client decodes (`decode_responses=True`), but
+    redis-py types every reply for both modes (bytes or str, with or without scores)."""
+    return cast(list[str], reply)
 
 
 def _check_ttl(ttl_seconds: float) -> None:

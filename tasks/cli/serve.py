@@ -25,7 +25,7 @@ def _enqueue() -> Enqueue:
     enqueue = getattr(queue, "enqueue_route", None)
     if not callable(enqueue):
         fail("cannot serve: tasks.queue has no enqueue_route")
-    return enqueue  # type: ignore[no-any-return]
+    return enqueue
 
 
 def serve(

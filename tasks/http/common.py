@@ -208,7 +208,8 @@ class AppContext:
 
 def context(request: Request) -> AppContext:
     """FastAPI dependency: this app's context."""
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    ctx: AppContext = request.app.state.ctx
+    return ctx
 
 
 Ctx = Annotated[AppContext, Depends(context)]

@@ -7,7 +7,13 @@ from collections.abc import Callable
 
 import pytest
 
-from connectors.transport import Failure, Transport, Verdict
+from connectors.transport import (
+    RETRY_AFTER_CAP_SECONDS,
+    Failure,
+    Transport,
+    Verdict,
+    parse_retry_after,
+)
 from sync.ports import CredentialsError, CrmUnavailable, QuotaExhausted
 
 
@@ -128,3 +134,35 @@ def test_given_a_custom_ok_status_then_it_is_counted() -> None:
     t.call("things.create", lambda: None, ok_status="201")
     assert t.stats().calls == {("things.create", "201"): 1}
     assert t.stats().total == 1
+
+
+# --- Retry-After: one parser for every vendor ----------------------------------------------------
+
+NOW = 1795608000.0  # 2026-11-25 12:00:00 UTC
+
+
+@pytest.mark.parametrize(("value", "seconds"), [
+    ("7", 7.0), (" 7 ", 7.0), ("0", 0.0), ("0.5", 0.5),
+    ("Wed, 25 Nov 2026 12:00:07 GMT", 7.0),  # an HTTP date: the seconds until then
+    ("Wednesday, 25-Nov-26 12:00:07 GMT", 7.0),  # the obsolete RFC 850 form HTTP still allows
+    ("Wed, 25 Nov 2026 11:00:00 GMT", 0.0),  # a date already past: go now
+])
+def test_given_a_readable_retry_after_when_parsed_then_its_seconds(value, seconds) -> None:
+    assert parse_retry_after(value, now=NOW) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", [
+    None, "", "soon", "-3", "-0.5", "nan", "inf", "1e3", "٣",  # "٣": Arabic-Indic three
+    "Wed, 25 Nov 2026 12:00:07 -0000",  # no zone: the instant is unknown
+    "Wed, 32 Nov 2026 12:00:07 GMT",
+])
+def test_given_garbage_or_a_negative_retry_after_when_parsed_then_none(value) -> None:
+    # None, not 0: the caller then falls back to its own wait instead of hammering the vendor.
+    assert parse_retry_after(value, now=NOW) is None
+
+
+def test_given_a_huge_retry_after_when_parsed_then_it_is_capped() -> None:
+    assert parse_retry_after("99999999999999999999", now=NOW) == RETRY_AFTER_CAP_SECONDS
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now=NOW) == RETRY_AFTER_CAP_SECONDS
+    assert parse_retry_after("3600", now=NOW, cap=10.0) == 10.0
+    assert parse_retry_after("4", now=NOW, cap=10.0) == 4.0

@@ -225,6 +225,27 @@ def test_given_redis_still_down_after_the_wait_when_a_task_gives_up_then_its_mes
     assert calls == 1
 
 
+def test_given_redis_drops_under_every_run_when_it_answers_each_time_then_three_runs_and_requeue(
+        redis_url, monkeypatch):
+    from celery.exceptions import Reject
+
+    from tasks import worker
+
+    monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", redis_url)
+    monkeypatch.delenv("ACCOUNT_ROUTER_STATE_URL", raising=False)
+    calls = 0
+
+    def body() -> None:
+        nonlocal calls
+        calls += 1
+        raise redis.exceptions.TimeoutError("Redis stalled")
+
+    with pytest.raises(Reject) as rejected:
+        worker._outlasting_redis_outages(FakeTask(), body)  # type: ignore[arg-type]
+    assert rejected.value.requeue is True
+    assert calls == worker.OUTAGE_ATTEMPTS == 3  # at most three runs per delivery
+
+
 def test_given_a_bug_in_the_body_when_the_task_runs_then_it_is_not_mistaken_for_an_outage(
         redis_url, monkeypatch):
     from tasks import worker

@@ -11,7 +11,7 @@ import redis
 from connectors import registry
 from connectors.hubspot.connector import DEFAULT_TIMEOUT, HubSpotConnector, from_settings
 from connectors.settings import Settings
-from connectors.transport import Unlimited
+from connectors.transport import RETRY_AFTER_CAP_SECONDS, Unlimited
 from sync.ports import (
     Connector,
     CredentialsError,
@@ -396,6 +396,20 @@ def test_given_a_429_without_retry_after_then_the_reported_interval_is_waited(
     connector.list_records("companies", since=None, cursor=None)
 
     assert sleeps == [2.5]
+
+
+def test_given_a_429_asking_a_day_then_the_shared_limiter_pauses_only_up_to_the_cap(
+    connector: HubSpotConnector, fake: FakeHubSpot, sleeps: list[float],
+    limiter: RecordingLimiter,
+) -> None:
+    # A broken or hostile Retry-After must not park every worker sharing the bucket for a day.
+    fake.add("companies", company(1))
+    fake.then("/crm/v3/objects/companies", 429, fixture("429_ten_secondly.json"),
+              {"Retry-After": "86400"})
+
+    connector.list_records("companies", since=None, cursor=None)
+
+    assert limiter.pauses == [RETRY_AFTER_CAP_SECONDS]
 
 
 def test_given_a_daily_429_then_quota_exhausted_is_raised_without_sleeping(

@@ -117,7 +117,7 @@ def test_given_retry_after_as_an_http_date_then_seconds_until_then_are_waited() 
     now = 1795608000.0  # 2026-11-25 12:00:00 UTC
     assert errors.retry_after(headers, now=now) == pytest.approx(7.0)
     assert errors.retry_after({"Retry-After": "soon"}) is None
-    assert errors.retry_after({"Retry-After": "-3"}) == 0.0
+    assert errors.retry_after({"Retry-After": "-3"}) is None  # invalid: fall back to the interval
 
 
 def test_given_rate_limit_headers_then_an_empty_window_is_reported() -> None:

@@ -18,7 +18,6 @@ from connectors.salesforce.errors import (
     RowsLocked,
     classify,
     parse_limit_info,
-    parse_retry_after,
     verdict,
 )
 from connectors.transport import LocalBucket, Unlimited, Verdict
@@ -97,13 +96,6 @@ def test_sforce_limit_info_parses_the_org_usage(header, usage):
     assert parse_limit_info(header) == usage
 
 
-@pytest.mark.parametrize(("header", "seconds"), [
-    ("7", 7.0), ("0.5", 0.5), ("Wed, 21 Oct 2026 07:28:00 GMT", None), (None, None), ("-1", None),
-])
-def test_retry_after_in_seconds(header, seconds):
-    assert parse_retry_after(header) == seconds
-
-
 # --- the transport acting on the table (HTTP mocked) ---------------------------------------------
 
 def test_given_request_limit_exceeded_then_quota_exhausted_after_one_request_and_no_sleep(
@@ -155,6 +147,19 @@ def test_given_a_503_with_retry_after_then_the_wait_honours_it(connector, rsps, 
     connector.list_records("Account", since=None, cursor=None)
 
     assert sleeps == [7.0]
+
+
+def test_given_a_503_with_retry_after_as_an_http_date_then_it_is_honoured_up_to_the_cap(
+        connector, rsps, sleeps):
+    # The shared parser (connectors/transport.py) reads the date form too; a far date is
+    # capped, and the transport's max_wait caps the sleep (it used to be ignored: a 0.5 s retry).
+    rsps.get(QUERY_URL, status=503, json=fixture("error_server.json"),
+             headers={"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"})
+    rsps.get(QUERY_URL, json=page([]))
+
+    connector.list_records("Account", since=None, cursor=None)
+
+    assert sleeps == [connector.transport.max_wait]
 
 
 def test_given_timeouts_and_refused_connections_then_they_are_retried(connector, rsps, sleeps):
