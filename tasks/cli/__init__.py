@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
 
+from config.urls import redact_urls
 from tasks.cli import crm, reps, routing, serve, simulate
-from tasks.cli.common import err
+from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
     name="account-router",
@@ -43,6 +45,13 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # Settings are read inside commands, after typer's own error handling: a bad variable
+        # is bad usage (exit 2), never a traceback.
+        err.print(f"error: {redact_urls(settings_problem(exc))}", soft_wrap=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
@@ -46,6 +47,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
     # It may also quote a driver's error naming a connection URL: passwords are masked.
     err.print(f"[red]error:[/red] {escape(redact_urls(message))}", markup=True, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """What is wrong with the environment's settings, one clause per variable, named as the user
+    set it. Values are left out: a bad setting may be a token or a password."""
+    clauses = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        # Vendor settings use their vendor's names (aliases, upper case); ours carry the prefix.
+        variable = name if name.isupper() else f"ACCOUNT_ROUTER_{name.upper()}"
+        clauses.append(f"{variable}: {error['msg']}")
+    return "invalid settings: " + "; ".join(clauses)
 
 
 def parse_instant(text: str | None, option: str = "--now") -> datetime:

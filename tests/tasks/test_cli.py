@@ -1053,3 +1053,18 @@ rules: [{name: named, when: {domain: {in_list: named}}, assign: {rep: ben}}]
     assert len(result.stdout.splitlines()) == 1 and "OK" in result.stdout
     [warning] = result.stderr.splitlines()  # one line, however long
     assert warning.startswith("warning: ") and "gmail.com" in warning
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("ACCOUNT_ROUTER_BATCH_WINDOW_MS", "999"),
+    ("ACCOUNT_ROUTER_VISIBILITY_TIMEOUT", "soon"),
+    ("ACCOUNT_ROUTER_HUBSPOT_CALLS_PER_10S", "-1"),
+])
+def test_given_a_bad_setting_when_running_a_command_then_exit_2_names_it_without_traceback(
+        tmp_path, variable, value):
+    env = {**os.environ, variable: value, "SALESFORCE_PASSWORD": "hunter2-secret"}
+    proc = subprocess.run([str(CONSOLE_SCRIPT), "stats", "--state", str(tmp_path / "s.db")],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert f"invalid settings: {variable}" in proc.stderr
+    assert "Traceback" not in proc.stderr and "hunter2-secret" not in proc.stderr
