@@ -34,7 +34,8 @@ StateOpt = Annotated[str | None, typer.Option("--state", help="State URL: sqlite
                      "sqlite:////abs.db or redis://host:port/db.", show_default=False)]
 NowOpt = Annotated[str | None, typer.Option("--now", help="Routing instant, ISO 8601 (no offset "
                    "means UTC); default: now.", show_default=False)]
-CrmOpt = Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")]
+CrmOpt = Annotated[str, typer.Option("--crm", help="A registered connector: hubspot, salesforce, "
+                   "csv, or one an installed package adds.")]
 ObjectOpt = Annotated[str, typer.Option("--object", help="CRM object: companies, contacts "
                       "(HubSpot); Account, Lead, Contact (Salesforce).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Write nothing; print what would "
