@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from datetime import date
 from pathlib import Path
@@ -11,6 +13,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+# Bounds on what a routing file may ask of the loader and the router. Each is far beyond any
+# real territory plan and far below what would stall a worker: a file past them is refused with
+# its path (exit 2), never half-loaded, never a hang or a traceback after a hot reload.
+MAX_ROUTING_BYTES = 4 * 1024 * 1024  # the routing file itself
+MAX_YAML_DEPTH = 64  # nesting of mappings/lists, aliases expanded (conditions need about 45)
+MAX_YAML_NODES = 200_000  # values in the document once aliases are expanded ("billion laughs")
+MAX_LIST_BYTES = 16 * 1024 * 1024  # one `file:` list: about half a million domains
+MAX_LIST_LINE = 1_000  # characters in one list-file line (a domain has at most 253)
+MAX_CAP = 1_000_000_000  # assignments per member and window; state stores keep 64-bit counters
+MAX_WEIGHT = 1_000_000  # smooth weighted round robin sums weights as floats
+MAX_TIMEZONE_CHARS = 64  # the longest IANA key is about 32 characters
+# YAML integers with more digits are kept as text: a 25-digit value is an identifier, never a
+# count, and Python refuses to turn a 5,000-digit string into an int at all.
+MAX_INT_DIGITS = 18
 
 
 class ConfigError(Exception):
@@ -41,8 +58,14 @@ class ConfigError(Exception):
         return self
 
 
+_SHOW_CHARS = 80
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
+        if len(value) > _SHOW_CHARS:
+            # A 5,000-character regex or name must not flood the terminal or a log line.
+            return f"{value[:_SHOW_CHARS]!r}… ({len(value)} characters)"
         return repr(value)
     if isinstance(value, dict | list):
         if not value:
@@ -60,7 +83,8 @@ def _show(value: Any) -> str:
         return f"a list of {len(value)} items"
     if value is None:
         return "nothing"
-    return repr(value)
+    text = repr(value)
+    return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}… ({len(text)} characters)"
 
 
 class _Strict(BaseModel):
@@ -94,7 +118,7 @@ class Rep(_Strict):
 
 
 class Cap(_Strict):
-    max: int = Field(ge=0)
+    max: int = Field(ge=0, le=MAX_CAP)
     per: Literal["day", "week", "month"] = "day"
 
 
@@ -112,7 +136,7 @@ class Overflow(_Strict):
 class Pool(_Strict):
     members: list[str] = Field(min_length=1)
     strategy: Literal["round_robin", "weighted", "least_loaded"] = "round_robin"
-    weights: dict[str, int] = Field(default_factory=dict)
+    weights: dict[str, int] = Field(default_factory=dict)  # bounds checked with their paths
     cap: Cap | None = None
     overflow: Overflow | None = None
 
@@ -216,15 +240,50 @@ class _DuplicateKey(yaml.MarkedYAMLError):
         self.first = first
 
 
+class _TooBig(yaml.MarkedYAMLError):
+    """A document nested too deeply or too large once its aliases are expanded."""
+
+    def __init__(self, expected: str, found: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem=found, problem_mark=mark)
+        self.expected = expected
+        self.found = found
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader tuned for routing files.
 
     - Dates stay text, so pydantic reports a bad date with its path.
     - Only `true`/`false` are booleans (YAML 1.2): `NO` is Norway and `on`/`yes` are words.
     - Integers with a leading zero stay text (`02134` is a postal code, not octal 1116), and
-      `1:30` is not a base-60 number.
+      `1:30` is not a base-60 number; so do integers of more than 18 digits (identifiers).
     - A key given twice in one mapping is an error instead of silently losing the first value.
+    - Nesting is capped while composing (the composer recurses, so a deep file would otherwise
+      end in RecursionError), and the document is measured with its aliases expanded before
+      anything is constructed. Anchors and aliases stay allowed, since `<<: *defaults` is a
+      fair way to share rep settings, but ten nested aliases of ten ("billion laughs") expand
+      to 10^10 values that pydantic and the rule compiler would walk one by one.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _TooBig(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                              "deeper nesting", self.peek_event().start_mark)
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _measure(node)
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
@@ -243,6 +302,49 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
 
 
+def _measure(root: yaml.Node) -> None:
+    """Refuse a node graph that is cyclic, too deep or too large with aliases expanded.
+
+    An alias is the very node it names, so sizes are memoised per node: the walk is linear in
+    the written file, however large the expansion."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height), aliases expanded
+    open_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, level: int) -> tuple[int, int]:
+        known = sizes.get(id(node))
+        if known is not None:
+            if level + known[1] - 1 > MAX_YAML_DEPTH:
+                raise _TooBig(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                              "deeper nesting through an alias", node.start_mark)
+            return known
+        if id(node) in open_nodes:
+            raise _TooBig("aliases that do not contain themselves",
+                          "an alias inside its own anchor", node.start_mark)
+        if level > MAX_YAML_DEPTH:
+            raise _TooBig(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                          "deeper nesting", node.start_mark)
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        open_nodes.add(id(node))
+        count, height = 1, 1
+        for child in children:
+            child_count, child_height = walk(child, level + 1)
+            count += child_count
+            height = max(height, child_height + 1)
+            if count > MAX_YAML_NODES:
+                raise _TooBig(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
+                              "more", node.start_mark)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = (count, height)
+        return count, height
+
+    walk(root, 1)
+
+
 _REPLACED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "bool", "int", "float")}
 _Loader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
@@ -252,7 +354,9 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"))
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+    "tag:yaml.org,2002:int",
+    re.compile(rf"^[-+]?(?:0|[1-9](?:_*[0-9]){{0,{MAX_INT_DIGITS - 1}}}_*)$"),
+    list("-+0123456789"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -263,21 +367,80 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load(path: str | Path) -> RoutingFile:
-    """Read, parse and validate a routing file; raise ConfigError naming file and path."""
+class _Unreadable(Exception):
+    """Why a file cannot be read as text: the reason only, never a byte of its content."""
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def read_text_file(path: Path, limit: int, *, max_line: int | None = None) -> str:
+    """A regular file's text, read without hanging or reading without end; `_Unreadable`
+    says why not (a device, FIFO or directory, too large, NUL bytes, not UTF-8, a long line)."""
+    try:
+        # stat first: opening a FIFO blocks until a writer comes, and /dev/zero never ends.
+        kind = _not_regular(os.stat(path).st_mode)
+        if kind is not None:
+            raise _Unreadable(kind)
+        # O_NONBLOCK in case the path was swapped for a FIFO since the stat.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as handle:
+            kind = _not_regular(os.fstat(handle.fileno()).st_mode)
+            if kind is not None:
+                raise _Unreadable(kind)
+            # Files under /proc report size 0, so the bound is on what is read, not on st_size.
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise _Unreadable("no such file") from None
+    except _Unreadable:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise _Unreadable(f"unreadable ({type(exc).__name__}: "
+                          f"{getattr(exc, 'strerror', None) or 'invalid path'})") from None
+    if len(data) > limit:
+        raise _Unreadable(f"larger than the {limit:,}-byte limit")
+    if b"\0" in data:
+        raise _Unreadable("binary data (NUL bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(f"not UTF-8 text (byte {exc.start})") from None
+    if max_line is not None:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if len(line) > max_line:
+                raise _Unreadable(f"line {number} longer than {max_line:,} characters")
+    return text
+
+
+def load(path: str | Path, *, list_roots: Sequence[str | Path] = ()) -> RoutingFile:
+    """Read, parse and validate a routing file; raise ConfigError naming file and path.
+
+    `list_roots`: folders besides the routing file's own where `lists.*.file` may point."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "a readable routing file"
-                          ).with_found_text("no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", "a readable UTF-8 routing file", str(exc)) from None
-    return parse(text, source=path)
+        text = read_text_file(path, MAX_ROUTING_BYTES)
+    except _Unreadable as exc:
+        expected = "a readable routing file" if str(exc) == "no such file" \
+            else "a readable UTF-8 routing file"
+        raise ConfigError(path, "", expected).with_found_text(str(exc)) from None
+    return parse(text, source=path, list_roots=list_roots)
 
 
-def parse(text: str, source: str | Path | None = None) -> RoutingFile:
+def parse(text: str, source: str | Path | None = None, *,
+          list_roots: Sequence[str | Path] = ()) -> RoutingFile:
     """Validate routing-file YAML text; `source` names the file in errors and anchors `file:`."""
+    if len(text) > MAX_ROUTING_BYTES:
+        raise ConfigError(source, "", f"a routing file of at most {MAX_ROUTING_BYTES:,} bytes"
+                          ).with_found_text(f"{len(text):,} characters")
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
@@ -285,7 +448,11 @@ def parse(text: str, source: str | Path | None = None) -> RoutingFile:
         assert mark is not None
         raise ConfigError(source, f"line {mark.line + 1}, column {mark.column + 1}",
                           "each key at most once in a mapping").with_found_text(
-            f"{exc.key!r} again (first given on line {exc.first.line + 1})") from None
+            f"{_show(exc.key)} again (first given on line {exc.first.line + 1})") from None
+    except _TooBig as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(source, where, exc.expected).with_found_text(exc.found) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -299,7 +466,7 @@ def parse(text: str, source: str | Path | None = None) -> RoutingFile:
         raise _from_pydantic(source, exc) from None
     routing._source = Path(source) if source is not None else None
     _check_references(routing, source)
-    routing._list_domains, routing._list_where = _read_lists(routing, source)
+    routing._list_domains, routing._list_where = _read_lists(routing, source, list_roots)
     return routing
 
 
@@ -332,6 +499,9 @@ _EXPECTED = {
     "model_type": "a mapping",
     "too_short": "a non-empty value",
     "greater_than_equal": "a number ≥ 0",
+    "less_than_equal": "a smaller number",
+    "int_parsing_size": "a whole number of at most 18 digits",
+    "finite_number": "a finite number",
 }
 
 
@@ -354,6 +524,11 @@ def _from_pydantic(source: str | Path | None, exc: ValidationError) -> ConfigErr
         if ", found " in expected:
             expected, _, found_text = expected.partition(", found ")
             return ConfigError(source, _path(loc), expected).with_found_text(found_text)
+    elif kind in ("less_than_equal", "greater_than_equal"):
+        # "Input should be less than or equal to 1000000000" -> "a number ≤ 1000000000"
+        symbol = "≤" if kind == "less_than_equal" else "≥"
+        bound = (err.get("ctx") or {}).get("le" if kind == "less_than_equal" else "ge")
+        expected = f"a number {symbol} {bound}" if bound is not None else _EXPECTED[kind]
     else:
         expected = _EXPECTED.get(kind, str(err["msg"]))
     return ConfigError(source, _path(loc), expected, found)
@@ -398,6 +573,8 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
         for member, weight in pool.weights.items():
             if weight < 0:
                 fail(f"pools.{name}.weights.{member}", "a weight ≥ 0", weight)
+            if weight > MAX_WEIGHT:
+                fail(f"pools.{name}.weights.{member}", f"a weight ≤ {MAX_WEIGHT:,}", weight)
         if pool.overflow is not None and pool.overflow.rep is not None \
                 and pool.overflow.rep not in reps:
             fail(f"pools.{name}.overflow.rep", known, pool.overflow.rep)
@@ -429,11 +606,20 @@ _MAPPABLE = frozenset({
 })
 
 
+# An IANA key: ASCII words joined by `/`. No `.` components, no absolute paths, no NUL: ZoneInfo
+# turns the key into a file path under TZPATH, where `America` is a directory and a very long
+# key is "File name too long" (OSError, not ZoneInfoNotFoundError).
+_TZ_KEY = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+
+
 def _check_timezone(name: str, path: str, source: str | Path | None) -> None:
+    expected = "an IANA timezone such as Europe/Berlin"
+    if len(name) > MAX_TIMEZONE_CHARS or _TZ_KEY.fullmatch(name) is None:
+        raise ConfigError(source, path, expected, name)
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(source, path, "an IANA timezone such as Europe/Berlin", name) from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(source, path, expected, name) from None
 
 
 def _check_manager_cycles(routing: RoutingFile, source: str | Path | None) -> None:
@@ -454,7 +640,8 @@ def _check_manager_cycles(routing: RoutingFile, source: str | Path | None) -> No
             current = manager.get(current)
 
 
-def _read_lists(routing: RoutingFile, source: str | Path | None
+def _read_lists(routing: RoutingFile, source: str | Path | None,
+                list_roots: Sequence[str | Path] = ()
                 ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
     """Each list's entries, and where each entry was written (for messages)."""
     base = Path(source).parent if source is not None else Path.cwd()
@@ -466,16 +653,43 @@ def _read_lists(routing: RoutingFile, source: str | Path | None
             where[name] = tuple(f"lists.{name}.domains[{j}]" for j in range(len(spec.domains)))
             continue
         assert spec.file is not None
-        file = base / spec.file
-        try:
-            lines = file.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError):
-            raise ConfigError(source, f"lists.{name}.file",
-                              f"a readable list file (looked for {file})", spec.file) from None
+        lines = _read_list_file(spec.file, f"lists.{name}.file", base, list_roots, source)
         entries = list(_list_entries(lines))
         out[name] = tuple(entry for _, entry in entries)
-        where[name] = tuple(f"lists.{name}.file ({spec.file}, line {n})" for n, _ in entries)
+        where[name] = tuple(f"lists.{name}.file ({spec.file}, line {n})"
+                            for n, _ in entries)
     return out, where
+
+
+def _read_list_file(file: str, path: str, base: Path, list_roots: Sequence[str | Path],
+                    source: str | Path | None) -> list[str]:
+    """A list file's lines. It must resolve (symlinks followed) inside the routing file's folder
+    or one of `list_roots`, and be a bounded UTF-8 text file. Errors say why, never what the
+    file holds: `file: /proc/self/environ` must not print a secret into a worker's log."""
+    if not file.strip() or "\0" in file or len(file) > 1024:
+        raise ConfigError(source, path, "a list file name (at most 1,024 characters)", file)
+    roots = [base, *(Path(root) for root in list_roots)]
+    where = " or ".join(str(root) for root in roots)
+    try:
+        target = (base / file).resolve(strict=True)
+        allowed = [root.resolve() for root in roots]
+    except FileNotFoundError:
+        raise ConfigError(source, path, f"a readable list file (looked for {base / file})",
+                          file) from None
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: a symlink loop
+        raise ConfigError(source, path, "a readable list file"
+                          ).with_found_text(f"{_show(file)}: cannot be resolved") from None
+    if not any(target.is_relative_to(root) for root in allowed):
+        raise ConfigError(
+            source, path, f"a list file inside {where} "
+            "(allow other folders with ACCOUNT_ROUTER_LIST_ROOTS)"
+        ).with_found_text(f"{_show(file)}, outside them")
+    try:
+        text = read_text_file(target, MAX_LIST_BYTES, max_line=MAX_LIST_LINE)
+    except _Unreadable as exc:
+        raise ConfigError(source, path, "a list file of UTF-8 text, one domain a line"
+                          ).with_found_text(f"{_show(file)}: {exc}") from None
+    return text.splitlines()
 
 
 def _list_entries(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
@@ -485,5 +699,3 @@ def _list_entries(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
         if entry and not entry.startswith("#"):
             yield number, entry
 
-
-REGEX_FLAGS = re.IGNORECASE

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+from typing import Annotated, Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STATE_URL = "sqlite:///account-router-state.db"
 
@@ -30,6 +33,11 @@ class Settings(BaseSettings):
     # transport retries it. Unset keeps each vendor's default (HubSpot 60 s, Salesforce 120 s,
     # sized for slow SOQL); lower it where a stalled call should give way to a retry sooner.
     crm_timeout_seconds: float | None = Field(default=None, gt=0)
+    # ACCOUNT_ROUTER_LIST_ROOTS: folders, besides the routing file's own, where a list's
+    # `file:` may point; separated like PATH (`/srv/lists:/data/territories`). By default a list
+    # file must resolve inside the routing file's folder, so a routing file cannot make a worker
+    # read (and quote) /proc/self/environ or ~/.ssh.
+    list_roots: Annotated[tuple[str, ...], NoDecode] = ()
 
     # Vendor settings keep the vendors' conventional names (DESIGN.md §6), so no prefix.
     hubspot_access_token: SecretStr | None = Field(
@@ -64,6 +72,13 @@ class Settings(BaseSettings):
     salesforce_org_id: str | None = Field(
         default=None, validation_alias=AliasChoices("SALESFORCE_ORG_ID"))
     salesforce_webhook_secret: SecretStr | None = None  # ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET
+
+    @field_validator("list_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in value.split(os.pathsep) if part.strip())
+        return value
 
     def resolved_state_url(self, override: str | None = None) -> str:
         """--state wins, then ACCOUNT_ROUTER_STATE_URL, then the Redis URL, then SQLite."""
