@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
@@ -17,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 # Bounds on what a routing file may ask of the loader and the router. Each is far beyond any
 # real territory plan and far below what would stall a worker: a file past them is refused with
 # its path (exit 2), never half-loaded, never a hang or a traceback after a hot reload.
-MAX_ROUTING_BYTES = 4 * 1024 * 1024  # the routing file itself
+# The routing file itself: real ones are tens of KB (lists belong in list files), and PyYAML's
+# pure-Python parser reads about 100-200 KB/s, so a megabyte is already seconds of load.
+MAX_ROUTING_BYTES = 1024 * 1024
 MAX_YAML_DEPTH = 64  # nesting of mappings/lists, aliases expanded (conditions need about 45)
 MAX_YAML_NODES = 200_000  # values in the document once aliases are expanded ("billion laughs")
 MAX_LIST_BYTES = 16 * 1024 * 1024  # one `file:` list: about half a million domains
@@ -71,19 +74,23 @@ def _show(value: Any) -> str:
         if not value:
             return "an empty mapping" if isinstance(value, dict) else "an empty list"
         # Short collections are shown as the user would write them in YAML: `[1]`, `{rep: a}`.
-        try:
-            text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
-                                  allow_unicode=True, width=10_000).strip()
-        except yaml.YAMLError:
-            text = ""
-        if text and len(text) <= 80 and "\n" not in text:
+        # (str() first: it is cheap and bounds what is handed to the YAML dumper.)
+        text = ""
+        if len(str(value)) <= 4 * _SHOW_CHARS:
+            with contextlib.suppress(yaml.YAMLError):
+                text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
+                                      allow_unicode=True, width=10_000).strip()
+        if text and len(text) <= _SHOW_CHARS and "\n" not in text:
             return text
         if isinstance(value, dict):
-            return "a mapping with keys " + ", ".join(str(k) for k in value)
+            return _shorten("a mapping with keys " + ", ".join(str(k) for k in value))
         return f"a list of {len(value)} items"
     if value is None:
         return "nothing"
-    text = repr(value)
+    return _shorten(repr(value))
+
+
+def _shorten(text: str) -> str:
     return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}… ({len(text)} characters)"
 
 
@@ -267,13 +274,18 @@ class _Loader(yaml.SafeLoader):
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._nodes = 0
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         self._depth += 1
+        self._nodes += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise _TooBig(f"nesting at most {MAX_YAML_DEPTH} levels deep",
                               "deeper nesting", self.peek_event().start_mark)
+            if self._nodes > MAX_YAML_NODES:  # as written; `_measure` counts aliases expanded
+                raise _TooBig(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
+                              "more", self.peek_event().start_mark)
             return super().compose_node(parent, index)  # type: ignore[no-any-return]
         finally:
             self._depth -= 1

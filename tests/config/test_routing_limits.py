@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from config.routing import MAX_YAML_NODES, ConfigError, load, parse
+import config.routing
+from config.routing import MAX_ROUTING_BYTES, MAX_YAML_NODES, ConfigError, load, parse
 from sync.compiler import CompiledRouting, compile_routing, load_routing
 from sync.decide import RoutingContext, decide
 from sync.normalize import build_record
@@ -220,6 +221,21 @@ def test_given_conditions_at_the_depth_limit_when_compiling_then_they_route():
     r = compile_text(rule("{not: " * 24 + "{name: x}" + "}" * 24))
     ctx = RoutingContext(routing=r, now=NOW)
     assert decide(build_record({"id": "1", "name": "x"}), ctx).outcome == "assigned"
+
+
+def test_given_more_values_than_the_budget_as_written_when_parsing_then_refused(monkeypatch):
+    # A lower budget for the test: parsing 200,000 values takes PyYAML seconds.
+    monkeypatch.setattr(config.routing, "MAX_YAML_NODES", 1_000)
+    err = refused("version: 1\nignore_owners: [" + ", ".join(["x"] * 1_000) + "]\n")
+    assert "at most 1,000 values with aliases expanded" in err.expected
+    assert err.path.startswith("line 2, column ")  # where the budget ran out
+
+
+def test_given_a_routing_file_over_a_megabyte_when_loading_then_refused_unread(tmp_path):
+    path = write(tmp_path, "version: 1\n# " + "x" * MAX_ROUTING_BYTES + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert "larger than the 1,048,576-byte limit" in str(caught.value)
 
 
 # ---------------------------------------------------------------------------------------------
