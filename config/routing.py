@@ -394,7 +394,7 @@ def _not_regular(mode: int) -> str | None:
     return next((what for test, what in _KINDS if test(mode)), "not a regular file")
 
 
-def read_text_file(path: Path, limit: int, *, max_line: int | None = None) -> str:
+def _read_text_file(path: Path, limit: int, *, max_line: int | None = None) -> str:
     """A regular file's text, read without hanging or reading without end; `_Unreadable`
     says why not (a device, FIFO or directory, too large, NUL bytes, not UTF-8, a long line)."""
     try:
@@ -439,7 +439,7 @@ def load(path: str | Path, *, list_roots: Sequence[str | Path] = ()) -> RoutingF
     `list_roots`: folders besides the routing file's own where `lists.*.file` may point."""
     path = Path(path)
     try:
-        text = read_text_file(path, MAX_ROUTING_BYTES)
+        text = _read_text_file(path, MAX_ROUTING_BYTES)
     except _Unreadable as exc:
         expected = "a readable routing file" if str(exc) == "no such file" \
             else "a readable UTF-8 routing file"
@@ -697,7 +697,7 @@ def _read_list_file(file: str, path: str, base: Path, list_roots: Sequence[str |
             "(allow other folders with ACCOUNT_ROUTER_LIST_ROOTS)"
         ).with_found_text(f"{_show(file)}, outside them")
     try:
-        text = read_text_file(target, MAX_LIST_BYTES, max_line=MAX_LIST_LINE)
+        text = _read_text_file(target, MAX_LIST_BYTES, max_line=MAX_LIST_LINE)
     except _Unreadable as exc:
         raise ConfigError(source, path, "a list file of UTF-8 text, one domain a line"
                           ).with_found_text(f"{_show(file)}: {exc}") from None
