@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 import config.routing
+import sync.conditions
 from config.routing import MAX_ROUTING_BYTES, MAX_YAML_NODES, ConfigError, load, parse
 from sync.compiler import CompiledRouting, compile_routing, load_routing
 from sync.decide import RoutingContext, decide
@@ -231,6 +232,17 @@ def test_given_a_routing_file_over_a_megabyte_when_loading_then_refused_unread(t
     assert "larger than the 1,048,576-byte limit" in str(caught.value)
 
 
+def test_given_more_operator_tests_than_the_budget_when_compiling_then_refused_at_the_first_over(
+        monkeypatch):
+    monkeypatch.setattr(sync.conditions, "MAX_OPERATORS", 3)
+    text = HEAD + "rules:\n" + "".join(
+        f"  - {{name: r{i}, when: {{name: {{eq: x{i}}}}}, assign: {{rep: ava}}}}\n"
+        for i in range(4))
+    err = refused(text)
+    assert err.path == "rules[3].when.name.eq"
+    assert "at most 3 operator tests in all rules" in err.expected
+
+
 # ---------------------------------------------------------------------------------------------
 # Timezones
 
@@ -316,6 +328,8 @@ def test_given_proc_allowed_as_a_root_when_listing_environ_then_refused_for_nul_
     finally:
         del os.environ["ROUTING_TEST_SECRET"]
     assert "NUL" in str(err)
+    environ = Path("/proc/self/environ").read_bytes().split(b"\0")
+    assert not any(entry and entry.decode(errors="replace") in str(err) for entry in environ)
 
 
 def test_given_a_list_of_secrets_in_its_folder_when_compiling_then_no_line_is_quoted(tmp_path):
