@@ -71,7 +71,7 @@ def load_routing(path: str | Path, *, list_roots: Sequence[str | Path] = ()) -> 
     """Load, validate and compile a routing file; every problem raises ConfigError.
 
     `list_roots`: folders besides the routing file's own where list files may live
-    (`Settings.list_root_paths()`, from ACCOUNT_ROUTER_LIST_ROOTS)."""
+    (`Settings().list_roots`, from ACCOUNT_ROUTER_LIST_ROOTS)."""
     return compile_routing(load_file(path, list_roots=list_roots))
 
 
