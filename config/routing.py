@@ -247,8 +247,9 @@ class _DuplicateKey(yaml.MarkedYAMLError):
         self.first = first
 
 
-class _TooBig(yaml.MarkedYAMLError):
-    """A document nested too deeply or too large once its aliases are expanded."""
+class _Refused(yaml.MarkedYAMLError):
+    """YAML the routing file has no use for: nested too deeply, too large once its aliases are
+    expanded, a number past any bound, or a type (bytes, a set) that no key takes."""
 
     def __init__(self, expected: str, found: str, mark: yaml.Mark | None) -> None:
         super().__init__(problem=found, problem_mark=mark)
@@ -281,10 +282,10 @@ class _Loader(yaml.SafeLoader):
         self._nodes += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                raise _TooBig(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
                               "deeper nesting", self.peek_event().start_mark)
             if self._nodes > MAX_YAML_NODES:  # as written; `_measure` counts aliases expanded
-                raise _TooBig(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
+                raise _Refused(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
                               "more", self.peek_event().start_mark)
             return super().compose_node(parent, index)  # type: ignore[no-any-return]
         finally:
@@ -314,6 +315,30 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
 
 
+# Explicit tags that build values no routing-file key takes: refused where they stand rather
+# than handed, as bytes or a datetime, to a condition that would compare them with text.
+_FOREIGN_TAGS = ("binary", "timestamp", "set", "omap", "pairs")
+
+
+def _refuse_tag(loader: _Loader, node: yaml.Node) -> Any:
+    raise _Refused("plain YAML values (text, numbers, true/false, lists, mappings)",
+                   f"an explicit {node.tag.rsplit(':', 1)[-1]} tag", node.start_mark)
+
+
+def _construct_int(loader: _Loader, node: yaml.Node) -> Any:
+    # Only an explicit `!!int` gets here with many digits (the implicit resolver keeps long
+    # digit strings as text); Python will not build an int from more than 4,300 digits.
+    if len(str(node.value)) > MAX_INT_DIGITS + 4:  # room for a sign, `0x` and separators
+        raise _Refused(f"a whole number of at most {MAX_INT_DIGITS} digits",
+                       f"{len(str(node.value)):,} characters", node.start_mark)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+for _tag in _FOREIGN_TAGS:
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
 def _measure(root: yaml.Node) -> None:
     """Refuse a node graph that is cyclic, too deep or too large with aliases expanded.
 
@@ -326,14 +351,14 @@ def _measure(root: yaml.Node) -> None:
         known = sizes.get(id(node))
         if known is not None:
             if level + known[1] - 1 > MAX_YAML_DEPTH:
-                raise _TooBig(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
                               "deeper nesting through an alias", node.start_mark)
             return known
         if id(node) in open_nodes:
-            raise _TooBig("aliases that do not contain themselves",
+            raise _Refused("aliases that do not contain themselves",
                           "an alias inside its own anchor", node.start_mark)
         if level > MAX_YAML_DEPTH:
-            raise _TooBig(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+            raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
                           "deeper nesting", node.start_mark)
         if isinstance(node, yaml.SequenceNode):
             children = list(node.value)
@@ -348,7 +373,7 @@ def _measure(root: yaml.Node) -> None:
             count += child_count
             height = max(height, child_height + 1)
             if count > MAX_YAML_NODES:
-                raise _TooBig(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
+                raise _Refused(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
                               "more", node.start_mark)
         open_nodes.discard(id(node))
         sizes[id(node)] = (count, height)
@@ -461,7 +486,7 @@ def parse(text: str, source: str | Path | None = None, *,
         raise ConfigError(source, f"line {mark.line + 1}, column {mark.column + 1}",
                           "each key at most once in a mapping").with_found_text(
             f"{_show(exc.key)} again (first given on line {exc.first.line + 1})") from None
-    except _TooBig as exc:
+    except _Refused as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(source, where, exc.expected).with_found_text(exc.found) from None

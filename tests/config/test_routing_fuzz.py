@@ -116,8 +116,9 @@ BOMBS = ["(a+)+$", "(a|aa)*b", "(.*a){25}", "(x+x+)+y", "^(([a-z])+.)+[A-Z]([a-z
 NAMES = ["[/x]", ":x:", "[bold]", "[link=file:///etc/passwd]x[/link]", ":thumbs_up:",
          "x" * 10_000, "", " ", "\t", "ünïcødé", "a\nb", "%s%n", "${HOME}", "-", "null",
          "[", "]", "\\", "'", '"']
-NUMBERS: list[Any] = ["@BIGINT", "@HUGEFLOAT", float("inf"), float("-inf"), float("nan"), -1,
-                      10 ** 30, 1e308, -0.0, 0, 2 ** 63, 1.5, "1,200", "3M", "-5k", "1e5"]
+NUMBERS: list[Any] = ["@BIGINT", "@HUGEFLOAT", "@TAGINT", "@TAGHEX", float("inf"),
+                      float("-inf"), float("nan"), -1, 10 ** 30, 1e308, -0.0, 0, 2 ** 63, 1.5,
+                      "1,200", "3M", "-5k", "1e5"]
 ZONES = ["America", "Etc", "a" * 5000, "../../../../etc/passwd", "/etc/localtime",
          "Europe/../UTC", "Europe/Nowhere", "", "UTC ", "utc", "posixrules", "zone.tab",
          "America/New_York/", "Europe//Berlin", "Factory", "EST5EDT", "Etc/GMT+12"]
@@ -126,11 +127,18 @@ LIST_FILES = ["/proc/self/environ", "/etc/passwd", "/etc/shadow", "~/.bashrc", "
               "escape.txt", "../secret.txt", "secrets.txt", ".", "", "named_accounts.txt",
               "missing.txt", "x" * 5000, "/"]
 SWAPS: list[Any] = [None, True, False, [], {}, "x", 1, [1, [2]], {"a": {"b": None}},
-                    [{"rep": "ava"}], "@SELFALIAS", "@LAUGHS", "@DEEPLIST"]
+                    [{"rep": "ava"}], "@SELFALIAS", "@LAUGHS", "@DEEPLIST", "@BINARY", "@DATE",
+                    "@SET", "@PYTHON"]
 
 MARKERS: dict[str, Callable[[], str]] = {
     "@BIGINT": lambda: "9" * 5000,
     "@HUGEFLOAT": lambda: "1e999",
+    "@TAGINT": lambda: "!!int " + "9" * 5000,
+    "@TAGHEX": lambda: "!!int 0x" + "f" * 5000,
+    "@BINARY": lambda: "!!binary aGVsbG8=",
+    "@DATE": lambda: "!!timestamp 2026-12-07",
+    "@SET": lambda: "!!set {a, b}",
+    "@PYTHON": lambda: "!!python/object/apply:os.system [echo]",
     "@LAUGHS": lambda: "[&l0 [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
         f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 10)) + "]",
     "@SELFALIAS": lambda: "&self [x, *self]",
@@ -348,6 +356,7 @@ def test_given_hundreds_of_mutated_routing_files_when_loading_then_refused_or_ro
 # Every class of issue 8's point 6 must be hit by the seeded mix, by the words of its refusal.
 CLASSES = {
     "numbers": ("finite number", "a number ≤", "digits"),
+    "tags": ("plain YAML values",),
     "regex": ("RE2", "regular expression of at most"),
     "nesting": ("nesting at most", "nested at most"),
     "aliases": ("aliases expanded", "do not contain themselves"),

@@ -121,6 +121,23 @@ def test_given_a_5000_digit_id_when_parsing_then_it_stays_exact_text():
     assert routing.ignore_owners == ["7" * 5000]
 
 
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("!!int " + "9" * 5000, "a whole number of at most 18 digits", id="int-tag"),
+        pytest.param("!!int 0x" + "f" * 5000, "a whole number of at most 18 digits", id="hex"),
+        pytest.param("!!binary aGVsbG8=", "plain YAML values", id="binary"),
+        pytest.param("!!timestamp 2026-12-07", "plain YAML values", id="timestamp"),
+        pytest.param("!!set {a, b}", "plain YAML values", id="set"),
+    ],
+)
+def test_given_an_explicit_tag_no_key_takes_when_parsing_then_refused_at_its_line(
+        value, expected):
+    err = refused(rule("{employees: {gt: " + value + "}}"))
+    assert err.path == "line 6, column 38"  # where the value stands
+    assert expected in err.expected
+
+
 # ---------------------------------------------------------------------------------------------
 # Regular expressions: linear time, or refused
 
