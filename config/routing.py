@@ -339,6 +339,14 @@ for _tag in _FOREIGN_TAGS:
 _Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _measure(root: yaml.Node) -> None:
     """Refuse a node graph that is cyclic, too deep or too large with aliases expanded.
 
@@ -366,6 +374,11 @@ def _measure(root: yaml.Node) -> None:
             children = [part for pair in node.value for part in pair]
         else:
             children = []
+            if node.style == '"' and not _encodable(node.value):
+                # Only a double-quoted escape (`"\\ud800"`) can make a lone surrogate in a
+                # UTF-8 file; no CRM, database or terminal downstream can store or print one.
+                raise _Refused("valid Unicode text", "a lone surrogate escape such as \\ud800",
+                               node.start_mark)
         open_nodes.add(id(node))
         count, height = 1, 1
         for child in children:

@@ -128,7 +128,7 @@ LIST_FILES = ["/proc/self/environ", "/etc/passwd", "/etc/shadow", "~/.bashrc", "
               "missing.txt", "x" * 5000, "/"]
 SWAPS: list[Any] = [None, True, False, [], {}, "x", 1, [1, [2]], {"a": {"b": None}},
                     [{"rep": "ava"}], "@SELFALIAS", "@LAUGHS", "@DEEPLIST", "@BINARY", "@DATE",
-                    "@SET", "@PYTHON"]
+                    "@SET", "@PYTHON", "@SURROGATE"]
 
 MARKERS: dict[str, Callable[[], str]] = {
     "@BIGINT": lambda: "9" * 5000,
@@ -139,6 +139,7 @@ MARKERS: dict[str, Callable[[], str]] = {
     "@DATE": lambda: "!!timestamp 2026-12-07",
     "@SET": lambda: "!!set {a, b}",
     "@PYTHON": lambda: "!!python/object/apply:os.system [echo]",
+    "@SURROGATE": lambda: '"x\\ud800"',
     "@LAUGHS": lambda: "[&l0 [x, x, x, x, x, x, x, x, x, x], " + ", ".join(
         f"&l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 10)) + "]",
     "@SELFALIAS": lambda: "&self [x, *self]",
@@ -356,7 +357,7 @@ def test_given_hundreds_of_mutated_routing_files_when_loading_then_refused_or_ro
 # Every class of issue 8's point 6 must be hit by the seeded mix, by the words of its refusal.
 CLASSES = {
     "numbers": ("finite number", "a number ≤", "digits"),
-    "tags": ("plain YAML values",),
+    "tags": ("plain YAML values", "valid Unicode"),
     "regex": ("RE2", "regular expression of at most"),
     "nesting": ("nesting at most", "nested at most"),
     "aliases": ("aliases expanded", "do not contain themselves"),

@@ -138,6 +138,15 @@ def test_given_an_explicit_tag_no_key_takes_when_parsing_then_refused_at_its_lin
     assert expected in err.expected
 
 
+@pytest.mark.parametrize("when", ['{name: {eq: "x\\ud800"}}', '{name: {matches: "\\udc00"}}'])
+def test_given_a_lone_surrogate_escape_when_parsing_then_refused_at_its_line(when):
+    # A condition's operand is no pydantic string: without the check it would reach `explain`
+    # output and the audit store, neither of which can encode it.
+    err = refused(rule(when))
+    assert err.path.startswith("line 6, column ")
+    assert err.expected == "valid Unicode text"
+
+
 # ---------------------------------------------------------------------------------------------
 # Regular expressions: linear time, or refused
 
