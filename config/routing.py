@@ -283,13 +283,17 @@ class _Loader(yaml.SafeLoader):
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
-                              "deeper nesting", self.peek_event().start_mark)
+                               "deeper nesting", self._next_mark())
             if self._nodes > MAX_YAML_NODES:  # as written; `_measure` counts aliases expanded
                 raise _Refused(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
-                              "more", self.peek_event().start_mark)
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+                               "more", self._next_mark())
+            return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def _next_mark(self) -> yaml.Mark | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+        return getattr(event, "start_mark", None)
 
     def get_single_data(self) -> Any:
         node = self.get_single_node()
@@ -325,7 +329,7 @@ def _refuse_tag(loader: _Loader, node: yaml.Node) -> Any:
                    f"an explicit {node.tag.rsplit(':', 1)[-1]} tag", node.start_mark)
 
 
-def _construct_int(loader: _Loader, node: yaml.Node) -> Any:
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> Any:
     # Only an explicit `!!int` gets here with many digits (the implicit resolver keeps long
     # digit strings as text); Python will not build an int from more than 4,300 digits.
     if len(str(node.value)) > MAX_INT_DIGITS + 4:  # room for a sign, `0x` and separators
@@ -360,21 +364,22 @@ def _measure(root: yaml.Node) -> None:
         if known is not None:
             if level + known[1] - 1 > MAX_YAML_DEPTH:
                 raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
-                              "deeper nesting through an alias", node.start_mark)
+                               "deeper nesting through an alias", node.start_mark)
             return known
         if id(node) in open_nodes:
             raise _Refused("aliases that do not contain themselves",
-                          "an alias inside its own anchor", node.start_mark)
+                           "an alias inside its own anchor", node.start_mark)
         if level > MAX_YAML_DEPTH:
             raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
-                          "deeper nesting", node.start_mark)
+                           "deeper nesting", node.start_mark)
         if isinstance(node, yaml.SequenceNode):
             children = list(node.value)
         elif isinstance(node, yaml.MappingNode):
             children = [part for pair in node.value for part in pair]
         else:
             children = []
-            if node.style == '"' and not _encodable(node.value):
+            if isinstance(node, yaml.ScalarNode) and node.style == '"' \
+                    and not _encodable(node.value):
                 # Only a double-quoted escape (`"\\ud800"`) can make a lone surrogate in a
                 # UTF-8 file; no CRM, database or terminal downstream can store or print one.
                 raise _Refused("valid Unicode text", "a lone surrogate escape such as \\ud800",
@@ -387,7 +392,7 @@ def _measure(root: yaml.Node) -> None:
             height = max(height, child_height + 1)
             if count > MAX_YAML_NODES:
                 raise _Refused(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
-                              "more", node.start_mark)
+                               "more", node.start_mark)
         open_nodes.discard(id(node))
         sizes[id(node)] = (count, height)
         return count, height
