@@ -753,4 +753,3 @@ def _list_entries(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
         entry = line.strip()
         if entry and not entry.startswith("#"):
             yield number, entry
-
