@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import date
 from pathlib import Path
@@ -16,6 +19,23 @@ from config.fieldmaps import MAPPABLE
 
 # The CRMs a routing file may name: CRM name -> its object names (from the connector registry).
 KnownCrms = Mapping[str, Collection[str]]
+
+# Bounds on what a routing file may ask of the loader and the router. Each is far beyond any
+# real territory plan and far below what would stall a worker: a file past them is refused with
+# its path (exit 2), never half-loaded, never a hang or a traceback after a hot reload.
+# The routing file itself: real ones are tens of KB (lists belong in list files), and PyYAML's
+# pure-Python parser reads about 100-200 KB/s, so a megabyte is already seconds of load.
+MAX_ROUTING_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 64  # nesting of mappings/lists, aliases expanded (conditions need about 45)
+MAX_YAML_NODES = 200_000  # values in the document once aliases are expanded ("billion laughs")
+MAX_LIST_BYTES = 16 * 1024 * 1024  # one `file:` list: about half a million domains
+MAX_LIST_LINE = 1_000  # characters in one list-file line (a domain has at most 253)
+MAX_CAP = 1_000_000_000  # assignments per member and window; state stores keep 64-bit counters
+MAX_WEIGHT = 1_000_000  # smooth weighted round robin sums weights as floats
+MAX_TIMEZONE_CHARS = 64  # the longest IANA key is about 32 characters
+# YAML integers with more digits are kept as text: a 25-digit value is an identifier, never a
+# count, and Python refuses to turn a 5,000-digit string into an int at all.
+MAX_INT_DIGITS = 18
 
 
 class ConfigError(Exception):
@@ -46,26 +66,37 @@ class ConfigError(Exception):
         return self
 
 
+_SHOW_CHARS = 80
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
+        if len(value) > _SHOW_CHARS:
+            # A 5,000-character regex or name must not flood the terminal or a log line.
+            return f"{value[:_SHOW_CHARS]!r}… ({len(value)} characters)"
         return repr(value)
     if isinstance(value, dict | list):
         if not value:
             return "an empty mapping" if isinstance(value, dict) else "an empty list"
         # Short collections are shown as the user would write them in YAML: `[1]`, `{rep: a}`.
-        try:
-            text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
-                                  allow_unicode=True, width=10_000).strip()
-        except yaml.YAMLError:
-            text = ""
-        if text and len(text) <= 80 and "\n" not in text:
+        # (str() first: it is cheap and bounds what is handed to the YAML dumper.)
+        text = ""
+        if len(str(value)) <= 4 * _SHOW_CHARS:
+            with contextlib.suppress(yaml.YAMLError):
+                text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
+                                      allow_unicode=True, width=10_000).strip()
+        if text and len(text) <= _SHOW_CHARS and "\n" not in text:
             return text
         if isinstance(value, dict):
-            return "a mapping with keys " + ", ".join(str(k) for k in value)
+            return _shorten("a mapping with keys " + ", ".join(str(k) for k in value))
         return f"a list of {len(value)} items"
     if value is None:
         return "nothing"
-    return repr(value)
+    return _shorten(repr(value))
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}… ({len(text)} characters)"
 
 
 class _Strict(BaseModel):
@@ -99,7 +130,7 @@ class Rep(_Strict):
 
 
 class Cap(_Strict):
-    max: int = Field(ge=0)
+    max: int = Field(ge=0, le=MAX_CAP)
     per: Literal["day", "week", "month"] = "day"
 
 
@@ -117,7 +148,7 @@ class Overflow(_Strict):
 class Pool(_Strict):
     members: list[str] = Field(min_length=1)
     strategy: Literal["round_robin", "weighted", "least_loaded"] = "round_robin"
-    weights: dict[str, int] = Field(default_factory=dict)
+    weights: dict[str, int] = Field(default_factory=dict)  # bounds checked with their paths
     cap: Cap | None = None
     overflow: Overflow | None = None
 
@@ -221,15 +252,60 @@ class _DuplicateKey(yaml.MarkedYAMLError):
         self.first = first
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """YAML the routing file has no use for: nested too deeply, too large once its aliases are
+    expanded, a number past any bound, or a type (bytes, a set) that no key takes."""
+
+    def __init__(self, expected: str, found: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem=found, problem_mark=mark)
+        self.expected = expected
+        self.found = found
+
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader tuned for routing files.
 
     - Dates stay text, so pydantic reports a bad date with its path.
     - Only `true`/`false` are booleans (YAML 1.2): `NO` is Norway and `on`/`yes` are words.
     - Integers with a leading zero stay text (`02134` is a postal code, not octal 1116), and
-      `1:30` is not a base-60 number.
+      `1:30` is not a base-60 number; so do integers of more than 18 digits (identifiers).
     - A key given twice in one mapping is an error instead of silently losing the first value.
+    - Nesting is capped while composing (the composer recurses, so a deep file would otherwise
+      end in RecursionError), and the document is measured with its aliases expanded before
+      anything is constructed. Anchors and aliases stay allowed, since `<<: *defaults` is a
+      fair way to share rep settings, but ten nested aliases of ten ("billion laughs") expand
+      to 10^10 values that pydantic and the rule compiler would walk one by one.
     """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        self._nodes += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                               "deeper nesting", self._next_mark())
+            if self._nodes > MAX_YAML_NODES:  # as written; `_measure` counts aliases expanded
+                raise _Refused(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
+                               "more", self._next_mark())
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def _next_mark(self) -> yaml.Mark | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+        return getattr(event, "start_mark", None)
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _measure(node)
+        return self.construct_document(node)
 
     def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
         if isinstance(node, yaml.MappingNode):
@@ -248,6 +324,87 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
 
 
+# Explicit tags that build values no routing-file key takes: refused where they stand rather
+# than handed, as bytes or a datetime, to a condition that would compare them with text.
+_FOREIGN_TAGS = ("binary", "timestamp", "set", "omap", "pairs")
+
+
+def _refuse_tag(loader: _Loader, node: yaml.Node) -> Any:
+    raise _Refused("plain YAML values (text, numbers, true/false, lists, mappings)",
+                   f"an explicit {node.tag.rsplit(':', 1)[-1]} tag", node.start_mark)
+
+
+def _construct_int(loader: _Loader, node: yaml.ScalarNode) -> Any:
+    # Only an explicit `!!int` gets here with many digits (the implicit resolver keeps long
+    # digit strings as text); Python will not build an int from more than 4,300 digits.
+    if len(str(node.value)) > MAX_INT_DIGITS + 4:  # room for a sign, `0x` and separators
+        raise _Refused(f"a whole number of at most {MAX_INT_DIGITS} digits",
+                       f"{len(str(node.value)):,} characters", node.start_mark)
+    return yaml.SafeLoader.construct_yaml_int(loader, node)
+
+
+for _tag in _FOREIGN_TAGS:
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse_tag)
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _measure(root: yaml.Node) -> None:
+    """Refuse a node graph that is cyclic, too deep or too large with aliases expanded.
+
+    An alias is the very node it names, so sizes are memoised per node: the walk is linear in
+    the written file, however large the expansion."""
+    sizes: dict[int, tuple[int, int]] = {}  # id(node) -> (values, height), aliases expanded
+    open_nodes: set[int] = set()
+
+    def walk(node: yaml.Node, level: int) -> tuple[int, int]:
+        known = sizes.get(id(node))
+        if known is not None:
+            if level + known[1] - 1 > MAX_YAML_DEPTH:
+                raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                               "deeper nesting through an alias", node.start_mark)
+            return known
+        if id(node) in open_nodes:
+            raise _Refused("aliases that do not contain themselves",
+                           "an alias inside its own anchor", node.start_mark)
+        if level > MAX_YAML_DEPTH:
+            raise _Refused(f"nesting at most {MAX_YAML_DEPTH} levels deep",
+                           "deeper nesting", node.start_mark)
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+            if isinstance(node, yaml.ScalarNode) and node.style == '"' \
+                    and not _encodable(node.value):
+                # Only a double-quoted escape (`"\\ud800"`) can make a lone surrogate in a
+                # UTF-8 file; no CRM, database or terminal downstream can store or print one.
+                raise _Refused("valid Unicode text", "a lone surrogate escape such as \\ud800",
+                               node.start_mark)
+        open_nodes.add(id(node))
+        count, height = 1, 1
+        for child in children:
+            child_count, child_height = walk(child, level + 1)
+            count += child_count
+            height = max(height, child_height + 1)
+            if count > MAX_YAML_NODES:
+                raise _Refused(f"at most {MAX_YAML_NODES:,} values with aliases expanded",
+                               "more", node.start_mark)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = (count, height)
+        return count, height
+
+    walk(root, 1)
+
+
 _REPLACED_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("timestamp", "bool", "int", "float")}
 _Loader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag not in _REPLACED_TAGS]
@@ -257,7 +414,9 @@ _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"))
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789"))
+    "tag:yaml.org,2002:int",
+    re.compile(rf"^[-+]?(?:0|[1-9](?:_*[0-9]){{0,{MAX_INT_DIGITS - 1}}}_*)$"),
+    list("-+0123456789"))
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -268,25 +427,85 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load(path: str | Path, *, crms: KnownCrms | None = None) -> RoutingFile:
+class _Unreadable(Exception):
+    """Why a file cannot be read as text: the reason only, never a byte of its content."""
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def _read_text_file(path: Path, limit: int, *, max_line: int | None = None) -> str:
+    """A regular file's text, read without hanging or reading without end; `_Unreadable`
+    says why not (a device, FIFO or directory, too large, NUL bytes, not UTF-8, a long line)."""
+    try:
+        # stat first: opening a FIFO blocks until a writer comes, and /dev/zero never ends.
+        kind = _not_regular(os.stat(path).st_mode)
+        if kind is not None:
+            raise _Unreadable(kind)
+        # O_NONBLOCK in case the path was swapped for a FIFO since the stat.
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb") as handle:
+            kind = _not_regular(os.fstat(handle.fileno()).st_mode)
+            if kind is not None:
+                raise _Unreadable(kind)
+            # Files under /proc report size 0, so the bound is on what is read, not on st_size.
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise _Unreadable("no such file") from None
+    except _Unreadable:
+        raise
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise _Unreadable(f"unreadable ({type(exc).__name__}: "
+                          f"{getattr(exc, 'strerror', None) or 'invalid path'})") from None
+    if len(data) > limit:
+        raise _Unreadable(f"larger than the {limit:,}-byte limit")
+    if b"\0" in data:
+        raise _Unreadable("binary data (NUL bytes)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _Unreadable(f"not UTF-8 text (byte {exc.start})") from None
+    if max_line is not None:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if len(line) > max_line:
+                raise _Unreadable(f"line {number} longer than {max_line:,} characters")
+    return text
+
+
+def load(path: str | Path, *, list_roots: Sequence[str | Path] = (),
+         crms: KnownCrms | None = None) -> RoutingFile:
     """Read, parse and validate a routing file; raise ConfigError naming file and path.
+
+    `list_roots`: folders besides the routing file's own where `lists.*.file` may point.
     `crms` (the connector registry's declarations) are the CRM names `crm_ids` and
     `field_maps` may use, with the objects of each; None leaves those names unchecked."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "a readable routing file"
-                          ).with_found_text("no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, "", "a readable UTF-8 routing file", str(exc)) from None
-    return parse(text, source=path, crms=crms)
+        text = _read_text_file(path, MAX_ROUTING_BYTES)
+    except _Unreadable as exc:
+        expected = "a readable routing file" if str(exc) == "no such file" \
+            else "a readable UTF-8 routing file"
+        raise ConfigError(path, "", expected).with_found_text(str(exc)) from None
+    return parse(text, source=path, list_roots=list_roots, crms=crms)
 
 
-def parse(text: str, source: str | Path | None = None, *, crms: KnownCrms | None = None
+def parse(text: str, source: str | Path | None = None, *,
+          list_roots: Sequence[str | Path] = (), crms: KnownCrms | None = None
           ) -> RoutingFile:
     """Validate routing-file YAML text; `source` names the file in errors and anchors `file:`;
-    `crms` as for `load`."""
+    `list_roots` and `crms` as for `load`."""
+    if len(text) > MAX_ROUTING_BYTES:
+        raise ConfigError(source, "", f"a routing file of at most {MAX_ROUTING_BYTES:,} bytes"
+                          ).with_found_text(f"{len(text):,} characters")
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except _DuplicateKey as exc:
@@ -294,7 +513,11 @@ def parse(text: str, source: str | Path | None = None, *, crms: KnownCrms | None
         assert mark is not None
         raise ConfigError(source, f"line {mark.line + 1}, column {mark.column + 1}",
                           "each key at most once in a mapping").with_found_text(
-            f"{exc.key!r} again (first given on line {exc.first.line + 1})") from None
+            f"{_show(exc.key)} again (first given on line {exc.first.line + 1})") from None
+    except _Refused as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(source, where, exc.expected).with_found_text(exc.found) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -310,7 +533,7 @@ def parse(text: str, source: str | Path | None = None, *, crms: KnownCrms | None
     _check_references(routing, source)
     if crms is not None:
         _check_crm_names(routing, source, crms)
-    routing._list_domains, routing._list_where = _read_lists(routing, source)
+    routing._list_domains, routing._list_where = _read_lists(routing, source, list_roots)
     return routing
 
 
@@ -343,6 +566,9 @@ _EXPECTED = {
     "model_type": "a mapping",
     "too_short": "a non-empty value",
     "greater_than_equal": "a number ≥ 0",
+    "less_than_equal": "a smaller number",
+    "int_parsing_size": "a whole number of at most 18 digits",
+    "finite_number": "a finite number",
 }
 
 
@@ -365,6 +591,11 @@ def _from_pydantic(source: str | Path | None, exc: ValidationError) -> ConfigErr
         if ", found " in expected:
             expected, _, found_text = expected.partition(", found ")
             return ConfigError(source, _path(loc), expected).with_found_text(found_text)
+    elif kind in ("less_than_equal", "greater_than_equal"):
+        # "Input should be less than or equal to 1000000000" -> "a number ≤ 1000000000"
+        symbol = "≤" if kind == "less_than_equal" else "≥"
+        bound = (err.get("ctx") or {}).get("le" if kind == "less_than_equal" else "ge")
+        expected = f"a number {symbol} {bound}" if bound is not None else _EXPECTED[kind]
     else:
         expected = _EXPECTED.get(kind, str(err["msg"]))
     return ConfigError(source, _path(loc), expected, found)
@@ -409,6 +640,8 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
         for member, weight in pool.weights.items():
             if weight < 0:
                 fail(f"pools.{name}.weights.{member}", "a weight ≥ 0", weight)
+            if weight > MAX_WEIGHT:
+                fail(f"pools.{name}.weights.{member}", f"a weight ≤ {MAX_WEIGHT:,}", weight)
         if pool.overflow is not None and pool.overflow.rep is not None \
                 and pool.overflow.rep not in reps:
             fail(f"pools.{name}.overflow.rep", known, pool.overflow.rep)
@@ -450,11 +683,20 @@ def _check_crm_names(routing: RoutingFile, source: str | Path | None, crms: Know
                                   f"a {crm} object, one of {', '.join(crms[crm])}", obj)
 
 
+# An IANA key: ASCII words joined by `/`. No `.` components, no absolute paths, no NUL: ZoneInfo
+# turns the key into a file path under TZPATH, where `America` is a directory and a very long
+# key is "File name too long" (OSError, not ZoneInfoNotFoundError).
+_TZ_KEY = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+
+
 def _check_timezone(name: str, path: str, source: str | Path | None) -> None:
+    expected = "an IANA timezone such as Europe/Berlin"
+    if len(name) > MAX_TIMEZONE_CHARS or _TZ_KEY.fullmatch(name) is None:
+        raise ConfigError(source, path, expected, name)
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(source, path, "an IANA timezone such as Europe/Berlin", name) from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(source, path, expected, name) from None
 
 
 def _check_manager_cycles(routing: RoutingFile, source: str | Path | None) -> None:
@@ -475,7 +717,8 @@ def _check_manager_cycles(routing: RoutingFile, source: str | Path | None) -> No
             current = manager.get(current)
 
 
-def _read_lists(routing: RoutingFile, source: str | Path | None
+def _read_lists(routing: RoutingFile, source: str | Path | None,
+                list_roots: Sequence[str | Path] = ()
                 ) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]]]:
     """Each list's entries, and where each entry was written (for messages)."""
     base = Path(source).parent if source is not None else Path.cwd()
@@ -487,16 +730,43 @@ def _read_lists(routing: RoutingFile, source: str | Path | None
             where[name] = tuple(f"lists.{name}.domains[{j}]" for j in range(len(spec.domains)))
             continue
         assert spec.file is not None
-        file = base / spec.file
-        try:
-            lines = file.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError):
-            raise ConfigError(source, f"lists.{name}.file",
-                              f"a readable list file (looked for {file})", spec.file) from None
+        lines = _read_list_file(spec.file, f"lists.{name}.file", base, list_roots, source)
         entries = list(_list_entries(lines))
         out[name] = tuple(entry for _, entry in entries)
-        where[name] = tuple(f"lists.{name}.file ({spec.file}, line {n})" for n, _ in entries)
+        where[name] = tuple(f"lists.{name}.file ({spec.file}, line {n})"
+                            for n, _ in entries)
     return out, where
+
+
+def _read_list_file(file: str, path: str, base: Path, list_roots: Sequence[str | Path],
+                    source: str | Path | None) -> list[str]:
+    """A list file's lines. It must resolve (symlinks followed) inside the routing file's folder
+    or one of `list_roots`, and be a bounded UTF-8 text file. Errors say why, never what the
+    file holds: `file: /proc/self/environ` must not print a secret into a worker's log."""
+    if not file.strip() or "\0" in file or len(file) > 1024:
+        raise ConfigError(source, path, "a list file name (at most 1,024 characters)", file)
+    roots = [base, *(Path(root) for root in list_roots)]
+    where = " or ".join(str(root) for root in roots)
+    try:
+        target = (base / file).resolve(strict=True)
+        allowed = [root.resolve() for root in roots]
+    except FileNotFoundError:
+        raise ConfigError(source, path, f"a readable list file (looked for {base / file})",
+                          file) from None
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: a symlink loop
+        raise ConfigError(source, path, "a readable list file"
+                          ).with_found_text(f"{_show(file)}: cannot be resolved") from None
+    if not any(target.is_relative_to(root) for root in allowed):
+        raise ConfigError(
+            source, path, f"a list file inside {where} "
+            "(allow other folders with ACCOUNT_ROUTER_LIST_ROOTS)"
+        ).with_found_text(f"{_show(file)}, outside them")
+    try:
+        text = _read_text_file(target, MAX_LIST_BYTES, max_line=MAX_LIST_LINE)
+    except _Unreadable as exc:
+        raise ConfigError(source, path, "a list file of UTF-8 text, one domain a line"
+                          ).with_found_text(f"{_show(file)}: {exc}") from None
+    return text.splitlines()
 
 
 def _list_entries(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
@@ -505,6 +775,3 @@ def _list_entries(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
         entry = line.strip()
         if entry and not entry.startswith("#"):
             yield number, entry
-
-
-REGEX_FLAGS = re.IGNORECASE

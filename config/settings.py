@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
+import os
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -76,6 +77,11 @@ class Settings(BaseSettings):
     # transport retries it. Unset keeps each vendor's default (HubSpot 60 s, Salesforce 120 s,
     # sized for slow SOQL); lower it where a stalled call should give way to a retry sooner.
     crm_timeout_seconds: float | None = Field(default=None, gt=0)
+    # ACCOUNT_ROUTER_LIST_ROOTS: folders, besides the routing file's own, where a list's
+    # `file:` may point; separated like PATH (`/srv/lists:/data/territories`). By default a list
+    # file must resolve inside the routing file's folder, so a routing file cannot make a worker
+    # read (and quote) /proc/self/environ or ~/.ssh.
+    list_roots: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("sweep_schedule", mode="before")
     @classmethod
@@ -88,6 +94,13 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():  # set but blank: the default, as unset
             return DEFAULT_VISIBILITY_TIMEOUT_SECONDS
         return _positive_seconds(value, VISIBILITY_TIMEOUT_ENV)
+
+    @field_validator("list_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part for part in value.split(os.pathsep) if part.strip())
+        return value
 
     def resolved_state_url(self, override: str | None = None) -> str:
         """--state wins, then ACCOUNT_ROUTER_STATE_URL, then the Redis URL, then SQLite."""

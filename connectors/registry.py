@@ -15,7 +15,7 @@ the HTTP app and the CLI can ask which CRMs exist without being able to reach an
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import import_module
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -95,10 +95,11 @@ def canonical_object(crm: str, name: str) -> str:
     return spec(crm).canonical_object(name)
 
 
-def load_routing(path: str | Path) -> CompiledRouting:
+def load_routing(path: str | Path, *, list_roots: Sequence[str | Path] = ()) -> CompiledRouting:
     """Load, validate and compile a routing file, its CRM names checked against this
-    registry; every problem raises ConfigError."""
-    return _load_routing(path, crms=known_crms())
+    registry; every problem raises ConfigError. `list_roots`: folders besides the routing
+    file's own where its list files may live (`Settings().list_roots`)."""
+    return _load_routing(path, list_roots=list_roots, crms=known_crms())
 
 
 def factory(name: str) -> Factory:

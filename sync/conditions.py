@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import re
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+
+import re2  # type: ignore[import-untyped]  # ships no py.typed
 
 from config.routing import ConfigError
 from sync.models import NUMERIC_FIELDS, RECORD_FIELDS, Record
@@ -24,6 +26,23 @@ COMBINATORS = ("any", "all", "not")
 POSITIVE_OPS = ("eq", "in", "gt", "gte", "lt", "lte", "between", "contains", "starts_with",
                 "matches", "in_list")
 OPERATORS = (*POSITIVE_OPS, "ne", "not_in", "exists")
+
+# Bounds that keep every accepted file compilable and every decision fast (issue 8, point 6).
+# Python's parser refuses ~200 nested parentheses ("too many nested parentheses"); each level
+# of any/all/not adds one or two, and a field test a few more.
+MAX_CONDITION_DEPTH = 24
+MAX_OPERATORS = 20_000  # operator tests in all rules together: bounds the generated code
+MAX_PATTERN_CHARS = 1_000  # one `matches` regex
+# Numbers in conditions: finite and within ±10^18, far past any head count or revenue, so
+# every bound prints as a plain float literal and compares exactly as written.
+MAX_NUMBER = 1e18
+# `matches` runs on RE2: matching time is linear in the value, so `(a+)+$` against a
+# 100,000-character field cannot hang a worker as Python's backtracking `re` would. RE2 has no
+# backreferences or lookaround; such patterns are refused at load with RE2's reason.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.case_sensitive = False  # DESIGN.md §4a: a case-insensitive search
+_RE2_OPTIONS.log_errors = False  # the reason goes into the ConfigError, not onto stderr
+_RE2_OPTIONS.max_mem = 8 << 20  # per compiled program; past it RE2 refuses the pattern
 
 
 @lru_cache(maxsize=65536)
@@ -47,6 +66,7 @@ class CompileContext:
     constants: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     raw_fields: set[str] = field(default_factory=set)  # `fields.<x>` names the rules read
+    operators: int = 0  # operator tests compiled so far, against MAX_OPERATORS
 
     def const(self, value: Any) -> str:
         name = f"_c{len(self.constants)}"
@@ -60,10 +80,13 @@ class CompileContext:
 FIELD_HELP = "a record field (" + ", ".join(RECORD_FIELDS) + ") or fields.<crm_field>"
 
 
-def compile_when(when: Any, path: str, ctx: CompileContext) -> str:
+def compile_when(when: Any, path: str, ctx: CompileContext, depth: int = 0) -> str:
     """Return a Python expression (over `r`, a `Record`) for a `when` mapping."""
     if not isinstance(when, Mapping):
         raise ctx.error(path, "a mapping of fields to operators, or any/all/not", when)
+    if depth > MAX_CONDITION_DEPTH:
+        raise ConfigError(ctx.source, path, f"any/all/not nested at most {MAX_CONDITION_DEPTH} "
+                          "levels deep").with_found_text("deeper nesting")
     if not when:
         return "True"
     parts = []
@@ -72,13 +95,14 @@ def compile_when(when: Any, path: str, ctx: CompileContext) -> str:
         if key in ("any", "all"):
             if not isinstance(value, list):
                 raise ctx.error(key_path, "a list of conditions", value)
-            subs = [compile_when(v, f"{key_path}[{i}]", ctx) for i, v in enumerate(value)]
+            subs = [compile_when(v, f"{key_path}[{i}]", ctx, depth + 1)
+                    for i, v in enumerate(value)]
             if not subs:
                 parts.append("False" if key == "any" else "True")
             else:
                 parts.append("(" + (" or " if key == "any" else " and ").join(subs) + ")")
         elif key == "not":
-            parts.append(f"(not {compile_when(value, key_path, ctx)})")
+            parts.append(f"(not {compile_when(value, key_path, ctx, depth + 1)})")
         else:
             parts.append(compile_field(str(key), value, key_path, ctx))
     return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
@@ -109,6 +133,10 @@ def compile_field(name: str, spec: Any, path: str, ctx: CompileContext) -> str:
         op_path = f"{path}.{op}"
         if op not in OPERATORS:
             raise ctx.error(op_path, "an operator (" + ", ".join(OPERATORS) + ")", op)
+        ctx.operators += 1
+        if ctx.operators > MAX_OPERATORS:
+            raise ConfigError(ctx.source, op_path, f"at most {MAX_OPERATORS:,} operator tests "
+                              "in all rules").with_found_text("more")
         parts.append(_compile_op(name, str(op), operand, op_path, ctx))
     return parts[0] if len(parts) == 1 else "(" + " and ".join(parts) + ")"
 
@@ -117,8 +145,12 @@ def _number(operand: Any, path: str, ctx: CompileContext) -> float:
     if isinstance(operand, bool):
         raise ctx.error(path, "a number", operand)
     value = parse_number(operand)
-    if value is None:
+    if value is None and not (isinstance(operand, float) and not math.isfinite(operand)):
         raise ctx.error(path, "a number", operand)
+    # `.inf` or `.nan` would print into the generated code as the names `inf`/`nan`
+    # (NameError on every record); huge values are typos, not territories.
+    if value is None or not math.isfinite(value) or abs(value) > MAX_NUMBER:
+        raise ctx.error(path, "a finite number between -1e18 and 1e18", operand)
     return value
 
 
@@ -179,17 +211,17 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
         return f"({guard}(v := {folded}) is not None and {test})"
 
     if op == "matches":
-        text = _scalar(operand, path, ctx)
-        try:
-            pattern = re.compile(str(text), re.IGNORECASE)
-        except re.error as exc:
-            raise ctx.error(path, f"a valid regular expression ({exc})", text) from None
+        text = str(_scalar(operand, path, ctx))
+        if len(text) > MAX_PATTERN_CHARS:
+            raise ctx.error(path, f"a regular expression of at most {MAX_PATTERN_CHARS:,} "
+                            "characters", text)
+        pattern = _regex(text, path, ctx)
         # Domains and industries are searched in their normalized form (`acme.com`,
         # `hospital health care`), like every other operator on them; other fields in the
         # record's text (trimmed, whitespace collapsed) with the pattern's own case-insensitivity.
         subject = normalized if kind in ("domain", "industry") else raw
         return (f"({guard}(v := {subject}) is not None"
-                f" and {ctx.const(pattern)}.search(v) is not None)")
+                f" and {ctx.const(pattern)}.found(v))")
 
     if op == "in_list":
         if not isinstance(operand, str) or operand not in ctx.lists:
@@ -246,6 +278,41 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
         source = "r.industry" if kind == "industry" else folded
         test = f"{source} in {ctx.const(frozenset(canon))}"
     return f"(not {test})" if negate else f"({test})"
+
+
+class _Pattern:
+    """An RE2 program searched over the UTF-8 bytes of a value, with recent answers kept.
+
+    The bytes form skips the google-re2 wrapper's str-offset bookkeeping (a third of the cost
+    per call) and takes any Python text, a lone surrogate included (JSON allows "\\ud800"),
+    which has no strict UTF-8 form. Fields that patterns test (lead source, industry) repeat
+    a handful of values over millions of records, so the answers are cached."""
+
+    __slots__ = ("_cached", "_program")
+
+    def __init__(self, program: Any) -> None:
+        self._program = program
+        self._cached: Callable[[str], bool] = lru_cache(maxsize=4096)(self._search)
+
+    def found(self, text: str) -> bool:
+        # Only short values are cached: 4,096 cached 100 KB names would be 400 MB.
+        return self._cached(text) if len(text) <= 256 else self._search(text)
+
+    def _search(self, text: str) -> bool:
+        return self._program.search(text.encode("utf-8", "surrogatepass")) is not None
+
+
+def _regex(text: str, path: str, ctx: CompileContext) -> _Pattern:
+    try:
+        return _Pattern(re2.compile(text.encode("utf-8"), _RE2_OPTIONS))
+    except UnicodeEncodeError:
+        raise ctx.error(path, "a regular expression of valid Unicode text", text) from None
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ctx.error(path, "a valid regular expression (RE2 syntax: no backreferences or "
+                        f"lookaround; {reason})", text) from None
 
 
 NAMESPACE: dict[str, Any] = {"_num": _num, "_idk": _idk}

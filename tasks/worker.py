@@ -146,7 +146,7 @@ def _stamp(files: Sequence[Path]) -> Stamp:
 
 
 def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipeline:
-    routing = load_routing(config)
+    routing = load_routing(config, list_roots=settings.list_roots)
     store = open_store(state_url)
     try:
         # create_for: the connector also reads the fields this routing file's rules and field

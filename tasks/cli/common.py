@@ -81,7 +81,7 @@ def load_routing_file(path: Path | None) -> CompiledRouting:
             fail("no routing file: pass --config or set ACCOUNT_ROUTER_CONFIG")
         path = Path(configured)
     try:
-        return load_routing(path)
+        return load_routing(path, list_roots=Settings().list_roots)
     except ConfigError as exc:
         fail(str(exc))
 

@@ -83,7 +83,8 @@ def create_app(
     app = FastAPI(title="account-router", lifespan=_lifespan, redirect_slashes=False)
     app.state.ctx = AppContext(settings=settings, store=store, enqueue=enqueue, clock=clock,
                                count=count, broker=broker, registry=registry, metrics=shared,
-                               routing=ServedRouting(settings.config))
+                               routing=ServedRouting(settings.config,
+                                                    settings.list_roots))
     app.add_middleware(BodyLimit, timeout=body_timeout, on_reject=body_refused)
     for router in (hubspot.router, salesforce.router, ops.router, health.router):
         app.include_router(router)

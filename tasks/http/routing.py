@@ -10,7 +10,7 @@ from pathlib import Path
 
 from config.routing import ConfigError
 from connectors import registry
-from sync.compiler import CompiledRouting, load_routing
+from sync.compiler import CompiledRouting
 
 log = logging.getLogger("tasks.http")
 
@@ -22,8 +22,9 @@ class ServedRouting:
     is logged once and the previous version kept: `account-router validate` says what is
     wrong, and a typo pushed to a running service must not change what it does."""
 
-    def __init__(self, config: str | None) -> None:
+    def __init__(self, config: str | None, list_roots: tuple[str, ...] = ()) -> None:
         self.config = config
+        self.list_roots = list_roots
         self._routing: CompiledRouting | None = None
         self._stamp: Stamp | None = None
         self._refused: Stamp | None = None
@@ -42,7 +43,7 @@ class ServedRouting:
             # Stamped before reading: an edit landing during the read shows at the next call.
             before = _stamp([Path(self.config)])
             try:
-                routing = load_routing(self.config)
+                routing = registry.load_routing(self.config, list_roots=self.list_roots)
             except (ConfigError, OSError) as exc:
                 self._refused = stamp
                 log.error("routing file %s cannot be used%s: %s", self.config,

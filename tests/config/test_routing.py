@@ -556,7 +556,7 @@ def test_given_a_missing_list_file_when_loading_then_error_names_the_list_and_th
     assert str(err).endswith("found 'missing.txt'")
 
 
-def test_given_a_list_file_entry_that_is_no_domain_when_compiling_then_error_gives_its_line(
+def test_given_a_list_file_line_no_domain_when_compiling_then_error_gives_its_number_not_text(
         tmp_path):
     (tmp_path / "named.txt").write_text("# header\n\nacme.com\nnot a domain\n")
     (tmp_path / "r.yaml").write_text(doc("lists: {named: {file: named.txt}}\n"))
@@ -565,7 +565,9 @@ def test_given_a_list_file_entry_that_is_no_domain_when_compiling_then_error_giv
     err = caught.value
     assert err.path == "lists.named.file (named.txt, line 4)"
     assert err.expected == "a domain such as acme.com"
-    assert str(err).endswith("found 'not a domain'")
+    # Only the line number: the text of a file that is not a list could be a secret.
+    assert str(err).endswith("found a line that is not a domain")
+    assert "not a domain'" not in str(err)
 
 
 def test_given_an_inline_domain_that_is_no_domain_when_compiling_then_error_gives_its_index():
