@@ -181,25 +181,37 @@ def _previous(row: Row, routing: CompiledRouting) -> str | None:
     return routing.owner_to_rep.get(id_key(owner)) or owner
 
 
-def seed_account_owners(path: Path) -> dict[str, str]:
-    """Domain -> existing owner of the file's account rows, for `account_owner` targets: the
-    file stands in for the CRM, so a lead may follow an account listed anywhere in it."""
+class AccountOwners(NamedTuple):
+    """What `account_owner` targets need from the file, found before routing starts."""
+
+    owners: dict[str, str]  # domain -> existing owner of the file's account rows
+    wanted: frozenset[str]  # every domain key some lead or contact will look up
+
+
+def seed_account_owners(path: Path) -> AccountOwners | None:
+    """The file stands in for the CRM, so a lead may follow an account listed anywhere in it:
+    the existing owners of its account rows, and the domains its leads and contacts look up.
+    None when the file has no lead or contact row (then no account needs remembering)."""
     reader = CsvReader(path)
     if "object" not in reader.columns:
         reader.close()
-        return {}  # every row is an account: nobody to follow one, no second pass
+        return None  # every row is an account: no second pass
     owned: list[dict[str, str]] = []
-    has_leads = False
+    leads: list[dict[str, str]] = []
     for row in reader:
         if row.error:
             continue
         kind = (row.values.get("object") or "account").strip().lower()
         if kind in ("lead", "contact"):
-            has_leads = True
+            leads.append(row.values)
         elif row.values.get("owner", "").strip():
             owned.append(row.values)
-    if not has_leads:
-        return {}  # nobody to follow an account: skip normalizing the accounts twice
+    if not leads:
+        return None
+    wanted: set[str] = set()
+    for values in leads:
+        with suppress(ValueError):
+            wanted.update(build_record(values).domain_keys)
     owners: dict[str, str] = {}
     for values in owned:
         try:
@@ -210,7 +222,7 @@ def seed_account_owners(path: Path) -> dict[str, str]:
             continue
         if record.object == "account" and record.owner and record.domain:
             owners.setdefault(record.domain, record.owner)
-    return owners
+    return AccountOwners(owners, frozenset(wanted))
 
 
 class _Chunk(NamedTuple):
@@ -237,9 +249,12 @@ def _prepared_chunks(chunks: Iterator[_Chunk], routing: CompiledRouting, workers
             yield chunk, _prepare_chunk([None if r.error else r.values for r in chunk.rows],
                                         routing)
         return
-    # spawn, not fork: a forked child would inherit the parent's threads' locks (the progress
-    # bar's refresh thread holds the console's), and could hang on them.
-    context = multiprocessing.get_context("spawn")
+    # fork where there is one: no re-import of the caller's main module (spawn re-runs an
+    # unguarded script) and no start-up cost. The children only compute: they never print or
+    # log, so a lock another thread held at fork time (the progress bar's) is never wanted
+    # there, and they are terminated, not asked to exit and flush.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
     pool: Pool = context.Pool(workers, initializer=_init_worker, initargs=(routing.file,))
     try:
         # Bounded read-ahead (Pool.imap would read the whole file into its queue).
@@ -275,8 +290,7 @@ def route_file(
     the output is the same either way.
     """
     reader = CsvReader(input_path)  # raises InputError before anything is written
-    needs_accounts = any(rule.kind == "account_owner" for rule in routing.rules)
-    account_owners = seed_account_owners(input_path) if needs_accounts else {}
+    accounts = seed_account_owners(input_path) if routing.uses_account_owner else None
     summary = FileSummary()
     # Write to a sibling temp file and rename at the end, so a crash never leaves half a file.
     tmp = output_path.with_name(output_path.name + ".partial")
@@ -295,8 +309,8 @@ def route_file(
     try:
         done = 1  # the header line
         for chunk, prepared in _prepared_chunks(_chunks(reader, CHUNK), routing, workers):
-            _flush(chunk.rows, prepared, precomputed, store, now, writer, summary,
-                   account_owners, seen)
+            _flush(chunk.rows, prepared, precomputed, store, now, writer, summary, accounts,
+                   seen)
             if progress is not None:
                 progress(chunk.lines - done)
                 done = chunk.lines
@@ -320,7 +334,7 @@ def route_file(
 
 def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: CompiledRouting,
            store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
-           account_owners: dict[str, str], seen: _SeenIds) -> None:
+           accounts: AccountOwners | None, seen: _SeenIds) -> None:
     # A duplicate id is routed once, at its first row; later rows report it and take no turn.
     earlier = seen.first_lines([p.id for p in prepared if isinstance(p, Prepared)])
     fresh: list[tuple[str, int]] = []
@@ -344,9 +358,11 @@ def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: Comp
         bad.append(skipped(row.id or f"line {row.line}", why, now,
                            object=obj if obj in OBJECTS else "account",
                            previous_owner=_previous(row, routing)))
-    decisions = iter(route_batch(records, routing, store, now, trigger="file",
-                                 account_owners=account_owners,
-                                 extra=[d for d in bad if d is not None]))
+    decisions = iter(route_batch(
+        records, routing, store, now, trigger="file",
+        account_owners=None if accounts is None else accounts.owners,
+        learn=None if accounts is None else accounts.wanted,
+        extra=[d for d in bad if d is not None]))
     seen.add(fresh)
     write = writer.write
     add = summary.add

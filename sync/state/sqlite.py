@@ -500,7 +500,13 @@ _BODY_CACHE_SIZE = 4096
 
 
 def _decision_row(d: Decision, bodies: dict[tuple[object, ...], str]) -> tuple[object, ...]:
-    decided = None if d.decided_at is None else _ts(d.decided_at, "decided_at")
+    decided = None
+    if d.decided_at is not None:
+        # A batch shares its instant: format it once (the cache holds it beside the bodies).
+        at = ("decided_at", d.decided_at)
+        decided = bodies.get(at)
+        if decided is None:
+            decided = bodies[at] = _ts(d.decided_at, "decided_at")
     key = (d.previous_owner, d.owner_crm_id, d.rule, d.reason, d.trace, d.trigger,
            d.created_at, d.decided_at, d.written_at, d.write_error)
     body = bodies.get(key)

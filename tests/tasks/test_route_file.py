@@ -236,11 +236,13 @@ def test_given_a_malformed_lead_row_when_routing_then_its_skip_is_audited_as_a_l
 
 def test_given_account_row_with_only_an_email_when_seeding_then_its_domain_maps_to_owner(
         tmp_path):
-    from tasks.route_file import seed_account_owners
+    from tasks.route_file import AccountOwners, seed_account_owners
 
     source = tmp_path / "in.csv"
-    source.write_text("id,object,email,owner\nA1,account,jo@acme.com,ava\nL1,lead,x@y.com,\n")
-    assert seed_account_owners(source) == {"acme.com": "ava"}
+    source.write_text("id,object,email,owner\nA1,account,jo@acme.com,ava\n"
+                      "L1,lead,x@eu.y.com,\n")
+    assert seed_account_owners(source) == AccountOwners(
+        {"acme.com": "ava"}, frozenset({"eu.y.com", "y.com"}))
 
 
 # --- no lost rows (issue 8, point 1) ---------------------------------------------------------
