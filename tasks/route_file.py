@@ -32,6 +32,7 @@ from sync.state.base import StateStore
 CHUNK = 5000  # rows decided per snapshot and committed per transaction
 # Below this input size worker processes cost more (start-up, imports) than they save.
 PARALLEL_MIN_BYTES = 4 << 20
+WORKER_CHUNKS = 8  # chunks a worker process prepares before it is replaced
 
 
 @dataclass
@@ -255,14 +256,17 @@ def _prepared_chunks(chunks: Iterator[_Chunk], routing: CompiledRouting, workers
     # there, and they are terminated, not asked to exit and flush.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
-    pool: Pool = context.Pool(workers, initializer=_init_worker, initargs=(routing.file,))
+    # A fresh worker now and then: normalization caches (tens of MB of one-off domains) are
+    # dropped instead of growing in every worker for the whole file.
+    pool: Pool = context.Pool(workers, initializer=_init_worker, initargs=(routing.file,),
+                              maxtasksperchild=WORKER_CHUNKS)
     try:
         # Bounded read-ahead (Pool.imap would read the whole file into its queue).
         pending: deque[tuple[_Chunk, AsyncResult[list[Prepared | str | None]]]] = deque()
         for chunk in chunks:
             pending.append((chunk, pool.apply_async(
                 _worker_chunk, ([None if r.error else r.values for r in chunk.rows],))))
-            if len(pending) > 2 * workers:
+            if len(pending) > workers:
                 rows, result = pending.popleft()
                 yield rows, result.get()
         while pending:
