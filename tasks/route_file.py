@@ -81,6 +81,11 @@ class Prepared(NamedTuple):
     created_at: datetime | None
     matches: tuple[int, ...]
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Unpickled by tuple.__new__ directly: the generated __new__ of a NamedTuple is Python
+        # code, and this runs for every row in the main process's result thread.
+        return (tuple.__new__, (Prepared, tuple(self)))
+
 
 def _prepare(values: Mapping[str, str], routing: CompiledRouting) -> Prepared | str:
     """Normalize one row and evaluate every rule's `when`; a string says why it cannot be."""
