@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing.pool import AsyncResult, Pool
 from pathlib import Path
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 from config.routing import RoutingFile
 from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row
@@ -81,7 +81,7 @@ class Prepared(NamedTuple):
     created_at: datetime | None
     matches: tuple[int, ...]
 
-    def __reduce__(self) -> tuple[object, ...]:
+    def __reduce__(self) -> tuple[Any, ...]:  # `object` is a field name here
         # Unpickled by tuple.__new__ directly: the generated __new__ of a NamedTuple is Python
         # code, and this runs for every row in the main process's result thread.
         return (tuple.__new__, (Prepared, tuple(self)))
