@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sqlite3
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
@@ -259,7 +260,8 @@ def _prepared_chunks(chunks: Iterator[_Chunk], routing: CompiledRouting, workers
     # unguarded script) and no start-up cost. The children only compute: they never print or
     # log, so a lock another thread held at fork time (the progress bar's) is never wanted
     # there, and they are terminated, not asked to exit and flush.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    # Linux only: macOS system libraries are not fork-safe.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
     context = multiprocessing.get_context(method)
     # A fresh worker now and then: normalization caches (tens of MB of one-off domains) are
     # dropped instead of growing in every worker for the whole file.
