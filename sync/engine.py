@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import ChainMap
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Container, Iterable, Mapping, MutableMapping, Sequence
 from datetime import datetime
 from typing import cast
 
@@ -30,6 +30,7 @@ def route_batch(
     trigger: str = "file",
     users: Mapping[str, OwnerInfo] | None = None,
     account_owners: Mapping[str, str] | None = None,
+    learn: Container[str] | None = None,
     extra: Iterable[Decision] = (),
     audit: bool = True,
     dry_run: bool = False,
@@ -43,6 +44,9 @@ def route_batch(
     `extra` decisions (e.g. skipped rows) are audited in the same transaction. With
     `audit=False` only the pool turns are committed (the caller audits after writing); with
     `dry_run=True` nothing is committed at all: the decisions are what would happen.
+    The owners of this batch's accounts are added to `account_owners` (when a dict) for later
+    batches; with `learn`, only the domains in it (those some later lead will look up), so the
+    map does not grow with every account of a long file.
     """
     extra = list(extra)
     track = routing.uses_account_owner
@@ -74,7 +78,8 @@ def route_batch(
         if store.commit({c.pool: expected[c.pool] for c in changes}, changes,
                         [*decisions, *extra] if audit else []):
             if isinstance(account_owners, dict):
-                account_owners.update(learned)
+                account_owners.update(learned if learn is None else
+                                      {d: o for d, o in learned.items() if d in learn})
             return decisions
     raise CommitConflict(f"gave up after {MAX_ATTEMPTS} conflicting commits")
 

@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from sync.models import RECORD_FIELDS, Decision
 
 OUTPUT_COLUMNS = ("id", "previous_owner", "owner", "outcome", "rule", "reason")
+
+# The csv module's own default field limit: a longer field skips its record (never the file).
+FIELD_LIMIT = 131_072
+# A quoted field may hold newlines, but one left open by mistake would swallow the rest of the
+# file: a record may span at most this many lines and characters, else its first line is reported
+# broken and reading resumes at the next physical line.
+MAX_RECORD_LINES = 1000
+MAX_RECORD_CHARS = 1 << 20
+
+# The limit is checked here, per record; the parser's own check would end the record mid-field,
+# leaving no way to tell where it ends. Only ever raised, so other csv users keep their limit.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_RECORD_CHARS + 1))
+
+# Undecodable bytes arrive as lone surrogates (errors="surrogateescape"); valid UTF-8 never
+# decodes to one, so finding one means the line is not UTF-8.
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+# First characters that make a spreadsheet run a cell as a formula (OWASP "CSV injection").
+_FORMULA_START = "=+-@\t\r"
 
 
 class InputError(Exception):
@@ -27,9 +45,8 @@ class OutputError(Exception):
         self.started = started
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One data row: its physical line, and either its values or why it is malformed."""
+class Row(NamedTuple):
+    """One data row: its first physical line, and either its values or why it is malformed."""
 
     line: int
     values: dict[str, str]
@@ -40,21 +57,116 @@ class Row:
         return self.values.get("id", "").strip()
 
 
+class _BadLine(Exception):
+    """A physical line that cannot start a record (not UTF-8, a NUL byte, far too long)."""
+
+    def __init__(self, number: int, text: str, why: str) -> None:
+        super().__init__(why)
+        self.number, self.text, self.why = number, text, why
+
+
+class _Runaway(Exception):
+    """The record being read ran past MAX_RECORD_LINES/CHARS or into a bad line."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _Lines:
+    """The physical lines under the csv parser, one record at a time.
+
+    It remembers the lines of the record being parsed, so a record found broken gives its
+    lines back (`push_back`) and parsing resumes at the line after its first one.
+    """
+
+    def __init__(self, fh: IO[str]) -> None:
+        self._fh = fh
+        self.number = 0  # physical lines read from the file so far
+        self._back: list[tuple[int, str, str | None]] = []  # pushed back, last first
+        self.record: list[tuple[int, str]] = []
+        self._chars = 0
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def start(self) -> None:
+        self.record = []
+        self._chars = 0
+
+    def push_back(self, lines: list[tuple[int, str]]) -> None:
+        self._back.extend((n, text, None) for n, text in reversed(lines))
+
+    def __next__(self) -> str:
+        # The common case inlined (a plain line, nothing pushed back): this runs once a line.
+        if self._back:
+            number, text, why = self._back.pop()
+        else:
+            text = self._fh.readline(MAX_RECORD_CHARS + 1)
+            if not text:
+                raise StopIteration
+            self.number = number = self.number + 1
+            why = None
+            if "\x00" in text or not text.isascii() or len(text) > MAX_RECORD_CHARS:
+                why = _line_problem(self._fh, text)
+                if why is not None and len(text) > MAX_RECORD_CHARS:
+                    text = text[:200]
+        record = self.record
+        if why is not None:
+            if not record:
+                raise _BadLine(number, text, why)
+            self._back.append((number, text, why))  # reported on its own, after the record
+            raise _Runaway(f"a quoted field runs into line {number}, which cannot be read")
+        if record and (len(record) >= MAX_RECORD_LINES
+                       or self._chars + len(text) > MAX_RECORD_CHARS):
+            self._back.append((number, text, None))
+            raise _Runaway(f"a quoted field does not close within {MAX_RECORD_LINES:,} lines "
+                           f"or {MAX_RECORD_CHARS:,} characters")
+        record.append((number, text))
+        self._chars += len(text)
+        return text
+
+
+def _line_problem(fh: IO[str], text: str) -> str | None:
+    """Why a physical line cannot be (part of) a record, or None."""
+    if len(text) > MAX_RECORD_CHARS and text[-1] not in "\r\n":
+        while True:  # drop the rest of the over-long line; it cannot be a record
+            more = fh.readline(MAX_RECORD_CHARS)
+            if not more or more[-1] in "\r\n":
+                break
+        return f"the line is longer than {MAX_RECORD_CHARS:,} characters"
+    if not text.isascii():
+        bad = _NOT_UTF8.search(text)
+        if bad is not None:
+            byte = ord(bad.group()) - 0xDC00
+            return f"not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8"
+    if "\x00" in text:
+        return "contains a NUL byte; is this a binary or UTF-16 file?"
+    return None
+
+
 class CsvReader:
-    """Streams rows in input order; a malformed row is yielded with its error, never dropped."""
+    """Streams rows in input order; a malformed row is yielded with its error, never dropped.
+
+    Every physical line that holds a record comes out as exactly one row: a line that cannot be
+    read (an unclosed quote, bytes that are not UTF-8, a NUL byte, an over-long field) is a row
+    with its line number and the reason, and the lines after it are read as usual.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
             # utf-8-sig: exports from Excel carry a BOM, which must not end up in the `id` header.
-            self._fh: IO[str] = self.path.open("r", encoding="utf-8-sig", newline="")
+            # surrogateescape: a bad byte spoils its own line, not the rest of the file.
+            # newline="": lines end at \n, \r\n or a lone \r, and quoted newlines stay intact.
+            self._fh: IO[str] = self.path.open("r", encoding="utf-8-sig",
+                                               errors="surrogateescape", newline="")
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read input: {_os_reason(exc)}") from None
+        self._lines = _Lines(self._fh)
+        self._reader = csv.reader(self._lines, strict=True)
         try:
-            self._reader = csv.reader(self._fh)
-            header = next(self._reader, None)
-            if header is None:
-                raise InputError(f"{self.path}: the file is empty (expected a header with `id`)")
+            header = self._header()
             self.columns = [_column(name) for name in header]
             if "id" not in self.columns:
                 raise InputError(f"{self.path}: no `id` column in the header "
@@ -68,49 +180,126 @@ class CsvReader:
         except InputError:
             self._fh.close()
             raise
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        except OSError as exc:
             self._fh.close()
-            raise InputError(self._read_error(exc, 1)) from None
+            raise InputError(f"{self.path}: cannot read input: {_os_reason(exc)}") from None
+
+    def _header(self) -> list[str]:
+        # Unlike a data row, a header that does not read makes the whole file unusable.
+        self._lines.start()
+        try:
+            header = next(self._reader, None)
+        except _BadLine as bad:
+            raise InputError(f"{self.path}: line {bad.number}: {bad.why}") from None
+        except (_Runaway, csv.Error):
+            raise InputError(f"{self.path}: line 1: the header does not read as CSV "
+                             f"(a quote is not closed?)") from None
+        if header is None:
+            raise InputError(f"{self.path}: the file is empty (expected a header with `id`)")
+        return header
+
+    @property
+    def lines_read(self) -> int:
+        """Physical lines read so far, the header included (for progress)."""
+        return self._lines.number
 
     def __iter__(self) -> Iterator[Row]:
-        width = len(self.columns)
-        reader = self._reader
         try:
-            while True:
-                # A quoted field may span lines: report the line the record starts on.
-                start = reader.line_num + 1
-                try:
-                    raw = next(reader)
-                except StopIteration:
-                    return
-                if not raw:
-                    continue  # blank line: not a row at all
-                # Columns without a header name carry nothing a rule could name.
-                values = {c: v for c, v in zip(self.columns, raw, strict=False) if c}
-                if len(raw) != width:
-                    yield Row(start, values,
-                              f"line {start}: expected {width} columns, found {len(raw)}")
-                elif not values["id"].strip():
-                    yield Row(start, values, f"line {start}: empty id")
-                else:
-                    yield Row(start, values)
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise InputError(self._read_error(exc, reader.line_num + 1)) from None
+            yield from self._rows()
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot read input: {_os_reason(exc)}") from None
         finally:
             self._fh.close()
 
-    def _read_error(self, exc: BaseException, line: int) -> str:
-        if isinstance(exc, UnicodeDecodeError):
-            # The text layer decodes ahead of the CSV parser: find the offending line itself.
-            line, byte = _first_bad_utf8(self.path)
-            return (f"{self.path}: line {line}: not UTF-8 text (byte 0x{byte:02x}); "
-                    f"save the file as UTF-8")
-        if isinstance(exc, OSError):
-            return f"{self.path}: cannot read input: {_os_reason(exc)}"
-        return f"{self.path}: line {line}: {exc}"
+    def _rows(self) -> Iterator[Row]:
+        width = len(self.columns)
+        columns = self.columns
+        lines = self._lines
+        reader = self._reader
+        while True:
+            lines.record = []  # start(), inlined: once a record
+            lines._chars = 0
+            try:
+                raw = next(reader)
+            except StopIteration:
+                return
+            except _BadLine as bad:
+                yield self._broken(bad.number, bad.text, bad.why)
+                continue
+            except _Runaway as runaway:
+                yield self._runaway(runaway.why)
+                continue
+            except csv.Error as exc:
+                if str(exc) == "unexpected end of data":
+                    yield self._runaway("a quoted field is not closed before the end of the file")
+                    continue
+                if len(lines.record) > 1 and self._swallowed(width):
+                    yield self._runaway(f"a quoted field spanning lines {lines.record[0][0]}-"
+                                        f"{lines.record[-1][0]} does not parse ({exc})")
+                    continue
+                # e.g. `"a"b`: read as the forgiving parser always did (`ab`).
+                raw = _lenient("".join(text for _, text in lines.record))
+            if not raw:
+                continue  # blank line: not a row at all
+            start = lines.record[0][0]
+            if len(raw) != width and len(lines.record) > 1 and self._swallowed(width):
+                yield self._runaway(f"a quoted field spanning lines {start}-"
+                                    f"{lines.record[-1][0]} gives {len(raw)} columns, "
+                                    f"expected {width}")
+                continue
+            # Columns without a header name carry nothing a rule could name.
+            values = {c: v for c, v in zip(columns, raw, strict=False) if c}
+            if len(raw) != width:
+                yield Row(start, values,
+                          f"line {start}: expected {width} columns, found {len(raw)}")
+            elif not values["id"].strip():
+                yield Row(start, values, f"line {start}: empty id")
+            elif lines._chars > FIELD_LIMIT and any(len(v) > FIELD_LIMIT for v in raw):
+                big = next(i for i, v in enumerate(raw) if len(v) > FIELD_LIMIT)
+                name = columns[big] or f"column {big + 1}"
+                yield Row(start, {c: v[:200] for c, v in values.items()},
+                          f"line {start}: field {name!r} is {len(raw[big]):,} characters, "
+                          f"over the limit of {FIELD_LIMIT:,}")
+            else:
+                yield Row(start, values)
+
+    def _swallowed(self, width: int) -> bool:
+        """Whether a malformed multi-line record has whole records inside its quoted field:
+        then its quote was opened by mistake (and closed by another one lines later), and the
+        lines in between are records of their own, not text."""
+        return any('"' not in text and len(_lenient(text)) == width
+                   for _, text in self._lines.record[1:-1])
+
+    def _runaway(self, why: str) -> Row:
+        """The current record's first line is broken; its other lines are read again."""
+        first, *rest = self._lines.record
+        self._lines.push_back(rest)
+        return self._broken(first[0], first[1], why)
+
+    def _broken(self, number: int, text: str, why: str) -> Row:
+        # Best effort for the report: the line's own values, so its id names the record.
+        clean = _printable(text)
+        raw = _lenient(clean)
+        values = {c: v for c, v in zip(self.columns, raw, strict=False) if c}
+        return Row(number, values, f"line {number}: {why}")
 
     def close(self) -> None:
         self._fh.close()
+
+
+def _lenient(text: str) -> list[str]:
+    """One line as the forgiving parser reads it (an unclosed quote runs to the line's end)."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error:
+        return []
+
+
+def _printable(text: str) -> str:
+    """Bad bytes and NULs as U+FFFD: the text must survive being written as UTF-8 and stored."""
+    if not text.isascii():
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text.replace("\x00", "\ufffd")
 
 
 def _column(name: str) -> str:
@@ -123,29 +312,39 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
-def _first_bad_utf8(path: Path) -> tuple[int, int]:
-    """(line number, byte) of the first byte that is not UTF-8; a newline byte never occurs
-    inside a multi-byte UTF-8 sequence, so lines can be decoded one at a time."""
-    try:
-        with path.open("rb") as fh:
-            for number, data in enumerate(fh, start=1):
-                try:
-                    data.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    return number, data[exc.start]
-    except OSError:
-        pass
-    return 0, 0
-
-
 def count_rows(path: str | Path) -> int:
-    """Data rows in a file, checking the whole file reads (header, encoding, CSV syntax) before
-    anything is routed: raises InputError as `CsvReader` would. Rows include malformed ones."""
-    return sum(1 for _ in CsvReader(path))
+    """Data lines in a file (physical lines after the header), for a progress total; checks the
+    header reads first (raises InputError as `CsvReader` would). Cheap: bytes are counted, not
+    parsed, so a 1,000,000-row file is not read twice."""
+    CsvReader(path).close()
+    lines = 0
+    pending_cr = False
+    last = b""
+    try:
+        with Path(path).open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                # A line ends at \n, \r\n or a lone \r, as the reader splits them.
+                lines += chunk.count(b"\n") + chunk.count(b"\r") - chunk.count(b"\r\n")
+                if pending_cr and chunk[:1] == b"\n":
+                    lines -= 1  # a \r\n split across two chunks
+                pending_cr = chunk[-1:] == b"\r"
+                last = chunk[-1:]
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read input: {_os_reason(exc)}") from None
+    if last and last not in b"\r\n":
+        lines += 1  # a last line without a line break
+    return max(lines - 1, 0)
+
+
+def escape_formula(cell: str) -> str:
+    """A cell a spreadsheet would evaluate (`=`, `+`, `-`, `@`, tab, CR first) gets a leading `'`,
+    which spreadsheets show as text and hide (OWASP, CSV injection)."""
+    return "'" + cell if cell and cell[0] in _FORMULA_START else cell
 
 
 class CsvWriter:
-    """Writes `id,previous_owner,owner,outcome,rule,reason`: UTF-8 without BOM, `\\n` endings."""
+    """Writes `id,previous_owner,owner,outcome,rule,reason`: UTF-8 without BOM, `\\n` endings,
+    and no cell a spreadsheet would run as a formula."""
 
     def __init__(self, target: str | Path | IO[str]) -> None:
         if isinstance(target, str | Path):
@@ -162,14 +361,11 @@ class CsvWriter:
         self._writer.writerow(OUTPUT_COLUMNS)
 
     def write(self, row_id: str, decision: Decision) -> None:
-        self._writer.writerow((
-            row_id,
-            decision.previous_owner or "",
-            decision.owner or "",
-            str(decision.outcome),
-            decision.rule or "",
-            decision.reason,
-        ))
+        # Inlined escape_formula: six cells a row, a million rows.
+        self._writer.writerow([
+            "'" + cell if cell and cell[0] in _FORMULA_START else cell
+            for cell in (row_id, decision.previous_owner or "", decision.owner or "",
+                         str(decision.outcome), decision.rule or "", decision.reason)])
 
     def close(self) -> None:
         if self._owned:

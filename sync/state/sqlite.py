@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sync.models import Decision
+from sync.models import Decision, Outcome, TraceStep
 from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
 
@@ -109,6 +109,8 @@ class SqliteStateStore(ClosesOnExit):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        # Audit bodies by content: a file run repeats a few bodies a million times over.
+        self._bodies: dict[tuple[object, ...], str] = {}
         with self._lock:
             self._connection()  # open now: a bad path fails at open, not at the first turn
 
@@ -227,7 +229,7 @@ class SqliteStateStore(ClosesOnExit):
             for m in merged
             for (member, window), n in m.increments.items()
         ]
-        decision_rows = [_decision_row(d) for d in decisions]
+        decision_rows = [_decision_row(d, self._bodies) for d in decisions]
         with self._lock:
             conn = self._connection()
             with self._transaction(conn, immediate=True):
@@ -318,7 +320,7 @@ class SqliteStateStore(ClosesOnExit):
         if rep is not None:
             where.append("owner = ?")
             args.append(rep)
-        sql = "SELECT body FROM decisions"
+        sql = "SELECT record_id, crm, object, owner, pool, outcome, body FROM decisions"
         if where:
             sql += " WHERE " + " AND ".join(where)
         # NULLs sort lowest in SQLite, so undated decisions come last in descending order.
@@ -328,7 +330,7 @@ class SqliteStateStore(ClosesOnExit):
             args.append(limit)
         with self._lock:
             rows = self._connection().execute(sql, args).fetchall()
-        return [Decision.from_dict(json.loads(body)) for (body,) in rows]
+        return [_decision(*row) for row in rows]
 
     def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
         where, args = _filters(since, until)
@@ -492,17 +494,76 @@ def _filters(since: datetime | None, until: datetime | None) -> tuple[list[str],
     return where, args
 
 
-def _decision_row(d: Decision) -> tuple[object, ...]:
-    decided = None if d.decided_at is None else _ts(d.decided_at, "decided_at")
-    return (
-        d.record_id,
-        d.crm,
-        d.object,
-        d.owner,
-        d.pool,
-        str(d.outcome),
-        decided,
-        json.dumps(d.to_dict(), separators=(",", ":"), ensure_ascii=False),
+# The stock trace step, stored as its rule name alone: most steps of most decisions are this.
+_NO_MATCH = ("no_match", "conditions not met")
+_BODY_CACHE_SIZE = 4096
+
+
+def _decision_row(d: Decision, bodies: dict[tuple[object, ...], str]) -> tuple[object, ...]:
+    decided = None
+    if d.decided_at is not None:
+        # A batch shares its instant: format it once (the cache holds it beside the bodies).
+        at = ("decided_at", d.decided_at)
+        decided = bodies.get(at)
+        if decided is None:
+            decided = bodies[at] = _ts(d.decided_at, "decided_at")
+    key = (d.previous_owner, d.owner_crm_id, d.rule, d.reason, d.trace, d.trigger,
+           d.created_at, d.decided_at, d.written_at, d.write_error)
+    body = bodies.get(key)
+    if body is None:
+        if len(bodies) >= _BODY_CACHE_SIZE:
+            bodies.clear()
+        body = bodies[key] = _body(d)
+    return (d.record_id, d.crm, d.object, d.owner, d.pool, str(d.outcome), decided, body)
+
+
+def _body(d: Decision) -> str:
+    """The audit body: what the row's columns do not already hold, defaults left out and the
+    trace in short form (about 150 bytes where the full JSON took 650). Bodies of the older,
+    full form (a `record_id` key) are still read."""
+    body: dict[str, object] = {}
+    if d.previous_owner is not None:
+        body["p"] = d.previous_owner
+    if d.owner_crm_id is not None:
+        body["c"] = d.owner_crm_id
+    if d.rule is not None:
+        body["r"] = d.rule
+    trace = d.trace
+    # The reason of a rule win is the rule and its trace detail: rebuilt on read.
+    if not (trace and d.rule is not None and trace[-1].result == "won"
+            and d.reason == f"rule {d.rule}: {trace[-1].detail}"):
+        body["m"] = d.reason
+    if trace:
+        body["t"] = [s.rule if (s.result, s.detail) == _NO_MATCH else [s.rule, s.result, s.detail]
+                     for s in trace]
+    if d.trigger != "file":
+        body["g"] = d.trigger
+    for name, value in (("ca", d.created_at), ("d", d.decided_at), ("w", d.written_at)):
+        if value is not None:
+            body[name] = value.isoformat()  # the instant as given, offset included
+    if d.write_error is not None:
+        body["e"] = d.write_error
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+
+
+def _decision(record_id: str, crm: str, object: str, owner: str | None, pool: str | None,
+              outcome: str, body: str) -> Decision:
+    data = json.loads(body)
+    if "record_id" in data:
+        return Decision.from_dict(data)  # the older, full form
+    trace = tuple(TraceStep(s, *_NO_MATCH) if isinstance(s, str) else TraceStep(*s)
+                  for s in data.get("t", ()))
+    rule = data.get("r")
+    reason = data["m"] if "m" in data else f"rule {rule}: {trace[-1].detail}"
+    created, decided, written = (data.get(k) for k in ("ca", "d", "w"))
+    return Decision(
+        record_id=record_id, object=object, crm=crm, outcome=Outcome(outcome),
+        previous_owner=data.get("p"), owner=owner, owner_crm_id=data.get("c"), rule=rule,
+        reason=reason, trace=trace, trigger=data.get("g", "file"), pool=pool,
+        created_at=None if created is None else datetime.fromisoformat(created),
+        decided_at=None if decided is None else datetime.fromisoformat(decided),
+        written_at=None if written is None else datetime.fromisoformat(written),
+        write_error=data.get("e"),
     )
 
 

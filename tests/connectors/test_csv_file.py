@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
+import connectors.csv.file as csv_file
 from connectors.csv.file import (
+    FIELD_LIMIT,
     OUTPUT_COLUMNS,
     CsvReader,
     CsvWriter,
     InputError,
     OutputError,
     count_rows,
+    escape_formula,
     render,
 )
 from sync.models import Decision, Outcome
@@ -109,9 +112,10 @@ def test_given_a_blank_header_column_when_reading_then_its_values_are_not_fields
         (b"", "the file is empty"),
         (b"name,owner\nAcme,ava\n", "no `id` column in the header (found: name, owner)"),
         (b"id,name,ID\n1,a,2\n", "duplicate column 'id'"),
-        (b"id,name\n1,a\n2,Caf\xe9\n", "line 3: not UTF-8 text (byte 0xe9)"),
         (b"id,na\xffme\n", "line 1: not UTF-8 text (byte 0xff)"),
         (b"\xff\xfei\x00d\x00\n\x00", "line 1: not UTF-8"),  # UTF-16
+        (b"id,\x00name\n1,a\n", "line 1: contains a NUL byte"),
+        (b'id,"name\n1,a\n', "line 1: the header does not read as CSV"),
     ],
 )
 def test_given_an_unusable_file_when_opening_and_counting_then_input_error_says_why(
@@ -136,26 +140,149 @@ def test_given_a_directory_when_opening_then_input_error(tmp_path: Path) -> None
         CsvReader(tmp_path)
 
 
-def test_given_a_bad_byte_deep_in_the_file_when_reading_then_rows_before_it_were_yielded(
+def test_given_any_line_endings_when_counting_then_data_lines_after_the_header_are_counted(
     tmp_path: Path,
 ) -> None:
-    body = "".join(f"{i},name{i}\n" for i in range(5000))
-    path = write(tmp_path, b"id,name\n" + body.encode() + b"x,\xe9\n")
-    seen = []
-
-    with pytest.raises(InputError, match="line 5002: not UTF-8"):
-        seen.extend(row.id for row in CsvReader(path))
-
-    assert seen[:3] == ["0", "1", "2"]
-
-
-def test_given_a_file_with_malformed_and_blank_rows_when_counting_then_rows_are_counted(
-    tmp_path: Path,
-) -> None:
-    path = write(tmp_path, "id,a\n1,x\n\n2\n,y\n3,z,extra\n")
-
-    assert count_rows(path) == 4
+    # A progress total: physical lines, counted in bytes rather than parsed.
+    assert count_rows(write(tmp_path, "id,a\n1,x\n\n2\n,y\n3,z,extra\n")) == 5
+    assert count_rows(write(tmp_path, "id\r\n1\r\n2", "crlf.csv")) == 2
+    assert count_rows(write(tmp_path, "id\r1\r2\r", "cr.csv")) == 2
     assert count_rows(write(tmp_path, "id\n", "header.csv")) == 0
+
+
+def rows_of(path: Path) -> list[tuple[int, str, str | None]]:
+    return [(r.line, r.id, r.error) for r in CsvReader(path)]
+
+
+def test_given_an_unclosed_quote_when_reading_then_only_its_line_is_broken_and_reading_resumes(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, (
+        "id,name,domain\n"
+        "1,Acme,acme.com\n"
+        '2,"Broken,foo.com\n'      # the quote never closes: it must not swallow the file
+        "3,Three,three.com\n"
+        "4,Four,four.com\n"
+        "5,Five,five.com\n"
+    ))
+
+    assert rows_of(path) == [
+        (2, "1", None),
+        (3, "2", "line 3: a quoted field is not closed before the end of the file"),
+        (4, "3", None),
+        (5, "4", None),
+        (6, "5", None),
+    ]
+
+
+def test_given_a_quote_closed_by_accident_lines_later_when_reading_then_no_line_is_swallowed(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, (
+        "id,name,domain\n"
+        '1,"Broken,one.com\n'      # opens a quoted field ...
+        "2,Two,two.com\n"
+        '3,Three,three.com"\n'     # ... that this stray quote closes: 2 columns, not 3
+        "4,Four,four.com\n"
+    ))
+
+    got = rows_of(path)
+
+    assert [(line, row_id) for line, row_id, _ in got] == [(2, "1"), (3, "2"), (4, "3"),
+                                                           (5, "4")]
+    assert got[0][2] == "line 2: a quoted field spanning lines 2-4 gives 2 columns, expected 3"
+    assert [error for _, _, error in got[1:]] == [None, None, None]
+
+
+def test_given_a_quoted_field_past_the_line_bound_when_reading_then_its_first_line_is_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(csv_file, "MAX_RECORD_LINES", 3)
+    path = write(tmp_path, (
+        "id,note\n"
+        '1,"three\nshort\nlines"\n'   # 3 lines: still one record
+        '2,"open\n'
+        "3,x\n"
+        "4,y\n"
+        '5,"closes far too late"\n'
+        "6,z\n"
+    ))
+
+    got = [(r.line, r.id, r.values.get("note"), r.error) for r in CsvReader(path)]
+
+    assert got == [
+        (2, "1", "three\nshort\nlines", None),
+        (5, "2", "open\n", "line 5: a quoted field does not close within 3 lines or "
+                             "1,048,576 characters"),
+        (6, "3", "x", None),
+        (7, "4", "y", None),
+        (8, "5", "closes far too late", None),
+        (9, "6", "z", None),
+    ]
+
+
+def test_given_bad_bytes_and_nuls_on_some_lines_when_reading_then_each_is_a_row_with_why(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, (
+        b"id,name\n"
+        b"1,ok\n"
+        b"2,Caf\xe9\n"                  # Latin-1, not UTF-8
+        b"3,nul\x00here\n"
+        b'4,"multi\n\xff line"\n'        # a bad byte inside a quoted field
+        b"5,M\xc3\xbcller\n"             # real UTF-8 is fine
+    ))
+
+    got = list(CsvReader(path))
+
+    assert [(r.line, r.id, r.error) for r in got] == [
+        (2, "1", None),
+        (3, "2", "line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+        (4, "3", "line 4: contains a NUL byte; is this a binary or UTF-16 file?"),
+        (5, "4", "line 5: a quoted field runs into line 6, which cannot be read"),
+        (6, '\ufffd line"', "line 6: not UTF-8 text (byte 0xff); save the file as UTF-8"),
+        (7, "5", None),
+    ]
+    # What is reported must itself be writable as UTF-8 (and storable): no lone surrogates.
+    assert got[1].values["name"] == "Caf\ufffd"
+    assert got[2].values["name"] == "nul\ufffdhere"
+    assert got[5].values["name"] == "Müller"
+
+
+def test_given_a_field_over_the_csv_limit_when_reading_then_only_its_record_is_skipped(
+    tmp_path: Path,
+) -> None:
+    huge = "x" * (FIELD_LIMIT + 1)
+    path = write(tmp_path, f'id,note\n1,{huge}\n2,"{huge}\nmore"\n3,fine\n')
+
+    got = rows_of(path)
+
+    assert got == [
+        (2, "1", f"line 2: field 'note' is {FIELD_LIMIT + 1:,} characters, over the limit "
+                 f"of {FIELD_LIMIT:,}"),
+        (3, "2", f"line 3: field 'note' is {FIELD_LIMIT + 6:,} characters, over the limit "
+                 f"of {FIELD_LIMIT:,}"),
+        (5, "3", None),
+    ]
+
+
+def test_given_a_line_longer_than_any_record_when_reading_then_it_is_skipped_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(csv_file, "MAX_RECORD_CHARS", 50)
+    path = write(tmp_path, "id,note\n1," + "y" * 500 + "\n2,fine\n")
+
+    assert rows_of(path) == [
+        (2, "1", "line 2: the line is longer than 50 characters"),
+        (3, "2", None),
+    ]
+
+
+def test_given_old_mac_line_endings_when_reading_then_each_line_is_a_row(tmp_path: Path) -> None:
+    path = write(tmp_path, 'id,note\r1,a\r2,"b\rc"\r3,d\r')
+
+    assert [(r.line, r.id, r.values["note"]) for r in CsvReader(path)] == [
+        (2, "1", "a"), (3, "2", "b\rc"), (5, "3", "d")]
 
 
 # --- writer -------------------------------------------------------------------------------
@@ -203,3 +330,34 @@ def test_given_a_missing_directory_when_opening_the_writer_then_output_error(
 ) -> None:
     with pytest.raises(OutputError, match="cannot write output"):
         CsvWriter(tmp_path / "nope" / "out.csv")
+
+
+@pytest.mark.parametrize(
+    ("cell", "written"),
+    [
+        ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+        ("+1", "'+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("\rcmd", "'\rcmd"),
+        ("a=b", "a=b"),
+        ("", ""),
+        ("ava", "ava"),
+    ],
+)
+def test_given_a_cell_a_spreadsheet_would_run_when_escaping_then_a_quote_leads_it(
+    cell: str, written: str
+) -> None:
+    assert escape_formula(cell) == written
+
+
+def test_given_formula_cells_when_writing_then_every_column_is_escaped() -> None:
+    buffer = io.StringIO()
+    writer = CsvWriter(buffer)
+    writer.write("=1+1", decision("=1+1", previous_owner="@ben", owner="+ava", rule="-r",
+                                  reason="=cmd|' /C calc'!A0"))
+    writer.close()
+
+    row = buffer.getvalue().splitlines()[1]
+    assert row == "'=1+1,'@ben,'+ava,assigned,'-r,'=cmd|' /C calc'!A0"

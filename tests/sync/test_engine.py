@@ -469,3 +469,18 @@ def test_given_account_owners_when_the_batch_commits_then_the_callers_map_learns
 
     assert known["acme.com"] == "cara"
     assert known["globex.com"] == "dev"
+
+
+def test_given_domains_to_learn_when_the_batch_commits_then_only_those_are_remembered(
+    sqlite_store,
+):
+    known: dict[str, str] = {}
+    batch = [rec(id="a1", domain="acme.com"), rec(id="a2", domain="globex.com"),
+             rec(id="lead", object="lead", email="jo@globex.com")]
+
+    decisions = route_batch(batch, routing(FOLLOW), sqlite_store, NOW, account_owners=known,
+                            learn=frozenset({"acme.com"}))
+
+    # The lead in the batch still followed its account; the map kept only the wanted domain.
+    assert decisions[2].rule == "follow" and decisions[2].owner == decisions[1].owner
+    assert known == {"acme.com": decisions[0].owner}

@@ -361,7 +361,7 @@ def test_given_a_skipped_row_when_auditing_it_then_the_skip_is_recorded(
         ("missing.csv", None, "missing.csv"),
         ("noid.csv", b"name,country\nAcme,US\n", "no `id` column"),
         ("empty.csv", b"", "empty"),
-        ("latin1.csv", b"id,name\n1,ok\n2,Caf\xe9\n", "line 3: not UTF-8"),
+        ("latin1.csv", b"id,n\xe4me\n1,ok\n", "line 1: not UTF-8"),  # a data line: skipped
         ("dupid.csv", b"id,name,id\n1,a,2\n", "duplicate column 'id'"),
     ],
 )

@@ -236,8 +236,164 @@ def test_given_a_malformed_lead_row_when_routing_then_its_skip_is_audited_as_a_l
 
 def test_given_account_row_with_only_an_email_when_seeding_then_its_domain_maps_to_owner(
         tmp_path):
-    from tasks.route_file import seed_account_owners
+    from tasks.route_file import AccountOwners, seed_account_owners
 
     source = tmp_path / "in.csv"
-    source.write_text("id,object,email,owner\nA1,account,jo@acme.com,ava\nL1,lead,x@y.com,\n")
-    assert seed_account_owners(source) == {"acme.com": "ava"}
+    source.write_text("id,object,email,owner\nA1,account,jo@acme.com,ava\n"
+                      "L1,lead,x@eu.y.com,\n")
+    assert seed_account_owners(source) == AccountOwners(
+        {"acme.com": "ava"}, frozenset({"eu.y.com", "y.com"}))
+
+
+# --- no lost rows (issue 8, point 1) ---------------------------------------------------------
+
+
+def test_given_the_issue_file_with_an_unclosed_quote_when_routing_then_every_line_is_a_row(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", (
+        "id,name,domain\n"
+        "1,Acme,acme.com\n"
+        '2,"Broken,foo.com\n'
+        "3,Three,three.com\n"
+        "4,Four,four.com\n"
+        "5,Five,five.com\n"
+    ))
+    out = tmp_path / "out.csv"
+
+    summary = route_file(routing, store, source, out, NOW)
+
+    assert output_rows(out) == [
+        ["1", "", "ben", "assigned", "everyone"],
+        ["2", "", "", "skipped", ""],
+        ["3", "", "cara", "assigned", "everyone"],
+        ["4", "", "dev", "assigned", "everyone"],
+        ["5", "", "ben", "assigned", "everyone"],
+    ]
+    assert summary.rows == 5 and summary.outcomes == {"assigned": 4, "skipped": 1}
+    assert summary.malformed == [
+        "line 3: a quoted field is not closed before the end of the file"]
+
+
+def test_given_bad_bytes_and_a_huge_field_when_routing_then_only_those_lines_are_skipped(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"id,name\n1,ok\n2,Caf\xe9\n3,nul\x00\n4," + b"x" * 200_000 + b"\n5,ok\n")
+    out = tmp_path / "out.csv"
+
+    route_file(routing, store, source, out, NOW)
+
+    lines = out.read_text(encoding="utf-8").splitlines()[1:]
+    assert [line.split(",")[:4] for line in lines] == [
+        ["1", "", "ben", "assigned"], ["2", "", "", "skipped"], ["3", "", "", "skipped"],
+        ["4", "", "", "skipped"], ["5", "", "cara", "assigned"]]
+    assert "line 3: not UTF-8 text (byte 0xe9)" in lines[1]
+    assert "line 4: contains a NUL byte" in lines[2]
+    assert "line 5: field 'name' is 200,000 characters" in lines[3]
+    # The skips are audited too: their text was made storable (no lone surrogates).
+    assert [d.outcome for d in store.decisions(record_id="2")] == ["skipped"]
+
+
+def test_given_formula_like_values_when_routing_then_output_cells_cannot_run_as_formulas(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", 'id,owner\n"=HYPERLINK(""http://x"",""y"")",@evil\n')
+    out = tmp_path / "out.csv"
+
+    route_file(routing, store, source, out, NOW)
+
+    assert out.read_text(encoding="utf-8").splitlines()[1].split(",")[:4] == [
+        "\"'=HYPERLINK(\"\"http://x\"\"", "\"\"y\"\")\"", "'@evil", "'@evil"]
+
+
+# --- duplicate ids (issue 8, point 10) -------------------------------------------------------
+
+
+def test_given_a_duplicate_id_when_routing_then_it_is_routed_once_and_reported(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(route_file_module, "CHUNK", 2)  # a duplicate in a later chunk too
+    source = write(tmp_path / "in.csv", "id\nA\nB\nA\nC\nB\nA\n")
+    out = tmp_path / "out.csv"
+
+    summary = route_file(routing, store, source, out, NOW)
+
+    assert [r[:4] for r in output_rows(out)] == [
+        ["A", "", "ben", "assigned"],
+        ["B", "", "cara", "assigned"],
+        ["A", "", "", "skipped"],
+        ["C", "", "dev", "assigned"],   # the duplicates took no pool turn
+        ["B", "", "", "skipped"],
+        ["A", "", "", "skipped"],
+    ]
+    assert summary.pools == {"smb": {"ben": 1, "cara": 1, "dev": 1}}
+    assert summary.malformed == [
+        "line 4: duplicate id A, routed once on line 2",
+        "line 6: duplicate id B, routed once on line 3",
+        "line 7: duplicate id A, routed once on line 2",
+    ]
+    assert [d.outcome for d in store.decisions(record_id="A")] == [
+        "skipped", "skipped", "assigned"]
+
+
+def test_given_a_malformed_first_row_when_its_id_comes_again_then_the_second_is_routed(
+    routing: CompiledRouting, store: StateStore, tmp_path: Path
+) -> None:
+    source = write(tmp_path / "in.csv", "id,name\nA,x,extra\nA,y\n")
+    out = tmp_path / "out.csv"
+
+    route_file(routing, store, source, out, NOW)
+
+    assert [r[:4] for r in output_rows(out)] == [
+        ["A", "", "", "skipped"], ["A", "", "ben", "assigned"]]
+
+
+# --- parallel preparation (issue 8, point 12) ------------------------------------------------
+
+
+def generated_input(path: Path, n: int) -> Path:
+    import random
+
+    rng = random.Random(8)
+    lines = ["id,object,domain,email,employees,owner,note"]
+    for k in range(n):
+        kind = rng.choice(["account", "account", "account", "lead", "contact"])
+        domain = f"c{rng.randrange(n // 4)}.example.com"
+        row_id = f"R{rng.randrange(n)}"  # some ids repeat
+        owner = rng.choice(["", "", "", "cara", "005000000000INTEG", "=x"])
+        note = rng.choice(["", "plain", '"multi\nline"', "-1"])
+        employees = rng.choice(["", "12", "5,000", "2k"])
+        if k % 97 == 0:
+            lines.append(f"{row_id},{kind},{domain}")  # too few columns
+            continue
+        lines.append(f"{row_id},{kind},{domain if kind == 'account' else ''},"
+                     f"{'x@' + domain if kind != 'account' else ''},\"{employees}\",{owner},"
+                     f"{note}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="")
+    return path
+
+
+def test_given_thousands_of_rows_when_routed_in_parallel_then_output_is_byte_identical(
+    routing: CompiledRouting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(route_file_module, "CHUNK", 300)  # many chunks, several in flight
+    source = generated_input(tmp_path / "in.csv", 4000)
+    outputs = []
+    for workers in (0, 2):
+        out = tmp_path / f"out{workers}.csv"
+        with open_store(f"sqlite:///{tmp_path / f's{workers}.db'}") as state:
+            summary = route_file(routing, state, source, out, NOW, workers=workers)
+            audited = len(state.decisions())
+        outputs.append((out.read_bytes(), summary, audited))
+
+    (single, single_summary, single_audit), (parallel, parallel_summary, parallel_audit) = (
+        outputs)
+    assert parallel == single
+    assert parallel_summary == single_summary and parallel_audit == single_audit
+    assert single_summary.rows == 4000 == single_audit
+    # The generated file exercises what parallelism could disturb: turns, leads, skips.
+    assert set(single_summary.outcomes) == {"assigned", "fallback", "kept_existing", "skipped"}
+    assert single_summary.pools["smb"].total() > 400
+    assert single_summary.rules["follow-account"] > 100

@@ -1,0 +1,75 @@
+"""SQLite audit rows: compact bodies (a million-row file run must not write a gigabyte)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sync.models import Decision, Outcome, TraceStep
+from sync.state.sqlite import SqliteStateStore
+
+NOW = datetime(2026, 11, 25, 15, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    with SqliteStateStore(tmp_path / "s.db") as opened:
+        yield opened
+
+
+def pool_win(record_id: str, member: str) -> Decision:
+    won = f"pool smb round_robin -> {member}"
+    return Decision(
+        record_id=record_id, object="account", crm="file", outcome=Outcome.ASSIGNED,
+        owner=member, owner_crm_id=f"10{member}", rule="everyone-else",
+        reason=f"rule everyone-else: {won}",
+        trace=(TraceStep("named", "no_match", "conditions not met"),
+               TraceStep("big", "no_assignee", "pool enterprise: nobody eligible"),
+               TraceStep("everyone-else", "won", won)),
+        pool="smb", decided_at=NOW,
+    )
+
+
+def bodies(store: SqliteStateStore) -> list[str]:
+    with sqlite3.connect(store.path) as conn:
+        return [body for (body,) in conn.execute("SELECT body FROM decisions ORDER BY id")]
+
+
+def test_given_file_decisions_when_committed_then_bodies_are_compact_and_read_back_whole(
+    store: SqliteStateStore,
+) -> None:
+    originals = [pool_win(f"A{i}", member) for i, member in enumerate(["cara", "dev", "cara"])]
+    skipped = Decision(record_id="line 9", object="lead", crm="file",
+                       outcome=Outcome.SKIPPED, reason="line 9: empty id", decided_at=NOW)
+
+    store.commit({}, [], [*originals, skipped])
+
+    stored = bodies(store)
+    assert all(len(body) < 200 for body in stored)
+    assert json.loads(stored[0])["t"][0] == "named"  # the stock no-match step: its name only
+    assert "m" not in json.loads(stored[0])  # the reason of a win is rebuilt, not stored
+    assert store.decisions(record_id="A1") == [originals[1]]
+    assert store.decisions(record_id="line 9") == [skipped]
+    assert [d.record_id for d in store.decisions()] == ["line 9", "A2", "A1", "A0"]
+
+
+def test_given_rows_in_the_older_full_form_when_reading_then_both_forms_are_understood(
+    store: SqliteStateStore,
+) -> None:
+    new = pool_win("A1", "dev")
+    store.commit({}, [], [new])
+    old = pool_win("A1", "cara")._replace(trigger="webhook", previous_owner="ben")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute(
+            "INSERT INTO decisions (record_id, crm, object, owner, pool, outcome, decided_at, "
+            "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("A1", "file", "account", "cara", "smb", "assigned",
+             "2026-11-25T15:00:00.000000Z", json.dumps(old.to_dict())))
+
+    assert store.decisions(record_id="A1") == [old, new]  # same instant: later row first
+    assert len(bodies(store)[0]) < len(bodies(store)[1]) / 2
