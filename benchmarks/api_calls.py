@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # A realistic sweep, reported per 1,000 records: the owner list is read once per sweep (cached),
 # so a 1,000-record sweep would charge it all to those 1,000 (see --records 1000).
 RECORDS = 10_000
-# Page and batch sizes of DESIGN.md §7: the fewest calls a sweep can possibly make is the list
-# pages plus the write batches.
+# Page and batch sizes of docs/connectors.md#the-built-in-connectors: the fewest calls a sweep can
+# possibly make is the list pages plus the write batches.
 SIZES = {"hubspot": ("companies", 100, 100), "salesforce": ("Account", 2000, 200)}
 
 

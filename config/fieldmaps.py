@@ -1,4 +1,6 @@
-"""Field maps (DESIGN.md §4): normalized record field -> a CRM's field, and their overrides.
+"""Field maps: normalized record field -> a CRM's field, and their overrides.
+
+See docs/routing-file.md#field-maps.
 
 The defaults are not here: each connector declares its own (its `CrmSpec`), so a new CRM adds
 its maps without an edit to the core. This module only knows how a routing file's `field_maps:`
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 FieldMap = Mapping[str, str]  # normalized record field -> the CRM's field
 FieldMaps = Mapping[str, Mapping[str, FieldMap]]  # CRM name -> the CRM's object -> map
 
-# The normalized record fields a field map may name (DESIGN.md §3).
+# The normalized record fields a field map may name (docs/routing-file.md).
 MAPPABLE = frozenset({
     "name", "domain", "email", "industry", "employees", "annual_revenue", "country", "state",
     "city", "postal_code", "lead_source", "website", "owner",

@@ -1,4 +1,7 @@
-"""The routing file (DESIGN.md §3): pydantic schema, loader, and errors that name file and path."""
+"""The routing file: pydantic schema, loader, and errors that name file and path.
+
+See docs/routing-file.md.
+"""
 
 from __future__ import annotations
 
@@ -100,7 +103,8 @@ def _shorten(text: str) -> str:
 
 
 class _Strict(BaseModel):
-    # Unknown keys are errors: a typo such as `manger:` must not pass silently (DESIGN.md §3).
+    # Unknown keys are errors: a typo such as `manger:` must not pass silently
+    # (docs/routing-file.md#loading-and-errors).
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
@@ -770,7 +774,8 @@ def _read_list_file(file: str, path: str, base: Path, list_roots: Sequence[str |
 
 
 def _list_entries(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
-    # One domain a line; blank lines and full-line `#` comments are allowed (DESIGN.md §4a).
+    # One domain a line; blank lines and full-line `#` comments are allowed
+    # (docs/routing-file.md#list-files).
     for number, line in enumerate(lines, start=1):
         entry = line.strip()
         if entry and not entry.startswith("#"):

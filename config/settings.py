@@ -1,4 +1,7 @@
-"""Typed settings from the environment (DESIGN.md §6); secrets are marked and never printed."""
+"""Typed settings from the environment; secrets are marked and never printed.
+
+See docs/operations.md#settings.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STATE_URL = "sqlite:///account-router-state.db"
-# Tasks are one page or one batch (DESIGN.md §5), so a minute is ample for the broker to wait
-# before handing a killed worker's message to another.
+# Tasks are one page or one batch (docs/operations.md#tasks-and-delivery), so a minute is ample for
+# the broker to wait before handing a killed worker's message to another.
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 60.0
 SWEEP_SCHEDULE_ENV = "ACCOUNT_ROUTER_SWEEP_SCHEDULE"
 VISIBILITY_TIMEOUT_ENV = "ACCOUNT_ROUTER_VISIBILITY_TIMEOUT"
@@ -31,9 +34,10 @@ def _positive_seconds(raw: object, where: str) -> float:
 def parse_sweep_schedule(text: str) -> dict[tuple[str, str], float]:
     """`hubspot:companies=300,salesforce:Lead=60` -> {(crm, object as written): seconds}.
 
-    ValueError naming the variable and the bad entry, so a typo fails when the settings load,
-    not by a sweep silently never running. Object names are the connectors' to canonicalise
-    (tasks/celery_app.py): config depends on nothing of ours (DESIGN.md §2)."""
+    ValueError naming the variable and the bad entry, so a typo fails when the settings load, not by
+    a sweep silently never running. Object names are the connectors' to canonicalise
+    (tasks/celery_app.py): config depends on nothing of ours
+    (docs/connectors.md#where-connectors-sit)."""
     schedule: dict[tuple[str, str], float] = {}
     for raw in text.split(","):
         entry = raw.strip()

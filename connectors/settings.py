@@ -1,4 +1,4 @@
-"""The settings of the built-in connectors on top of the core's (DESIGN.md §6).
+"""The settings of the built-in connectors on top of the core's (docs/operations.md#settings).
 
 The core's `config.settings.Settings` names no CRM: a connector's credentials and base URLs
 belong to the connector. This class adds the built-ins' to it, under the variable names the
@@ -16,7 +16,8 @@ from config.settings import Settings as CoreSettings
 class Settings(CoreSettings):
     """Read fresh where needed (`Settings()`), never held in a module global."""
 
-    # Vendor settings keep the vendors' conventional names (DESIGN.md §6), so no prefix.
+    # Vendor settings keep the vendors' conventional names (docs/operations.md#settings), so no
+    # prefix.
     hubspot_access_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("HUBSPOT_ACCESS_TOKEN"))
     hubspot_webhook_secret: SecretStr | None = Field(
@@ -45,8 +46,9 @@ class Settings(CoreSettings):
     salesforce_calls_per_second: float = Field(default=20.0, gt=0)
     csv_input: str | None = None  # ACCOUNT_ROUTER_CSV_INPUT: the file the csv connector routes
     csv_output: str | None = None  # ACCOUNT_ROUTER_CSV_OUTPUT: where its owners are written
-    # Outbound Messages (DESIGN.md §6): the org that may call us, and the secret path segment
-    # of the endpoint URL Salesforce is given (the endpoint is off without it).
+    # Outbound Messages (docs/operations.md#post-webhookssalesforcesecret): the org that may call
+    # us, and the secret path segment of the endpoint URL Salesforce is given (the endpoint is off
+    # without it).
     salesforce_org_id: str | None = Field(
         default=None, validation_alias=AliasChoices("SALESFORCE_ORG_ID"))
     salesforce_webhook_secret: SecretStr | None = None  # ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET

@@ -1,4 +1,7 @@
-"""Compiles `when` conditions into Python expressions over normalized records (§3, §4a)."""
+"""Compiles `when` conditions into Python expressions over normalized records.
+
+See docs/routing-file.md#conditions.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,8 @@ MAX_NUMBER = 1e18
 # 100,000-character field cannot hang a worker as Python's backtracking `re` would. RE2 has no
 # backreferences or lookaround; such patterns are refused at load with RE2's reason.
 _RE2_OPTIONS = re2.Options()
-_RE2_OPTIONS.case_sensitive = False  # DESIGN.md §4a: a case-insensitive search
+# docs/routing-file.md#edge-case-rules: a case-insensitive search
+_RE2_OPTIONS.case_sensitive = False
 _RE2_OPTIONS.log_errors = False  # the reason goes into the ConfigError, not onto stderr
 _RE2_OPTIONS.max_mem = 8 << 20  # per compiled program; past it RE2 refuses the pattern
 
@@ -176,9 +180,10 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
     kind = _field_kind(name)
     raw = f"r.raw.get({name!r})"
     folded = f"r.folded.get({name!r})"
-    # A value that does not normalize is missing for every operator (DESIGN.md §4a): an
-    # unparsable number (`n/a`), a domain that is no host, an industry of only `&`/`and`.
-    # Text operators on these fields therefore first require the normalized value.
+    # A value that does not normalize is missing for every operator
+    # (docs/routing-file.md#missing-values): an unparsable number (`n/a`), a domain that is no host,
+    # an industry of only `&`/`and`. Text operators on these fields therefore first require the
+    # normalized value.
     normalized = {"number": f"r.{name}", "domain": "r.domain", "industry": "r.industry"}.get(kind)
     if op == "exists":
         if not isinstance(operand, bool):
@@ -227,7 +232,8 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
         if not isinstance(operand, str) or operand not in ctx.lists:
             raise ctx.error(path, "the name of a list defined under `lists`", operand)
         if kind == "domain":
-            # Free-mail domains never match a list (DESIGN.md §3): gmail.com is nobody's account.
+            # Free-mail domains never match a list (docs/routing-file.md#domains): gmail.com is
+            # nobody's account.
             entries = ctx.const(ctx.lists[operand])
             return f"(not r.freemail and not {entries}.isdisjoint(r.domain_keys))"
         entries = ctx.const(ctx.list_entries[operand])

@@ -1,4 +1,7 @@
-"""The pure routing decision (DESIGN.md §4): record, rules and a snapshot in, Decision out."""
+"""The pure routing decision: record, rules and a snapshot in, Decision out.
+
+See docs/routing-file.md#routing-semantics.
+"""
 
 from __future__ import annotations
 
@@ -147,7 +150,8 @@ class RoutingContext:
         return self._status[rep_id]
 
     def chain(self, rep_id: str) -> _Chain:
-        """Try exactly [rep, rep.backup, rep.manager]: direct links only (DESIGN.md §4a)."""
+        """Try exactly [rep, rep.backup, rep.manager]: direct links only
+        (docs/routing-file.md#rep-chain)."""
         cached = self._chains.get(rep_id)
         if cached is not None:
             return cached
@@ -196,8 +200,9 @@ class RoutingContext:
         if pool.strategy == "round_robin":
             members = pool.members
             last = snap.last_served
-            # The cursor remembers the last member served; the next eligible member after it in
-            # list order takes the turn, so an added member takes its listed place (§4a).
+            # The cursor remembers the last member served; the next eligible member after it in list
+            # order takes the turn, so an added member takes its listed place
+            # (docs/routing-file.md#edge-cases-pools-and-windows).
             start = members.index(last) + 1 if last in members else 0
             chosen = eligible[0]
             for k in range(len(members)):
@@ -251,7 +256,7 @@ class RoutingContext:
     # -- owners --------------------------------------------------------------------------
 
     def owner_valid(self, owner: str, policy: str) -> tuple[bool, str]:
-        """Is an existing owner to be kept under `policy`? (DESIGN.md §4.1 and §4a)."""
+        """Is an existing owner to be kept under `policy`? (docs/routing-file.md#existing-owner)."""
         routing = self.routing
         key = id_key(owner)
         if key in routing.ignore_keys:

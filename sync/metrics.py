@@ -1,4 +1,6 @@
-"""The metrics port (DESIGN.md §5): what the pipeline counts, without knowing where it goes.
+"""The metrics port: what the pipeline counts, without knowing where it goes.
+
+See docs/operations.md#metrics.
 
 The core only talks to this protocol; the Prometheus/Redis implementations live in
 `tasks/metrics.py`, so `sync` imports neither.

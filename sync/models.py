@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 
 class Outcome(StrEnum):
-    """How a record ended (DESIGN.md §4.7)."""
+    """How a record ended (docs/routing-file.md#the-decision)."""
 
     ASSIGNED = "assigned"
     FALLBACK = "fallback"
@@ -19,7 +19,8 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
 
 
-# Normalized record fields rules may name (DESIGN.md §3); `fields.<x>` reaches raw CRM/CSV columns.
+# Normalized record fields rules may name (docs/routing-file.md#fields); `fields.<x>` reaches raw
+# CRM/CSV columns.
 RECORD_FIELDS = (
     "id", "object", "name", "domain", "email", "industry", "employees", "annual_revenue",
     "country", "state", "city", "postal_code", "lead_source", "website", "owner",
@@ -79,7 +80,7 @@ class PoolTurn:
 
 
 class Decision(NamedTuple):
-    """Where a record went and why (DESIGN.md §4.7).
+    """Where a record went and why (docs/routing-file.md#the-decision).
 
     Immutable like the other values here, but a NamedTuple rather than a frozen dataclass: one
     is built per record on the hot path, and a frozen dataclass's `__init__` measured 2.4 µs

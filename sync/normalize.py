@@ -344,7 +344,8 @@ def is_freemail(domain: str | None) -> bool:
 # --------------------------------------------------------------------------------------------
 # Countries
 
-# The closed alias list of DESIGN.md §4a, keyed by folded form; everything else is pycountry's.
+# The closed alias list of docs/routing-file.md#countries, keyed by folded form; everything else is
+# pycountry's.
 _COUNTRY_ALIASES: Mapping[str, str] = {
     "uk": "GB",
     "great britain": "GB",
@@ -416,7 +417,7 @@ def build_record(
     crm: str = "file",
     created_at: datetime | None = None,
 ) -> Record:
-    """Normalize one CRM/CSV row into a `Record` (DESIGN.md §3, §4a).
+    """Normalize one CRM/CSV row into a `Record` (docs/routing-file.md#value-folding).
 
     Keys named like record fields are normalized; any other key `k` lands as `fields.<k>`.
     Raises ValueError for a blank `id` or an unknown `object`.

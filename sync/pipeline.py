@@ -1,4 +1,7 @@
-"""The CRM pipeline (DESIGN.md §1): fetch, lock, recheck, decide, write, audit, checkpoint."""
+"""The CRM pipeline: fetch, lock, recheck, decide, write, audit, checkpoint.
+
+See docs/operations.md#the-pipeline.
+"""
 
 from __future__ import annotations
 
@@ -543,7 +546,8 @@ class Pipeline:
                  audit: list[Decision], instant: datetime, kind: str, trigger: str
                  ) -> list[CrmRecord]:
         """Re-read owners of a stale snapshot in one call, so a human's assignment made since
-        is respected (DESIGN.md §1); a record gone meanwhile is skipped, not dropped."""
+        is respected (docs/operations.md#the-pipeline); a record gone meanwhile is skipped, not
+        dropped."""
         if read_at is None or not records or \
                 (self.clock() - read_at).total_seconds() <= self.recheck_after:
             return records

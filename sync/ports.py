@@ -1,4 +1,7 @@
-"""The connector port: what the pipeline needs from a CRM, declared by the core (DESIGN.md §2)."""
+"""The connector port: what the pipeline needs from a CRM, declared by the core.
+
+See docs/connectors.md#the-connector-protocol.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from config.fieldmaps import MAPPABLE, FieldMaps, merged_field_map
-from sync.models import OBJECTS as RECORD_KINDS  # the record field `object` (DESIGN.md §5)
+
+# the record field `object` (docs/operations.md#command-line)
+from sync.models import OBJECTS as RECORD_KINDS
 
 
 @dataclass(frozen=True, slots=True)

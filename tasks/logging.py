@@ -1,4 +1,6 @@
-"""Structured logs (DESIGN.md §6: secrets are never logged): JSON lines through structlog.
+"""Structured logs: JSON lines through structlog; secrets are never logged.
+
+See docs/operations.md#logs.
 
 Library code (the pipeline, the connectors) logs with the standard `logging` module and passes
 fields as `extra`; this configures the root logger to render every record, from structlog or

@@ -1,4 +1,5 @@
-"""Metrics behind the `sync.metrics.Metrics` port, rendered as Prometheus text (DESIGN.md §5).
+"""Metrics behind the `sync.metrics.Metrics` port, rendered as Prometheus text
+(docs/operations.md#metrics).
 
 `RedisMetrics` keeps every counter in Redis hashes, so the web app's `/metrics` shows what every
 worker process counted; `LocalMetrics` keeps them in this process (embedded mode, tests). Both

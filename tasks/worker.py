@@ -214,7 +214,8 @@ def run_route(crm: str, object: str, ids: Sequence[str], trigger: str) -> RunRep
     try:
         return pipeline.route_ids(obj, ids, trigger=trigger)
     except QuotaExhausted:
-        # Never sleep on a daily quota (DESIGN.md §2): park the ids for the sweep after reset.
+        # Never sleep on a daily quota (docs/operations.md#daily-quotas): park the ids for the sweep
+        # after reset.
         _park(pipeline, obj, ids)
         raise
 

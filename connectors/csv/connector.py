@@ -21,9 +21,10 @@ PAGE_SIZE = 1000
 class CsvConnector:
     """Rows of one CSV export; owners written back into a copy of it.
 
-    A file has no user directory and no modification times: `directory` is False, so owners
-    are judged as `route-file` judges them (DESIGN.md §4a), and every sweep reads every row.
-    Malformed rows are not records here; `route-file` is the command that reports them.
+    A file has no user directory and no modification times: `directory` is False, so owners are
+    judged as `route-file` judges them (docs/routing-file.md#edge-cases-owners), and every sweep
+    reads every row. Malformed rows are not records here; `route-file` is the command that reports
+    them.
     """
 
     name = CRM

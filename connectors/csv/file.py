@@ -1,4 +1,7 @@
-"""CSV file connector: reads exports for `route-file` and writes its result file (DESIGN.md §5)."""
+"""CSV file connector: reads exports for `route-file` and writes its result file.
+
+See docs/operations.md#route-file-csv-in-and-out.
+"""
 
 from __future__ import annotations
 

@@ -10,10 +10,10 @@ from sync.ports import CrmSpec
 CRM = "csv"
 FILE = "file"  # `route-file`: records carry crm `file`; reps may give `crm_ids: {file: ...}`
 
-# An optional `object` column names the record kind itself (DESIGN.md §4a).
+# An optional `object` column names the record kind itself (docs/routing-file.md#edge-case-rules).
 OBJECT_KINDS: Mapping[str, str] = {"account": "account", "lead": "lead", "contact": "contact"}
 
-# A CSV export's columns already carry the normalized names (DESIGN.md §5).
+# A CSV export's columns already carry the normalized names (docs/routing-file.md#field-maps).
 FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
     obj: {f: f for f in sorted(MAPPABLE)} for obj in OBJECT_KINDS}
 

@@ -41,9 +41,9 @@ TOKEN_SETTING = "HUBSPOT_ACCESS_TOKEN"
 # stalled connection would hang a worker forever; a timeout is retried by the Transport.
 DEFAULT_TIMEOUT = (5.0, 60.0)
 
-# The client's urllib3 retries are turned off: they skip POST (search, batch) and would stack
-# under our Transport for GETs (DESIGN.md §2, §7). `False` also makes urllib3 raise the
-# underlying error, which the table classifies.
+# The client's urllib3 retries are turned off: they skip POST (search, batch) and would stack under
+# our Transport for GETs (docs/connectors.md#errors-and-retries). `False` also makes urllib3 raise
+# the underlying error, which the table classifies.
 NO_RETRIES = False
 
 _CURSOR_VERSION = 1
@@ -51,7 +51,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class HubSpotConnector:
-    """HubSpot companies and contacts (DESIGN.md §7).
+    """HubSpot companies and contacts (docs/connectors.md#the-built-in-connectors).
 
     Every call goes through one Transport (the only retry layer) whose limiter is the account's
     burst bucket; searches also take a token from the 5-per-second search bucket. Responses
@@ -404,7 +404,7 @@ class _Unavailable(Exception):
 def from_settings(settings: Settings, *, limiter: Bucket | None = None,
                   transport_sleep: Callable[[float], None] | None = None,
                   extra_fields: Mapping[str, Sequence[str]] | None = None) -> HubSpotConnector:
-    """The connector the environment describes (DESIGN.md §6).
+    """The connector the environment describes (docs/operations.md#settings).
 
     Buckets are per HubSpot account: keyed by a digest of the base URL and token (the portal
     id would need a call), shared through Redis when `ACCOUNT_ROUTER_REDIS_URL` is set.
@@ -423,7 +423,7 @@ def from_settings(settings: Settings, *, limiter: Bucket | None = None,
                              hs.BURST_INTERVAL_SECONDS)
     search_limiter = window_for(settings, CRM, f"{account}:search",
                                 hs.SEARCH_CALLS_PER_SECOND, 1.0)
-    # TLS trust follows the usual variables (DESIGN.md §6); None means the system store.
+    # TLS trust follows the usual variables (docs/operations.md#tls); None means the system store.
     ca_cert = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
     closing = [search_limiter] if given else [limiter, search_limiter]
     # ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS replaces the read timeout only: connecting is quick

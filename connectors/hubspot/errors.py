@@ -15,7 +15,7 @@ from connectors.transport import Failure, Verdict, parse_retry_after
 # Row -> verdict. The generated client raises a different ApiException class per API package
 # (crm.companies, crm.contacts, crm.owners, ...), so rows are matched by duck typing on
 # `.status`, `.body`, `.headers`; urllib3 errors arrive raw because the client's own retries
-# are off (DESIGN.md §2: retry lives only in our Transport).
+# are off (docs/connectors.md#errors-and-retries: retry lives only in our Transport).
 TABLE: Mapping[str, Verdict] = {
     # 401: token missing, wrong, revoked or expired. One clear error naming the setting.
     "401": Verdict.AUTH,

@@ -1,4 +1,7 @@
-"""HubSpot vendor constants (DESIGN.md §7): page sizes, limits and the properties we read."""
+"""HubSpot vendor constants: page sizes, limits and the properties we read.
+
+See docs/connectors.md#the-built-in-connectors.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ BURST_INTERVAL_SECONDS = 10.0  # the burst policy's window (TEN_SECONDLY_ROLLING
 OBJECT_KINDS: Mapping[str, str] = {"companies": "account", "contacts": "contact"}
 OBJECTS = tuple(OBJECT_KINDS)
 
-# Default field maps (DESIGN.md §4): normalized record field -> HubSpot property.
+# Default field maps (docs/routing-file.md#routing-semantics): normalized record field -> HubSpot
+# property.
 FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
     "companies": {
         "name": "name", "domain": "domain", "website": "website", "industry": "industry",

@@ -1,4 +1,7 @@
-"""Salesforce connector: SOQL reads, composite owner writes, one retry layer (DESIGN.md §7)."""
+"""Salesforce connector: SOQL reads, composite owner writes, one retry layer.
+
+See docs/connectors.md#the-built-in-connectors.
+"""
 
 from __future__ import annotations
 
@@ -588,7 +591,7 @@ def parse_datetime(value: object) -> datetime | None:
 
 def _aware(moment: datetime) -> datetime:
     # format_soql converts with astimezone(), which reads a naive value as local time;
-    # naive instants are UTC in this project (DESIGN.md §4a `--now`).
+    # naive instants are UTC in this project (docs/operations.md#command-line).
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 

@@ -11,7 +11,8 @@ CRM = "salesforce"
 # The objects routed, by their API names, and the record kind of each.
 OBJECT_KINDS: Mapping[str, str] = {"Account": "account", "Lead": "lead", "Contact": "contact"}
 
-# Default field maps (DESIGN.md §4): normalized record field -> Salesforce field API name.
+# Default field maps (docs/routing-file.md#routing-semantics): normalized record field -> Salesforce
+# field API name.
 FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
     "Account": {
         "name": "Name", "website": "Website", "industry": "Industry",
@@ -78,7 +79,7 @@ READ_TIMEOUT = 120.0
 # which may hand the record to someone else right after we routed it.
 AUTO_ASSIGN_HEADER: Mapping[str, str] = {"Sforce-Auto-Assign": "FALSE"}
 
-# Setting names per auth mode, as CredentialsError names them (DESIGN.md §6).
+# Setting names per auth mode, as CredentialsError names them (docs/operations.md#salesforce).
 TOKEN_SETTINGS = ("SALESFORCE_INSTANCE_URL", "SALESFORCE_ACCESS_TOKEN")
 PASSWORD_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_PASSWORD", "SALESFORCE_SECURITY_TOKEN",
                      "SALESFORCE_DOMAIN")

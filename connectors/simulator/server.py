@@ -166,7 +166,8 @@ class RunningSimulator:
             raise
 
     def env(self) -> dict[str, str]:
-        """Environment for account-router (DESIGN.md §6) to talk to this simulator."""
+        """Environment for account-router (docs/operations.md#settings) to talk to this
+        simulator."""
         return {
             "ACCOUNT_ROUTER_HUBSPOT_BASE_URL": self.hubspot_url,
             "HUBSPOT_ACCESS_TOKEN": _pick(self.sim.hubspot_tokens, HUBSPOT_TOKEN),

@@ -34,13 +34,15 @@ ACCEPTED_FORMS = (
     "redis://host:port/db or rediss://host:port/db"
 )
 
-# Outcomes that put a record on a rep's plate; `kept_existing` never counts as load (§4a).
+# Outcomes that put a record on a rep's plate; `kept_existing` never counts as load
+# (docs/routing-file.md#edge-cases-pools-and-windows).
 OUTCOMES_WITH_LOAD = ("assigned", "fallback")
 
 
 def open_store(url: str) -> StateStore:
-    """Open the state store a URL names (DESIGN.md §4a: the accepted forms). Errors quote the
-    URL with its password masked (`redact_url`): they end up on screens and in logs."""
+    """Open the state store a URL names (docs/operations.md#state-stores: the accepted forms).
+    Errors quote the URL with its password masked (`redact_url`): they end up on screens and in
+    logs."""
     if not isinstance(url, str) or not url.strip():
         raise ValueError(f"empty state URL; expected one of: {ACCEPTED_FORMS}")
     url = url.strip()

@@ -93,7 +93,8 @@ class StateStore(Protocol):
     def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
         """Assignments (outcomes assigned/fallback with an owner) grouped by rep, pool, outcome."""
 
-    # --- pipeline bookkeeping (DESIGN.md §1): checkpoints, record locks, failed writes -------
+    # --- pipeline bookkeeping: checkpoints, record locks, failed writes ----------------
+    # (docs/operations.md#the-pipeline)
 
     def get_checkpoint(self, name: str) -> str | None:
         """A named checkpoint (e.g. a sweep's watermark and cursor, as JSON); None if unset."""

@@ -138,8 +138,8 @@ class RedisStateStore(ClosesOnExit):
     """
 
     def __init__(self, url: str, prefix: str = "ar:") -> None:
-        # Only a redacted form is kept for display: the URL may carry a password (§6: secrets are
-        # never logged, and reprs end up in logs).
+        # Only a redacted form is kept for display: the URL may carry a password
+        # (docs/operations.md#logs: secrets are never logged, and reprs end up in logs).
         self.display_url = redact_url(url)
         self.prefix = prefix
         # redis-py's pool re-creates connections after fork(), so a store opened before Celery

@@ -147,8 +147,9 @@ class SqliteStateStore(ClosesOnExit):
                     raise
                 time.sleep(0.01)
         conn.execute(f"PRAGMA busy_timeout={int(self._timeout * 1000)}")
-        # NORMAL in WAL mode: durable against process crashes, may lose the last commits on
-        # power loss; a lost turn is acceptable (§5: "may be lost, never given twice").
+        # NORMAL in WAL mode: durable against process crashes, may lose the last commits on power
+        # loss; a lost turn is acceptable (docs/operations.md#tasks-and-delivery: "may be lost,
+        # never given twice").
         conn.execute("PRAGMA synchronous=NORMAL")
         # executescript() would COMMIT any open transaction first, so run statements one by one
         # inside BEGIN IMMEDIATE: concurrent first opens then create the schema exactly once.

@@ -1,4 +1,5 @@
-"""The `account-router` command line (DESIGN.md §5): exit 0 done, 1 records failed, 2 bad input.
+"""The `account-router` command line (docs/operations.md#command-line): exit 0 done, 1 records
+failed, 2 bad input.
 
 One typer app; each command lives in the module of its concern and is registered here, so there
 is one `--help`. Shared consoles, options and error handling are in `tasks.cli.common`.

@@ -1,4 +1,7 @@
-"""Runtime rep availability: pause and resume (DESIGN.md §4 "Eligible": paused reps get nothing)."""
+"""Runtime rep availability: pause and resume (paused reps get nothing).
+
+See docs/routing-file.md#routing-semantics.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The HTTP app (DESIGN.md §5): CRM webhooks in, record ids onto the queue; the ops API.
+"""The HTTP app: CRM webhooks in, record ids onto the queue; the ops API.
+
+See docs/operations.md#http-contract.
 
 One router per concern (`hubspot`, `salesforce`, `ops`, `health`), shared pieces in `common`
 (a leaf), the routing file the app serves in `routing`, `create_app` in `app` assembling them,

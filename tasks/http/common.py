@@ -29,8 +29,9 @@ log = logging.getLogger("tasks.http")
 
 Enqueue = Callable[[str, str, list[str], str], None]
 
-MAX_BODY_BYTES = 1 << 20  # §5: bodies over 1 MiB answer 413
-MAX_EVENTS = 100  # §7: HubSpot and Salesforce both send at most 100 per delivery
+MAX_BODY_BYTES = 1 << 20  # docs/operations.md#status-codes: bodies over 1 MiB answer 413
+# HubSpot and Salesforce send at most 100 per delivery (docs/connectors.md#the-built-in-connectors)
+MAX_EVENTS = 100
 MAX_ID_LENGTH = 255  # any id taken from a request: record, rep, event
 # Control characters and lone surrogates (JSON's "\ud800"): no id has them, and a lone
 # surrogate cannot even be encoded to be stored or logged.
@@ -49,8 +50,8 @@ def check_text(value: str, max_length: int = MAX_ID_LENGTH) -> str:
     return value
 
 
-# The Salesforce endpoint's secret is the path segment after this (DESIGN.md §6); any query
-# parameter named like a secret (`?token=`) is one too. Neither may reach a log line.
+# The Salesforce endpoint's secret is the path segment after this (docs/operations.md#settings); any
+# query parameter named like a secret (`?token=`) is one too. Neither may reach a log line.
 _SECRET_PATH = re.compile(r"(/webhooks/+salesforce/+)[^/]+", re.IGNORECASE)
 _PATH = re.compile(r'/[^\s?#"]*')
 _QUERY_PAIR = re.compile(r'([?&;])([^=&;\s"#?]*)=([^&;\s"#]*)')

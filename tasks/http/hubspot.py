@@ -1,5 +1,7 @@
-"""HubSpot webhooks (DESIGN.md §5, §7): authenticate (v3 signature) → validate → dedupe →
-enqueue, as STYLE.md §8 orders them."""
+"""HubSpot webhooks: authenticate (v3 signature) → validate → dedupe → enqueue.
+
+See docs/operations.md#post-webhookshubspot and docs/connectors.md#the-built-in-connectors.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from tasks.http.routing import routed_properties
 
 log = logging.getLogger("tasks.http")
 
-SIGNATURE_MAX_AGE_MS = 5 * 60 * 1000  # §7: reject timestamps older than 5 minutes
+# docs/operations.md#post-webhookshubspot: reject timestamps older than 5 minutes
+SIGNATURE_MAX_AGE_MS = 5 * 60 * 1000
 DEDUPE_TTL_SECONDS = 24 * 3600  # HubSpot retries a delivery for up to 24 h
 
 # HubSpot objects this router handles: the event type's prefix -> the CRM object name.

@@ -1,5 +1,7 @@
-"""The ops API (DESIGN.md §5): reprocess ids, read a record's decisions, pause and resume
-reps; every route behind the bearer token (ACCOUNT_ROUTER_API_TOKEN)."""
+"""The ops API: reprocess ids, read decisions, pause and resume reps, behind the bearer token.
+
+See docs/operations.md#ops-api-authentication (ACCOUNT_ROUTER_API_TOKEN).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Salesforce Outbound Messages (DESIGN.md §6, §7): SOAP notifications from one org, acked
-only once their record ids are in the queue."""
+"""Salesforce Outbound Messages: SOAP from one org, acked only once their ids are queued.
+
+See docs/operations.md#post-webhookssalesforcesecret.
+"""
 
 from __future__ import annotations
 

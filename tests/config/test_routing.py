@@ -1,5 +1,6 @@
-"""Routing-file validation (DESIGN.md §3, §4a): every error names the file, the exact path of the
-offending item, what was expected and what was found; nothing routes with a broken file."""
+"""Routing-file validation (docs/routing-file.md#loading-and-errors): every error names the file,
+the exact path of the offending item, what was expected and what was found; nothing routes with a
+broken file."""
 
 from __future__ import annotations
 

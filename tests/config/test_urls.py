@@ -1,4 +1,4 @@
-"""`redact_url`: connection URLs shown in errors and logs keep their passwords out (§6)."""
+"""`redact_url`: connection URLs in errors and logs keep passwords out (operations.md#logs)."""
 
 from __future__ import annotations
 

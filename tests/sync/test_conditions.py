@@ -1,4 +1,4 @@
-"""Condition semantics (DESIGN.md §3 "Conditions", §4a "Conditions"): every operator on every
+"""Condition semantics (docs/routing-file.md#conditions): every operator on every
 kind of field, missing values, combinators, folding, numbers, countries, domains and owners.
 
 Each case compiles a one-rule routing file (`assign: {queue: Q}`) and asks whether the rule

@@ -1,4 +1,4 @@
-"""Tests for sync.decide: the exact routing semantics of DESIGN.md §4 and §4a."""
+"""Tests for sync.decide: the exact routing semantics of docs/routing-file.md#routing-semantics."""
 
 from __future__ import annotations
 
@@ -905,8 +905,9 @@ def test_given_the_account_owner_is_inactive_when_following_then_the_next_rule()
 
 
 def test_given_the_account_owner_is_out_of_office_when_following_then_still_the_account_owner():
-    # "when that owner is valid" (§3): validity is ownership (active user, not a queue), not
-    # availability, just as an out-of-office owner is kept (§4a).
+    # "when that owner is valid" (docs/routing-file.md#assign-targets): validity is ownership
+    # (active user, not a queue), not availability, just as an out-of-office owner is kept
+    # (docs/routing-file.md#edge-cases-owners).
     d = decide(rec(object="lead", email="jo@acme.com"),
                context(routing(FOLLOW), paused={"ava": None},
                        account_owners={"acme.com": AVA_SF}))

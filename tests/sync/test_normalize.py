@@ -1,4 +1,4 @@
-"""Tests for sync.normalize: the value forms rules compare (DESIGN.md §3, §4a)."""
+"""Tests for sync.normalize: the value forms rules compare (docs/routing-file.md#value-folding)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Property tests for pool fairness (DESIGN.md §4.5, §4a): rotation, weights, restarts."""
+"""Property tests for pool fairness: rotation, weights, restarts.
+
+See docs/routing-file.md#pool-strategies.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End-to-end tests of the `account-router` command line (DESIGN.md §4a "Files", §5).
+"""End-to-end tests of the `account-router` command line (docs/operations.md#command-line).
 
 Every test passes `--state sqlite:///<tmp_path>/s.db` and `--now`, so runs are deterministic and
 never touch the working directory or the wall clock.
@@ -57,7 +57,8 @@ rules:
 fallback: {rep: maya}
 """
 
-# One row per case of §4a "Files"; the comment is what the row must come out as.
+# One row per case of docs/operations.md#route-file-csv-in-and-out; the comment is what the row must
+# come out as.
 CONTRACT_INPUT = (
     "id,name,country,tier,object,owner\n"
     "1,Acme,US,,,\n"                          # pool turn 1 -> ben
@@ -71,7 +72,8 @@ CONTRACT_INPUT = (
     "9,Iota,JP,,,\n"                          # no rule: top-level fallback, rule empty
     "10,Kappa,US,,,cara\n"                    # a rep id as owner: kept
 )
-CONTRACT_COLUMNS = [  # id, previous_owner, owner, outcome, rule: exact per §4a
+# id, previous_owner, owner, outcome, rule: exact per docs/operations.md#route-file-csv-in-and-out
+CONTRACT_COLUMNS = [
     ["1", "", "ben", "assigned", "us-smb"],
     ["2", "", "ava", "assigned", "gold-tier"],
     ["3", "", "00GLEADQUEUE", "assigned", "leads"],

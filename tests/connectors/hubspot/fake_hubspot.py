@@ -224,7 +224,7 @@ class FakeHubSpot:
                                             for r in page]}
         if after + limit < len(matches):
             body["paging"] = {"next": {"after": str(after + limit)}}
-        # Search answers carry no rate-limit headers (DESIGN.md §7).
+        # Search answers carry no rate-limit headers (docs/connectors.md#rate-limits).
         return Canned(200, body)
 
     def _batch_read(self, obj: str, request: dict[str, Any]) -> Canned:

@@ -49,7 +49,7 @@ def hs(running: RunningSimulator) -> Iterator[requests.Session]:
 def sf_session(running: RunningSimulator, monkeypatch: pytest.MonkeyPatch
                ) -> Iterator[requests.Session]:
     # requests lets REQUESTS_CA_BUNDLE override Session.verify, so trust goes through the
-    # environment, as DESIGN.md §6 has the app do it.
+    # environment, as docs/operations.md#settings has the app do it.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", running.ca_bundle_path)
     session = requests.Session()
     session.verify = running.ca_bundle_path

@@ -458,7 +458,8 @@ def test_given_mixed_outcomes_when_loading_then_assignments_group_by_rep_pool_ou
         decision("r4", owner="cara", pool=None, rule="named-accounts"),
         decision("r5", owner="maya", outcome=Outcome.FALLBACK, rule=None),
         decision("r6", owner="maya", outcome=Outcome.FALLBACK, pool="smb"),
-        # Not load: kept owners, unassigned and skipped records (§4a "kept records don't count").
+        # Not load: kept owners, unassigned and skipped records
+        # (docs/routing-file.md#edge-cases-pools-and-windows "kept records don't count").
         decision("r7", owner="cara", outcome=Outcome.KEPT_EXISTING),
         decision("r8", owner=None, outcome=Outcome.UNASSIGNED),
         decision("r9", owner=None, outcome=Outcome.SKIPPED),

@@ -1,4 +1,7 @@
-"""`open_store(url)`: the accepted state URL forms (DESIGN.md §4a) and clear errors otherwise."""
+"""`open_store(url)`: the accepted state URL forms and clear errors otherwise.
+
+See docs/operations.md#state-stores.
+"""
 
 from __future__ import annotations
 
