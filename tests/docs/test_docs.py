@@ -68,3 +68,37 @@ def test_given_a_page_when_following_its_relative_links_then_file_and_heading_ex
                 fragment not in _anchors(file.read_text(encoding="utf-8")):
             broken.append(f"{target}: no such heading")
     assert not broken, f"{page.name}: " + "; ".join(broken)
+
+
+def test_given_the_docs_and_readme_when_searching_then_no_todo_marker_is_left() -> None:
+    left = [f"{page.name}:{n}" for page in [ROOT / "README.md", *PAGES]
+            for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1)
+            if "TODO(" in line]
+    assert not left, "facts still to fill in: " + ", ".join(left)
+
+
+def test_given_every_setting_when_reading_the_operations_page_then_each_variable_is_named() -> None:
+    from connectors.settings import Settings
+
+    page = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    missing = []
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", None)
+        variable = str(choices[0]) if choices else f"ACCOUNT_ROUTER_{name.upper()}"
+        if f"`{variable}`" not in page:
+            missing.append(variable)
+    assert not missing, "settings docs/operations.md does not name: " + ", ".join(missing)
+
+
+def test_given_the_limits_section_when_reading_it_then_every_loader_bound_is_listed() -> None:
+    import config.routing
+    import sync.conditions
+
+    text = (ROOT / "docs" / "routing-file.md").read_text(encoding="utf-8")
+    limits = text[text.index("## Limits"):]
+    bounds = [name for module in (config.routing, sync.conditions) for name in vars(module)
+              if name.startswith("MAX_")]
+    assert bounds
+    missing = [name for name in bounds if f"`{name}`" not in limits]
+    assert not missing, "routing-file.md#limits does not list: " + ", ".join(missing)
