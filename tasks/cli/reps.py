@@ -50,9 +50,14 @@ def resume(
     state: StateOpt = None,
 ) -> None:
     """Route to a paused rep again."""
-    _check_rep(rep, config)
-    store = open_state(state)
+    routing = load_routing_file(config)
+    # No state file means nobody is paused: nothing to create.
+    store = open_state(state, if_missing="empty")
     try:
+        # A rep removed from the routing file since its pause may still be resumed (as over
+        # HTTP): its pause would otherwise outlive it. Any other unknown id is a typo.
+        if rep not in routing.reps and rep not in store.pauses(datetime.now(UTC)):
+            fail(f"unknown rep {rep!r} (reps: {', '.join(routing.reps)})")
         was = store.resume(rep)
     finally:
         store.close()

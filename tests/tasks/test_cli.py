@@ -1070,3 +1070,18 @@ def test_given_a_bad_setting_when_running_a_command_then_exit_2_names_it_without
     assert proc.returncode == 2, proc.stderr
     assert f"invalid settings: {variable}" in proc.stderr
     assert "Traceback" not in proc.stderr and "hunter2-secret" not in proc.stderr
+
+
+def test_given_a_rep_removed_from_the_routing_file_while_paused_when_resuming_then_it_resumes(
+        tmp_path: Path, config: Path, state: str) -> None:
+    invoke("pause", "ben", "--config", config, "--state", state)
+    without_ben = tmp_path / "without-ben.yaml"
+    text = config.read_text(encoding="utf-8")
+    # Ben leaves the routing file: the pause must not outlive him, as over HTTP.
+    without_ben.write_text(text.replace("ben", "bea"), encoding="utf-8")
+
+    result = invoke("resume", "ben", "--config", without_ben, "--state", state)
+    again = invoke("resume", "ben", "--config", without_ben, "--state", state)
+
+    assert result.exit_code == 0 and "resumed ben" in result.stdout
+    assert again.exit_code == 2 and "unknown rep 'ben'" in again.stderr
