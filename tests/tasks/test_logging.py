@@ -5,27 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
-
-import pytest
-import structlog
-
-from tasks.logging import configure_logging
-
-
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    configure_logging(stream=stream)
-    try:
-        yield stream
-    finally:
-        root.setLevel(level)
-        for handler in [h for h in root.handlers if type(h).__name__ == "_Handler"]:
-            root.removeHandler(handler)
-        structlog.reset_defaults()
 
 
 def test_given_an_error_quoting_a_redis_url_when_logged_then_the_password_is_masked(

@@ -22,7 +22,7 @@ from connectors.transport import Transport, Unlimited
 from sync.state import StateStore, open_store
 from tasks.cli import app as cli
 from tasks.http import create_app
-from tasks.logging import REDACTED, configure_logging, redact_secrets
+from tasks.logging import REDACTED, redact_secrets
 from tasks.metrics import Broker, LocalMetrics, RedisMetrics
 from tests.loopback import free_port
 
@@ -282,20 +282,6 @@ def test_given_a_broker_failure_when_enqueueing_then_exit_1_with_a_message(
 
 # -- structured logs -----------------------------------------------------------------------------
 
-@pytest.fixture
-def logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    root = logging.getLogger()
-    level = root.level
-    configure_logging(stream=stream)
-    try:
-        yield stream
-    finally:
-        root.setLevel(level)
-        for handler in [h for h in root.handlers if type(h).__name__ == "_Handler"]:
-            root.removeHandler(handler)
-        structlog.reset_defaults()
-        structlog.contextvars.clear_contextvars()
 
 
 def lines(stream: io.StringIO) -> list[dict[str, object]]:
