@@ -169,8 +169,9 @@ def reprocess(
     enqueue: Annotated[bool, typer.Option("--enqueue", help="Hand the ids to the workers' "
                        "queue instead of routing them in this process.")] = False,
 ) -> None:
-    """Route chosen records again, in this process (or on the workers with --enqueue);
-    audited with trigger `reprocess`."""
+    """Route chosen records again (trigger `reprocess`), here or on the workers (--enqueue).
+
+    --dry-run writes nothing and prints what would change."""
     if enqueue:
         _enqueue_reprocess(crm, object, ids, dry_run=dry_run, now=now)
         return

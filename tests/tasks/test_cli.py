@@ -1085,3 +1085,31 @@ def test_given_a_rep_removed_from_the_routing_file_while_paused_when_resuming_th
 
     assert result.exit_code == 0 and "resumed ben" in result.stdout
     assert again.exit_code == 2 and "unknown rep 'ben'" in again.stderr
+
+
+# --- help ---------------------------------------------------------------------------------
+
+
+def test_given_the_commands_routing_a_crm_when_help_is_shown_then_crm_names_the_registry():
+    # Given: the commands that take a required --crm (explain's is optional and reads a record).
+    import typer.main
+
+    from tasks.cli.common import CrmOpt
+
+    group = typer.main.get_command(app)
+    helps = {name: param.help for name, command in group.commands.items()
+             for param in command.params if param.name == "crm" and param.required}
+
+    # Then: every one says the same thing, naming the registry (a new connector included).
+    assert set(helps) == {"sweep", "reprocess", "simulate"}
+    assert set(helps.values()) == {CrmOpt.__metadata__[0].help}
+
+
+def test_given_every_command_when_listed_then_its_summary_is_one_line():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    summaries = {name: (command.help or "").strip().split("\n\n")[0]
+                 for name, command in group.commands.items()}
+
+    assert {name: s for name, s in summaries.items() if "\n" in s or not s} == {}
