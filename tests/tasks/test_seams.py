@@ -1,4 +1,5 @@
-"""The entry layer along its seams (issue 8, point 14): no module of tasks/ reaches into another
+"""The entry layer along its seams (issue 8, point 14): the HTTP package defers no import into a
+function, and no module of tasks/ reaches into another
 module's private names (the HTTP app took the worker's `_stamp` with a deferred import; what
 both need lives in tasks/routing_files.py)."""
 
@@ -31,3 +32,17 @@ def test_given_the_tasks_modules_then_none_imports_another_modules_private_names
                 if names:
                     private.append(f"{_module_of(path)}:{node.lineno} {ast.unparse(node)}")
     assert private == []
+
+
+def test_given_the_http_package_then_no_import_is_deferred_into_a_function() -> None:
+    # The HTTP app is loaded whole by `serve` (the CLI already defers importing it), so an
+    # import inside one of its functions saves nothing and hides a dependency.
+    deferred = []
+    for path in sorted((TASKS / "http").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                deferred += [f"{path.name}:{node.lineno} {ast.unparse(node)}"
+                             for node in ast.walk(function)
+                             if isinstance(node, ast.Import | ast.ImportFrom)]
+    assert deferred == []
