@@ -1113,3 +1113,37 @@ def test_given_every_command_when_listed_then_its_summary_is_one_line():
                  for name, command in group.commands.items()}
 
     assert {name: s for name, s in summaries.items() if "\n" in s or not s} == {}
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+def test_given_the_salesforce_endpoint_off_when_serve_starts_then_its_warning_is_a_json_log_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    # Given: an org id but no webhook secret (the endpoint is off), and uvicorn stubbed out.
+    import types
+
+    import uvicorn
+
+    queue = types.ModuleType("tasks.queue")
+    queue.enqueue_route = lambda *args: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tasks.queue", queue)
+    monkeypatch.setenv("SALESFORCE_ORG_ID", "00D000000000001")
+    monkeypatch.delenv("ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET", raising=False)
+
+    def run(server: uvicorn.Server) -> None:
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+
+    # When: serve starts.
+    result = CliRunner().invoke(app, ["serve", "--state", f"sqlite:///{tmp_path / 's.db'}"])
+
+    # Then: the warning is logged like every other event: one JSON object, with its level
+    # (it used to be logged before logging was set up: a raw line past the redaction).
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "Salesforce webhook off" in line]
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert event["level"] == "warning" and event["logger"] == "tasks.http"
