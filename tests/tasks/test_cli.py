@@ -1147,3 +1147,30 @@ def test_given_the_salesforce_endpoint_off_when_serve_starts_then_its_warning_is
     assert len(lines) == 1
     event = json.loads(lines[0])
     assert event["level"] == "warning" and event["logger"] == "tasks.http"
+
+
+# --- sweep / reprocess report ---------------------------------------------------------------
+
+
+def test_given_records_gone_when_reprocessed_then_each_skipped_one_is_named_with_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given: the CSV connector over the bundled export, and 22 ids it does not hold.
+    examples = Path(__file__).resolve().parents[2] / "config" / "examples"
+    source = tmp_path / "accounts.csv"
+    source.write_bytes((examples / "accounts.csv").read_bytes())
+    monkeypatch.setenv("ACCOUNT_ROUTER_CSV_INPUT", str(source))
+    monkeypatch.setenv("ACCOUNT_ROUTER_CSV_OUTPUT", str(tmp_path / "routed.csv"))
+    gone = [f"gone-{n}" for n in range(1, 23)]
+
+    # When: they are reprocessed.
+    result = CliRunner().invoke(app, [
+        "reprocess", "--crm", "csv", "--object", "account", *gone, "--config",
+        str(examples / "routing.yaml"), "--state", f"sqlite:///{tmp_path / 's.db'}"])
+
+    # Then: exit 1, and stderr says which records and why: the first 20, then how many more.
+    assert result.exit_code == 1, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings[:2] == ["warning: csv account gone-1: skipped: record gone from the CRM",
+                            "warning: csv account gone-2: skipped: record gone from the CRM"]
+    assert len(warnings) == 21
+    assert warnings[-1].startswith("warning: and 2 more; `account-router audit ID`")
