@@ -1119,8 +1119,10 @@ def test_given_every_command_when_listed_then_its_summary_is_one_line():
 
 
 def test_given_the_salesforce_endpoint_off_when_serve_starts_then_its_warning_is_a_json_log_line(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, logs: io.StringIO,
 ) -> None:
+    # `logs` undoes the logging setup afterwards: serve points it at the runner's stderr,
+    # closed once the command returns.
     # Given: an org id but no webhook secret (the endpoint is off), and uvicorn stubbed out.
     import types
 
