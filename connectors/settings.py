@@ -52,3 +52,10 @@ class Settings(CoreSettings):
     salesforce_org_id: str | None = Field(
         default=None, validation_alias=AliasChoices("SALESFORCE_ORG_ID"))
     salesforce_webhook_secret: SecretStr | None = None  # ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET
+    # TLS trust (docs/operations.md#tls): the conventional variables, read here like every other
+    # setting. requests honours REQUESTS_CA_BUNDLE itself; the HubSpot client (urllib3) and the
+    # Salesforce session take these from the connector factories.
+    requests_ca_bundle: str | None = Field(
+        default=None, validation_alias=AliasChoices("REQUESTS_CA_BUNDLE"))
+    ssl_cert_file: str | None = Field(
+        default=None, validation_alias=AliasChoices("SSL_CERT_FILE"))

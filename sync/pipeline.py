@@ -35,6 +35,7 @@ log = logging.getLogger("account_router.pipeline")
 
 WRITES = (Outcome.ASSIGNED, Outcome.FALLBACK)
 RETRY_CHUNK = 100  # previously failed ids re-read per call
+MAX_PROBLEMS_KEPT = 20  # skipped or unwritten decisions a run report names (the CLI shows them)
 # The owner token of record locks for the run in this context (see `Pipeline.locks_owned_by`);
 # unset, each batch locks under a fresh token.
 _lock_owner: ContextVar[str | None] = ContextVar("account_router_lock_owner", default=None)
@@ -58,6 +59,9 @@ class RunReport:
     stopped: str | None = None  # why the run stopped early (quota), None when it finished
     changes: list[Decision] = field(default_factory=list)  # dry run: what would change
     speed: list[float] = field(default_factory=list)  # seconds, record created -> written
+    # The first skipped or unwritten decisions, so the CLI can say which records and why (the
+    # audit has every one; a sweep of a broken export must not hold them all in memory).
+    problems: list[Decision] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -65,6 +69,9 @@ class RunReport:
 
     def add(self, decision: Decision) -> None:
         self.outcomes[str(decision.outcome)] += 1
+        if (decision.outcome == Outcome.SKIPPED or decision.write_error) \
+                and len(self.problems) < MAX_PROBLEMS_KEPT:
+            self.problems.append(decision)
         if decision.outcome in WRITES:
             self.rules[decision.rule or "(fallback)"] += 1
             if decision.owner:

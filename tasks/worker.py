@@ -32,7 +32,6 @@ from config.routing import ConfigError
 from connectors import registry
 from connectors.registry import canonical_object, load_routing
 from connectors.settings import Settings
-from sync.compiler import CompiledRouting
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmUnavailable, QuotaExhausted
 from sync.state import open_store
@@ -43,6 +42,7 @@ from tasks.celery_app import (
     app,
 )
 from tasks.metrics import metrics_for
+from tasks.routing_files import Stamp, files_stamp, routing_files
 
 log = get_task_logger(__name__)
 
@@ -121,30 +121,6 @@ class _Built:
     refused: Stamp | None = None  # a broken edit already reported: not re-read every task
 
 
-Stamp = tuple[tuple[int, int] | None, ...]
-
-
-def routing_files(config: str, routing: CompiledRouting | None) -> list[Path]:
-    """The routing file and the list files it names (relative to its folder)."""
-    files = [Path(config)]
-    if routing is not None:
-        base = Path(config).parent
-        files += [base / spec.file for spec in routing.file.lists.values() if spec.file]
-    return files
-
-
-def _stamp(files: Sequence[Path]) -> Stamp:
-    stamps: list[tuple[int, int] | None] = []
-    for file in files:
-        try:
-            st = file.stat()
-        except OSError:
-            stamps.append(None)
-        else:
-            stamps.append((st.st_mtime_ns, st.st_size))
-    return tuple(stamps)
-
-
 def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipeline:
     routing = load_routing(config, list_roots=settings.list_roots)
     store = open_store(state_url)
@@ -175,7 +151,7 @@ def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:
         if built is None:
             _pipelines[key] = built = _Built(*_build_stamped(crm, settings, config, state_url))
             return built.pipeline
-        stamp = _stamp(routing_files(config, built.pipeline.routing))
+        stamp = files_stamp(routing_files(config, built.pipeline.routing))
         if stamp in (built.stamp, built.refused):
             return built.pipeline
         try:
@@ -196,9 +172,9 @@ def _build_stamped(crm: str, settings: Settings, config: str, state_url: str
                    ) -> tuple[Pipeline, Stamp]:
     # The routing file is stamped before it is read: an edit landing during the read leaves a
     # stamp that no longer matches, so the next task reads the file again.
-    before = _stamp([Path(config)])
+    before = files_stamp([Path(config)])
     pipeline = _build(crm, settings, config, state_url)
-    return pipeline, before + _stamp(routing_files(config, pipeline.routing))[1:]
+    return pipeline, before + files_stamp(routing_files(config, pipeline.routing))[1:]
 
 
 def _park(pipeline: Pipeline, obj: str, ids: Sequence[str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -424,7 +423,7 @@ def from_settings(settings: Settings, *, limiter: Bucket | None = None,
     search_limiter = window_for(settings, CRM, f"{account}:search",
                                 hs.SEARCH_CALLS_PER_SECOND, 1.0)
     # TLS trust follows the usual variables (docs/operations.md#tls); None means the system store.
-    ca_cert = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE") or None
+    ca_cert = settings.requests_ca_bundle or settings.ssl_cert_file or None
     closing = [search_limiter] if given else [limiter, search_limiter]
     # ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS replaces the read timeout only: connecting is quick
     # or not at all, whatever the call.

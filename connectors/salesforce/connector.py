@@ -174,14 +174,14 @@ class _Session(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
-def _session(read_timeout: float | None = None) -> _Session:
+def _session(read_timeout: float | None = None, cert_file: str | None = None) -> _Session:
     # ACCOUNT_ROUTER_CRM_TIMEOUT_SECONDS replaces the read timeout only (None: the vendor's).
     read = vendor.READ_TIMEOUT if read_timeout is None else read_timeout
     session = _Session((vendor.CONNECT_TIMEOUT, read))
     # requests reads REQUESTS_CA_BUNDLE (and CURL_CA_BUNDLE) per request because trust_env is
     # on, and simple-salesforce never sets `verify`; requests ignores SSL_CERT_FILE (it ships
-    # certifi), so honour that one here, below the requests variables.
-    cert_file = os.environ.get("SSL_CERT_FILE")
+    # certifi), so honour that one (the SSL_CERT_FILE setting) here, below the requests
+    # variables.
     if cert_file and Path(cert_file).is_file():
         session.verify = cert_file
     # On the session, not only per call: simple-salesforce drops per-call headers when it
@@ -245,7 +245,7 @@ class SalesforceConnector:
         self._usage: tuple[int, int] | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._session = _session(settings.crm_timeout_seconds)
+        self._session = _session(settings.crm_timeout_seconds, settings.ssl_cert_file)
         self._session.hooks["response"].append(self._on_response)
         self.transport = Transport(
             CRM, self._classify,

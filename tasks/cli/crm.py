@@ -169,8 +169,9 @@ def reprocess(
     enqueue: Annotated[bool, typer.Option("--enqueue", help="Hand the ids to the workers' "
                        "queue instead of routing them in this process.")] = False,
 ) -> None:
-    """Route chosen records again, in this process (or on the workers with --enqueue);
-    audited with trigger `reprocess`."""
+    """Route chosen records again (trigger `reprocess`), here or on the workers (--enqueue).
+
+    --dry-run writes nothing and prints what would change."""
     if enqueue:
         _enqueue_reprocess(crm, object, ids, dry_run=dry_run, now=now)
         return
@@ -232,6 +233,16 @@ def _finish(report: RunReport, pipeline: Pipeline) -> None:
     out.print(f"written {report.written}, write failures {report.write_failed}, locked by "
               f"another worker {report.locked_elsewhere}, pages {report.pages}, API calls "
               f"{calls.total} (retries {calls.retries})")
+    # Which records were skipped or left unwritten, and why: the exit status says only that
+    # some were. The audit keeps every one (`account-router audit ID`).
+    for d in report.problems:
+        why = f"not written: {d.write_error}" if d.write_error else f"skipped: {d.reason}"
+        err.print(f"warning: {report.crm} {report.object} {d.record_id}: {why}",
+                  soft_wrap=True)
+    unnamed = report.outcomes.get("skipped", 0) + report.write_failed - len(report.problems)
+    if unnamed > 0:
+        err.print(f"warning: and {unnamed} more; `account-router audit ID` shows each record's "
+                  "decisions", soft_wrap=True)
     if report.stopped:
         err.print(f"stopped early: {report.stopped}; the next run resumes from the checkpoint")
         raise typer.Exit(1)

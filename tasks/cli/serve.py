@@ -39,10 +39,14 @@ def serve(
     from connectors.settings import Settings
     from tasks.http import create_app
     from tasks.http.server import run as run_server
+    from tasks.logging import configure_logging
 
     enqueue = _enqueue()
     store = open_state(state)
     try:
+        # Before the app is built: what it logs while assembling (the Salesforce endpoint off)
+        # is a JSON line through the redaction like everything after.
+        configure_logging()
         app = create_app(Settings(), store, enqueue)
         run_server(app, host=host, port=port)
     finally:

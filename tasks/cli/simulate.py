@@ -13,14 +13,14 @@ from connectors.registry import canonical_object
 from connectors.settings import Settings
 from sync.pipeline import Pipeline, Simulation
 from sync.ports import CredentialsError, CrmError
-from tasks.cli.common import err, fail, load_routing_file, open_state, out
+from tasks.cli.common import CrmOpt, err, fail, load_routing_file, open_state, out
 
 MOVES_SHOWN = 50
 
 
 def simulate(
     config: Annotated[Path, typer.Option("--config", "-c", help="The NEW routing file to try.")],
-    crm: Annotated[str, typer.Option("--crm", help="hubspot, salesforce or csv.")],
+    crm: CrmOpt,
     object: Annotated[str, typer.Option("--object", help="CRM object, e.g. companies, Lead.")],
     state: Annotated[str | None, typer.Option("--state", help="State URL (pool cursors and "
                      "pauses are read, never written).", show_default=False)] = None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -20,9 +19,7 @@ from sync.state.base import StateStore
 from tasks.http import health, hubspot, ops, salesforce
 from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
 from tasks.http.routing import ServedRouting
-
-if TYPE_CHECKING:
-    from tasks.metrics import AnyMetrics, Broker
+from tasks.metrics import AnyMetrics, Broker, metrics_for
 
 # Each webhook holds a worker thread until its batch is in the broker (up to the batch window,
 # ACCOUNT_ROUTER_BATCH_WINDOW_MS): at 1,000 requests/s and 100 ms that is 100 threads, more than
@@ -55,8 +52,6 @@ def create_app(
     (default `metrics_for(settings)`: Redis-backed, so every worker process's counts show), and
     the queue gauges of `broker` (default: the Celery broker at `settings.redis_url`; none in
     embedded mode, where the queue is this process's executor and the gauges are left out)."""
-    from tasks.metrics import Broker, metrics_for
-
     shared = metrics if metrics is not None else metrics_for(settings)
     if broker is None and settings.redis_url:
         broker = Broker(settings.redis_url)

@@ -1,6 +1,7 @@
 """The routing file the HTTP app serves: read on first use, read again when it (or a list file
-it names) changes on disk, as the workers do (tasks/worker.py), so the app's webhook filter,
-its known reps and its dry runs follow the rules the workers route with."""
+it names) changes on disk, as the workers do (both stamp it with tasks/routing_files.py), so
+the app's webhook filter, its known reps and its dry runs follow the rules the workers route
+with."""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ from pathlib import Path
 from config.routing import ConfigError
 from connectors import registry
 from sync.compiler import CompiledRouting
+from tasks.routing_files import Stamp, files_stamp, routing_files
 
 log = logging.getLogger("tasks.http")
-
-Stamp = tuple[tuple[int, int] | None, ...]
 
 
 class ServedRouting:
@@ -34,14 +34,12 @@ class ServedRouting:
         """The current version (stats the files: call it off the event loop)."""
         if not self.config:
             return None
-        from tasks.worker import _stamp, routing_files
-
         with self._lock:
-            stamp = _stamp(routing_files(self.config, self._routing))
+            stamp = files_stamp(routing_files(self.config, self._routing))
             if stamp in (self._stamp, self._refused):
                 return self._routing
             # Stamped before reading: an edit landing during the read shows at the next call.
-            before = _stamp([Path(self.config)])
+            before = files_stamp([Path(self.config)])
             try:
                 routing = registry.load_routing(self.config, list_roots=self.list_roots)
             except (ConfigError, OSError) as exc:
@@ -52,7 +50,7 @@ class ServedRouting:
             if self._routing is not None:
                 log.warning("routing file %s changed: the HTTP app follows it", self.config)
             self._routing = routing
-            self._stamp = before + _stamp(routing_files(self.config, routing))[1:]
+            self._stamp = before + files_stamp(routing_files(self.config, routing))[1:]
             return routing
 
 

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tasks.http.common import redact
+from tasks.logging import configure_logging
 
 # Loggers whose lines can carry a request's path and query: uvicorn's access log prints both
 # verbatim, its error log may quote a request, and this app's own lines name paths.
@@ -102,8 +103,6 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int,
 def run(app: ASGIApp, *, host: str, port: int) -> None:
     """Serve `app` until stopped, logging JSON lines; exit 3 if the server cannot start (e.g.
     the port is taken), as `uvicorn.run` does."""
-    from tasks.logging import configure_logging
-
     configure_logging()
     server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
     server.run()

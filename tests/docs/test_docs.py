@@ -102,3 +102,13 @@ def test_given_the_limits_section_when_reading_it_then_every_loader_bound_is_lis
     assert bounds
     missing = [name for name in bounds if f"`{name}`" not in limits]
     assert not missing, "routing-file.md#limits does not list: " + ", ".join(missing)
+
+
+def test_given_a_clone_when_reading_the_docs_then_no_section_of_the_absent_design_md_is_cited(
+) -> None:
+    # DESIGN.md is not in the repository: each page says once that it wins over the page (the
+    # "design contract (DESIGN.md ...)" sentence); anything else citing it sends a reader nowhere.
+    cited = [f"{page.name}:{n}" for page in [ROOT / "README.md", *PAGES]
+             for n, line in enumerate(page.read_text(encoding="utf-8").splitlines(), start=1)
+             if "DESIGN.md" in line and "design contract (DESIGN.md" not in line]
+    assert cited == []

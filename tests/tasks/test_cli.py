@@ -1085,3 +1085,94 @@ def test_given_a_rep_removed_from_the_routing_file_while_paused_when_resuming_th
 
     assert result.exit_code == 0 and "resumed ben" in result.stdout
     assert again.exit_code == 2 and "unknown rep 'ben'" in again.stderr
+
+
+# --- help ---------------------------------------------------------------------------------
+
+
+def test_given_the_commands_routing_a_crm_when_help_is_shown_then_crm_names_the_registry():
+    # Given: the commands that take a required --crm (explain's is optional and reads a record).
+    import typer.main
+
+    from tasks.cli.common import CrmOpt
+
+    group = typer.main.get_command(app)
+    helps = {name: param.help for name, command in group.commands.items()
+             for param in command.params if param.name == "crm" and param.required}
+
+    # Then: every one says the same thing, naming the registry (a new connector included).
+    assert set(helps) == {"sweep", "reprocess", "simulate"}
+    assert set(helps.values()) == {CrmOpt.__metadata__[0].help}
+
+
+def test_given_every_command_when_listed_then_its_summary_is_one_line():
+    import typer.main
+
+    group = typer.main.get_command(app)
+    summaries = {name: (command.help or "").strip().split("\n\n")[0]
+                 for name, command in group.commands.items()}
+
+    assert {name: s for name, s in summaries.items() if "\n" in s or not s} == {}
+
+
+# --- serve ----------------------------------------------------------------------------------
+
+
+def test_given_the_salesforce_endpoint_off_when_serve_starts_then_its_warning_is_a_json_log_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, logs: io.StringIO,
+) -> None:
+    # `logs` undoes the logging setup afterwards: serve points it at the runner's stderr,
+    # closed once the command returns.
+    # Given: an org id but no webhook secret (the endpoint is off), and uvicorn stubbed out.
+    import types
+
+    import uvicorn
+
+    queue = types.ModuleType("tasks.queue")
+    queue.enqueue_route = lambda *args: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tasks.queue", queue)
+    monkeypatch.setenv("SALESFORCE_ORG_ID", "00D000000000001")
+    monkeypatch.delenv("ACCOUNT_ROUTER_SALESFORCE_WEBHOOK_SECRET", raising=False)
+
+    def run(server: uvicorn.Server) -> None:
+        server.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
+
+    # When: serve starts.
+    result = CliRunner().invoke(app, ["serve", "--state", f"sqlite:///{tmp_path / 's.db'}"])
+
+    # Then: the warning is logged like every other event: one JSON object, with its level
+    # (it used to be logged before logging was set up: a raw line past the redaction).
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if "Salesforce webhook off" in line]
+    assert len(lines) == 1
+    event = json.loads(lines[0])
+    assert event["level"] == "warning" and event["logger"] == "tasks.http"
+
+
+# --- sweep / reprocess report ---------------------------------------------------------------
+
+
+def test_given_records_gone_when_reprocessed_then_each_skipped_one_is_named_with_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given: the CSV connector over the bundled export, and 22 ids it does not hold.
+    examples = Path(__file__).resolve().parents[2] / "config" / "examples"
+    source = tmp_path / "accounts.csv"
+    source.write_bytes((examples / "accounts.csv").read_bytes())
+    monkeypatch.setenv("ACCOUNT_ROUTER_CSV_INPUT", str(source))
+    monkeypatch.setenv("ACCOUNT_ROUTER_CSV_OUTPUT", str(tmp_path / "routed.csv"))
+    gone = [f"gone-{n}" for n in range(1, 23)]
+
+    # When: they are reprocessed.
+    result = CliRunner().invoke(app, [
+        "reprocess", "--crm", "csv", "--object", "account", *gone, "--config",
+        str(examples / "routing.yaml"), "--state", f"sqlite:///{tmp_path / 's.db'}"])
+
+    # Then: exit 1, and stderr says which records and why: the first 20, then how many more.
+    assert result.exit_code == 1, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings[:2] == ["warning: csv account gone-1: skipped: record gone from the CRM",
+                            "warning: csv account gone-2: skipped: record gone from the CRM"]
+    assert len(warnings) == 21
+    assert warnings[-1].startswith("warning: and 2 more; `account-router audit ID`")

@@ -544,6 +544,27 @@ def test_given_no_crm_timeout_setting_then_the_vendor_read_timeout_stays(
     conn.close()
 
 
+def test_given_ca_settings_and_no_such_variables_when_created_then_the_client_trusts_the_setting(
+    fake: FakeHubSpot, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given: the CA bundle comes from the settings object, the process environment has none.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    settings = settings_for(fake.url).model_copy(update={"ssl_cert_file": "/srv/ca/system.pem"})
+    bundled = settings.model_copy(update={"requests_ca_bundle": "/srv/ca/bundle.pem"})
+
+    # When: the connector is built from each.
+    conns = [from_settings(s, limiter=RecordingLimiter()) for s in (settings, bundled)]
+
+    # Then: every generated client verifies with the setting (REQUESTS_CA_BUNDLE first).
+    try:
+        assert {c.configuration.ssl_ca_cert for c in conns[0]._clients} == {"/srv/ca/system.pem"}
+        assert {c.configuration.ssl_ca_cert for c in conns[1]._clients} == {"/srv/ca/bundle.pem"}
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 def test_given_nothing_listening_then_connection_errors_are_retried_then_reported(
     sleeps: list[float],
 ) -> None:

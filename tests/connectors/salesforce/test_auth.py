@@ -344,3 +344,18 @@ def test_every_query_names_the_page_size(connector, rsps):
     assert rsps.calls[0].request.headers["Sforce-Query-Options"] == "batchSize=2000"
     assert soql(rsps.calls[0]) == "SELECT Id, Name, Email, IsActive FROM User"
 
+
+
+def test_given_ssl_cert_file_in_the_settings_only_then_every_call_verifies_with_it(
+        rsps, monkeypatch, tmp_path):
+    # The settings object is the one place settings come from: a Settings carrying
+    # SSL_CERT_FILE is trusted even when the process environment does not hold it.
+    bundle = tmp_path / "system.pem"
+    bundle.write_text("not used by the mock")
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    conn = build(token_settings(SSL_CERT_FILE=str(bundle)))
+    rsps.get(QUERY_URL, json=page([]))
+
+    conn.users()
+
+    assert rsps.calls[0].request.req_kwargs["verify"] == str(bundle)
