@@ -30,9 +30,10 @@ from sync.state.base import StateStore
 # styled words opt in with `markup=True` and escape whatever data they carry.
 # Control characters of the data are shown as U+FFFD, never sent: ESC starts a terminal escape
 # sequence (a routing file's rule name or a CSV cell could clear the screen, set the title or
-# rewrite earlier lines), and C1's CSI (U+009B) is one by itself on some terminals. Newline and
+# rewrite earlier lines), and C1's CSI (U+009B) is one by itself on some terminals. A lone
+# surrogate (JSON's "\ud800") cannot be encoded at all: a UnicodeEncodeError. Newline and
 # tab stay; rich's own styling travels in styles and control segments, which are left alone.
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class LiteralConsole(Console):

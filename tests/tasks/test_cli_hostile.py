@@ -83,3 +83,31 @@ def test_given_instants_just_inside_the_range_when_routing_then_they_are_used(
     source = write(tmp_path / "in.csv", "id,country\n1,US\n")
     for instant in ("0002-01-01T00:00:00Z", "9998-12-31T23:59:59Z"):
         assert route(config, state, source, tmp_path / "out.csv", instant).exit_code == 0
+
+
+@pytest.mark.parametrize(("record", "expected"), [
+    ('{"id": "1", "employees": ' + "9" * 5000 + "}", "numbers or nesting too large to read"),
+    ('{"id": "1", "x": ' + "[" * 100_000 + "}", "numbers or nesting too large to read"),
+    ('{"id": "\\ud800"}', "lone surrogate"),
+    ('{"\\udc00": "1", "id": "2"}', "lone surrogate"),
+])
+def test_given_an_unreadable_record_when_explaining_then_exit_2_not_a_traceback(
+    config: Path, record: str, expected: str
+) -> None:
+    result = invoke("explain", "--config", config, "--now", NOW, "--record", record)
+
+    assert result.exit_code == 2, result.output
+    assert "--record: " in result.stderr and expected in result.stderr
+
+
+def test_given_a_path_that_is_not_utf_8_when_validating_then_it_prints_replaced(
+    config: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "\udcff"  # the name os.fsdecode gives the byte 0xff
+    folder.mkdir()
+    routing = write(folder / "r.yaml", config.read_text(encoding="utf-8"))
+
+    result = invoke("validate", routing)
+
+    assert result.exit_code == 0, result.output
+    assert "\ufffd/r.yaml: OK" in result.stdout
