@@ -28,6 +28,13 @@ def redact_url(url: str) -> str:
     # The authority ends at the first `/`, `?` or `#`; its userinfo at the last `@` (as
     # urllib and redis-py split it, so a raw `@` in a password is masked too).
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" not in rest[:end] and "@" in rest[end:] and not rest.startswith("/"):
+        # A password with a raw `/`, `?` or `#` (base64 makes `/`): the parsers end the
+        # authority early, but the `@` after it shows where the password really ends. Masking
+        # too much (an `@` in a query) is the safe side.
+        end = rest.rindex("@")
+        end += min((i for i in (rest.find(c, end) for c in "/?#") if i >= 0),
+                   default=len(rest)) - end
     authority, tail = rest[:end], rest[end:]
     userinfo, at, host = authority.rpartition("@")
     if at:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
+from rich.segment import Segment
 
 from config.routing import ConfigError
 from config.urls import redact_url, redact_urls
@@ -25,8 +28,28 @@ from sync.state.base import StateStore
 # routing files and CSVs), so `[/x]` must not raise MarkupError, `[bold]` must not vanish and
 # `:x:` must not become an emoji. Tables and titles render through the same defaults. The few
 # styled words opt in with `markup=True` and escape whatever data they carry.
-out = Console(markup=False, emoji=False, highlight=False)
-err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+# Control characters of the data are shown as U+FFFD, never sent: ESC starts a terminal escape
+# sequence (a routing file's rule name or a CSV cell could clear the screen, set the title or
+# rewrite earlier lines), and C1's CSI (U+009B) is one by itself on some terminals. A lone
+# surrogate (JSON's "\ud800") cannot be encoded at all: a UnicodeEncodeError. Newline and
+# tab stay; rich's own styling travels in styles and control segments, which are left alone.
+_CONTROL_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+class LiteralConsole(Console):
+    """A console whose printed text can carry no terminal control character."""
+
+    def render(self, renderable: RenderableType, options: ConsoleOptions | None = None
+               ) -> Iterable[Segment]:
+        for segment in super().render(renderable, options):
+            if segment.control is None and _CONTROL_CHARS.search(segment.text):
+                yield Segment(_CONTROL_CHARS.sub("\ufffd", segment.text), segment.style)
+            else:
+                yield segment
+
+
+out = LiteralConsole(markup=False, emoji=False, highlight=False)
+err = LiteralConsole(stderr=True, markup=False, emoji=False, highlight=False)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Routing file (YAML); "
                       "default: $ACCOUNT_ROUTER_CONFIG.", show_default=False)]
@@ -62,6 +85,12 @@ def settings_problem(exc: ValidationError) -> str:
     return "invalid settings: " + "; ".join(clauses)
 
 
+# Instants the CLI takes (`--now`, `--until`, `--since`): a year inside datetime's range on
+# either side, so any timezone, window or look-back computed from them stays representable.
+EARLIEST_INSTANT = datetime(2, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def parse_instant(text: str | None, option: str = "--now") -> datetime:
     """An aware instant from an ISO 8601 option (no offset means UTC); None means now."""
     if text is None:
@@ -70,7 +99,18 @@ def parse_instant(text: str | None, option: str = "--now") -> datetime:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         fail(f"{option}: expected an ISO 8601 instant such as 2026-11-25T09:00:00Z, found {text!r}")
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    # Routing moves the instant into reps' timezones and a day, week or month window, and `stats`
+    # goes a week back: at datetime's own edges either is an OverflowError traceback.
+    try:
+        in_range = EARLIEST_INSTANT <= value.astimezone(UTC) <= LATEST_INSTANT
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 once in UTC
+        in_range = False
+    if not in_range:
+        fail(f"{option}: expected an instant from {EARLIEST_INSTANT.date().isoformat()} to "
+             f"{LATEST_INSTANT.date().isoformat()} (UTC), found {text!r}")
+    return value
 
 
 def load_routing_file(path: Path | None) -> CompiledRouting:

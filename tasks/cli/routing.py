@@ -177,8 +177,15 @@ def _record_from_json(record: str) -> Record:
         values = json.loads(record)
     except json.JSONDecodeError as exc:
         fail(f"--record: expected a JSON object, found invalid JSON ({exc})")
+    except (ValueError, RecursionError):  # an integer past 4,300 digits; arrays nested deeply
+        fail("--record: expected a JSON object of fields, found numbers or nesting too large "
+             "to read")
     if not isinstance(values, dict):
         fail("--record: expected a JSON object such as {\"id\": \"1\", \"domain\": \"acme.com\"}")
+    # "\ud800" is valid JSON but no text: it could be neither printed nor stored.
+    if any(_lone_surrogate(k) or (isinstance(v, str) and _lone_surrogate(v))
+           for k, v in values.items()):
+        fail("--record: a field name or value holds a lone surrogate (\\ud800-\\udfff)")
     nested = [k for k, v in values.items() if isinstance(v, dict | list)]
     if nested:
         fail(f"--record: field {nested[0]!r} must be a string, number or null, not "
@@ -187,6 +194,14 @@ def _record_from_json(record: str) -> Record:
         return build_record({k: v for k, v in values.items() if v is not None})
     except ValueError as exc:
         fail(f"--record: {exc}")
+
+
+def _lone_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def audit(

@@ -52,7 +52,9 @@ def check_text(value: str, max_length: int = MAX_ID_LENGTH) -> str:
 
 # The Salesforce endpoint's secret is the path segment after this (docs/operations.md#settings); any
 # query parameter named like a secret (`?token=`) is one too. Neither may reach a log line.
-_SECRET_PATH = re.compile(r"(/webhooks/+salesforce/+)[^/]+", re.IGNORECASE)
+# Everything after the prefix goes: a client's `/webhooks/salesforce/x/../<secret>` or
+# `<secret>/extra` is not routed, but it still carries the secret into the access log.
+_SECRET_PATH = re.compile(r"(/webhooks/+salesforce/+).+", re.IGNORECASE | re.DOTALL)
 _PATH = re.compile(r'/[^\s?#"]*')
 _QUERY_PAIR = re.compile(r'([?&;])([^=&;\s"#?]*)=([^&;\s"#]*)')
 

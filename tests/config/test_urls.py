@@ -20,6 +20,10 @@ from config.urls import redact_url, redact_urls
         # A lone userinfo is often a password in the wrong place: masked whole.
         ("redis://s3cret@cache:6379/0", "redis://***@cache:6379/0"),
         ("redis://cache:6379/0?password=s3cret&db=1", "redis://cache:6379/0?password=***&db=1"),
+        # A raw `/`, `?` or `#` in the password (base64 makes `/`) ends the authority early
+        # for a parser; the `@` after it still shows where the password ends.
+        ("redis://:s3c/ret@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("redis://router:s3c?r#t/x@cache:6379/0", "redis://router:***@cache:6379/0"),
         # A malformed host (urlsplit raises on it) is still redacted.
         ("redis://:s3cret@[::1:6379/0", "redis://:***@[::1:6379/0"),
     ],
