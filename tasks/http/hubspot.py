@@ -10,11 +10,24 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 from starlette.concurrency import run_in_threadpool
 
 from connectors.settings import Settings
@@ -120,73 +133,123 @@ def check_signature(request: Request, body: bytes, settings: Settings, now: floa
         raise Rejected(401, "invalid signature", "unauthorized")
 
 
+def _in_range(low: int, high: int, what: str) -> AfterValidator:
+    """An int from `low` to `high` out of an int or a string of its digits (HubSpot ids
+    exceed JS's safe range in some SDKs, so some senders quote them)."""
+
+    def check(value: int | str) -> int:
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"{what} must be from {low} to {high}")
+        return number
+
+    return AfterValidator(check)
+
+
+# Strict throughout: a bool is not an id, 1.5 is not an instant, and a float 1.0 neither.
+_Digits = Annotated[StrictStr, StringConstraints(pattern=r"^[0-9]{1,19}$")]
+# Lengths in the schema too; check_text adds no control characters or lone surrogates.
+_Bounded = StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)
+_Printable = AfterValidator(lambda v: check_text(v, MAX_NAME_LENGTH))
+_Name = Annotated[StrictStr, _Bounded, _Printable]
+ObjectId = Annotated[Annotated[StrictInt, Field(ge=1, le=MAX_INTEGER)] | _Digits,
+                     _in_range(1, MAX_INTEGER, "objectId")]
+EpochMs = Annotated[Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH_MS)] | _Digits,
+                    _in_range(0, MAX_EPOCH_MS, "occurredAt")]
+EventId = Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER)] | _Name
+EventType = Annotated[StrictStr, _Bounded, StringConstraints(pattern=r"^[^.]+\.[^.]+$"),
+                      _Printable]
+
+
+class HubSpotEventIn(BaseModel):
+    """One event of a HubSpot webhook delivery as it arrives; the fields HubSpot sends that
+    routing does not read (portalId, appId, attemptNumber, propertyValue, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # Field order is the order the checks are reported in (the first failing one is named).
+    object_id: ObjectId = Field(alias="objectId")
+    subscription_type: EventType = Field(
+        alias="subscriptionType", description="e.g. `company.creation` (older apps: eventType)")
+    event_id: EventId = Field(alias="eventId")
+    occurred_at: EpochMs = Field(alias="occurredAt", description="epoch milliseconds")
+    property_name: _Name | None = Field(default=None, alias="propertyName")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_event_type(cls, data: Any) -> Any:
+        # Apps subscribed before HubSpot's v3 webhooks send `eventType`; an empty or null
+        # `subscriptionType` falls back to it, as it always has here.
+        if isinstance(data, dict):
+            return {**data, "subscriptionType": data.get("subscriptionType")
+                    or data.get("eventType")}
+        return data
+
+    @model_validator(mode="after")
+    def _change_names_its_property(self) -> HubSpotEventIn:
+        if self.subscription_type.endswith(".propertyChange") and self.property_name is None:
+            raise ValueError("propertyChange events need a propertyName")
+        return self
+
+    def event(self) -> HubSpotEvent:
+        return HubSpotEvent(
+            object_id=str(self.object_id), type=self.subscription_type,
+            event_id=str(self.event_id), occurred_at=int(self.occurred_at),
+            property_name=self.property_name,
+        )
+
+
+# docs/connectors.md#the-built-in-connectors: at most MAX_EVENTS events per delivery.
+HubSpotDelivery = Annotated[list[HubSpotEventIn], Field(max_length=MAX_EVENTS)]
+HUBSPOT_DELIVERY = TypeAdapter(HubSpotDelivery)
+
+# What a 400 says, per failing field: our own words, so no part of the (maybe huge) input
+# is ever echoed back, and the wording does not follow pydantic's releases.
+_FIELD_MESSAGES = {
+    "objectId": f"objectId must be an integer from 1 to {MAX_INTEGER}",
+    "subscriptionType": "subscriptionType must look like `company.creation`",
+    "eventId": f"eventId must be an integer from 0 to {MAX_INTEGER}, or a string of 1 to "
+               f"{MAX_NAME_LENGTH} printable characters",
+    "occurredAt": "occurredAt must be epoch milliseconds",
+    "propertyName": f"propertyName must be 1 to {MAX_NAME_LENGTH} printable characters",
+}
+
+
 def parse_hubspot_events(body: bytes) -> list[HubSpotEvent]:
-    """Validate a delivery: a JSON array of at most 100 well-formed events (else Rejected 400)."""
+    """Validate a delivery: a JSON array of at most 100 well-formed events (else Rejected 400).
+
+    `body` is the raw bytes the signature was checked over; it is parsed here, never
+    re-serialised. The stdlib parser rather than pydantic's: jiter refuses a lone-surrogate
+    escape (`"\\ud800"`) as invalid JSON, where the 400 should name the event and field."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise Rejected(400, "body is not valid JSON", "invalid") from exc
-    if not isinstance(data, list):
-        raise Rejected(400, "expected a JSON array of events", "invalid")
-    if len(data) > MAX_EVENTS:
-        raise Rejected(400, f"more than {MAX_EVENTS} events", "invalid")
-    return [_hubspot_event(i, item) for i, item in enumerate(data)]
-
-
-def _hubspot_event(index: int, item: object) -> HubSpotEvent:
-    def bad(what: str) -> Rejected:
-        return Rejected(400, f"event {index}: {what}", "invalid")
-
-    if not isinstance(item, dict):
-        raise bad("expected an object")
-    object_id = _integer(item.get("objectId"))
-    if object_id is None or object_id <= 0:
-        raise bad(f"objectId must be an integer from 1 to {MAX_INTEGER}")
-    kind = _name(item.get("subscriptionType") or item.get("eventType"))
-    if kind is None or kind.count(".") != 1 or not all(kind.split(".")):
-        raise bad("subscriptionType must look like `company.creation`")
-    event_id = item.get("eventId")
-    if isinstance(event_id, int) and not isinstance(event_id, bool):
-        event_id = _integer(event_id)
-    elif isinstance(event_id, str):
-        event_id = _name(event_id)
-    else:
-        event_id = None
-    if event_id is None:
-        raise bad(f"eventId must be an integer from 0 to {MAX_INTEGER}, or a string of 1 to "
-                  f"{MAX_NAME_LENGTH} printable characters")
-    occurred_at = _integer(item.get("occurredAt"))
-    if occurred_at is None or occurred_at > MAX_EPOCH_MS:
-        raise bad("occurredAt must be epoch milliseconds")
-    name = item.get("propertyName")
-    if name is not None and _name(name) is None:
-        raise bad(f"propertyName must be 1 to {MAX_NAME_LENGTH} printable characters")
-    if kind.endswith(".propertyChange") and name is None:
-        raise bad("propertyChange events need a propertyName")
-    return HubSpotEvent(
-        object_id=str(object_id), type=kind, event_id=str(event_id),
-        occurred_at=occurred_at, property_name=name,
-    )
-
-
-def _integer(value: object) -> int | None:
-    """An int from 0 to MAX_INTEGER, or a string of its digits (HubSpot ids exceed JS's safe
-    range in some SDKs); None otherwise."""
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if 0 <= value <= MAX_INTEGER else None
-
-
-def _name(value: object) -> str | None:
-    """A string of 1 to MAX_NAME_LENGTH printable characters, else None."""
-    if not isinstance(value, str):
-        return None
     try:
-        return check_text(value, MAX_NAME_LENGTH)
-    except ValueError:
-        return None
+        events = HUBSPOT_DELIVERY.validate_python(data)
+    except ValidationError as exc:
+        raise Rejected(400, _message(exc.errors(include_input=False, include_url=False)),
+                       "invalid") from None
+    return [event.event() for event in events]
+
+
+def _message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """The 400's message for the first error, the delivery's own (not an array, too many
+    events) before any event's."""
+    for error in errors:
+        if not error["loc"]:
+            if error["type"] == "too_long":
+                return f"more than {MAX_EVENTS} events"
+            return "expected a JSON array of events"
+    first = errors[0]
+    index, *rest = first["loc"]
+    if not rest:
+        # The event's own check (a change without its property), else not an object at all
+        what = ("propertyChange events need a propertyName" if first["type"] == "value_error"
+                else "expected an object")
+    else:
+        what = _FIELD_MESSAGES.get(str(rest[0]), f"{rest[0]} is invalid")
+    return f"event {index}: {what}"
 
 
 @router.post("/webhooks/hubspot")
