@@ -15,7 +15,7 @@ import sqlite3
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing.pool import AsyncResult, Pool
@@ -317,16 +317,13 @@ def route_file(
     # `decide` asks for the first matching rule from some index: the workers already know.
     precomputed = replace(routing, first_match=_first_match)
     seen = _SeenIds()
+    # SQLite builds its audit indexes once at the end of a run into an empty trail.
+    bulk = cast(Callable[[], AbstractContextManager[None]] | None,
+                getattr(store, "bulk_audit", None))
     try:
-        done = 1  # the header line
-        for chunk, prepared in _prepared_chunks(_chunks(reader, CHUNK), routing, workers):
-            _flush(chunk.rows, prepared, precomputed, store, now, writer, summary, accounts,
-                   seen)
-            if progress is not None:
-                progress(chunk.lines - done)
-                done = chunk.lines
-        if progress is not None and reader.lines_read > done:
-            progress(reader.lines_read - done)  # blank lines after the last row
+        with bulk() if bulk is not None else nullcontext():
+            _route_chunks(reader, routing, precomputed, store, now, writer, summary, accounts,
+                          seen, workers, progress)
         writer.close()
         tmp.replace(output_path)
     except BaseException as exc:
@@ -341,6 +338,20 @@ def route_file(
         seen.close()
         reader.close()
     return summary
+
+
+def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: CompiledRouting,
+                  store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
+                  accounts: AccountOwners | None, seen: _SeenIds, workers: int,
+                  progress: Callable[[int], None] | None) -> None:
+    done = 1  # the header line
+    for chunk, prepared in _prepared_chunks(_chunks(reader, CHUNK), routing, workers):
+        _flush(chunk.rows, prepared, precomputed, store, now, writer, summary, accounts, seen)
+        if progress is not None:
+            progress(chunk.lines - done)
+            done = chunk.lines
+    if progress is not None and reader.lines_read > done:
+        progress(reader.lines_read - done)  # blank lines after the last row
 
 
 def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: CompiledRouting,
