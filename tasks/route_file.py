@@ -20,6 +20,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext, supp
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing.pool import AsyncResult, Pool
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -67,6 +68,29 @@ class FileSummary:
             self.rules["(kept existing owner)"] += 1
         elif decision.outcome == Outcome.UNASSIGNED:
             self.rules["(unassigned)"] += 1
+
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        """`add` for each decision: counted by kind first, as a long file repeats a few."""
+        kinds = Counter(map(_SUMMARY_KEY, decisions))
+        for (outcome, rule, owner), n in kinds.items():
+            self.rows += n
+            self.outcomes[str(outcome)] += n
+            if outcome in (Outcome.ASSIGNED, Outcome.FALLBACK):
+                self.rules[rule or "(top-level fallback)"] += n
+                if owner:
+                    self.reps[owner] += n
+            elif outcome == Outcome.KEPT_EXISTING:
+                self.rules["(kept existing owner)"] += n
+            elif outcome == Outcome.UNASSIGNED:
+                self.rules["(unassigned)"] += n
+        for decision in decisions:
+            if decision.turn is not None:
+                # A pool turn; an overflow assignment names the pool but is nobody's turn.
+                self.pools.setdefault(decision.pool or decision.turn.pool, Counter())[
+                    decision.turn.member] += 1
+
+
+_SUMMARY_KEY = attrgetter("outcome", "rule", "owner")
 
 
 class Prepared(NamedTuple):
@@ -411,9 +435,6 @@ def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: Comp
         learn=None if accounts is None else accounts.wanted,
         extra=[d for d in bad if d is not None]))
     seen.add(fresh)
-    write = writer.write
-    add = summary.add
-    for row, b in zip(rows, bad, strict=True):
-        decision = next(decisions) if b is None else b
-        write(row.id, decision)
-        add(decision)
+    out = [next(decisions) if b is None else b for b in bad]
+    writer.write_many(zip([row.id for row in rows], out, strict=True))
+    summary.add_many(out)

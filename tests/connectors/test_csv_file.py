@@ -361,3 +361,33 @@ def test_given_formula_cells_when_writing_then_every_column_is_escaped() -> None
 
     row = buffer.getvalue().splitlines()[1]
     assert row == "'=1+1,'@ben,'+ava,assigned,'-r,'=cmd|' /C calc'!A0"
+
+
+def test_given_repeated_and_odd_cells_when_writing_many_then_the_bytes_of_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(csv_file, "_TAIL_CACHE_SIZE", 2)  # the cache fills and starts over
+    rows = [
+        ("1", decision("1", previous_owner="ben", owner="ava", rule="named", reason="r")),
+        ("2", decision("2", previous_owner="ben", owner="ava", rule="named", reason="r")),
+        ("a,b", decision("a,b", outcome=Outcome.KEPT_EXISTING, previous_owner="x,y",
+                         owner="x,y", reason='kept "x,y"')),
+        ('q"1', decision('q"1', outcome=Outcome.SKIPPED, reason="line 4: bad\nrow")),
+        ("=1+1", decision("=1+1", previous_owner="@ben", owner="+ava", rule="-r",
+                          reason="=cmd|' /C calc'!A0")),
+        ("-5", decision("-5", owner="ava")),
+        ("line\n2", decision("line\n2", outcome=Outcome.UNASSIGNED, reason="Müller")),
+        ("", decision("", outcome=Outcome.SKIPPED, reason="line 9: empty id")),
+        ("\rx", decision("\rx", owner="ava")),
+        ("1", decision("1", previous_owner="ben", owner="ava", rule="named", reason="r")),
+    ]
+    one_by_one, many = io.StringIO(), io.StringIO()
+    writer = CsvWriter(one_by_one)
+    for row_id, d in rows:
+        writer.write(row_id, d)
+    batched = CsvWriter(many)
+
+    batched.write_many(rows[:4])
+    batched.write_many(rows[4:])
+
+    assert many.getvalue() == one_by_one.getvalue()
