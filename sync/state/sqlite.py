@@ -117,7 +117,7 @@ class SqliteStateStore(ClosesOnExit):
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         # Audit bodies by content: a file run repeats a few bodies a million times over.
-        self._bodies: dict[tuple[object, ...], str] = {}
+        self._bodies: dict[tuple[object, ...], tuple[object, str]] = {}
         with self._lock:
             self._connection()  # open now: a bad path fails at open, not at the first turn
 
@@ -534,22 +534,27 @@ _NO_MATCH = ("no_match", "conditions not met")
 _BODY_CACHE_SIZE = 4096
 
 
-def _decision_row(d: Decision, bodies: dict[tuple[object, ...], str]) -> tuple[object, ...]:
+def _decision_row(d: Decision, bodies: dict[tuple[object, ...], tuple[object, str]]
+                  ) -> tuple[object, ...]:
     decided = None
     if d.decided_at is not None:
         # A batch shares its instant: format it once (the cache holds it beside the bodies).
         at = ("decided_at", d.decided_at)
-        decided = bodies.get(at)
-        if decided is None:
-            decided = bodies[at] = _ts(d.decided_at, "decided_at")
-    key = (d.previous_owner, d.owner_crm_id, d.rule, d.reason, d.trace, d.trigger,
+        known = bodies.get(at)
+        if known is None:
+            known = bodies[at] = (None, _ts(d.decided_at, "decided_at"))
+        decided = known[1]
+    # The trace by identity: hashing its steps (dataclasses) cost more than the rest of the row,
+    # and decisions that share a body share one trace object. The entry holds the trace, so
+    # its id cannot be reused by another object while it is cached.
+    key = (d.previous_owner, d.owner_crm_id, d.rule, d.reason, id(d.trace), d.trigger,
            d.created_at, d.decided_at, d.written_at, d.write_error)
-    body = bodies.get(key)
-    if body is None:
+    cached = bodies.get(key)
+    if cached is None:
         if len(bodies) >= _BODY_CACHE_SIZE:
             bodies.clear()
-        body = bodies[key] = _body(d)
-    return (d.record_id, d.crm, d.object, d.owner, d.pool, str(d.outcome), decided, body)
+        cached = bodies[key] = (d.trace, _body(d))
+    return (d.record_id, d.crm, d.object, d.owner, d.pool, str(d.outcome), decided, cached[1])
 
 
 def _body(d: Decision) -> str:

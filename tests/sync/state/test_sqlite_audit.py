@@ -128,3 +128,20 @@ def test_given_a_bulk_run_killed_half_way_when_the_file_is_opened_then_state_is_
     with SqliteStateStore(path) as reopened:
         assert indexes(path) == DECISION_INDEXES
         assert [d.record_id for d in reopened.decisions()] == ["A1", "A0"]
+
+
+def test_given_traces_made_and_dropped_one_after_another_when_committed_then_each_body_is_its_own(
+    store: SqliteStateStore,
+) -> None:
+    # Bodies are cached by the trace's identity: a new trace, even at a freed trace's address,
+    # must never be stored with the old one's body.
+    for k in range(50):
+        d = pool_win(f"A{k}", "cara")
+        trace = (TraceStep("named", "no_match", "conditions not met"),
+                 TraceStep("everyone-else", "won", f"pool smb round_robin -> cara {k}"))
+        store.commit({}, [], [d._replace(trace=trace, reason="the same reason every time")])
+        del d, trace
+
+    stored = store.decisions()
+    assert [d.trace[-1].detail for d in stored] == [
+        f"pool smb round_robin -> cara {k}" for k in reversed(range(50))]
