@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from connectors.csv.file import (
     CsvWriter,
     InputError,
     OutputError,
+    Row,
     count_rows,
     escape_formula,
     render,
@@ -391,3 +393,38 @@ def test_given_repeated_and_odd_cells_when_writing_many_then_the_bytes_of_write(
     batched.write_many(rows[4:])
 
     assert many.getvalue() == one_by_one.getvalue()
+
+
+FUZZ_CELLS = ["a", "b c", '"q,1"', '"multi\nline"', '"open', 'x"y', '"a"b', "", " ", '"', '""',
+              '"x""y"', "Müller", "\x00", "=1", "\r", 'end"', '"\r\n"']
+
+
+def fuzz_file(path: Path, seed: int) -> Path:
+    rng = random.Random(seed)
+    end = rng.choice(["\n", "\r\n", "\r"])
+    lines = [",".join(rng.choice(FUZZ_CELLS) if rng.random() < 0.3 else f"v{rng.randint(0, 99)}"
+                      for _ in range(rng.choice([3, 3, 3, 2, 4])))
+             if rng.random() > 0.1 else "" for _ in range(rng.randint(0, 40))]
+    data = end.join(["id,name,owner", *lines]).encode("utf-8")
+    if rng.random() < 0.2:
+        data = data.replace(b"v1", b"\xff\xfe", 1)  # not UTF-8
+    path.write_bytes(data + (end.encode() if rng.random() < 0.5 else b""))
+    return path
+
+
+def read_with_progress(path: Path) -> list[tuple[Row, int]]:
+    reader = CsvReader(path)
+    return [(row, reader.lines_read) for row in reader]
+
+
+@pytest.mark.parametrize("block", [1, 3, 256])
+def test_given_tricky_files_when_read_in_blocks_then_the_rows_of_record_by_record_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int,
+) -> None:
+    monkeypatch.setattr(csv_file, "_BLOCK_LINES", block)
+    for seed in range(150):
+        path = fuzz_file(tmp_path / f"{seed}.csv", seed)
+        fast = read_with_progress(path)
+        with monkeypatch.context() as slow:
+            slow.setattr(CsvReader, "_block", lambda self, first, texts: None)
+            assert fast == read_with_progress(path), seed
