@@ -358,11 +358,12 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
         hit = None if known_path is None else ctx._paths.get(known_path)
         if hit is not None:
             # Every rule on this record's way has a memoized answer: so has the whole.
-            assignee, outcome, rule_name, pool, reason, trace, crm_ids = hit
-            return Decision(record.id, record.object, record.crm, outcome, previous, assignee,
-                            None if assignee is None else
-                            crm_ids.get(record.crm) if crm_ids is not None else assignee,
-                            rule_name, reason, trace, trigger, pool, record.created_at, now)
+            won, crm_ids = hit.assignee, hit.crm_ids
+            return Decision(record.id, record.object, record.crm, hit.outcome, previous, won,
+                            None if won is None else
+                            crm_ids.get(record.crm) if crm_ids is not None else won,
+                            hit.rule, hit.reason, hit.trace, trigger, hit.pool,
+                            record.created_at, now)
     steps: list[TraceStep] = []
     path: list[int] = []
     memo = True  # every answer on the path is memoized (none read the record)
