@@ -66,6 +66,27 @@ class _FastWin(NamedTuple):
     crm_ids: Mapping[str, str] | None  # the assignee's; None for a queue
 
 
+class _PathWin(NamedTuple):
+    """A memoized whole answer for a path of rules whose answers are all memoized: the
+    decision minus the record. `assignee` None: nobody (unassigned)."""
+
+    assignee: str | None
+    outcome: Outcome
+    rule: str | None
+    pool: str | None
+    reason: str
+    trace: tuple[TraceStep, ...]
+    crm_ids: Mapping[str, str] | None  # the assignee's when a rep; None for a queue or nobody
+
+
+class _Owner(NamedTuple):
+    """What an existing owner means under the routing file's policy, memoized per owner."""
+
+    previous: str
+    rep_id: str | None
+    kept_reason: str | None  # None: not kept, route it
+
+
 @dataclass
 class _PendingChange:
     """What the batch so far does to one pool (becomes a `PoolChange`)."""
@@ -99,6 +120,14 @@ class RoutingContext:
     # only, not on the record), and the whole answer when such a rule is the first match.
     _static: dict[int, _Resolved] = field(default_factory=dict, init=False)
     _fast: dict[int, _FastWin] = field(default_factory=dict, init=False)
+    # Memoized until the next turn taken (`apply`): pool answers that took no turn (a pool
+    # whose members are all at cap answers the same until a count changes), and whole answers
+    # by the path of rules tried, when every rule on it is memoized. A long file past its
+    # caps is almost all such rows.
+    _pooled: dict[int, _Resolved] = field(default_factory=dict, init=False)
+    _paths: dict[tuple[int, ...], _PathWin] = field(default_factory=dict, init=False)
+    _pool_paths: list[tuple[int, ...]] = field(default_factory=list, init=False)
+    _owners: dict[str, _Owner] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -233,6 +262,12 @@ class RoutingContext:
 
     def apply(self, turn: PoolTurn) -> None:
         """Advance the working copy after a decision that took a pool turn."""
+        if self._pooled:
+            self._pooled.clear()
+        if self._pool_paths:
+            for path in self._pool_paths:
+                del self._paths[path]
+            self._pool_paths.clear()
         snap = self.pools[turn.pool]
         snap.last_served = turn.last_served
         if turn.credits is not None:
@@ -244,6 +279,12 @@ class RoutingContext:
             change.credits = snap.credits
         key = (turn.member, turn.window)
         change.increments[key] = change.increments.get(key, 0) + 1
+
+    def _remember(self, path: list[int], pooled: bool, win: _PathWin) -> None:
+        key = tuple(path)
+        self._paths[key] = win
+        if pooled:
+            self._pool_paths.append(key)
 
     def pending_changes(self) -> list[PoolChange]:
         """The pool changes applied since the snapshot, for `StateStore.commit`."""
@@ -288,15 +329,16 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
     owner = record.owner
     previous = None
     if owner is not None:
-        previous = routing.owner_to_rep.get(id_key(owner)) or owner
-        keep, why = ctx.owner_valid(owner, routing.policy)
-        if keep:
-            rep_id = routing.owner_to_rep.get(id_key(owner))
+        known = ctx._owners.get(owner)
+        if known is None:
+            known = ctx._owners[owner] = _owner(owner, ctx)
+        previous = known.previous
+        if known.kept_reason is not None:
             return Decision(
                 record_id=record.id, object=record.object, crm=record.crm,
                 outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
-                owner=rep_id or owner, owner_crm_id=owner, rule=None,
-                reason=f"kept existing owner {previous} ({why})", trigger=trigger,
+                owner=known.rep_id or owner, owner_crm_id=owner, rule=None,
+                reason=known.kept_reason, trigger=trigger,
                 created_at=record.created_at, decided_at=now,
             )
 
@@ -311,16 +353,42 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
         return Decision(record.id, record.object, record.crm, outcome, previous, assignee,
                         crm_ids.get(record.crm) if crm_ids is not None else assignee,
                         rule_name, reason, trace, trigger, None, record.created_at, now)
+    if ctx._paths:
+        known_path = _known_path(record, i, ctx)
+        hit = None if known_path is None else ctx._paths.get(known_path)
+        if hit is not None:
+            # Every rule on this record's way has a memoized answer: so has the whole.
+            won, crm_ids = hit.assignee, hit.crm_ids
+            return Decision(record.id, record.object, record.crm, hit.outcome, previous, won,
+                            None if won is None else
+                            crm_ids.get(record.crm) if crm_ids is not None else won,
+                            hit.rule, hit.reason, hit.trace, trigger, hit.pool,
+                            record.created_at, now)
     steps: list[TraceStep] = []
+    path: list[int] = []
+    memo = True  # every answer on the path is memoized (none read the record)
+    pooled = False  # some answer on the path came from a pool's state
     done = 0  # rules before this index are already in `steps`
     while i >= 0:
         rule = rules[i]
-        static = rule.kind in _STATIC_KINDS
-        result = ctx._static.get(i) if static else None
-        if result is None:
+        kind = rule.kind
+        path.append(i)
+        if kind in _STATIC_KINDS:
+            result = ctx._static.get(i)
+            if result is None:
+                result = ctx._static[i] = _resolve(rule, record, ctx)
+        elif kind == "pool":
+            pooled = True
+            result = ctx._pooled.get(i)
+            if result is None:
+                result = _resolve(rule, record, ctx)
+                if result.turn is None:
+                    ctx._pooled[i] = result
+                else:
+                    memo = False  # a turn: never the same twice
+        else:
+            memo = False
             result = _resolve(rule, record, ctx)
-            if static:
-                ctx._static[i] = result
         if i > done:
             steps.extend(routing.no_match_steps[done:i])
         won = result.assignee
@@ -328,10 +396,14 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
             steps.append(TraceStep(rule.name, "won", result.reason))
             trace = tuple(steps)
             full_reason = f"rule {rule.name}: {result.reason}"
-            if static and done == 0:
-                rep = routing.reps.get(won)
+            rep = routing.reps.get(won)
+            if kind in _STATIC_KINDS and done == 0:
                 ctx._fast[i] = _FastWin(won, result.outcome, rule.name, full_reason, trace,
                                         rep.crm_ids if rep is not None else None)
+            elif memo:
+                ctx._remember(path, pooled, _PathWin(
+                    won, result.outcome, rule.name, result.pool, full_reason, trace,
+                    rep.crm_ids if rep is not None else None))
             return _assigned(record, ctx, won, result.outcome, rule.name, result.pool,
                              result.turn, full_reason, trace, previous, trigger)
         steps.append(TraceStep(rule.name, "no_assignee", result.reason))
@@ -339,20 +411,59 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
         i = first(record, done)
     if done < len(rules):
         steps.extend(routing.no_match_steps[done:])
+    decision = _after_rules(record, ctx, tuple(steps), previous, trigger)
+    if memo:
+        ctx._remember(path, pooled, _PathWin(
+            decision.owner, decision.outcome, None, None, decision.reason, decision.trace,
+            None if decision.owner is None or decision.owner not in routing.reps
+            else routing.reps[decision.owner].crm_ids))
+    return decision
+
+
+def _owner(owner: str, ctx: RoutingContext) -> _Owner:
+    routing = ctx.routing
+    rep_id = routing.owner_to_rep.get(id_key(owner))
+    previous = rep_id or owner
+    keep, why = ctx.owner_valid(owner, routing.policy)
+    return _Owner(previous, rep_id, f"kept existing owner {previous} ({why})" if keep else None)
+
+
+def _known_path(record: Record, i: int, ctx: RoutingContext) -> tuple[int, ...] | None:
+    """The rules `record` would try from rule `i` on, when each has a memoized answer."""
+    static = ctx._static
+    pooled = ctx._pooled
+    first = ctx.routing.first_match
+    path: list[int] = []
+    while i >= 0:
+        path.append(i)
+        result = static.get(i) or pooled.get(i)
+        if result is None:
+            return None
+        if result.assignee is not None:
+            break
+        i = first(record, i + 1)
+    return tuple(path)
+
+
+def _after_rules(record: Record, ctx: RoutingContext, trace: tuple[TraceStep, ...],
+                 previous: str | None, trigger: str) -> Decision:
+    """No rule assigned anyone: the fallback, or nobody."""
+    routing = ctx.routing
+    steps = trace
 
     fallback = routing.file.fallback
     if fallback is not None:
         if fallback.queue is not None:
             return _assigned(record, ctx, fallback.queue, Outcome.FALLBACK, None, None, None,
                              f"no rule assigned anyone; fallback queue {fallback.queue}",
-                             tuple(steps), previous, trigger)
+                             steps, previous, trigger)
         backstop = fallback.rep
         assert backstop is not None  # the loader takes exactly one of `rep` or `queue`
         chain = ctx.chain(backstop)
         if chain.assignee is not None:
             story = _story(backstop, chain)
             return _assigned(record, ctx, chain.assignee, Outcome.FALLBACK, None, None, None,
-                             f"no rule assigned anyone; fallback {story}", tuple(steps),
+                             f"no rule assigned anyone; fallback {story}", steps,
                              previous, trigger)
         reason = f"no rule assigned anyone; fallback {backstop} unavailable ({chain.notes})"
     else:
@@ -360,7 +471,7 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
     return Decision(
         record_id=record.id, object=record.object, crm=record.crm, outcome=Outcome.UNASSIGNED,
         previous_owner=previous, owner=None, owner_crm_id=None, rule=None, reason=reason,
-        trace=tuple(steps), trigger=trigger, created_at=record.created_at, decided_at=now,
+        trace=steps, trigger=trigger, created_at=record.created_at, decided_at=ctx.now,
     )
 
 

@@ -9,16 +9,19 @@ round-robin order, as a single-process run.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sqlite3
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from multiprocessing.pool import AsyncResult, Pool
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
@@ -34,6 +37,10 @@ CHUNK = 5000  # rows decided per snapshot and committed per transaction
 # Below this input size worker processes cost more (start-up, imports) than they save.
 PARALLEL_MIN_BYTES = 4 << 20
 WORKER_CHUNKS = 8  # chunks a worker process prepares before it is replaced
+# Allocations between young-generation collections while routing (CPython's default: 700).
+# Rows, records and decisions are acyclic and short-lived, yet each collection of a chunk in
+# flight walks them all: at the default, collection took more time than unpickling itself.
+GC_THRESHOLD = 100_000
 
 
 @dataclass
@@ -63,13 +70,36 @@ class FileSummary:
         elif decision.outcome == Outcome.UNASSIGNED:
             self.rules["(unassigned)"] += 1
 
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        """`add` for each decision: counted by kind first, as a long file repeats a few."""
+        kinds = Counter(map(_SUMMARY_KEY, decisions))
+        for (outcome, rule, owner), n in kinds.items():
+            self.rows += n
+            self.outcomes[str(outcome)] += n
+            if outcome in (Outcome.ASSIGNED, Outcome.FALLBACK):
+                self.rules[rule or "(top-level fallback)"] += n
+                if owner:
+                    self.reps[owner] += n
+            elif outcome == Outcome.KEPT_EXISTING:
+                self.rules["(kept existing owner)"] += n
+            elif outcome == Outcome.UNASSIGNED:
+                self.rules["(unassigned)"] += n
+        for decision in decisions:
+            if decision.turn is not None:
+                # A pool turn; an overflow assignment names the pool but is nobody's turn.
+                self.pools.setdefault(decision.pool or decision.turn.pool, Counter())[
+                    decision.turn.member] += 1
+
+
+_SUMMARY_KEY = attrgetter("outcome", "rule", "owner")
+
 
 class Prepared(NamedTuple):
     """What routing needs of a record, made in a worker: the fields `decide` reads and the
     indexes of every rule whose `when` matches (`decide` asks for the first from some index).
 
-    It stands in for a `Record` in the main process: a tuple crosses the process boundary at
-    a fraction of the cost of a record with its raw and folded maps.
+    It stands in for a `Record` in the main process. Workers send its fields as a plain tuple,
+    which pickles in C at half the cost of even a reduced named tuple.
     """
 
     id: str
@@ -84,8 +114,12 @@ class Prepared(NamedTuple):
 
     def __reduce__(self) -> tuple[Any, ...]:  # `object` is a field name here
         # Unpickled by tuple.__new__ directly: the generated __new__ of a NamedTuple is Python
-        # code, and this runs for every row in the main process's result thread.
+        # code.
         return (tuple.__new__, (Prepared, tuple(self)))
+
+
+# A Prepared from its fields without running the named tuple's Python __new__.
+_as_prepared = cast(Callable[[tuple[Any, ...]], Prepared], partial(tuple.__new__, Prepared))
 
 
 def _prepare(values: Mapping[str, str], routing: CompiledRouting) -> Prepared | str:
@@ -111,7 +145,8 @@ def _prepare_chunk(rows: Sequence[Mapping[str, str] | None],
 
 def _first_match(record: Record, start: int) -> int:
     """`CompiledRouting.first_match` read off a `Prepared` row's precomputed matches."""
-    for i in cast(Prepared, record).matches:
+    # (No typing.cast here or below: a function call per row and per rule asked.)
+    for i in record.matches:  # type: ignore[attr-defined]  # a Prepared row
         if i >= start:
             return i
     return -1
@@ -127,11 +162,36 @@ def _init_worker(routing_file: RoutingFile) -> None:
     # (already validated) routing file itself.
     global _WORKER_ROUTING
     _WORKER_ROUTING = compile_routing(routing_file)
+    _quiet_gc()
 
 
-def _worker_chunk(rows: list[Mapping[str, str] | None]) -> list[Prepared | str | None]:
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """`_quiet_gc` for the length of a run, then the collector as it was."""
+    threshold = gc.get_threshold()
+    _quiet_gc()
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
+def _quiet_gc() -> None:
+    # Everything alive now (modules, the compiled routing) is never scanned again; copies of
+    # forked pages are not touched by the collector either, so the workers share more of them.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def _worker_chunk(rows: list[Mapping[str, str] | None]) -> list[tuple[Any, ...] | str | None]:
     assert _WORKER_ROUTING is not None
-    return _prepare_chunk(rows, _WORKER_ROUTING)
+    return [tuple(p) if type(p) is Prepared else p for p in _prepare_chunk(rows, _WORKER_ROUTING)]
+
+
+def _received(result: list[tuple[Any, ...] | str | None]) -> list[Prepared | str | None]:
+    """A worker's answer with its rows made `Prepared` again."""
+    return [_as_prepared(p) if type(p) is tuple else p for p in result]  # type: ignore[misc]
 
 
 def _auto_workers(path: Path) -> int:
@@ -269,16 +329,16 @@ def _prepared_chunks(chunks: Iterator[_Chunk], routing: CompiledRouting, workers
                               maxtasksperchild=WORKER_CHUNKS)
     try:
         # Bounded read-ahead (Pool.imap would read the whole file into its queue).
-        pending: deque[tuple[_Chunk, AsyncResult[list[Prepared | str | None]]]] = deque()
+        pending: deque[tuple[_Chunk, AsyncResult[list[tuple[Any, ...] | str | None]]]] = deque()
         for chunk in chunks:
             pending.append((chunk, pool.apply_async(
                 _worker_chunk, ([None if r.error else r.values for r in chunk.rows],))))
             if len(pending) > workers:
                 rows, result = pending.popleft()
-                yield rows, result.get()
+                yield rows, _received(result.get())
         while pending:
             rows, result = pending.popleft()
-            yield rows, result.get()
+            yield rows, _received(result.get())
         pool.close()
     finally:
         pool.terminate()
@@ -317,16 +377,13 @@ def route_file(
     # `decide` asks for the first matching rule from some index: the workers already know.
     precomputed = replace(routing, first_match=_first_match)
     seen = _SeenIds()
+    # SQLite builds its audit indexes once at the end of a run into an empty trail.
+    bulk = cast(Callable[[], AbstractContextManager[None]] | None,
+                getattr(store, "bulk_audit", None))
     try:
-        done = 1  # the header line
-        for chunk, prepared in _prepared_chunks(_chunks(reader, CHUNK), routing, workers):
-            _flush(chunk.rows, prepared, precomputed, store, now, writer, summary, accounts,
-                   seen)
-            if progress is not None:
-                progress(chunk.lines - done)
-                done = chunk.lines
-        if progress is not None and reader.lines_read > done:
-            progress(reader.lines_read - done)  # blank lines after the last row
+        with _few_collections(), bulk() if bulk is not None else nullcontext():
+            _route_chunks(reader, routing, precomputed, store, now, writer, summary, accounts,
+                          seen, workers, progress)
         writer.close()
         tmp.replace(output_path)
     except BaseException as exc:
@@ -343,6 +400,20 @@ def route_file(
     return summary
 
 
+def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: CompiledRouting,
+                  store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
+                  accounts: AccountOwners | None, seen: _SeenIds, workers: int,
+                  progress: Callable[[int], None] | None) -> None:
+    done = 1  # the header line
+    for chunk, prepared in _prepared_chunks(_chunks(reader, CHUNK), routing, workers):
+        _flush(chunk.rows, prepared, precomputed, store, now, writer, summary, accounts, seen)
+        if progress is not None:
+            progress(chunk.lines - done)
+            done = chunk.lines
+    if progress is not None and reader.lines_read > done:
+        progress(reader.lines_read - done)  # blank lines after the last row
+
+
 def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: CompiledRouting,
            store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
            accounts: AccountOwners | None, seen: _SeenIds) -> None:
@@ -357,7 +428,7 @@ def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: Comp
             if first is None:
                 earlier[p.id] = row.line
                 fresh.append((p.id, row.line))
-                records.append(cast(Record, p))
+                records.append(p)  # type: ignore[arg-type]  # stands in for a Record
                 bad.append(None)
                 continue
             why = f"line {row.line}: duplicate id {p.id}, routed once on line {first}"
@@ -375,9 +446,7 @@ def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: Comp
         learn=None if accounts is None else accounts.wanted,
         extra=[d for d in bad if d is not None]))
     seen.add(fresh)
-    write = writer.write
-    add = summary.add
-    for row, b in zip(rows, bad, strict=True):
-        decision = next(decisions) if b is None else b
-        write(row.id, decision)
-        add(decision)
+    out = [next(decisions) if b is None else b for b in bad]
+    # Row.id, inlined: a property call per row.
+    writer.write_many(zip([row.values.get("id", "").strip() for row in rows], out, strict=True))
+    summary.add_many(out)

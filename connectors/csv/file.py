@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -22,6 +22,8 @@ FIELD_LIMIT = 131_072
 # file: a record may span at most this many lines and characters, else its first line is reported
 # broken and reading resumes at the next physical line.
 MAX_RECORD_LINES = 1000
+# Lines the reader takes at a time on its fast path (lines that are one record each).
+_BLOCK_LINES = 256
 MAX_RECORD_CHARS = 1 << 20
 
 # The limit is checked here, per record; the parser's own check would end the record mid-field,
@@ -97,6 +99,28 @@ class _Lines:
         self.record = []
         self._chars = 0
 
+    def take(self, n: int) -> tuple[int, list[str]]:
+        """Up to `n` lines that can be read as they are, with the number of the first, for the
+        reader's fast path. It stops before a line that cannot (pushed back with why, for the
+        record-by-record path to report as `__next__` would)."""
+        first = self.number + 1
+        readline = self._fh.readline
+        texts: list[str] = []
+        for _ in range(n):
+            text = readline(MAX_RECORD_CHARS + 1)
+            if not text:
+                break
+            self.number += 1
+            if "\x00" in text or not text.isascii() or len(text) > MAX_RECORD_CHARS:
+                why = _line_problem(self._fh, text)
+                if why is not None:
+                    if len(text) > MAX_RECORD_CHARS:
+                        text = text[:200]
+                    self._back.append((self.number, text, why))
+                    break
+            texts.append(text)
+        return first, texts
+
     def push_back(self, lines: list[tuple[int, str]]) -> None:
         self._back.extend((n, text, None) for n, text in reversed(lines))
 
@@ -167,6 +191,7 @@ class CsvReader:
         except OSError as exc:
             raise InputError(f"{self.path}: cannot read input: {_os_reason(exc)}") from None
         self._lines = _Lines(self._fh)
+        self._ahead = 0  # lines of the current fast-path block after the row given out
         self._reader = csv.reader(self._lines, strict=True)
         try:
             header = self._header()
@@ -203,8 +228,10 @@ class CsvReader:
 
     @property
     def lines_read(self) -> int:
-        """Physical lines read so far, the header included (for progress)."""
-        return self._lines.number
+        """Physical lines read so far, the header included (for progress): up to the end of the
+        last row given out."""
+        back = self._lines._back
+        return (back[-1][0] - 1 if back else self._lines.number) - self._ahead
 
     def __iter__(self) -> Iterator[Row]:
         try:
@@ -216,10 +243,26 @@ class CsvReader:
 
     def _rows(self) -> Iterator[Row]:
         width = len(self.columns)
-        columns = self.columns
         lines = self._lines
         reader = self._reader
         while True:
+            if not lines._back:
+                # The fast path: a block of lines that are one record each, parsed at once.
+                first, texts = lines.take(_BLOCK_LINES)
+                if texts:
+                    rows = self._block(first, texts)
+                    if rows is not None:
+                        last = first + len(texts) - 1
+                        for row in rows:
+                            self._ahead = last - row.line  # read, not yet given out
+                            yield row
+                        self._ahead = 0
+                        continue
+                    # A record spans lines, or a line does not parse: record by record.
+                    lines.push_back(list(zip(range(first, first + len(texts)), texts,
+                                             strict=True)))
+                elif not lines._back:
+                    return  # the end of the file
             lines.record = []  # start(), inlined: once a record
             lines._chars = 0
             try:
@@ -250,21 +293,38 @@ class CsvReader:
                                     f"{lines.record[-1][0]} gives {len(raw)} columns, "
                                     f"expected {width}")
                 continue
-            # Columns without a header name carry nothing a rule could name.
-            values = {c: v for c, v in zip(columns, raw, strict=False) if c}
-            if len(raw) != width:
-                yield Row(start, values,
-                          f"line {start}: expected {width} columns, found {len(raw)}")
-            elif not values["id"].strip():
-                yield Row(start, values, f"line {start}: empty id")
-            elif lines._chars > FIELD_LIMIT and any(len(v) > FIELD_LIMIT for v in raw):
-                big = next(i for i, v in enumerate(raw) if len(v) > FIELD_LIMIT)
-                name = columns[big] or f"column {big + 1}"
-                yield Row(start, {c: v[:200] for c, v in values.items()},
-                          f"line {start}: field {name!r} is {len(raw[big]):,} characters, "
-                          f"over the limit of {FIELD_LIMIT:,}")
-            else:
-                yield Row(start, values)
+            yield self._row(start, raw, lines._chars)
+
+    def _block(self, first: int, texts: list[str]) -> list[Row] | None:
+        """The rows of lines that each hold one whole record (numbered from `first`), or None
+        when one does not (a quoted field spans lines, or does not parse)."""
+        try:
+            parsed = list(csv.reader(texts, strict=True))
+        except csv.Error:
+            return None
+        # A line ends a record unless a quoted field runs on: fewer records than lines then.
+        if len(parsed) != len(texts):
+            return None
+        row = self._row
+        return [row(first + k, raw, len(texts[k])) for k, raw in enumerate(parsed) if raw]
+
+    def _row(self, start: int, raw: list[str], chars: int) -> Row:
+        """The row of one parsed record starting on line `start`, `chars` long."""
+        columns = self.columns
+        width = len(columns)
+        # Columns without a header name carry nothing a rule could name.
+        values = {c: v for c, v in zip(columns, raw, strict=False) if c}
+        if len(raw) != width:
+            return Row(start, values, f"line {start}: expected {width} columns, found {len(raw)}")
+        if not values["id"].strip():
+            return Row(start, values, f"line {start}: empty id")
+        if chars > FIELD_LIMIT and any(len(v) > FIELD_LIMIT for v in raw):
+            big = next(i for i, v in enumerate(raw) if len(v) > FIELD_LIMIT)
+            name = columns[big] or f"column {big + 1}"
+            return Row(start, {c: v[:200] for c, v in values.items()},
+                       f"line {start}: field {name!r} is {len(raw[big]):,} characters, "
+                       f"over the limit of {FIELD_LIMIT:,}")
+        return Row(start, values)
 
     def _swallowed(self, width: int) -> bool:
         """Whether a malformed multi-line record has whole records inside its quoted field:
@@ -362,6 +422,7 @@ class CsvWriter:
             self._owned = False
         self._writer = csv.writer(self._fh, lineterminator="\n")
         self._writer.writerow(OUTPUT_COLUMNS)
+        self._tails: dict[tuple[object, ...], str] = {}
 
     def write(self, row_id: str, decision: Decision) -> None:
         # Inlined escape_formula: six cells a row, a million rows.
@@ -370,11 +431,44 @@ class CsvWriter:
             for cell in (row_id, decision.previous_owner or "", decision.owner or "",
                          str(decision.outcome), decision.rule or "", decision.reason)])
 
+    def write_many(self, rows: Iterable[tuple[str, Decision]]) -> None:
+        """`write` for each (row id, decision), the same bytes at a fraction of the cost: a long
+        file repeats a few decisions, so each distinct row tail is formatted once."""
+        tails = self._tails
+        parts = []
+        for row_id, d in rows:
+            key = (d.previous_owner, d.owner, d.outcome, d.rule, d.reason)
+            tail = tails.get(key)
+            if tail is None:
+                if len(tails) >= _TAIL_CACHE_SIZE:
+                    tails.clear()
+                tail = tails[key] = "," + _format([
+                    d.previous_owner or "", d.owner or "", str(d.outcome), d.rule or "",
+                    d.reason])
+            if _CELL_NEEDS_CARE.search(row_id) is not None:
+                row_id = _format([row_id])[:-1]
+            parts.append(row_id + tail)
+        self._fh.write("".join(parts))
+
     def close(self) -> None:
         if self._owned:
             self._fh.close()
         else:
             self._fh.flush()
+
+
+# Distinct row tails (all but the id) remembered by `write_many`.
+_TAIL_CACHE_SIZE = 4096
+# A cell the csv module would quote (delimiter, quote, line break) or that reads as a formula.
+_CELL_NEEDS_CARE = re.compile(r'[,"\r\n]|^[=+\-@\t]')
+
+
+def _format(cells: list[str]) -> str:
+    """One output line exactly as `CsvWriter.write` writes it, for these cells."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow(
+        ["'" + cell if cell and cell[0] in _FORMULA_START else cell for cell in cells])
+    return buffer.getvalue()
 
 
 def render(decisions: list[tuple[str, Decision]]) -> str:

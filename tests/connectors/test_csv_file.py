@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import random
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from connectors.csv.file import (
     CsvWriter,
     InputError,
     OutputError,
+    Row,
     count_rows,
     escape_formula,
     render,
@@ -361,3 +363,68 @@ def test_given_formula_cells_when_writing_then_every_column_is_escaped() -> None
 
     row = buffer.getvalue().splitlines()[1]
     assert row == "'=1+1,'@ben,'+ava,assigned,'-r,'=cmd|' /C calc'!A0"
+
+
+def test_given_repeated_and_odd_cells_when_writing_many_then_the_bytes_of_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(csv_file, "_TAIL_CACHE_SIZE", 2)  # the cache fills and starts over
+    rows = [
+        ("1", decision("1", previous_owner="ben", owner="ava", rule="named", reason="r")),
+        ("2", decision("2", previous_owner="ben", owner="ava", rule="named", reason="r")),
+        ("a,b", decision("a,b", outcome=Outcome.KEPT_EXISTING, previous_owner="x,y",
+                         owner="x,y", reason='kept "x,y"')),
+        ('q"1', decision('q"1', outcome=Outcome.SKIPPED, reason="line 4: bad\nrow")),
+        ("=1+1", decision("=1+1", previous_owner="@ben", owner="+ava", rule="-r",
+                          reason="=cmd|' /C calc'!A0")),
+        ("-5", decision("-5", owner="ava")),
+        ("line\n2", decision("line\n2", outcome=Outcome.UNASSIGNED, reason="Müller")),
+        ("", decision("", outcome=Outcome.SKIPPED, reason="line 9: empty id")),
+        ("\rx", decision("\rx", owner="ava")),
+        ("1", decision("1", previous_owner="ben", owner="ava", rule="named", reason="r")),
+    ]
+    one_by_one, many = io.StringIO(), io.StringIO()
+    writer = CsvWriter(one_by_one)
+    for row_id, d in rows:
+        writer.write(row_id, d)
+    batched = CsvWriter(many)
+
+    batched.write_many(rows[:4])
+    batched.write_many(rows[4:])
+
+    assert many.getvalue() == one_by_one.getvalue()
+
+
+FUZZ_CELLS = ["a", "b c", '"q,1"', '"multi\nline"', '"open', 'x"y', '"a"b', "", " ", '"', '""',
+              '"x""y"', "Müller", "\x00", "=1", "\r", 'end"', '"\r\n"']
+
+
+def fuzz_file(path: Path, seed: int) -> Path:
+    rng = random.Random(seed)
+    end = rng.choice(["\n", "\r\n", "\r"])
+    lines = [",".join(rng.choice(FUZZ_CELLS) if rng.random() < 0.3 else f"v{rng.randint(0, 99)}"
+                      for _ in range(rng.choice([3, 3, 3, 2, 4])))
+             if rng.random() > 0.1 else "" for _ in range(rng.randint(0, 40))]
+    data = end.join(["id,name,owner", *lines]).encode("utf-8")
+    if rng.random() < 0.2:
+        data = data.replace(b"v1", b"\xff\xfe", 1)  # not UTF-8
+    path.write_bytes(data + (end.encode() if rng.random() < 0.5 else b""))
+    return path
+
+
+def read_with_progress(path: Path) -> list[tuple[Row, int]]:
+    reader = CsvReader(path)
+    return [(row, reader.lines_read) for row in reader]
+
+
+@pytest.mark.parametrize("block", [1, 3, 256])
+def test_given_tricky_files_when_read_in_blocks_then_the_rows_of_record_by_record_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int,
+) -> None:
+    monkeypatch.setattr(csv_file, "_BLOCK_LINES", block)
+    for seed in range(150):
+        path = fuzz_file(tmp_path / f"{seed}.csv", seed)
+        fast = read_with_progress(path)
+        with monkeypatch.context() as slow:
+            slow.setattr(CsvReader, "_block", lambda self, first, texts: None)
+            assert fast == read_with_progress(path), seed

@@ -1015,3 +1015,40 @@ def test_given_a_turn_applied_when_deciding_again_then_the_next_turn():
     [change] = ctx.pending_changes()
     assert change.last_served == "cara"
     assert dict(change.increments) == {("cara", "day:2026-11-25"): 1}
+
+
+def test_given_a_batch_past_its_caps_when_decided_in_one_context_then_each_as_on_a_fresh_one():
+    # One context memoizes answers (pools that took no turn, whole paths of rules) until the
+    # next turn: every decision must still be the one a fresh snapshot of the same state gives.
+    r = routing("""
+        version: 1
+        reps:
+          - {id: cara, crm_ids: {hubspot: "1"}}
+          - {id: dev, crm_ids: {hubspot: "2"}}
+          - {id: eve}
+          - {id: maya, crm_ids: {hubspot: "9"}}
+          - {id: hana, active: false, manager: maya}
+        pools:
+          big: {members: [eve], cap: {max: 1, per: day}, overflow: {rep: maya}}
+          p: {members: [cara, dev], cap: {max: 2, per: day}}
+        rules:
+          - {name: health, when: {industry: {eq: Healthcare}}, assign: {rep: hana}}
+          - {name: size, when: {employees: {gt: 500}}, assign: {pool: big}}
+          - {name: named, when: {domain: {eq: acme.com}}, assign: {queue: HOLD}}
+          - {name: rest, assign: {pool: p}}
+        fallback: {rep: maya}
+    """)
+    shapes = [{}, {"employees": "900"}, {"industry": "Healthcare"}, {"domain": "acme.com"},
+              {"industry": "Healthcare", "employees": "900"}, {"owner": "2"}, {"owner": "77"}]
+    records = [rec(id=f"r{k}", crm="hubspot", **shapes[k % len(shapes)]) for k in range(40)]
+    ctx = context(r)
+
+    for record in records:
+        fresh = context(r, pools=copy.deepcopy(ctx.pools))
+        d = decide(record, ctx)
+        assert d == decide(record, fresh)
+        if d.turn is not None:
+            ctx.apply(d.turn)
+
+    assert {d.outcome for d in route(r, records)} == {
+        Outcome.ASSIGNED, Outcome.FALLBACK, Outcome.KEPT_EXISTING}

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 import tasks.route_file as route_file_module
 from connectors.csv.file import CsvWriter, InputError, OutputError
 from sync.compiler import CompiledRouting, load_routing
+from sync.engine import route_batch, skipped
+from sync.normalize import build_record
 from sync.state import StateStore, open_store
 from tasks.cli import app
 from tasks.route_file import route_file
@@ -198,10 +200,11 @@ def test_given_a_full_disk_mid_run_when_routing_then_output_error_says_routing_h
     routing: CompiledRouting, store: StateStore, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def full(self: CsvWriter, row_id: str, decision: object) -> None:
+    def full(self: CsvWriter, *rows: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(CsvWriter, "write", full)
+    monkeypatch.setattr(CsvWriter, "write_many", full)
     out = tmp_path / "out.csv"
     source = write(tmp_path / "in.csv", "id\n1\n")
 
@@ -397,3 +400,22 @@ def test_given_thousands_of_rows_when_routed_in_parallel_then_output_is_byte_ide
     assert set(single_summary.outcomes) == {"assigned", "fallback", "kept_existing", "skipped"}
     assert single_summary.pools["smb"].total() > 400
     assert single_summary.rules["follow-account"] > 100
+
+
+def test_given_a_mixed_batch_when_summarized_at_once_then_counts_as_one_by_one(
+    routing: CompiledRouting, store: StateStore
+) -> None:
+    records = [build_record({"id": str(k), "employees": "5000" if k % 3 else "5",
+                             "owner": "ben" if k % 4 == 0 else ""}) for k in range(30)]
+    decisions = route_batch(records, routing, store, NOW, dry_run=True)
+    decisions.append(skipped("line 9", "line 9: empty id", NOW))
+    one_by_one = route_file_module.FileSummary()
+    for d in decisions:
+        one_by_one.add(d)
+
+    at_once = route_file_module.FileSummary()
+    at_once.add_many(decisions)
+
+    assert at_once == one_by_one
+    assert at_once.pools["smb"] and at_once.pools["capped"]  # turns were counted
+    assert at_once.rows == 31

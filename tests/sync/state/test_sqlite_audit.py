@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -73,3 +74,74 @@ def test_given_rows_in_the_older_full_form_when_reading_then_both_forms_are_unde
 
     assert store.decisions(record_id="A1") == [old, new]  # same instant: later row first
     assert len(bodies(store)[0]) < len(bodies(store)[1]) / 2
+
+
+def indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'decisions'")}
+
+
+DECISION_INDEXES = {"decisions_by_record", "decisions_by_owner", "decisions_by_time"}
+
+
+def test_given_an_empty_trail_when_a_bulk_run_commits_then_indexes_are_built_at_its_end(
+    store: SqliteStateStore,
+) -> None:
+    with store.bulk_audit():
+        store.commit({}, [], [pool_win("A0", "cara")])
+        assert indexes(store.path) == set()  # no per-row index upkeep during the run
+        store.commit({}, [], [pool_win("A1", "dev")])
+
+    assert indexes(store.path) == DECISION_INDEXES
+    assert [d.owner for d in store.decisions(record_id="A1")] == ["dev"]
+
+
+def test_given_a_trail_with_rows_when_a_bulk_run_commits_then_its_indexes_stay(
+    store: SqliteStateStore,
+) -> None:
+    store.commit({}, [], [pool_win("A0", "cara")])
+
+    with store.bulk_audit():
+        assert indexes(store.path) == DECISION_INDEXES
+        store.commit({}, [], [pool_win("A1", "dev")])
+
+    assert indexes(store.path) == DECISION_INDEXES
+
+
+def test_given_a_bulk_run_killed_half_way_when_the_file_is_opened_then_state_is_whole(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    pid = os.fork()
+    if pid == 0:  # the run: commits one batch, then dies without leaving bulk mode
+        try:
+            child = SqliteStateStore(path)
+            with child.bulk_audit():
+                child.commit({}, [], [pool_win("A0", "cara"), pool_win("A1", "dev")])
+                os._exit(0)
+        finally:
+            os._exit(1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert indexes(path) == set()  # killed: the indexes were never rebuilt
+
+    with SqliteStateStore(path) as reopened:
+        assert indexes(path) == DECISION_INDEXES
+        assert [d.record_id for d in reopened.decisions()] == ["A1", "A0"]
+
+
+def test_given_traces_made_and_dropped_one_after_another_when_committed_then_each_body_is_its_own(
+    store: SqliteStateStore,
+) -> None:
+    # Bodies are cached by the trace's identity: a new trace, even at a freed trace's address,
+    # must never be stored with the old one's body.
+    for k in range(50):
+        d = pool_win(f"A{k}", "cara")
+        trace = (TraceStep("named", "no_match", "conditions not met"),
+                 TraceStep("everyone-else", "won", f"pool smb round_robin -> cara {k}"))
+        store.commit({}, [], [d._replace(trace=trace, reason="the same reason every time")])
+        del d, trace
+
+    stored = store.decisions()
+    assert [d.trace[-1].detail for d in stored] == [
+        f"pool smb round_robin -> cara {k}" for k in reversed(range(50))]
