@@ -204,6 +204,16 @@ def normalize_domain(value: object) -> str | None:
     return _normalize_domain(text) if text else None
 
 
+def _short(value: object, limit: int = 80) -> str:
+    """`repr` of a value from a record, cut for a message: a row may hold a megabyte."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+# RFC 1035: a name is at most 253 characters in its ASCII form; a Unicode (IDN) form is shorter.
+MAX_HOST_CHARS = 253
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
 def _normalize_domain(text: str) -> str | None:
     scheme = _SCHEME.match(text)
@@ -225,6 +235,10 @@ def _normalize_domain(text: str) -> str | None:
     if colon and port and not port.isdigit():
         return None
     host = host.removesuffix(".")
+    if len(host) > MAX_HOST_CHARS:
+        # Longer than DNS allows, so no real domain: refusing it here also bounds the suffix
+        # and list-key work below, which grows with the square of the label count.
+        return None
     if _IPV4.fullmatch(host):
         return _ip(host)
     if not host.isascii():
@@ -444,7 +458,8 @@ def build_record(
     obj = (raw.get("object") or object).lower()
     if obj not in OBJECTS:
         raise ValueError(
-            f"unknown object {obj!r} for record {record_id!r}: expected one of {OBJECTS}"
+            f"unknown object {_short(obj)} for record {_short(record_id)}: expected one of "
+            f"{OBJECTS}"
         )
     # The object is always known, so rules on `object` see it even when the row had no column.
     raw.setdefault("object", obj)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 import unicodedata
 from datetime import UTC, datetime
 
@@ -824,3 +825,30 @@ def test_given_company_named_like_a_mail_brand_when_checking_freemail_then_not_f
 @pytest.mark.parametrize("domain", ["live.fr", "outlook.de", "live.co.uk", "yahoo.co.jp"])
 def test_given_microsoft_or_yahoo_country_domain_when_checking_freemail_then_freemail(domain):
     assert is_freemail(domain)
+
+
+@pytest.mark.parametrize("labels", [127, 8_000, 400_000])
+def test_given_a_host_longer_than_dns_allows_when_normalizing_then_none_at_once(labels):
+    # Suffix and list-key work grows with the square of the label count: a crafted website of
+    # 400,000 labels took minutes before the DNS bound.
+    host = "a." * labels + "com"
+    started = time.perf_counter()
+
+    got = normalize_domain(f"https://{host}/x")
+
+    assert got is None
+    assert time.perf_counter() - started < 0.5
+
+
+def test_given_a_host_of_253_characters_when_normalizing_then_it_is_kept():
+    host = "a" * 249 + ".com"
+
+    assert normalize_domain(host) == host
+    assert normalize_domain("a" + host) is None
+
+
+def test_given_a_megabyte_object_value_when_building_then_the_error_quotes_a_short_prefix():
+    with pytest.raises(ValueError) as caught:
+        build_record({"id": "1", "object": "x" * 1_000_000}, object="account")
+
+    assert len(str(caught.value)) < 300 and "1,000,002 characters" in str(caught.value)
