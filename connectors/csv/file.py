@@ -200,6 +200,8 @@ class CsvReader:
                 raise InputError(f"{self.path}: no `id` column in the header "
                                  f"(found: {', '.join(header) or 'nothing'})")
             named = [c for c in self.columns if c]
+            # Every column named (the usual header): a row's values are a plain zip, in C.
+            self._all_named = len(named) == len(self.columns)
             duplicates = sorted({c for c in named if named.count(c) > 1})
             if duplicates:
                 # A repeated column would silently lose one of its values in every row.
@@ -313,7 +315,8 @@ class CsvReader:
         columns = self.columns
         width = len(columns)
         # Columns without a header name carry nothing a rule could name.
-        values = {c: v for c, v in zip(columns, raw, strict=False) if c}
+        values = dict(zip(columns, raw, strict=False)) if self._all_named else {
+            c: v for c, v in zip(columns, raw, strict=False) if c}
         if len(raw) != width:
             return Row(start, values, f"line {start}: expected {width} columns, found {len(raw)}")
         if not values["id"].strip():

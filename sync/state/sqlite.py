@@ -17,9 +17,10 @@ from sync.models import Decision, Outcome, TraceStep
 from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
 
-# 2 added the pipeline bookkeeping tables, 3 the webhook dedupe keys; every statement is IF NOT
-# EXISTS, so an older file gains them the next time it is opened, without a migration step.
-SCHEMA_VERSION = 3
+# 2 added the pipeline bookkeeping tables, 3 the webhook dedupe keys, 4 the audit bodies table;
+# every statement is IF NOT EXISTS, so an older file gains them the next time it is opened, and
+# `decisions.body_id` is added to an older file's table in place (`_migrate`).
+SCHEMA_VERSION = 4
 
 # The audit trail's indexes, by name: `bulk_audit` drops and rebuilds them around a long run.
 _DECISION_INDEXES = {
@@ -57,7 +58,15 @@ CREATE TABLE IF NOT EXISTS decisions (
     pool       TEXT,
     outcome    TEXT NOT NULL,
     decided_at TEXT,
-    body       TEXT NOT NULL
+    -- A row's body is in `bodies` (body_id), stored once however many rows share it: a file
+    -- run repeats a few dozen bodies a million times. Rows written before version 4 hold it
+    -- here, with body_id NULL; newer rows hold ''.
+    body       TEXT NOT NULL,
+    body_id    INTEGER
+);
+CREATE TABLE IF NOT EXISTS bodies (
+    id   INTEGER PRIMARY KEY,
+    body TEXT NOT NULL UNIQUE
 );
 -- (x, decided_at) indexes also carry the rowid, so `ORDER BY decided_at DESC, id DESC` with a
 -- LIMIT is read straight off the index instead of sorting the whole trail.
@@ -163,6 +172,7 @@ class SqliteStateStore(ClosesOnExit):
         with self._transaction(conn, immediate=True):
             for statement in _statements(SCHEMA):
                 conn.execute(statement)
+            _migrate(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextmanager
@@ -294,12 +304,17 @@ class SqliteStateStore(ClosesOnExit):
                     "excluded.count",
                     count_rows,
                 )
-                conn.executemany(
-                    "INSERT INTO decisions "
-                    "(record_id, crm, object, owner, pool, outcome, decided_at, body) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    decision_rows,
-                )
+                if decision_rows:
+                    # Body ids are looked up afresh in each transaction (a few dozen distinct
+                    # bodies a batch), never cached: a rolled-back insert leaves no id behind.
+                    body_ids = {body: _body_id(conn, str(body))
+                                for body in {row[7] for row in decision_rows}}
+                    conn.executemany(
+                        "INSERT INTO decisions "
+                        "(record_id, crm, object, owner, pool, outcome, decided_at, body, "
+                        "body_id) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?)",
+                        [(*row[:7], body_ids[row[7]]) for row in decision_rows],
+                    )
         return True
 
     # --- pauses -----------------------------------------------------------------------------
@@ -355,11 +370,13 @@ class SqliteStateStore(ClosesOnExit):
         if rep is not None:
             where.append("owner = ?")
             args.append(rep)
-        sql = "SELECT record_id, crm, object, owner, pool, outcome, body FROM decisions"
+        sql = ("SELECT record_id, crm, object, owner, pool, outcome, "
+               "COALESCE(bodies.body, decisions.body) "
+               "FROM decisions LEFT JOIN bodies ON bodies.id = decisions.body_id")
         if where:
             sql += " WHERE " + " AND ".join(where)
         # NULLs sort lowest in SQLite, so undated decisions come last in descending order.
-        sql += " ORDER BY decided_at DESC, id DESC"
+        sql += " ORDER BY decided_at DESC, decisions.id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
@@ -605,6 +622,22 @@ def _decision(record_id: str, crm: str, object: str, owner: str | None, pool: st
         written_at=None if written is None else datetime.fromisoformat(written),
         write_error=data.get("e"),
     )
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older file's tables to this schema in place (inside the setup transaction)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
+    if "body_id" not in columns:
+        # Adding a nullable column rewrites nothing: the existing rows read it as NULL and keep
+        # their bodies inline.
+        conn.execute("ALTER TABLE decisions ADD COLUMN body_id INTEGER")
+
+
+def _body_id(conn: sqlite3.Connection, body: str) -> int:
+    """The id of `body` in `bodies`, inserting it when new (inside the caller's transaction)."""
+    conn.execute("INSERT INTO bodies (body) VALUES (?) ON CONFLICT (body) DO NOTHING", (body,))
+    row = conn.execute("SELECT id FROM bodies WHERE body = ?", (body,)).fetchone()
+    return int(row[0])
 
 
 def _statements(script: str) -> list[str]:

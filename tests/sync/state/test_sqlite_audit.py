@@ -38,7 +38,9 @@ def pool_win(record_id: str, member: str) -> Decision:
 
 def bodies(store: SqliteStateStore) -> list[str]:
     with sqlite3.connect(store.path) as conn:
-        return [body for (body,) in conn.execute("SELECT body FROM decisions ORDER BY id")]
+        return [body for (body,) in conn.execute(
+            "SELECT COALESCE(bodies.body, decisions.body) FROM decisions "
+            "LEFT JOIN bodies ON bodies.id = decisions.body_id ORDER BY decisions.id")]
 
 
 def test_given_file_decisions_when_committed_then_bodies_are_compact_and_read_back_whole(
@@ -145,3 +147,45 @@ def test_given_traces_made_and_dropped_one_after_another_when_committed_then_eac
     stored = store.decisions()
     assert [d.trace[-1].detail for d in stored] == [
         f"pool smb round_robin -> cara {k}" for k in reversed(range(50))]
+
+
+def test_given_many_decisions_sharing_bodies_when_committed_then_each_body_is_stored_once(
+    store: SqliteStateStore,
+) -> None:
+    store.commit({}, [], [pool_win(f"A{k}", "cara") for k in range(100)])
+    store.commit({}, [], [pool_win(f"B{k}", ["cara", "dev"][k % 2]) for k in range(100)])
+
+    with sqlite3.connect(store.path) as conn:
+        distinct = conn.execute("SELECT COUNT(*) FROM bodies").fetchone()[0]
+        inline = conn.execute("SELECT COUNT(*) FROM decisions WHERE body != ''").fetchone()[0]
+    assert (distinct, inline) == (2, 0)  # cara's body and dev's, across both transactions
+    assert [d.owner for d in store.decisions(record_id="B1")] == ["dev"]
+    assert store.decisions(record_id="A7") == [pool_win("A7", "cara")]
+
+
+def test_given_a_version_3_file_when_opened_then_it_is_migrated_in_place_and_old_rows_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old = pool_win("A0", "cara")
+    with sqlite3.connect(path) as conn:  # the decisions table as version 3 created it
+        conn.execute(
+            "CREATE TABLE decisions (id INTEGER PRIMARY KEY AUTOINCREMENT, record_id TEXT NOT "
+            "NULL, crm TEXT NOT NULL, object TEXT NOT NULL, owner TEXT, pool TEXT, outcome TEXT "
+            "NOT NULL, decided_at TEXT, body TEXT NOT NULL)")
+        conn.execute(
+            "INSERT INTO decisions (record_id, crm, object, owner, pool, outcome, decided_at, "
+            "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            ("A0", "file", "account", "cara", "smb", "assigned",
+             "2026-11-25T15:00:00.000000Z", json.dumps(old.to_dict())))
+        conn.execute("PRAGMA user_version=3")
+    conn.close()
+
+    with SqliteStateStore(path) as opened:
+        opened.commit({}, [], [pool_win("A1", "dev")])
+        assert opened.decisions(record_id="A0") == [old]
+        assert [d.record_id for d in opened.decisions()] == ["A1", "A0"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("SELECT COUNT(*) FROM bodies").fetchone()[0] == 1
+    conn.close()
