@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Literal, NoReturn
@@ -18,9 +19,12 @@ from rich.segment import Segment
 
 from config.routing import ConfigError
 from config.urls import redact_url, redact_urls
-from connectors.registry import load_routing
+from connectors import registry
+from connectors.registry import canonical_object, load_routing
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
+from sync.pipeline import Pipeline
+from sync.ports import Connector, CredentialsError, CrmError
 from sync.state import open_store
 from sync.state.base import StateStore
 
@@ -174,3 +178,38 @@ def print_json(value: object) -> None:
     """JSON on stdout, plain text and never styled: scripts parse this."""
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def open_pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
+                  dry_run: bool, if_missing: Literal["create", "empty"] = "create"
+                  ) -> Iterator[tuple[Pipeline, str]]:
+    """The pipeline for `crm` and its canonical object name over the `--state` store; CRM and
+    credential errors become exit 2 (exit 1 for a CRM failure mid-run); closed on exit."""
+    # Deferred: Prometheus and kombu's Redis transport load only for commands that run a
+    # pipeline, not for every start of the CLI.
+    from tasks.metrics import metrics_for
+
+    settings = Settings()
+    try:
+        obj = canonical_object(crm, obj)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        connector: Connector = registry.create_for(crm, routing, settings)
+    except ValueError as exc:
+        fail(str(exc))
+    except CredentialsError as exc:
+        fail(str(exc))
+    store = open_state(state, if_missing=if_missing)
+    try:
+        yield Pipeline(connector, routing, store, dry_run=dry_run,
+                       recheck_after=settings.recheck_after_seconds,
+                       metrics=metrics_for(settings)), obj
+    except CredentialsError as exc:
+        fail(str(exc))
+    except CrmError as exc:
+        fail(str(exc), code=1)
+    finally:
+        store.close()
+        connector.close()

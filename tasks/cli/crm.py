@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,13 +20,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from connectors import registry
 from connectors.registry import canonical_object
-from connectors.settings import Settings
 from sync.compiler import CompiledRouting
 from sync.models import Decision, Record
 from sync.pipeline import Pipeline, RunReport
-from sync.ports import Connector, CredentialsError, CrmError
 from tasks.cli.common import (
     ConfigOpt,
     CrmOpt,
@@ -38,43 +34,10 @@ from tasks.cli.common import (
     err,
     fail,
     load_routing_file,
-    open_state,
+    open_pipeline,
     out,
     parse_instant,
 )
-
-
-@contextmanager
-def _pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | None,
-              dry_run: bool, if_missing: Literal["create", "empty"] = "create"
-              ) -> Iterator[tuple[Pipeline, str]]:
-    # Deferred: Prometheus and kombu's Redis transport load only for commands that run a
-    # pipeline, not for every start of the CLI.
-    from tasks.metrics import metrics_for
-
-    settings = Settings()
-    try:
-        obj = canonical_object(crm, obj)
-    except ValueError as exc:
-        fail(str(exc))
-    try:
-        connector: Connector = registry.create_for(crm, routing, settings)
-    except ValueError as exc:
-        fail(str(exc))
-    except CredentialsError as exc:
-        fail(str(exc))
-    store = open_state(state, if_missing=if_missing)
-    try:
-        yield Pipeline(connector, routing, store, dry_run=dry_run,
-                       recheck_after=settings.recheck_after_seconds,
-                       metrics=metrics_for(settings)), obj
-    except CredentialsError as exc:
-        fail(str(exc))
-    except CrmError as exc:
-        fail(str(exc), code=1)
-    finally:
-        store.close()
-        connector.close()
 
 
 def sweep(
@@ -112,7 +75,7 @@ def sweep(
         return
     instant = parse_instant(now) if now else None
     since_at = parse_instant(since, "--since") if since else None
-    with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
+    with open_pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
         with SweepProgress(err) as progress:
             report = pipeline.sweep(obj, full=full, since=since_at, now=instant,
                                     on_page=progress)
@@ -177,7 +140,7 @@ def reprocess(
         return
     routing = load_routing_file(config)
     instant = parse_instant(now) if now else None
-    with _pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
+    with open_pipeline(routing, crm, object, state, dry_run) as (pipeline, obj):
         report = pipeline.route_ids(obj, ids, trigger="reprocess", now=instant)
         _finish(report, pipeline)
 
@@ -210,7 +173,8 @@ def _enqueue_reprocess(crm: str, object: str, ids: list[str], *, dry_run: bool,
 def explain_crm(routing: CompiledRouting, crm: str, obj: str, record_id: str,
                 state: str | None, instant: datetime) -> tuple[Record | None, Decision]:
     """`explain --crm`: read one record from the CRM and decide it; nothing written."""
-    with _pipeline(routing, crm, obj, state, dry_run=True, if_missing="empty") as (pipeline, obj):
+    with open_pipeline(routing, crm, obj, state, dry_run=True, if_missing="empty"
+                       ) as (pipeline, obj):
         return pipeline.explain_record(obj, record_id, now=instant)
 
 

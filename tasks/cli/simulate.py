@@ -8,12 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from connectors import registry
-from connectors.registry import canonical_object
-from connectors.settings import Settings
-from sync.pipeline import Pipeline, Simulation
-from sync.ports import CredentialsError, CrmError
-from tasks.cli.common import CrmOpt, err, fail, load_routing_file, open_state, out
+from sync.pipeline import Simulation
+from tasks.cli.common import CrmOpt, err, load_routing_file, open_pipeline, out
 
 MOVES_SHOWN = 50
 
@@ -27,21 +23,9 @@ def simulate(
 ) -> None:
     """What-if: which records a routing file would move, and each rep's load before/after."""
     routing = load_routing_file(config)
-    try:
-        obj = canonical_object(crm, object)
-        connector = registry.create_for(crm, routing, Settings())
-    except (ValueError, CredentialsError) as exc:
-        fail(str(exc))
-    store = open_state(state, if_missing="empty")
-    try:
-        result = Pipeline(connector, routing, store, dry_run=True).simulate(obj)
-    except CredentialsError as exc:
-        fail(str(exc))
-    except CrmError as exc:
-        fail(str(exc), code=1)
-    finally:
-        store.close()
-        connector.close()
+    with open_pipeline(routing, crm, object, state, dry_run=True, if_missing="empty"
+                       ) as (pipeline, obj):
+        result = pipeline.simulate(obj)
     _print(result)
 
 
