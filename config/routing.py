@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from config.display import SHOWN_CHARS, shorten
 from config.fieldmaps import MAPPABLE
 
 # The CRMs a routing file may name: CRM name -> its object names (from the connector registry).
@@ -69,14 +70,14 @@ class ConfigError(Exception):
         return self
 
 
-_SHOW_CHARS = 80
+_SHOW_CHARS = SHOWN_CHARS
 
 
 def _show(value: Any) -> str:
     if isinstance(value, str):
         if len(value) > _SHOW_CHARS:
             # A 5,000-character regex or name must not flood the terminal or a log line.
-            return f"{value[:_SHOW_CHARS]!r}… ({len(value)} characters)"
+            return f"{value[:_SHOW_CHARS]!r}… ({len(value):,} characters)"
         return repr(value)
     if isinstance(value, dict | list):
         if not value:
@@ -91,15 +92,11 @@ def _show(value: Any) -> str:
         if text and len(text) <= _SHOW_CHARS and "\n" not in text:
             return text
         if isinstance(value, dict):
-            return _shorten("a mapping with keys " + ", ".join(str(k) for k in value))
+            return shorten("a mapping with keys " + ", ".join(str(k) for k in value))
         return f"a list of {len(value)} items"
     if value is None:
         return "nothing"
-    return _shorten(repr(value))
-
-
-def _shorten(text: str) -> str:
-    return text if len(text) <= _SHOW_CHARS else f"{text[:_SHOW_CHARS]}… ({len(text)} characters)"
+    return shorten(repr(value))
 
 
 class _Strict(BaseModel):

@@ -13,6 +13,7 @@ from functools import lru_cache
 import pycountry
 import tldextract
 
+from config.display import shorten
 from sync.models import OBJECTS, RECORD_FIELDS, Record
 
 __all__ = [
@@ -205,12 +206,6 @@ def normalize_domain(value: object) -> str | None:
         return None
     text = str(value).strip().lower()
     return _normalize_domain(text) if text else None
-
-
-def _short(value: object, limit: int = 80) -> str:
-    """`repr` of a value from a record, cut for a message: a row may hold a megabyte."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 # RFC 1035: a name is at most 253 characters in its ASCII form; a Unicode (IDN) form is shorter.
@@ -461,8 +456,8 @@ def build_record(
     obj = (raw.get("object") or object).lower()
     if obj not in OBJECTS:
         raise ValueError(
-            f"unknown object {_short(obj)} for record {_short(record_id)}: expected one of "
-            f"{OBJECTS}"
+            f"unknown object {shorten(repr(obj))} for record {shorten(repr(record_id))}: "
+            f"expected one of {OBJECTS}"
         )
     # The object is always known, so rules on `object` see it even when the row had no column.
     raw.setdefault("object", obj)
