@@ -1,0 +1,1 @@
+"""Decision history in SQL (SQLAlchemy Core over PostgreSQL or SQLite): schema, writes, queries."""

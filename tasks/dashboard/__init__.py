@@ -1,0 +1,1 @@
+"""The operations dashboard: server-rendered pages over the decision history and the state store."""
