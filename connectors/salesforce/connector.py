@@ -5,6 +5,7 @@ See docs/connectors.md#the-built-in-connectors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ import jwt
 import requests
 from simple_salesforce import Salesforce, format_soql
 
+from connectors.ratelimit import bucket_for
 from connectors.salesforce import settings as vendor
 from connectors.salesforce.errors import (
     RowsLocked,
@@ -31,7 +33,6 @@ from connectors.salesforce.errors import (
 from connectors.settings import Settings
 from connectors.transport import (
     Failure,
-    LocalBucket,
     RateLimiter,
     Transport,
     TransportFailure,
@@ -124,6 +125,18 @@ def resolve_auth(settings: Settings) -> Auth:
                     {"username": str(username), "password": str(password),
                      "security_token": str(security), "domain": domain})
     raise CredentialsError(CRM, _NO_CREDENTIALS, "no Salesforce credentials are set")
+
+
+def org_key(settings: Settings) -> str:
+    """Names one org's rate-limit budget without a call: the org id when set, else a digest
+    of where and as whom the connector logs in (never the secret itself)."""
+    org = _text(settings.salesforce_org_id)
+    if org:
+        return org[:15]  # the 15- and 18-character forms of an id name the same org
+    where = "\n".join([_text(settings.salesforce_instance_url) or "",
+                       _text(settings.salesforce_username) or "",
+                       login_domain(settings.salesforce_domain)])
+    return hashlib.sha256(where.encode()).hexdigest()[:16]
 
 
 def login_domain(value: str | None) -> str:
@@ -247,10 +260,15 @@ class SalesforceConnector:
         self._local = threading.local()
         self._session = _session(settings.crm_timeout_seconds, settings.ssl_cert_file)
         self._session.hooks["response"].append(self._on_response)
-        self.transport = Transport(
-            CRM, self._classify,
-            limiter if limiter is not None else LocalBucket(settings.salesforce_calls_per_second),
-            credentials_setting=auth.settings, sleep=transport_sleep or time.sleep)
+        self._owned_limiter = limiter is None
+        if limiter is None:
+            # One budget per org for every worker (DESIGN §2): shared through Redis when
+            # ACCOUNT_ROUTER_REDIS_URL is set, else in-process.
+            limiter = bucket_for(settings, CRM, f"{org_key(settings)}:calls",
+                                 settings.salesforce_calls_per_second)
+        self.transport = Transport(CRM, self._classify, limiter,
+                                   credentials_setting=auth.settings,
+                                   sleep=transport_sleep or time.sleep)
         version = settings.salesforce_api_version.strip().lstrip("vV")
         # Strings all (a token or a login); simple-salesforce types each keyword on its own.
         login: dict[str, Any] = dict(auth.kwargs)
@@ -398,6 +416,9 @@ class SalesforceConnector:
 
     def close(self) -> None:
         self._session.close()
+        closer = getattr(self.transport.limiter, "close", None)
+        if self._owned_limiter and callable(closer):
+            closer()  # a Redis bucket's connection pool
 
     # -- calls ------------------------------------------------------------------------------
 

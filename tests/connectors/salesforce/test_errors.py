@@ -13,7 +13,8 @@ from simple_salesforce.exceptions import (
     SalesforceResourceNotFound,
 )
 
-from connectors.salesforce.connector import from_settings
+from connectors.ratelimit import RedisBucket
+from connectors.salesforce.connector import from_settings, org_key
 from connectors.salesforce.errors import (
     RowsLocked,
     classify,
@@ -207,6 +208,37 @@ def test_given_no_limiter_then_a_local_bucket_at_the_configured_rate():
     assert conn.transport.limiter.fill == 7
     assert isinstance(from_settings(token_settings(), limiter=Unlimited()).transport.limiter,
                       Unlimited)
+
+
+def test_given_a_redis_url_when_two_connectors_share_an_org_then_they_spend_one_redis_budget(
+    redis_url,
+):
+    """DESIGN §2: the rate limit is shared by every worker of an org, not one per process."""
+    first = from_settings(token_settings(redis_url=redis_url,
+                                         salesforce_calls_per_second=3))
+    second = from_settings(token_settings(redis_url=redis_url,
+                                          salesforce_calls_per_second=3))
+    other = from_settings(token_settings(redis_url=redis_url,
+                                         SALESFORCE_INSTANCE_URL="https://other.my.salesforce.com"))
+    try:
+        a, b, c = (conn.transport.limiter for conn in (first, second, other))
+        assert isinstance(a, RedisBucket) and isinstance(b, RedisBucket)
+        assert a.key == b.key != getattr(c, "key", None)
+        assert TOKEN not in a.key
+        for _ in range(3):  # the org's whole burst, spent through the first connector
+            a.acquire()
+        waits: list[float] = []
+        b._sleep = lambda seconds: (waits.append(seconds), b.reset())
+        b.acquire()  # the second connector finds the org's budget empty and waits
+        assert waits and waits[0] > 0
+    finally:
+        for conn in (first, second, other):
+            conn.close()
+
+
+def test_given_an_org_id_then_the_budget_is_named_by_it_in_either_id_form():
+    assert org_key(token_settings(SALESFORCE_ORG_ID="00D000000000001AAA")) == \
+        org_key(token_settings(SALESFORCE_ORG_ID="00D000000000001")) == "00D000000000001"
 
 
 def test_given_an_error_that_echoes_the_token_then_the_message_masks_it(connector, rsps):
