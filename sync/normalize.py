@@ -184,15 +184,32 @@ _PLAIN, _WILD, _EXCEPT = _suffix_rules(list(_EXTRACT.tlds))
 
 def _suffix_labels(labels: list[str]) -> int:
     """How many trailing labels form the public suffix (0: no known suffix)."""
-    n = len(labels)
-    best = 0
-    for k in range(1, n + 1):
-        candidate = ".".join(labels[n - k:])
-        if candidate in _EXCEPT:
-            return k - 1  # an exception rule: the suffix is one label shorter than it
-        if candidate in _PLAIN or k > 1 and ".".join(labels[n - k + 1:]) in _WILD:
-            best = k
-    return best
+    return _suffix_facts(".".join(labels))[0]
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
+def _suffix_facts(name: str) -> tuple[int, bool]:
+    """How many trailing labels of `name` form the public suffix, and whether an exception
+    rule settled it.
+
+    The rules are tried from the last label on, longer and longer; so a name's answer is its
+    parent's (cached: a long file has millions of hosts but few parents) plus one more try
+    with the whole name, unless an exception rule already settled the parent's.
+    """
+    head, dot, parent = name.partition(".")
+    if dot:
+        best, settled = _suffix_facts(parent)
+        if settled:
+            return best, True
+        n = name.count(".") + 1
+        if name in _EXCEPT:
+            return n - 1, True  # an exception rule: the suffix is one label shorter than it
+        if name in _PLAIN or parent in _WILD:
+            return n, False
+        return best, False
+    if name in _EXCEPT:
+        return 0, True
+    return (1 if name in _PLAIN else 0), False
 
 
 def normalize_domain(value: object) -> str | None:
@@ -212,8 +229,16 @@ def normalize_domain(value: object) -> str | None:
 MAX_HOST_CHARS = 253
 
 
+# A plain lower-case ASCII host (`company1.example.com`), most domain values: it is its own
+# normalized form, unless it starts with `www.` or holds an IDN (`xn--`) label.
+_PLAIN_HOST = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]*[a-z][a-z0-9]*")
+
+
 @lru_cache(maxsize=_CACHE_SIZE)
 def _normalize_domain(text: str) -> str | None:
+    if (len(text) <= MAX_HOST_CHARS and _PLAIN_HOST.fullmatch(text) is not None
+            and not text.startswith("www.") and "xn--" not in text):
+        return text  # what the steps below give it, at a fraction of their cost
     scheme = _SCHEME.match(text)
     if scheme is not None:
         # A URL: the authority ends at the path, query or fragment; userinfo precedes the last @.
