@@ -9,6 +9,7 @@ import unicodedata
 from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import pycountry
 import tldextract
@@ -29,6 +30,7 @@ __all__ = [
     "is_freemail",
     "normalize_domain",
     "parse_number",
+    "record_fields",
     "registered_domain",
 ]
 
@@ -459,6 +461,19 @@ def build_record(
     Keys named like record fields are normalized; any other key `k` lands as `fields.<k>`.
     Raises ValueError for a blank `id` or an unknown `object`.
     """
+    return Record(*record_fields(values, object=object, crm=crm, created_at=created_at))
+
+
+def record_fields(
+    values: Mapping[str, object],
+    *,
+    object: str = "account",  # shadows the builtin on purpose: the record field's name
+    crm: str = "file",
+    created_at: datetime | None = None,
+) -> tuple[Any, ...]:
+    """`build_record`'s fields, in `Record`'s order, without making the `Record`: a frozen
+    dataclass sets each field through `object.__setattr__`, a quarter of the cost of a row
+    for `route-file`, whose workers read the fields off a named tuple instead."""
     raw: dict[str, str] = {}
     for key, value in values.items():
         # collapse(), inlined: this loop runs for every column of every record.
@@ -514,21 +529,19 @@ def build_record(
         else:
             del folded["industry"]  # only punctuation or `and`: nothing left to compare
 
-    return Record(
-        id=record_id,
-        object=obj,
-        crm=crm,
-        owner=raw.get("owner"),
-        domain=domain,
-        domain_keys=domain_keys(domain),
-        freemail=is_freemail(domain),
-        country=_country_code(folded["country"]) if "country" in folded else None,
-        industry=industry,
-        employees=parse_number(values["employees"]) if "employees" in raw else None,
-        annual_revenue=(
-            parse_number(values["annual_revenue"]) if "annual_revenue" in raw else None
-        ),
-        raw=raw,
-        folded=folded,
-        created_at=created_at,
+    return (
+        record_id,
+        obj,
+        crm,
+        raw.get("owner"),
+        domain,
+        domain_keys(domain),
+        is_freemail(domain),
+        _country_code(folded["country"]) if "country" in folded else None,
+        industry,
+        parse_number(values["employees"]) if "employees" in raw else None,
+        parse_number(values["annual_revenue"]) if "annual_revenue" in raw else None,
+        raw,
+        folded,
+        created_at,
     )

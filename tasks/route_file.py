@@ -15,10 +15,10 @@ import multiprocessing
 import os
 import sqlite3
 import sys
-from collections import Counter, deque
+from collections import Counter, deque, namedtuple
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from functools import partial
 from multiprocessing.pool import AsyncResult, Pool
@@ -31,7 +31,7 @@ from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row, Span, re
 from sync.compiler import CompiledRouting, compile_routing
 from sync.engine import route_batch, skipped
 from sync.models import OBJECTS, Decision, Outcome, Record
-from sync.normalize import build_record, id_key
+from sync.normalize import build_record, id_key, record_fields
 from sync.state.base import StateStore
 
 CHUNK = 5000  # rows decided per snapshot and committed per transaction
@@ -151,7 +151,7 @@ def _describe(rows: Sequence[Row], routing: CompiledRouting) -> list[Item]:
         why = row.error
         if why is None:
             try:
-                record = build_record(values)
+                record = _view(record_fields(values))
             except ValueError as exc:
                 why = f"line {row.line}: {exc}"
             else:
@@ -180,6 +180,9 @@ def _describe(rows: Sequence[Row], routing: CompiledRouting) -> list[Item]:
 
 
 _UNSEEN = object()
+# A `Record`'s fields as a named tuple: what rules read, made at a fraction of the cost.
+_RecordView = namedtuple("_RecordView", [f.name for f in fields(Record)])  # type: ignore[misc]
+_view = cast(Callable[[tuple[Any, ...]], Record], partial(tuple.__new__, _RecordView))
 
 
 def _first_match(record: Record, start: int) -> int:

@@ -440,3 +440,23 @@ def test_given_a_mixed_batch_when_summarized_at_once_then_counts_as_one_by_one(
     assert at_once == one_by_one
     assert at_once.pools["smb"] and at_once.pools["capped"]  # turns were counted
     assert at_once.rows == 31
+
+
+def test_given_rows_when_described_for_routing_then_rules_match_as_on_their_records(
+    routing: CompiledRouting, tmp_path: Path,
+) -> None:
+    rows = list(CsvReader(generated_input(tmp_path / "in.csv", 600, multiline="nowhere")))
+
+    items = route_file_module._describe(rows, routing)
+
+    described = {item[0]: item[3] for item in items if len(item) == 4}
+    assert len(described) > 500
+    for row in rows:
+        if row.line not in described:
+            continue
+        record = build_record(row.values)
+        matches = tuple(i for i in range(len(routing.rules))
+                        if routing.first_match(record, i) == i)
+        fields = described[row.line]
+        assert (fields[0], fields[1], fields[3], fields[-1]) == (
+            record.id, record.object, record.owner, matches)
