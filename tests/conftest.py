@@ -13,10 +13,11 @@ import redis
 
 from sync.state import StateStore, open_store
 from tests.loopback import free_port
+from tests.servers.browser import browser, page
 from tests.servers.postgres import postgres_server, postgres_url
 
 # Fixtures defined in tests/servers/, re-exported so every test directory can ask for them.
-__all__ = ["postgres_server", "postgres_url"]
+__all__ = ["browser", "page", "postgres_server", "postgres_url"]
 
 REDIS_BINARY_FALLBACK = Path("/usr/bin/redis-server")
 
