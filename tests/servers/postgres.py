@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -96,8 +96,13 @@ class PostgresServer:
     that take the database away mid-run); `close()` stops it and removes everything. It never
     outlives the process that made it: atexit, plus a watchdog child for a hard kill."""
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(
+        self, bindir: Path | None = None, settings: Mapping[str, str] | None = None
+    ) -> None:
+        """`settings` override SERVER_SETTINGS (postgresql.conf syntax), e.g. a benchmark
+        turning fsync back on."""
         self.bindir = bindir or find_bindir()
+        self._settings = {**SERVER_SETTINGS, **(settings or {})}
         self._as_postgres: list[str] = []
         owner: tuple[int, int] | None = None
         if os.geteuid() == 0:
@@ -150,7 +155,7 @@ class PostgresServer:
         # Only TCP from loopback, trusted; the unix socket lives in our dir and is refused by
         # pg_hba (no `local` line), so nothing here collides with a system cluster.
         (self.data / "pg_hba.conf").write_text("host all all 127.0.0.1/32 trust\n")
-        settings = {**SERVER_SETTINGS, "unix_socket_directories": f"'{self.root}'"}
+        settings = {**self._settings, "unix_socket_directories": f"'{self.root}'"}
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# account-router test server\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())

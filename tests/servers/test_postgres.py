@@ -89,10 +89,10 @@ def test_given_postgres_url_when_data_is_written_and_the_server_restarts_then_it
 
 
 def test_given_a_server_when_closed_then_its_port_refuses_and_its_directory_is_gone() -> None:
-    server = PostgresServer()
+    server = PostgresServer(settings={"fsync": "on"})  # overrides reach postgresql.conf
     dsn, root = server.dsn(), server.root
     with psycopg.connect(dsn) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+        assert conn.execute("SELECT current_setting('fsync')").fetchone() == ("on",)
 
     server.close()
     server.close()  # idempotent
