@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from sync.models import Decision, Outcome, TraceStep
@@ -58,19 +58,40 @@ class EncodedDecision(NamedTuple):
     write_error: str | None
 
 
-def to_us(value: datetime | None) -> int | None:
-    """Microseconds since the epoch (UTC). A naive instant is read as UTC: every instant the
-    router makes is aware, so a naive one came from outside (a CSV) and UTC is the house zone."""
+def to_us(value: datetime | None, what: str = "instant") -> int | None:
+    """Microseconds since the epoch (UTC). A naive instant is refused (ValueError naming
+    `what`), as the state stores refuse it: every instant the router makes is aware."""
     if value is None:
         return None
     if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=UTC)
+        raise ValueError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
     return (value - EPOCH) // _MICRO
 
 
-def from_us(value: int | None) -> datetime | None:
-    """The aware UTC instant of a stored microsecond count."""
-    return None if value is None else EPOCH + timedelta(microseconds=int(value))
+def from_us(value: int | None, offset: int = 0) -> datetime | None:
+    """The aware instant of a stored microsecond count, at `offset` seconds from UTC."""
+    if value is None:
+        return None
+    at = EPOCH + timedelta(microseconds=int(value))
+    return at.astimezone(_zone(offset)) if offset else at
+
+
+_ZONES: dict[int, timezone] = {}
+
+
+def _zone(offset: int) -> timezone:
+    zone = _ZONES.get(offset)
+    if zone is None:
+        zone = _ZONES[offset] = timezone(timedelta(seconds=offset))
+    return zone
+
+
+def offset_of(value: datetime | None) -> int:
+    """`value`'s UTC offset in whole seconds (0 for None and UTC)."""
+    if value is None or value.tzinfo is UTC:
+        return 0
+    delta = value.utcoffset()
+    return 0 if delta is None else int(delta.total_seconds())
 
 
 def store_text(value: str) -> str:
@@ -112,11 +133,20 @@ def _rebuilt_reason(rule: str | None, trace: tuple[TraceStep, ...]) -> str | Non
     return None
 
 
-def trace_body(rule: str | None, reason: str, trace: tuple[TraceStep, ...]) -> str:
-    """The reason and trace as compact JSON: `{"m": reason, "t": steps}`, where a stock
-    no-match step is its rule name alone, others `[rule, result(, detail)]`, and the reason is
-    left out when it is the one `_rebuilt_reason` gives (or empty where none is rebuilt).
-    ASCII-only JSON, so NUL and lone surrogates survive any backend."""
+Offsets = tuple[int, int, int]
+UTC_OFFSETS: Offsets = (0, 0, 0)
+
+
+def trace_body(rule: str | None, reason: str, trace: tuple[TraceStep, ...],
+               offsets: Offsets = UTC_OFFSETS) -> str:
+    """The reason and trace as compact JSON: `{"m": reason, "t": steps, "z": offsets}`, where
+    a stock no-match step is its rule name alone, others `[rule, result(, detail)]`, the reason
+    is left out when it is the one `_rebuilt_reason` gives (or empty where none is rebuilt), and
+    `z` holds the UTC offsets (seconds) the created/decided/written instants were given in,
+    left out when all are UTC: instants are stored as UTC microseconds, and `audit` shows them
+    as they were given (`--now 2026-11-25T09:00-05:00` decides at -05:00). A run shares its
+    offsets, so bodies still repeat. ASCII-only JSON, so NUL and lone surrogates survive any
+    backend."""
     body: dict[str, Any] = {}
     rebuilt = _rebuilt_reason(rule, trace)
     if reason != (rebuilt if rebuilt is not None else ""):
@@ -127,20 +157,30 @@ def trace_body(rule: str | None, reason: str, trace: tuple[TraceStep, ...]) -> s
             else [s.rule, s.result, s.detail] if s.detail else [s.rule, s.result]
             for s in trace
         ]
+    if offsets != UTC_OFFSETS:
+        body["z"] = list(offsets)
     return json.dumps(body, separators=(",", ":"))
 
 
-def parse_body(body: str, rule: str | None) -> tuple[str, tuple[TraceStep, ...]]:
-    """The (reason, trace) of a stored body; `rule` is the decision's, for the rebuilt reason."""
+def parse_body(body: str, rule: str | None) -> tuple[str, tuple[TraceStep, ...], Offsets]:
+    """The (reason, trace, offsets) of a stored body; `rule` is the decision's, for the rebuilt
+    reason."""
     data = json.loads(body)
     trace = tuple(
         TraceStep(s, *_NO_MATCH) if isinstance(s, str) else TraceStep(*s)
         for s in data.get("t", ())
     )
+    z = data.get("z")
+    offsets: Offsets = UTC_OFFSETS if z is None else (int(z[0]), int(z[1]), int(z[2]))
     if "m" in data:
-        return str(data["m"]), trace
+        return str(data["m"]), trace, offsets
     rebuilt = _rebuilt_reason(rule, trace)
-    return (rebuilt if rebuilt is not None else ""), trace
+    return (rebuilt if rebuilt is not None else ""), trace, offsets
+
+
+def offsets(d: Decision) -> Offsets:
+    """The UTC offsets of `d`'s created, decided and written instants."""
+    return (offset_of(d.created_at), offset_of(d.decided_at), offset_of(d.written_at))
 
 
 def encode(d: Decision, body: str | None = None) -> EncodedDecision:
@@ -156,17 +196,17 @@ def encode(d: Decision, body: str | None = None) -> EncodedDecision:
         pool=d.pool,
         rule=d.rule,
         trigger=d.trigger,
-        created_at=to_us(d.created_at),
-        decided_at=to_us(d.decided_at),
-        written_at=to_us(d.written_at),
-        body=trace_body(d.rule, d.reason, d.trace) if body is None else body,
+        created_at=to_us(d.created_at, "created_at"),
+        decided_at=to_us(d.decided_at, "decided_at"),
+        written_at=to_us(d.written_at, "written_at"),
+        body=trace_body(d.rule, d.reason, d.trace, offsets(d)) if body is None else body,
         write_error=None if d.write_error is None else store_text(d.write_error),
     )
 
 
 def decode(row: EncodedDecision) -> Decision:
     """The decision a stored row holds (labels already resolved to their strings)."""
-    reason, trace = parse_body(row.body, row.rule)
+    reason, trace, (created, decided, written) = parse_body(row.body, row.rule)
     return Decision(
         record_id=load_text(row.record_id),
         object=row.object,
@@ -180,9 +220,9 @@ def decode(row: EncodedDecision) -> Decision:
         trace=trace,
         trigger=row.trigger,
         pool=row.pool,
-        created_at=from_us(row.created_at),
-        decided_at=from_us(row.decided_at),
-        written_at=from_us(row.written_at),
+        created_at=from_us(row.created_at, created),
+        decided_at=from_us(row.decided_at, decided),
+        written_at=from_us(row.written_at, written),
         write_error=None if row.write_error is None else load_text(row.write_error),
     )
 

@@ -318,7 +318,8 @@ class History:
         params = [{
             "id": i, "decision_id": e.decision_id, "record_id": codec.store_text(e.record_id),
             "crm": labels[(codec.CRM, e.crm)], "object": labels[(codec.OBJECT, e.object)],
-            "kind": labels[(codec.EVENT, e.kind)], "at": codec.to_us(e.at), "data": data[i],
+            "kind": labels[(codec.EVENT, e.kind)], "at": codec.to_us(e.at, "at"),
+            "data": data[i],
         } for i, e in unique.items()]
         stmt = self._insert(E).on_conflict_do_nothing(index_elements=[E.c.id]) \
             .returning(E.c.id)
@@ -328,7 +329,7 @@ class History:
     def prune(self, before: datetime) -> int:
         """Delete decisions decided before `before`, their events, and any event older than
         `before`; returns how many decisions went. Undated decisions are kept."""
-        cut = codec.to_us(before)
+        cut = codec.to_us(before, "before")
         with self._write() as conn:
             old = select(D.c.id).where(D.c.decided_at < cut)
             conn.execute(delete(E).where(or_(E.c.at < cut, E.c.decision_id.in_(old))))
@@ -467,7 +468,7 @@ class History:
         like PostgreSQL's percentile_cont."""
         if buckets < 1:
             raise ValueError(f"buckets must be >= 1, got {buckets}")
-        start, end = codec.to_us(since), codec.to_us(until)
+        start, end = codec.to_us(since, "since"), codec.to_us(until, "until")
         assert start is not None and end is not None
         if end <= start:
             raise ValueError("until must be after since")
@@ -558,9 +559,9 @@ def _window(column: Any, since: datetime | None,
     """`column` in [since, until): half-open, so adjacent report windows never double count."""
     where = []
     if since is not None:
-        where.append(column >= codec.to_us(since))
+        where.append(column >= codec.to_us(since, "since"))
     if until is not None:
-        where.append(column < codec.to_us(until))
+        where.append(column < codec.to_us(until, "until"))
     return where
 
 

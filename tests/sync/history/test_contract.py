@@ -97,15 +97,17 @@ def test_given_hostile_strings_in_every_text_field_when_recorded_then_they_read_
     assert history.decisions(rep=text, rule=text) == [d]
 
 
-def test_given_instants_in_other_offsets_when_recorded_then_the_instants_are_kept_in_utc(
+def test_given_instants_in_other_offsets_when_recorded_then_they_read_back_as_given(
     history: History,
 ) -> None:
     local = T0.astimezone(NEW_YORK)
-    history.record([(1, decision(at=local, created=local - timedelta(seconds=1)))])
+    given = decision(at=local, created=local - timedelta(seconds=1), written=T0)
+    history.record([(1, given)])
 
     (back,) = history.decisions()
-    assert back.decided_at == T0 and back.decided_at.tzinfo == UTC  # type: ignore[union-attr]
-    assert back.created_at == T0 - timedelta(seconds=1)
+    assert back.to_dict() == given.to_dict()  # "2026-11-25T09:00:00-05:00", as given
+    assert back.decided_at == T0
+    assert history.decisions(until=T0 + timedelta(microseconds=1)) == [given]
 
 
 def test_given_ids_already_stored_when_recorded_again_then_they_are_skipped(
