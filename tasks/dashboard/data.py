@@ -66,8 +66,9 @@ def window_bounds(window: str, now: datetime, zone: tzinfo) -> tuple[datetime, d
     """[since, until) of a window ending now; ValueError for a name not in WINDOWS."""
     if window == "today":
         local = now.astimezone(zone)
-        start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        return start.astimezone(UTC), now
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        # At midnight itself the day so far is empty; the history wants since < until.
+        return min(start, now - timedelta(microseconds=1)), now
     if window == "7d":
         return now - timedelta(days=7), now
     if window == "30d":

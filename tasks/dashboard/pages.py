@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
+from config.urls import redact_urls
 from sync.compiler import CompiledRouting
 from sync.models import Decision
 from sync.state.base import StateStore
@@ -549,10 +550,15 @@ async def retry(request: Request) -> Response:
     ids: list[str] = await _read(lambda: dash.store.failed(crm, obj))
 
     def hand_over() -> None:
-        for start in range(0, len(ids), RETRY_CHUNK):
-            dash.retry(crm, obj, ids[start:start + RETRY_CHUNK])
+        try:
+            for start in range(0, len(ids), RETRY_CHUNK):
+                dash.retry(crm, obj, ids[start:start + RETRY_CHUNK])
+        except Exception as exc:  # noqa: BLE001 - a page saying why, never a 500
+            log.error("dashboard retry of %s %s failed: %r", crm, obj, exc)
+            raise PageError(503, f"the retry could not start: {redact_urls(str(exc))[:300]}"
+                            ) from exc
 
-    await _read(hand_over)
+    await run_in_threadpool(hand_over)
     return _redirect("/dashboard/failed", done="retried", subject=f"{len(ids):,}")
 
 
