@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
-from sqlalchemy.schema import CreateIndex
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from sync.history import codec
-from sync.history.schema import DECISION_INDEXES, HEAD_REVISION
+from sync.history.schema import DECISION_INDEXES, HEAD_REVISION, metadata
 from sync.models import Decision
 from sync.state import as_utc, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
@@ -163,7 +163,14 @@ class SqliteStateStore(ClosesOnExit):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             current = _history_revision(conn) == HEAD_REVISION
-        if not current:
+        if not current and self.in_memory:
+            # A what-if's throwaway state (`explain`, `simulate`): no other connection can see
+            # an in-memory database, so its history tables are made here, as they are at head.
+            with self._transaction(conn, immediate=True):
+                for table in metadata.sorted_tables:
+                    conn.execute(str(CreateTable(table, if_not_exists=True)
+                                     .compile(dialect=sqlite_dialect())))
+        elif not current:
             # Embedded mode upgrades its own file (a first open, or a file from an older
             # version: its audit trail moves to the history, migration 0002). Through its own
             # connection, under BEGIN IMMEDIATE, so concurrent first opens upgrade once.
@@ -195,6 +202,10 @@ class SqliteStateStore(ClosesOnExit):
                 conn.execute("COMMIT")
 
     @property
+    def in_memory(self) -> bool:
+        return str(self.path) == ":memory:"
+
+    @property
     def url(self) -> str:
         """The file's SQLite URL: the embedded history lives in the same file."""
         return f"sqlite:///{self.path}"
@@ -203,6 +214,8 @@ class SqliteStateStore(ClosesOnExit):
     def history(self) -> History:
         """The decision history in this file (opened on first use, closed with the store)."""
         with self._lock:
+            if self.in_memory:
+                raise ValueError("an in-memory state keeps no history to read")
             if self._history is None:
                 from sync.history import History
 
