@@ -30,6 +30,10 @@ _CHUNK = 1000  # keys per UNLINK: bounded round trips without one giant command
 
 log = logging.getLogger("account_router.history")
 
+# The history outbox's lists, under the store's prefix (also read by /metrics, tasks/metrics.py).
+OUTBOX_KEY = "history:outbox"
+DEAD_KEY = "history:dead"
+
 # One server-side script = one atomic step: no other client runs between the version checks and
 # the writes, so two workers can never both commit from the same pool version (no turn handed
 # out twice), and a failed check leaves everything untouched. Every key it touches is passed in
@@ -275,7 +279,7 @@ class RedisStateStore(ClosesOnExit):
             return slots[name]
 
         key(self._history_key("last_id"))
-        key(self._history_key("outbox"))
+        key(f"{self.prefix}{OUTBOX_KEY}")
         key(f"{self.prefix}commit:{commit_id or uuid.uuid4().hex}")
         for d in decisions:
             if d.decided_at is not None:
@@ -334,7 +338,7 @@ class RedisStateStore(ClosesOnExit):
         flusher acknowledges them once they are stored). An entry that cannot be decoded moves
         to `history:dead` instead of blocking the queue."""
         check_limit(n)
-        key = self._history_key("outbox")
+        key = f"{self.prefix}{OUTBOX_KEY}"
         while True:
             entries = _strings(self._r.lrange(key, 0, n - 1)) if n else []
             decoded: list[tuple[int, Decision]] = []
@@ -353,19 +357,19 @@ class RedisStateStore(ClosesOnExit):
         if not ids:
             return 0
         tomb = f"\0acked {uuid.uuid4().hex}"  # no entry starts with NUL: never a real one
-        return int(self._ack_script(keys=[self._history_key("outbox")],
+        return int(self._ack_script(keys=[f"{self.prefix}{OUTBOX_KEY}"],
                                     args=[tomb, *(str(int(i)) for i in ids)]))
 
     def outbox_size(self) -> int:
         """Decisions waiting for the SQL history."""
-        return int(self._r.llen(self._history_key("outbox")))
+        return int(self._r.llen(f"{self.prefix}{OUTBOX_KEY}"))
 
     def outbox_dead(self) -> int:
         """Entries set aside because they could not be decoded (kept for inspection)."""
-        return int(self._r.llen(self._history_key("dead")))
+        return int(self._r.llen(f"{self.prefix}{DEAD_KEY}"))
 
     def _bury(self, key: str, entry: str) -> int:
-        moved = int(self._bury_script(keys=[key, self._history_key("dead")], args=[entry]))
+        moved = int(self._bury_script(keys=[key, f"{self.prefix}{DEAD_KEY}"], args=[entry]))
         if moved:
             # The size only: an entry's content may hold customer data.
             log.error("history outbox: an entry of %d characters could not be decoded; moved "
@@ -390,7 +394,7 @@ class RedisStateStore(ClosesOnExit):
                     found.append((int(id_), Decision.from_dict(json.loads(body))))
                 except (ValueError, TypeError, KeyError, AttributeError):
                     if body is not None:
-                        self._r.rpush(self._history_key("dead"), f"{id_} {body}")
+                        self._r.rpush(f"{self.prefix}{DEAD_KEY}", f"{id_} {body}")
                         log.error("legacy audit: decision %s of %d characters could not be "
                                   "decoded; moved to %shistory:dead", id_, len(body), self.prefix)
                     dropped.append(id_)
