@@ -113,6 +113,25 @@ if found > 0 then redis.call('LREM', KEYS[1], 0, tomb) end
 return found
 """
 
+# One entry, found by its id near the head, moves to the dead list in one step (an entry the
+# history database refuses to store, so that it does not block the queue behind it).
+_BURY_ID_LUA = """
+local start = 0
+while true do
+  local chunk = redis.call('LRANGE', KEYS[1], start, start + 999)
+  if #chunk == 0 then return 0 end
+  for j, entry in ipairs(chunk) do
+    if string.match(entry, '^(%d+) ') == ARGV[1] then
+      redis.call('LSET', KEYS[1], start + j - 1, ARGV[2])
+      redis.call('LREM', KEYS[1], 1, ARGV[2])
+      redis.call('RPUSH', KEYS[2], entry)
+      return 1
+    end
+  end
+  start = start + #chunk
+end
+"""
+
 # A poison entry (one that cannot be decoded) leaves the queue for the dead list in one step,
 # so it is neither lost nor read again; LREM by value takes that exact entry.
 _BURY_LUA = """
@@ -189,6 +208,7 @@ class RedisStateStore(ClosesOnExit):
         self._seen_script = self._r.register_script(_SEEN_LUA)
         self._ack_script = self._r.register_script(_ACK_LUA)
         self._bury_script = self._r.register_script(_BURY_LUA)
+        self._bury_id_script = self._r.register_script(_BURY_ID_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -359,6 +379,18 @@ class RedisStateStore(ClosesOnExit):
         tomb = f"\0acked {uuid.uuid4().hex}"  # no entry starts with NUL: never a real one
         return int(self._ack_script(keys=[f"{self.prefix}{OUTBOX_KEY}"],
                                     args=[tomb, *(str(int(i)) for i in ids)]))
+
+    def outbox_bury(self, id: int, why: str) -> bool:
+        """Move the entry of decision `id` to `history:dead` (the history database refused it:
+        `why`, which must not quote the entry); False when it is not in the outbox."""
+        tomb = f"\0buried {uuid.uuid4().hex}"
+        moved = bool(self._bury_id_script(
+            keys=[f"{self.prefix}{OUTBOX_KEY}", f"{self.prefix}{DEAD_KEY}"],
+            args=[str(int(id)), tomb]))
+        if moved:
+            log.error("history outbox: decision %d refused by the history database (%s); moved "
+                      "to %s%s", id, why, self.prefix, DEAD_KEY)
+        return moved
 
     def outbox_size(self) -> int:
         """Decisions waiting for the SQL history."""

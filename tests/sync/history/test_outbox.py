@@ -11,7 +11,7 @@ import redis
 
 from sync.history import History
 from sync.history.outbox import FLUSH_LOCK, FlushError, drain, flush
-from sync.state.redis import RedisStateStore
+from sync.state.redis import RedisStateStore, encode_entry
 from tests.loopback import free_port
 from tests.sync.state.test_contract import T0, decision
 from tests.sync.state.test_redis_outbox import _old_audit
@@ -151,3 +151,21 @@ def test_given_an_unreachable_database_when_flushed_then_flusherror_and_nothing_
 def test_given_a_batch_of_zero_when_draining_then_valueerror(store, history):
     with pytest.raises(ValueError, match="batch must be >= 1"):
         drain(store, history, batch=0)
+
+
+def test_given_an_entry_the_database_refuses_when_flushed_then_it_moves_to_dead_and_the_rest_lands(
+        store, history, redis_url):
+    # An id beyond BIGINT (a hand-edited entry): the database refuses it, every time.
+    _queued(store, 3)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    [(_, sample)] = store.outbox(1)
+    client.rpush("ar:history:outbox", f"{2**64} {encode_entry(sample._replace(record_id='x'))}")
+    client.close()
+    _queued(store, 2, prefix="late")
+
+    moved = drain(store, history, batch=1000, budget_seconds=60)
+
+    assert moved == 6
+    assert {d.record_id for _, d in history.decision_ids()} == {"r0", "r1", "r2", "late0",
+                                                                  "late1"}
+    assert (store.outbox_size(), store.outbox_dead()) == (0, 1)
