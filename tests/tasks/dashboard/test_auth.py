@@ -104,12 +104,15 @@ def test_given_a_session_when_signing_out_then_the_cookie_goes_and_pages_need_si
         env: Env) -> None:
     sign_in(env.client)
     csrf = csrf_of(env.client.get("/dashboard/overview").text)
+    copy = env.client.cookies["account_router_session"]
     response = env.client.post("/dashboard/signout", data={"csrf": csrf},
                                follow_redirects=False)
     assert (response.status_code, response.headers["location"]) == (303, "/")
     assert 'account_router_session=""' in response.headers["set-cookie"] \
         or "max-age=0" in response.headers["set-cookie"].lower()
     assert env.client.get("/dashboard/overview", follow_redirects=False).status_code == 303
+    replayed = TestClient(env.client.app, cookies={"account_router_session": copy})
+    assert replayed.get("/dashboard/overview", follow_redirects=False).status_code == 303
 
 
 def test_given_no_api_token_when_serving_then_the_dashboard_is_off_and_says_how_to_enable(
