@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,33 +81,55 @@ def test_given_a_public_host_when_running_the_command_then_exit_2_naming_why(
     assert "loopback" in result.stderr
 
 
-def test_given_a_state_file_when_running_the_command_then_it_prints_the_url_and_serves(
-        env: Env, tmp_path: Path) -> None:
-    state = f"sqlite:///{tmp_path / 'state.db'}"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tasks.cli", "dashboard", "--port", "0", "--state", state,
-         "--config", str(tmp_path / "routing.yaml")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "ACCOUNT_ROUTER_API_TOKEN": ""})
+def serving(args: list[str], path: str) -> tuple[str, int]:
+    """Run the CLI with `args` until it prints its dashboard URL, GET `path` there, stop it
+    with Ctrl-C (SIGINT): the page and the exit status."""
+    proc = subprocess.Popen([sys.executable, "-m", "tasks.cli", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "ACCOUNT_ROUTER_API_TOKEN": ""})
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert "no sign-in" in line, line + (proc.stderr.read() if proc.poll() else "")
+        for line in proc.stdout:
+            if line.startswith("dashboard: "):
+                break
+        else:
+            raise AssertionError("no dashboard URL printed: " + str(proc.communicate()[1]))
+        assert "no sign-in" in line
         url = line.split()[1]
         assert url.startswith("http://127.0.0.1:")
         deadline = time.monotonic() + 15
         while True:
             try:
-                page = httpx.get(url + "dashboard/decisions?rep=bo", timeout=5)
+                client = httpx.Client(base_url=url, follow_redirects=True, timeout=5)
+                page = client.get(path).text
                 break
             except httpx.ConnectError:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        assert page.status_code == 200 and 'data-id="' in page.text
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=15)
+            code = proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+            raise
+    return page, code
+
+
+def test_given_a_state_file_when_running_the_command_then_it_prints_the_url_and_serves(
+        env: Env, tmp_path: Path) -> None:
+    page, code = serving(["dashboard", "--port", "0", "--state",
+                          f"sqlite:///{tmp_path / 'state.db'}", "--config",
+                          str(tmp_path / "routing.yaml")], "/dashboard/decisions?rep=bo")
+    assert 'data-id="' in page and "Sign in" not in page
+    assert code == 0
+
+
+def test_given_the_demo_with_dashboard_when_run_then_it_serves_the_demos_history(
+        tmp_path: Path) -> None:
+    page, code = serving(["demo", "--companies", "30", "--leads", "6", "--dashboard",
+                          "--port", "0"], "/dashboard/overview?window=today")
+    total = re.search(r'data-testid="total">([\d,]+)<', page)
+    assert total is not None and int(total[1].replace(",", "")) > 0
+    assert code == 0
