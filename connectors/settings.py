@@ -23,6 +23,9 @@ class Settings(CoreSettings):
     hubspot_webhook_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("HUBSPOT_WEBHOOK_SECRET"))
     hubspot_base_url: str = "https://api.hubapi.com"  # ACCOUNT_ROUTER_HUBSPOT_BASE_URL
+    # The HubSpot account (portal) id: the dashboard links records to their HubSpot page with it.
+    hubspot_portal_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("HUBSPOT_PORTAL_ID"), pattern=r"^\d{1,20}$")
     # Calls per 10 s this app may spend on one HubSpot account (burst limit 100-250 per 10 s).
     hubspot_calls_per_10s: float = Field(default=90.0, gt=0)
     salesforce_instance_url: str | None = Field(

@@ -1,4 +1,4 @@
-"""Shared fixtures: a real throwaway Redis server, and state stores over SQLite and Redis."""
+"""Shared fixtures: throwaway Redis and PostgreSQL servers, state stores over SQLite and Redis."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ import redis
 
 from sync.state import StateStore, open_store
 from tests.loopback import free_port
+from tests.servers.browser import browser, page
+from tests.servers.postgres import postgres_server, postgres_url
+
+# Fixtures defined in tests/servers/, re-exported so every test directory can ask for them.
+__all__ = ["browser", "page", "postgres_server", "postgres_url"]
 
 REDIS_BINARY_FALLBACK = Path("/usr/bin/redis-server")
 

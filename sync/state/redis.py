@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
@@ -25,8 +26,13 @@ COUNT_TTL_SECONDS = 100 * 24 * 3600
 # (seconds); an hour is ample and keeps one small key per commit from piling up.
 COMMIT_MARK_TTL_SECONDS = 3600
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_CHUNK = 1000  # ids per HMGET: bounded round trips without one giant reply
+_CHUNK = 1000  # keys per UNLINK: bounded round trips without one giant command
+
+log = logging.getLogger("account_router.history")
+
+# The history outbox's lists, under the store's prefix (also read by /metrics, tasks/metrics.py).
+OUTBOX_KEY = "history:outbox"
+DEAD_KEY = "history:dead"
 
 # One server-side script = one atomic step: no other client runs between the version checks and
 # the writes, so two workers can never both commit from the same pool version (no turn handed
@@ -36,13 +42,13 @@ _COMMIT_LUA = """
 local p = cjson.decode(ARGV[1])
 -- A commit id already applied: this is redis-py re-sending the script after the connection
 -- dropped before its answer arrived (a Redis restart); applying it again would duplicate the
--- audit rows and turns. What it answered the first time is what it answers now.
-local done = redis.call('GET', KEYS[4])
+-- outbox entries and turns. What it answered the first time is what it answers now.
+local done = redis.call('GET', KEYS[3])
 if done then return tonumber(done) end
 for _, c in ipairs(p.checks) do
   local v = tonumber(redis.call('HGET', KEYS[c[1]], 'version') or '0')
   if v ~= c[2] then
-    redis.call('SET', KEYS[4], 0, 'EX', p.done_ttl)
+    redis.call('SET', KEYS[3], 0, 'EX', p.done_ttl)
     return 0
   end
 end
@@ -64,17 +70,74 @@ for _, ch in ipairs(p.changes) do
 end
 local n = #p.decisions
 if n > 0 then
-  local last = redis.call('INCRBY', KEYS[1], n)
-  for i, d in ipairs(p.decisions) do
-    local id = string.format('%016d', last - n + i)
-    redis.call('HSET', KEYS[2], id, d[1])
-    redis.call('ZADD', KEYS[3], d[2], id)
-    redis.call('ZADD', KEYS[d[3]], d[2], id)
-    if d[4] > 0 then redis.call('ZADD', KEYS[d[4]], d[2], id) end
+  -- Decision ids: max(last + 1, server time in microseconds). The clock keeps ids unique even
+  -- after the keys are lost (a flushed or replaced Redis), since the history in SQL already
+  -- holds the old ones; `last` keeps them rising when the clock steps back or within one
+  -- microsecond. Built by concatenation: seconds and microseconds as one exact integer (Lua
+  -- numbers are doubles, exact to 2^53, and µs since the epoch stay below it until year 2255).
+  local t = redis.call('TIME')
+  local now = tonumber(t[1] .. string.format('%06d', tonumber(t[2])))
+  local first = math.max(tonumber(redis.call('GET', KEYS[1]) or '0') + 1, now)
+  for i, body in ipairs(p.decisions) do
+    redis.call('RPUSH', KEYS[2], string.format('%.0f', first + i - 1) .. ' ' .. body)
   end
+  redis.call('SET', KEYS[1], string.format('%.0f', first + n - 1))
 end
-redis.call('SET', KEYS[4], 1, 'EX', p.done_ttl)
+redis.call('SET', KEYS[3], 1, 'EX', p.done_ttl)
 return 1
+"""
+
+# Remove exactly the acknowledged ids: each matching entry near the head (where the flusher
+# reads) is overwritten with this call's tombstone, then the tombstones go in one LREM. Entries
+# appended meanwhile at the tail are untouched; ids not found are simply not there any more.
+_ACK_LUA = """
+local want, left = {}, 0
+for i = 2, #ARGV do
+  if not want[ARGV[i]] then want[ARGV[i]] = true; left = left + 1 end
+end
+local tomb, start, found = ARGV[1], 0, 0
+while left > 0 do
+  local chunk = redis.call('LRANGE', KEYS[1], start, start + 999)
+  if #chunk == 0 then break end
+  for j, entry in ipairs(chunk) do
+    local id = string.match(entry, '^(%d+) ')
+    if id and want[id] then
+      redis.call('LSET', KEYS[1], start + j - 1, tomb)
+      want[id] = nil; left = left - 1; found = found + 1
+      if left == 0 then break end
+    end
+  end
+  start = start + #chunk
+end
+if found > 0 then redis.call('LREM', KEYS[1], 0, tomb) end
+return found
+"""
+
+# One entry, found by its id near the head, moves to the dead list in one step (an entry the
+# history database refuses to store, so that it does not block the queue behind it).
+_BURY_ID_LUA = """
+local start = 0
+while true do
+  local chunk = redis.call('LRANGE', KEYS[1], start, start + 999)
+  if #chunk == 0 then return 0 end
+  for j, entry in ipairs(chunk) do
+    if string.match(entry, '^(%d+) ') == ARGV[1] then
+      redis.call('LSET', KEYS[1], start + j - 1, ARGV[2])
+      redis.call('LREM', KEYS[1], 1, ARGV[2])
+      redis.call('RPUSH', KEYS[2], entry)
+      return 1
+    end
+  end
+  start = start + #chunk
+end
+"""
+
+# A poison entry (one that cannot be decoded) leaves the queue for the dead list in one step,
+# so it is neither lost nor read again; LREM by value takes that exact entry.
+_BURY_LUA = """
+local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if n > 0 then redis.call('RPUSH', KEYS[2], ARGV[1]) end
+return n
 """
 
 # `seen` as a compare-and-set on a caller's token: the mark is taken by SET NX, and a re-sent
@@ -104,14 +167,6 @@ return 0
 """
 
 
-def _score(value: datetime | None, what: str) -> str:
-    """Integer microseconds since the epoch: exact in a zset's double up to year 2255. Undated
-    decisions get -inf, so newest-first puts them last and any time range leaves them out."""
-    if value is None:
-        return "-inf"
-    return str((as_utc(value, what) - _EPOCH) // timedelta(microseconds=1))
-
-
 def _iso(value: datetime) -> str:
     return as_utc(value, "until").isoformat()
 
@@ -123,16 +178,18 @@ class RedisStateStore(ClosesOnExit):
       pool:{pool}              hash  version, last_served, credits (JSON)
       count:{pool}:{window}    hash  member -> assignments in that window (TTL ~100 days)
       pauses                   hash  rep -> until (UTC ISO) or "" (until resumed)
-      audit:seq                str   last decision id
-      audit:body               hash  id -> decision JSON (`Decision.to_dict`)
-      audit:time               zset  id scored by decided_at (µs since epoch; -inf if undated)
-      audit:record:{record_id} zset  same, per record
-      audit:rep:{owner}        zset  same, per owner
+      history:outbox           list  decisions not yet in the SQL history, oldest first:
+                                     "{id} {decision JSON}" (`Decision.to_dict`)
+      history:last_id          str   the last decision id handed out
+      history:dead             list  outbox entries that could not be decoded, as they were
       checkpoints              hash  name -> value (opaque text, e.g. JSON)
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
       seen:{key}               str   "1" while a dedupe mark lives (PX = its TTL)
-    Ids are zero-padded, so equal scores order by id: newest first is exact, ties included.
+    Redis keeps coordination only: decisions wait in the outbox until `history.flush` moves
+    them to SQL (sync/history/outbox.py). Before that, the audit trail lived here under
+    `audit:*` (a hash of bodies and zsets indexing them); `legacy_audit` reads what an older
+    version left so that it moves to SQL too (docs/operations.md#decision-history).
     Record locks expire on the server's clock and are taken per key: each key is granted to
     one token at a time, but one call may get some of its keys and not others.
     """
@@ -149,6 +206,9 @@ class RedisStateStore(ClosesOnExit):
         self._unlock_script = self._r.register_script(_UNLOCK_LUA)
         self._refresh_script = self._r.register_script(_REFRESH_LUA)
         self._seen_script = self._r.register_script(_SEEN_LUA)
+        self._ack_script = self._r.register_script(_ACK_LUA)
+        self._bury_script = self._r.register_script(_BURY_LUA)
+        self._bury_id_script = self._r.register_script(_BURY_ID_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -162,7 +222,11 @@ class RedisStateStore(ClosesOnExit):
     def _pauses_key(self) -> str:
         return f"{self.prefix}pauses"
 
+    def _history_key(self, part: str) -> str:
+        return f"{self.prefix}history:{part}"
+
     def _audit_key(self, part: str) -> str:
+        # The audit trail of versions before the SQL history (read only by `legacy_audit`).
         return f"{self.prefix}audit:{part}"
 
     @property
@@ -234,10 +298,12 @@ class RedisStateStore(ClosesOnExit):
                 slots[name] = len(keys)
             return slots[name]
 
-        key(self._audit_key("seq"))
-        key(self._audit_key("body"))
-        key(self._audit_key("time"))
+        key(self._history_key("last_id"))
+        key(f"{self.prefix}{OUTBOX_KEY}")
         key(f"{self.prefix}commit:{commit_id or uuid.uuid4().hex}")
+        for d in decisions:
+            if d.decided_at is not None:
+                as_utc(d.decided_at, "decided_at")  # refused before anything is applied
         payload: dict[str, Any] = {
             "ttl": COUNT_TTL_SECONDS,
             "done_ttl": COMMIT_MARK_TTL_SECONDS,
@@ -254,15 +320,7 @@ class RedisStateStore(ClosesOnExit):
                 ]
                 for m in merge_changes(changes)
             ],
-            "decisions": [
-                [
-                    json.dumps(d.to_dict(), separators=(",", ":"), ensure_ascii=False),
-                    _score(d.decided_at, "decided_at"),
-                    key(self._audit_key(f"record:{d.record_id}")),
-                    0 if d.owner is None else key(self._audit_key(f"rep:{d.owner}")),
-                ]
-                for d in decisions
-            ],
+            "decisions": [encode_entry(d) for d in decisions],
         }
         return bool(self._commit_script(keys=keys, args=[json.dumps(payload)]))
 
@@ -293,7 +351,110 @@ class RedisStateStore(ClosesOnExit):
             return False
         return until == "" or datetime.fromisoformat(until) > datetime.now(UTC)
 
-    # --- audit ------------------------------------------------------------------------------
+    # --- history outbox ---------------------------------------------------------------------
+
+    def outbox(self, n: int) -> list[tuple[int, Decision]]:
+        """Up to `n` decisions waiting for the SQL history, oldest first, left in place (the
+        flusher acknowledges them once they are stored). An entry that cannot be decoded moves
+        to `history:dead` instead of blocking the queue."""
+        check_limit(n)
+        key = f"{self.prefix}{OUTBOX_KEY}"
+        while True:
+            entries = _strings(self._r.lrange(key, 0, n - 1)) if n else []
+            decoded: list[tuple[int, Decision]] = []
+            buried = 0
+            for entry in entries:
+                try:
+                    decoded.append(decode_entry(entry))
+                except ValueError:
+                    buried += self._bury(key, entry)
+            if not buried:
+                return decoded
+
+    def outbox_ack(self, ids: Sequence[int]) -> int:
+        """Remove exactly these ids from the outbox (stored in SQL); returns how many were
+        there. Entries appended meanwhile, and ids not acknowledged, stay."""
+        if not ids:
+            return 0
+        tomb = f"\0acked {uuid.uuid4().hex}"  # no entry starts with NUL: never a real one
+        return int(self._ack_script(keys=[f"{self.prefix}{OUTBOX_KEY}"],
+                                    args=[tomb, *(str(int(i)) for i in ids)]))
+
+    def outbox_bury(self, id: int, why: str) -> bool:
+        """Move the entry of decision `id` to `history:dead` (the history database refused it:
+        `why`, which must not quote the entry); False when it is not in the outbox."""
+        tomb = f"\0buried {uuid.uuid4().hex}"
+        moved = bool(self._bury_id_script(
+            keys=[f"{self.prefix}{OUTBOX_KEY}", f"{self.prefix}{DEAD_KEY}"],
+            args=[str(int(id)), tomb]))
+        if moved:
+            log.error("history outbox: decision %d refused by the history database (%s); moved "
+                      "to %s%s", id, why, self.prefix, DEAD_KEY)
+        return moved
+
+    def outbox_size(self) -> int:
+        """Decisions waiting for the SQL history."""
+        return int(self._r.llen(f"{self.prefix}{OUTBOX_KEY}"))
+
+    def outbox_dead(self) -> int:
+        """Entries set aside because they could not be decoded (kept for inspection)."""
+        return int(self._r.llen(f"{self.prefix}{DEAD_KEY}"))
+
+    def _bury(self, key: str, entry: str) -> int:
+        moved = int(self._bury_script(keys=[key, f"{self.prefix}{DEAD_KEY}"], args=[entry]))
+        if moved:
+            # The size only: an entry's content may hold customer data.
+            log.error("history outbox: an entry of %d characters could not be decoded; moved "
+                      "to %shistory:dead", len(entry), self.prefix)
+        return moved
+
+    def legacy_audit(self, n: int) -> list[tuple[int, Decision]]:
+        """Up to `n` decisions of the audit trail an older version kept in Redis (`audit:*`),
+        oldest first, with their ids, to be moved to the SQL history; [] once none is left.
+        A body that cannot be decoded moves to `history:dead` like a poison outbox entry."""
+        check_limit(n)
+        while True:
+            ids = _strings(self._r.zrange(self._audit_key("time"), 0, n - 1)) if n else []
+            bodies = cast(list[str | None], self._r.hmget(self._audit_key("body"), ids)) \
+                if ids else []
+            found: list[tuple[int, Decision]] = []
+            dropped: list[str] = []
+            for id_, body in zip(ids, bodies, strict=True):
+                try:
+                    if body is None:
+                        raise ValueError("index without a body")
+                    found.append((int(id_), Decision.from_dict(json.loads(body))))
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    if body is not None:
+                        self._r.rpush(f"{self.prefix}{DEAD_KEY}", f"{id_} {body}")
+                        log.error("legacy audit: decision %s of %d characters could not be "
+                                  "decoded; moved to %shistory:dead", id_, len(body), self.prefix)
+                    dropped.append(id_)
+            if not dropped:
+                return found
+            self._forget_legacy(dropped)
+
+    def legacy_audit_ack(self, ids: Sequence[int]) -> None:
+        """Drop these legacy decisions (now in SQL); the last one out removes the indexes."""
+        if ids:
+            self._forget_legacy([f"{int(i):016d}" for i in ids])
+
+    def _forget_legacy(self, ids: Sequence[str]) -> None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.zrem(self._audit_key("time"), *ids)
+        pipe.hdel(self._audit_key("body"), *ids)
+        pipe.exists(self._audit_key("time"), self._audit_key("body"))
+        *_, left = pipe.execute()
+        if not left:
+            # The per-record and per-rep indexes only pointed into the body hash: the trail
+            # has moved, so they go (in batches, without blocking the server like KEYS).
+            stale = [self._audit_key("seq")]
+            for pattern in ("record:*", "rep:*"):
+                stale += _strings(list(self._r.scan_iter(self._audit_key(pattern), count=1000)))
+            for start in range(0, len(stale), _CHUNK):
+                self._r.unlink(*stale[start:start + _CHUNK])
+
+    # --- audit (until the readers move to the SQL history) -----------------------------------
 
     def decisions(
         self,
@@ -303,42 +464,33 @@ class RedisStateStore(ClosesOnExit):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[Decision]:
+        """Decisions still in the outbox (not yet flushed), newest first; the full trail is
+        the SQL history's (`sync.history.History.decisions`)."""
         check_limit(limit)
-        if limit == 0:
-            return []
-        # Read from the most selective index; only record+rep together needs a filter after.
-        if record_id is not None:
-            index = self._audit_key(f"record:{record_id}")
-        elif rep is not None:
-            index = self._audit_key(f"rep:{rep}")
-        else:
-            index = self._audit_key("time")
-        residual = record_id is not None and rep is not None
-        low, high = self._bounds(since, until)
-        if limit is None or residual:
-            ids = _strings(self._r.zrevrangebyscore(index, high, low))
-        else:
-            ids = _strings(self._r.zrevrangebyscore(index, high, low, start=0, num=limit))
-        found: list[Decision] = []
-        for body in self._bodies(ids):
-            d = Decision.from_dict(json.loads(body))
-            if residual and d.owner != rep:
+        low = None if since is None else as_utc(since, "since")
+        high = None if until is None else as_utc(until, "until")
+        found: list[tuple[datetime, int, Decision]] = []
+        for id_, d in self.outbox(self.outbox_size()):
+            if (record_id is not None and d.record_id != record_id) or \
+                    (rep is not None and d.owner != rep):
                 continue
-            found.append(d)
-            if limit is not None and len(found) >= limit:
-                break
-        return found
+            at = d.decided_at
+            if at is None:
+                if low is not None or high is not None:
+                    continue  # like SQL, where NULL never compares true
+                at = datetime.min.replace(tzinfo=UTC)
+            elif (low is not None and at < low) or (high is not None and at >= high):
+                continue
+            found.append((at, id_, d))
+        found.sort(key=lambda f: (f[0], f[1]), reverse=True)
+        return [d for _, _, d in found[:limit]]
 
     def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
-        # A scan of the time range: exact and simple; per-window counters can come later if
-        # `stats` over a long trail gets slow.
-        low, high = self._bounds(since, until)
+        """Assignments among the decisions still in the outbox (see `decisions`)."""
         tally: Counter[tuple[str, str | None, str]] = Counter()
-        timed = _strings(self._r.zrangebyscore(self._audit_key("time"), low, high))
-        for body in self._bodies(timed):
-            d = json.loads(body)
-            if d.get("owner") is not None and d.get("outcome") in OUTCOMES_WITH_LOAD:
-                tally[(d["owner"], d.get("pool"), d["outcome"])] += 1
+        for d in self.decisions(since=since, until=until):
+            if d.owner is not None and d.outcome in OUTCOMES_WITH_LOAD:
+                tally[(d.owner, d.pool, str(d.outcome))] += 1
         rows = [LoadRow(rep=r, pool=p, outcome=o, count=n) for (r, p, o), n in tally.items()]
         return sorted(rows, key=load_sort_key)
 
@@ -413,26 +565,21 @@ class RedisStateStore(ClosesOnExit):
     def forget(self, key: str) -> None:
         self._r.delete(f"{self.prefix}seen:{key}")
 
-    def _bounds(self, since: datetime | None, until: datetime | None) -> tuple[str, str]:
-        """Score range for decided_at in [since, until); `(-inf` keeps undated (-inf) entries
-        out of any range that has a bound, matching SQL where NULL never compares true."""
-        if since is not None:
-            low = _score(since, "since")
-        elif until is not None:
-            low = "(-inf"
-        else:
-            low = "-inf"
-        high = "+inf" if until is None else "(" + _score(until, "until")
-        return low, high
 
-    def _bodies(self, ids: Sequence[str]) -> Iterable[str]:
-        body_key = self._audit_key("body")
-        for start in range(0, len(ids), _CHUNK):
-            chunk = list(ids[start : start + _CHUNK])
-            bodies = cast(list[str | None], self._r.hmget(body_key, chunk))  # see _strings
-            for body in bodies:
-                if body is not None:  # written in the same script as the index; never missing
-                    yield body
+def encode_entry(decision: Decision) -> str:
+    """A decision's outbox body (the Lua commit prefixes its id): compact JSON of `to_dict`."""
+    return json.dumps(decision.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_entry(entry: str) -> tuple[int, Decision]:
+    """An outbox entry back to (decision id, decision); ValueError for anything malformed."""
+    head, sep, body = entry.partition(" ")
+    if not sep or not head.isdigit() or not head.isascii():
+        raise ValueError("outbox entry without a decision id")
+    try:
+        return int(head), Decision.from_dict(json.loads(body))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"undecodable outbox entry: {type(exc).__name__}") from None
 
 
 def _strings(reply: object) -> list[str]:

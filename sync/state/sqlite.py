@@ -12,23 +12,32 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sync.models import Decision, Outcome, TraceStep
-from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy.schema import CreateIndex, CreateTable
+
+from sync.history import codec
+from sync.history.schema import DECISION_INDEXES, HEAD_REVISION, metadata
+from sync.models import Decision
+from sync.state import as_utc, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
 
-# 2 added the pipeline bookkeeping tables, 3 the webhook dedupe keys, 4 the audit bodies table;
-# every statement is IF NOT EXISTS, so an older file gains them the next time it is opened, and
-# `decisions.body_id` is added to an older file's table in place (`_migrate`).
-SCHEMA_VERSION = 4
+if TYPE_CHECKING:
+    from sync.history import History
 
-# The audit trail's indexes, by name: `bulk_audit` drops and rebuilds them around a long run.
+# 2 added the pipeline bookkeeping tables, 3 the webhook dedupe keys, 4 the audit bodies table;
+# 5 moved the audit trail to the decision history's tables (sync/history, created and upgraded
+# by its Alembic migrations on open; migration 0002 moves a version-4 file's `decisions` and
+# `bodies` there). Every statement is IF NOT EXISTS, so an older file gains what it lacks the
+# next time it is opened.
+SCHEMA_VERSION = 5
+
+# The history's decision indexes: `bulk_audit` drops and rebuilds them around a long run, and an
+# open rebuilds any a killed run left missing.
 _DECISION_INDEXES = {
-    "decisions_by_record":
-        "CREATE INDEX IF NOT EXISTS decisions_by_record ON decisions (record_id, decided_at)",
-    "decisions_by_owner":
-        "CREATE INDEX IF NOT EXISTS decisions_by_owner ON decisions (owner, decided_at)",
-    "decisions_by_time": "CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (decided_at)",
+    index.name: str(CreateIndex(index, if_not_exists=True).compile(dialect=sqlite_dialect()))
+    for index in DECISION_INDEXES
 }
 
 SCHEMA = """
@@ -49,28 +58,6 @@ CREATE TABLE IF NOT EXISTS pauses (
     rep   TEXT PRIMARY KEY,
     until TEXT
 );
-CREATE TABLE IF NOT EXISTS decisions (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    record_id  TEXT NOT NULL,
-    crm        TEXT NOT NULL,
-    object     TEXT NOT NULL,
-    owner      TEXT,
-    pool       TEXT,
-    outcome    TEXT NOT NULL,
-    decided_at TEXT,
-    -- A row's body is in `bodies` (body_id), stored once however many rows share it: a file
-    -- run repeats a few dozen bodies a million times. Rows written before version 4 hold it
-    -- here, with body_id NULL; newer rows hold ''.
-    body       TEXT NOT NULL,
-    body_id    INTEGER
-);
-CREATE TABLE IF NOT EXISTS bodies (
-    id   INTEGER PRIMARY KEY,
-    body TEXT NOT NULL UNIQUE
-);
--- (x, decided_at) indexes also carry the rowid, so `ORDER BY decided_at DESC, id DESC` with a
--- LIMIT is read straight off the index instead of sorting the whole trail.
-""" + "".join(f"{statement};\n" for statement in _DECISION_INDEXES.values()) + """
 CREATE TABLE IF NOT EXISTS checkpoints (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -125,8 +112,10 @@ class SqliteStateStore(ClosesOnExit):
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        # Audit bodies by content: a file run repeats a few bodies a million times over.
-        self._bodies: dict[tuple[object, ...], tuple[object, str]] = {}
+        # History labels and trace ids, once committed (they are never deleted, so a cached id
+        # stays valid); see `_HistoryRows`.
+        self._rows = _HistoryRows()
+        self._history: History | None = None
         with self._lock:
             self._connection()  # open now: a bad path fails at open, not at the first turn
 
@@ -172,8 +161,27 @@ class SqliteStateStore(ClosesOnExit):
         with self._transaction(conn, immediate=True):
             for statement in _statements(SCHEMA):
                 conn.execute(statement)
-            _migrate(conn)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            current = _history_revision(conn) == HEAD_REVISION
+        if not current and self.in_memory:
+            # A what-if's throwaway state (`explain`, `simulate`): no other connection can see
+            # an in-memory database, so its history tables are made here, as they are at head.
+            with self._transaction(conn, immediate=True):
+                for table in metadata.sorted_tables:
+                    conn.execute(str(CreateTable(table, if_not_exists=True)
+                                     .compile(dialect=sqlite_dialect())))
+        elif not current:
+            # Embedded mode upgrades its own file (a first open, or a file from an older
+            # version: its audit trail moves to the history, migration 0002). Through its own
+            # connection, under BEGIN IMMEDIATE, so concurrent first opens upgrade once.
+            from sync.history import History
+
+            with History(self.url) as history:
+                history.upgrade()
+        with self._transaction(conn, immediate=True):
+            # A run killed inside `bulk_audit` left the indexes dropped: build them now.
+            for statement in _DECISION_INDEXES.values():
+                conn.execute(statement)
 
     @contextmanager
     def _transaction(
@@ -193,6 +201,27 @@ class SqliteStateStore(ClosesOnExit):
             if conn.in_transaction:
                 conn.execute("COMMIT")
 
+    @property
+    def in_memory(self) -> bool:
+        return str(self.path) == ":memory:"
+
+    @property
+    def url(self) -> str:
+        """The file's SQLite URL: the embedded history lives in the same file."""
+        return f"sqlite:///{self.path}"
+
+    @property
+    def history(self) -> History:
+        """The decision history in this file (opened on first use, closed with the store)."""
+        with self._lock:
+            if self.in_memory:
+                raise ValueError("an in-memory state keeps no history to read")
+            if self._history is None:
+                from sync.history import History
+
+                self._history = History(self.url)
+            return self._history
+
     @contextmanager
     def bulk_audit(self) -> Iterator[None]:
         """Around one long run of commits (`route-file`): when the audit trail is empty at the
@@ -206,7 +235,8 @@ class SqliteStateStore(ClosesOnExit):
         with self._lock:
             conn = self._connection()
             with self._transaction(conn, immediate=True):
-                empty = conn.execute("SELECT 1 FROM decisions LIMIT 1").fetchone() is None
+                empty = conn.execute(
+                    "SELECT 1 FROM history_decisions LIMIT 1").fetchone() is None
                 if empty:
                     for name in _DECISION_INDEXES:
                         conn.execute(f"DROP INDEX IF EXISTS {name}")
@@ -225,6 +255,9 @@ class SqliteStateStore(ClosesOnExit):
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.close()
             self._conn = None
+            if self._history is not None:
+                self._history.close()
+                self._history = None
 
     def __repr__(self) -> str:
         return f"SqliteStateStore({str(self.path)!r})"
@@ -274,47 +307,46 @@ class SqliteStateStore(ClosesOnExit):
             for m in merged
             for (member, window), n in m.increments.items()
         ]
-        decision_rows = [_decision_row(d, self._bodies) for d in decisions]
+        rows = self._rows
+        decision_rows, unresolved = rows.encode(decisions)
         with self._lock:
             conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                for pool, version in expected.items():
-                    row = conn.execute(
-                        "SELECT version FROM pools WHERE pool = ?", (pool,)
-                    ).fetchone()
-                    if (int(row[0]) if row is not None else 0) != version:
-                        conn.execute("ROLLBACK")
-                        return False
-                for m in merged:
-                    conn.execute(
-                        "INSERT INTO pools (pool, version, last_served, credits) "
-                        "VALUES (:pool, 1, :last, COALESCE(:credits, '{}')) "
-                        "ON CONFLICT (pool) DO UPDATE SET version = version + 1, "
-                        "last_served = excluded.last_served, "
-                        "credits = COALESCE(:credits, credits)",
-                        {
-                            "pool": m.pool,
-                            "last": m.last_served,
-                            "credits": None if m.credits is None else json.dumps(m.credits),
-                        },
-                    )
-                conn.executemany(
-                    'INSERT INTO pool_counts (pool, member, "window", count) VALUES (?, ?, ?, ?) '
-                    'ON CONFLICT (pool, "window", member) DO UPDATE SET count = count + '
-                    "excluded.count",
-                    count_rows,
-                )
-                if decision_rows:
-                    # Body ids are looked up afresh in each transaction (a few dozen distinct
-                    # bodies a batch), never cached: a rolled-back insert leaves no id behind.
-                    body_ids = {body: _body_id(conn, str(body))
-                                for body in {row[7] for row in decision_rows}}
+            try:
+                with self._transaction(conn, immediate=True):
+                    for pool, version in expected.items():
+                        row = conn.execute(
+                            "SELECT version FROM pools WHERE pool = ?", (pool,)
+                        ).fetchone()
+                        if (int(row[0]) if row is not None else 0) != version:
+                            conn.execute("ROLLBACK")
+                            rows.rolled_back()
+                            return False
+                    for m in merged:
+                        conn.execute(
+                            "INSERT INTO pools (pool, version, last_served, credits) "
+                            "VALUES (:pool, 1, :last, COALESCE(:credits, '{}')) "
+                            "ON CONFLICT (pool) DO UPDATE SET version = version + 1, "
+                            "last_served = excluded.last_served, "
+                            "credits = COALESCE(:credits, credits)",
+                            {
+                                "pool": m.pool,
+                                "last": m.last_served,
+                                "credits": None if m.credits is None else json.dumps(m.credits),
+                            },
+                        )
                     conn.executemany(
-                        "INSERT INTO decisions "
-                        "(record_id, crm, object, owner, pool, outcome, decided_at, body, "
-                        "body_id) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?)",
-                        [(*row[:7], body_ids[row[7]]) for row in decision_rows],
+                        'INSERT INTO pool_counts (pool, member, "window", count) '
+                        "VALUES (?, ?, ?, ?) ON CONFLICT (pool, \"window\", member) "
+                        "DO UPDATE SET count = count + excluded.count",
+                        count_rows,
                     )
+                    if decision_rows:
+                        rows.resolve(conn, decision_rows, unresolved)
+                        conn.executemany(_INSERT_DECISION, decision_rows)
+            except BaseException:
+                rows.rolled_back()
+                raise
+            rows.committed()
         return True
 
     # --- pauses -----------------------------------------------------------------------------
@@ -352,7 +384,7 @@ class SqliteStateStore(ClosesOnExit):
                 conn.execute("DELETE FROM pauses WHERE rep = ?", (rep,))
         return row[0] is None or row[0] > now_ts
 
-    # --- audit ------------------------------------------------------------------------------
+    # --- audit: the history in this file (StateStore no longer declares these) ---------------
 
     def decisions(
         self,
@@ -362,43 +394,13 @@ class SqliteStateStore(ClosesOnExit):
         until: datetime | None = None,
         limit: int | None = None,
     ) -> list[Decision]:
-        check_limit(limit)
-        where, args = _filters(since, until)
-        if record_id is not None:
-            where.append("record_id = ?")
-            args.append(record_id)
-        if rep is not None:
-            where.append("owner = ?")
-            args.append(rep)
-        sql = ("SELECT record_id, crm, object, owner, pool, outcome, "
-               "COALESCE(bodies.body, decisions.body) "
-               "FROM decisions LEFT JOIN bodies ON bodies.id = decisions.body_id")
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        # NULLs sort lowest in SQLite, so undated decisions come last in descending order.
-        sql += " ORDER BY decided_at DESC, decisions.id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        with self._lock:
-            rows = self._connection().execute(sql, args).fetchall()
-        return [_decision(*row) for row in rows]
+        """The history's decisions (`History.decisions`), newest first."""
+        return self.history.decisions(record_id=record_id, rep=rep, since=since, until=until,
+                                      limit=limit)
 
     def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
-        where, args = _filters(since, until)
-        where += ["owner IS NOT NULL", f"outcome IN ({','.join('?' * len(OUTCOMES_WITH_LOAD))})"]
-        args += list(OUTCOMES_WITH_LOAD)
-        sql = (
-            "SELECT owner, pool, outcome, COUNT(*) FROM decisions WHERE "
-            + " AND ".join(where)
-            + " GROUP BY owner, pool, outcome"
-        )
-        with self._lock:
-            rows = self._connection().execute(sql, args).fetchall()
-        return sorted(
-            (LoadRow(rep=o, pool=p, outcome=out, count=int(n)) for o, p, out, n in rows),
-            key=load_sort_key,
-        )
+        """The history's assignments (`History.load`)."""
+        return self.history.load(since=since, until=until)
 
     # --- pipeline bookkeeping ---------------------------------------------------------------
 
@@ -533,111 +535,145 @@ def _check_ttl(ttl_seconds: float) -> None:
         raise ValueError(f"ttl_seconds must be a positive finite number, got {ttl_seconds!r}")
 
 
-def _filters(since: datetime | None, until: datetime | None) -> tuple[list[str], list[object]]:
-    """decided_at in [since, until): half-open, so adjacent report windows never double count."""
-    where: list[str] = []
-    args: list[object] = []
-    if since is not None:
-        where.append("decided_at >= ?")
-        args.append(_ts(since, "since"))
-    if until is not None:
-        where.append("decided_at < ?")
-        args.append(_ts(until, "until"))
-    return where, args
+def _history_revision(conn: sqlite3.Connection) -> str | None:
+    """The file's history schema revision (Alembic's table), None before the first upgrade."""
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.OperationalError:  # no such table
+        return None
+    return None if row is None else str(row[0])
 
 
-# The stock trace step, stored as its rule name alone: most steps of most decisions are this.
-_NO_MATCH = ("no_match", "conditions not met")
-_BODY_CACHE_SIZE = 4096
+# Columns in the order of `_HistoryRows` rows: the label ids and trace id a decision's shape
+# resolves to, then its own values. The id is the file's rowid sequence.
+_INSERT_DECISION = (
+    "INSERT INTO history_decisions (crm, object, owner, previous_owner, owner_crm_id, pool, "
+    "rule, \"trigger\", trace_id, record_id, outcome, created_at, decided_at, written_at, "
+    "write_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_LABEL_KINDS = tuple(kind for _, kind in codec.LABEL_FIELDS)
+_CACHE_SIZE = 4096
+_Shape = tuple[Any, ...]
 
 
-def _decision_row(d: Decision, bodies: dict[tuple[object, ...], tuple[object, str]]
-                  ) -> tuple[object, ...]:
-    decided = None
-    if d.decided_at is not None:
-        # A batch shares its instant: format it once (the cache holds it beside the bodies).
-        at = ("decided_at", d.decided_at)
-        known = bodies.get(at)
-        if known is None:
-            known = bodies[at] = (None, _ts(d.decided_at, "decided_at"))
-        decided = known[1]
-    # The trace by identity: hashing its steps (dataclasses) cost more than the rest of the row,
-    # and decisions that share a body share one trace object. The entry holds the trace, so
-    # its id cannot be reused by another object while it is cached.
-    key = (d.previous_owner, d.owner_crm_id, d.rule, d.reason, id(d.trace), d.trigger,
-           d.created_at, d.decided_at, d.written_at, d.write_error)
-    cached = bodies.get(key)
-    if cached is None:
-        if len(bodies) >= _BODY_CACHE_SIZE:
-            bodies.clear()
-        cached = bodies[key] = (d.trace, _body(d))
-    return (d.record_id, d.crm, d.object, d.owner, d.pool, str(d.outcome), decided, cached[1])
+class _HistoryRows:
+    """Decisions as `history_decisions` rows on the hot path (route-file writes a million).
 
+    A run repeats a few dozen decision *shapes*: the same labels (crm, object, owner, previous
+    owner, CRM id, pool, rule, trigger) and the same trace. A shape's label and trace ids are
+    looked up once and kept as one tuple, keyed by the labels and the trace's identity (hashing
+    the steps cost more than the rest of the row; the cache entry holds the trace, so its id
+    cannot be reused by another object meanwhile). Ids found or inserted inside a transaction
+    are cached only once it commits: a rolled-back insert leaves no id behind."""
 
-def _body(d: Decision) -> str:
-    """The audit body: what the row's columns do not already hold, defaults left out and the
-    trace in short form (about 150 bytes where the full JSON took 650). Bodies of the older,
-    full form (a `record_id` key) are still read."""
-    body: dict[str, object] = {}
-    if d.previous_owner is not None:
-        body["p"] = d.previous_owner
-    if d.owner_crm_id is not None:
-        body["c"] = d.owner_crm_id
-    if d.rule is not None:
-        body["r"] = d.rule
-    trace = d.trace
-    # The reason of a rule win is the rule and its trace detail: rebuilt on read.
-    if not (trace and d.rule is not None and trace[-1].result == "won"
-            and d.reason == f"rule {d.rule}: {trace[-1].detail}"):
-        body["m"] = d.reason
-    if trace:
-        body["t"] = [s.rule if (s.result, s.detail) == _NO_MATCH else [s.rule, s.result, s.detail]
-                     for s in trace]
-    if d.trigger != "file":
-        body["g"] = d.trigger
-    for name, value in (("ca", d.created_at), ("d", d.decided_at), ("w", d.written_at)):
-        if value is not None:
-            body[name] = value.isoformat()  # the instant as given, offset included
-    if d.write_error is not None:
-        body["e"] = d.write_error
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    def __init__(self) -> None:
+        self.shapes: dict[_Shape, tuple[tuple[int | None, ...], object]] = {}
+        self.labels: dict[tuple[str, str], int] = {}
+        self.traces: dict[str, int] = {}
+        self._pending_shapes: dict[_Shape, tuple[tuple[int | None, ...], object]] = {}
+        self._pending_labels: dict[tuple[str, str], int] = {}
+        self._pending_traces: dict[str, int] = {}
+        self._instant: tuple[datetime | None, int | None, int] = (None, None, 0)
 
+    def encode(self, decisions: Sequence[Decision]) -> tuple[list[Any], list[int]]:
+        """The rows, and the indexes of those whose shape is not cached yet (`resolve` fills
+        them in). Everything that can fail on bad input (a naive instant, an unknown outcome)
+        fails here, before any transaction."""
+        shapes = self.shapes
+        outcomes = codec.OUTCOME_CODES
+        to_us, offset_of, store_text = codec.to_us, codec.offset_of, codec.store_text
+        instant, instant_us, instant_off = self._instant
+        rows: list[Any] = []
+        unresolved: list[int] = []
+        for d in decisions:
+            decided = d.decided_at
+            if decided is not instant:  # a batch shares its instant: convert it once
+                instant, instant_us = decided, to_us(decided, "decided_at")
+                instant_off = offset_of(decided)
+            created_at, written_at = d.created_at, d.written_at
+            created = written = None
+            created_off = written_off = 0
+            if created_at is not None:
+                created_off = offset_of(created_at)
+                created = to_us(created_at, "created_at")
+            if written_at is not None:
+                written_off = offset_of(written_at)
+                written = to_us(written_at, "written_at")
+            record_id = d.record_id
+            if not (record_id.isascii() and record_id.isprintable()):
+                record_id = store_text(record_id)
+            error = d.write_error
+            tail = (record_id, outcomes[d.outcome], created, instant_us, written,
+                    None if error is None else store_text(error))
+            key = (id(d.trace), d.rule, d.reason, d.owner, d.previous_owner, d.owner_crm_id,
+                   d.pool, d.crm, d.object, d.trigger, created_off, instant_off, written_off)
+            shape = shapes.get(key)
+            if shape is None:
+                unresolved.append(len(rows))
+                rows.append((key, d, tail))
+            else:
+                rows.append(shape[0] + tail)
+        self._instant = (instant, instant_us, instant_off)
+        return rows, unresolved
 
-def _decision(record_id: str, crm: str, object: str, owner: str | None, pool: str | None,
-              outcome: str, body: str) -> Decision:
-    data = json.loads(body)
-    if "record_id" in data:
-        return Decision.from_dict(data)  # the older, full form
-    trace = tuple(TraceStep(s, *_NO_MATCH) if isinstance(s, str) else TraceStep(*s)
-                  for s in data.get("t", ()))
-    rule = data.get("r")
-    reason = data["m"] if "m" in data else f"rule {rule}: {trace[-1].detail}"
-    created, decided, written = (data.get(k) for k in ("ca", "d", "w"))
-    return Decision(
-        record_id=record_id, object=object, crm=crm, outcome=Outcome(outcome),
-        previous_owner=data.get("p"), owner=owner, owner_crm_id=data.get("c"), rule=rule,
-        reason=reason, trace=trace, trigger=data.get("g", "file"), pool=pool,
-        created_at=None if created is None else datetime.fromisoformat(created),
-        decided_at=None if decided is None else datetime.fromisoformat(decided),
-        written_at=None if written is None else datetime.fromisoformat(written),
-        write_error=data.get("e"),
-    )
+    def resolve(self, conn: sqlite3.Connection, rows: list[Any], unresolved: list[int]) -> None:
+        """Fill in the rows `encode` could not, finding or inserting their label and trace ids
+        within `conn`'s transaction."""
+        pending = self._pending_shapes
+        for i in unresolved:
+            key, d, tail = rows[i]
+            shape = self.shapes.get(key) or pending.get(key)
+            if shape is None:
+                labels = (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool,
+                          d.rule, d.trigger)
+                ids = tuple(None if text is None else self._label(conn, kind, text)
+                            for kind, text in zip(_LABEL_KINDS, labels, strict=True))
+                body = codec.trace_body(d.rule, d.reason, d.trace, key[10:])
+                shape = pending[key] = (ids + (self._trace(conn, body),), d.trace)
+            rows[i] = shape[0] + tail
 
+    def _label(self, conn: sqlite3.Connection, kind: str, text: str) -> int:
+        key = (kind, text)
+        found = self.labels.get(key)
+        if found is None:
+            found = self._pending_labels.get(key)
+        if found is None:
+            stored = codec.store_text(text)
+            digest = codec.digest(kind, stored)
+            conn.execute("INSERT INTO history_labels (kind, text, digest) VALUES (?, ?, ?) "
+                         "ON CONFLICT (digest) DO NOTHING", (kind, stored, digest))
+            row = conn.execute("SELECT id FROM history_labels WHERE digest = ?",
+                               (digest,)).fetchone()
+            found = self._pending_labels[key] = int(row[0])
+        return found
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older file's tables to this schema in place (inside the setup transaction)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
-    if "body_id" not in columns:
-        # Adding a nullable column rewrites nothing: the existing rows read it as NULL and keep
-        # their bodies inline.
-        conn.execute("ALTER TABLE decisions ADD COLUMN body_id INTEGER")
+    def _trace(self, conn: sqlite3.Connection, body: str) -> int:
+        found = self.traces.get(body)
+        if found is None:
+            found = self._pending_traces.get(body)
+        if found is None:
+            digest = codec.digest(body)
+            conn.execute("INSERT INTO history_traces (digest, body) VALUES (?, ?) "
+                         "ON CONFLICT (digest) DO NOTHING", (digest, body))
+            row = conn.execute("SELECT id FROM history_traces WHERE digest = ?",
+                               (digest,)).fetchone()
+            found = self._pending_traces[body] = int(row[0])
+        return found
 
+    def committed(self) -> None:
+        if len(self.shapes) + len(self._pending_shapes) > _CACHE_SIZE:
+            self.shapes.clear()
+        if len(self.traces) + len(self._pending_traces) > _CACHE_SIZE:
+            self.traces.clear()
+        self.shapes.update(self._pending_shapes)
+        self.labels.update(self._pending_labels)
+        self.traces.update(self._pending_traces)
+        self.rolled_back()
 
-def _body_id(conn: sqlite3.Connection, body: str) -> int:
-    """The id of `body` in `bodies`, inserting it when new (inside the caller's transaction)."""
-    conn.execute("INSERT INTO bodies (body) VALUES (?) ON CONFLICT (body) DO NOTHING", (body,))
-    row = conn.execute("SELECT id FROM bodies WHERE body = ?", (body,)).fetchone()
-    return int(row[0])
+    def rolled_back(self) -> None:
+        self._pending_shapes.clear()
+        self._pending_labels.clear()
+        self._pending_traces.clear()
 
 
 def _statements(script: str) -> list[str]:

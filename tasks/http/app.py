@@ -16,10 +16,11 @@ from starlette.exceptions import HTTPException
 
 from connectors.settings import Settings
 from sync.state.base import StateStore
+from tasks.dashboard import HistoryReader, for_serve, mount
 from tasks.http import health, hubspot, ops, salesforce
 from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
 from tasks.http.routing import ServedRouting
-from tasks.metrics import AnyMetrics, Broker, metrics_for
+from tasks.metrics import AnyMetrics, Broker, HistoryOutbox, metrics_for
 
 # Each webhook holds a worker thread until its batch is in the broker (up to the batch window,
 # ACCOUNT_ROUTER_BATCH_WINDOW_MS): at 1,000 requests/s and 100 ms that is 100 threads, more than
@@ -45,13 +46,15 @@ def create_app(
     metrics: AnyMetrics | None = None,
     broker: Broker | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
+    history: HistoryReader | None = None,
 ) -> FastAPI:
     """The app over one store and one enqueue callable; routing never runs in this process.
 
     `/metrics` serves this app's webhook counter, the shared pipeline series of `metrics`
     (default `metrics_for(settings)`: Redis-backed, so every worker process's counts show), and
     the queue gauges of `broker` (default: the Celery broker at `settings.redis_url`; none in
-    embedded mode, where the queue is this process's executor and the gauges are left out)."""
+    embedded mode, where the queue is this process's executor and the gauges are left out).
+    The dashboard (`/`, `/dashboard/...`) reads `history`; its retry hands ids to `enqueue`."""
     shared = metrics if metrics is not None else metrics_for(settings)
     if broker is None and settings.redis_url:
         broker = Broker(settings.redis_url)
@@ -59,6 +62,9 @@ def create_app(
     registry.register(shared.collector())
     if broker is not None:
         registry.register(broker.collector())
+    state_url = settings.resolved_state_url()
+    if state_url.startswith(("redis://", "rediss://")):
+        registry.register(HistoryOutbox(state_url))
     events_total = Counter(
         "account_router_webhook_events", "Webhook events by outcome (rejected: per request).",
         ["crm", "result"], registry=registry,
@@ -83,6 +89,10 @@ def create_app(
     app.add_middleware(BodyLimit, timeout=body_timeout, on_reject=body_refused)
     for router in (hubspot.router, salesforce.router, ops.router, health.router):
         app.include_router(router)
+    ctx: AppContext = app.state.ctx
+    mount(app, for_serve(settings, store, history, ctx.routing,
+                         lambda crm, obj, ids: ctx.hand_over(crm, {obj: ids}, "reprocess"),
+                         clock=clock))
     _handle_errors(app)
     salesforce.warn_if_off(settings)
     return app

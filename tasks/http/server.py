@@ -86,11 +86,13 @@ def _h11_with_header_timeout(seconds: float) -> type[H11Protocol]:
 
 
 def uvicorn_config(app: ASGIApp, *, host: str, port: int,
-                   header_timeout: float = HEADER_TIMEOUT_SECONDS) -> uvicorn.Config:
-    """The server `serve` runs, with the redaction installed."""
+                   header_timeout: float = HEADER_TIMEOUT_SECONDS,
+                   log_level: str = "info") -> uvicorn.Config:
+    """The server `serve` runs, with the redaction installed (the local dashboard runs it too,
+    at `warning`: no access log on the terminal)."""
     install_redaction()
     return uvicorn.Config(
-        app, host=host, port=port, log_level="info",
+        app, host=host, port=port, log_level=log_level,
         http=_h11_with_header_timeout(header_timeout),
         # None: uvicorn's loggers propagate to the root logger's JSON handler (tasks.logging).
         log_config=None,

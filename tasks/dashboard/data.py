@@ -1,0 +1,310 @@
+"""What each dashboard page shows, computed from the history, the state store and the routing
+file at one instant; plain values for the templates (no I/O beyond the calls named here)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Protocol
+from urllib.parse import quote
+
+from sync.compiler import CompiledRouting
+from sync.decide import RoutingContext
+from sync.models import Decision
+from sync.state.base import LoadRow, StateStore
+
+# The window selector: name -> label. "today" starts at midnight in the routing file's timezone.
+WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
+DEFAULT_WINDOW = "7d"
+# Speed-to-lead points per window: hours today, 6-hour steps over a week, days over a month.
+BUCKETS = {"today": 24, "7d": 28, "30d": 30}
+OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped")
+PAGE_SIZE = 50
+MAX_OFFSET = 1_000_000  # deeper than anyone pages by hand; a crafted offset must not scan far
+MAX_FAILED_SHOWN = 500  # ids listed per CRM object on the failed-writes page
+MAX_FAILED_EXPLAINED = 100  # of those, how many get their last write error looked up
+
+
+class SpeedPointLike(Protocol):
+    """`sync.history.SpeedPoint`: one bucket of speed to lead, seconds."""
+
+    @property
+    def start(self) -> datetime: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def p50(self) -> float | None: ...
+    @property
+    def p95(self) -> float | None: ...
+
+
+class HistoryReader(Protocol):
+    """The part of `sync.history.History` the dashboard reads (docs/operations.md)."""
+
+    def decision_ids(self, record_id: str | None = None, rep: str | None = None,
+                     rule: str | None = None, outcome: str | None = None,
+                     since: datetime | None = None, until: datetime | None = None,
+                     limit: int | None = None, offset: int = 0) -> list[tuple[int, Decision]]:
+        ...
+
+    def decision(self, id: int) -> Decision | None: ...
+
+    def load(self, since: datetime | None = None,
+             until: datetime | None = None) -> list[LoadRow]: ...
+
+    def outcome_counts(self, since: datetime, until: datetime) -> dict[str, int]: ...
+
+    def rule_hits(self, since: datetime, until: datetime) -> dict[str, int]: ...
+
+    def speed_to_lead(self, since: datetime, until: datetime,
+                      buckets: int) -> Sequence[SpeedPointLike]: ...
+
+
+def window_bounds(window: str, now: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
+    """[since, until) of a window ending now; ValueError for a name not in WINDOWS."""
+    if window == "today":
+        local = now.astimezone(zone)
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(UTC)
+        # At midnight itself the day so far is empty; the history wants since < until.
+        return min(start, now - timedelta(microseconds=1)), now
+    if window == "7d":
+        return now - timedelta(days=7), now
+    if window == "30d":
+        return now - timedelta(days=30), now
+    raise ValueError(f"window must be one of: {', '.join(WINDOWS)}")
+
+
+# --- overview ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    name: str
+    count: int
+    percent: float
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    outcomes: list[Share]
+    total: int
+    speed: list[SpeedPointLike]
+    rules: list[Share]  # winning rule -> decisions, most first; "" = no rule
+    speed_total: int
+
+
+def overview(history: HistoryReader, since: datetime, until: datetime,
+             buckets: int) -> Overview:
+    counts = history.outcome_counts(since, until)
+    total = sum(counts.values())
+    names = list(OUTCOMES) + sorted(k for k in counts if k not in OUTCOMES)
+    outcomes = [Share(n, counts.get(n, 0), _pct(counts.get(n, 0), total)) for n in names]
+    hits = history.rule_hits(since, until)
+    hit_total = sum(hits.values())
+    rules = [Share(rule, n, _pct(n, hit_total))
+             for rule, n in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))]
+    speed = list(history.speed_to_lead(since, until, buckets))
+    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed))
+
+
+def _pct(part: int, whole: int) -> float:
+    return 100.0 * part / whole if whole else 0.0
+
+
+# --- balance -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MemberLoad:
+    rep: str
+    assigned: int  # pool turns in the chosen window (from the history)
+    cap_count: int  # assignments in the current cap window (from the state store)
+    cap_max: int | None
+    cap_percent: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PoolBalance:
+    name: str
+    strategy: str
+    cap: str  # "40 / day", or "" without a cap
+    members: list[MemberLoad]
+    spread: int  # max - min of `assigned` over members, as `stats` computes it
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class RepLoad:
+    rep: str
+    assigned: int
+    fallback: int
+
+    @property
+    def total(self) -> int:
+        return self.assigned + self.fallback
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    pools: list[PoolBalance]
+    reps: list[RepLoad]
+
+
+def balance(history: HistoryReader, store: StateStore, routing: CompiledRouting | None,
+            since: datetime, until: datetime, now: datetime) -> Balance:
+    rows = history.load(since=since, until=until)
+    per_pool: dict[str, Counter[str]] = {}
+    per_rep: dict[str, Counter[str]] = {}
+    for row in rows:
+        per_rep.setdefault(row.rep, Counter())[row.outcome] += row.count
+        # Pool turns only: an overflow (outcome `fallback`) names the pool but is no member's
+        # turn and must not count in the pool's spread (as `stats`).
+        if row.pool is not None and row.outcome == "assigned":
+            per_pool.setdefault(row.pool, Counter())[row.rep] += row.count
+    snapshots = {}
+    members: dict[str, list[str]] = {name: sorted(c) for name, c in per_pool.items()}
+    if routing is not None:
+        members.update({name: list(p.members) for name, p in routing.pools.items()})
+        snapshots = store.load_pools(RoutingContext.pool_windows(routing, now))
+    pools = []
+    for name in sorted(members):
+        pool = routing.pools.get(name) if routing is not None else None
+        cap = pool.cap if pool is not None else None
+        counts = per_pool.get(name, Counter())
+        snapshot = snapshots.get(name)
+        loads = []
+        for rep in members[name]:
+            now_count = snapshot.counts.get(rep, 0) if snapshot is not None else 0
+            loads.append(MemberLoad(
+                rep, counts.get(rep, 0), now_count, cap.max if cap else None,
+                _pct(now_count, cap.max) if cap and cap.max else None))
+        values = [m.assigned for m in loads]
+        pools.append(PoolBalance(
+            name, pool.strategy if pool is not None else "(no longer in the routing file)",
+            f"{cap.max:,} / {cap.per}" if cap else "", loads,
+            max(values) - min(values) if values else 0, sum(values)))
+    reps = [RepLoad(rep, c.get("assigned", 0), c.get("fallback", 0))
+            for rep, c in sorted(per_rep.items())]
+    return Balance(pools, reps)
+
+
+# --- reps --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RepStatus:
+    id: str
+    name: str
+    email: str
+    status: str  # available | paused | out_of_office | inactive | at_cap
+    detail: str
+    paused: bool
+    paused_until: datetime | None
+    capped_in: list[str] = field(default_factory=list)
+
+
+STATUS_LABELS = {"available": "Available", "paused": "Paused", "out_of_office": "Out of office",
+                 "inactive": "Inactive", "at_cap": "At cap"}
+
+
+def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[RepStatus]:
+    pauses = store.pauses(now)
+    snapshots = store.load_pools(RoutingContext.pool_windows(routing, now))
+    ctx = RoutingContext(routing, now, paused=pauses, pools=snapshots)
+    out = []
+    for rep_id, rep in routing.reps.items():
+        why = ctx.status(rep_id)
+        capped = [name for name, pool in routing.pools.items()
+                  if rep_id in pool.members and pool.cap is not None
+                  and snapshots[name].counts.get(rep_id, 0) >= pool.cap.max]
+        if why is None:
+            status = "at_cap" if capped else "available"
+            detail = f"at cap in {', '.join(capped)}" if capped else ""
+        elif why.startswith("paused"):
+            status, detail = "paused", "until resumed" if why == "paused" else why
+        elif why.startswith("out of office"):
+            status, detail = "out_of_office", why
+        else:
+            status, detail = "inactive", why
+        # `pauses(now)` holds only the pauses in force at `now`.
+        out.append(RepStatus(rep_id, rep.name or rep_id, rep.email or "", status, detail,
+                             rep_id in pauses, pauses.get(rep_id), capped))
+    return out
+
+
+# --- CRM links ---------------------------------------------------------------------------
+
+_HUBSPOT_TYPES = {"account": "0-2", "contact": "0-1"}
+_SALESFORCE_OBJECTS = {"account": "Account", "lead": "Lead", "contact": "Contact"}
+
+
+def crm_link(decision: Decision, hubspot_portal_id: str | None,
+             salesforce_instance_url: str | None) -> str | None:
+    """The record's page in its CRM: HubSpot's record URL (portal id needed), Salesforce
+    Lightning's; None when the setting is missing or the object has no such page."""
+    record = quote(decision.record_id, safe="")
+    if decision.crm == "hubspot" and hubspot_portal_id:
+        kind = _HUBSPOT_TYPES.get(decision.object)
+        if kind is None:
+            return None
+        return (f"https://app.hubspot.com/contacts/{quote(hubspot_portal_id, safe='')}"
+                f"/record/{kind}/{record}")
+    if decision.crm == "salesforce" and salesforce_instance_url:
+        base = salesforce_instance_url.rstrip("/")
+        sobject = _SALESFORCE_OBJECTS.get(decision.object)
+        # Only a web address becomes a link (a setting is not a place for javascript:).
+        if sobject is None or not base.lower().startswith(("https://", "http://")):
+            return None
+        return f"{base}/lightning/r/{sobject}/{record}/view"
+    return None
+
+
+# --- failed writes -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRow:
+    record_id: str
+    decision_id: int | None
+    decided_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedGroup:
+    crm: str
+    object: str
+    total: int
+    rows: list[FailedRow]
+
+
+def failed_writes(store: StateStore, history: HistoryReader | None,
+                  objects: Mapping[str, Collection[str]]) -> list[FailedGroup]:
+    """What waits for a retried write per CRM object, with the last decision's write error."""
+    groups = []
+    for crm, names in objects.items():
+        for obj in names:
+            ids = store.failed(crm, obj)
+            if not ids:
+                continue
+            rows = []
+            for i, record_id in enumerate(ids[:MAX_FAILED_SHOWN]):
+                found = _last_for(history, record_id, crm) if i < MAX_FAILED_EXPLAINED else None
+                rows.append(FailedRow(record_id, found[0] if found else None,
+                                      found[1].decided_at if found else None,
+                                      found[1].write_error if found else None))
+            groups.append(FailedGroup(crm, obj, len(ids), rows))
+    return groups
+
+
+def _last_for(history: HistoryReader | None, record_id: str,
+              crm: str) -> tuple[int, Decision] | None:
+    if history is None:
+        return None
+    # Record ids of two CRMs can collide: the newest of this CRM's among the last few.
+    for found in history.decision_ids(record_id=record_id, limit=5):
+        if found[1].crm == crm:
+            return found
+    return None
