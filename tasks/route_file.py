@@ -510,7 +510,20 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
            writer: CsvWriter, summary: FileSummary, accounts: AccountOwners | None,
            seen: _SeenIds) -> None:
     # A duplicate id is routed once, at its first row; later rows report it and take no turn.
-    earlier = seen.first_lines([item[3][0] for item in items if len(item) == 4])
+    record_ids = [item[3][0] for item in items if len(item) == 4]
+    earlier = seen.first_lines(record_ids)
+    if not earlier and len(record_ids) == len(items) == len(set(record_ids)):
+        # The usual chunk: every row routable, no id seen before. The loop below, in bulk.
+        routed = route_batch(
+            [_as_prepared(item[3]) for item in items],  # type: ignore[misc]  # Records' stand-ins
+            routing, store, now, trigger="file",
+            account_owners=None if accounts is None else accounts.owners,
+            learn=None if accounts is None else accounts.wanted)
+        seen.add([(item[3][0], item[0]) for item in items])
+        writer.write_many(zip([item[3][0] if item[1] is None else item[1] for item in items],
+                              routed, strict=True))
+        summary.add_many(routed)
+        return
     fresh: list[tuple[str, int]] = []
     records: list[Record] = []
     bad: list[Decision | None] = []
