@@ -168,10 +168,10 @@ def _describe(rows: Sequence[Row], routing: CompiledRouting) -> list[Item]:
                 else:
                     domain, keys, freemail = (record.domain, tuple(one(k, k) for k in
                                               record.domain_keys), record.freemail)
+                found = tuple(matches)
                 append((row.line, None if out_id == record.id else out_id, before, (
                     record.id, obj, one(record.crm, record.crm), one(record.owner, record.owner),
-                    domain, keys, freemail, record.created_at, one(tuple(matches),
-                                                                   tuple(matches)))))
+                    domain, keys, freemail, record.created_at, one(found, found))))
                 continue
         obj = values.get("object", "").strip().lower()
         append((row.line, out_id, before, why, out_id or f"line {row.line}",
