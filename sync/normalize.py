@@ -389,6 +389,15 @@ def is_freemail(domain: str | None) -> bool:
     )
 
 
+def forget_hosts() -> None:
+    """Empty the per-host caches. A long file's hosts are mostly seen once: a process that
+    normalizes millions (a `route-file` worker) calls this now and then, so its memory holds
+    a few thousand hosts instead of each cache's full 65,536."""
+    for cache in (_suffix_facts, _normalize_domain, registered_domain, domain_keys,
+                  _domain_facts, is_freemail):
+        cache.cache_clear()
+
+
 # --------------------------------------------------------------------------------------------
 # Countries
 
