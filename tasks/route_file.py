@@ -10,6 +10,7 @@ round-robin order, as a single-process run.
 from __future__ import annotations
 
 import gc
+import json
 import marshal
 import multiprocessing
 import os
@@ -265,7 +266,7 @@ def _auto_workers(path: Path) -> int:
 # --- duplicate ids -------------------------------------------------------------------------
 
 
-_LOOKUP = 500  # ids looked up per statement
+_LOOKUP = 500  # ids looked up per statement without JSON
 _SELECT_SEEN = f"SELECT id, line FROM seen WHERE id IN ({','.join('?' * _LOOKUP)})"
 
 
@@ -276,14 +277,21 @@ class _SeenIds:
     ~130 MB of Python objects, and memory must not grow with the input.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, use_json: bool | None = None) -> None:
         self._db = sqlite3.connect("")  # "": a private temporary file, deleted on close
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.execute("CREATE TABLE seen (id TEXT PRIMARY KEY, line INTEGER) WITHOUT ROWID")
+        # A chunk's ids go in as one JSON text, unpacked by SQLite (json_each, built in since
+        # 3.38): half the cost of binding them one by one. Without it, they are bound.
+        self._json = _has_json_each(self._db) if use_json is None else use_json
 
     def first_lines(self, ids: Sequence[str]) -> dict[str, int]:
         """The line each of `ids` was first routed on, for those seen before."""
+        if self._json:
+            return dict(self._db.execute(
+                "SELECT id, line FROM seen WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids, ensure_ascii=False),)))
         found: dict[str, int] = {}
         unique = list(dict.fromkeys(ids))
         for at in range(0, len(unique), _LOOKUP):
@@ -295,11 +303,24 @@ class _SeenIds:
         return found
 
     def add(self, rows: Sequence[tuple[str, int]]) -> None:
+        """Remember (id, line) pairs; the ids are new and distinct."""
         with self._db:
-            self._db.executemany("INSERT INTO seen (id, line) VALUES (?, ?)", rows)
+            if self._json:
+                self._db.execute("INSERT INTO seen (id, line) SELECT key, value FROM json_each(?)",
+                                 (json.dumps(dict(rows), ensure_ascii=False),))
+            else:
+                self._db.executemany("INSERT INTO seen (id, line) VALUES (?, ?)", rows)
 
     def close(self) -> None:
         self._db.close()
+
+
+def _has_json_each(db: sqlite3.Connection) -> bool:
+    try:
+        db.execute("SELECT value FROM json_each('[1]')").fetchall()
+    except sqlite3.OperationalError:
+        return False
+    return True
 
 
 # --- routing ---------------------------------------------------------------------------------
