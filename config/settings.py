@@ -86,6 +86,13 @@ class Settings(BaseSettings):
     # file must resolve inside the routing file's folder, so a routing file cannot make a worker
     # read (and quote) /proc/self/environ or ~/.ssh.
     list_roots: Annotated[tuple[str, ...], NoDecode] = ()
+    # ACCOUNT_ROUTER_DATABASE_URL: the decision history's database (docs/operations.md#decision-
+    # history): `postgresql+psycopg://user:password@host:5432/db` in service mode; unset in
+    # embedded mode, where the history lives in the SQLite state file itself.
+    database_url: str | None = None
+    # ACCOUNT_ROUTER_HISTORY_RETENTION_DAYS: decisions older than this are pruned (beat, daily;
+    # `account-router db prune`).
+    history_retention_days: int = Field(default=90, ge=1)
 
     @field_validator("sweep_schedule", mode="before")
     @classmethod
@@ -109,3 +116,18 @@ class Settings(BaseSettings):
     def resolved_state_url(self, override: str | None = None) -> str:
         """--state wins, then ACCOUNT_ROUTER_STATE_URL, then the Redis URL, then SQLite."""
         return override or self.state_url or self.redis_url or DEFAULT_STATE_URL
+
+    def resolved_database_url(self, state_url: str | None = None) -> str:
+        """The history's database: ACCOUNT_ROUTER_DATABASE_URL, else (embedded mode, SQLite
+        state) the state file itself. Service mode (Redis state) has no file to fall back on:
+        ValueError naming the setting."""
+        if self.database_url and self.database_url.strip():
+            return self.database_url.strip()
+        state = (state_url or self.resolved_state_url()).strip()
+        if state.startswith("sqlite:"):
+            return state
+        raise ValueError(
+            "ACCOUNT_ROUTER_DATABASE_URL is not set: with Redis state (service mode) the "
+            "decision history needs a database, e.g. "
+            "ACCOUNT_ROUTER_DATABASE_URL=postgresql+psycopg://user:password@host:5432/router"
+        )

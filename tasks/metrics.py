@@ -32,6 +32,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from connectors.settings import Settings
+from sync.state.redis import DEAD_KEY, OUTBOX_KEY
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,35 @@ class Broker:
 
     def close(self) -> None:
         self._r.close()
+
+class HistoryOutbox(Collector):
+    """The history outbox in the state Redis (service mode), read at scrape time: decisions
+    waiting for the SQL history, and entries set aside as undecodable. One that keeps growing
+    means `history.flush` cannot reach the database (docs/operations.md#the-history-outbox-and-
+    a-postgresql-outage). Reads raise when Redis is unreachable, like `Broker`'s."""
+
+    def __init__(self, url: str, *, prefix: str = "ar:",
+                 timeout: float = BROKER_TIMEOUT_SECONDS) -> None:
+        self._r: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0))
+        self._keys = (f"{prefix}{OUTBOX_KEY}", f"{prefix}{DEAD_KEY}")
+
+    def collect(self) -> Iterator[Metric]:
+        with self._r.pipeline(transaction=False) as pipe:
+            for key in self._keys:
+                pipe.llen(key)
+            waiting, dead = pipe.execute()
+        yield GaugeMetricFamily(f"{PREFIX}_history_outbox",
+                                "Decisions waiting in the Redis outbox for the SQL history.",
+                                value=float(waiting))
+        yield GaugeMetricFamily(f"{PREFIX}_history_outbox_dead",
+                                "Outbox entries set aside because they could not be decoded.",
+                                value=float(dead))
+
+    def close(self) -> None:
+        self._r.close()
+
 
 # One instance per process and Redis URL: the web app and the pipelines of this process share
 # it (in embedded mode that is the only way /metrics sees the in-process runs).

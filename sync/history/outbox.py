@@ -8,6 +8,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from sqlalchemy.exc import DataError
+
 from config.display import shorten
 from config.urls import redact_urls
 from sync.models import Decision
@@ -31,6 +33,8 @@ class OutboxStore(Protocol):
     def outbox_ack(self, ids: Sequence[int]) -> int: ...
 
     def outbox_size(self) -> int: ...
+
+    def outbox_bury(self, id: int, why: str) -> bool: ...
 
     def legacy_audit(self, n: int) -> list[tuple[int, Decision]]: ...
 
@@ -86,10 +90,7 @@ def _move(store: OutboxStore, history: HistorySink, batch: int) -> int:
     rows = legacy or store.outbox(batch)
     if not rows:
         return 0
-    try:
-        new = history.record(rows)
-    except Exception as exc:
-        raise FlushError(describe(exc)) from None
+    new = _record(store, history, rows, isolate=not legacy)
     ids = [i for i, _ in rows]
     if legacy:
         store.legacy_audit_ack(ids)
@@ -100,6 +101,32 @@ def _move(store: OutboxStore, history: HistorySink, batch: int) -> int:
         log.info("history flush: %d of %d decisions were already stored", len(rows) - new,
                  len(rows))
     return len(rows)
+
+
+def _record(store: OutboxStore, history: HistorySink, rows: Sequence[tuple[int, Decision]],
+            *, isolate: bool) -> int:
+    """`history.record(rows)`. A batch the database refuses for its content (not for being
+    down) is halved until the refused decision is alone; that one moves to `history:dead`,
+    so one bad entry cannot hold up every decision behind it."""
+    try:
+        return history.record(rows)
+    except Exception as exc:
+        if not (isolate and refused_content(exc)):
+            raise FlushError(describe(exc)) from None
+        if len(rows) == 1:
+            store.outbox_bury(rows[0][0], describe(exc))
+            return 0
+        half = len(rows) // 2
+        return (_record(store, history, rows[:half], isolate=True)
+                + _record(store, history, rows[half:], isolate=True))
+
+
+def refused_content(exc: BaseException) -> bool:
+    """The database (or the encoding before it) rejected a value, e.g. an id beyond BIGINT;
+    unlike a lost connection or a missing table, retrying the same rows can never succeed."""
+    cause = getattr(exc, "orig", None) or exc
+    return isinstance(exc, DataError) or isinstance(cause, (ValueError, TypeError,
+                                                            OverflowError))
 
 
 def describe(exc: BaseException) -> str:

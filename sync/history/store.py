@@ -32,7 +32,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from config.urls import redact_url
+from config.urls import redact_url, redact_urls
 from sync.history import codec
 from sync.history.schema import HEAD_REVISION
 from sync.history.schema import decisions as D
@@ -84,6 +84,14 @@ class SpeedPoint:
     count: int
     p50: float | None
     p95: float | None
+
+
+def describe_error(exc: BaseException) -> str:
+    """A database error in one line, URLs redacted: the driver's own message (SQLAlchemy's
+    wrapper adds the statement, parameters and a link; none of it helps an operator)."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return redact_urls(lines[0].strip() if lines else type(orig).__name__)
 
 
 def normalize_url(url: str) -> str:

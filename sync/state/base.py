@@ -1,4 +1,4 @@
-"""The state-store port: pool cursors, credits and window counters, pauses, and the audit trail."""
+"""The state-store port: pool cursors, credits and window counters, pauses, and bookkeeping."""
 
 from __future__ import annotations
 
@@ -69,8 +69,10 @@ class StateStore(Protocol):
         decisions: Sequence[Decision],
     ) -> bool:
         """Atomically: if every pool in `expected` is still at that version, apply `changes`
-        (bumping each changed pool's version by one) and append `decisions` to the audit trail,
-        then return True; otherwise change nothing and return False."""
+        (bumping each changed pool's version by one) and record `decisions` (embedded: into the
+        history tables of the same file; service: into the outbox the history is fed from),
+        then return True; otherwise change nothing and return False. Reading decisions back is
+        the history's job (`sync.history.History`), not the state store's."""
 
     def pauses(self, now: datetime) -> dict[str, datetime | None]:
         """Reps paused at `now`: rep id -> until (None = until resumed)."""
@@ -79,19 +81,6 @@ class StateStore(Protocol):
 
     def resume(self, rep: str) -> bool:
         """Lift a pause; False when the rep was not paused."""
-
-    def decisions(
-        self,
-        record_id: str | None = None,
-        rep: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[Decision]:
-        """Audit trail, newest first, filtered by record id, owner rep and decided_at range."""
-
-    def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
-        """Assignments (outcomes assigned/fallback with an owner) grouped by rep, pool, outcome."""
 
     # --- pipeline bookkeeping: checkpoints, record locks, failed writes ----------------
     # (docs/operations.md#the-pipeline)

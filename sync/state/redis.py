@@ -30,6 +30,10 @@ _CHUNK = 1000  # keys per UNLINK: bounded round trips without one giant command
 
 log = logging.getLogger("account_router.history")
 
+# The history outbox's lists, under the store's prefix (also read by /metrics, tasks/metrics.py).
+OUTBOX_KEY = "history:outbox"
+DEAD_KEY = "history:dead"
+
 # One server-side script = one atomic step: no other client runs between the version checks and
 # the writes, so two workers can never both commit from the same pool version (no turn handed
 # out twice), and a failed check leaves everything untouched. Every key it touches is passed in
@@ -109,6 +113,25 @@ if found > 0 then redis.call('LREM', KEYS[1], 0, tomb) end
 return found
 """
 
+# One entry, found by its id near the head, moves to the dead list in one step (an entry the
+# history database refuses to store, so that it does not block the queue behind it).
+_BURY_ID_LUA = """
+local start = 0
+while true do
+  local chunk = redis.call('LRANGE', KEYS[1], start, start + 999)
+  if #chunk == 0 then return 0 end
+  for j, entry in ipairs(chunk) do
+    if string.match(entry, '^(%d+) ') == ARGV[1] then
+      redis.call('LSET', KEYS[1], start + j - 1, ARGV[2])
+      redis.call('LREM', KEYS[1], 1, ARGV[2])
+      redis.call('RPUSH', KEYS[2], entry)
+      return 1
+    end
+  end
+  start = start + #chunk
+end
+"""
+
 # A poison entry (one that cannot be decoded) leaves the queue for the dead list in one step,
 # so it is neither lost nor read again; LREM by value takes that exact entry.
 _BURY_LUA = """
@@ -185,6 +208,7 @@ class RedisStateStore(ClosesOnExit):
         self._seen_script = self._r.register_script(_SEEN_LUA)
         self._ack_script = self._r.register_script(_ACK_LUA)
         self._bury_script = self._r.register_script(_BURY_LUA)
+        self._bury_id_script = self._r.register_script(_BURY_ID_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -275,7 +299,7 @@ class RedisStateStore(ClosesOnExit):
             return slots[name]
 
         key(self._history_key("last_id"))
-        key(self._history_key("outbox"))
+        key(f"{self.prefix}{OUTBOX_KEY}")
         key(f"{self.prefix}commit:{commit_id or uuid.uuid4().hex}")
         for d in decisions:
             if d.decided_at is not None:
@@ -334,7 +358,7 @@ class RedisStateStore(ClosesOnExit):
         flusher acknowledges them once they are stored). An entry that cannot be decoded moves
         to `history:dead` instead of blocking the queue."""
         check_limit(n)
-        key = self._history_key("outbox")
+        key = f"{self.prefix}{OUTBOX_KEY}"
         while True:
             entries = _strings(self._r.lrange(key, 0, n - 1)) if n else []
             decoded: list[tuple[int, Decision]] = []
@@ -353,19 +377,31 @@ class RedisStateStore(ClosesOnExit):
         if not ids:
             return 0
         tomb = f"\0acked {uuid.uuid4().hex}"  # no entry starts with NUL: never a real one
-        return int(self._ack_script(keys=[self._history_key("outbox")],
+        return int(self._ack_script(keys=[f"{self.prefix}{OUTBOX_KEY}"],
                                     args=[tomb, *(str(int(i)) for i in ids)]))
+
+    def outbox_bury(self, id: int, why: str) -> bool:
+        """Move the entry of decision `id` to `history:dead` (the history database refused it:
+        `why`, which must not quote the entry); False when it is not in the outbox."""
+        tomb = f"\0buried {uuid.uuid4().hex}"
+        moved = bool(self._bury_id_script(
+            keys=[f"{self.prefix}{OUTBOX_KEY}", f"{self.prefix}{DEAD_KEY}"],
+            args=[str(int(id)), tomb]))
+        if moved:
+            log.error("history outbox: decision %d refused by the history database (%s); moved "
+                      "to %s%s", id, why, self.prefix, DEAD_KEY)
+        return moved
 
     def outbox_size(self) -> int:
         """Decisions waiting for the SQL history."""
-        return int(self._r.llen(self._history_key("outbox")))
+        return int(self._r.llen(f"{self.prefix}{OUTBOX_KEY}"))
 
     def outbox_dead(self) -> int:
         """Entries set aside because they could not be decoded (kept for inspection)."""
-        return int(self._r.llen(self._history_key("dead")))
+        return int(self._r.llen(f"{self.prefix}{DEAD_KEY}"))
 
     def _bury(self, key: str, entry: str) -> int:
-        moved = int(self._bury_script(keys=[key, self._history_key("dead")], args=[entry]))
+        moved = int(self._bury_script(keys=[key, f"{self.prefix}{DEAD_KEY}"], args=[entry]))
         if moved:
             # The size only: an entry's content may hold customer data.
             log.error("history outbox: an entry of %d characters could not be decoded; moved "
@@ -390,7 +426,7 @@ class RedisStateStore(ClosesOnExit):
                     found.append((int(id_), Decision.from_dict(json.loads(body))))
                 except (ValueError, TypeError, KeyError, AttributeError):
                     if body is not None:
-                        self._r.rpush(self._history_key("dead"), f"{id_} {body}")
+                        self._r.rpush(f"{self.prefix}{DEAD_KEY}", f"{id_} {body}")
                         log.error("legacy audit: decision %s of %d characters could not be "
                                   "decoded; moved to %shistory:dead", id_, len(body), self.prefix)
                     dropped.append(id_)

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
-from sqlalchemy.schema import CreateIndex
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from sync.history import codec
-from sync.history.schema import DECISION_INDEXES, HEAD_REVISION
+from sync.history.schema import DECISION_INDEXES, HEAD_REVISION, metadata
 from sync.models import Decision
 from sync.state import as_utc, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
@@ -163,7 +163,14 @@ class SqliteStateStore(ClosesOnExit):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             current = _history_revision(conn) == HEAD_REVISION
-        if not current:
+        if not current and self.in_memory:
+            # A what-if's throwaway state (`explain`, `simulate`): no other connection can see
+            # an in-memory database, so its history tables are made here, as they are at head.
+            with self._transaction(conn, immediate=True):
+                for table in metadata.sorted_tables:
+                    conn.execute(str(CreateTable(table, if_not_exists=True)
+                                     .compile(dialect=sqlite_dialect())))
+        elif not current:
             # Embedded mode upgrades its own file (a first open, or a file from an older
             # version: its audit trail moves to the history, migration 0002). Through its own
             # connection, under BEGIN IMMEDIATE, so concurrent first opens upgrade once.
@@ -195,6 +202,10 @@ class SqliteStateStore(ClosesOnExit):
                 conn.execute("COMMIT")
 
     @property
+    def in_memory(self) -> bool:
+        return str(self.path) == ":memory:"
+
+    @property
     def url(self) -> str:
         """The file's SQLite URL: the embedded history lives in the same file."""
         return f"sqlite:///{self.path}"
@@ -203,6 +214,8 @@ class SqliteStateStore(ClosesOnExit):
     def history(self) -> History:
         """The decision history in this file (opened on first use, closed with the store)."""
         with self._lock:
+            if self.in_memory:
+                raise ValueError("an in-memory state keeps no history to read")
             if self._history is None:
                 from sync.history import History
 
@@ -295,7 +308,7 @@ class SqliteStateStore(ClosesOnExit):
             for (member, window), n in m.increments.items()
         ]
         rows = self._rows
-        decision_rows = rows.encode(decisions)
+        decision_rows, unresolved = rows.encode(decisions)
         with self._lock:
             conn = self._connection()
             try:
@@ -328,7 +341,8 @@ class SqliteStateStore(ClosesOnExit):
                         count_rows,
                     )
                     if decision_rows:
-                        conn.executemany(_INSERT_DECISION, rows.resolve(conn, decision_rows))
+                        rows.resolve(conn, decision_rows, unresolved)
+                        conn.executemany(_INSERT_DECISION, decision_rows)
             except BaseException:
                 rows.rolled_back()
                 raise
@@ -530,93 +544,93 @@ def _history_revision(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
-# Columns in the order of `_HistoryRows.resolve`'s tuples; the id is the file's rowid sequence.
+# Columns in the order of `_HistoryRows` rows: the label ids and trace id a decision's shape
+# resolves to, then its own values. The id is the file's rowid sequence.
 _INSERT_DECISION = (
-    "INSERT INTO history_decisions (record_id, crm, object, outcome, owner, previous_owner, "
-    "owner_crm_id, pool, rule, \"trigger\", created_at, decided_at, written_at, trace_id, "
+    "INSERT INTO history_decisions (crm, object, owner, previous_owner, owner_crm_id, pool, "
+    "rule, \"trigger\", trace_id, record_id, outcome, created_at, decided_at, written_at, "
     "write_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _LABEL_KINDS = tuple(kind for _, kind in codec.LABEL_FIELDS)
 _CACHE_SIZE = 4096
-
-# (crm, object, owner, previous_owner, owner_crm_id, pool, rule, trigger) as strings
-_Labels = tuple[str | None, ...]
+_Shape = tuple[Any, ...]
 
 
 class _HistoryRows:
     """Decisions as `history_decisions` rows on the hot path (route-file writes a million).
 
-    Encoding is cached twice over: a decision's eight label strings map to their ids as one
-    tuple, and its trace body by the identity of its trace object (decisions that share a body
-    share one trace object; hashing the steps cost more than the rest of the row). Ids found or
-    inserted inside a transaction are cached only once it commits: a rolled-back insert leaves
-    no id behind."""
+    A run repeats a few dozen decision *shapes*: the same labels (crm, object, owner, previous
+    owner, CRM id, pool, rule, trigger) and the same trace. A shape's label and trace ids are
+    looked up once and kept as one tuple, keyed by the labels and the trace's identity (hashing
+    the steps cost more than the rest of the row; the cache entry holds the trace, so its id
+    cannot be reused by another object meanwhile). Ids found or inserted inside a transaction
+    are cached only once it commits: a rolled-back insert leaves no id behind."""
 
     def __init__(self) -> None:
+        self.shapes: dict[_Shape, tuple[tuple[int | None, ...], object]] = {}
         self.labels: dict[tuple[str, str], int] = {}
-        self.label_sets: dict[_Labels, tuple[int | None, ...]] = {}
         self.traces: dict[str, int] = {}
-        # (id(trace), rule, reason, offsets) -> (trace, body): the entry holds the trace, so its id
-        # cannot be reused by another object while it is cached.
-        self.bodies: dict[tuple[int, str | None, str, codec.Offsets], tuple[object, str]] = {}
+        self._pending_shapes: dict[_Shape, tuple[tuple[int | None, ...], object]] = {}
         self._pending_labels: dict[tuple[str, str], int] = {}
         self._pending_traces: dict[str, int] = {}
-        self._instant: tuple[datetime | None, int | None] = (None, None)
+        self._instant: tuple[datetime | None, int | None, int] = (None, None, 0)
 
-    def encode(self, decisions: Sequence[Decision]) -> list[tuple[Any, ...]]:
-        """(labels, record_id, outcome, created, decided, written, body, write_error) each."""
-        bodies = self.bodies
-        out = []
-        store_text, to_us = codec.store_text, codec.to_us
+    def encode(self, decisions: Sequence[Decision]) -> tuple[list[Any], list[int]]:
+        """The rows, and the indexes of those whose shape is not cached yet (`resolve` fills
+        them in). Everything that can fail on bad input (a naive instant, an unknown outcome)
+        fails here, before any transaction."""
+        shapes = self.shapes
         outcomes = codec.OUTCOME_CODES
+        to_us, offset_of, store_text = codec.to_us, codec.offset_of, codec.store_text
+        instant, instant_us, instant_off = self._instant
+        rows: list[Any] = []
+        unresolved: list[int] = []
         for d in decisions:
-            zones = codec.offsets(d)
-            key = (id(d.trace), d.rule, d.reason, zones)
-            cached = bodies.get(key)
-            if cached is None:
-                if len(bodies) >= _CACHE_SIZE:
-                    bodies.clear()
-                cached = bodies[key] = (d.trace,
-                                        codec.trace_body(d.rule, d.reason, d.trace, zones))
             decided = d.decided_at
-            if decided is not None:
-                # A batch shares its instant: convert it once.
-                if self._instant[0] is not decided:
-                    self._instant = (decided, to_us(decided, "decided_at"))
-                decided_us = self._instant[1]
+            if decided is not instant:  # a batch shares its instant: convert it once
+                instant, instant_us = decided, to_us(decided, "decided_at")
+                instant_off = offset_of(decided)
+            created_at, written_at = d.created_at, d.written_at
+            created = written = None
+            created_off = written_off = 0
+            if created_at is not None:
+                created_off = offset_of(created_at)
+                created = to_us(created_at, "created_at")
+            if written_at is not None:
+                written_off = offset_of(written_at)
+                written = to_us(written_at, "written_at")
+            record_id = d.record_id
+            if not (record_id.isascii() and record_id.isprintable()):
+                record_id = store_text(record_id)
+            error = d.write_error
+            tail = (record_id, outcomes[d.outcome], created, instant_us, written,
+                    None if error is None else store_text(error))
+            key = (id(d.trace), d.rule, d.reason, d.owner, d.previous_owner, d.owner_crm_id,
+                   d.pool, d.crm, d.object, d.trigger, created_off, instant_off, written_off)
+            shape = shapes.get(key)
+            if shape is None:
+                unresolved.append(len(rows))
+                rows.append((key, d, tail))
             else:
-                decided_us = None
-            out.append((
-                (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool, d.rule,
-                 d.trigger),
-                store_text(d.record_id), outcomes[d.outcome],
-                None if d.created_at is None else to_us(d.created_at, "created_at"), decided_us,
-                None if d.written_at is None else to_us(d.written_at, "written_at"),
-                cached[1], None if d.write_error is None else store_text(d.write_error),
-            ))
-        return out
+                rows.append(shape[0] + tail)
+        self._instant = (instant, instant_us, instant_off)
+        return rows, unresolved
 
-    def resolve(self, conn: sqlite3.Connection,
-                encoded: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-        """The insert parameters, label and trace ids found or inserted within `conn`'s
-        transaction."""
-        label_sets = self.label_sets
-        rows = []
-        for labels, record_id, outcome, created, decided, written, body, error in encoded:
-            ids = label_sets.get(labels)
-            if ids is None:
+    def resolve(self, conn: sqlite3.Connection, rows: list[Any], unresolved: list[int]) -> None:
+        """Fill in the rows `encode` could not, finding or inserting their label and trace ids
+        within `conn`'s transaction."""
+        pending = self._pending_shapes
+        for i in unresolved:
+            key, d, tail = rows[i]
+            shape = self.shapes.get(key) or pending.get(key)
+            if shape is None:
+                labels = (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool,
+                          d.rule, d.trigger)
                 ids = tuple(None if text is None else self._label(conn, kind, text)
                             for kind, text in zip(_LABEL_KINDS, labels, strict=True))
-                if not self._pending_labels.keys() & set(zip(_LABEL_KINDS, labels, strict=True)):
-                    if len(label_sets) >= _CACHE_SIZE:
-                        label_sets.clear()
-                    label_sets[labels] = ids
-            trace_id = self.traces.get(body)
-            if trace_id is None:
-                trace_id = self._trace(conn, body)
-            rows.append((record_id, *ids[:2], outcome, *ids[2:7], ids[7], created, decided,
-                         written, trace_id, error))
-        return rows
+                body = codec.trace_body(d.rule, d.reason, d.trace, key[10:])
+                shape = pending[key] = (ids + (self._trace(conn, body),), d.trace)
+            rows[i] = shape[0] + tail
 
     def _label(self, conn: sqlite3.Connection, kind: str, text: str) -> int:
         key = (kind, text)
@@ -634,7 +648,9 @@ class _HistoryRows:
         return found
 
     def _trace(self, conn: sqlite3.Connection, body: str) -> int:
-        found = self._pending_traces.get(body)
+        found = self.traces.get(body)
+        if found is None:
+            found = self._pending_traces.get(body)
         if found is None:
             digest = codec.digest(body)
             conn.execute("INSERT INTO history_traces (digest, body) VALUES (?, ?) "
@@ -645,12 +661,17 @@ class _HistoryRows:
         return found
 
     def committed(self) -> None:
+        if len(self.shapes) + len(self._pending_shapes) > _CACHE_SIZE:
+            self.shapes.clear()
+        if len(self.traces) + len(self._pending_traces) > _CACHE_SIZE:
+            self.traces.clear()
+        self.shapes.update(self._pending_shapes)
         self.labels.update(self._pending_labels)
         self.traces.update(self._pending_traces)
-        self._pending_labels.clear()
-        self._pending_traces.clear()
+        self.rolled_back()
 
     def rolled_back(self) -> None:
+        self._pending_shapes.clear()
         self._pending_labels.clear()
         self._pending_traces.clear()
 

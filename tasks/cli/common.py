@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
 from rich.segment import Segment
+from sqlalchemy.exc import SQLAlchemyError
 
 from config.routing import ConfigError
 from config.urls import redact_url, redact_urls
@@ -23,6 +24,8 @@ from connectors import registry
 from connectors.registry import canonical_object, load_routing
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
+from sync.history import History, SchemaOutOfDate
+from sync.history.store import describe_error
 from sync.pipeline import Pipeline
 from sync.ports import Connector, CredentialsError, CrmError
 from sync.state import open_store
@@ -158,6 +161,32 @@ def open_state(url: str | None, *, if_missing: Literal["create", "fail", "empty"
         store.close()
         fail(_cannot_open(resolved, exc))
     return store
+
+
+def open_history(state: str | None) -> History:
+    """The decision history routing recorded into, at the current schema; exit 2 if unusable.
+    Embedded (SQLite state): the state file's own tables (open the state first: that upgrades
+    them); service mode: ACCOUNT_ROUTER_DATABASE_URL."""
+    settings = Settings()
+    resolved = settings.resolved_state_url(state)
+    embedded = sqlite_path(resolved) is not None
+    if embedded:
+        # A missing file is a mistyped path (say so); an older one is upgraded by the open.
+        open_state(state, if_missing="fail").close()
+    try:
+        url = resolved if embedded else settings.resolved_database_url(resolved)
+        history = History(url)
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        history.require_current()
+    except SchemaOutOfDate as exc:
+        history.close()
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        history.close()
+        fail(f"cannot open the history database {history.shown_url!r}: {describe_error(exc)}")
+    return history
 
 
 def _cannot_open(url: str, exc: Exception) -> str:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.csv.file import InputError, OutputError, count_rows
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext, decide
+from sync.history import History
+from sync.history.store import describe_error
 from sync.models import Decision, Record
 from sync.normalize import build_record
 from tasks.cli.common import (
@@ -25,6 +29,7 @@ from tasks.cli.common import (
     err,
     fail,
     load_routing_file,
+    open_history,
     open_state,
     out,
     parse_instant,
@@ -32,6 +37,8 @@ from tasks.cli.common import (
 )
 from tasks.cli.crm import explain_crm
 from tasks.route_file import FileSummary, route_file
+
+T = TypeVar("T")
 
 
 def validate(config: Annotated[Path, typer.Argument(help="Routing file to check.")]) -> None:
@@ -210,11 +217,8 @@ def audit(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """The audit trail of one record, newest first."""
-    store = open_state(state, if_missing="fail")
-    try:
-        decisions = store.decisions(record_id=record_id)
-    finally:
-        store.close()
+    with open_history(state) as history:
+        decisions = _read(lambda: history.decisions(record_id=record_id), history)
     if as_json:
         print_json([d.to_dict() for d in decisions])
     if not decisions:
@@ -223,6 +227,14 @@ def audit(
         return
     for d in decisions:
         _print_decision(d)
+
+
+def _read(query: Callable[[], T], history: History) -> T:
+    """Run a history query; a database failure is exit 2 naming the database (redacted)."""
+    try:
+        return query()
+    except SQLAlchemyError as exc:
+        fail(f"cannot read the history database {history.shown_url!r}: {describe_error(exc)}")
 
 
 def _print_decision(d: Decision) -> None:
@@ -250,11 +262,8 @@ def stats(
     if start >= end:
         fail(f"--since {start.isoformat()} must be before --until {end.isoformat()}")
     routing = load_routing_file(config) if (config is not None or Settings().config) else None
-    store = open_state(state, if_missing="fail")
-    try:
-        rows = store.load(since=start, until=end)
-    finally:
-        store.close()
+    with open_history(state) as history:
+        rows = _read(lambda: history.load(since=start, until=end), history)
     per_rep: Counter[str] = Counter()
     per_pool: dict[str, Counter[str]] = {}
     for row in rows:

@@ -20,7 +20,7 @@ from tasks.dashboard import HistoryReader, for_serve, mount
 from tasks.http import health, hubspot, ops, salesforce
 from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
 from tasks.http.routing import ServedRouting
-from tasks.metrics import AnyMetrics, Broker, metrics_for
+from tasks.metrics import AnyMetrics, Broker, HistoryOutbox, metrics_for
 
 # Each webhook holds a worker thread until its batch is in the broker (up to the batch window,
 # ACCOUNT_ROUTER_BATCH_WINDOW_MS): at 1,000 requests/s and 100 ms that is 100 threads, more than
@@ -62,6 +62,9 @@ def create_app(
     registry.register(shared.collector())
     if broker is not None:
         registry.register(broker.collector())
+    state_url = settings.resolved_state_url()
+    if state_url.startswith(("redis://", "rediss://")):
+        registry.register(HistoryOutbox(state_url))
     events_total = Counter(
         "account_router_webhook_events", "Webhook events by outcome (rejected: per request).",
         ["crm", "result"], registry=registry,

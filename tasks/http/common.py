@@ -19,6 +19,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
+from sync.history import History
+from sync.history.store import describe_error
 from sync.state.base import StateStore
 from tasks.logging import REDACTED, SECRET_KEY
 
@@ -182,6 +184,16 @@ def store_call(call: Callable[[], Any]) -> Any:
         raise Rejected(503, "state store unavailable; retry later", "failed") from exc
 
 
+def history_call(call: Callable[[], Any]) -> Any:
+    """Run a history query: a database that is down or unset is a 503, never a 500 (the
+    message names no URL: the log line has it, redacted)."""
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001 - any database failure is a 503 here
+        log.error("history call failed: %s", describe_error(exc))
+        raise Rejected(503, "decision history unavailable; retry later", "failed") from exc
+
+
 @dataclass
 class AppContext:
     """What every router needs, held on `app.state.ctx` (one per app, no module globals)."""
@@ -195,6 +207,20 @@ class AppContext:
     registry: CollectorRegistry  # what /metrics renders
     metrics: AnyMetrics  # the pipeline series (a dry run's CRM calls count there too)
     routing: Callable[[], CompiledRouting | None]  # the routing file served (None: unset)
+    # The decision history, opened on first use (`history()`); the app may set it up front.
+    history_db: History | None = None
+
+    def history(self) -> History:
+        """The history the store's decisions land in: the SQLite state file's own (embedded),
+        else ACCOUNT_ROUTER_DATABASE_URL. ValueError (a 503 via `store_call`) when unset."""
+        if self.history_db is None:
+            from sync.state.sqlite import SqliteStateStore
+
+            if isinstance(self.store, SqliteStateStore):
+                self.history_db = self.store.history
+            else:
+                self.history_db = History(self.settings.resolved_database_url())
+        return self.history_db
 
     def hand_over(self, crm: str, batches: Mapping[str, list[str]], trigger: str) -> None:
         """Enqueue each object's ids; a broker failure is a 503 (retry), never a 500."""

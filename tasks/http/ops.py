@@ -28,7 +28,15 @@ from connectors.registry import canonical_object
 from sync.models import Decision
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CredentialsError, CrmError
-from tasks.http.common import AppContext, Ctx, Rejected, check_text, require_token, store_call
+from tasks.http.common import (
+    AppContext,
+    Ctx,
+    Rejected,
+    check_text,
+    history_call,
+    require_token,
+    store_call,
+)
 
 log = logging.getLogger("tasks.http")
 
@@ -157,7 +165,7 @@ async def decisions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Response:
     found = await run_in_threadpool(
-        store_call, lambda: ctx.store.decisions(record_id=record_id, limit=limit))
+        history_call, lambda: ctx.history().decisions(record_id=record_id, limit=limit))
     return JSONResponse([d.to_dict() for d in found])
 
 

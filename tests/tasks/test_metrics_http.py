@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import structlog
 from fastapi.testclient import TestClient
 from kombu import Connection
@@ -20,11 +21,13 @@ from connectors.hubspot.errors import classify as classify_hubspot
 from connectors.settings import Settings
 from connectors.transport import Transport, Unlimited
 from sync.state import StateStore, open_store
+from sync.state.redis import RedisStateStore
 from tasks.cli import app as cli
 from tasks.http import create_app
 from tasks.logging import REDACTED, redact_secrets
 from tasks.metrics import Broker, LocalMetrics, RedisMetrics
 from tests.loopback import free_port
+from tests.sync.state.test_contract import decision
 
 
 @pytest.fixture
@@ -210,6 +213,31 @@ def test_given_embedded_mode_when_metrics_read_then_no_queue_gauges(store) -> No
 
     assert "account_router_queue_depth" not in text
     assert "account_router_unacked_messages" not in text
+
+
+def test_given_decisions_waiting_in_the_outbox_when_metrics_read_then_the_gauges_count_them(
+        redis_url) -> None:
+    redis_store = RedisStateStore(redis_url)
+    redis_store.commit({}, [], [decision("a"), decision("b"), decision("c")])
+    raw = redis.Redis.from_url(redis_url)
+    raw.rpush("ar:history:outbox", "not an entry")
+    redis_store.outbox(10)  # the flusher's read sets the undecodable entry aside
+    raw.close()
+    service = Settings.model_validate({"redis_url": redis_url, "state_url": redis_url})
+    client = TestClient(create_app(service, redis_store, no_enqueue, metrics=LocalMetrics()))
+
+    text = client.get("/metrics").text
+
+    assert "account_router_history_outbox 3.0" in text
+    assert "account_router_history_outbox_dead 1.0" in text
+    redis_store.close()
+
+
+def test_given_embedded_mode_when_metrics_read_then_no_outbox_gauge(store) -> None:
+    text = TestClient(create_app(settings(), store, no_enqueue, metrics=LocalMetrics())).get(
+        "/metrics").text
+
+    assert "account_router_history_outbox" not in text
 
 
 def test_given_the_broker_is_down_when_metrics_read_then_503_not_500(store) -> None:

@@ -217,3 +217,18 @@ def test_given_an_undecodable_old_body_then_it_moves_to_dead_and_the_rest_is_rea
 
     assert [d.record_id for _, d in redis_store.legacy_audit(10)] == ["b"]
     assert client.lrange("ar:history:dead", 0, -1) == [f"{1:016d} {{broken"]
+
+
+def test_given_an_id_when_buried_then_exactly_its_entry_moves_to_dead_logged_without_content(
+        redis_store, client, caplog):
+    redis_store.commit({}, [], [decision("a"), decision("ann@example.com"), decision("c")])
+    ids = [i for i, _ in redis_store.outbox(3)]
+
+    with caplog.at_level(logging.ERROR, logger="account_router.history"):
+        assert redis_store.outbox_bury(ids[1], "DataError: out of range") is True
+    assert redis_store.outbox_bury(ids[1], "again") is False
+
+    assert [d.record_id for _, d in redis_store.outbox(10)] == ["a", "c"]
+    [dead] = client.lrange("ar:history:dead", 0, -1)
+    assert dead.startswith(f"{ids[1]} ") and "ann@example.com" in dead
+    assert "out of range" in caplog.text and "ann@example.com" not in caplog.text
