@@ -189,6 +189,34 @@ def open_history(state: str | None) -> History:
     return history
 
 
+def serve_history(state: str | None) -> History | None:
+    """The history `serve` reads (dashboard, `GET /decisions`), checked before it listens: an
+    out-of-date schema is exit 2 naming `account-router db upgrade`. Embedded: the state file's
+    own. Service mode: ACCOUNT_ROUTER_DATABASE_URL, or None when unset (the dashboard says how
+    to set it); a database that cannot be reached at start is a warning, not a refusal, so
+    webhooks are taken while it is down (history reads answer 503 until it is back)."""
+    settings = Settings()
+    resolved = settings.resolved_state_url(state)
+    if sqlite_path(resolved) is not None:
+        return open_history(state)
+    if not (settings.database_url and settings.database_url.strip()):
+        return None
+    try:
+        history = History(settings.database_url)
+    except ValueError as exc:
+        fail(f"ACCOUNT_ROUTER_DATABASE_URL: {exc}")
+    try:
+        history.require_current()
+    except SchemaOutOfDate as exc:
+        history.close()
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        err.print(f"warning: cannot reach the history database {history.shown_url!r} "
+                  f"({describe_error(exc)}); serving without it until it is back",
+                  soft_wrap=True)
+    return history
+
+
 def _cannot_open(url: str, exc: Exception) -> str:
     # The URL may carry a password (redis://:pw@host): masked here and wherever the driver's
     # own message quotes it.
