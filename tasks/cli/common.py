@@ -170,9 +170,10 @@ def open_history(state: str | None) -> History:
     settings = Settings()
     resolved = settings.resolved_state_url(state)
     embedded = sqlite_path(resolved) is not None
-    if embedded:
-        # A missing file is a mistyped path (say so); an older one is upgraded by the open.
-        open_state(state, if_missing="fail").close()
+    # The state named is checked first, as every command taking --state does: a missing file
+    # is a mistyped path and an unreachable Redis a wrong URL (say so); an older state file is
+    # upgraded by the open.
+    open_state(state, if_missing="fail").close()
     try:
         url = resolved if embedded else settings.resolved_database_url(resolved)
         history = History(url)
