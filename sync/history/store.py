@@ -27,7 +27,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from config.urls import redact_url, redact_urls
@@ -639,22 +638,15 @@ def _copy_decisions(conn: Connection, params: Sequence[Mapping[str, Any]]) -> in
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)  # the engine is postgresql+psycopg
     columns = ", ".join(_STAGE_COLUMNS)
-    try:
-        with raw.cursor() as cursor:
-            cursor.execute(_STAGE_DDL)
-            with cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
-                for row in params:
-                    copy.write_row([row[name] for name in _STAGE_COLUMNS])
-            # The heap scan returns the rows in COPY order: still ascending ids.
-            cursor.execute(f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
-                           "ON CONFLICT (id) DO NOTHING")
-            return max(cursor.rowcount, 0)
-    except psycopg.Error as exc:
-        # Past SQLAlchemy, the driver's errors arrive bare: wrap them as SQLAlchemy would
-        # (DataError for a value out of range, OperationalError for a lost server...), so
-        # callers handle one family whichever path the rows took (the outbox flush tells a
-        # refused value from a database that is down by it).
-        raise DBAPIError.instance(f"COPY {_STAGE}", None, exc, psycopg.Error) from exc
+    with raw.cursor() as cursor:
+        cursor.execute(_STAGE_DDL)
+        with cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
+            for row in params:
+                copy.write_row([row[name] for name in _STAGE_COLUMNS])
+        # The heap scan returns the rows in COPY order: still ascending ids.
+        cursor.execute(f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
+                       "ON CONFLICT (id) DO NOTHING")
+        return max(cursor.rowcount, 0)
 
 
 def ensure_labels(conn: Connection, keys: Iterable[tuple[str, str]],
