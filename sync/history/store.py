@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from config.urls import redact_url, redact_urls
@@ -638,15 +639,24 @@ def _copy_decisions(conn: Connection, params: Sequence[Mapping[str, Any]]) -> in
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)  # the engine is postgresql+psycopg
     columns = ", ".join(_STAGE_COLUMNS)
-    with raw.cursor() as cursor:
-        cursor.execute(_STAGE_DDL)
-        with cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
-            for row in params:
-                copy.write_row([row[name] for name in _STAGE_COLUMNS])
-        # The heap scan returns the rows in COPY order: still ascending ids.
-        cursor.execute(f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
-                       "ON CONFLICT (id) DO NOTHING")
-        return max(cursor.rowcount, 0)
+    statement = f"COPY {_STAGE} ({columns}) FROM STDIN"
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(_STAGE_DDL)
+            with cursor.copy(statement) as copy:
+                for row in params:
+                    copy.write_row([row[name] for name in _STAGE_COLUMNS])
+            # The heap scan returns the rows in COPY order: still ascending ids.
+            statement = (f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
+                         "ON CONFLICT (id) DO NOTHING")
+            cursor.execute(statement)
+            return max(cursor.rowcount, 0)
+    except psycopg.Error as exc:
+        # The driver's error wrapped as SQLAlchemy wraps its own executions (DataError for a
+        # value the database refuses, OperationalError for a lost server...): callers such as
+        # the outbox flush tell "bad row" from "database down" by those classes.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error,
+                                  dialect=conn.dialect) from exc
 
 
 def ensure_labels(conn: Connection, keys: Iterable[tuple[str, str]],
