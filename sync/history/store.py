@@ -45,7 +45,7 @@ from sync.state import OUTCOMES_WITH_LOAD, check_limit, load_sort_key
 from sync.state.base import LoadRow
 
 UPGRADE_COMMAND = "account-router db upgrade"
-ACCEPTED_FORMS = ("postgresql+psycopg://user:password@host:port/db, "
+ACCEPTED_FORMS = ("postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB, "
                   "sqlite:///relative/path.db or sqlite:////absolute/path.db")
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Rows per INSERT statement: SQLAlchemy's "insertmanyvalues" folds a batch into multi-row
