@@ -120,6 +120,26 @@ class Workers:
 
 
 @contextmanager
+def beat(logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`celery -A tasks beat` (exactly one, as in production), its schedule file in `logs`."""
+    log = logs / "beat.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "WARNING",
+             "--schedule", str(logs / "beat-schedule")],
+            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
 def running_crm(sim: Simulator, redis_url: str, monkeypatch: pytest.MonkeyPatch,
                 database_url: str | None = None) -> Iterator[None]:
     """The simulator served in-process; workers and enqueuers share Redis state and broker.

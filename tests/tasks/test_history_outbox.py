@@ -3,15 +3,8 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import tasks.history  # noqa: F401 - registers the history tasks on the app
 from connectors.settings import Settings
@@ -21,11 +14,12 @@ from tasks.celery_app import app, beat_schedule
 from tasks.queue import enqueue_sweep
 from tests.servers.postgres import PostgresServer
 from tests.sync.state.test_contract import decision
-from tests.tasks.test_celery import ROOT, unowned
+from tests.tasks.test_celery import unowned
 from tests.tasks.test_distributed import (
     OBJ,
     Workers,
     WriteCounter,
+    beat,
     chain_finished,
     running_crm,
     seeded,
@@ -36,26 +30,6 @@ COMPANIES = 1500
 # Per simulator call: the sweep of 1,500 companies lasts some seconds, long enough to take
 # PostgreSQL away in the middle of it and keep routing without it.
 LATENCY_MS = 60
-
-
-@contextmanager
-def beat(logs: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`celery -A tasks beat` (exactly one, as in production), its schedule file in `logs`."""
-    log = logs / "beat.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "WARNING",
-             "--schedule", str(logs / "beat-schedule")],
-            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def stored(history: History) -> list[tuple[int, object]]:
