@@ -7,7 +7,7 @@ import statistics
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,8 +45,12 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed: int = 42,
-             config: Path = EXAMPLE) -> bool:
-    """Seed both CRMs, route every object in this process, print the summary; True if clean."""
+             config: Path = EXAMPLE, then: Callable[[str], None] | None = None) -> bool:
+    """Seed both CRMs, route every object in this process, print the summary; True if clean.
+
+    `then(state_url)` runs after the summary, while the simulator and the demo's state (a
+    temporary directory, removed once it returns) are still there: `demo --dashboard` serves
+    the dashboard over them until Ctrl-C."""
     routing = load_routing(config)
     sim = Simulator(seed=seed)
     # Created "now", so speed-to-lead measures this run, not the seeded history.
@@ -75,8 +79,10 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
         finally:
             store.close()
         calls = {crm: sim.stats(crm)["total"] for crm in OBJECTS}
-    elapsed = time.perf_counter() - started
-    _print(console, routing.pools, reports, loads, calls, elapsed)
+        elapsed = time.perf_counter() - started
+        _print(console, routing.pools, reports, loads, calls, elapsed)
+        if then is not None:
+            then(f"sqlite:///{Path(tmp) / 'state.db'}")
     return not any(r.failed or r.stopped for r in reports)
 
 

@@ -10,14 +10,15 @@ round-robin order, as a single-process run.
 from __future__ import annotations
 
 import gc
+import marshal
 import multiprocessing
 import os
 import sqlite3
 import sys
-from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections import Counter, deque, namedtuple
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from functools import partial
 from multiprocessing.pool import AsyncResult, Pool
@@ -26,14 +27,17 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 from config.routing import RoutingFile
-from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row
+from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row, Span, read_span, spans
 from sync.compiler import CompiledRouting, compile_routing
 from sync.engine import route_batch, skipped
 from sync.models import OBJECTS, Decision, Outcome, Record
-from sync.normalize import build_record, id_key
+from sync.normalize import build_record, id_key, record_fields
 from sync.state.base import StateStore
 
 CHUNK = 5000  # rows decided per snapshot and committed per transaction
+# Bytes of input a worker reads, parses and describes at a time: about CHUNK rows of a usual
+# export, decided per snapshot and committed per transaction like them.
+SPAN_BYTES = 384 << 10
 # Below this input size worker processes cost more (start-up, imports) than they save.
 PARALLEL_MIN_BYTES = 4 << 20
 WORKER_CHUNKS = 8  # chunks a worker process prepares before it is replaced
@@ -98,8 +102,7 @@ class Prepared(NamedTuple):
     """What routing needs of a record, made in a worker: the fields `decide` reads and the
     indexes of every rule whose `when` matches (`decide` asks for the first from some index).
 
-    It stands in for a `Record` in the main process. Workers send its fields as a plain tuple,
-    which pickles in C at half the cost of even a reduced named tuple.
+    It stands in for a `Record` in the main process, which gets its fields as a plain tuple.
     """
 
     id: str
@@ -112,35 +115,74 @@ class Prepared(NamedTuple):
     created_at: datetime | None
     matches: tuple[int, ...]
 
-    def __reduce__(self) -> tuple[Any, ...]:  # `object` is a field name here
-        # Unpickled by tuple.__new__ directly: the generated __new__ of a NamedTuple is Python
-        # code.
-        return (tuple.__new__, (Prepared, tuple(self)))
-
 
 # A Prepared from its fields without running the named tuple's Python __new__.
 _as_prepared = cast(Callable[[tuple[Any, ...]], Prepared], partial(tuple.__new__, Prepared))
 
+# One input row as the main process needs it, made where the row was parsed:
+#   routable: (line, output id or None when it is the record id, previous owner, Prepared
+#              fields)
+#   skipped:  (line, output id, previous owner, why, record id, object)
+# Plain tuples of str/int/None: they cross from worker processes as `marshal` bytes, which
+# load at a fraction of pickle's cost, and `_describe` gives repeated values (objects, owners,
+# match lists) as one object, which marshal then writes once and loads once.
+Item = tuple[Any, ...]
 
-def _prepare(values: Mapping[str, str], routing: CompiledRouting) -> Prepared | str:
-    """Normalize one row and evaluate every rule's `when`; a string says why it cannot be."""
-    try:
-        record = build_record(values)
-    except ValueError as exc:
-        return str(exc)
+
+def _describe(rows: Sequence[Row], routing: CompiledRouting) -> list[Item]:
+    """Normalize each row and evaluate every rule's `when` (the bulk of the work)."""
     first = routing.first_match
-    matches = []
-    i = first(record, 0)
-    while i >= 0:
-        matches.append(i)
-        i = first(record, i + 1)
-    return Prepared(record.id, record.object, record.crm, record.owner, record.domain,
-                    record.domain_keys, record.freemail, record.created_at, tuple(matches))
+    # Leads and contacts may follow an account (`account_owner`): only then does `decide` read
+    # their domain keys and free-mail flag, and the engine an account's domain. Rows carry no
+    # more than that across.
+    follow = routing.uses_account_owner
+    shared: dict[Any, Any] = {}
+    one = shared.setdefault
+    previous: dict[str, str | None] = {}
+    items: list[Item] = []
+    append = items.append
+    for row in rows:
+        values = row.values
+        out_id = values.get("id", "").strip()
+        owner = values.get("owner", "")
+        before = previous.get(owner, _UNSEEN)
+        if before is _UNSEEN:
+            before = previous[owner] = _previous_owner(owner, routing)
+        why = row.error
+        if why is None:
+            try:
+                record = _view(record_fields(values))
+            except ValueError as exc:
+                why = f"line {row.line}: {exc}"
+            else:
+                matches = []
+                i = first(record, 0)
+                while i >= 0:
+                    matches.append(i)
+                    i = first(record, i + 1)
+                obj = one(record.object, record.object)
+                if not follow:
+                    domain, keys, freemail = None, (), False
+                elif obj == "account":
+                    domain, keys, freemail = record.domain, (), False
+                else:
+                    domain, keys, freemail = (record.domain, tuple(one(k, k) for k in
+                                              record.domain_keys), record.freemail)
+                append((row.line, None if out_id == record.id else out_id, before, (
+                    record.id, obj, one(record.crm, record.crm), one(record.owner, record.owner),
+                    domain, keys, freemail, record.created_at, one(tuple(matches),
+                                                                   tuple(matches)))))
+                continue
+        obj = values.get("object", "").strip().lower()
+        append((row.line, out_id, before, why, out_id or f"line {row.line}",
+                obj if obj in OBJECTS else "account"))
+    return items
 
 
-def _prepare_chunk(rows: Sequence[Mapping[str, str] | None],
-                   routing: CompiledRouting) -> list[Prepared | str | None]:
-    return [None if values is None else _prepare(values, routing) for values in rows]
+_UNSEEN = object()
+# A `Record`'s fields as a named tuple: what rules read, made at a fraction of the cost.
+_RecordView = namedtuple("_RecordView", [f.name for f in fields(Record)])  # type: ignore[misc]
+_view = cast(Callable[[tuple[Any, ...]], Record], partial(tuple.__new__, _RecordView))
 
 
 def _first_match(record: Record, start: int) -> int:
@@ -184,14 +226,18 @@ def _quiet_gc() -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _worker_chunk(rows: list[Mapping[str, str] | None]) -> list[tuple[Any, ...] | str | None]:
+def _worker_span(path: str, span: Span, columns: list[str]) -> bytes | None:
+    """A span's rows read, parsed and described here: the main process only cut the file.
+    None when its lines are not one record each (the main process reads them itself)."""
     assert _WORKER_ROUTING is not None
-    return [tuple(p) if type(p) is Prepared else p for p in _prepare_chunk(rows, _WORKER_ROUTING)]
+    rows = read_span(path, span, columns)
+    return None if rows is None else marshal.dumps(_describe(rows, _WORKER_ROUTING))
 
 
-def _received(result: list[tuple[Any, ...] | str | None]) -> list[Prepared | str | None]:
-    """A worker's answer with its rows made `Prepared` again."""
-    return [_as_prepared(p) if type(p) is tuple else p for p in result]  # type: ignore[misc]
+def _worker_rows(rows: list[Row]) -> bytes:
+    """Rows the main process read, described here."""
+    assert _WORKER_ROUTING is not None
+    return marshal.dumps(_describe(rows, _WORKER_ROUTING))
 
 
 def _auto_workers(path: Path) -> int:
@@ -241,8 +287,9 @@ class _SeenIds:
 # --- routing ---------------------------------------------------------------------------------
 
 
-def _previous(row: Row, routing: CompiledRouting) -> str | None:
-    owner = row.values.get("owner", "").strip()
+def _previous_owner(value: str, routing: CompiledRouting) -> str | None:
+    """A row's existing owner as the output reports it (a rep id when it is one)."""
+    owner = value.strip()
     if not owner:
         return None
     return routing.owner_to_rep.get(id_key(owner)) or owner
@@ -308,13 +355,16 @@ def _chunks(reader: CsvReader, size: int) -> Iterator[_Chunk]:
         yield _Chunk(chunk, reader.lines_read)
 
 
-def _prepared_chunks(chunks: Iterator[_Chunk], routing: CompiledRouting, workers: int
-                     ) -> Iterator[tuple[_Chunk, list[Prepared | str | None]]]:
-    """Each chunk with its rows prepared, in input order; with workers, a few chunks ahead."""
+# (items, the last physical line they cover, for progress)
+_Described = tuple[list[Item], int]
+
+
+def _described_chunks(reader: CsvReader, routing: CompiledRouting, workers: int
+                      ) -> Iterator[_Described]:
+    """Each chunk of rows described, in input order; with workers, a few chunks ahead."""
     if workers <= 0:
-        for chunk in chunks:
-            yield chunk, _prepare_chunk([None if r.error else r.values for r in chunk.rows],
-                                        routing)
+        for chunk in _chunks(reader, CHUNK):
+            yield _describe(chunk.rows, routing), chunk.lines
         return
     # fork where there is one: no re-import of the caller's main module (spawn re-runs an
     # unguarded script) and no start-up cost. The children only compute: they never print or
@@ -328,21 +378,57 @@ def _prepared_chunks(chunks: Iterator[_Chunk], routing: CompiledRouting, workers
     pool: Pool = context.Pool(workers, initializer=_init_worker, initargs=(routing.file,),
                               maxtasksperchild=WORKER_CHUNKS)
     try:
+        start = reader.data_start()
+        if start is not None:
+            # Workers read and parse the file themselves, span by span; the main process only
+            # finds the line breaks to cut at. A span whose lines are not one record each
+            # (a quoted field over a line break) is read from there on by the reader here.
+            resume = yield from _span_chunks(reader, start, pool, workers)
+            if resume is None:
+                pool.close()
+                return
+            reader.skip_to(resume)
         # Bounded read-ahead (Pool.imap would read the whole file into its queue).
-        pending: deque[tuple[_Chunk, AsyncResult[list[tuple[Any, ...] | str | None]]]] = deque()
-        for chunk in chunks:
-            pending.append((chunk, pool.apply_async(
-                _worker_chunk, ([None if r.error else r.values for r in chunk.rows],))))
+        pending: deque[tuple[int, AsyncResult[bytes]]] = deque()
+        for chunk in _chunks(reader, CHUNK):
+            pending.append((chunk.lines, pool.apply_async(_worker_rows, (chunk.rows,))))
             if len(pending) > workers:
-                rows, result = pending.popleft()
-                yield rows, _received(result.get())
+                lines, result = pending.popleft()
+                yield marshal.loads(result.get()), lines
         while pending:
-            rows, result = pending.popleft()
-            yield rows, _received(result.get())
+            lines, result = pending.popleft()
+            yield marshal.loads(result.get()), lines
         pool.close()
     finally:
         pool.terminate()
         pool.join()
+
+
+def _span_chunks(reader: CsvReader, start: tuple[int, int], pool: Pool, workers: int
+                 ) -> Generator[_Described, None, int | None]:
+    """The file's spans described by the workers, in order; returns the line to read on from
+    when a span cannot be read on its own (None: the whole file was)."""
+    columns = list(reader.columns)
+    path = str(reader.path)
+    pending: deque[tuple[Span, AsyncResult[bytes | None]]] = deque()
+    cut = spans(reader.path, start, SPAN_BYTES)
+    resume: int | None = None
+    while True:
+        span = next(cut, None) if resume is None else None
+        if span is not None:
+            if span.end < 0:  # no line break for megabytes: the reader's business
+                resume = span.line
+            else:
+                pending.append((span, pool.apply_async(_worker_span, (path, span, columns))))
+                if len(pending) <= workers:
+                    continue
+        if not pending:
+            return resume
+        done, result = pending.popleft()
+        data = result.get()
+        if data is None:
+            return done.line  # the spans after it are dropped with `pending`
+        yield marshal.loads(data), done.line + done.lines - 1
 
 
 def route_file(
@@ -404,42 +490,47 @@ def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: Comp
                   store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
                   accounts: AccountOwners | None, seen: _SeenIds, workers: int,
                   progress: Callable[[int], None] | None) -> None:
-    done = 1  # the header line
-    for chunk, prepared in _prepared_chunks(_chunks(reader, CHUNK), routing, workers):
-        _flush(chunk.rows, prepared, precomputed, store, now, writer, summary, accounts, seen)
+    done = reader.lines_read  # the header
+    for items, lines in _described_chunks(reader, routing, workers):
+        _flush(items, precomputed, store, now, writer, summary, accounts, seen)
         if progress is not None:
-            progress(chunk.lines - done)
-            done = chunk.lines
+            progress(lines - done)
+            done = lines
     if progress is not None and reader.lines_read > done:
         progress(reader.lines_read - done)  # blank lines after the last row
 
 
-def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: CompiledRouting,
-           store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
-           accounts: AccountOwners | None, seen: _SeenIds) -> None:
+def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: datetime,
+           writer: CsvWriter, summary: FileSummary, accounts: AccountOwners | None,
+           seen: _SeenIds) -> None:
     # A duplicate id is routed once, at its first row; later rows report it and take no turn.
-    earlier = seen.first_lines([p.id for p in prepared if isinstance(p, Prepared)])
+    earlier = seen.first_lines([item[3][0] for item in items if len(item) == 4])
     fresh: list[tuple[str, int]] = []
     records: list[Record] = []
     bad: list[Decision | None] = []
-    for row, p in zip(rows, prepared, strict=True):
-        if isinstance(p, Prepared):
-            first = earlier.get(p.id)
+    ids: list[str] = []
+    for item in items:
+        line, out_id, before = item[0], item[1], item[2]
+        if len(item) == 4:
+            p = _as_prepared(item[3])
+            record_id = p.id
+            ids.append(record_id if out_id is None else out_id)
+            first = earlier.get(record_id)
             if first is None:
-                earlier[p.id] = row.line
-                fresh.append((p.id, row.line))
+                earlier[record_id] = line
+                fresh.append((record_id, line))
                 records.append(p)  # type: ignore[arg-type]  # stands in for a Record
                 bad.append(None)
                 continue
-            why = f"line {row.line}: duplicate id {p.id}, routed once on line {first}"
+            why = f"line {line}: duplicate id {record_id}, routed once on line {first}"
             obj = p.object
+            if out_id is not None:
+                record_id = out_id  # the row's id as written, as for any skipped row
         else:
-            why = row.error or f"line {row.line}: {p}"
-            obj = row.values.get("object", "").strip().lower()
+            ids.append(out_id)
+            why, record_id, obj = item[3], item[4], item[5]
         summary.malformed.append(why)
-        bad.append(skipped(row.id or f"line {row.line}", why, now,
-                           object=obj if obj in OBJECTS else "account",
-                           previous_owner=_previous(row, routing)))
+        bad.append(skipped(record_id, why, now, object=obj, previous_owner=before))
     decisions = iter(route_batch(
         records, routing, store, now, trigger="file",
         account_owners=None if accounts is None else accounts.owners,
@@ -447,6 +538,5 @@ def _flush(rows: list[Row], prepared: list[Prepared | str | None], routing: Comp
         extra=[d for d in bad if d is not None]))
     seen.add(fresh)
     out = [next(decisions) if b is None else b for b in bad]
-    # Row.id, inlined: a property call per row.
-    writer.write_many(zip([row.values.get("id", "").strip() for row in rows], out, strict=True))
+    writer.write_many(zip(ids, out, strict=True))
     summary.add_many(out)

@@ -5,10 +5,11 @@ See docs/operations.md#route-file-csv-in-and-out.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, NamedTuple
 
@@ -25,6 +26,8 @@ MAX_RECORD_LINES = 1000
 # Lines the reader takes at a time on its fast path (lines that are one record each).
 _BLOCK_LINES = 256
 MAX_RECORD_CHARS = 1 << 20
+# The header is placed by reading at most this much (`CsvReader.data_start`).
+_HEADER_BYTES = 1 << 16
 
 # The limit is checked here, per record; the parser's own check would end the record mid-field,
 # leaving no way to tell where it ends. Only ever raised, so other csv users keep their limit.
@@ -172,6 +175,42 @@ def _line_problem(fh: IO[str], text: str) -> str | None:
     return None
 
 
+class RowMaker:
+    """Makes `Row`s of parsed records for one header's columns (the reader's, and `read_span`'s
+    in worker processes, so both give the same rows)."""
+
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        # Every column named (the usual header): a row's values are a plain zip, in C.
+        self._all_named = all(self.columns)
+
+    def row(self, start: int, raw: list[str], chars: int) -> Row:
+        """The row of one parsed record starting on line `start`, `chars` long."""
+        columns = self.columns
+        width = len(columns)
+        # Columns without a header name carry nothing a rule could name.
+        values = dict(zip(columns, raw, strict=False)) if self._all_named else {
+            c: v for c, v in zip(columns, raw, strict=False) if c}
+        if len(raw) != width:
+            return Row(start, values, f"line {start}: expected {width} columns, found {len(raw)}")
+        if not values["id"].strip():
+            return Row(start, values, f"line {start}: empty id")
+        if chars > FIELD_LIMIT and any(len(v) > FIELD_LIMIT for v in raw):
+            big = next(i for i, v in enumerate(raw) if len(v) > FIELD_LIMIT)
+            name = columns[big] or f"column {big + 1}"
+            return Row(start, {c: v[:200] for c, v in values.items()},
+                       f"line {start}: field {name!r} is {len(raw[big]):,} characters, "
+                       f"over the limit of {FIELD_LIMIT:,}")
+        return Row(start, values)
+
+    def broken(self, number: int, text: str, why: str) -> Row:
+        # Best effort for the report: the line's own values, so its id names the record.
+        clean = _printable(text)
+        raw = _lenient(clean)
+        values = {c: v for c, v in zip(self.columns, raw, strict=False) if c}
+        return Row(number, values, f"line {number}: {why}")
+
+
 class CsvReader:
     """Streams rows in input order; a malformed row is yielded with its error, never dropped.
 
@@ -200,8 +239,7 @@ class CsvReader:
                 raise InputError(f"{self.path}: no `id` column in the header "
                                  f"(found: {', '.join(header) or 'nothing'})")
             named = [c for c in self.columns if c]
-            # Every column named (the usual header): a row's values are a plain zip, in C.
-            self._all_named = len(named) == len(self.columns)
+            self._make = RowMaker(self.columns)
             duplicates = sorted({c for c in named if named.count(c) > 1})
             if duplicates:
                 # A repeated column would silently lose one of its values in every row.
@@ -272,7 +310,7 @@ class CsvReader:
             except StopIteration:
                 return
             except _BadLine as bad:
-                yield self._broken(bad.number, bad.text, bad.why)
+                yield self._make.broken(bad.number, bad.text, bad.why)
                 continue
             except _Runaway as runaway:
                 yield self._runaway(runaway.why)
@@ -295,39 +333,12 @@ class CsvReader:
                                     f"{lines.record[-1][0]} gives {len(raw)} columns, "
                                     f"expected {width}")
                 continue
-            yield self._row(start, raw, lines._chars)
+            yield self._make.row(start, raw, lines._chars)
 
     def _block(self, first: int, texts: list[str]) -> list[Row] | None:
         """The rows of lines that each hold one whole record (numbered from `first`), or None
         when one does not (a quoted field spans lines, or does not parse)."""
-        try:
-            parsed = list(csv.reader(texts, strict=True))
-        except csv.Error:
-            return None
-        # A line ends a record unless a quoted field runs on: fewer records than lines then.
-        if len(parsed) != len(texts):
-            return None
-        row = self._row
-        return [row(first + k, raw, len(texts[k])) for k, raw in enumerate(parsed) if raw]
-
-    def _row(self, start: int, raw: list[str], chars: int) -> Row:
-        """The row of one parsed record starting on line `start`, `chars` long."""
-        columns = self.columns
-        width = len(columns)
-        # Columns without a header name carry nothing a rule could name.
-        values = dict(zip(columns, raw, strict=False)) if self._all_named else {
-            c: v for c, v in zip(columns, raw, strict=False) if c}
-        if len(raw) != width:
-            return Row(start, values, f"line {start}: expected {width} columns, found {len(raw)}")
-        if not values["id"].strip():
-            return Row(start, values, f"line {start}: empty id")
-        if chars > FIELD_LIMIT and any(len(v) > FIELD_LIMIT for v in raw):
-            big = next(i for i, v in enumerate(raw) if len(v) > FIELD_LIMIT)
-            name = columns[big] or f"column {big + 1}"
-            return Row(start, {c: v[:200] for c, v in values.items()},
-                       f"line {start}: field {name!r} is {len(raw[big]):,} characters, "
-                       f"over the limit of {FIELD_LIMIT:,}")
-        return Row(start, values)
+        return _whole_records(self._make, first, texts)
 
     def _swallowed(self, width: int) -> bool:
         """Whether a malformed multi-line record has whole records inside its quoted field:
@@ -340,17 +351,130 @@ class CsvReader:
         """The current record's first line is broken; its other lines are read again."""
         first, *rest = self._lines.record
         self._lines.push_back(rest)
-        return self._broken(first[0], first[1], why)
+        return self._make.broken(first[0], first[1], why)
 
-    def _broken(self, number: int, text: str, why: str) -> Row:
-        # Best effort for the report: the line's own values, so its id names the record.
-        clean = _printable(text)
-        raw = _lenient(clean)
-        values = {c: v for c, v in zip(self.columns, raw, strict=False) if c}
-        return Row(number, values, f"line {number}: {why}")
+    def data_start(self) -> tuple[int, int] | None:
+        """Where the data rows begin, before any is read: (byte offset, number of the first data
+        line), for `spans`; None when the header is too long to place cheaply (then read rows
+        with this reader)."""
+        header = self._lines.number
+        with self.path.open("rb") as fh:
+            data = fh.read(_HEADER_BYTES)
+        bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+        text = data[bom:].decode("utf-8", "surrogateescape")
+        lines = io.StringIO(text, newline="").readlines()[:header]
+        taken = "".join(lines)
+        # Something must follow within what was read: a `\r` at the very end may be the first
+        # half of a `\r\n`.
+        if len(lines) < header or len(taken) >= len(text):
+            return None
+        return bom + len(taken.encode("utf-8", "surrogateescape")), header + 1
+
+    def skip_to(self, line: int) -> None:
+        """Start reading rows at physical line `line`, before any row is read. The lines before
+        it must be whole records each (as `read_span` found them): they are not parsed."""
+        lines = self._lines
+        if lines._back or lines.number >= line:
+            raise ValueError(f"cannot skip to line {line} from line {lines.number}")
+        readline = self._fh.readline
+        while lines.number < line - 1 and readline(MAX_RECORD_CHARS + 1):
+            lines.number += 1
 
     def close(self) -> None:
         self._fh.close()
+
+
+class Span(NamedTuple):
+    """Whole physical lines of the input: bytes [start, end), lines `line`..`line + lines - 1`.
+    `end` is -1 when no line break was found for far too long (the rest of the file)."""
+
+    start: int
+    end: int
+    line: int
+    lines: int
+
+
+def spans(path: str | Path, start: tuple[int, int], size: int) -> Iterator[Span]:
+    """The file from `start` (`CsvReader.data_start`) cut into spans of about `size` bytes, at
+    line breaks. Counting line breaks is all this reads: the bytes are parsed by `read_span`,
+    in other processes."""
+    offset, line = start
+    limit = size + 4 * MAX_RECORD_CHARS + 4  # a longer line cannot be a record anyway
+    with Path(path).open("rb") as fh:
+        fh.seek(offset)
+        data = b""
+        while True:
+            block = fh.read(size)
+            data = data + block if data else block
+            if not block:
+                if data:
+                    yield Span(offset, offset + len(data), line,
+                               _line_breaks(data) + (data[-1:] not in b"\r\n"))
+                return
+            # After a \n (never between \r and \n), else after a lone \r (old Mac files) whose
+            # next byte has been read.
+            cut = data.rfind(b"\n") + 1 or data.rfind(b"\r", 0, len(data) - 1) + 1
+            if not cut:
+                if len(data) > limit:
+                    yield Span(offset, -1, line, 0)
+                    return
+                continue
+            piece, data = data[:cut], data[cut:]
+            lines = _line_breaks(piece)
+            yield Span(offset, offset + cut, line, lines)
+            offset += cut
+            line += lines
+
+
+def _line_breaks(data: bytes) -> int:
+    # A line ends at \n, \r\n or a lone \r, as the reader splits them.
+    return data.count(b"\n") + data.count(b"\r") - data.count(b"\r\n")
+
+
+def read_span(path: str | Path, span: Span, columns: Sequence[str]) -> list[Row] | None:
+    """The rows of a span, the same as `CsvReader` gives for its lines, when each line is one
+    whole record (or a line that cannot be read); None when one is not (a quoted field runs
+    over a line break, or a line is over-long): then only the reader, reading on from before
+    the span, knows where its records end."""
+    with Path(path).open("rb") as fh:
+        fh.seek(span.start)
+        data = fh.read(span.end - span.start)
+    text = data.decode("utf-8", "surrogateescape")
+    texts = io.StringIO(text, newline="").readlines()
+    if len(data) != span.end - span.start or len(texts) != span.lines:
+        return None  # the file changed under us
+    make = RowMaker(columns)
+    if "\x00" not in text and (text.isascii() or _NOT_UTF8.search(text) is None) and (
+            max(map(len, texts), default=0) <= MAX_RECORD_CHARS):
+        return _whole_records(make, span.line, texts)
+    rows: list[Row] = []
+    first = span.line
+    for k, line in enumerate(texts):
+        if len(line) > MAX_RECORD_CHARS:
+            return None
+        why = _line_problem(io.StringIO(), line)  # (reads on only for an over-long line)
+        if why is not None:  # a row of its own, between whole records
+            good = _whole_records(make, first, texts[first - span.line:k])
+            if good is None:
+                return None
+            rows.extend(good)
+            rows.append(make.broken(span.line + k, line, why))
+            first = span.line + k + 1
+    good = _whole_records(make, first, texts[first - span.line:])
+    return None if good is None else rows + good
+
+
+def _whole_records(make: RowMaker, first: int, texts: list[str]) -> list[Row] | None:
+    """`CsvReader._block`: the rows of lines that each hold one record, or None."""
+    try:
+        parsed = list(csv.reader(texts, strict=True))
+    except csv.Error:
+        return None
+    # A line ends a record unless a quoted field runs on: fewer records than lines then.
+    if len(parsed) != len(texts):
+        return None
+    row = make.row
+    return [row(first + k, raw, len(texts[k])) for k, raw in enumerate(parsed) if raw]
 
 
 def _lenient(text: str) -> list[str]:

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, reps, routing, serve, simulate
+from tasks.cli import crm, dashboard, reps, routing, serve, simulate
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ app.command()(crm.demo)
 app.command()(crm.simulator)
 app.command()(simulate.simulate)
 app.command()(serve.serve)
+app.command()(dashboard.dashboard)
 
 __all__ = ["app", "main"]
 

@@ -220,6 +220,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed for the simulator's data.")] = 42,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Routing file; "
                       "default: the bundled example.", show_default=False)] = None,
+    dashboard: Annotated[bool, typer.Option("--dashboard", help="Then serve the dashboard "
+                         "over the demo's history on 127.0.0.1 until Ctrl-C.")] = False,
+    port: Annotated[int, typer.Option(help="The dashboard's port (0 picks a free one).",
+                                      min=0, max=65535)] = 8080,
 ) -> None:
     """Start the local CRM simulator, route both CRMs end to end, print a summary."""
     # Deferred: the simulator and its HTTP servers (about half a second to import) are needed
@@ -227,8 +231,31 @@ def demo(
     from tasks.demo import EXAMPLE, run_demo
 
     path = config or EXAMPLE
-    load_routing_file(path)  # a broken file fails here with exit 2, before anything starts
-    if not run_demo(out, companies=companies, leads=leads, seed=seed, config=path):
+    routing = load_routing_file(path)  # a broken file fails here with exit 2, before anything
+    then = None
+    if dashboard:
+        from tasks.dashboard.serving import bind
+
+        try:  # the port first: a taken one fails before the demo runs, not after
+            sock = bind("127.0.0.1", port)
+        except OSError as exc:
+            fail(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}")
+
+        def then(state_url: str) -> None:
+            from connectors.settings import Settings
+            from sync.state import open_store
+            from tasks.cli.dashboard import build_app, open_history, serve_dashboard
+
+            # Embedded: the history lives in the demo's own state file.
+            store = open_store(state_url)
+            history = open_history(state_url)
+            try:
+                serve_dashboard(build_app(Settings(), store, history, routing), sock)
+            finally:
+                history.close()
+                store.close()
+
+    if not run_demo(out, companies=companies, leads=leads, seed=seed, config=path, then=then):
         raise typer.Exit(1)
 
 

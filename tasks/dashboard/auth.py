@@ -55,6 +55,14 @@ class Signer:
 
     def __init__(self, key: bytes) -> None:
         self._key = key
+        # Signed-out sessions (nonce -> when signed out) until they would have expired anyway.
+        self._revoked: OrderedDict[str, float] = OrderedDict()
+
+    def revoke(self, nonce: str, now: float) -> None:
+        self._revoked[nonce] = now
+        while self._revoked and (len(self._revoked) > MAX_CLIENTS
+                                 or now - next(iter(self._revoked.values())) > SESSION_SECONDS):
+            self._revoked.popitem(last=False)
 
     def _sign(self, text: str) -> str:
         return _b64(hmac.new(self._key, text.encode("ascii"), hashlib.sha256).digest())
@@ -82,7 +90,7 @@ class Signer:
         if not same(signature, expected):
             return None
         age = now - int(issued)
-        if age > SESSION_SECONDS or age < -CLOCK_SKEW_SECONDS:
+        if age > SESSION_SECONDS or age < -CLOCK_SKEW_SECONDS or nonce in self._revoked:
             return None
         return Session(nonce, self.csrf_for(nonce))
 

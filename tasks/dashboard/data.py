@@ -223,7 +223,7 @@ def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[Rep
             status = "at_cap" if capped else "available"
             detail = f"at cap in {', '.join(capped)}" if capped else ""
         elif why.startswith("paused"):
-            status, detail = "paused", why
+            status, detail = "paused", "until resumed" if why == "paused" else why
         elif why.startswith("out of office"):
             status, detail = "out_of_office", why
         else:

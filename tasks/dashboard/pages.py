@@ -322,9 +322,13 @@ async def signin(request: Request) -> Response:
 
 @router.post("/dashboard/signout")
 async def signout(request: Request) -> Response:
+    dash = _dash(request)
     session, _ = _session(request)
-    if session is not None:
+    if session is not None and dash.signer is not None:
         await _form(request, session)
+        # The cookie goes from the browser, and the session from the server's side too: a
+        # copy of it (another tab, a stolen value) opens nothing after sign-out.
+        dash.signer.revoke(session.nonce, dash.clock())
     response = _redirect("/")
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")
@@ -357,7 +361,7 @@ async def _guarded(request: Request, build: Callable[[Request, Dashboard, Sessio
 async def _overview(request: Request, dash: Dashboard, session: Session,
                     cookie: str | None) -> Response:
     window = _window(request)
-    routing = dash.routing()
+    routing = await run_in_threadpool(dash.routing)
     since, until = data.window_bounds(window, dash.now(), _zone(routing))
     history = _history(dash)
     view: data.Overview = await _read(
@@ -376,7 +380,7 @@ async def balance_page(request: Request) -> Response:
 async def _balance(request: Request, dash: Dashboard, session: Session,
                    cookie: str | None) -> Response:
     window = _window(request)
-    routing = dash.routing()
+    routing = await run_in_threadpool(dash.routing)
     now = dash.now()
     since, until = data.window_bounds(window, now, _zone(routing))
     history = _history(dash)
@@ -394,7 +398,7 @@ async def reps_page(request: Request) -> Response:
 
 async def _reps(request: Request, dash: Dashboard, session: Session,
                 cookie: str | None) -> Response:
-    routing = dash.routing()
+    routing = await run_in_threadpool(dash.routing)
     now = dash.now()
     rows: list[data.RepStatus] = [] if routing is None else await _read(
         lambda: data.reps(dash.store, routing, now))
@@ -506,7 +510,7 @@ async def _action_session(request: Request) -> tuple[Dashboard, Mapping[str, str
 @router.post("/dashboard/reps/{rep}/pause")
 async def pause(request: Request, rep: str) -> Response:
     dash, form = await _action_session(request)
-    routing = dash.routing()
+    routing = await run_in_threadpool(dash.routing)
     if routing is None or rep not in routing.reps:
         raise PageError(404, "unknown rep: not in the routing file")
     until = _until(form.get("until", ""), dash.now())
@@ -533,7 +537,7 @@ def _until(text: str, now: datetime) -> datetime | None:
 @router.post("/dashboard/reps/{rep}/resume")
 async def resume(request: Request, rep: str) -> Response:
     dash, _ = await _action_session(request)
-    routing = dash.routing()
+    routing = await run_in_threadpool(dash.routing)
     known = routing is not None and rep in routing.reps
     was = await _read(lambda: dash.store.resume(rep)) if len(rep) <= MAX_TEXT else False
     if not known and not was:

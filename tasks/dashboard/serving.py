@@ -52,5 +52,7 @@ def run_local(app: ASGIApp, sock: socket.socket,
     announce(url_of(sock))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass  # uvicorn shut down cleanly and re-raised the Ctrl-C: it is how this one stops
     finally:
         sock.close()

@@ -20,7 +20,9 @@ from connectors.csv.file import (
     Row,
     count_rows,
     escape_formula,
+    read_span,
     render,
+    spans,
 )
 from sync.models import Decision, Outcome
 
@@ -399,10 +401,14 @@ FUZZ_CELLS = ["a", "b c", '"q,1"', '"multi\nline"', '"open', 'x"y', '"a"b', "", 
               '"x""y"', "Müller", "\x00", "=1", "\r", 'end"', '"\r\n"']
 
 
-def fuzz_file(path: Path, seed: int) -> Path:
+def fuzz_file(path: Path, seed: int, *, multiline: bool = True) -> Path:
     rng = random.Random(seed)
     end = rng.choice(["\n", "\r\n", "\r"])
-    lines = [",".join(rng.choice(FUZZ_CELLS) if rng.random() < 0.3 else f"v{rng.randint(0, 99)}"
+    # Without the cells that open a quoted field over a line break, every line is one record
+    # (or one broken line).
+    cells = FUZZ_CELLS if multiline else [
+        c for c in FUZZ_CELLS if c.count('"') % 2 == 0 and "\n" not in c and "\r" not in c]
+    lines = [",".join(rng.choice(cells) if rng.random() < 0.3 else f"v{rng.randint(0, 99)}"
                       for _ in range(rng.choice([3, 3, 3, 2, 4])))
              if rng.random() > 0.1 else "" for _ in range(rng.randint(0, 40))]
     data = end.join(["id,name,owner", *lines]).encode("utf-8")
@@ -428,3 +434,84 @@ def test_given_tricky_files_when_read_in_blocks_then_the_rows_of_record_by_recor
         with monkeypatch.context() as slow:
             slow.setattr(CsvReader, "_block", lambda self, first, texts: None)
             assert fast == read_with_progress(path), seed
+
+
+def read_by_spans(path: Path, size: int) -> tuple[list[Row], int]:
+    """Rows as `route-file`'s workers read them: span by span while each span's lines are
+    whole records, then on from the first span that is not with the reader; and how many
+    spans were read on their own."""
+    reader = CsvReader(path)
+    start = reader.data_start()
+    rows: list[Row] = []
+    alone = 0
+    if start is not None:
+        for span in spans(path, start, size):
+            got = None if span.end < 0 else read_span(path, span, reader.columns)
+            if got is None:
+                reader.skip_to(span.line)
+                break
+            rows.extend(got)
+            alone += 1
+        else:
+            reader.close()
+            return rows, alone
+    return rows + list(reader), alone
+
+
+@pytest.mark.parametrize("size", [1, 7, 64])
+def test_given_tricky_files_when_read_in_spans_then_the_rows_of_the_reader(
+    tmp_path: Path, size: int,
+) -> None:
+    alone = 0
+    for seed in range(150):
+        path = fuzz_file(tmp_path / f"{seed}.csv", seed, multiline=seed % 2 == 0)
+        by_spans, n = read_by_spans(path, size)
+        assert by_spans == list(CsvReader(path)), seed
+        alone += n
+    assert alone > 100  # many spans were read on their own, not by the reader
+
+
+def test_given_a_file_when_cut_in_spans_then_they_cover_its_lines_and_bytes(
+    tmp_path: Path,
+) -> None:
+    data = "\ufeffid,name\r\n1,a\r\n\r\n2,\"b\"\r3,c\n4,Müller"
+    path = write(tmp_path, data)
+    reader = CsvReader(path)
+    start = reader.data_start()
+    assert start == (len("\ufeffid,name\r\n".encode()), 2)
+
+    cut = list(spans(path, start, 5))
+
+    assert [(s.line, s.lines) for s in cut] == [(2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
+    assert cut[0].start == start[0] and cut[-1].end == len(data.encode())
+    assert all(a.end == b.start for a, b in zip(cut, cut[1:], strict=False))
+    rows = [row for s in cut for row in read_span(path, s, reader.columns) or []]
+    assert [(r.line, r.values["name"]) for r in rows] == [
+        (2, "a"), (4, "b"), (5, "c"), (6, "Müller")]
+
+
+def test_given_a_quoted_field_over_a_line_break_when_reading_its_span_then_none(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, 'id,note\n1,"two\nlines"\n2,x\n')
+    reader = CsvReader(path)
+    start = reader.data_start()
+    assert start is not None
+
+    (span,) = spans(path, start, 1 << 16)
+
+    assert read_span(path, span, reader.columns) is None
+
+
+def test_given_no_line_break_for_megabytes_when_cut_then_the_rest_is_one_unread_span(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "id,note\n1,a\n2," + "x" * (5 * csv_file.MAX_RECORD_CHARS) + "\n3,b\n")
+    reader = CsvReader(path)
+    start = reader.data_start()
+    assert start is not None
+
+    cut = list(spans(path, start, 1 << 16))
+
+    assert cut[-1].end == -1 and cut[-1].line == 3
+    assert read_span(path, cut[0], reader.columns) == [Row(2, {"id": "1", "note": "a"})]

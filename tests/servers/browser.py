@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,17 +35,26 @@ class PageGuard:
 
     def __init__(self, page: Page) -> None:
         self.problems: list[str] = []
+        # Console errors a test causes on purpose (`expect_console_error`): pattern -> seen.
+        self.expected: dict[re.Pattern[str], bool] = {}
         page.on("console", self._on_console)
         page.on("pageerror", self._on_pageerror)
         page.route("**/*", self._on_route)
+        _GUARDS[page] = self
 
     def _on_console(self, message: ConsoleMessage) -> None:
         if message.type == "error":
             location = message.location
-            self.problems.append(
-                f"console error: {message.text} ({location.get('url')}:"
-                f"{location.get('lineNumber')})"
-            )
+            text = f"{message.text} ({location.get('url')}:{location.get('lineNumber')})"
+            for pattern in self.expected:
+                if pattern.search(text):
+                    self.expected[pattern] = True
+                    return
+            self.problems.append(f"console error: {text}")
+
+    def unmet(self) -> list[str]:
+        return [f"expected console error never logged: {p.pattern}"
+                for p, seen in self.expected.items() if not seen]
 
     def _on_pageerror(self, error: Error) -> None:
         self.problems.append(f"page error: {error.message}")
@@ -60,6 +70,16 @@ class PageGuard:
             return
         self.problems.append(f"request to a non-loopback address: {url}")
         route.abort("blockedbyclient")
+
+
+_GUARDS: weakref.WeakKeyDictionary[Page, PageGuard] = weakref.WeakKeyDictionary()
+
+
+def expect_console_error(page: Page, pattern: str) -> None:
+    """Declare a console error the test causes on purpose (Chromium logs every 4xx document as
+    "Failed to load resource", e.g. the 401 of a refused sign-in): it must then be logged, and
+    it does not fail the test. Any other console error still does."""
+    _GUARDS[page].expected[re.compile(pattern)] = False
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +114,9 @@ def page(browser: Browser) -> Iterator[Page]:
         yield opened
     finally:
         context.close()
-    if guard.problems:
-        pytest.fail("the page misbehaved:\n  " + "\n  ".join(guard.problems), pytrace=False)
+    problems = guard.problems + guard.unmet()
+    if problems:
+        pytest.fail("the page misbehaved:\n  " + "\n  ".join(problems), pytrace=False)
 
 
 def screenshot(page: Page, name: str) -> Path:

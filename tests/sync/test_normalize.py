@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 import unicodedata
@@ -369,6 +370,50 @@ def test_given_no_registered_domain_when_taking_domain_keys_then_domain_alone(do
 @pytest.mark.parametrize("domain", [None, ""])
 def test_given_no_domain_when_taking_domain_keys_then_empty(domain):
     assert domain_keys(domain) == ()
+
+
+def suffix_labels_label_by_label(labels: list[str]) -> int:
+    """The public suffix's length as the suffix list defines it, tried label by label."""
+    n, best = len(labels), 0
+    for k in range(1, n + 1):
+        candidate = ".".join(labels[n - k:])
+        if candidate in normalize._EXCEPT:
+            return k - 1
+        parent = ".".join(labels[n - k + 1:])
+        if candidate in normalize._PLAIN or k > 1 and parent in normalize._WILD:
+            best = k
+    return best
+
+
+def test_given_every_suffix_rule_when_measuring_suffixes_from_parents_then_as_label_by_label():
+    names = {"", "a", "a..b", "x."}
+    for rule in normalize._PLAIN | normalize._EXCEPT | {f"*.{w}" for w in normalize._WILD}:
+        for prefix in ("", "acme.", "eu.acme.", "www."):
+            names.add(prefix + rule.replace("*", "w"))
+    for name in sorted(names):
+        labels = name.split(".")
+        assert normalize._suffix_labels(labels) == suffix_labels_label_by_label(labels), name
+
+
+def test_given_hosts_when_normalized_on_the_plain_host_path_then_as_the_full_steps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import random
+
+    rng = random.Random(5)
+    alphabet = ["a", "b", "0", "7", "-", ".", ".", "www.", "xn--", "_", "é", ":", "/", "@", " "]
+    labels = ["acme", "a1", "b-c", "-x", "y-", "7", "www", "xn--mnchen-3ya", "co", "uk", "é"]
+    texts = ["company1.example.com", "www.acme.com", "www.com", "a-.com", "1.2.3.4", "a.b-",
+             "xn--mnchen-3ya.de", "a" * 250 + ".com", "acme.com."]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 12)))
+              for _ in range(3000)]
+    texts += [".".join(rng.choice(labels) for _ in range(rng.randint(1, 4))) for _ in range(3000)]
+    normalized = normalize._normalize_domain.__wrapped__
+    fast = [normalized(t) for t in texts]
+    monkeypatch.setattr(normalize, "_PLAIN_HOST", re.compile(r"(?!)"))  # never matches
+    full = [normalized(t) for t in texts]
+    assert fast == full
+    assert sum(t == f for t, f in zip(texts, fast, strict=True)) > 100  # the plain path ran
 
 
 def test_given_suffix_extractor_when_built_then_uses_bundled_snapshot_only():

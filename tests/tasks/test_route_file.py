@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tasks.route_file as route_file_module
-from connectors.csv.file import CsvWriter, InputError, OutputError
+from connectors.csv.file import CsvReader, CsvWriter, InputError, OutputError
 from sync.compiler import CompiledRouting, load_routing
 from sync.engine import route_batch, skipped
 from sync.normalize import build_record
@@ -356,7 +356,9 @@ def test_given_a_malformed_first_row_when_its_id_comes_again_then_the_second_is_
 # --- parallel preparation (issue 8, point 12) ------------------------------------------------
 
 
-def generated_input(path: Path, n: int) -> Path:
+def generated_input(path: Path, n: int, *, multiline: str = "anywhere") -> Path:
+    """`multiline`: where notes hold a quoted line break: "anywhere", "middle" (one row) or
+    "nowhere"."""
     import random
 
     rng = random.Random(8)
@@ -366,7 +368,14 @@ def generated_input(path: Path, n: int) -> Path:
         domain = f"c{rng.randrange(n // 4)}.example.com"
         row_id = f"R{rng.randrange(n)}"  # some ids repeat
         owner = rng.choice(["", "", "", "cara", "005000000000INTEG", "=x"])
-        note = rng.choice(["", "plain", '"multi\nline"', "-1"])
+        note = rng.choice(["", "plain", '"multi\nline"' if multiline == "anywhere" else "x",
+                           "-1"])
+        if multiline == "middle" and k == n // 2:
+            note = '"multi\nline"'
+        if k % 89 == 0:
+            note = "M\xfcller \xff"  # not UTF-8 once encoded below: a broken line
+        if k % 83 == 0:
+            lines.append("")
         employees = rng.choice(["", "12", "5,000", "2k"])
         if k % 97 == 0:
             lines.append(f"{row_id},{kind},{domain}")  # too few columns
@@ -374,15 +383,24 @@ def generated_input(path: Path, n: int) -> Path:
         lines.append(f"{row_id},{kind},{domain if kind == 'account' else ''},"
                      f"{'x@' + domain if kind != 'account' else ''},\"{employees}\",{owner},"
                      f"{note}")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="")
+    text = "\n".join(lines) + "\n"
+    path.write_bytes(text.replace("\xff", "\udcff").encode("utf-8", "surrogateescape"))
     return path
 
 
+@pytest.mark.parametrize("multiline", ["anywhere", "middle", "nowhere"])
 def test_given_thousands_of_rows_when_routed_in_parallel_then_output_is_byte_identical(
-    routing: CompiledRouting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    routing: CompiledRouting, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, multiline: str,
 ) -> None:
     monkeypatch.setattr(route_file_module, "CHUNK", 300)  # many chunks, several in flight
-    source = generated_input(tmp_path / "in.csv", 4000)
+    # Many spans the workers read themselves; with a quoted line break in the middle, the
+    # main process reads on from its span.
+    monkeypatch.setattr(route_file_module, "SPAN_BYTES", 9000)
+    source = generated_input(tmp_path / "in.csv", 4000, multiline=multiline)
+    resumed: list[int] = []
+    skip_to = CsvReader.skip_to
+    monkeypatch.setattr(CsvReader, "skip_to",
+                        lambda self, line: (resumed.append(line), skip_to(self, line))[1])
     outputs = []
     for workers in (0, 2):
         out = tmp_path / f"out{workers}.csv"
@@ -400,6 +418,9 @@ def test_given_thousands_of_rows_when_routed_in_parallel_then_output_is_byte_ide
     assert set(single_summary.outcomes) == {"assigned", "fallback", "kept_existing", "skipped"}
     assert single_summary.pools["smb"].total() > 400
     assert single_summary.rules["follow-account"] > 100
+    # Where the main process read on by itself: from the first span, from the middle, never.
+    assert {"anywhere": resumed == [2], "middle": len(resumed) == 1 and 1000 < resumed[0] < 2500,
+            "nowhere": resumed == []}[multiline], resumed
 
 
 def test_given_a_mixed_batch_when_summarized_at_once_then_counts_as_one_by_one(
@@ -419,3 +440,23 @@ def test_given_a_mixed_batch_when_summarized_at_once_then_counts_as_one_by_one(
     assert at_once == one_by_one
     assert at_once.pools["smb"] and at_once.pools["capped"]  # turns were counted
     assert at_once.rows == 31
+
+
+def test_given_rows_when_described_for_routing_then_rules_match_as_on_their_records(
+    routing: CompiledRouting, tmp_path: Path,
+) -> None:
+    rows = list(CsvReader(generated_input(tmp_path / "in.csv", 600, multiline="nowhere")))
+
+    items = route_file_module._describe(rows, routing)
+
+    described = {item[0]: item[3] for item in items if len(item) == 4}
+    assert len(described) > 500
+    for row in rows:
+        if row.line not in described:
+            continue
+        record = build_record(row.values)
+        matches = tuple(i for i in range(len(routing.rules))
+                        if routing.first_match(record, i) == i)
+        fields = described[row.line]
+        assert (fields[0], fields[1], fields[3], fields[-1]) == (
+            record.id, record.object, record.owner, matches)

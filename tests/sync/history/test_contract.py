@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -120,6 +121,22 @@ def test_given_ids_already_stored_when_recorded_again_then_they_are_skipped(
     assert history.record([]) == 0
 
     assert [d.record_id for d in history.decisions()] == ["c", "b", "a"]
+
+
+def test_given_a_large_batch_in_any_order_when_recorded_twice_then_each_lands_once(
+    history: History,
+) -> None:
+    # More rows than one INSERT page (SQLite) and shuffled: PostgreSQL's COPY path sorts them
+    # and must count only the rows it really added, here and when the batch comes again.
+    ids = list(range(1, 2502))
+    random.Random(9).shuffle(ids)
+    batch = [(i, decision(f"r{i}", at=T0 + timedelta(seconds=i))) for i in ids]
+    assert history.record(batch) == 2501
+    assert history.record(batch[:100] + [(9999, decision("late"))]) == 1
+
+    assert history.decision(1234) == decision("r1234", at=T0 + timedelta(seconds=1234))
+    assert [d.record_id for d in history.decisions(limit=3)] == ["r2501", "r2500", "r2499"]
+    assert history.outcome_counts(T0, T0 + timedelta(days=1))["assigned"] == 2502
 
 
 def test_given_two_history_instances_when_both_add_the_same_labels_then_both_read_all(

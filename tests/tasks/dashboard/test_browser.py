@@ -1,0 +1,248 @@
+"""The dashboard in a real browser (Debian's Chromium through Playwright) over a real service
+deployment: the simulator demo's pipeline routes into Redis state, the outbox is flushed into
+PostgreSQL, and `serve`'s app runs under uvicorn on a loopback port. The page fixture fails a
+test on any console error or any request beyond loopback."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import redis
+import uvicorn
+from playwright.sync_api import Page, expect
+
+from connectors import registry
+from connectors.settings import Settings
+from connectors.simulator import Simulator, serve
+from connectors.transport import Unlimited
+from sync.compiler import CompiledRouting, load_routing
+from sync.history import History
+from sync.history.outbox import drain
+from sync.pipeline import Pipeline
+from sync.state.redis import RedisStateStore
+from tasks.http import create_app
+from tasks.metrics import LocalMetrics
+from tests.loopback import free_port
+from tests.servers.browser import expect_console_error, screenshot
+from tests.servers.postgres import PostgresServer
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLE = ROOT / "config" / "examples" / "routing.yaml"
+OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
+TOKEN = "browser-test-token"
+PORTAL = "62515"
+T = TypeVar("T")
+
+
+@dataclass
+class Deployment:
+    url: str
+    history: History
+    store: RedisStateStore
+    sim: Simulator
+    routing: CompiledRouting
+
+    def pipeline_run(self, crm: str, run: Callable[[Pipeline], T]) -> T:
+        """`run` on a pipeline over this deployment's state, as a worker would build it."""
+        connector = registry.create(crm, Settings(), limiter=Unlimited(),
+                                    transport_sleep=lambda _: None)
+        with closing(connector):
+            return run(Pipeline(connector, self.routing, self.store, metrics=LocalMetrics()))
+
+    def flush(self) -> None:
+        """What beat's `history.flush` does: the outbox into PostgreSQL, then empty."""
+        drain(self.store, self.history, budget_seconds=30.0)
+        assert self.store.outbox_size() == 0
+
+
+@pytest.fixture(scope="module")
+def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[Deployment]:
+    sim = Simulator(seed=7)
+    sim.seed(companies=150, contacts=40, accounts=150, leads=40, days=0)
+    client = redis.Redis.from_url(redis_server)
+    client.flushdb()
+    client.close()
+    with serve(sim) as running, pytest.MonkeyPatch.context() as env:
+        for name, value in running.env().items():
+            env.setenv(name, value)
+        history = History(postgres_server.create_database("dashboard_browser"))
+        history.upgrade()
+        store = RedisStateStore(redis_server)
+        routing = load_routing(EXAMPLE)
+        deployed = Deployment("", history, store, sim, routing)
+        for crm, objects in OBJECTS.items():
+            deployed.pipeline_run(crm, lambda p, objects=objects: [
+                p.sweep(obj, full=True) for obj in objects])
+        deployed.flush()
+        settings = Settings.model_validate({"api_token": TOKEN, "config": str(EXAMPLE),
+                                            "hubspot_portal_id": PORTAL})
+        app = create_app(settings, store, lambda *args: None, metrics=LocalMetrics(),
+                         history=history)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 15
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        deployed.url = f"http://127.0.0.1:{port}"
+        try:
+            yield deployed
+        finally:
+            server.should_exit = True
+            thread.join(timeout=15)
+            store.close()
+            history.close()
+
+
+def sign_in(page: Page, url: str, token: str = TOKEN) -> None:
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+
+
+def window() -> tuple[datetime, datetime]:
+    """The 7-day window as the app sees it (every decision here is minutes old)."""
+    now = datetime.now(UTC)
+    return now - timedelta(days=7), now + timedelta(minutes=5)
+
+
+def cells(page: Page, selector: str, column: int) -> dict[str, int]:
+    """{row key: the number in `column`} for rows matching `selector` (`tr[data-x]`)."""
+    attr = re.search(r"tr\[data-([a-z]+)\]$", selector)
+    assert attr is not None
+    out = {}
+    for row in page.locator(selector).all():
+        key = row.get_attribute(f"data-{attr[1]}")
+        assert key is not None
+        out[key] = int(row.locator("td").nth(column).inner_text().replace(",", "").split()[0])
+    return out
+
+
+def test_given_a_wrong_password_when_signing_in_then_the_error_shows(
+        deployment: Deployment, page: Page) -> None:
+    # The refusal is a 401, which Chromium reports on the console: expected here, and only here.
+    expect_console_error(page, r"status of 401 .*/dashboard/signin")
+    sign_in(page, deployment.url, "not-the-token")
+    expect(page.locator("p.error")).to_contain_text("not the API token")
+    expect(page.locator("#token")).to_be_visible()
+    screenshot(page, "signin-error")
+
+
+def test_given_the_routed_demo_when_signed_in_then_every_page_shows_the_historys_numbers(
+        deployment: Deployment, page: Page) -> None:
+    sign_in(page, deployment.url)
+    expect(page).to_have_url(re.compile(r"/dashboard/overview$"))
+    since, until = window()
+    outcomes = deployment.history.outcome_counts(since, until)
+    assert sum(outcomes.values()) > 300
+    shown = cells(page, "tr[data-outcome]", 1)
+    assert {k: v for k, v in shown.items() if v} == {k: v for k, v in outcomes.items() if v}
+    assert cells(page, "#rules tr[data-rule]", 1) == deployment.history.rule_hits(since, until)
+    # The script ran: times in the viewer's timezone, the UTC text kept as the tooltip.
+    expect(page.locator("p.period time").first).to_have_attribute("title", re.compile("UTC"))
+    expect(page.locator("svg.chart circle.dot.p50").first).to_be_visible()
+    screenshot(page, "overview")  # docs/screenshots/overview.png is a copy of this one
+    page.locator("#speed").evaluate("t => t.closest('details').open = true")
+    speed = deployment.history.speed_to_lead(since, until, 28)
+    records = [int(c.replace(",", "")) for c in
+               page.locator("#speed tbody tr td:nth-child(2)").all_inner_texts()]
+    assert sum(records) == sum(p.count for p in speed) > 0
+    # Sorting a table by a header click.
+    page.locator("#rules th", has_text="Decisions").locator("button").click()
+    counts = [int(c.replace(",", "")) for c in
+              page.locator("#rules tbody tr td:nth-child(2)").all_inner_texts()]
+    assert counts == sorted(counts)
+
+    page.click("nav a:has-text('Balance')")
+    load = deployment.history.load(since, until)
+    for pool in deployment.routing.pools:
+        turns = {r.rep: r.count for r in load if r.pool == pool and r.outcome == "assigned"}
+        shown = cells(page, f"table[data-pool='{pool}'] tr[data-rep]", 1)
+        assert {k: v for k, v in shown.items() if v} == turns, pool
+    per_rep: dict[str, int] = {}
+    for r in load:
+        per_rep[r.rep] = per_rep.get(r.rep, 0) + r.count
+    assert cells(page, "#per-rep-table tr[data-rep]", 3) == per_rep
+    screenshot(page, "balance")
+
+    page.click("nav a:has-text('Reps')")
+    expect(page.locator("tr[data-rep='gus'] .pill")).to_have_text("Inactive")
+    screenshot(page, "reps")
+    page.click("nav a:has-text('Decisions')")
+    expect(page.locator("#decisions tbody tr")).to_have_count(50)
+    screenshot(page, "decisions")
+    page.click("nav a:has-text('Failed writes')")
+    expect(page.locator("h1")).to_have_text("Failed writes")
+    screenshot(page, "failed")
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click("nav a:has-text('Overview')")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    screenshot(page, "overview-phone")
+
+
+def test_given_a_record_when_searching_it_then_its_decision_and_trace_show(
+        deployment: Deployment, page: Page) -> None:
+    record = deployment.history.decision_ids(rule="enterprise-size", limit=1)[0][1]
+    sign_in(page, deployment.url)
+    page.click("nav a:has-text('Decisions')")
+    page.fill("input[name=record]", record.record_id)
+    page.click("form.search button[type=submit]")
+    rows = page.locator("#decisions tbody tr")
+    expect(rows).to_have_count(1)
+    rows.locator("a.record").click()
+    expect(page.locator("[data-testid=record-id]")).to_have_text(record.record_id)
+    expect(page.locator("#trace tr.won")).to_contain_text("enterprise-size")
+    expect(page.locator("[data-testid=reason]")).to_have_text(record.reason)
+    if record.crm == "hubspot":
+        expect(page.locator("a", has_text="Open in HubSpot")).to_have_attribute(
+            "href", re.compile(rf"app\.hubspot\.com/contacts/{PORTAL}/record/0-2/"))
+    screenshot(page, "decision")
+
+
+def test_given_a_pools_next_rep_when_paused_on_the_reps_page_then_the_next_record_skips_them(
+        deployment: Deployment, page: Page) -> None:
+    created = deployment.sim.hubspot_create("companies", {
+        "name": "Tiny Browser Co", "domain": "tiny-browser-co.example", "numberofemployees": 12,
+        "industry": "Retail"})
+    record_id = str(created)
+    would = deployment.pipeline_run(
+        "hubspot", lambda p: p.explain("companies", record_id))
+    assert would.rule == "everyone-else" and would.owner in ("cara", "dev", "eli")
+    paused = would.owner
+
+    sign_in(page, deployment.url)
+    page.click("nav a:has-text('Reps')")
+    page.locator(f"tr[data-rep='{paused}'] button", has_text="Pause").click()
+    expect(page.locator("p.notice")).to_have_text(f"Paused {paused}.")
+    expect(page.locator(f"tr[data-rep='{paused}'] .pill")).to_have_text("Paused")
+    screenshot(page, "reps-paused")
+
+    deployment.pipeline_run(
+        "hubspot", lambda p: p.route_ids("companies", [record_id], trigger="webhook"))
+    deployment.flush()
+    routed = deployment.history.decisions(record_id=record_id)
+    assert len(routed) == 1
+    assert routed[0].owner in ("cara", "dev", "eli") and routed[0].owner != paused
+
+    page.click("nav a:has-text('Decisions')")
+    page.fill("input[name=record]", record_id)
+    page.click("form.search button[type=submit]")
+    expect(page.locator("#decisions tbody tr")).to_have_count(1)
+    expect(page.locator("#decisions tbody tr td").nth(4)).to_have_text(routed[0].owner or "")
+
+    page.click("nav a:has-text('Reps')")
+    page.locator(f"tr[data-rep='{paused}'] button", has_text="Resume").click()
+    expect(page.locator("p.notice")).to_have_text(f"Resumed {paused}.")
