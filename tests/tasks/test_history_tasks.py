@@ -15,7 +15,13 @@ import pytest
 from connectors.settings import Settings
 from sync.history import History
 from sync.state.redis import RedisStateStore
-from tasks.celery_app import FLUSH_TASK, PRUNE_TASK, beat_schedule
+from tasks.celery_app import (
+    FLUSH_TASK,
+    PRUNE_TASK,
+    ROUTE_PRIORITY,
+    SWEEP_PRIORITY,
+    beat_schedule,
+)
 from tasks.history import flush_outbox, prune_history, schema_problem
 from tests.loopback import free_port
 from tests.sync.state.test_contract import decision
@@ -48,6 +54,8 @@ def test_given_the_beat_schedule_then_it_flushes_every_two_seconds_and_prunes_da
     assert schedule["history flush"]["schedule"] == 2.0
     assert schedule["history prune"]["task"] == PRUNE_TASK == "history.prune"
     assert schedule["history prune"]["schedule"] == 24 * 3600.0
+    # After webhook batches, before sweep pages (kombu's Redis transport: 0 goes first).
+    assert ROUTE_PRIORITY < schedule["history flush"]["options"]["priority"] < SWEEP_PRIORITY
 
 
 def test_given_service_mode_when_the_flush_task_body_runs_then_the_outbox_moves_to_sql(
