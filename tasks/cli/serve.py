@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tasks.cli.common import fail, open_state
+from tasks.cli.common import fail, open_state, serve_history
 
 if TYPE_CHECKING:
     from tasks.http import Enqueue
@@ -37,7 +37,6 @@ def serve(
     """Serve the HTTP app: CRM webhooks, the ops API, /healthz and /metrics."""
     # Imported here: every other command starts without loading the web stack.
     from connectors.settings import Settings
-    from tasks.cli.dashboard import history_url, open_history
     from tasks.http import create_app
     from tasks.http.server import run as run_server
     from tasks.logging import configure_logging
@@ -45,9 +44,12 @@ def serve(
     enqueue = _enqueue()
     settings = Settings()
     store = open_state(state)
-    # The dashboard reads the decision history: embedded, in the state file itself.
-    url = history_url(settings.resolved_state_url(state))
-    history = open_history(url) if url is not None else None
+    try:
+        # Refuses an out-of-date schema (exit 2 naming `account-router db upgrade`).
+        history = serve_history(state)
+    except BaseException:
+        store.close()
+        raise
     try:
         # Before the app is built: what it logs while assembling (the Salesforce endpoint off)
         # is a JSON line through the redaction like everything after.

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 from starlette.exceptions import HTTPException
 
 from connectors.settings import Settings
+from sync.history import History
 from sync.state.base import StateStore
 from tasks.dashboard import HistoryReader, for_serve, mount
 from tasks.http import health, hubspot, ops, salesforce
@@ -90,6 +91,8 @@ def create_app(
     for router in (hubspot.router, salesforce.router, ops.router, health.router):
         app.include_router(router)
     ctx: AppContext = app.state.ctx
+    if isinstance(history, History):
+        ctx.history_db = history  # `GET /decisions/{id}` reads the same history
     mount(app, for_serve(settings, store, history, ctx.routing,
                          lambda crm, obj, ids: ctx.hand_over(crm, {obj: ids}, "reprocess"),
                          clock=clock))
