@@ -7,6 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from celery.signals import worker_init, worker_process_init
 from celery.utils.log import get_task_logger
 
@@ -71,6 +72,12 @@ def flush_outbox(settings: Settings | None = None, *, batch: int = DEFAULT_BATCH
     except FlushError as exc:
         log.warning("history flush: %s; %d decisions wait in the outbox", exc,
                     store.outbox_size())
+        return 0
+    except redis.exceptions.RedisError as exc:
+        # The outbox itself is out of reach (a Redis restart): nothing moved, nothing lost; the
+        # next beat start tries again. One line, not a task failure's traceback every 2 s.
+        log.warning("history flush: Redis %s unreachable (%s); the outbox waits",
+                    store.display_url, type(exc).__name__)
         return 0
 
 

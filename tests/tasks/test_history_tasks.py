@@ -82,6 +82,17 @@ def test_given_an_unreachable_database_when_the_flush_task_body_runs_then_it_log
     assert "pw-in-url" not in caplog.text
 
 
+def test_given_the_state_redis_unreachable_when_the_flush_task_body_runs_then_it_logs_and_waits(
+        history_url, caplog):
+    gone = f"redis://:pw-in-url@127.0.0.1:{free_port()}/0"
+
+    with caplog.at_level(logging.WARNING):
+        moved = flush_outbox(service(gone, history_url))
+
+    assert moved == 0
+    assert "the outbox waits" in caplog.text and "pw-in-url" not in caplog.text
+
+
 def test_given_embedded_state_when_the_flush_task_body_runs_then_there_is_nothing_to_move(
         tmp_path):
     assert flush_outbox(Settings(state_url=f"sqlite:///{tmp_path / 'state.db'}")) == 0
