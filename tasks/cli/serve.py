@@ -37,24 +37,17 @@ def serve(
     """Serve the HTTP app: CRM webhooks, the ops API, /healthz and /metrics."""
     # Imported here: every other command starts without loading the web stack.
     from connectors.settings import Settings
-    from tasks.cli.dashboard import history_url, open_history
     from tasks.http import create_app
     from tasks.http.server import run as run_server
     from tasks.logging import configure_logging
 
     enqueue = _enqueue()
-    settings = Settings()
     store = open_state(state)
-    # The dashboard reads the decision history: embedded, in the state file itself.
-    url = history_url(settings.resolved_state_url(state))
-    history = open_history(url) if url is not None else None
     try:
         # Before the app is built: what it logs while assembling (the Salesforce endpoint off)
         # is a JSON line through the redaction like everything after.
         configure_logging()
-        app = create_app(settings, store, enqueue, history=history)
+        app = create_app(Settings(), store, enqueue)
         run_server(app, host=host, port=port)
     finally:
-        if history is not None:
-            history.close()
         store.close()

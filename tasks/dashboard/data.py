@@ -280,7 +280,7 @@ class FailedGroup:
     rows: list[FailedRow]
 
 
-def failed_writes(store: StateStore, history: HistoryReader | None,
+def failed_writes(store: StateStore, history: HistoryReader,
                   objects: Mapping[str, Collection[str]]) -> list[FailedGroup]:
     """What waits for a retried write per CRM object, with the last decision's write error."""
     groups = []
@@ -299,10 +299,8 @@ def failed_writes(store: StateStore, history: HistoryReader | None,
     return groups
 
 
-def _last_for(history: HistoryReader | None, record_id: str,
+def _last_for(history: HistoryReader, record_id: str,
               crm: str) -> tuple[int, Decision] | None:
-    if history is None:
-        return None
     # Record ids of two CRMs can collide: the newest of this CRM's among the last few.
     for found in history.decision_ids(record_id=record_id, limit=5):
         if found[1].crm == crm:

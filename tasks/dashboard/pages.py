@@ -76,7 +76,9 @@ class Dashboard:
     `account-router dashboard` command, loopback only and without sign-in."""
 
     store: StateStore
-    history: data.HistoryReader | None
+    # The decision history, opened on first use (serve: the app context's `history()`, the
+    # state file's own when embedded, else ACCOUNT_ROUTER_DATABASE_URL); ValueError when none.
+    history: Callable[[], data.HistoryReader]
     routing: Callable[[], CompiledRouting | None]
     retry: Retry
     objects: Mapping[str, Collection[str]]  # CRM -> its objects, for the failed-writes page
@@ -228,10 +230,11 @@ def _zone(routing: CompiledRouting | None) -> tzinfo:
 
 
 def _history(dash: Dashboard) -> data.HistoryReader:
-    if dash.history is None:
-        raise PageError(503, "no decision history is configured "
-                        "(ACCOUNT_ROUTER_DATABASE_URL; docs/operations.md#decision-history)")
-    return dash.history
+    """The history, or a 503 page saying why there is none (the message names the setting)."""
+    try:
+        return dash.history()
+    except ValueError as exc:
+        raise PageError(503, str(exc)) from exc
 
 
 def _fail(exc: Exception) -> NoReturn:
@@ -363,7 +366,7 @@ async def _overview(request: Request, dash: Dashboard, session: Session,
     window = _window(request)
     routing = await run_in_threadpool(dash.routing)
     since, until = data.window_bounds(window, dash.now(), _zone(routing))
-    history = _history(dash)
+    history: data.HistoryReader = await _read(lambda: _history(dash))
     view: data.Overview = await _read(
         lambda: data.overview(history, since, until, data.BUCKETS[window]))
     return _render(request, "overview.html", session=session, cookie=cookie, page="overview",
@@ -383,7 +386,7 @@ async def _balance(request: Request, dash: Dashboard, session: Session,
     routing = await run_in_threadpool(dash.routing)
     now = dash.now()
     since, until = data.window_bounds(window, now, _zone(routing))
-    history = _history(dash)
+    history: data.HistoryReader = await _read(lambda: _history(dash))
     view: data.Balance = await _read(
         lambda: data.balance(history, dash.store, routing, since, until, now))
     return _render(request, "balance.html", session=session, cookie=cookie, page="balance",
@@ -428,7 +431,7 @@ async def _decisions(request: Request, dash: Dashboard, session: Session,
     if not raw_offset.isdigit() or len(raw_offset) > 9 or int(raw_offset) > data.MAX_OFFSET:
         raise PageError(400, f"offset must be a whole number from 0 to {data.MAX_OFFSET:,}")
     offset = int(raw_offset)
-    history = _history(dash)
+    history: data.HistoryReader = await _read(lambda: _history(dash))
     found: list[tuple[int, Decision]] = await _read(lambda: history.decision_ids(
         record_id=record, rep=rep, rule=rule, outcome=outcome, limit=data.PAGE_SIZE + 1,
         offset=offset))
@@ -452,7 +455,7 @@ async def decision_page(request: Request, decision_id: str) -> Response:
         if not decision_id.isdigit() or len(decision_id) > 19 \
                 or not 0 < int(decision_id) < 2 ** 63:
             raise PageError(404, "no such decision")
-        history = _history(dash)
+        history: data.HistoryReader = await _read(lambda: _history(dash))
         found: Decision | None = await _read(lambda: history.decision(int(decision_id)))
         if found is None:
             raise PageError(404, "no such decision")
@@ -472,7 +475,7 @@ async def failed_page(request: Request) -> Response:
 async def _failed(request: Request, dash: Dashboard, session: Session,
                   cookie: str | None) -> Response:
     groups: list[data.FailedGroup] = await _read(
-        lambda: data.failed_writes(dash.store, dash.history, dash.objects))
+        lambda: data.failed_writes(dash.store, _history(dash), dash.objects))
     return _render(request, "failed.html", session=session, cookie=cookie, page="failed",
                    title="Failed writes", groups=groups, notice=_notice(request),
                    shown=data.MAX_FAILED_SHOWN)

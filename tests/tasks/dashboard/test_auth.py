@@ -11,6 +11,7 @@ from connectors.settings import Settings
 from sync.state import open_store
 from tasks.dashboard.auth import LOCKOUT_SECONDS, MAX_FAILURES, SESSION_SECONDS
 from tasks.http import create_app
+from tasks.metrics import LocalMetrics
 from tests.tasks.dashboard.conftest import NOW, TOKEN, Env, RecordingEnqueue, csrf_of, sign_in
 
 PAGES = ("overview", "balance", "reps", "decisions", "failed", "overrides", "review")
@@ -183,3 +184,20 @@ def test_given_no_session_when_posting_an_action_then_403_and_nothing_changes(
     assert env.client.post("/dashboard/failed/retry",
                            data={"crm": "salesforce", "object": "Lead"}).status_code == 403
     assert env.enqueue.calls == []
+
+
+def test_given_redis_state_without_a_database_url_when_opening_a_page_then_503_naming_it(
+        redis_url: str) -> None:
+    store = open_store(redis_url)
+    try:
+        app = create_app(Settings.model_validate({"api_token": TOKEN, "redis_url": redis_url}),
+                         store, RecordingEnqueue(), metrics=LocalMetrics())
+        client = TestClient(app)
+        sign_in(client)
+        for page in ("overview", "balance", "decisions", "failed"):
+            response = client.get(f"/dashboard/{page}")
+            assert response.status_code == 503, page
+            assert "ACCOUNT_ROUTER_DATABASE_URL" in response.text
+        assert client.get("/dashboard/reps").status_code == 200  # the state store suffices
+    finally:
+        store.close()

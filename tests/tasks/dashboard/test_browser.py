@@ -74,7 +74,8 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
     with serve(sim) as running, pytest.MonkeyPatch.context() as env:
         for name, value in running.env().items():
             env.setenv(name, value)
-        history = History(postgres_server.create_database("dashboard_browser"))
+        database = postgres_server.create_database("dashboard_browser")
+        history = History(database)
         history.upgrade()
         store = RedisStateStore(redis_server)
         routing = load_routing(EXAMPLE)
@@ -83,10 +84,12 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
             deployed.pipeline_run(crm, lambda p, objects=objects: [
                 p.sweep(obj, full=True) for obj in objects])
         deployed.flush()
-        settings = Settings.model_validate({"api_token": TOKEN, "config": str(EXAMPLE),
-                                            "hubspot_portal_id": PORTAL})
-        app = create_app(settings, store, lambda *args: None, metrics=LocalMetrics(),
-                         history=history)
+        # As `serve` runs in service mode: the app opens the history at
+        # ACCOUNT_ROUTER_DATABASE_URL itself.
+        settings = Settings.model_validate({
+            "api_token": TOKEN, "config": str(EXAMPLE), "hubspot_portal_id": PORTAL,
+            "redis_url": redis_server, "database_url": database})
+        app = create_app(settings, store, lambda *args: None, metrics=LocalMetrics())
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning"))
