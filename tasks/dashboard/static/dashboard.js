@@ -6,11 +6,17 @@
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
     second: "2-digit", timeZoneName: "short"
   });
+  // In tables, a compact form (the page says whose timezone; the year only when not this one).
+  var thisYear = new Date().getFullYear();
+  var compact = new Intl.DateTimeFormat(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit"
+  });
   document.querySelectorAll("time[datetime]").forEach(function (el) {
     var when = new Date(el.getAttribute("datetime"));
     if (isNaN(when.getTime())) { return; }
     el.title = el.textContent;
-    el.textContent = fmt.format(when);
+    var inTable = el.closest("td") !== null;
+    el.textContent = inTable && when.getFullYear() === thisYear ? compact.format(when) : fmt.format(when);
   });
 
   // Sortable tables: a click on a header sorts by that column (numbers by data-sort).
