@@ -50,6 +50,7 @@ class Deployment:
     store: RedisStateStore
     sim: Simulator
     routing: CompiledRouting
+    enqueued: list[tuple[str, str, list[str], str]]  # what the app handed to the workers
 
     def pipeline_run(self, crm: str, run: Callable[[Pipeline], T]) -> T:
         """`run` on a pipeline over this deployment's state, as a worker would build it."""
@@ -79,7 +80,7 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
         history.upgrade()
         store = RedisStateStore(redis_server)
         routing = load_routing(EXAMPLE)
-        deployed = Deployment("", history, store, sim, routing)
+        deployed = Deployment("", history, store, sim, routing, [])
         for crm, objects in OBJECTS.items():
             deployed.pipeline_run(crm, lambda p, objects=objects: [
                 p.sweep(obj, full=True) for obj in objects])
@@ -89,7 +90,10 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
         settings = Settings.model_validate({
             "api_token": TOKEN, "config": str(EXAMPLE), "hubspot_portal_id": PORTAL,
             "redis_url": redis_server, "database_url": database})
-        app = create_app(settings, store, lambda *args: None, metrics=LocalMetrics())
+        app = create_app(settings, store,
+                         lambda crm, obj, ids, trigger: deployed.enqueued.append(
+                             (crm, obj, list(ids), trigger)),
+                         metrics=LocalMetrics())
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning"))
@@ -188,7 +192,6 @@ def test_given_the_routed_demo_when_signed_in_then_every_page_shows_the_historys
     screenshot(page, "decisions")
     page.click("nav a:has-text('Failed writes')")
     expect(page.locator("h1")).to_have_text("Failed writes")
-    screenshot(page, "failed")
 
     page.set_viewport_size({"width": 390, "height": 844})
     page.click("nav a:has-text('Overview')")
@@ -249,3 +252,39 @@ def test_given_a_pools_next_rep_when_paused_on_the_reps_page_then_the_next_recor
     page.click("nav a:has-text('Reps')")
     page.locator(f"tr[data-rep='{paused}'] button", has_text="Resume").click()
     expect(page.locator("p.notice")).to_have_text(f"Resumed {paused}.")
+
+
+def test_given_a_failed_write_when_retried_from_the_failed_page_then_it_is_written(
+        deployment: Deployment, page: Page) -> None:
+    lead = deployment.sim.salesforce_create("Lead", {
+        "Company": "Locked Row Co", "LastName": "Ng", "Email": "ng@locked-row.example",
+        "NumberOfEmployees": 8})
+    # Salesforce answers UNABLE_TO_LOCK_ROW to every write: retried, then left for later.
+    deployment.sim.configure_faults(lock_error_rate=1.0)
+    try:
+        deployment.pipeline_run(
+            "salesforce", lambda p: p.route_ids("Lead", [lead], trigger="webhook"))
+    finally:
+        deployment.sim.clear_faults()
+    deployment.flush()
+    assert deployment.store.failed("salesforce", "Lead") == [lead]
+
+    sign_in(page, deployment.url)
+    page.click("nav a:has-text('Failed writes')")
+    group = page.locator("section[data-crm='salesforce'][data-object='Lead']")
+    expect(group.locator("tbody tr")).to_have_count(1)
+    expect(group.locator("tbody tr")).to_contain_text(lead)
+    expect(group.locator("tbody tr")).to_contain_text("UNABLE_TO_LOCK_ROW")
+    screenshot(page, "failed")
+    page.once("dialog", lambda dialog: dialog.accept())  # "retry all" asks first
+    group.locator("button", has_text="Retry all").click()
+    expect(page.locator("p.notice")).to_have_text("Retry started for 1 records.")
+    assert deployment.enqueued == [("salesforce", "Lead", [lead], "reprocess")]
+
+    # What a worker does with the hand-over; then nothing waits any more.
+    deployment.pipeline_run(
+        "salesforce", lambda p: p.route_ids("Lead", [lead], trigger="reprocess"))
+    deployment.flush()
+    assert deployment.sim.owner_of("salesforce", "Lead", lead) is not None
+    page.reload()
+    expect(page.locator("p.empty")).to_contain_text("Nothing waits")
