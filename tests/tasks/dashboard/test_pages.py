@@ -6,18 +6,25 @@ from __future__ import annotations
 import html as htmllib
 import re
 from datetime import UTC, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from connectors.settings import Settings
 from sync.models import Outcome
+from sync.state import open_store
 from tasks.dashboard.data import MAX_OFFSET, PAGE_SIZE
+from tasks.http import create_app
 from tests.tasks.dashboard.conftest import (
     HOSTILE,
     INSTANCE,
     NOW,
     PORTAL,
+    ROUTING,
+    TOKEN,
     Env,
+    RecordingEnqueue,
     csrf_of,
     decision,
     sign_in,
@@ -277,3 +284,26 @@ def test_given_an_unknown_crm_object_when_retrying_then_400_and_nothing_enqueued
 def test_given_the_next_issue_pages_when_opened_then_they_say_next(client: TestClient) -> None:
     for page in ("overrides", "review"):
         assert "next" in client.get(f"/dashboard/{page}").text
+
+
+def test_given_a_fresh_deployment_when_opening_every_page_then_200_and_zeros(
+        tmp_path: Path) -> None:
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(ROUTING)
+    store = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        app = create_app(Settings.model_validate({"api_token": TOKEN, "config": str(routing)}),
+                         store, RecordingEnqueue(), clock=lambda: NOW.timestamp())
+        client = TestClient(app)
+        sign_in(client)
+        for page in ("overview?window=today", "overview?window=30d", "balance", "reps",
+                     "decisions", "failed"):
+            response = client.get(f"/dashboard/{page}")
+            assert response.status_code == 200, page
+        assert 'data-testid="total">0<' in client.get("/dashboard/overview").text
+        assert "No decisions yet." in client.get("/dashboard/decisions").text
+        status = dict(re.findall(r'data-rep="([^"]+)" data-status="([^"]+)"',
+                                 client.get("/dashboard/reps").text))
+        assert status["ana"] == "available" and status["bo"] == "available"
+    finally:
+        store.close()
