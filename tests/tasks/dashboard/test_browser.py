@@ -119,6 +119,18 @@ def sign_in(page: Page, url: str, token: str = TOKEN) -> None:
     page.click("button[type=submit]")
 
 
+NAV = {"Overview": "overview", "Balance": "balance", "Reps": "reps", "Decisions": "decisions",
+       "Failed writes": "failed"}
+
+
+def go(page: Page, name: str) -> None:
+    """Follow the navigation link `name` and wait for that page, loaded with its stylesheet:
+    reads that do not wait on their own (`locator.all()`) then see the new page."""
+    page.click(f"nav a:has-text('{name}')")
+    page.wait_for_url(f"**/dashboard/{NAV[name]}")
+    page.wait_for_load_state("load")
+
+
 def window() -> tuple[datetime, datetime]:
     """The 7-day window as the app sees it (every decision here is minutes old)."""
     now = datetime.now(UTC)
@@ -172,7 +184,7 @@ def test_given_the_routed_demo_when_signed_in_then_every_page_shows_the_historys
               page.locator("#rules tbody tr td:nth-child(2)").all_inner_texts()]
     assert counts == sorted(counts)
 
-    page.click("nav a:has-text('Balance')")
+    go(page, "Balance")
     load = deployment.history.load(since, until)
     for pool in deployment.routing.pools:
         turns = {r.rep: r.count for r in load if r.pool == pool and r.outcome == "assigned"}
@@ -184,22 +196,19 @@ def test_given_the_routed_demo_when_signed_in_then_every_page_shows_the_historys
     assert cells(page, "#per-rep-table tr[data-rep]", 3) == per_rep
     screenshot(page, "balance")
 
-    page.click("nav a:has-text('Reps')")
+    go(page, "Reps")
     expect(page.locator("tr[data-rep='gus'] .pill")).to_have_text("Inactive")
     screenshot(page, "reps")
-    page.click("nav a:has-text('Decisions')")
+    go(page, "Decisions")
     expect(page.locator("#decisions tbody tr")).to_have_count(50)
     screenshot(page, "decisions")
-    page.click("nav a:has-text('Failed writes')")
+    go(page, "Failed writes")
     expect(page.locator("h1")).to_have_text("Failed writes")
 
     # A phone: nothing wider than the screen (wide tables scroll inside their card).
     page.set_viewport_size({"width": 390, "height": 844})
     for name in ("Overview", "Balance", "Reps", "Decisions"):
-        page.click(f"nav a:has-text('{name}')")
-        # Measured on the new page, once its stylesheet applies.
-        page.wait_for_url(f"**/dashboard/{name.lower()}")
-        page.wait_for_load_state("load")
+        go(page, name)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
         screenshot(page, f"{name.lower()}-phone")
 
@@ -208,7 +217,7 @@ def test_given_a_record_when_searching_it_then_its_decision_and_trace_show(
         deployment: Deployment, page: Page) -> None:
     record = deployment.history.decision_ids(rule="enterprise-size", limit=1)[0][1]
     sign_in(page, deployment.url)
-    page.click("nav a:has-text('Decisions')")
+    go(page, "Decisions")
     page.fill("input[name=record]", record.record_id)
     page.click("form.search button[type=submit]")
     rows = page.locator("#decisions tbody tr")
@@ -235,7 +244,7 @@ def test_given_a_pools_next_rep_when_paused_on_the_reps_page_then_the_next_recor
     paused = would.owner
 
     sign_in(page, deployment.url)
-    page.click("nav a:has-text('Reps')")
+    go(page, "Reps")
     page.locator(f"tr[data-rep='{paused}'] button", has_text="Pause").click()
     expect(page.locator("p.notice")).to_have_text(f"Paused {paused}.")
     expect(page.locator(f"tr[data-rep='{paused}'] .pill")).to_have_text("Paused")
@@ -248,13 +257,13 @@ def test_given_a_pools_next_rep_when_paused_on_the_reps_page_then_the_next_recor
     assert len(routed) == 1
     assert routed[0].owner in ("cara", "dev", "eli") and routed[0].owner != paused
 
-    page.click("nav a:has-text('Decisions')")
+    go(page, "Decisions")
     page.fill("input[name=record]", record_id)
     page.click("form.search button[type=submit]")
     expect(page.locator("#decisions tbody tr")).to_have_count(1)
     expect(page.locator("#decisions tbody tr td").nth(4)).to_have_text(routed[0].owner or "")
 
-    page.click("nav a:has-text('Reps')")
+    go(page, "Reps")
     page.locator(f"tr[data-rep='{paused}'] button", has_text="Resume").click()
     expect(page.locator("p.notice")).to_have_text(f"Resumed {paused}.")
 
@@ -275,7 +284,7 @@ def test_given_a_failed_write_when_retried_from_the_failed_page_then_it_is_writt
     assert deployment.store.failed("salesforce", "Lead") == [lead]
 
     sign_in(page, deployment.url)
-    page.click("nav a:has-text('Failed writes')")
+    go(page, "Failed writes")
     group = page.locator("section[data-crm='salesforce'][data-object='Lead']")
     expect(group.locator("tbody tr")).to_have_count(1)
     expect(group.locator("tbody tr")).to_contain_text(lead)
