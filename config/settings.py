@@ -129,5 +129,5 @@ class Settings(BaseSettings):
         raise ValueError(
             "ACCOUNT_ROUTER_DATABASE_URL is not set: with Redis state (service mode) the "
             "decision history needs a database, e.g. "
-            "ACCOUNT_ROUTER_DATABASE_URL=postgresql+psycopg://user:password@host:5432/router"
+            "ACCOUNT_ROUTER_DATABASE_URL=postgresql+psycopg://USER:PASSWORD@HOST:5432/DB"
         )

@@ -13,9 +13,10 @@ from sqlalchemy import (
     Text,
 )
 
-# Revision the code expects (sync/history/migrations/versions): `is_current` compares with it,
-# and the embedded store skips Alembic entirely when its file already reports it.
-HEAD_REVISION = "0002"
+from sync.history.sqlite_schema import HEAD_REVISION
+
+__all__ = ["DECISION_INDEXES", "EVENT_INDEXES", "HEAD_REVISION", "Id", "decisions", "events",
+           "labels", "metadata", "traces"]
 
 metadata = MetaData()
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Engine,
@@ -21,12 +22,15 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    literal,
     or_,
     select,
     text,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from config.urls import redact_url, redact_urls
@@ -41,7 +45,7 @@ from sync.state import OUTCOMES_WITH_LOAD, check_limit, load_sort_key
 from sync.state.base import LoadRow
 
 UPGRADE_COMMAND = "account-router db upgrade"
-ACCEPTED_FORMS = ("postgresql+psycopg://user:password@host:port/db, "
+ACCEPTED_FORMS = ("postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB, "
                   "sqlite:///relative/path.db or sqlite:////absolute/path.db")
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Rows per INSERT statement: SQLAlchemy's "insertmanyvalues" folds a batch into multi-row
@@ -494,13 +498,26 @@ class History:
         found: dict[int, tuple[int, float | None, float | None]] = {}
         with self._read() as conn:
             if self.dialect == "postgresql":
-                stmt = select(
-                    bucket, func.count(),
-                    func.percentile_cont(0.5).within_group(seconds),
-                    func.percentile_cont(0.95).within_group(seconds),
-                ).where(*where).group_by(bucket)
-                for b, n, p50, p95 in conn.execute(stmt):
-                    found[int(b)] = (int(n), float(p50), float(p95))
+                # One aggregate per bucket over its own decided_at range (a LATERAL join on the
+                # bucket numbers), not GROUP BY bucket: the grouped form sorted the whole window
+                # by bucket first (300k rows over 30 days, spilling to disk) before each
+                # percentile sorted its group again; 394 -> ~170 ms on 1M decisions.
+                # benchmarks/history.py measures it.
+                number = func.generate_series(0, buckets - 1).table_valued("b").render_derived()
+                lo = literal(start, BigInteger()) + number.c.b * literal(width, BigInteger())
+                per = select(
+                    func.count().label("n"),
+                    func.percentile_cont(postgresql.array([0.5, 0.95]))
+                    .within_group(seconds).label("p"),
+                ).where(
+                    D.c.created_at.is_not(None), D.c.outcome.in_(_LOAD_CODES),
+                    D.c.decided_at >= lo,
+                    D.c.decided_at < func.least(lo + literal(width, BigInteger()), end),
+                ).lateral("per")
+                stmt = select(number.c.b, per.c.n, per.c.p).select_from(number.join(per, true()))
+                for b, n, p in conn.execute(stmt):
+                    if n:
+                        found[int(b)] = (int(n), float(p[0]), float(p[1]))
             else:
                 values: dict[int, list[float]] = {}
                 for b, s in conn.execute(select(bucket, seconds).where(*where)):
@@ -638,15 +655,24 @@ def _copy_decisions(conn: Connection, params: Sequence[Mapping[str, Any]]) -> in
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)  # the engine is postgresql+psycopg
     columns = ", ".join(_STAGE_COLUMNS)
-    with raw.cursor() as cursor:
-        cursor.execute(_STAGE_DDL)
-        with cursor.copy(f"COPY {_STAGE} ({columns}) FROM STDIN") as copy:
-            for row in params:
-                copy.write_row([row[name] for name in _STAGE_COLUMNS])
-        # The heap scan returns the rows in COPY order: still ascending ids.
-        cursor.execute(f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
-                       "ON CONFLICT (id) DO NOTHING")
-        return max(cursor.rowcount, 0)
+    statement = f"COPY {_STAGE} ({columns}) FROM STDIN"
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(_STAGE_DDL)
+            with cursor.copy(statement) as copy:
+                for row in params:
+                    copy.write_row([row[name] for name in _STAGE_COLUMNS])
+            # The heap scan returns the rows in COPY order: still ascending ids.
+            statement = (f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
+                         "ON CONFLICT (id) DO NOTHING")
+            cursor.execute(statement)
+            return max(cursor.rowcount, 0)
+    except psycopg.Error as exc:
+        # The driver's error wrapped as SQLAlchemy wraps its own executions (DataError for a
+        # value the database refuses, OperationalError for a lost server...): callers such as
+        # the outbox flush tell "bad row" from "database down" by those classes.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error,
+                                  dialect=conn.dialect) from exc
 
 
 def ensure_labels(conn: Connection, keys: Iterable[tuple[str, str]],

@@ -14,11 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
-from sqlalchemy.schema import CreateIndex, CreateTable
-
 from sync.history import codec
-from sync.history.schema import DECISION_INDEXES, HEAD_REVISION, metadata
+from sync.history.sqlite_schema import DECISION_INDEXES, HEAD_REVISION, TABLES
 from sync.models import Decision
 from sync.state import as_utc, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
@@ -35,10 +32,7 @@ SCHEMA_VERSION = 5
 
 # The history's decision indexes: `bulk_audit` drops and rebuilds them around a long run, and an
 # open rebuilds any a killed run left missing.
-_DECISION_INDEXES = {
-    index.name: str(CreateIndex(index, if_not_exists=True).compile(dialect=sqlite_dialect()))
-    for index in DECISION_INDEXES
-}
+_DECISION_INDEXES = DECISION_INDEXES
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (
@@ -162,15 +156,18 @@ class SqliteStateStore(ClosesOnExit):
             for statement in _statements(SCHEMA):
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            current = _history_revision(conn) == HEAD_REVISION
-        if not current and self.in_memory:
-            # A what-if's throwaway state (`explain`, `simulate`): no other connection can see
-            # an in-memory database, so its history tables are made here, as they are at head.
-            with self._transaction(conn, immediate=True):
-                for table in metadata.sorted_tables:
-                    conn.execute(str(CreateTable(table, if_not_exists=True)
-                                     .compile(dialect=sqlite_dialect())))
-        elif not current:
+            revision = _history_revision(conn)
+            current = revision == HEAD_REVISION
+            if revision is None and not _has_table(conn, "decisions"):
+                # A new file (or an in-memory what-if state, which no other connection could
+                # migrate): the tables as they are at head, and the head stamped, in this
+                # transaction; the migrations are for files that have something to migrate.
+                for statement in (*TABLES, *_DECISION_INDEXES.values()):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO alembic_version (version_num) VALUES (?)",
+                             (HEAD_REVISION,))
+                current = True
+        if not current:
             # Embedded mode upgrades its own file (a first open, or a file from an older
             # version: its audit trail moves to the history, migration 0002). Through its own
             # connection, under BEGIN IMMEDIATE, so concurrent first opens upgrade once.
@@ -533,6 +530,11 @@ def _check_ttl(ttl_seconds: float) -> None:
     """A lock must expire, and after a positive time: 0 or negative would never be held."""
     if not 0 < ttl_seconds < math.inf:
         raise ValueError(f"ttl_seconds must be a positive finite number, got {ttl_seconds!r}")
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
 
 
 def _history_revision(conn: sqlite3.Connection) -> str | None:

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, dashboard, reps, routing, serve, simulate
+from tasks.cli import crm, dashboard, db, reps, routing, serve, simulate
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.command()(crm.simulator)
 app.command()(simulate.simulate)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
+app.add_typer(db.app, name="db")
 
 __all__ = ["app", "main"]
 

@@ -170,9 +170,10 @@ def open_history(state: str | None) -> History:
     settings = Settings()
     resolved = settings.resolved_state_url(state)
     embedded = sqlite_path(resolved) is not None
-    if embedded:
-        # A missing file is a mistyped path (say so); an older one is upgraded by the open.
-        open_state(state, if_missing="fail").close()
+    # The state named is checked first, as every command taking --state does: a missing file
+    # is a mistyped path and an unreachable Redis a wrong URL (say so); an older state file is
+    # upgraded by the open.
+    open_state(state, if_missing="fail").close()
     try:
         url = resolved if embedded else settings.resolved_database_url(resolved)
         history = History(url)
@@ -186,6 +187,34 @@ def open_history(state: str | None) -> History:
     except SQLAlchemyError as exc:
         history.close()
         fail(f"cannot open the history database {history.shown_url!r}: {describe_error(exc)}")
+    return history
+
+
+def serve_history(state: str | None) -> History | None:
+    """The history `serve` reads (dashboard, `GET /decisions`), checked before it listens: an
+    out-of-date schema is exit 2 naming `account-router db upgrade`. Embedded: the state file's
+    own. Service mode: ACCOUNT_ROUTER_DATABASE_URL, or None when unset (the dashboard says how
+    to set it); a database that cannot be reached at start is a warning, not a refusal, so
+    webhooks are taken while it is down (history reads answer 503 until it is back)."""
+    settings = Settings()
+    resolved = settings.resolved_state_url(state)
+    if sqlite_path(resolved) is not None:
+        return open_history(state)
+    if not (settings.database_url and settings.database_url.strip()):
+        return None
+    try:
+        history = History(settings.database_url)
+    except ValueError as exc:
+        fail(f"ACCOUNT_ROUTER_DATABASE_URL: {exc}")
+    try:
+        history.require_current()
+    except SchemaOutOfDate as exc:
+        history.close()
+        fail(str(exc))
+    except SQLAlchemyError as exc:
+        err.print(f"warning: cannot reach the history database {history.shown_url!r} "
+                  f"({describe_error(exc)}); serving without it until it is back",
+                  soft_wrap=True)
     return history
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from tasks.cli.common import fail, open_state
+from tasks.cli.common import fail, open_state, serve_history
 
 if TYPE_CHECKING:
     from tasks.http import Enqueue
@@ -42,12 +42,21 @@ def serve(
     from tasks.logging import configure_logging
 
     enqueue = _enqueue()
+    settings = Settings()
     store = open_state(state)
+    try:
+        # Refuses an out-of-date schema (exit 2 naming `account-router db upgrade`).
+        history = serve_history(state)
+    except BaseException:
+        store.close()
+        raise
     try:
         # Before the app is built: what it logs while assembling (the Salesforce endpoint off)
         # is a JSON line through the redaction like everything after.
         configure_logging()
-        app = create_app(Settings(), store, enqueue)
+        app = create_app(settings, store, enqueue, history=history)
         run_server(app, host=host, port=port)
     finally:
+        if history is not None:
+            history.close()
         store.close()
