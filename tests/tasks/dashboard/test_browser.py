@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 import redis
 import uvicorn
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from connectors import registry
 from connectors.settings import Settings
@@ -32,7 +32,7 @@ from sync.state.redis import RedisStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
 from tests.loopback import free_port
-from tests.servers.browser import expect_console_error, screenshot
+from tests.servers.browser import VIEWPORT, PageGuard, expect_console_error, screenshot
 from tests.servers.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -302,3 +302,26 @@ def test_given_a_failed_write_when_retried_from_the_failed_page_then_it_is_writt
     assert deployment.sim.owner_of("salesforce", "Lead", lead) is not None
     page.reload()
     expect(page.locator("p.empty")).to_contain_text("Nothing waits")
+
+
+def test_given_no_javascript_when_reading_the_pages_then_numbers_show_and_times_are_utc(
+        deployment: Deployment, browser: Browser) -> None:
+    context = browser.new_context(viewport=VIEWPORT, java_script_enabled=False)
+    page = context.new_page()
+    guard = PageGuard(page)
+    try:
+        sign_in(page, deployment.url)
+        expect(page).to_have_url(re.compile(r"/dashboard/overview$"))
+        since, until = window()
+        shown = cells(page, "tr[data-outcome]", 1)
+        outcomes = deployment.history.outcome_counts(since, until)
+        assert {k: v for k, v in shown.items() if v} == {k: v for k, v in outcomes.items() if v}
+        expect(page.locator("p.period time").first).to_have_text(re.compile(r" UTC$"))
+        expect(page.locator("svg.chart")).to_have_count(2)
+        go(page, "Decisions")
+        expect(page.locator("#decisions tbody tr").first.locator("time").first).to_have_text(
+            re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+        screenshot(page, "decisions-no-js")
+    finally:
+        context.close()
+    assert not guard.problems, guard.problems
