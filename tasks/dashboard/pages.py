@@ -123,7 +123,12 @@ def mount(app: FastAPI, dashboard: Dashboard) -> None:
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:
-        return _render(request, "error.html", exc.status, title="Error", message=exc.message)
+        try:  # signed in: the error page keeps the navigation
+            session, _ = _session(request)
+        except PageError:
+            session = None
+        return _render(request, "error.html", exc.status, session=session, title="Error",
+                       message=exc.message)
 
 
 router = APIRouter(include_in_schema=False)
