@@ -52,6 +52,26 @@
     });
   });
 
+  // A pause's end in the viewer's own time: without this script the field is read as UTC
+  // (the label says so); with it, the local time is sent as an instant with its offset.
+  document.querySelectorAll("form.pause").forEach(function (form) {
+    var input = form.querySelector("input[name=until]");
+    var label = form.querySelector(".until-zone");
+    if (!input || !label) { return; }
+    label.textContent = "until (your time, optional)";
+    form.addEventListener("submit", function () {
+      if (!input.value) { return; }
+      var when = new Date(input.value);  // a datetime-local value reads as local time
+      if (isNaN(when.getTime())) { return; }
+      var hidden = document.createElement("input");
+      hidden.type = "hidden";
+      hidden.name = "until";
+      hidden.value = when.toISOString();
+      input.removeAttribute("name");
+      form.appendChild(hidden);
+    });
+  });
+
   // Bulk actions ask first (like Sidekiq's "retry all").
   document.querySelectorAll("form[data-confirm]").forEach(function (form) {
     form.addEventListener("submit", function (event) {

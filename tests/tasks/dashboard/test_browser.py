@@ -325,3 +325,31 @@ def test_given_no_javascript_when_reading_the_pages_then_numbers_show_and_times_
     finally:
         context.close()
     assert not guard.problems, guard.problems
+
+
+def test_given_a_viewer_in_new_york_when_pausing_until_a_local_time_then_the_instant_is_right(
+        deployment: Deployment, browser: Browser) -> None:
+    context = browser.new_context(viewport=VIEWPORT, timezone_id="America/New_York",
+                                  locale="en-US")
+    page = context.new_page()
+    guard = PageGuard(page)
+    try:
+        sign_in(page, deployment.url)
+        # Times show in the viewer's zone, the UTC text kept on hover.
+        period = page.locator("p.period time").first
+        expect(period).to_have_text(re.compile(r"EST$"))
+        expect(period).to_have_attribute("title", re.compile(r"UTC$"))
+        go(page, "Reps")
+        row = page.locator("tr[data-rep='maya']")
+        expect(row.locator(".until-zone")).to_have_text("until (your time, optional)")
+        row.locator("input[type=datetime-local]").fill("2030-01-02T09:30")
+        row.locator("button", has_text="Pause").click()
+        expect(page.locator("p.notice")).to_have_text("Paused maya.")
+        assert deployment.store.pauses(datetime.now(UTC))["maya"] == \
+            datetime(2030, 1, 2, 14, 30, tzinfo=UTC)
+        expect(page.locator("tr[data-rep='maya'] time")).to_contain_text("9:30")
+        page.locator("tr[data-rep='maya'] button", has_text="Resume").click()
+        expect(page.locator("p.notice")).to_have_text("Resumed maya.")
+    finally:
+        context.close()
+    assert not guard.problems, guard.problems
