@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from connectors.settings import Settings
 from sync.models import Outcome
@@ -307,3 +310,17 @@ def test_given_a_fresh_deployment_when_opening_every_page_then_200_and_zeros(
         assert status["ana"] == "available" and status["bo"] == "available"
     finally:
         store.close()
+
+
+@hsettings(max_examples=30, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(
+    st.sampled_from(["record", "rep", "rule", "outcome", "offset", "window"]),
+    st.text(max_size=300) | st.sampled_from(["0", "50", "today", "assigned", "ana"]),
+    max_size=4),
+    page=st.sampled_from(["overview", "balance", "decisions"]))
+def test_given_any_query_when_opening_a_page_then_200_or_400_never_5xx(
+        client: TestClient, params: dict[str, str], page: str) -> None:
+    response = client.get(f"/dashboard/{page}", params=params)
+    assert response.status_code in (200, 400), (page, params, response.text[:300])
+    assert "<script>" not in response.text
