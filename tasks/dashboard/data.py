@@ -22,7 +22,7 @@ DEFAULT_WINDOW = "7d"
 BUCKETS = {"today": 24, "7d": 28, "30d": 30}
 OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped")
 PAGE_SIZE = 50
-MAX_OFFSET = 1_000_000  # deeper than anyone pages by hand; a crafted offset must not scan far
+MAX_OFFSET = 100_000  # 2,000 pages: deeper than anyone pages by hand; an OFFSET scans that far
 MAX_FAILED_SHOWN = 500  # ids listed per CRM object on the failed-writes page
 MAX_FAILED_EXPLAINED = 100  # of those, how many get their last write error looked up
 
