@@ -432,7 +432,9 @@ async def _decisions(request: Request, dash: Dashboard, session: Session,
     if outcome is not None and outcome not in data.OUTCOMES:
         raise PageError(400, f"outcome must be one of: {', '.join(data.OUTCOMES)}")
     raw_offset = q.get("offset", "0").strip() or "0"
-    if not raw_offset.isdigit() or len(raw_offset) > 9 or int(raw_offset) > data.MAX_OFFSET:
+    # ASCII digits only: "²" is a digit to str.isdigit, and no number to int().
+    if not (raw_offset.isascii() and raw_offset.isdigit()) or len(raw_offset) > 9 \
+            or int(raw_offset) > data.MAX_OFFSET:
         raise PageError(400, f"offset must be a whole number from 0 to {data.MAX_OFFSET:,}")
     offset = int(raw_offset)
     history: data.HistoryReader = await _read(lambda: _history(dash))
@@ -456,7 +458,7 @@ async def _decisions(request: Request, dash: Dashboard, session: Session,
 async def decision_page(request: Request, decision_id: str) -> Response:
     async def build(request: Request, dash: Dashboard, session: Session,
                     cookie: str | None) -> Response:
-        if not decision_id.isdigit() or len(decision_id) > 19 \
+        if not (decision_id.isascii() and decision_id.isdigit()) or len(decision_id) > 19 \
                 or not 0 < int(decision_id) < 2 ** 63:
             raise PageError(404, "no such decision")
         history: data.HistoryReader = await _read(lambda: _history(dash))

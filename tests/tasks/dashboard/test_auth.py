@@ -92,6 +92,7 @@ def test_given_a_tampered_or_expired_cookie_when_opening_a_page_then_back_to_sig
     issued, nonce, signature = cookie.split(".")
     for forged in (f"{int(issued) + 1}.{nonce}.{signature}", f"{issued}.{nonce}x.{signature}",
                    f"{issued}.{nonce}.{signature[:-2]}", "garbage", "1.2.3", "é.é.é",
+                   f"²{issued}.{nonce}.{signature}",
                    f"{issued}.{nonce}.{signature}" + "A" * 300):
         response = TestClient(env.client.app).get(
             "/dashboard/overview", follow_redirects=False,

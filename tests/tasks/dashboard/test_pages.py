@@ -223,7 +223,8 @@ def test_given_markup_in_a_record_id_when_shown_then_it_is_escaped_everywhere(
 
 @pytest.mark.parametrize("query", [
     {"offset": str(MAX_OFFSET + 1)}, {"offset": "10" * 30}, {"offset": "-1"},
-    {"offset": "abc"}, {"offset": "1e9"}, {"record": "x" * 256}, {"rep": "a\x00b"},
+    {"offset": "abc"}, {"offset": "1e9"}, {"offset": "²"}, {"offset": "١٢"},
+    {"record": "x" * 256}, {"rep": "a\x00b"},
     {"rule": "\x1b[31m"}, {"outcome": "won"}, {"outcome": "<b>"}])
 def test_given_hostile_parameters_when_searching_then_400_never_5xx(
         client: TestClient, query: dict[str, str]) -> None:
@@ -251,7 +252,8 @@ def test_given_a_decision_when_opening_it_then_its_full_trace_and_crm_link(
     assert "UNABLE_TO_LOCK_ROW" in lead
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", "99999", str(2 ** 63), "9" * 40, "1.5"])
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "99999", str(2 ** 63), "9" * 40, "1.5",
+                                 "²", "١٢"])
 def test_given_an_unknown_or_malformed_decision_id_when_opening_then_404(
         client: TestClient, bad: str) -> None:
     assert client.get(f"/dashboard/decisions/{bad}").status_code == 404
