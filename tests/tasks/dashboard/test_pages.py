@@ -7,6 +7,7 @@ import html as htmllib
 import re
 from datetime import UTC, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -326,3 +327,15 @@ def test_given_any_query_when_opening_a_page_then_200_or_400_never_5xx(
     response = client.get(f"/dashboard/{page}", params=params)
     assert response.status_code in (200, 400), (page, params, response.text[:300])
     assert "<script>" not in response.text
+
+
+@hsettings(max_examples=30, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rep=st.text(min_size=1, max_size=80).filter(lambda r: r not in (".", "..")),
+       until=st.text(max_size=60), action=st.sampled_from(["pause", "resume"]))
+def test_given_any_rep_and_until_when_acting_then_a_redirect_or_4xx_never_5xx(
+        client: TestClient, rep: str, until: str, action: str) -> None:
+    csrf = csrf_of(client.get("/dashboard/reps").text)
+    response = client.post(f"/dashboard/reps/{quote(rep, safe='')}/{action}",
+                           data={"csrf": csrf, "until": until}, follow_redirects=False)
+    assert response.status_code in (303, 400, 404), (rep, until, response.text[:200])
