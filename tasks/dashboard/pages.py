@@ -575,6 +575,16 @@ async def retry(request: Request) -> Response:
     return _redirect("/dashboard/failed", done="retried", subject=f"{len(ids):,}")
 
 
+@router.get("/dashboard/{rest:path}")
+async def not_found(request: Request, rest: str) -> Response:
+    """Any other dashboard address: a page saying so (registered last, after every page)."""
+    async def build(request: Request, dash: Dashboard, session: Session,
+                    cookie: str | None) -> Response:
+        raise PageError(404, "no such page")
+
+    return await _guarded(request, build)
+
+
 @router.get("/static/{name}")
 async def static(name: str) -> Response:
     media = STATIC.get(name)

@@ -339,3 +339,12 @@ def test_given_any_rep_and_until_when_acting_then_a_redirect_or_4xx_never_5xx(
     response = client.post(f"/dashboard/reps/{quote(rep, safe='')}/{action}",
                            data={"csrf": csrf, "until": until}, follow_redirects=False)
     assert response.status_code in (303, 400, 404), (rep, until, response.text[:200])
+
+
+def test_given_an_unknown_dashboard_address_when_opened_then_a_404_page_with_navigation(
+        client: TestClient) -> None:
+    for path in ("/dashboard/nope", "/dashboard/decisions/1/extra", "/dashboard/%3Cb%3E"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "no such page" in response.text and 'href="/dashboard/overview"' in response.text
+        assert "<b>" not in response.text
