@@ -51,6 +51,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _PAGE = 2000
 # Any constant: the transaction-scoped advisory lock that serialises concurrent upgrades.
 _UPGRADE_LOCK = 0x6163_6374_726F_7574 & 0x7FFF_FFFF_FFFF_FFFF
+_BODY_CACHE_SIZE = 4096
 _LOAD_CODES = tuple(codec.OUTCOME_CODES[Outcome(o)] for o in OUTCOMES_WITH_LOAD)
 
 
@@ -131,6 +132,7 @@ class History:
         self._label_texts: dict[int, str] = {}
         self._traces: dict[str, int] = {}
         self._trace_bodies: dict[int, str] = {}
+        self._body_cache: dict[tuple[Any, ...], str] = {}
         self._engine = self._create_engine()
         self._pid = os.getpid()
         self.dialect = self._engine.dialect.name
@@ -302,7 +304,19 @@ class History:
         # append to their rightmost page, which PostgreSQL splits 90/10; a batch in any other
         # order splits pages in half and leaves both indexes ~1.8x the size (297 -> 247 bytes a
         # decision in benchmarks/history.py).
-        encoded = [(i, codec.encode(unique[i])) for i in sorted(unique)]
+        bodies = self._body_cache
+        encoded = []
+        for i in sorted(unique):
+            d = unique[i]
+            # By content: decisions from the outbox share no trace objects, and encoding a
+            # trace (JSON) cost more than the rest of the row; a batch repeats a few dozen.
+            key = (d.rule, d.reason, d.trace, codec.offsets(d))
+            body = bodies.get(key)
+            if body is None:
+                if len(bodies) >= _BODY_CACHE_SIZE:
+                    bodies.clear()
+                body = bodies[key] = codec.trace_body(d.rule, d.reason, d.trace, key[3])
+            encoded.append((i, codec.encode(d, body)))
         labels = self._label_ids(_label_keys(e for _, e in encoded))
         traces = self._trace_ids({e.body for _, e in encoded})
         params = [decision_params(i, e, labels, traces) for i, e in encoded]
@@ -633,19 +647,39 @@ def _copy_decisions(conn: Connection, params: Sequence[Mapping[str, Any]]) -> in
     """Insert `params` (ascending ids) into history_decisions on PostgreSQL, skipping ids
     already there; how many were new. COPY rather than a multi-row INSERT: psycopg parses a
     VALUES statement of thousands of placeholders in Python, which held the batch insert at
-    ~3,500 decisions/s; COPY streams the rows as they are."""
+    ~3,500 decisions/s; COPY streams the rows as they are.
+
+    A batch is nearly always new (the outbox hands one over twice only when a flusher died
+    between storing it and removing it), so it is first COPied straight into the table under a
+    savepoint: each row written once. Only when an id is already there (a unique violation,
+    rolled back to the savepoint) does it go through a staging table and INSERT ... ON CONFLICT
+    DO NOTHING, which writes every row twice."""
     import psycopg  # PostgreSQL only: embedded SQLite never pays the import
 
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)  # the engine is postgresql+psycopg
     columns = ", ".join(_STAGE_COLUMNS)
-    statement = f"COPY {_STAGE} ({columns}) FROM STDIN"
+    rows = [[row[name] for name in _STAGE_COLUMNS] for row in params]
+    statement = "SAVEPOINT history_copy"
     try:
         with raw.cursor() as cursor:
-            cursor.execute(_STAGE_DDL)
+            cursor.execute(statement)
+            statement = f"COPY {D.name} ({columns}) FROM STDIN"
+            try:
+                with cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT history_copy")
+            else:
+                cursor.execute("RELEASE SAVEPOINT history_copy")
+                return len(rows)
+            statement = _STAGE_DDL
+            cursor.execute(statement)
+            statement = f"COPY {_STAGE} ({columns}) FROM STDIN"
             with cursor.copy(statement) as copy:
-                for row in params:
-                    copy.write_row([row[name] for name in _STAGE_COLUMNS])
+                for row in rows:
+                    copy.write_row(row)
             # The heap scan returns the rows in COPY order: still ascending ids.
             statement = (f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
                          "ON CONFLICT (id) DO NOTHING")
