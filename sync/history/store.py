@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Engine,
@@ -21,9 +22,11 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    literal,
     or_,
     select,
     text,
+    true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -509,13 +512,26 @@ class History:
         found: dict[int, tuple[int, float | None, float | None]] = {}
         with self._read() as conn:
             if self.dialect == "postgresql":
-                stmt = select(
-                    bucket, func.count(),
-                    func.percentile_cont(0.5).within_group(seconds),
-                    func.percentile_cont(0.95).within_group(seconds),
-                ).where(*where).group_by(bucket)
-                for b, n, p50, p95 in conn.execute(stmt):
-                    found[int(b)] = (int(n), float(p50), float(p95))
+                # One aggregate per bucket over its own decided_at range (a LATERAL join on the
+                # bucket numbers), not GROUP BY bucket: the grouped form sorted the whole window
+                # by bucket first (300k rows over 30 days, spilling to disk) before each
+                # percentile sorted its group again; 394 -> ~170 ms on 1M decisions.
+                # benchmarks/history.py measures it.
+                number = func.generate_series(0, buckets - 1).table_valued("b").render_derived()
+                lo = literal(start, BigInteger()) + number.c.b * literal(width, BigInteger())
+                per = select(
+                    func.count().label("n"),
+                    func.percentile_cont(postgresql.array([0.5, 0.95]))
+                    .within_group(seconds).label("p"),
+                ).where(
+                    D.c.created_at.is_not(None), D.c.outcome.in_(_LOAD_CODES),
+                    D.c.decided_at >= lo,
+                    D.c.decided_at < func.least(lo + literal(width, BigInteger()), end),
+                ).lateral("per")
+                stmt = select(number.c.b, per.c.n, per.c.p).select_from(number.join(per, true()))
+                for b, n, p in conn.execute(stmt):
+                    if n:
+                        found[int(b)] = (int(n), float(p[0]), float(p[1]))
             else:
                 values: dict[int, list[float]] = {}
                 for b, s in conn.execute(select(bucket, seconds).where(*where)):

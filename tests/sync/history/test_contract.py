@@ -286,6 +286,21 @@ def test_given_created_and_written_instants_when_speed_to_lead_then_percentiles_
         history.speed_to_lead(T0, T0 + timedelta(hours=1), buckets=0)
 
 
+def test_given_buckets_that_do_not_divide_the_window_when_speed_to_lead_then_each_row_counts_once(
+    history: History,
+) -> None:
+    # 7 buckets over 100 s: each 14.285715 s wide (rounded up to the µs), the last cut short.
+    history.record([(i, decision(f"r{i}", created=T0, at=T0 + timedelta(seconds=i)))
+                    for i in range(0, 101, 5)])
+
+    points = history.speed_to_lead(T0, T0 + timedelta(seconds=100), buckets=7)
+
+    assert [p.start for p in points] == [T0 + timedelta(microseconds=14_285_715 * b)
+                                         for b in range(7)]
+    assert [p.count for p in points] == [3, 3, 3, 3, 3, 3, 2]  # 100 s is outside [T0, T0+100)
+    assert points[6].p50 == pytest.approx(92.5) and points[0].p95 == pytest.approx(9.5)
+
+
 def test_given_old_and_new_decisions_and_events_when_pruned_then_only_the_old_go(
     history: History,
 ) -> None:
