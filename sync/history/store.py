@@ -388,16 +388,29 @@ class History:
         where = self._where(record_id, rep, rule, outcome, since, until)
         if where is None:
             return []
-        stmt = _DECISION_COLUMNS.where(*where)
-        if since is None and until is None:
-            stmt = stmt.order_by(D.c.decided_at.desc().nulls_last(), D.c.id.desc())
-        else:  # a bounded window has no undated rows: keep the order an index can give
-            stmt = stmt.order_by(D.c.decided_at.desc(), D.c.id.desc())
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
-        return self._decisions(stmt)
+        # Dated decisions first, in the order a backward scan of the decided_at (or owner,
+        # decided_at) index gives: `DESC NULLS LAST` in one statement would not match it on
+        # PostgreSQL (where NULLs sort high) and sort the whole table for a page of 50.
+        dated = _DECISION_COLUMNS.where(*where, D.c.decided_at.is_not(None)) \
+            .order_by(D.c.decided_at.desc(), D.c.id.desc()).limit(limit).offset(offset or None)
+        found = self._decisions(dated)
+        if since is not None or until is not None or (limit is not None
+                                                       and len(found) >= limit):
+            return found  # a window has no undated rows; or the page is full
+        # Then the undated ones (none in practice: every decision the router makes is dated).
+        if found:
+            skip = 0
+        elif offset:
+            with self._read() as conn:
+                dated_count = conn.execute(select(func.count()).select_from(D).where(
+                    *where, D.c.decided_at.is_not(None))).scalar_one()
+            skip = max(0, offset - int(dated_count))
+        else:
+            skip = 0
+        undated = _DECISION_COLUMNS.where(*where, D.c.decided_at.is_(None)) \
+            .order_by(D.c.id.desc()).offset(skip or None) \
+            .limit(None if limit is None else limit - len(found))
+        return found + self._decisions(undated)
 
     def decisions(
         self,
