@@ -715,16 +715,6 @@ def _labels(d: Decision) -> tuple[str | None, ...]:
             d.trigger)
 
 
-def _label_keys(encoded: Iterable[codec.EncodedDecision]) -> set[tuple[str, str]]:
-    keys: set[tuple[str, str]] = set()
-    for e in encoded:
-        for name, kind in codec.LABEL_FIELDS:
-            value = getattr(e, name)
-            if value is not None:
-                keys.add((kind, value))
-    return keys
-
-
 def decision_params(id: int | None, e: codec.EncodedDecision,
                     labels: Mapping[tuple[str, str], int],
                     traces: Mapping[str, int]) -> dict[str, Any]:
