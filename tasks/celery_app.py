@@ -13,6 +13,13 @@ from connectors.settings import Settings
 
 ROUTE_TASK = "account_router.route"
 SWEEP_PAGE_TASK = "account_router.sweep_page"
+# Names fixed by DESIGN §8 (tasks/history.py).
+FLUSH_TASK = "history.flush"
+PRUNE_TASK = "history.prune"
+# The outbox is flushed often, so decisions show in the history within seconds; retention is
+# a daily pass.
+FLUSH_EVERY_SECONDS = 2.0
+PRUNE_EVERY_SECONDS = 24 * 3600.0
 # Kombu's Redis transport keeps one list per priority step and takes from the highest first
 # (0 is the highest there, unlike RabbitMQ): webhook and reprocess batches go before sweep
 # pages, so a long sweep backlog never stands between a new lead and its owner.
@@ -47,8 +54,9 @@ def sweep_schedule(settings: Settings) -> dict[tuple[str, str], float]:
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object)."""
-    return {
+    """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object), the history
+    outbox flush and the daily history prune."""
+    sweeps = {
         f"sweep {crm}:{obj}": {
             "task": SWEEP_PAGE_TASK,
             "schedule": every,
@@ -59,6 +67,15 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         }
         for (crm, obj), every in sweep_schedule(settings).items()
     }
+    history = {
+        # Expiring like the sweep starts: a start queued while the workers were down is
+        # stale once the next is due, and one flush drains what many would have.
+        "history flush": {"task": FLUSH_TASK, "schedule": FLUSH_EVERY_SECONDS,
+                          "options": {"expires": FLUSH_EVERY_SECONDS}},
+        "history prune": {"task": PRUNE_TASK, "schedule": PRUNE_EVERY_SECONDS,
+                          "options": {"expires": 3600.0}},
+    }
+    return sweeps | history
 
 
 @setup_logging.connect
@@ -72,8 +89,8 @@ def _json_logs(loglevel: int | str | None = None, **_: object) -> None:
 def make_app(settings: Settings | None = None, *, current: bool = True) -> Celery:
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
-    app = Celery("account_router", broker=settings.redis_url, include=["tasks.worker"],
-                 set_as_current=current)
+    app = Celery("account_router", broker=settings.redis_url,
+                 include=["tasks.worker", "tasks.history"], set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue

@@ -253,6 +253,10 @@ def _auto_workers(path: Path) -> int:
 # --- duplicate ids -------------------------------------------------------------------------
 
 
+_LOOKUP = 500  # ids looked up per statement
+_SELECT_SEEN = f"SELECT id, line FROM seen WHERE id IN ({','.join('?' * _LOOKUP)})"
+
+
 class _SeenIds:
     """Ids already routed in this file, with the line they came from.
 
@@ -270,10 +274,12 @@ class _SeenIds:
         """The line each of `ids` was first routed on, for those seen before."""
         found: dict[str, int] = {}
         unique = list(dict.fromkeys(ids))
-        for at in range(0, len(unique), 30000):  # under SQLite's limit of bound variables
-            part = unique[at:at + 30000]
-            found.update(self._db.execute(
-                f"SELECT id, line FROM seen WHERE id IN ({','.join('?' * len(part))})", part))
+        for at in range(0, len(unique), _LOOKUP):
+            part = unique[at:at + _LOOKUP]
+            # Always _LOOKUP ids, the last repeated: one prepared statement for the whole run.
+            # A statement per chunk length, kept in sqlite3's statement cache, held ~50 MB.
+            part += part[-1:] * (_LOOKUP - len(part))
+            found.update(self._db.execute(_SELECT_SEEN, part))
         return found
 
     def add(self, rows: Sequence[tuple[str, int]]) -> None:

@@ -7,7 +7,6 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -16,8 +15,8 @@ import redis
 
 from config.urls import redact_url
 from sync.models import Decision
-from sync.state import OUTCOMES_WITH_LOAD, as_utc, check_limit, load_sort_key, merge_changes
-from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
+from sync.state import as_utc, check_limit, merge_changes
+from sync.state.base import ClosesOnExit, PoolChange, PoolSnapshot
 
 # Windows are day/week/month; 100 days outlives the longest one with room for reports, and the
 # TTL is refreshed on every increment, so no sweeper is needed for old windows.
@@ -453,46 +452,6 @@ class RedisStateStore(ClosesOnExit):
                 stale += _strings(list(self._r.scan_iter(self._audit_key(pattern), count=1000)))
             for start in range(0, len(stale), _CHUNK):
                 self._r.unlink(*stale[start:start + _CHUNK])
-
-    # --- audit (until the readers move to the SQL history) -----------------------------------
-
-    def decisions(
-        self,
-        record_id: str | None = None,
-        rep: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: int | None = None,
-    ) -> list[Decision]:
-        """Decisions still in the outbox (not yet flushed), newest first; the full trail is
-        the SQL history's (`sync.history.History.decisions`)."""
-        check_limit(limit)
-        low = None if since is None else as_utc(since, "since")
-        high = None if until is None else as_utc(until, "until")
-        found: list[tuple[datetime, int, Decision]] = []
-        for id_, d in self.outbox(self.outbox_size()):
-            if (record_id is not None and d.record_id != record_id) or \
-                    (rep is not None and d.owner != rep):
-                continue
-            at = d.decided_at
-            if at is None:
-                if low is not None or high is not None:
-                    continue  # like SQL, where NULL never compares true
-                at = datetime.min.replace(tzinfo=UTC)
-            elif (low is not None and at < low) or (high is not None and at >= high):
-                continue
-            found.append((at, id_, d))
-        found.sort(key=lambda f: (f[0], f[1]), reverse=True)
-        return [d for _, _, d in found[:limit]]
-
-    def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
-        """Assignments among the decisions still in the outbox (see `decisions`)."""
-        tally: Counter[tuple[str, str | None, str]] = Counter()
-        for d in self.decisions(since=since, until=until):
-            if d.owner is not None and d.outcome in OUTCOMES_WITH_LOAD:
-                tally[(d.owner, d.pool, str(d.outcome))] += 1
-        rows = [LoadRow(rep=r, pool=p, outcome=o, count=n) for (r, p, o), n in tally.items()]
-        return sorted(rows, key=load_sort_key)
 
     # --- pipeline bookkeeping ---------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from sync.compiler import CompiledRouting
 from sync.history import History
 from sync.history.store import describe_error
 from sync.state.base import StateStore
+from sync.state.sqlite import SqliteStateStore
 from tasks.logging import REDACTED, SECRET_KEY
 
 if TYPE_CHECKING:
@@ -214,8 +215,6 @@ class AppContext:
         """The history the store's decisions land in: the SQLite state file's own (embedded),
         else ACCOUNT_ROUTER_DATABASE_URL. ValueError (a 503 via `store_call`) when unset."""
         if self.history_db is None:
-            from sync.state.sqlite import SqliteStateStore
-
             if isinstance(self.store, SqliteStateStore):
                 self.history_db = self.store.history
             else:

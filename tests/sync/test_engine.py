@@ -18,6 +18,7 @@ from sync.state import open_store
 from sync.state.base import PoolChange, PoolSnapshot, StateStore
 from sync.state.sqlite import SqliteStateStore
 from tests.builders import rec, routing
+from tests.sync.state.test_contract import recorded
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)  # a Wednesday
 AVA_SF = "005000000000001AAA"
@@ -82,7 +83,7 @@ def test_given_a_batch_when_routed_then_pool_turns_and_audit_decisions_are_commi
     snap = snapshot(store, r)
     assert (snap.version, snap.last_served) == (1, "cara")
     assert snap.counts == {"cara": 2, "dev": 1, "eli": 1}
-    audited = store.decisions()
+    audited = recorded(store)
     assert sorted(d.record_id for d in audited) == ["r0", "r1", "r2", "r3"]
     assert {d.record_id: d.owner for d in audited} == {"r0": "cara", "r1": "dev", "r2": "eli",
                                                         "r3": "cara"}
@@ -268,7 +269,7 @@ def test_given_extra_decisions_when_routing_then_they_are_audited_in_the_same_co
     decisions = route_batch(recs(1), pool_routing(), store, NOW, extra=[extra])
 
     assert [d.record_id for d in decisions] == ["r0"]
-    audited = {d.record_id: d for d in store.decisions()}
+    audited = {d.record_id: d for d in recorded(store)}
     assert set(audited) == {"r0", "bad-row"}
     assert audited["bad-row"].outcome is Outcome.SKIPPED
 
@@ -284,7 +285,7 @@ def test_given_no_pool_turns_when_routing_then_decisions_are_still_audited(store
     decisions = route_batch(recs(2), r, store, NOW)
 
     assert owners(decisions) == ["ava", "ava"]
-    assert len(store.decisions()) == 2
+    assert len(recorded(store)) == 2
 
 
 def test_given_an_overflow_when_routing_then_no_pool_turn_or_load_is_recorded(sqlite_store):
@@ -347,7 +348,7 @@ def test_given_a_conflicting_commit_when_routing_then_the_batch_redecides_on_a_f
 
         assert raced.commits == [False, True]
         assert owners(decisions) == ["dev", "eli", "cara"]  # the other worker had cara's turn
-        audited = inner.decisions()
+        audited = recorded(inner)
         turns = [d.owner for d in audited]
         assert sorted(turns) == ["cara", "cara", "dev", "eli"]  # no turn given twice
         assert sorted(d.record_id for d in audited) == ["other-worker", "r0", "r1", "r2"]

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from sync.state import open_store
+from tests.sync.state.test_contract import recorded
 
 ROUTING = """
 version: 1
@@ -88,7 +89,7 @@ def test_given_four_workers_routing_batches_when_they_race_then_turns_stay_exact
     assert weighted == {"w1": 120, "w2": 40}
     store = open_store(store_url)
     try:
-        audit = store.decisions()
+        audit = recorded(store)
         assert len(audit) == total
         assert Counter(d.owner for d in audit) == rotation + weighted
     finally:

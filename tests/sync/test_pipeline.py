@@ -13,6 +13,7 @@ from sync.ports import QuotaExhausted
 from sync.state import open_store
 from tests.builders import routing
 from tests.fakes import FakeCrm, hubspot_owners
+from tests.sync.state.test_contract import audited
 
 NOW = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
 
@@ -74,7 +75,7 @@ def test_given_unowned_companies_when_sweeping_then_every_one_is_written_once_an
     assert report.written == 25 and not report.failed
     assert len(crm.writes) == 25 and len({i for i, _ in crm.writes}) == 25
     assert Counter(owners(crm).values()) == {"106": 9, "107": 8, "108": 8}
-    audit = store.decisions(record_id="c0")
+    audit = audited(store, record_id="c0")
     assert len(audit) == 1
     assert audit[0].written_at is not None and audit[0].owner_crm_id in ("106", "107", "108")
     assert audit[0].crm == "hubspot" and audit[0].trigger == "sweep"
@@ -95,7 +96,7 @@ def test_given_a_finished_sweep_when_sweeping_again_then_only_changed_records_ar
     assert crm.records["companies"]["new"]["hubspot_owner_id"] == "101"
     assert len(crm.writes) == writes_before + 1
     assert report.outcomes == {"assigned": 1, "kept_existing": 25}
-    assert len(store.decisions(record_id="c0")) == 1
+    assert len(audited(store, record_id="c0")) == 1
 
 
 def test_given_valid_and_invalid_existing_owners_when_sweeping_then_only_invalid_are_routed(
@@ -110,9 +111,9 @@ def test_given_valid_and_invalid_existing_owners_when_sweeping_then_only_invalid
     written = {i for i, _ in crm.writes}
     assert "c0" not in written
     assert {"c1", "c2", "c3"} <= written
-    assert store.decisions(record_id="c0") == []  # kept by a sweep: counted, not audited
+    assert audited(store, record_id="c0") == []  # kept by a sweep: counted, not audited
     make(crm, store).route_ids("companies", ["c0"], now=NOW)
-    assert store.decisions(record_id="c0")[0].outcome == "kept_existing"
+    assert audited(store, record_id="c0")[0].outcome == "kept_existing"
 
 
 def test_given_a_rep_who_is_archived_in_the_crm_when_routing_then_backup_path_is_taken(
@@ -121,7 +122,7 @@ def test_given_a_rep_who_is_archived_in_the_crm_when_routing_then_backup_path_is
 
     make(crm, store).route_ids("companies", ["g1"], now=NOW)
 
-    decision = store.decisions(record_id="g1")[0]
+    decision = audited(store, record_id="g1")[0]
     # gus (109) is archived in HubSpot: the rule yields nobody and the pool takes the record.
     assert decision.rule == "rest"
     assert any("109" in step.detail for step in decision.trace)
@@ -135,7 +136,7 @@ def test_given_per_record_write_errors_when_sweeping_then_audited_and_retried_ne
     first = pipeline.sweep("companies", now=NOW)
 
     assert first.write_failed == 1 and first.failed
-    failed = store.decisions(record_id="c3")[0]
+    failed = audited(store, record_id="c3")[0]
     assert failed.write_error == "VALIDATION_ERROR: owner not valid"
     assert failed.written_at is None
     assert store.failed("hubspot", "companies") == ["c3"]
@@ -188,7 +189,7 @@ def test_given_quota_runs_out_on_a_write_when_resumed_then_the_batch_is_retried(
     first = pipeline.sweep("companies", now=NOW)
 
     assert first.stopped is not None
-    unwritten = store.decisions(record_id="c0")[0]
+    unwritten = audited(store, record_id="c0")[0]
     assert unwritten.write_error and "quota" in unwritten.write_error
     assert len(store.failed("hubspot", "companies")) == 10
     crm.quota_after = None
@@ -218,9 +219,9 @@ def test_given_quota_runs_out_part_way_through_a_write_then_landed_batches_are_a
     # Then: the landed half is audited as written; only the other half waits for a retry.
     landed = {i for i, _ in crm.writes}
     assert len(landed) == 5
-    audited = {i: store.decisions(record_id=i)[0] for i in ids}
-    assert {i for i, d in audited.items() if d.written_at is not None} == landed
-    assert all("quota" in (d.write_error or "") for i, d in audited.items() if i not in landed)
+    latest = {i: audited(store, record_id=i)[0] for i in ids}
+    assert {i for i, d in latest.items() if d.written_at is not None} == landed
+    assert all("quota" in (d.write_error or "") for i, d in latest.items() if i not in landed)
     assert set(store.failed("hubspot", "companies")) == set(ids) - landed
 
 
@@ -237,7 +238,7 @@ def test_given_a_stale_snapshot_and_a_human_owner_meanwhile_when_routing_then_ow
 
     assert crm.records["companies"]["c1"]["hubspot_owner_id"] == "101"
     assert "c1" not in {i for i, _ in crm.writes}
-    assert store.decisions(record_id="c1")[0].outcome == "kept_existing"
+    assert audited(store, record_id="c1")[0].outcome == "kept_existing"
     assert "c2" in {i for i, _ in crm.writes}
 
 
@@ -253,7 +254,7 @@ def test_given_dry_run_when_sweeping_then_nothing_is_written_counted_or_checkpoi
 
     assert len(report.changes) == 25
     assert crm.writes == []
-    assert store.decisions() == []
+    assert audited(store) == []
     assert store.get_checkpoint("sweep:hubspot:companies") is None
     assert "write" not in crm.calls
 
@@ -290,7 +291,7 @@ def test_given_an_id_that_no_longer_exists_when_reprocessing_then_skipped_and_au
     report = make(crm, store).route_ids("companies", ["c0", "nope"], now=NOW)
 
     assert report.outcomes == {"assigned": 1, "skipped": 1}
-    assert store.decisions(record_id="nope")[0].reason == "record gone from the CRM"
+    assert audited(store, record_id="nope")[0].reason == "record gone from the CRM"
     assert report.failed
 
 
@@ -298,7 +299,7 @@ def test_given_a_record_when_explaining_then_nothing_is_written_or_audited(crm, 
     decision = make(crm, store).explain("companies", "c0", now=NOW)
 
     assert decision.outcome == "assigned"
-    assert crm.writes == [] and store.decisions() == []
+    assert crm.writes == [] and audited(store) == []
 
 
 # --- owner writes packed across a sweep's pages ---------------------------------------------
@@ -330,7 +331,7 @@ def test_given_batches_of_20_and_pages_of_10_when_sweeping_then_writes_fill_whol
     assert sizes == [20, 5]
     assert report.written == 25 and report.outcomes == {"assigned": 25}
     assert all(owners(crm).values())
-    assert all(store.decisions(record_id=f"c{n}")[0].written_at is not None for n in range(25))
+    assert all(audited(store, record_id=f"c{n}")[0].written_at is not None for n in range(25))
     assert store.failed("hubspot", "companies") == []
     keys = [f"hubspot:companies:c{n}" for n in range(25)]
     assert store.lock_records(keys, "probe", 60) == set(keys)  # every lock released
@@ -377,7 +378,7 @@ def test_given_a_sweep_that_dies_between_pages_when_run_again_then_each_decided_
 
     # Then: page 1's held writes were written on the way out, and its checkpoint committed.
     assert sizes == [10] and len(crm.writes) == 10
-    assert all(store.decisions(record_id=i)[0].written_at for i, _ in crm.writes)
+    assert all(audited(store, record_id=i)[0].written_at for i, _ in crm.writes)
     assert json.loads(store.get_checkpoint(KEY))["cursor"]
     pipeline.sweep("companies", now=NOW)
     assert sizes == [10, 15]  # the resumed run packs its two pages into one write
@@ -410,7 +411,7 @@ def test_given_the_write_on_the_way_out_fails_then_its_decisions_wait_on_the_ret
     # checkpoint has not passed them.
     page_1 = [f"c{n}" for n in range(10)]
     assert sorted(store.failed("hubspot", "companies")) == sorted(page_1)
-    assert all("retried next run" in (store.decisions(record_id=i)[0].write_error or "")
+    assert all("retried next run" in (audited(store, record_id=i)[0].write_error or "")
                for i in page_1)
     assert store.get_checkpoint(KEY) is None
     keys = [f"hubspot:companies:{i}" for i in page_1]
@@ -448,10 +449,10 @@ def test_given_the_daily_quota_runs_out_mid_pack_then_landed_batches_are_reporte
     assert first.stopped is not None and "quota" in first.stopped
     assert first.written == 15 == len(crm.writes)
     landed = {i for i, _ in crm.writes}
-    assert all(store.decisions(record_id=i)[0].written_at for i in landed)
+    assert all(audited(store, record_id=i)[0].written_at for i in landed)
     waiting = set(store.failed("hubspot", "companies"))
     assert len(waiting) == 9 and not waiting & landed
-    assert all("quota" in (store.decisions(record_id=i)[0].write_error or "") for i in waiting)
+    assert all("quota" in (audited(store, record_id=i)[0].write_error or "") for i in waiting)
     assert first.write_failed == 9
     crm.write_owners = write  # type: ignore[method-assign]
     pipeline.sweep("companies", now=NOW)  # the day resets: resumes
@@ -512,9 +513,8 @@ def test_given_a_simulation_then_nothing_is_written_audited_checkpointed_or_turn
 
     assert first == again  # no pool turn was taken: the rotation starts at the same member
     assert crm.writes == [] and "write" not in crm.calls
-    assert store.decisions() == []
+    assert audited(store) == []
     assert store.get_checkpoint("sweep:hubspot:companies") is None
-    assert store.load(since=NOW - timedelta(days=1), until=NOW + timedelta(days=1)) == []
     assert make(crm, store).sweep("companies", now=NOW).reps["cara"] == 9  # cara first, as fresh
 
 

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -20,8 +21,11 @@ import pytest
 import redis as redis_lib
 
 from connectors.simulator import Simulator, serve
+from sync.history import History
+from sync.history.outbox import drain
 from sync.models import Decision
 from sync.state import StateStore, open_store
+from sync.state.redis import RedisStateStore
 from tasks.queue import enqueue_route, enqueue_sweep, flush
 from tests.tasks.test_celery import CHAIN_LOCK, CHECKPOINT, EXAMPLE, ROOT, unowned
 
@@ -116,12 +120,39 @@ class Workers:
 
 
 @contextmanager
-def running_crm(sim: Simulator, redis_url: str, monkeypatch: pytest.MonkeyPatch
-                ) -> Iterator[None]:
-    """The simulator served in-process; workers and enqueuers share Redis state and broker."""
-    with serve(sim) as served:
+def beat(logs: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`celery -A tasks beat` (exactly one, as in production), its schedule file in `logs`."""
+    log = logs / "beat.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "beat", "--loglevel", "WARNING",
+             "--schedule", str(logs / "beat-schedule")],
+            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextmanager
+def running_crm(sim: Simulator, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+                database_url: str | None = None) -> Iterator[None]:
+    """The simulator served in-process; workers and enqueuers share Redis state and broker.
+    The decision history is `database_url`, else a SQLite file of its own (these tests are
+    about Redis and the workers; tests/tasks/test_history_outbox.py is about PostgreSQL)."""
+    with serve(sim) as served, tempfile.TemporaryDirectory() as tmp:
+        if database_url is None:
+            database_url = f"sqlite:///{Path(tmp) / 'history.db'}"
+            with History(database_url) as history:
+                history.upgrade()  # workers refuse to start on an out-of-date schema
         for name, value in {**served.env(), "ACCOUNT_ROUTER_REDIS_URL": redis_url,
                             "ACCOUNT_ROUTER_STATE_URL": redis_url,
+                            "ACCOUNT_ROUTER_DATABASE_URL": database_url,
                             "ACCOUNT_ROUTER_CONFIG": str(EXAMPLE),
                             "ACCOUNT_ROUTER_VISIBILITY_TIMEOUT": str(VISIBILITY_SECONDS)}.items():
             monkeypatch.setenv(name, value)
@@ -162,10 +193,19 @@ def chain_lock_free(store: StateStore) -> bool:
     return True
 
 
+def recorded(store: StateStore) -> list[Decision]:
+    """Every decision recorded so far, newest first: the outbox is flushed into the history
+    (`running_crm`'s database) first, as beat's `history.flush` would."""
+    assert isinstance(store, RedisStateStore)
+    with History(os.environ["ACCOUNT_ROUTER_DATABASE_URL"]) as history:
+        drain(store, history, budget_seconds=60)
+        return history.decisions()
+
+
 def written_audit(store: StateStore) -> dict[str, list[Decision]]:
     """Audited decisions whose CRM write succeeded, per record."""
     out: dict[str, list[Decision]] = {}
-    for d in store.decisions(limit=100_000):
+    for d in recorded(store):
         if d.written_at is not None:
             out.setdefault(d.record_id, []).append(d)
     return out
@@ -512,7 +552,7 @@ def test_given_10000_companies_and_a_faulty_crm_when_two_workers_route_them_then
             # Every owner change is audited: as a written decision or, for a write that timed
             # out, landed anyway and then failed its retries, as that decision with its error
             # (the sweep then keeps the owner it set).
-            decisions = store.decisions(limit=100_000)
+            decisions = recorded(store)
             unwritten = {d.record_id: d.owner_crm_id for d in decisions if d.write_error}
             unaudited = set(changes.changes) - set(audit)
             assert all(unwritten.get(i) == final[i] for i in unaudited), unaudited

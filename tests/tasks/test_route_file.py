@@ -460,3 +460,16 @@ def test_given_rows_when_described_for_routing_then_rules_match_as_on_their_reco
         fields = described[row.line]
         assert (fields[0], fields[1], fields[3], fields[-1]) == (
             record.id, record.object, record.owner, matches)
+
+
+def test_given_more_ids_than_one_lookup_when_asking_first_lines_then_each_seen_one_answers(
+) -> None:
+    seen = route_file_module._SeenIds()
+    try:
+        seen.add([(f"id{k}", k + 2) for k in range(0, 1300, 3)])
+
+        found = seen.first_lines([f"id{k}" for k in range(1234)] + ["id3", "id3"])
+    finally:
+        seen.close()
+
+    assert found == {f"id{k}": k + 2 for k in range(0, 1234, 3)}

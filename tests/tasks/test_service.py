@@ -20,7 +20,7 @@ from connectors.simulator import Simulator
 from tasks.http import hubspot_signature_v3
 from tests.loopback import free_port
 from tests.tasks.test_celery import unowned
-from tests.tasks.test_distributed import OBJ, Workers, running_crm, seeded, wait_for
+from tests.tasks.test_distributed import OBJ, Workers, beat, running_crm, seeded, wait_for
 
 SECRET = "service-test-webhook-secret"
 API_TOKEN = "service-test-api-token"
@@ -122,10 +122,12 @@ def service(redis_url, monkeypatch, tmp_path) -> Iterator[tuple[Simulator, Servi
     served = Service(tmp_path)
     with running_crm(sim, redis_url, monkeypatch):
         monkeypatch.setenv("ACCOUNT_ROUTER_VISIBILITY_TIMEOUT", "60")
+        # Beat flushes the outbox into the history that GET /decisions reads (every 2 s).
         try:
             workers.start()
             served.start()
-            yield sim, served, workers
+            with beat(tmp_path):
+                yield sim, served, workers
         finally:
             served.stop()
             workers.stop_all()

@@ -8,8 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from sync.history import History
 from sync.models import Decision, Outcome, TraceStep
-from sync.state import LoadRow, PoolChange, StateStore, open_store
+from sync.state import PoolChange, StateStore, open_store
+from sync.state.redis import RedisStateStore
+from sync.state.sqlite import SqliteStateStore
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 NEW_YORK = ZoneInfo("America/New_York")
@@ -41,6 +44,23 @@ def decision(
 
 def turn(pool: str, member: str, window: str = DAY, n: int = 1) -> PoolChange:
     return PoolChange(pool=pool, last_served=member, credits=None, increments={(member, window): n})
+
+
+def recorded(store: StateStore) -> list[Decision]:
+    """The decisions `commit` recorded, in commit order: Redis keeps them in the history outbox
+    (until `history.flush` moves them to SQL), SQLite in the history tables of its own file.
+    Reading them back by record, rep or time is the history's contract
+    (tests/sync/history/test_contract.py)."""
+    if isinstance(store, RedisStateStore):
+        return [d for _, d in store.outbox(store.outbox_size())]
+    assert isinstance(store, SqliteStateStore)
+    with History(f"sqlite:///{store.path}") as history:
+        return [d for _, d in sorted(history.decision_ids())]
+
+
+def audited(store: StateStore, record_id: str | None = None) -> list[Decision]:
+    """`recorded`, the latest commit first, optionally only one record's decisions."""
+    return [d for d in reversed(recorded(store)) if record_id is None or d.record_id == record_id]
 
 
 # --- the protocol itself -------------------------------------------------------------------
@@ -161,7 +181,7 @@ def test_given_a_stale_version_when_committing_then_false_and_nothing_is_applied
     snap = store.load_pools({"smb": {"cara": DAY, "dev": DAY}})["smb"]
     assert (snap.version, snap.last_served, snap.credits) == (1, "cara", {})
     assert snap.counts == {"cara": 1, "dev": 0}
-    assert [d.record_id for d in store.decisions()] == ["r1"]
+    assert [d.record_id for d in recorded(store)] == ["r1"]
 
 
 def test_given_two_workers_reading_the_same_version_then_only_the_first_commit_wins(store):
@@ -173,14 +193,14 @@ def test_given_two_workers_reading_the_same_version_then_only_the_first_commit_w
 
     assert (first, second) == (True, False)
     assert store.load_pools({"smb": {"cara": DAY}})["smb"].counts == {"cara": 1}
-    assert [d.record_id for d in store.decisions()] == ["a"]
+    assert [d.record_id for d in recorded(store)] == ["a"]
 
 
 def test_given_a_never_written_pool_when_expecting_a_nonzero_version_then_false(store):
     assert store.commit({"ghost": 1}, [turn("ghost", "x")], [decision()]) is False
 
     assert store.load_pools({"ghost": {"x": DAY}})["ghost"].version == 0
-    assert store.decisions() == []
+    assert recorded(store) == []
 
 
 def test_given_a_checked_but_unchanged_pool_that_moved_then_the_whole_commit_fails(store):
@@ -190,7 +210,7 @@ def test_given_a_checked_but_unchanged_pool_that_moved_then_the_whole_commit_fai
 
     assert ok is False
     assert store.load_pools({"smb": {"cara": DAY}})["smb"].version == 0
-    assert store.decisions() == []
+    assert recorded(store) == []
 
 
 def test_given_a_checked_but_unchanged_pool_that_held_then_its_version_stays(store):
@@ -205,7 +225,7 @@ def test_given_a_checked_but_unchanged_pool_that_held_then_its_version_stays(sto
 def test_given_only_decisions_when_committing_then_they_are_appended(store):
     assert store.commit({}, [], [decision("r1", outcome=Outcome.KEPT_EXISTING)]) is True
 
-    assert [d.outcome for d in store.decisions()] == [Outcome.KEPT_EXISTING]
+    assert [d.outcome for d in recorded(store)] == [Outcome.KEPT_EXISTING]
 
 
 def test_given_a_thousand_decisions_when_committing_then_it_is_one_fast_batch(store):
@@ -219,8 +239,7 @@ def test_given_a_thousand_decisions_when_committing_then_it_is_one_fast_batch(st
 
     # Generous bound: measured ~0.05 s; this only guards against a row-per-transaction regression.
     assert time.perf_counter() - started < 3.0
-    assert len(store.decisions()) == 1000
-    assert store.decisions(limit=1)[0].record_id == "r999"
+    assert [d.record_id for d in recorded(store)] == [f"r{i}" for i in range(1000)]
 
 
 def test_given_a_naive_decided_at_when_committing_then_valueerror_and_nothing_applied(store):
@@ -230,7 +249,7 @@ def test_given_a_naive_decided_at_when_committing_then_valueerror_and_nothing_ap
         store.commit({"smb": 0}, [turn("smb", "cara")], [naive])
 
     assert store.load_pools({"smb": {}})["smb"].version == 0
-    assert store.decisions() == []
+    assert recorded(store) == []
 
 
 # --- pauses --------------------------------------------------------------------------------
@@ -324,7 +343,7 @@ def test_given_a_naive_instant_when_asking_pauses_then_valueerror(store):
         store.pauses(datetime(2026, 1, 1))
 
 
-# --- decisions (audit trail) ---------------------------------------------------------------
+# --- decisions: recorded with the commit ---------------------------------------------------
 
 
 def test_given_a_decision_when_read_back_then_every_field_round_trips(store):
@@ -350,149 +369,10 @@ def test_given_a_decision_when_read_back_then_every_field_round_trips(store):
     )
     store.commit({}, [], [original])
 
-    (back,) = store.decisions(record_id="0015g00000AbCdEAAZ")
+    (back,) = recorded(store)
 
     assert back == original
     assert back.to_dict() == original.to_dict()
-
-
-def test_given_decisions_for_several_records_when_queried_by_record_then_newest_first(store):
-    store.commit({}, [], [
-        decision("r1", owner="ava", at=T0),
-        decision("r2", owner="ben", at=T0 + timedelta(minutes=1)),
-        decision("r1", owner="cara", at=T0 + timedelta(minutes=2)),
-    ])
-    # Appended later but decided earlier: order follows decided_at, not arrival.
-    store.commit({}, [], [decision("r1", owner="dev", at=T0 - timedelta(minutes=1))])
-
-    assert [d.owner for d in store.decisions(record_id="r1")] == ["cara", "ava", "dev"]
-    assert [d.owner for d in store.decisions(record_id="r2")] == ["ben"]
-    assert store.decisions(record_id="nope") == []
-
-
-def test_given_decisions_at_the_same_instant_then_the_later_appended_comes_first(store):
-    store.commit({}, [], [decision("a"), decision("b")])
-    store.commit({}, [], [decision("c")])
-
-    assert [d.record_id for d in store.decisions()] == ["c", "b", "a"]
-
-
-def test_given_decisions_for_several_reps_when_queried_by_rep_then_only_theirs(store):
-    store.commit({}, [], [
-        decision("r1", owner="ava", at=T0),
-        decision("r2", owner="ben", at=T0 + timedelta(minutes=1)),
-        decision("r3", owner="ava", at=T0 + timedelta(minutes=2)),
-        decision("r4", owner=None, outcome=Outcome.UNASSIGNED, at=T0 + timedelta(minutes=3)),
-    ])
-
-    assert [d.record_id for d in store.decisions(rep="ava")] == ["r3", "r1"]
-    assert [d.record_id for d in store.decisions(rep="ben")] == ["r2"]
-    assert [d.record_id for d in store.decisions(record_id="r1", rep="ava")] == ["r1"]
-    assert store.decisions(record_id="r1", rep="ben") == []
-
-
-def test_given_decisions_over_time_when_queried_by_range_then_since_inclusive_until_exclusive(
-    store,
-):
-    store.commit({}, [], [decision(f"r{i}", at=T0 + timedelta(hours=i)) for i in range(5)])
-
-    window = store.decisions(since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3))
-    from_two = store.decisions(since=T0 + timedelta(hours=2))
-    before_two = store.decisions(until=T0 + timedelta(hours=2))
-
-    assert [d.record_id for d in window] == ["r2", "r1"]
-    assert [d.record_id for d in from_two] == ["r4", "r3", "r2"]
-    assert [d.record_id for d in before_two] == ["r1", "r0"]
-
-
-def test_given_a_range_in_another_timezone_then_it_selects_by_instant(store):
-    store.commit(
-        {}, [], [decision("utc-14h", at=T0), decision("utc-15h", at=T0 + timedelta(hours=1))]
-    )
-
-    since_ny = datetime(2026, 11, 25, 9, 30, tzinfo=NEW_YORK)  # 14:30 UTC
-
-    assert [d.record_id for d in store.decisions(since=since_ny)] == ["utc-15h"]
-
-
-def test_given_many_decisions_when_limited_then_the_newest_n_in_order(store):
-    store.commit({}, [], [
-        decision(f"r{i}", owner="ava" if i % 2 else "ben", at=T0 + timedelta(minutes=i))
-        for i in range(10)
-    ])
-
-    assert [d.record_id for d in store.decisions(limit=3)] == ["r9", "r8", "r7"]
-    assert [d.record_id for d in store.decisions(rep="ben", limit=2)] == ["r8", "r6"]
-    assert [d.record_id for d in store.decisions(since=T0, until=T0 + timedelta(minutes=5),
-                                                 limit=2)] == ["r4", "r3"]
-    assert store.decisions(limit=0) == []
-    assert len(store.decisions(limit=100)) == 10
-
-
-def test_given_a_negative_limit_then_valueerror(store):
-    with pytest.raises(ValueError, match="limit"):
-        store.decisions(limit=-1)
-
-
-def test_given_an_undated_decision_then_it_is_stored_sorted_last_and_outside_any_range(store):
-    store.commit({}, [], [
-        decision("undated", at=None),
-        decision("old", at=T0),
-        decision("new", at=T0 + timedelta(hours=1)),
-    ])
-
-    assert [d.record_id for d in store.decisions()] == ["new", "old", "undated"]
-    assert store.decisions(record_id="undated")[0].decided_at is None
-    assert [d.record_id for d in store.decisions(until=T0 + timedelta(days=1))] == ["new", "old"]
-    assert [d.record_id for d in store.decisions(since=T0)] == ["new", "old"]
-
-
-# --- load (stats) --------------------------------------------------------------------------
-
-
-def test_given_mixed_outcomes_when_loading_then_assignments_group_by_rep_pool_outcome(store):
-    store.commit({}, [], [
-        decision("r1", owner="cara", pool="smb"),
-        decision("r2", owner="cara", pool="smb"),
-        decision("r3", owner="dev", pool="smb"),
-        decision("r4", owner="cara", pool=None, rule="named-accounts"),
-        decision("r5", owner="maya", outcome=Outcome.FALLBACK, rule=None),
-        decision("r6", owner="maya", outcome=Outcome.FALLBACK, pool="smb"),
-        # Not load: kept owners, unassigned and skipped records
-        # (docs/routing-file.md#edge-cases-pools-and-windows "kept records don't count").
-        decision("r7", owner="cara", outcome=Outcome.KEPT_EXISTING),
-        decision("r8", owner=None, outcome=Outcome.UNASSIGNED),
-        decision("r9", owner=None, outcome=Outcome.SKIPPED),
-        decision("r10", owner=None, outcome=Outcome.ASSIGNED),
-    ])
-
-    assert store.load() == [
-        LoadRow(rep="cara", pool=None, outcome="assigned", count=1),
-        LoadRow(rep="cara", pool="smb", outcome="assigned", count=2),
-        LoadRow(rep="dev", pool="smb", outcome="assigned", count=1),
-        LoadRow(rep="maya", pool=None, outcome="fallback", count=1),
-        LoadRow(rep="maya", pool="smb", outcome="fallback", count=1),
-    ]
-
-
-def test_given_assignments_over_days_when_loading_a_range_then_only_that_range_counts(store):
-    store.commit({}, [], [
-        decision("r0", owner="ava", at=T0 - timedelta(days=1)),
-        decision("r1", owner="ava", at=T0),
-        decision("r2", owner="ava", at=T0 + timedelta(hours=23)),
-        decision("r3", owner="ava", at=T0 + timedelta(days=1)),
-        decision("r4", owner="ava", at=None),
-    ])
-
-    assert store.load(since=T0, until=T0 + timedelta(days=1)) == [
-        LoadRow(rep="ava", pool=None, outcome="assigned", count=2)
-    ]
-    assert store.load(until=T0) == [LoadRow(rep="ava", pool=None, outcome="assigned", count=1)]
-    assert store.load() == [LoadRow(rep="ava", pool=None, outcome="assigned", count=5)]
-
-
-def test_given_an_empty_store_when_loading_then_no_rows(store):
-    assert store.load() == []
 
 
 # --- persistence ---------------------------------------------------------------------------
@@ -515,8 +395,7 @@ def test_given_a_written_store_when_reopened_then_everything_is_still_there(stor
         assert snap.credits == {"dev": -0.5, "cara": 0.5}
         assert snap.counts == {"cara": 0, "dev": 1}
         assert reopened.pauses(T0) == {"ava": None, "ben": T0 + timedelta(hours=1)}
-        assert [d.record_id for d in reopened.decisions(rep="dev")] == ["r1"]
-        assert reopened.load() == [LoadRow(rep="dev", pool="smb", outcome="assigned", count=1)]
+        assert [(d.record_id, d.owner) for d in recorded(reopened)] == [("r1", "dev")]
         # And the CAS continues from the persisted version.
         assert reopened.commit({"smb": 0}, [turn("smb", "cara")], []) is False
         assert reopened.commit({"smb": 1}, [turn("smb", "cara")], []) is True
@@ -531,6 +410,6 @@ def test_given_two_open_instances_then_each_sees_the_others_commits(store, store
 
         assert store.load_pools({"smb": {"cara": DAY}})["smb"].counts == {"cara": 1}
         assert store.commit({"smb": 0}, [turn("smb", "dev")], []) is False
-        assert [d.record_id for d in store.decisions()] == ["r1"]
+        assert [d.record_id for d in recorded(store)] == ["r1"]
     finally:
         other.close()

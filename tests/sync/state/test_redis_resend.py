@@ -10,7 +10,7 @@ import pytest
 
 from sync.state import PoolChange
 from sync.state.redis import RedisStateStore
-from tests.sync.state.test_contract import DAY, decision, turn
+from tests.sync.state.test_contract import DAY, decision, recorded, turn
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_given_a_commit_resent_with_its_id_when_applied_then_turns_and_audit_app
 
     snap = redis_store.load_pools({"smb": {"cara": DAY}})["smb"]
     assert (snap.version, snap.counts) == (1, {"cara": 1})
-    assert [d.record_id for d in redis_store.decisions()] == ["r1"]
+    assert [d.record_id for d in recorded(redis_store)] == ["r1"]
 
 
 def test_given_a_refused_commit_resent_with_its_id_then_it_is_refused_again_unapplied(
@@ -40,13 +40,13 @@ def test_given_a_refused_commit_resent_with_its_id_then_it_is_refused_again_unap
 
     assert redis_store.commit(*stale, commit_id="c-2") is False
     assert redis_store.commit(*stale, commit_id="c-2") is False
-    assert [d.record_id for d in redis_store.decisions()] == ["r1"]
+    assert [d.record_id for d in recorded(redis_store)] == ["r1"]
 
 
 def test_given_distinct_commits_without_ids_then_each_applies(redis_store):
     assert redis_store.commit({}, [], [decision("r1")]) is True
     assert redis_store.commit({}, [], [decision("r2")]) is True
-    assert sorted(d.record_id for d in redis_store.decisions()) == ["r1", "r2"]
+    assert sorted(d.record_id for d in recorded(redis_store)) == ["r1", "r2"]
 
 
 def test_given_a_dedupe_mark_resent_with_its_token_then_it_is_still_new_to_its_sender(
