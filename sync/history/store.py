@@ -40,7 +40,7 @@ from sync.history.schema import decisions as D
 from sync.history.schema import events as E
 from sync.history.schema import labels as L
 from sync.history.schema import traces as T
-from sync.models import Decision, Outcome
+from sync.models import Decision, Outcome, TraceStep
 from sync.state import OUTCOMES_WITH_LOAD, check_limit, load_sort_key
 from sync.state.base import LoadRow
 
@@ -52,6 +52,8 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # VALUES statements of this many rows, one round trip each (PostgreSQL takes up to 65,535
 # parameters a statement: 16 columns x 2,000 rows stays under).
 _PAGE = 2000
+# Distinct trace shapes remembered by History.record (a few MB at most).
+_BODY_MEMO = 20_000
 # Any constant: the transaction-scoped advisory lock that serialises concurrent upgrades.
 _UPGRADE_LOCK = 0x6163_6374_726F_7574 & 0x7FFF_FFFF_FFFF_FFFF
 _LOAD_CODES = tuple(codec.OUTCOME_CODES[Outcome(o)] for o in OUTCOMES_WITH_LOAD)
@@ -134,6 +136,10 @@ class History:
         self._label_texts: dict[int, str] = {}
         self._traces: dict[str, int] = {}
         self._trace_bodies: dict[int, str] = {}
+        # Trace bodies by what they are made of: a run repeats a few thousand (rule, reason,
+        # trace, offsets) shapes, and building the JSON was a third of encoding a decision.
+        self._body_memo: dict[tuple[str | None, str, tuple[TraceStep, ...], codec.Offsets],
+                              str] = {}
         self._engine = self._create_engine()
         self._pid = os.getpid()
         self.dialect = self._engine.dialect.name
@@ -305,7 +311,7 @@ class History:
         # append to their rightmost page, which PostgreSQL splits 90/10; a batch in any other
         # order splits pages in half and leaves both indexes ~1.8x the size (297 -> 247 bytes a
         # decision in benchmarks/history.py).
-        encoded = [(i, codec.encode(unique[i])) for i in sorted(unique)]
+        encoded = [(i, codec.encode(unique[i], self._body(unique[i]))) for i in sorted(unique)]
         labels = self._label_ids(_label_keys(e for _, e in encoded))
         traces = self._trace_ids({e.body for _, e in encoded})
         params = [decision_params(i, e, labels, traces) for i, e in encoded]
@@ -315,6 +321,19 @@ class History:
             stmt = self._insert(D).on_conflict_do_nothing(index_elements=[D.c.id]) \
                 .returning(D.c.id)
             return sum(len(conn.execute(stmt, chunk).all()) for chunk in _chunks(params, _PAGE))
+
+    def _body(self, d: Decision) -> str:
+        """codec.trace_body of `d`, memoized (bounded: cleared when it grows past _BODY_MEMO)."""
+        key = (d.rule, d.reason, d.trace, codec.offsets(d))
+        try:
+            body = self._body_memo.get(key)
+        except TypeError:  # a trace built as a list, not a tuple: fine, just not memoizable
+            return codec.trace_body(*key)
+        if body is None:
+            if len(self._body_memo) >= _BODY_MEMO:
+                self._body_memo.clear()
+            body = self._body_memo[key] = codec.trace_body(*key)
+        return body
 
     def record_events(self, events: Sequence[HistoryEvent]) -> int:
         """Insert events under their ids; an id already stored is skipped. Returns how many
