@@ -94,6 +94,11 @@ class Overview:
     rules: list[Share]  # winning rule -> decisions, most first; "" = no rule
     speed_total: int
 
+    @property
+    def latest_speed(self) -> SpeedPointLike | None:
+        """The most recent interval with records (the headline figure)."""
+        return next((p for p in reversed(self.speed) if p.count), None)
+
 
 def overview(history: HistoryReader, since: datetime, until: datetime,
              buckets: int) -> Overview:

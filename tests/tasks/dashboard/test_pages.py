@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from connectors.settings import Settings
 from sync.models import Outcome
 from sync.state import open_store
+from tasks.dashboard.charts import seconds
 from tasks.dashboard.data import MAX_OFFSET, PAGE_SIZE
 from tasks.http import create_app
 from tests.tasks.dashboard.conftest import (
@@ -94,6 +95,10 @@ def test_given_writes_when_opening_the_overview_then_the_speed_chart_plots_p50_a
     assert table is not None
     counts = [number(c) for c in re.findall(r'<td class="num" data-sort="(\d+)">', table[1])]
     assert sum(counts) == 11
+    latest = [p for p in points if p.count][-1]
+    headline = re.search(r'data-testid="latest-speed">(.*?)</p>', page, re.S)
+    assert headline is not None
+    assert seconds(latest.p50) in headline[1] and seconds(latest.p95) in headline[1]
 
 
 def test_given_a_bad_window_when_opening_a_page_then_400_page_naming_the_choices(
