@@ -111,6 +111,26 @@ def test_given_instants_in_other_offsets_when_recorded_then_they_read_back_as_gi
     assert history.decisions(until=T0 + timedelta(microseconds=1)) == [given]
 
 
+def test_given_one_trace_in_several_reasons_and_offsets_when_recorded_then_each_reads_back_as_given(
+    history: History,
+) -> None:
+    # Trace bodies are memoized by shape; nothing of one decision may leak into another's.
+    base = decision("a")
+    variants = [
+        base,
+        base._replace(record_id="b", reason="a reason of its own"),
+        base._replace(record_id="c", decided_at=T0.astimezone(NEW_YORK)),
+        base._replace(record_id="d", trace=list(base.trace)),  # type: ignore[arg-type]
+        base,  # the same shape again, from the memo
+    ]
+    history.record(list(enumerate(variants, start=1)))
+    history.record([(9, variants[2])])  # a second batch, memo warm
+
+    for i, d in enumerate(variants[:4], start=1):
+        assert history.decision(i).to_dict() == d.to_dict()  # type: ignore[union-attr]
+    assert history.decision(9).to_dict() == variants[2].to_dict()  # type: ignore[union-attr]
+
+
 def test_given_ids_already_stored_when_recorded_again_then_they_are_skipped(
     history: History,
 ) -> None:
@@ -206,6 +226,10 @@ def test_given_same_instant_and_undated_decisions_when_listed_then_later_ids_fir
                     (3, decision("new")), (4, decision("older", at=T0 - timedelta(days=1)))])
 
     assert [d.record_id for d in history.decisions()] == ["new", "old", "older", "undated"]
+    history.record([(5, decision("undated-2", at=None))])
+    pages = [[d.record_id for d in history.decisions(limit=2, offset=k)] for k in (0, 2, 4, 6)]
+    assert pages == [["new", "old"], ["older", "undated-2"], ["undated"], []]
+    assert [d.record_id for d in history.decisions(offset=3)] == ["undated-2", "undated"]
     assert history.decisions(record_id="undated")[0].decided_at is None
     assert [d.record_id for d in history.decisions(since=T0 - timedelta(days=2))] == [
         "new", "old", "older"]
