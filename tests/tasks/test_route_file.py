@@ -450,7 +450,7 @@ def test_given_rows_when_described_for_routing_then_rules_match_as_on_their_reco
 ) -> None:
     rows = list(CsvReader(generated_input(tmp_path / "in.csv", 600, multiline="nowhere")))
 
-    items = route_file_module._describe(rows, routing)
+    items = route_file_module._describe(rows, routing, follow=True)
 
     described = {item[0]: item[3] for item in items if len(item) == 4}
     assert len(described) > 500
