@@ -500,6 +500,7 @@ def record_fields(
     dataclass sets each field through `object.__setattr__`, a quarter of the cost of a row
     for `route-file`, whose workers read the fields off a named tuple instead."""
     raw: dict[str, str] = {}
+    folded: dict[str, str] = {}
     for key, value in values.items():
         # collapse(), inlined: this loop runs for every column of every record.
         if type(value) is str:
@@ -513,21 +514,21 @@ def record_fields(
         if key not in _RECORD_FIELD_SET and not key.startswith("fields."):
             key = "fields." + key
         raw[key] = text
+        folded[key] = text.lower()
 
     record_id = raw.get("id")
     if record_id is None:
         raise ValueError("record has no id")
 
-    obj = (raw.get("object") or object).lower()
+    obj = folded.get("object") or object.lower()
     if obj not in OBJECTS:
         raise ValueError(
             f"unknown object {shorten(repr(obj))} for record {shorten(repr(record_id))}: "
             f"expected one of {OBJECTS}"
         )
-    # The object is always known, so rules on `object` see it even when the row had no column.
-    raw.setdefault("object", obj)
-
-    folded = {key: text.lower() for key, text in raw.items()}
+    if "object" not in raw:
+        # The object is always known, so rules on `object` see it even when the row had none.
+        raw["object"] = folded["object"] = obj
 
     domain = _normalize_domain(folded["domain"]) if "domain" in folded else None
     if domain is None:
