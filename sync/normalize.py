@@ -303,11 +303,14 @@ def registered_domain(domain: str) -> str | None:
     """The registrable domain (`eu.acme.co.uk` -> `acme.co.uk`); None for `co.uk`, IPs, etc."""
     if ":" in domain or _IPV4.fullmatch(domain):
         return None
-    labels = domain.split(".")
-    suffix = _suffix_labels(labels)
-    if suffix == 0 or suffix >= len(labels):
+    suffix = _suffix_facts(domain)[0]
+    if suffix == 0:
         return None
-    return ".".join(labels[-suffix - 1:])
+    # The last suffix + 1 labels, when the domain has more than its suffix.
+    parts = domain.rsplit(".", suffix + 1)
+    if len(parts) <= suffix:
+        return None
+    return domain if len(parts) == suffix + 1 else domain[len(parts[0]) + 1:]
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
@@ -335,8 +338,7 @@ def domain_keys(domain: str | None) -> tuple[str, ...]:
 def _is_public_suffix(domain: str) -> bool:
     if ":" in domain or _IPV4.fullmatch(domain):
         return False
-    labels = domain.split(".")
-    return _suffix_labels(labels) == len(labels)
+    return _suffix_facts(domain)[0] == domain.count(".") + 1
 
 
 FREEMAIL_DOMAINS: frozenset[str] = frozenset({
@@ -365,6 +367,13 @@ FREEMAIL_FAMILIES: frozenset[str] = frozenset({
 
 
 @lru_cache(maxsize=_CACHE_SIZE)
+def _domain_facts(domain: str) -> tuple[tuple[str, ...], bool]:
+    """`domain_keys` and `is_freemail` of a normalized domain at once: one cache entry a host
+    for `build_record`, which sees each of a long file's hosts once."""
+    return domain_keys.__wrapped__(domain), is_freemail.__wrapped__(domain)
+
+
+@lru_cache(maxsize=_CACHE_SIZE)
 def is_freemail(domain: str | None) -> bool:
     """True when the domain belongs to a free-mail provider; such domains never match lists."""
     if not domain:
@@ -378,6 +387,15 @@ def is_freemail(domain: str | None) -> bool:
         registered in FREEMAIL_DOMAINS
         or registered.split(".", 1)[0] in FREEMAIL_FAMILIES
     )
+
+
+def forget_hosts() -> None:
+    """Empty the per-host caches. A long file's hosts are mostly seen once: a process that
+    normalizes millions (a `route-file` worker) calls this now and then, so its memory holds
+    a few thousand hosts instead of each cache's full 65,536."""
+    for cache in (_suffix_facts, _normalize_domain, registered_domain, domain_keys,
+                  _domain_facts, is_freemail):
+        cache.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,8 +553,7 @@ def record_fields(
         crm,
         raw.get("owner"),
         domain,
-        domain_keys(domain),
-        is_freemail(domain),
+        *(_domain_facts(domain) if domain is not None else ((), False)),
         _country_code(folded["country"]) if "country" in folded else None,
         industry,
         parse_number(values["employees"]) if "employees" in raw else None,

@@ -25,6 +25,9 @@ PRUNE_EVERY_SECONDS = 24 * 3600.0
 # pages, so a long sweep backlog never stands between a new lead and its owner.
 ROUTE_PRIORITY = 0
 SWEEP_PRIORITY = 6
+# The history flush goes after webhook batches (a new lead's owner first) but before sweep
+# pages, so a long sweep backlog cannot hold the outbox back from the database.
+HISTORY_PRIORITY = 3
 
 
 def broker_transport_options(settings: Settings) -> dict[str, float]:
@@ -71,9 +74,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         # Expiring like the sweep starts: a start queued while the workers were down is
         # stale once the next is due, and one flush drains what many would have.
         "history flush": {"task": FLUSH_TASK, "schedule": FLUSH_EVERY_SECONDS,
-                          "options": {"expires": FLUSH_EVERY_SECONDS}},
+                          "options": {"expires": FLUSH_EVERY_SECONDS,
+                                      "priority": HISTORY_PRIORITY}},
         "history prune": {"task": PRUNE_TASK, "schedule": PRUNE_EVERY_SECONDS,
-                          "options": {"expires": 3600.0}},
+                          "options": {"expires": 3600.0, "priority": HISTORY_PRIORITY}},
     }
     return sweeps | history
 

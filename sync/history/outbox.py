@@ -8,8 +8,6 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from sqlalchemy.exc import DataError
-
 from config.display import shorten
 from config.urls import redact_urls
 from sync.models import Decision
@@ -125,8 +123,11 @@ def refused_content(exc: BaseException) -> bool:
     """The database (or the encoding before it) rejected a value, e.g. an id beyond BIGINT;
     unlike a lost connection or a missing table, retrying the same rows can never succeed."""
     cause = getattr(exc, "orig", None) or exc
-    return isinstance(exc, DataError) or isinstance(cause, (ValueError, TypeError,
-                                                            OverflowError))
+    # DB-API 2 names the class for "a problem with the processed data" DataError in every
+    # driver (psycopg's NumericValueOutOfRange is one), wrapped by SQLAlchemy or not.
+    return any(kind.__name__ == "DataError" for kind in (*type(exc).__mro__,
+                                                          *type(cause).__mro__)) \
+        or isinstance(cause, (ValueError, TypeError, OverflowError))
 
 
 def describe(exc: BaseException) -> str:

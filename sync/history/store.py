@@ -341,7 +341,8 @@ class History:
         for i in sorted(unique):
             d = unique[i]
             decided = d.decided_at
-            if decided != instant or decided is None:
+            # Identity, not ==: equal instants in other timezones keep their own offsets.
+            if decided is not instant or decided is None:
                 instant, instant_us = decided, to_us(decided, "decided_at")
                 instant_off = offset_of(decided)
             created_at, written_at = d.created_at, d.written_at
@@ -354,7 +355,10 @@ class History:
             record_id, error = d.record_id, d.write_error
             if not (record_id.isascii() and record_id.isprintable()):
                 record_id = store_text(record_id)
-            trace_key = (d.rule, d.reason, d.trace, created_off, instant_off, written_off)
+            trace = d.trace
+            if type(trace) is not tuple:  # a trace built as a list still keys the cache
+                trace = tuple(trace)
+            trace_key = (d.rule, d.reason, trace, created_off, instant_off, written_off)
             label_key = (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool,
                          d.rule, d.trigger)
             labels = label_sets.get(label_key)

@@ -180,7 +180,8 @@ class RedisStateStore(ClosesOnExit):
       history:outbox           list  decisions not yet in the SQL history, oldest first:
                                      "{id} {decision JSON}" (`Decision.to_dict`)
       history:last_id          str   the last decision id handed out
-      history:dead             list  outbox entries that could not be decoded, as they were
+      history:dead             list  outbox entries that could not be decoded or stored, as
+                                     they were
       checkpoints              hash  name -> value (opaque text, e.g. JSON)
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
@@ -188,7 +189,8 @@ class RedisStateStore(ClosesOnExit):
     Redis keeps coordination only: decisions wait in the outbox until `history.flush` moves
     them to SQL (sync/history/outbox.py). Before that, the audit trail lived here under
     `audit:*` (a hash of bodies and zsets indexing them); `legacy_audit` reads what an older
-    version left so that it moves to SQL too (docs/operations.md#decision-history).
+    version left so that it moves to SQL too
+    (docs/operations.md#the-history-outbox-and-a-postgresql-outage).
     Record locks expire on the server's clock and are taken per key: each key is granted to
     one token at a time, but one call may get some of its keys and not others.
     """

@@ -244,7 +244,8 @@ def demo(
         def then(state_url: str) -> None:
             from connectors.settings import Settings
             from sync.state import open_store
-            from tasks.cli.dashboard import build_app, open_history, serve_dashboard
+            from tasks.cli.common import open_history
+            from tasks.cli.dashboard import build_app, serve_dashboard
 
             # Embedded: the history lives in the demo's own state file.
             store = open_store(state_url)

@@ -13,6 +13,7 @@ from tasks.cli.common import (
     StateOpt,
     fail,
     load_routing_file,
+    open_history,
     open_state,
     out,
 )
@@ -48,12 +49,8 @@ def dashboard(
     routing = load_routing_file(config) if (config is not None or settings.config) else None
     store = open_state(state, if_missing="fail")
     try:
-        url = history_url(settings.resolved_state_url(state))
-        if url is None:
-            fail("the dashboard command reads embedded (SQLite) state and the history in it; "
-                 "over Redis state, serve the dashboard with `serve` (sign-in with "
-                 "ACCOUNT_ROUTER_API_TOKEN)")
-        history = open_history(url)
+        # Embedded: the state file's own history; over Redis, ACCOUNT_ROUTER_DATABASE_URL.
+        history = open_history(state)
         try:
             try:
                 sock = bind(host, port)
@@ -64,33 +61,6 @@ def dashboard(
             history.close()
     finally:
         store.close()
-
-
-def history_url(state_url: str) -> str | None:
-    """Where the decision history of `state_url` lives: in the file itself for embedded SQLite
-    state (docs/operations.md#the-dashboard); None for Redis state, whose history is in SQL
-    elsewhere."""
-    return state_url.strip() if state_url.strip().startswith("sqlite:///") else None
-
-
-def open_history(url: str) -> History:
-    """The decision history at `url`, its schema current; exit 2 with the reason otherwise."""
-    from config.urls import redact_url
-    from sync.history import History, SchemaOutOfDate
-
-    try:
-        history = History(url)
-    except ValueError as exc:
-        fail(str(exc))
-    try:
-        history.require_current()
-    except SchemaOutOfDate as exc:
-        history.close()
-        fail(str(exc))
-    except Exception as exc:  # noqa: BLE001 - an unreachable database is a usage error here
-        history.close()
-        fail(f"cannot open the history at {redact_url(url)}: {exc}")
-    return history
 
 
 def build_app(settings: Settings, store: StateStore, history: History,

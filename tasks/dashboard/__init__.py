@@ -23,7 +23,7 @@ from tasks.dashboard.pages import Dashboard, PageError, Retry, mount
 __all__ = ["Dashboard", "HistoryReader", "PageError", "Retry", "for_serve", "local_app", "mount"]
 
 
-def for_serve(settings: Settings, store: StateStore, history: HistoryReader | None,
+def for_serve(settings: Settings, store: StateStore, history: Callable[[], HistoryReader],
               routing: Callable[[], CompiledRouting | None], retry: Retry,
               clock: Callable[[], float] = time.time) -> Dashboard:
     """The dashboard of `serve`: sign-in with the API token; off without one."""
@@ -36,7 +36,7 @@ def for_serve(settings: Settings, store: StateStore, history: HistoryReader | No
         salesforce_instance_url=settings.salesforce_instance_url)
 
 
-def local_app(settings: Settings, store: StateStore, history: HistoryReader | None,
+def local_app(settings: Settings, store: StateStore, history: HistoryReader,
               routing: Callable[[], CompiledRouting | None], retry: Retry,
               clock: Callable[[], float] = time.time) -> FastAPI:
     """`account-router dashboard`: the same pages, no sign-in, answering loopback names only.
@@ -45,7 +45,7 @@ def local_app(settings: Settings, store: StateStore, history: HistoryReader | No
     app = FastAPI(title="account-router dashboard", redirect_slashes=False, docs_url=None,
                   redoc_url=None, openapi_url=None)
     mount(app, Dashboard(
-        store=store, history=history, routing=routing, retry=retry,
+        store=store, history=lambda: history, routing=routing, retry=retry,
         objects=registry.known_crms(), clock=clock, signer=Signer(secrets.token_bytes(32)),
         local=True, hubspot_portal_id=settings.hubspot_portal_id,
         salesforce_instance_url=settings.salesforce_instance_url))

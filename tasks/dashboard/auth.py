@@ -81,7 +81,7 @@ class Signer:
             return None
         issued, _, rest = cookie.partition(".")
         nonce, _, signature = rest.partition(".")
-        if not issued.isdigit() or not nonce.isascii() or not signature:
+        if not (issued.isascii() and issued.isdigit()) or not nonce.isascii() or not signature:
             return None
         try:
             expected = self._sign(f"{issued}.{nonce}")

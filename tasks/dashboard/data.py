@@ -13,7 +13,7 @@ from urllib.parse import quote
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
 from sync.models import Decision
-from sync.state.base import LoadRow, StateStore
+from sync.state.base import LoadRow, PoolSnapshot, StateStore
 
 # The window selector: name -> label. "today" starts at midnight in the routing file's timezone.
 WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
@@ -22,7 +22,7 @@ DEFAULT_WINDOW = "7d"
 BUCKETS = {"today": 24, "7d": 28, "30d": 30}
 OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped")
 PAGE_SIZE = 50
-MAX_OFFSET = 1_000_000  # deeper than anyone pages by hand; a crafted offset must not scan far
+MAX_OFFSET = 100_000  # 2,000 pages: deeper than anyone pages by hand; an OFFSET scans that far
 MAX_FAILED_SHOWN = 500  # ids listed per CRM object on the failed-writes page
 MAX_FAILED_EXPLAINED = 100  # of those, how many get their last write error looked up
 
@@ -93,6 +93,11 @@ class Overview:
     speed: list[SpeedPointLike]
     rules: list[Share]  # winning rule -> decisions, most first; "" = no rule
     speed_total: int
+
+    @property
+    def latest_speed(self) -> SpeedPointLike | None:
+        """The most recent interval with records (the headline figure)."""
+        return next((p for p in reversed(self.speed) if p.count), None)
 
 
 def overview(history: HistoryReader, since: datetime, until: datetime,
@@ -176,7 +181,7 @@ def balance(history: HistoryReader, store: StateStore, routing: CompiledRouting 
         snapshot = snapshots.get(name)
         loads = []
         for rep in members[name]:
-            now_count = snapshot.counts.get(rep, 0) if snapshot is not None else 0
+            now_count = _count(snapshot, rep)
             loads.append(MemberLoad(
                 rep, counts.get(rep, 0), now_count, cap.max if cap else None,
                 _pct(now_count, cap.max) if cap and cap.max else None))
@@ -218,7 +223,7 @@ def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[Rep
         why = ctx.status(rep_id)
         capped = [name for name, pool in routing.pools.items()
                   if rep_id in pool.members and pool.cap is not None
-                  and snapshots[name].counts.get(rep_id, 0) >= pool.cap.max]
+                  and _count(snapshots.get(name), rep_id) >= pool.cap.max]
         if why is None:
             status = "at_cap" if capped else "available"
             detail = f"at cap in {', '.join(capped)}" if capped else ""
@@ -232,6 +237,11 @@ def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[Rep
         out.append(RepStatus(rep_id, rep.name or rep_id, rep.email or "", status, detail,
                              rep_id in pauses, pauses.get(rep_id), capped))
     return out
+
+
+def _count(snapshot: PoolSnapshot | None, rep: str) -> int:
+    """A member's assignments in its current cap window (0 for a pool never written)."""
+    return snapshot.counts.get(rep, 0) if snapshot is not None else 0
 
 
 # --- CRM links ---------------------------------------------------------------------------
@@ -280,7 +290,7 @@ class FailedGroup:
     rows: list[FailedRow]
 
 
-def failed_writes(store: StateStore, history: HistoryReader | None,
+def failed_writes(store: StateStore, history: HistoryReader,
                   objects: Mapping[str, Collection[str]]) -> list[FailedGroup]:
     """What waits for a retried write per CRM object, with the last decision's write error."""
     groups = []
@@ -299,10 +309,8 @@ def failed_writes(store: StateStore, history: HistoryReader | None,
     return groups
 
 
-def _last_for(history: HistoryReader | None, record_id: str,
+def _last_for(history: HistoryReader, record_id: str,
               crm: str) -> tuple[int, Decision] | None:
-    if history is None:
-        return None
     # Record ids of two CRMs can collide: the newest of this CRM's among the last few.
     for found in history.decision_ids(record_id=record_id, limit=5):
         if found[1].crm == crm:

@@ -76,7 +76,9 @@ class Dashboard:
     `account-router dashboard` command, loopback only and without sign-in."""
 
     store: StateStore
-    history: data.HistoryReader | None
+    # The decision history, opened on first use (serve: the app context's `history()`, the
+    # state file's own when embedded, else ACCOUNT_ROUTER_DATABASE_URL); ValueError when none.
+    history: Callable[[], data.HistoryReader]
     routing: Callable[[], CompiledRouting | None]
     retry: Retry
     objects: Mapping[str, Collection[str]]  # CRM -> its objects, for the failed-writes page
@@ -121,7 +123,12 @@ def mount(app: FastAPI, dashboard: Dashboard) -> None:
 
     @app.exception_handler(PageError)
     async def _page_error(request: Request, exc: PageError) -> Response:
-        return _render(request, "error.html", exc.status, title="Error", message=exc.message)
+        try:  # signed in: the error page keeps the navigation
+            session, _ = _session(request)
+        except PageError:
+            session = None
+        return _render(request, "error.html", exc.status, session=session, title="Error",
+                       message=exc.message)
 
 
 router = APIRouter(include_in_schema=False)
@@ -156,7 +163,7 @@ def _set_cookie(request: Request, response: Response, value: str) -> None:
 def _check_host(request: Request) -> None:
     """Local mode: only a loopback name in Host (a DNS-rebinding page gets nothing)."""
     host = (urlsplit(f"//{request.headers.get('host', '')}").hostname or "").lower()
-    if host not in ("127.0.0.1", "localhost", "::1", "testserver"):
+    if host not in ("127.0.0.1", "localhost", "::1"):
         raise PageError(400, "this local dashboard answers only at 127.0.0.1 or localhost")
 
 
@@ -197,9 +204,8 @@ async def _form(request: Request, session: Session) -> Mapping[str, str]:
     except Exception as exc:  # noqa: BLE001 - any malformed body is the client's 400
         raise PageError(400, "malformed form") from exc
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
-        raise PageError(403, "cross-site request refused")
+    # No Origin check besides: behind a reverse proxy the browser's origin and the Host this
+    # app sees differ, and the token (with the SameSite=Strict cookie) is what proves the form.
     if not same(values.get("csrf", ""), session.csrf):
         raise PageError(403, "the form expired or did not come from this dashboard: reload "
                         "the page and try again")
@@ -228,16 +234,17 @@ def _zone(routing: CompiledRouting | None) -> tzinfo:
 
 
 def _history(dash: Dashboard) -> data.HistoryReader:
-    if dash.history is None:
-        raise PageError(503, "no decision history is configured "
-                        "(ACCOUNT_ROUTER_DATABASE_URL; docs/operations.md#decision-history)")
-    return dash.history
+    """The history, or a 503 page saying why there is none (the message names the setting)."""
+    try:
+        return dash.history()
+    except ValueError as exc:
+        raise PageError(503, str(exc)) from exc
 
 
 def _fail(exc: Exception) -> NoReturn:
     if isinstance(exc, PageError):
         raise exc
-    log.error("dashboard read failed: %r", exc)
+    log.error("dashboard read failed: %s", redact_urls(repr(exc)))
     raise PageError(503, "the state store or the history is unavailable; retry later") from exc
 
 
@@ -363,7 +370,7 @@ async def _overview(request: Request, dash: Dashboard, session: Session,
     window = _window(request)
     routing = await run_in_threadpool(dash.routing)
     since, until = data.window_bounds(window, dash.now(), _zone(routing))
-    history = _history(dash)
+    history: data.HistoryReader = await _read(lambda: _history(dash))
     view: data.Overview = await _read(
         lambda: data.overview(history, since, until, data.BUCKETS[window]))
     return _render(request, "overview.html", session=session, cookie=cookie, page="overview",
@@ -383,7 +390,7 @@ async def _balance(request: Request, dash: Dashboard, session: Session,
     routing = await run_in_threadpool(dash.routing)
     now = dash.now()
     since, until = data.window_bounds(window, now, _zone(routing))
-    history = _history(dash)
+    history: data.HistoryReader = await _read(lambda: _history(dash))
     view: data.Balance = await _read(
         lambda: data.balance(history, dash.store, routing, since, until, now))
     return _render(request, "balance.html", session=session, cookie=cookie, page="balance",
@@ -425,10 +432,12 @@ async def _decisions(request: Request, dash: Dashboard, session: Session,
     if outcome is not None and outcome not in data.OUTCOMES:
         raise PageError(400, f"outcome must be one of: {', '.join(data.OUTCOMES)}")
     raw_offset = q.get("offset", "0").strip() or "0"
-    if not raw_offset.isdigit() or len(raw_offset) > 9 or int(raw_offset) > data.MAX_OFFSET:
+    # ASCII digits only: "²" is a digit to str.isdigit, and no number to int().
+    if not (raw_offset.isascii() and raw_offset.isdigit()) or len(raw_offset) > 9 \
+            or int(raw_offset) > data.MAX_OFFSET:
         raise PageError(400, f"offset must be a whole number from 0 to {data.MAX_OFFSET:,}")
     offset = int(raw_offset)
-    history = _history(dash)
+    history: data.HistoryReader = await _read(lambda: _history(dash))
     found: list[tuple[int, Decision]] = await _read(lambda: history.decision_ids(
         record_id=record, rep=rep, rule=rule, outcome=outcome, limit=data.PAGE_SIZE + 1,
         offset=offset))
@@ -449,10 +458,10 @@ async def _decisions(request: Request, dash: Dashboard, session: Session,
 async def decision_page(request: Request, decision_id: str) -> Response:
     async def build(request: Request, dash: Dashboard, session: Session,
                     cookie: str | None) -> Response:
-        if not decision_id.isdigit() or len(decision_id) > 19 \
+        if not (decision_id.isascii() and decision_id.isdigit()) or len(decision_id) > 19 \
                 or not 0 < int(decision_id) < 2 ** 63:
             raise PageError(404, "no such decision")
-        history = _history(dash)
+        history: data.HistoryReader = await _read(lambda: _history(dash))
         found: Decision | None = await _read(lambda: history.decision(int(decision_id)))
         if found is None:
             raise PageError(404, "no such decision")
@@ -472,7 +481,7 @@ async def failed_page(request: Request) -> Response:
 async def _failed(request: Request, dash: Dashboard, session: Session,
                   cookie: str | None) -> Response:
     groups: list[data.FailedGroup] = await _read(
-        lambda: data.failed_writes(dash.store, dash.history, dash.objects))
+        lambda: data.failed_writes(dash.store, _history(dash), dash.objects))
     return _render(request, "failed.html", session=session, cookie=cookie, page="failed",
                    title="Failed writes", groups=groups, notice=_notice(request),
                    shown=data.MAX_FAILED_SHOWN)
@@ -564,6 +573,16 @@ async def retry(request: Request) -> Response:
 
     await run_in_threadpool(hand_over)
     return _redirect("/dashboard/failed", done="retried", subject=f"{len(ids):,}")
+
+
+@router.get("/dashboard/{rest:path}")
+async def not_found(request: Request, rest: str) -> Response:
+    """Any other dashboard address: a page saying so (registered last, after every page)."""
+    async def build(request: Request, dash: Dashboard, session: Session,
+                    cookie: str | None) -> Response:
+        raise PageError(404, "no such page")
+
+    return await _guarded(request, build)
 
 
 @router.get("/static/{name}")

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from connectors.settings import Settings
 from sync.history import History
 from sync.state.base import StateStore
-from tasks.dashboard import HistoryReader, for_serve, mount
+from tasks.dashboard import for_serve, mount
 from tasks.http import health, hubspot, ops, salesforce
 from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
 from tasks.http.routing import ServedRouting
@@ -47,7 +47,7 @@ def create_app(
     metrics: AnyMetrics | None = None,
     broker: Broker | None = None,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
-    history: HistoryReader | None = None,
+    history: History | None = None,
 ) -> FastAPI:
     """The app over one store and one enqueue callable; routing never runs in this process.
 
@@ -55,7 +55,9 @@ def create_app(
     (default `metrics_for(settings)`: Redis-backed, so every worker process's counts show), and
     the queue gauges of `broker` (default: the Celery broker at `settings.redis_url`; none in
     embedded mode, where the queue is this process's executor and the gauges are left out).
-    The dashboard (`/`, `/dashboard/...`) reads `history`; its retry hands ids to `enqueue`."""
+    `history` (default: opened on first use, see `AppContext.history`) serves
+    `GET /decisions/{id}` and the dashboard (`/`, `/dashboard/...`), whose retry hands ids to
+    `enqueue`."""
     shared = metrics if metrics is not None else metrics_for(settings)
     if broker is None and settings.redis_url:
         broker = Broker(settings.redis_url)
@@ -91,9 +93,8 @@ def create_app(
     for router in (hubspot.router, salesforce.router, ops.router, health.router):
         app.include_router(router)
     ctx: AppContext = app.state.ctx
-    if isinstance(history, History):
-        ctx.history_db = history  # `GET /decisions/{id}` reads the same history
-    mount(app, for_serve(settings, store, history, ctx.routing,
+    ctx.history_db = history
+    mount(app, for_serve(settings, store, ctx.history, ctx.routing,
                          lambda crm, obj, ids: ctx.hand_over(crm, {obj: ids}, "reprocess"),
                          clock=clock))
     _handle_errors(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -108,8 +109,6 @@ class PostgresServer:
         if os.geteuid() == 0:
             # initdb refuses to run as root; the Debian package's `postgres` user is there.
             try:
-                import pwd
-
                 entry = pwd.getpwnam("postgres")
             except KeyError:
                 raise PostgresUnavailable(

@@ -385,14 +385,19 @@ def suffix_labels_label_by_label(labels: list[str]) -> int:
     return best
 
 
-def test_given_every_suffix_rule_when_measuring_suffixes_from_parents_then_as_label_by_label():
+def test_given_every_suffix_rule_when_measuring_suffixes_from_parents_then_as_label_by_label(
+) -> None:
     names = {"", "a", "a..b", "x."}
     for rule in normalize._PLAIN | normalize._EXCEPT | {f"*.{w}" for w in normalize._WILD}:
         for prefix in ("", "acme.", "eu.acme.", "www."):
             names.add(prefix + rule.replace("*", "w"))
     for name in sorted(names):
         labels = name.split(".")
-        assert normalize._suffix_labels(labels) == suffix_labels_label_by_label(labels), name
+        suffix = suffix_labels_label_by_label(labels)
+        assert normalize._suffix_labels(labels) == suffix, name
+        registered = None if suffix in (0, len(labels)) or suffix > len(labels) else ".".join(
+            labels[-suffix - 1:])
+        assert registered_domain.__wrapped__(name) == registered, name
 
 
 def test_given_hosts_when_normalized_on_the_plain_host_path_then_as_the_full_steps(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import tasks.history  # noqa: F401 - registers the history tasks on the app
 from connectors.settings import Settings
 from sync.history import History
+from sync.models import Decision
 from sync.state.redis import RedisStateStore
 from tasks.celery_app import app, beat_schedule
 from tasks.queue import enqueue_sweep
@@ -32,9 +33,9 @@ COMPANIES = 1500
 LATENCY_MS = 60
 
 
-def stored(history: History) -> list[tuple[int, object]]:
-    """Every decision in the history, read on a fresh connection each time."""
-    return list(history.decision_ids())
+def stored(history: History) -> list[tuple[int, Decision]]:
+    """Every decision in the history with its id, newest first."""
+    return history.decision_ids()
 
 
 def test_given_postgresql_stopped_mid_sweep_when_it_returns_then_every_decision_lands_once(

@@ -15,7 +15,13 @@ import pytest
 from connectors.settings import Settings
 from sync.history import History
 from sync.state.redis import RedisStateStore
-from tasks.celery_app import FLUSH_TASK, PRUNE_TASK, beat_schedule
+from tasks.celery_app import (
+    FLUSH_TASK,
+    PRUNE_TASK,
+    ROUTE_PRIORITY,
+    SWEEP_PRIORITY,
+    beat_schedule,
+)
 from tasks.history import flush_outbox, prune_history, schema_problem
 from tests.loopback import free_port
 from tests.sync.state.test_contract import decision
@@ -48,6 +54,8 @@ def test_given_the_beat_schedule_then_it_flushes_every_two_seconds_and_prunes_da
     assert schedule["history flush"]["schedule"] == 2.0
     assert schedule["history prune"]["task"] == PRUNE_TASK == "history.prune"
     assert schedule["history prune"]["schedule"] == 24 * 3600.0
+    # After webhook batches, before sweep pages (kombu's Redis transport: 0 goes first).
+    assert ROUTE_PRIORITY < schedule["history flush"]["options"]["priority"] < SWEEP_PRIORITY
 
 
 def test_given_service_mode_when_the_flush_task_body_runs_then_the_outbox_moves_to_sql(
@@ -72,6 +80,17 @@ def test_given_an_unreachable_database_when_the_flush_task_body_runs_then_it_log
     assert moved == 0 and store.outbox_size() == 1
     assert "1 decisions wait in the outbox" in caplog.text
     assert "pw-in-url" not in caplog.text
+
+
+def test_given_the_state_redis_unreachable_when_the_flush_task_body_runs_then_it_logs_and_waits(
+        history_url, caplog):
+    gone = f"redis://:pw-in-url@127.0.0.1:{free_port()}/0"
+
+    with caplog.at_level(logging.WARNING):
+        moved = flush_outbox(service(gone, history_url))
+
+    assert moved == 0
+    assert "the outbox waits" in caplog.text and "pw-in-url" not in caplog.text
 
 
 def test_given_embedded_state_when_the_flush_task_body_runs_then_there_is_nothing_to_move(

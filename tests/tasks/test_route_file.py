@@ -462,14 +462,17 @@ def test_given_rows_when_described_for_routing_then_rules_match_as_on_their_reco
             record.id, record.object, record.owner, matches)
 
 
+@pytest.mark.parametrize("use_json", [True, False])
 def test_given_more_ids_than_one_lookup_when_asking_first_lines_then_each_seen_one_answers(
+    use_json: bool,
 ) -> None:
-    seen = route_file_module._SeenIds()
+    odd = ["é", "😀", 'q"x', "b\\s", "c\ttab\x01", "\u2028", "12", " sp ", "{}"]
+    seen = route_file_module._SeenIds(use_json=use_json)
     try:
-        seen.add([(f"id{k}", k + 2) for k in range(0, 1300, 3)])
+        seen.add([(f"id{k}", k + 2) for k in range(0, 1300, 3)] + [(o, 9) for o in odd])
 
-        found = seen.first_lines([f"id{k}" for k in range(1234)] + ["id3", "id3"])
+        found = seen.first_lines([f"id{k}" for k in range(1234)] + ["id3", "id3", *odd, "é2"])
     finally:
         seen.close()
 
-    assert found == {f"id{k}": k + 2 for k in range(0, 1234, 3)}
+    assert found == {f"id{k}": k + 2 for k in range(0, 1234, 3)} | {o: 9 for o in odd}

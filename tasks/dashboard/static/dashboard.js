@@ -6,11 +6,17 @@
     year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit",
     second: "2-digit", timeZoneName: "short"
   });
+  // In tables, a compact form (the page says whose timezone; the year only when not this one).
+  var thisYear = new Date().getFullYear();
+  var compact = new Intl.DateTimeFormat(undefined, {
+    month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit"
+  });
   document.querySelectorAll("time[datetime]").forEach(function (el) {
     var when = new Date(el.getAttribute("datetime"));
     if (isNaN(when.getTime())) { return; }
     el.title = el.textContent;
-    el.textContent = fmt.format(when);
+    var inTable = el.closest("td") !== null;
+    el.textContent = inTable && when.getFullYear() === thisYear ? compact.format(when) : fmt.format(when);
   });
 
   // Sortable tables: a click on a header sorts by that column (numbers by data-sort).
@@ -43,6 +49,26 @@
         });
         rows.forEach(function (row) { body.appendChild(row); });
       });
+    });
+  });
+
+  // A pause's end in the viewer's own time: without this script the field is read as UTC
+  // (the label says so); with it, the local time is sent as an instant with its offset.
+  document.querySelectorAll("form.pause").forEach(function (form) {
+    var input = form.querySelector("input[name=until]");
+    var label = form.querySelector(".until-zone");
+    if (!input || !label) { return; }
+    label.textContent = "until (your time, optional)";
+    form.addEventListener("submit", function () {
+      if (!input.value) { return; }
+      var when = new Date(input.value);  // a datetime-local value reads as local time
+      if (isNaN(when.getTime())) { return; }
+      var hidden = document.createElement("input");
+      hidden.type = "hidden";
+      hidden.name = "until";
+      hidden.value = when.toISOString();
+      input.removeAttribute("name");
+      form.appendChild(hidden);
     });
   });
 

@@ -111,6 +111,26 @@ def test_given_instants_in_other_offsets_when_recorded_then_they_read_back_as_gi
     assert history.decisions(until=T0 + timedelta(microseconds=1)) == [given]
 
 
+def test_given_one_trace_in_several_reasons_and_offsets_when_recorded_then_each_reads_back_as_given(
+    history: History,
+) -> None:
+    # Trace bodies are memoized by shape; nothing of one decision may leak into another's.
+    base = decision("a")
+    variants = [
+        base,
+        base._replace(record_id="b", reason="a reason of its own"),
+        base._replace(record_id="c", decided_at=T0.astimezone(NEW_YORK)),
+        base._replace(record_id="d", trace=list(base.trace)),  # type: ignore[arg-type]
+        base,  # the same shape again, from the memo
+    ]
+    history.record(list(enumerate(variants, start=1)))
+    history.record([(9, variants[2])])  # a second batch, memo warm
+
+    for i, d in enumerate(variants[:4], start=1):
+        assert history.decision(i).to_dict() == d.to_dict()  # type: ignore[union-attr]
+    assert history.decision(9).to_dict() == variants[2].to_dict()  # type: ignore[union-attr]
+
+
 def test_given_ids_already_stored_when_recorded_again_then_they_are_skipped(
     history: History,
 ) -> None:

@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 import redis
 import uvicorn
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from connectors import registry
 from connectors.settings import Settings
@@ -32,7 +32,7 @@ from sync.state.redis import RedisStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
 from tests.loopback import free_port
-from tests.servers.browser import expect_console_error, screenshot
+from tests.servers.browser import VIEWPORT, PageGuard, expect_console_error, screenshot
 from tests.servers.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -50,6 +50,7 @@ class Deployment:
     store: RedisStateStore
     sim: Simulator
     routing: CompiledRouting
+    enqueued: list[tuple[str, str, list[str], str]]  # what the app handed to the workers
 
     def pipeline_run(self, crm: str, run: Callable[[Pipeline], T]) -> T:
         """`run` on a pipeline over this deployment's state, as a worker would build it."""
@@ -74,19 +75,25 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
     with serve(sim) as running, pytest.MonkeyPatch.context() as env:
         for name, value in running.env().items():
             env.setenv(name, value)
-        history = History(postgres_server.create_database("dashboard_browser"))
+        database = postgres_server.create_database("dashboard_browser")
+        history = History(database)
         history.upgrade()
         store = RedisStateStore(redis_server)
         routing = load_routing(EXAMPLE)
-        deployed = Deployment("", history, store, sim, routing)
+        deployed = Deployment("", history, store, sim, routing, [])
         for crm, objects in OBJECTS.items():
             deployed.pipeline_run(crm, lambda p, objects=objects: [
                 p.sweep(obj, full=True) for obj in objects])
         deployed.flush()
-        settings = Settings.model_validate({"api_token": TOKEN, "config": str(EXAMPLE),
-                                            "hubspot_portal_id": PORTAL})
-        app = create_app(settings, store, lambda *args: None, metrics=LocalMetrics(),
-                         history=history)
+        # As `serve` runs in service mode: the app opens the history at
+        # ACCOUNT_ROUTER_DATABASE_URL itself.
+        settings = Settings.model_validate({
+            "api_token": TOKEN, "config": str(EXAMPLE), "hubspot_portal_id": PORTAL,
+            "redis_url": redis_server, "database_url": database})
+        app = create_app(settings, store,
+                         lambda crm, obj, ids, trigger: deployed.enqueued.append(
+                             (crm, obj, list(ids), trigger)),
+                         metrics=LocalMetrics())
         port = free_port()
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                                log_level="warning"))
@@ -110,6 +117,18 @@ def sign_in(page: Page, url: str, token: str = TOKEN) -> None:
     page.goto(url + "/")
     page.fill("#token", token)
     page.click("button[type=submit]")
+
+
+NAV = {"Overview": "overview", "Balance": "balance", "Reps": "reps", "Decisions": "decisions",
+       "Failed writes": "failed"}
+
+
+def go(page: Page, name: str) -> None:
+    """Follow the navigation link `name` and wait for that page, loaded with its stylesheet:
+    reads that do not wait on their own (`locator.all()`) then see the new page."""
+    page.click(f"nav a:has-text('{name}')")
+    page.wait_for_url(f"**/dashboard/{NAV[name]}")
+    page.wait_for_load_state("load")
 
 
 def window() -> tuple[datetime, datetime]:
@@ -165,7 +184,7 @@ def test_given_the_routed_demo_when_signed_in_then_every_page_shows_the_historys
               page.locator("#rules tbody tr td:nth-child(2)").all_inner_texts()]
     assert counts == sorted(counts)
 
-    page.click("nav a:has-text('Balance')")
+    go(page, "Balance")
     load = deployment.history.load(since, until)
     for pool in deployment.routing.pools:
         turns = {r.rep: r.count for r in load if r.pool == pool and r.outcome == "assigned"}
@@ -177,27 +196,28 @@ def test_given_the_routed_demo_when_signed_in_then_every_page_shows_the_historys
     assert cells(page, "#per-rep-table tr[data-rep]", 3) == per_rep
     screenshot(page, "balance")
 
-    page.click("nav a:has-text('Reps')")
+    go(page, "Reps")
     expect(page.locator("tr[data-rep='gus'] .pill")).to_have_text("Inactive")
     screenshot(page, "reps")
-    page.click("nav a:has-text('Decisions')")
+    go(page, "Decisions")
     expect(page.locator("#decisions tbody tr")).to_have_count(50)
     screenshot(page, "decisions")
-    page.click("nav a:has-text('Failed writes')")
+    go(page, "Failed writes")
     expect(page.locator("h1")).to_have_text("Failed writes")
-    screenshot(page, "failed")
 
+    # A phone: nothing wider than the screen (wide tables scroll inside their card).
     page.set_viewport_size({"width": 390, "height": 844})
-    page.click("nav a:has-text('Overview')")
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    screenshot(page, "overview-phone")
+    for name in ("Overview", "Balance", "Reps", "Decisions"):
+        go(page, name)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, name
+        screenshot(page, f"{name.lower()}-phone")
 
 
 def test_given_a_record_when_searching_it_then_its_decision_and_trace_show(
         deployment: Deployment, page: Page) -> None:
     record = deployment.history.decision_ids(rule="enterprise-size", limit=1)[0][1]
     sign_in(page, deployment.url)
-    page.click("nav a:has-text('Decisions')")
+    go(page, "Decisions")
     page.fill("input[name=record]", record.record_id)
     page.click("form.search button[type=submit]")
     rows = page.locator("#decisions tbody tr")
@@ -224,7 +244,7 @@ def test_given_a_pools_next_rep_when_paused_on_the_reps_page_then_the_next_recor
     paused = would.owner
 
     sign_in(page, deployment.url)
-    page.click("nav a:has-text('Reps')")
+    go(page, "Reps")
     page.locator(f"tr[data-rep='{paused}'] button", has_text="Pause").click()
     expect(page.locator("p.notice")).to_have_text(f"Paused {paused}.")
     expect(page.locator(f"tr[data-rep='{paused}'] .pill")).to_have_text("Paused")
@@ -237,12 +257,99 @@ def test_given_a_pools_next_rep_when_paused_on_the_reps_page_then_the_next_recor
     assert len(routed) == 1
     assert routed[0].owner in ("cara", "dev", "eli") and routed[0].owner != paused
 
-    page.click("nav a:has-text('Decisions')")
+    go(page, "Decisions")
     page.fill("input[name=record]", record_id)
     page.click("form.search button[type=submit]")
     expect(page.locator("#decisions tbody tr")).to_have_count(1)
     expect(page.locator("#decisions tbody tr td").nth(4)).to_have_text(routed[0].owner or "")
 
-    page.click("nav a:has-text('Reps')")
+    go(page, "Reps")
     page.locator(f"tr[data-rep='{paused}'] button", has_text="Resume").click()
     expect(page.locator("p.notice")).to_have_text(f"Resumed {paused}.")
+
+
+def test_given_a_failed_write_when_retried_from_the_failed_page_then_it_is_written(
+        deployment: Deployment, page: Page) -> None:
+    lead = deployment.sim.salesforce_create("Lead", {
+        "Company": "Locked Row Co", "LastName": "Ng", "Email": "ng@locked-row.example",
+        "NumberOfEmployees": 8})
+    # Salesforce answers UNABLE_TO_LOCK_ROW to every write: retried, then left for later.
+    deployment.sim.configure_faults(lock_error_rate=1.0)
+    try:
+        deployment.pipeline_run(
+            "salesforce", lambda p: p.route_ids("Lead", [lead], trigger="webhook"))
+    finally:
+        deployment.sim.clear_faults()
+    deployment.flush()
+    assert deployment.store.failed("salesforce", "Lead") == [lead]
+
+    sign_in(page, deployment.url)
+    go(page, "Failed writes")
+    group = page.locator("section[data-crm='salesforce'][data-object='Lead']")
+    expect(group.locator("tbody tr")).to_have_count(1)
+    expect(group.locator("tbody tr")).to_contain_text(lead)
+    expect(group.locator("tbody tr")).to_contain_text("UNABLE_TO_LOCK_ROW")
+    screenshot(page, "failed")
+    page.once("dialog", lambda dialog: dialog.accept())  # "retry all" asks first
+    group.locator("button", has_text="Retry all").click()
+    expect(page.locator("p.notice")).to_have_text("Retry started for 1 records.")
+    assert deployment.enqueued == [("salesforce", "Lead", [lead], "reprocess")]
+
+    # What a worker does with the hand-over; then nothing waits any more.
+    deployment.pipeline_run(
+        "salesforce", lambda p: p.route_ids("Lead", [lead], trigger="reprocess"))
+    deployment.flush()
+    assert deployment.sim.owner_of("salesforce", "Lead", lead) is not None
+    page.reload()
+    expect(page.locator("p.empty")).to_contain_text("Nothing waits")
+
+
+def test_given_no_javascript_when_reading_the_pages_then_numbers_show_and_times_are_utc(
+        deployment: Deployment, browser: Browser) -> None:
+    context = browser.new_context(viewport=VIEWPORT, java_script_enabled=False)
+    page = context.new_page()
+    guard = PageGuard(page)
+    try:
+        sign_in(page, deployment.url)
+        expect(page).to_have_url(re.compile(r"/dashboard/overview$"))
+        since, until = window()
+        shown = cells(page, "tr[data-outcome]", 1)
+        outcomes = deployment.history.outcome_counts(since, until)
+        assert {k: v for k, v in shown.items() if v} == {k: v for k, v in outcomes.items() if v}
+        expect(page.locator("p.period time").first).to_have_text(re.compile(r" UTC$"))
+        expect(page.locator("svg.chart")).to_have_count(2)
+        go(page, "Decisions")
+        expect(page.locator("#decisions tbody tr").first.locator("time").first).to_have_text(
+            re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$"))
+        screenshot(page, "decisions-no-js")
+    finally:
+        context.close()
+    assert not guard.problems, guard.problems
+
+
+def test_given_a_viewer_in_new_york_when_pausing_until_a_local_time_then_the_instant_is_right(
+        deployment: Deployment, browser: Browser) -> None:
+    context = browser.new_context(viewport=VIEWPORT, timezone_id="America/New_York",
+                                  locale="en-US")
+    page = context.new_page()
+    guard = PageGuard(page)
+    try:
+        sign_in(page, deployment.url)
+        # Times show in the viewer's zone, the UTC text kept on hover.
+        period = page.locator("p.period time").first
+        expect(period).to_have_text(re.compile(r"EST$"))
+        expect(period).to_have_attribute("title", re.compile(r"UTC$"))
+        go(page, "Reps")
+        row = page.locator("tr[data-rep='maya']")
+        expect(row.locator(".until-zone")).to_have_text("until (your time, optional)")
+        row.locator("input[type=datetime-local]").fill("2030-01-02T09:30")
+        row.locator("button", has_text="Pause").click()
+        expect(page.locator("p.notice")).to_have_text("Paused maya.")
+        assert deployment.store.pauses(datetime.now(UTC))["maya"] == \
+            datetime(2030, 1, 2, 14, 30, tzinfo=UTC)
+        expect(page.locator("tr[data-rep='maya'] time")).to_contain_text("9:30")
+        page.locator("tr[data-rep='maya'] button", has_text="Resume").click()
+        expect(page.locator("p.notice")).to_have_text("Resumed maya.")
+    finally:
+        context.close()
+    assert not guard.problems, guard.problems

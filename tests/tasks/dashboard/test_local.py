@@ -13,9 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from connectors.settings import Settings
 from sync.compiler import load_routing
+from tasks.cli import app
 from tasks.dashboard import local_app
 from tasks.dashboard.serving import is_loopback
 from tests.tasks.dashboard.conftest import NOW, ROUTING, Env, csrf_of
@@ -71,14 +73,22 @@ def test_given_a_host_when_checking_loopback_then_only_loopback_passes(host: str
     assert is_loopback(host) is ok
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.7", "router.example.com"])
 def test_given_a_public_host_when_running_the_command_then_exit_2_naming_why(
+        tmp_path: Path, host: str) -> None:
+    result = CliRunner().invoke(app, ["dashboard", "--host", host, "--state",
+                                      f"sqlite:///{tmp_path / 'state.db'}"])
+    assert result.exit_code == 2
+    assert "not a loopback address" in result.stderr
+
+
+def test_given_no_state_file_when_running_the_command_then_exit_2_and_nothing_created(
         tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "dashboard", "--host", "0.0.0.0",
-         "--state", f"sqlite:///{tmp_path / 'state.db'}"],
-        capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2
-    assert "loopback" in result.stderr
+    missing = tmp_path / "missing.db"
+    result = CliRunner().invoke(app, ["dashboard", "--port", "0", "--state",
+                                      f"sqlite:///{missing}"])
+    assert result.exit_code == 2 and "no state at" in result.stderr
+    assert not missing.exists()
 
 
 def serving(args: list[str], path: str) -> tuple[str, int]:

@@ -6,18 +6,30 @@ from __future__ import annotations
 import html as htmllib
 import re
 from datetime import UTC, timedelta
+from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from connectors.settings import Settings
 from sync.models import Outcome
+from sync.state import open_store
+from tasks.dashboard.charts import seconds
 from tasks.dashboard.data import MAX_OFFSET, PAGE_SIZE
+from tasks.http import create_app
 from tests.tasks.dashboard.conftest import (
     HOSTILE,
     INSTANCE,
     NOW,
     PORTAL,
+    ROUTING,
+    TOKEN,
     Env,
+    RecordingEnqueue,
     csrf_of,
     decision,
     sign_in,
@@ -83,6 +95,10 @@ def test_given_writes_when_opening_the_overview_then_the_speed_chart_plots_p50_a
     assert table is not None
     counts = [number(c) for c in re.findall(r'<td class="num" data-sort="(\d+)">', table[1])]
     assert sum(counts) == 11
+    latest = [p for p in points if p.count][-1]
+    headline = re.search(r'data-testid="latest-speed">(.*?)</p>', page, re.S)
+    assert headline is not None
+    assert seconds(latest.p50) in headline[1] and seconds(latest.p95) in headline[1]
 
 
 def test_given_a_bad_window_when_opening_a_page_then_400_page_naming_the_choices(
@@ -213,7 +229,8 @@ def test_given_markup_in_a_record_id_when_shown_then_it_is_escaped_everywhere(
 
 @pytest.mark.parametrize("query", [
     {"offset": str(MAX_OFFSET + 1)}, {"offset": "10" * 30}, {"offset": "-1"},
-    {"offset": "abc"}, {"offset": "1e9"}, {"record": "x" * 256}, {"rep": "a\x00b"},
+    {"offset": "abc"}, {"offset": "1e9"}, {"offset": "²"}, {"offset": "١٢"},
+    {"record": "x" * 256}, {"rep": "a\x00b"},
     {"rule": "\x1b[31m"}, {"outcome": "won"}, {"outcome": "<b>"}])
 def test_given_hostile_parameters_when_searching_then_400_never_5xx(
         client: TestClient, query: dict[str, str]) -> None:
@@ -241,7 +258,8 @@ def test_given_a_decision_when_opening_it_then_its_full_trace_and_crm_link(
     assert "UNABLE_TO_LOCK_ROW" in lead
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", "99999", str(2 ** 63), "9" * 40, "1.5"])
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "99999", str(2 ** 63), "9" * 40, "1.5",
+                                 "²", "١٢"])
 def test_given_an_unknown_or_malformed_decision_id_when_opening_then_404(
         client: TestClient, bad: str) -> None:
     assert client.get(f"/dashboard/decisions/{bad}").status_code == 404
@@ -277,3 +295,61 @@ def test_given_an_unknown_crm_object_when_retrying_then_400_and_nothing_enqueued
 def test_given_the_next_issue_pages_when_opened_then_they_say_next(client: TestClient) -> None:
     for page in ("overrides", "review"):
         assert "next" in client.get(f"/dashboard/{page}").text
+
+
+def test_given_a_fresh_deployment_when_opening_every_page_then_200_and_zeros(
+        tmp_path: Path) -> None:
+    routing = tmp_path / "routing.yaml"
+    routing.write_text(ROUTING)
+    store = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        app = create_app(Settings.model_validate({"api_token": TOKEN, "config": str(routing)}),
+                         store, RecordingEnqueue(), clock=lambda: NOW.timestamp())
+        client = TestClient(app)
+        sign_in(client)
+        for page in ("overview?window=today", "overview?window=30d", "balance", "reps",
+                     "decisions", "failed"):
+            response = client.get(f"/dashboard/{page}")
+            assert response.status_code == 200, page
+        assert 'data-testid="total">0<' in client.get("/dashboard/overview").text
+        assert "No decisions yet." in client.get("/dashboard/decisions").text
+        status = dict(re.findall(r'data-rep="([^"]+)" data-status="([^"]+)"',
+                                 client.get("/dashboard/reps").text))
+        assert status["ana"] == "available" and status["bo"] == "available"
+    finally:
+        store.close()
+
+
+@hsettings(max_examples=30, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(params=st.dictionaries(
+    st.sampled_from(["record", "rep", "rule", "outcome", "offset", "window"]),
+    st.text(max_size=300) | st.sampled_from(["0", "50", "today", "assigned", "ana"]),
+    max_size=4),
+    page=st.sampled_from(["overview", "balance", "decisions"]))
+def test_given_any_query_when_opening_a_page_then_200_or_400_never_5xx(
+        client: TestClient, params: dict[str, str], page: str) -> None:
+    response = client.get(f"/dashboard/{page}", params=params)
+    assert response.status_code in (200, 400), (page, params, response.text[:300])
+    assert "<script>" not in response.text
+
+
+@hsettings(max_examples=30, deadline=None,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rep=st.text(min_size=1, max_size=80).filter(lambda r: r not in (".", "..")),
+       until=st.text(max_size=60), action=st.sampled_from(["pause", "resume"]))
+def test_given_any_rep_and_until_when_acting_then_a_redirect_or_4xx_never_5xx(
+        client: TestClient, rep: str, until: str, action: str) -> None:
+    csrf = csrf_of(client.get("/dashboard/reps").text)
+    response = client.post(f"/dashboard/reps/{quote(rep, safe='')}/{action}",
+                           data={"csrf": csrf, "until": until}, follow_redirects=False)
+    assert response.status_code in (303, 400, 404), (rep, until, response.text[:200])
+
+
+def test_given_an_unknown_dashboard_address_when_opened_then_a_404_page_with_navigation(
+        client: TestClient) -> None:
+    for path in ("/dashboard/nope", "/dashboard/decisions/1/extra", "/dashboard/%3Cb%3E"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert "no such page" in response.text and 'href="/dashboard/overview"' in response.text
+        assert "<b>" not in response.text
