@@ -9,14 +9,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
 from rich.segment import Segment
-from sqlalchemy.exc import SQLAlchemyError
 
 from config.routing import ConfigError
 from config.urls import redact_url, redact_urls
@@ -24,12 +23,13 @@ from connectors import registry
 from connectors.registry import canonical_object, load_routing
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
-from sync.history import History, SchemaOutOfDate
-from sync.history.store import describe_error
 from sync.pipeline import Pipeline
 from sync.ports import Connector, CredentialsError, CrmError
 from sync.state import open_store
 from sync.state.base import StateStore
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by the commands that read the history, only
+    from sync.history import History
 
 # Literal consoles: what we print is data (rule, rep and pool names, record values, paths from
 # routing files and CSVs), so `[/x]` must not raise MarkupError, `[bold]` must not vanish and
@@ -167,6 +167,11 @@ def open_history(state: str | None) -> History:
     """The decision history routing recorded into, at the current schema; exit 2 if unusable.
     Embedded (SQLite state): the state file's own tables (open the state first: that upgrades
     them); service mode: ACCOUNT_ROUTER_DATABASE_URL."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history import History, SchemaOutOfDate
+    from sync.history.store import describe_error
+
     settings = Settings()
     resolved = settings.resolved_state_url(state)
     embedded = sqlite_path(resolved) is not None
@@ -196,6 +201,11 @@ def serve_history(state: str | None) -> History | None:
     own. Service mode: ACCOUNT_ROUTER_DATABASE_URL, or None when unset (the dashboard says how
     to set it); a database that cannot be reached at start is a warning, not a refusal, so
     webhooks are taken while it is down (history reads answer 503 until it is back)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history import History, SchemaOutOfDate
+    from sync.history.store import describe_error
+
     settings = Settings()
     resolved = settings.resolved_state_url(state)
     if sqlite_path(resolved) is not None:

@@ -381,3 +381,22 @@ def test_given_a_postgresql_url_without_the_driver_when_opened_then_psycopg_is_u
     with History("postgresql://u:pw@127.0.0.1:1/db") as history:
         assert history.url.startswith("postgresql+psycopg://")
         assert "pw" not in repr(history)
+
+
+def test_given_two_upgrades_at_once_when_both_run_then_both_succeed_and_the_schema_is_made_once(
+    history_url: str,
+) -> None:
+    # Two machines running `db upgrade` together (or two embedded processes opening a new
+    # file): serialised by an advisory lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite).
+    from concurrent.futures import ThreadPoolExecutor
+
+    histories = [History(history_url), History(history_url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda h: h.upgrade(), histories))
+        assert all(h.is_current() for h in histories)
+        assert histories[0].record([(1, decision("a"))]) == 1
+        assert [d.record_id for d in histories[1].decisions()] == ["a"]
+    finally:
+        for h in histories:
+            h.close()
