@@ -370,6 +370,14 @@ FREEMAIL_FAMILIES: frozenset[str] = frozenset({
 def _domain_facts(domain: str) -> tuple[tuple[str, ...], bool]:
     """`domain_keys` and `is_freemail` of a normalized domain at once: one cache entry a host
     for `build_record`, which sees each of a long file's hosts once."""
+    _, dot, parent = domain.partition(".")
+    if dot and ":" not in domain and _suffix_facts(domain)[0] == _suffix_facts(parent)[0]:
+        # The usual host, a name under a parent seen before (`company1.example.com`): the
+        # same suffix, so the same registered domain, and its keys are the parent's after it.
+        registered = registered_domain(parent)
+        keys = _domain_facts(parent)[0]
+        if registered is not None and keys and keys[0] == parent and keys[-1] == registered:
+            return (domain, *keys), domain in FREEMAIL_DOMAINS or _free_registered(registered)
     return domain_keys.__wrapped__(domain), is_freemail.__wrapped__(domain)
 
 
@@ -381,12 +389,11 @@ def is_freemail(domain: str | None) -> bool:
     if domain in FREEMAIL_DOMAINS:
         return True
     registered = registered_domain(domain)
-    if registered is None:
-        return False
-    return (
-        registered in FREEMAIL_DOMAINS
-        or registered.split(".", 1)[0] in FREEMAIL_FAMILIES
-    )
+    return registered is not None and _free_registered(registered)
+
+
+def _free_registered(registered: str) -> bool:
+    return registered in FREEMAIL_DOMAINS or registered.split(".", 1)[0] in FREEMAIL_FAMILIES
 
 
 def forget_hosts() -> None:

@@ -39,6 +39,7 @@ CHUNK = 5000  # rows decided per snapshot and committed per transaction
 # Bytes of input a worker reads, parses and describes at a time: about CHUNK rows of a usual
 # export, decided per snapshot and committed per transaction like them.
 SPAN_BYTES = 384 << 10
+SPANS_AHEAD = 4  # spans in flight per worker
 # Below this input size worker processes cost more (start-up, imports) than they save.
 PARALLEL_MIN_BYTES = 4 << 20
 WORKER_CHUNKS = 8  # chunks a worker process prepares between emptying its host caches
@@ -459,7 +460,9 @@ def _span_chunks(reader: CsvReader, start: tuple[int, int], pool: Pool, workers:
                 resume = span.line
             else:
                 pending.append((span, pool.apply_async(_worker_span, (path, span, columns))))
-                if len(pending) <= workers:
+                # A few spans ahead per worker (a span's answer is ~60 bytes a row): while this
+                # process waits for a core, the workers keep working instead of idling.
+                if len(pending) <= SPANS_AHEAD * workers:
                     continue
         if not pending:
             return resume

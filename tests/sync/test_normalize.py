@@ -400,6 +400,26 @@ def test_given_every_suffix_rule_when_measuring_suffixes_from_parents_then_as_la
         assert registered_domain.__wrapped__(name) == registered, name
 
 
+def test_given_hosts_under_known_parents_when_taking_facts_at_once_then_as_one_by_one() -> None:
+    import random
+
+    rng = random.Random(3)
+    rules = sorted(normalize._PLAIN | normalize._EXCEPT | {f"*.{w}" for w in normalize._WILD})
+    bases = [r.replace("*", "w") for r in rng.sample(rules, 400)]
+    bases += sorted(FREEMAIL_DOMAINS) + ["yahoo.co.jp", "gmx.at", "example.com", "acme.internal",
+                                         "1.2.3.4", "::ffff:1.2.3.4", "localhost", "co.uk"]
+    hosts = [prefix + base for base in bases
+             for prefix in ("", "a.", "mail.", "b.a.", "www.x.", "7.")]
+    normalize.forget_hosts()
+    for host in hosts:  # parents first and last: both orders reach the shortcut
+        assert normalize._domain_facts(host) == (
+            domain_keys.__wrapped__(host), is_freemail.__wrapped__(host)), host
+    normalize.forget_hosts()
+    for host in reversed(hosts):
+        assert normalize._domain_facts(host) == (
+            domain_keys.__wrapped__(host), is_freemail.__wrapped__(host)), host
+
+
 def test_given_hosts_when_normalized_on_the_plain_host_path_then_as_the_full_steps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
