@@ -195,6 +195,38 @@ def open_history(state: str | None) -> History:
     return history
 
 
+def try_history(state: str | None) -> tuple[History | None, str]:
+    """The decision history routing recorded into, for a command that can do without it
+    (`simulate`): (history, "") or (None, why not), never an exit. Embedded: the state file's
+    own tables (none before the file exists); service mode: ACCOUNT_ROUTER_DATABASE_URL. The
+    state itself is the caller's to open (and, embedded, upgrade) first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history import History, SchemaOutOfDate
+    from sync.history.store import describe_error
+
+    settings = Settings()
+    resolved = settings.resolved_state_url(state)
+    path = sqlite_path(resolved)
+    if path is not None and not path.exists():
+        return None, f"no state file at {str(path)!r} yet"
+    try:
+        history = History(resolved if path is not None
+                          else settings.resolved_database_url(resolved))
+    except ValueError as exc:
+        return None, redact_urls(str(exc))
+    try:
+        history.require_current()
+    except SchemaOutOfDate as exc:
+        history.close()
+        return None, str(exc)
+    except SQLAlchemyError as exc:
+        history.close()
+        return None, f"cannot open the history database {history.shown_url!r}: " \
+                     f"{describe_error(exc)}"
+    return history, ""
+
+
 def serve_history(state: str | None) -> History | None:
     """The history `serve` reads (dashboard, `GET /decisions`), checked before it listens: an
     out-of-date schema is exit 2 naming `account-router db upgrade`. Embedded: the state file's
