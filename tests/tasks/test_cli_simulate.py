@@ -10,7 +10,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from sync.history import History
+from sync.models import Decision, Outcome
 from tasks.cli import app
+from tests.loopback import free_port
 
 NOW = "2026-11-25T12:00:00Z"
 LATER = "2026-11-27T12:00:00Z"
@@ -161,4 +163,52 @@ def test_given_redis_state_and_no_database_url_when_simulating_then_it_runs_nami
 
     assert "no decision history: rule before unknown" in result.stdout
     assert "ACCOUNT_ROUTER_DATABASE_URL" in result.stdout
+    assert len(table(result.stdout, "record")) == 4
+
+
+def test_given_service_mode_when_simulating_then_the_rule_before_comes_from_postgresql(
+        routed: tuple[Path, str], redis_url: str, postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given: what the workers' outbox flushed into PostgreSQL: record 1 routed by `us-smb`.
+    new, _ = routed
+    with History(postgres_url) as history:
+        history.upgrade()
+        history.record([(7, Decision(
+            record_id="1", object="account", crm="csv", outcome=Outcome.ASSIGNED, owner="ben",
+            owner_crm_id="ben", rule="us-smb", reason="rule us-smb: pool smb -> ben",
+            trigger="webhook", pool="smb", decided_at=datetime(2026, 11, 20, tzinfo=UTC)))])
+    monkeypatch.setenv("ACCOUNT_ROUTER_DATABASE_URL", postgres_url)
+
+    result = simulate(new, redis_url)
+
+    moves = table(result.stdout, "record")
+    assert moves["1"][3] == "us-smb (2026-11-20)"
+    assert moves["2"][3] == "(never routed)"  # the sweep's decisions are in the state file only
+    assert table(result.stdout, "owner")["ben"] == ["1", "0", "1"]
+
+
+def test_given_service_mode_with_an_unmigrated_database_when_simulating_then_it_says_upgrade(
+        routed: tuple[Path, str], redis_url: str, postgres_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    new, _ = routed
+    monkeypatch.setenv("ACCOUNT_ROUTER_DATABASE_URL", postgres_url)
+
+    result = simulate(new, redis_url)
+
+    assert "no decision history: rule before unknown" in result.stdout
+    assert "account-router db upgrade" in result.stdout
+
+
+def test_given_an_unreachable_database_with_a_password_when_simulating_then_it_runs_masked(
+        routed: tuple[Path, str], redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    new, _ = routed
+    port = free_port()  # nothing listens there: refused at once
+    monkeypatch.setenv("ACCOUNT_ROUTER_DATABASE_URL",
+                       f"postgresql+psycopg://router:s3cret-pw@127.0.0.1:{port}/history")
+
+    result = simulate(new, redis_url)
+
+    assert "no decision history: rule before unknown (cannot open the history database" \
+        in result.stdout
+    assert "s3cret-pw" not in result.output
     assert len(table(result.stdout, "record")) == 4
