@@ -459,10 +459,10 @@ class Pipeline:
         loads = tuple(OwnerLoad(o, before[o], after[o])
                       for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
         result = Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
-        return result if history is None else self.recall(result, history, now=instant)
+        return result if history is None else self.with_history(result, history, now=instant)
 
-    def recall(self, simulation: Simulation, history: History, *,
-               now: datetime | None = None) -> Simulation:
+    def with_history(self, simulation: Simulation, history: History, *,
+                     now: datetime | None = None) -> Simulation:
         """`simulation` with its "before" read from the decision history: each move's
         `rule_before` and `decided_before`, each owner's `routed_before` over the
         `ROUTED_WINDOW` before `now`. Separate from `simulate` so a caller whose history fails

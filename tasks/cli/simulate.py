@@ -51,7 +51,7 @@ def simulate(
             if history is not None:
                 # Apart from the CRM's listing: a history failing now costs only its columns.
                 try:
-                    result = pipeline.recall(result, history, now=instant)
+                    result = pipeline.with_history(result, history, now=instant)
                 except SQLAlchemyError as exc:
                     why_not = f"cannot read the history database {history.shown_url!r}: " \
                               f"{describe_error(exc)}"

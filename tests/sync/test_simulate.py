@@ -148,13 +148,13 @@ def test_given_no_history_when_simulating_then_before_is_unknown_and_the_crm_ans
     assert all(load.routed_before is None for load in result.loads)
 
 
-def test_given_a_simulation_when_recalled_then_only_the_history_fields_are_added(
+def test_given_a_simulation_when_the_history_is_added_then_only_its_fields_change(
         crm, store, history):
     pipeline = Pipeline(crm, routing(NEW), store, clock=lambda: NOW)
     plain = pipeline.simulate("companies")
 
-    recalled = pipeline.recall(plain, history)
+    enriched = pipeline.with_history(plain, history)
 
-    assert recalled == pipeline.simulate("companies", history=history)
-    assert [(m.record_id, m.before, m.after, m.rule) for m in recalled.moves] == [
+    assert enriched == pipeline.simulate("companies", history=history)
+    assert [(m.record_id, m.before, m.after, m.rule) for m in enriched.moves] == [
         (m.record_id, m.before, m.after, m.rule) for m in plain.moves]
