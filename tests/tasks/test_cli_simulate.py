@@ -212,3 +212,20 @@ def test_given_an_unreachable_database_with_a_password_when_simulating_then_it_r
         in result.stdout
     assert "s3cret-pw" not in result.output
     assert len(table(result.stdout, "record")) == 4
+
+
+def test_given_a_hostile_rule_name_in_the_history_when_simulating_then_it_prints_inert(
+        routed: tuple[Path, str]) -> None:
+    # Given: record 1's latest decision names a rule carrying a terminal escape (a history
+    # outlives routing files; whatever a file once allowed may be there).
+    new, state = routed
+    with History(state) as history:
+        history.record([(10**12, Decision(
+            record_id="1", object="account", crm="csv", outcome=Outcome.ASSIGNED, owner="ben",
+            owner_crm_id="ben", rule="\x1b]0;pwned\x07x", trigger="reprocess",
+            decided_at=datetime(2026, 11, 26, tzinfo=UTC)))])
+
+    result = simulate(new, state)
+
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert table(result.stdout, "record")["1"][3].startswith("\ufffd]0;pwned")
