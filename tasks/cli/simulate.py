@@ -66,9 +66,11 @@ def _rule_before(move: Move) -> str:
         when = move.decided_before
         return move.rule_before if when is None else \
             f"{move.rule_before} ({when.astimezone(UTC):%Y-%m-%d})"
+    if move.decided_before is None:
+        return "(never routed)"
     # Decided, but that decision did not give the record the owner it has now (a person did,
     # or the router kept theirs).
-    return "(never routed)" if move.decided_before is None else "(not by the router)"
+    return "(not by the router)"
 
 
 def _print(result: Simulation, why_not: str = "") -> None:
