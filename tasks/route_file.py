@@ -131,13 +131,14 @@ _as_prepared = cast(Callable[[tuple[Any, ...]], Prepared], partial(tuple.__new__
 Item = tuple[Any, ...]
 
 
-def _describe(rows: Sequence[Row], routing: CompiledRouting) -> list[Item]:
-    """Normalize each row and evaluate every rule's `when` (the bulk of the work)."""
+def _describe(rows: Sequence[Row], routing: CompiledRouting, follow: bool) -> list[Item]:
+    """Normalize each row and evaluate every rule's `when` (the bulk of the work).
+
+    `follow`: leads and contacts may follow an account (`account_owner` rules, and the file has
+    leads or contacts). Only then does `decide` read their domain keys and free-mail flag, and
+    the engine an account's domain: rows carry no more than that across.
+    """
     first = routing.first_match
-    # Leads and contacts may follow an account (`account_owner`): only then does `decide` read
-    # their domain keys and free-mail flag, and the engine an account's domain. Rows carry no
-    # more than that across.
-    follow = routing.uses_account_owner
     shared: dict[Any, Any] = {}
     one = shared.setdefault
     previous: dict[str, str | None] = {}
@@ -199,13 +200,15 @@ def _first_match(record: Record, start: int) -> int:
 # --- worker processes ----------------------------------------------------------------------
 
 _WORKER_ROUTING: CompiledRouting | None = None
+_WORKER_FOLLOW = False  # `_describe`'s `follow`
 
 
-def _init_worker(routing_file: RoutingFile) -> None:
+def _init_worker(routing_file: RoutingFile, follow: bool) -> None:
     # Compiled rules hold generated functions, which do not pickle: each worker compiles the
     # (already validated) routing file itself.
-    global _WORKER_ROUTING
+    global _WORKER_ROUTING, _WORKER_FOLLOW
     _WORKER_ROUTING = compile_routing(routing_file)
+    _WORKER_FOLLOW = follow
     _quiet_gc()
 
 
@@ -244,14 +247,14 @@ def _worker_span(path: str, span: Span, columns: list[str]) -> bytes | None:
     assert _WORKER_ROUTING is not None
     _worker_turn()
     rows = read_span(path, span, columns)
-    return None if rows is None else marshal.dumps(_describe(rows, _WORKER_ROUTING))
+    return None if rows is None else marshal.dumps(_describe(rows, _WORKER_ROUTING, _WORKER_FOLLOW))
 
 
 def _worker_rows(rows: list[Row]) -> bytes:
     """Rows the main process read, described here."""
     assert _WORKER_ROUTING is not None
     _worker_turn()
-    return marshal.dumps(_describe(rows, _WORKER_ROUTING))
+    return marshal.dumps(_describe(rows, _WORKER_ROUTING, _WORKER_FOLLOW))
 
 
 def _auto_workers(path: Path) -> int:
@@ -399,12 +402,12 @@ def _chunks(reader: CsvReader, size: int) -> Iterator[_Chunk]:
 _Described = tuple[list[Item], int]
 
 
-def _described_chunks(reader: CsvReader, routing: CompiledRouting, workers: int
+def _described_chunks(reader: CsvReader, routing: CompiledRouting, workers: int, follow: bool
                       ) -> Iterator[_Described]:
     """Each chunk of rows described, in input order; with workers, a few chunks ahead."""
     if workers <= 0:
         for chunk in _chunks(reader, CHUNK):
-            yield _describe(chunk.rows, routing), chunk.lines
+            yield _describe(chunk.rows, routing, follow), chunk.lines
         return
     # fork where there is one: no re-import of the caller's main module (spawn re-runs an
     # unguarded script) and no start-up cost. The children only compute: they never print or
@@ -416,7 +419,7 @@ def _described_chunks(reader: CsvReader, routing: CompiledRouting, workers: int
     # Workers live for the whole run and empty their host caches now and then instead of being
     # replaced: each replacement was a fork of this process, whose pages it then copied back
     # on write (at a worker per 8 chunks, a tenth of this process's time).
-    pool: Pool = context.Pool(workers, initializer=_init_worker, initargs=(routing.file,))
+    pool: Pool = context.Pool(workers, initializer=_init_worker, initargs=(routing.file, follow))
     try:
         start = reader.data_start()
         if start is not None:
@@ -533,7 +536,9 @@ def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: Comp
                   accounts: AccountOwners | None, seen: _SeenIds, workers: int,
                   progress: Callable[[int], None] | None) -> None:
     done = reader.lines_read  # the header
-    for items, lines in _described_chunks(reader, routing, workers):
+    # Without leads or contacts in the file (no `accounts`), no row follows an account.
+    follow = routing.uses_account_owner and accounts is not None
+    for items, lines in _described_chunks(reader, routing, workers, follow):
         _flush(items, precomputed, store, now, writer, summary, accounts, seen)
         if progress is not None:
             progress(lines - done)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import tasks.route_file as route_file_module
-from connectors.csv.file import CsvReader, CsvWriter, InputError, OutputError
+from connectors.csv.file import CsvReader, CsvWriter, InputError, OutputError, count_rows
 from sync.compiler import CompiledRouting, load_routing
 from sync.engine import route_batch, skipped
 from sync.normalize import build_record
@@ -404,10 +404,13 @@ def test_given_thousands_of_rows_when_routed_in_parallel_then_output_is_byte_ide
     outputs = []
     for workers in (0, 2):
         out = tmp_path / f"out{workers}.csv"
+        ticks: list[int] = []
         with open_store(f"sqlite:///{tmp_path / f's{workers}.db'}") as state:
-            summary = route_file(routing, state, source, out, NOW, workers=workers)
+            summary = route_file(routing, state, source, out, NOW, workers=workers,
+                                 progress=ticks.append)
             audited = len(state.decisions())
         outputs.append((out.read_bytes(), summary, audited))
+        assert sum(ticks) == count_rows(source) and min(ticks) >= 0  # every line, once
 
     (single, single_summary, single_audit), (parallel, parallel_summary, parallel_audit) = (
         outputs)
@@ -447,7 +450,7 @@ def test_given_rows_when_described_for_routing_then_rules_match_as_on_their_reco
 ) -> None:
     rows = list(CsvReader(generated_input(tmp_path / "in.csv", 600, multiline="nowhere")))
 
-    items = route_file_module._describe(rows, routing)
+    items = route_file_module._describe(rows, routing, follow=True)
 
     described = {item[0]: item[3] for item in items if len(item) == 4}
     assert len(described) > 500
