@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
@@ -30,6 +31,9 @@ from sync.ports import (
     WriteResult,
 )
 from sync.state.base import StateStore
+
+if TYPE_CHECKING:  # SQLAlchemy loads only where a history is opened
+    from sync.history import History
 
 log = logging.getLogger("account_router.pipeline")
 
@@ -402,10 +406,15 @@ class Pipeline:
                              account_owners=self._account_owners([record]))
         return record, decide(record, ctx, trigger="explain")
 
-    def simulate(self, obj: str, *, now: datetime | None = None) -> Simulation:
+    def simulate(self, obj: str, *, now: datetime | None = None,
+                 history: History | None = None) -> Simulation:
         """What this routing file would do to every record of `obj`: the records that would
         change owner and each owner's load before and after. Reads only: nothing is written,
-        audited or locked, and pool cursors are read, never advanced."""
+        audited or locked, and pool cursors are read, never advanced.
+
+        With the decision `history`, "before" is also what the router recorded: each move's
+        rule and instant of its latest decision, and each owner's assignments over the
+        `ROUTED_WINDOW` before `now`."""
         obj = self.spec.canonical_object(obj)
         instant = now or self.clock()
         try:
@@ -446,10 +455,34 @@ class Pipeline:
             before[now_owner] += 1
             after[new] += 1
             if new != NO_OWNER and new != now_owner:
-                moves.append(Move(record.id, now_owner, new, decision.rule or "(fallback)"))
+                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
         loads = tuple(OwnerLoad(o, before[o], after[o])
                       for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
-        return Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
+        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
+        return result if history is None else self.with_history(result, history, now=instant)
+
+    def with_history(self, simulation: Simulation, history: History, *,
+                     now: datetime | None = None) -> Simulation:
+        """`simulation` with its "before" read from the decision history: each move's
+        `rule_before` and `decided_before`, each owner's `routed_before` over the
+        `ROUTED_WINDOW` before `now`. Separate from `simulate` so a caller whose history fails
+        keeps the CRM's answer rather than reading every record again."""
+        instant = now or self.clock()
+        moves = simulation.moves
+        latest = history.latest(simulation.crm, self.spec.kind(simulation.object),
+                                [m.record_id for m in moves])
+        routed: Counter[str] = Counter()
+        for row in history.load(since=instant - ROUTED_WINDOW, until=instant):
+            routed[row.rep] += row.count
+        known = {load.owner: load for load in simulation.loads}
+        # A rep the router fed lately who holds none of these records still shows.
+        owners = sorted(known.keys() | routed.keys(),
+                        key=lambda o: (-known[o].after if o in known else 0, o))
+        loads = tuple(replace(known.get(o) or OwnerLoad(o, 0, 0), routed_before=routed[o])
+                      for o in owners)
+        return replace(simulation, history=True, loads=loads,
+                       moves=tuple(_with_rule_before(m, latest.get(m.record_id))
+                                   for m in moves))
 
     # -- the batch -----------------------------------------------------------------------
 
@@ -699,6 +732,15 @@ def _parse(value: str | None) -> datetime | None:
 NO_OWNER = "(none)"
 
 
+# How far back `Simulation` counts each owner's recorded assignments.
+ROUTED_WINDOW = timedelta(days=30)
+
+
+def rule_of(decision: Decision) -> str:
+    """The rule that gave `decision` its owner, "(fallback)" for the top-level fallback."""
+    return decision.rule or "(fallback)"
+
+
 @dataclass(frozen=True, slots=True)
 class Move:
     """A record a routing file would give another owner (owners by rep id where known)."""
@@ -707,6 +749,20 @@ class Move:
     before: str  # rep id, else the CRM owner id, else NO_OWNER
     after: str
     rule: str  # the winning rule, "(fallback)" for the top-level fallback
+    # From the decision history (None without one): the rule of the record's latest recorded
+    # decision when that decision gave it the owner it has now (None when the router never
+    # routed it, or a person has changed the owner since), and when that decision was made
+    # (None when never decided).
+    rule_before: str | None = None
+    decided_before: datetime | None = None
+
+
+def _with_rule_before(move: Move, latest: Decision | None) -> Move:
+    if latest is None:
+        return move
+    gave_owner = latest.outcome in WRITES and latest.owner == move.before
+    return replace(move, rule_before=rule_of(latest) if gave_owner else None,
+                   decided_before=latest.decided_at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -716,6 +772,9 @@ class OwnerLoad:
     owner: str
     before: int
     after: int
+    # Assignments (assigned, fallback) the history recorded for this owner over the
+    # ROUTED_WINDOW before the simulated instant, every CRM object; None without a history.
+    routed_before: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,3 +787,4 @@ class Simulation:
     moves: tuple[Move, ...]  # in listing order
     loads: tuple[OwnerLoad, ...]  # most records after first, then by owner
     unreadable: tuple[str, ...] = ()  # ids the field map could not normalize
+    history: bool = False  # whether the decision history was read (rule_before, routed_before)

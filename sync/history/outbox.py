@@ -112,7 +112,9 @@ def _record(store: OutboxStore, history: HistorySink, rows: Sequence[tuple[int, 
         if not (isolate and refused_content(exc)):
             raise FlushError(describe(exc)) from None
         if len(rows) == 1:
-            store.outbox_bury(rows[0][0], describe(exc))
+            # The error's class only: a driver's message may quote the refused value.
+            cause = getattr(exc, "orig", None) or exc
+            store.outbox_bury(rows[0][0], type(cause).__name__)
             return 0
         half = len(rows) // 2
         return (_record(store, history, rows[:half], isolate=True)

@@ -55,6 +55,9 @@ _PAGE = 2000
 # Any constant: the transaction-scoped advisory lock that serialises concurrent upgrades.
 _UPGRADE_LOCK = 0x6163_6374_726F_7574 & 0x7FFF_FFFF_FFFF_FFFF
 _SHAPE_CACHE_SIZE = 4096
+# Record ids per `latest` query: an IN list this long keeps each statement's parameters and
+# plan small on both databases.
+_LATEST_CHUNK = 500
 # A row's label ids before they are resolved (crm ... trigger).
 _NO_LABELS = (None,) * 8
 # (row position, trace key if its id is unknown, label strings if their ids are, decision)
@@ -507,6 +510,33 @@ class History:
     def decision(self, id: int) -> Decision | None:
         found = self._decisions(_DECISION_COLUMNS.where(D.c.id == int(id)))
         return found[0][1] if found else None
+
+    def latest(self, crm: str, object: str, record_ids: Sequence[str]) -> dict[str, Decision]:
+        """The newest decision (by decided_at, then id; an undated one only when a record has
+        nothing else) of each of `record_ids` recorded for `crm` and `object` (the record kind:
+        account, lead, contact); records never decided are absent. One query per 500 ids, each
+        an IN list on the record_id index."""
+        crm_id = self._find_label(codec.CRM, crm)
+        object_id = self._find_label(codec.OBJECT, object)
+        if crm_id is None or object_id is None:
+            return {}  # nothing was ever recorded for this CRM object
+        stored = {codec.store_text(i): i for i in dict.fromkeys(record_ids)}
+        found: dict[str, Decision] = {}
+        for chunk in _chunks(sorted(stored), _LATEST_CHUNK):
+            # The newest row per record, picked in the database so only the winners travel
+            # and are decoded: a record re-routed by every sweep may have hundreds.
+            # `decided_at IS NULL` first: NULLs sort high on PostgreSQL and low on SQLite.
+            newest = func.row_number().over(
+                partition_by=D.c.record_id,
+                order_by=(D.c.decided_at.is_(None), D.c.decided_at.desc(), D.c.id.desc()),
+            ).label("newest")
+            ranked = select(D.c.id, newest).where(
+                D.c.record_id.in_(chunk), D.c.crm == crm_id, D.c.object == object_id,
+            ).subquery()
+            winners = select(ranked.c.id).where(ranked.c.newest == 1)
+            for _, d in self._decisions(_DECISION_COLUMNS.where(D.c.id.in_(winners))):
+                found[d.record_id] = d
+        return found
 
     def events(
         self,

@@ -9,14 +9,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.markup import escape
 from rich.segment import Segment
-from sqlalchemy.exc import SQLAlchemyError
 
 from config.routing import ConfigError
 from config.urls import redact_url, redact_urls
@@ -24,12 +23,13 @@ from connectors import registry
 from connectors.registry import canonical_object, load_routing
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
-from sync.history import History, SchemaOutOfDate
-from sync.history.store import describe_error
 from sync.pipeline import Pipeline
 from sync.ports import Connector, CredentialsError, CrmError
 from sync.state import open_store
 from sync.state.base import StateStore
+
+if TYPE_CHECKING:  # SQLAlchemy is imported by the commands that read the history, only
+    from sync.history import History
 
 # Literal consoles: what we print is data (rule, rep and pool names, record values, paths from
 # routing files and CSVs), so `[/x]` must not raise MarkupError, `[bold]` must not vanish and
@@ -167,6 +167,11 @@ def open_history(state: str | None) -> History:
     """The decision history routing recorded into, at the current schema; exit 2 if unusable.
     Embedded (SQLite state): the state file's own tables (open the state first: that upgrades
     them); service mode: ACCOUNT_ROUTER_DATABASE_URL."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history import History, SchemaOutOfDate
+    from sync.history.store import describe_error
+
     settings = Settings()
     resolved = settings.resolved_state_url(state)
     embedded = sqlite_path(resolved) is not None
@@ -190,12 +195,49 @@ def open_history(state: str | None) -> History:
     return history
 
 
+def try_history(state: str | None) -> tuple[History | None, str]:
+    """The decision history routing recorded into, for a command that can do without it
+    (`simulate`): (history, "") or (None, why not), never an exit. Embedded: the state file's
+    own tables (none before the file exists); service mode: ACCOUNT_ROUTER_DATABASE_URL. The
+    state itself is the caller's to open (and, embedded, upgrade) first."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history import History, SchemaOutOfDate
+    from sync.history.store import describe_error
+
+    settings = Settings()
+    resolved = settings.resolved_state_url(state)
+    path = sqlite_path(resolved)
+    if path is not None and not path.exists():
+        return None, f"no state file at {str(path)!r} yet"
+    try:
+        history = History(resolved if path is not None
+                          else settings.resolved_database_url(resolved))
+    except ValueError as exc:
+        return None, redact_urls(str(exc))
+    try:
+        history.require_current()
+    except SchemaOutOfDate as exc:
+        history.close()
+        return None, str(exc)
+    except SQLAlchemyError as exc:
+        history.close()
+        return None, f"cannot open the history database {history.shown_url!r}: " \
+                     f"{describe_error(exc)}"
+    return history, ""
+
+
 def serve_history(state: str | None) -> History | None:
     """The history `serve` reads (dashboard, `GET /decisions`), checked before it listens: an
     out-of-date schema is exit 2 naming `account-router db upgrade`. Embedded: the state file's
     own. Service mode: ACCOUNT_ROUTER_DATABASE_URL, or None when unset (the dashboard says how
     to set it); a database that cannot be reached at start is a warning, not a refusal, so
     webhooks are taken while it is down (history reads answer 503 until it is back)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history import History, SchemaOutOfDate
+    from sync.history.store import describe_error
+
     settings = Settings()
     resolved = settings.resolved_state_url(state)
     if sqlite_path(resolved) is not None:

@@ -7,19 +7,16 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
 
 from connectors.csv.file import InputError, OutputError, count_rows
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext, decide
-from sync.history import History
-from sync.history.store import describe_error
 from sync.models import Decision, Record
 from sync.normalize import build_record
 from tasks.cli.common import (
@@ -37,6 +34,9 @@ from tasks.cli.common import (
 )
 from tasks.cli.crm import explain_crm
 from tasks.route_file import FileSummary, route_file
+
+if TYPE_CHECKING:  # imported by audit and stats only: other commands never load SQLAlchemy
+    from sync.history import History
 
 T = TypeVar("T")
 
@@ -231,6 +231,10 @@ def audit(
 
 def _read(query: Callable[[], T], history: History) -> T:
     """Run a history query; a database failure is exit 2 naming the database (redacted)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history.store import describe_error
+
     try:
         return query()
     except SQLAlchemyError as exc:

@@ -40,7 +40,7 @@ def stored(history: History) -> list[tuple[int, Decision]]:
 
 def test_given_postgresql_stopped_mid_sweep_when_it_returns_then_every_decision_lands_once(
         redis_url, postgres_server: PostgresServer, postgres_url, monkeypatch, tmp_path):
-    # Given: a service deployment (Redis state and broker, PostgreSQL history, one worker and
+    # Given: a service deployment (Redis state and broker, PostgreSQL history, a worker and
     # beat flushing the outbox every 2 s) and 1,500 companies, most unowned, behind a slow CRM.
     database = postgres_url  # a fresh database on `postgres_server`, stopped below
     with History(database) as setup:
@@ -54,7 +54,9 @@ def test_given_postgresql_stopped_mid_sweep_when_it_returns_then_every_decision_
     with running_crm(sim, redis_url, monkeypatch, database), beat(tmp_path):
         store = RedisStateStore(redis_url)
         try:
-            workers.start()
+            # Prefork, two children: flushes and sweep pages run in forked processes, each
+            # with its own database and Redis connections.
+            workers.start(concurrency=2)
             enqueue_sweep("hubspot", OBJ)
             wait_for(lambda: len(stored(history)) > 0, workers, "a first flush into PostgreSQL")
 

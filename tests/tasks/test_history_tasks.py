@@ -22,7 +22,7 @@ from tasks.celery_app import (
     SWEEP_PRIORITY,
     beat_schedule,
 )
-from tasks.history import flush_outbox, prune_history, schema_problem
+from tasks.history import flush_outbox, prune, prune_history, schema_problem
 from tests.loopback import free_port
 from tests.sync.state.test_contract import decision
 from tests.tasks.test_celery import ROOT
@@ -109,6 +109,22 @@ def test_given_service_mode_when_pruning_then_decisions_past_the_retention_go(
 
         assert prune_history(settings, now=now) == 1
         assert [d.record_id for d in history.decisions()] == ["new"]
+
+
+def test_given_an_unreachable_database_when_beats_prune_task_runs_then_one_line_and_zero(
+        redis_url, monkeypatch, caplog):
+    down = f"postgresql+psycopg://router:pw-in-url@127.0.0.1:{free_port()}/history"
+    for name, value in {"ACCOUNT_ROUTER_REDIS_URL": redis_url,
+                        "ACCOUNT_ROUTER_STATE_URL": redis_url,
+                        "ACCOUNT_ROUTER_DATABASE_URL": down}.items():
+        monkeypatch.setenv(name, value)
+
+    with caplog.at_level(logging.WARNING):
+        removed = prune.apply().get()
+
+    assert removed == 0
+    assert "history prune: history database unavailable" in caplog.text
+    assert "pw-in-url" not in caplog.text
 
 
 # --- workers start only on a current schema ---------------------------------------------------

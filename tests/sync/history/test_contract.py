@@ -209,6 +209,52 @@ def test_given_decisions_when_filtered_then_each_filter_applies(history: History
         history.decisions(outcome="won")
 
 
+def test_given_records_decided_several_times_when_latest_then_each_gets_its_newest(
+    history: History,
+) -> None:
+    history.record([
+        (1, decision("r1", rule="named", at=T0)),
+        (2, decision("r1", rule="rest", at=T0 + timedelta(hours=1))),
+        (3, decision("r2", rule="late-id-early-time", at=T0 - timedelta(hours=1))),
+        (4, decision("r2", rule="early-id-late-time", at=T0)),
+        (5, decision("tie", rule="lower-id")), (6, decision("tie", rule="higher-id")),
+        (7, decision("undated-only", rule="undated", at=None)),
+        (8, decision("dated-wins", rule="dated", at=T0 - timedelta(days=300))),
+        (9, decision("dated-wins", rule="undated", at=None)),
+        # The same id in another CRM and another object: not this record.
+        (10, decision("r1", rule="salesforce", at=T0 + timedelta(days=1))._replace(
+            crm="salesforce")),
+        (11, decision("r1", rule="lead", at=T0 + timedelta(days=1))._replace(object="lead")),
+    ])
+
+    latest = history.latest("hubspot", "account", ["r1", "r2", "tie", "undated-only",
+                                                     "dated-wins", "never", "r1"])
+
+    assert {i: d.rule for i, d in latest.items()} == {
+        "r1": "rest", "r2": "early-id-late-time", "tie": "higher-id",
+        "undated-only": "undated", "dated-wins": "dated"}
+    assert latest["r1"] == decision("r1", rule="rest", at=T0 + timedelta(hours=1))
+    assert history.latest("salesforce", "account", ["r1"])["r1"].rule == "salesforce"
+    assert history.latest("hubspot", "account", []) == {}
+    assert history.latest("pipedrive", "account", ["r1"]) == {}  # a CRM never recorded
+    assert history.latest("hubspot", "deal", ["r1"]) == {}
+
+
+def test_given_more_ids_than_one_query_and_hostile_ids_when_latest_then_every_one_is_found(
+    history: History,
+) -> None:
+    ids = [f"r{i}" for i in range(1203)] + HOSTILE
+    history.record([(n + 1, decision(i, rule=f"rule-{n % 7}", at=T0 + timedelta(seconds=n)))
+                    for n, i in enumerate(ids)])
+
+    latest = history.latest("hubspot", "account", [*reversed(ids), "absent"])
+
+    assert len(latest) == len(ids)
+    assert all(latest[i].record_id == i for i in ids)
+    assert latest["r1000"] == decision("r1000", rule="rule-6", at=T0 + timedelta(seconds=1000))
+    assert latest[HOSTILE[-1]].rule == f"rule-{(len(ids) - 1) % 7}"
+
+
 def test_given_a_window_in_another_timezone_when_filtered_then_it_is_the_same_instant(
     history: History,
 ) -> None:
@@ -381,3 +427,22 @@ def test_given_a_postgresql_url_without_the_driver_when_opened_then_psycopg_is_u
     with History("postgresql://u:pw@127.0.0.1:1/db") as history:
         assert history.url.startswith("postgresql+psycopg://")
         assert "pw" not in repr(history)
+
+
+def test_given_two_upgrades_at_once_when_both_run_then_both_succeed_and_the_schema_is_made_once(
+    history_url: str,
+) -> None:
+    # Two machines running `db upgrade` together (or two embedded processes opening a new
+    # file): serialised by an advisory lock (PostgreSQL) or BEGIN IMMEDIATE (SQLite).
+    from concurrent.futures import ThreadPoolExecutor
+
+    histories = [History(history_url), History(history_url)]
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda h: h.upgrade(), histories))
+        assert all(h.is_current() for h in histories)
+        assert histories[0].record([(1, decision("a"))]) == 1
+        assert [d.record_id for d in histories[1].decisions()] == ["a"]
+    finally:
+        for h in histories:
+            h.close()
