@@ -379,6 +379,7 @@ def test_given_repeated_and_odd_cells_when_writing_many_then_the_bytes_of_write(
         ('q"1', decision('q"1', outcome=Outcome.SKIPPED, reason="line 4: bad\nrow")),
         ("=1+1", decision("=1+1", previous_owner="@ben", owner="+ava", rule="-r",
                           reason="=cmd|' /C calc'!A0")),
+        ("7", decision("7", owner="ava")),
         ("-5", decision("-5", owner="ava")),
         ("line\n2", decision("line\n2", outcome=Outcome.UNASSIGNED, reason="Müller")),
         ("", decision("", outcome=Outcome.SKIPPED, reason="line 9: empty id")),
@@ -391,8 +392,9 @@ def test_given_repeated_and_odd_cells_when_writing_many_then_the_bytes_of_write(
         writer.write(row_id, d)
     batched = CsvWriter(many)
 
-    batched.write_many(rows[:4])
-    batched.write_many(rows[4:])
+    # Chunks with no id to quote, one that starts a formula, and one that starts it mid-chunk.
+    for at, end in ((0, 2), (2, 4), (4, 5), (5, 7), (7, len(rows))):
+        batched.write_many(iter(rows[at:end]))
 
     assert many.getvalue() == one_by_one.getvalue()
 
