@@ -40,7 +40,7 @@ from sync.history.schema import decisions as D
 from sync.history.schema import events as E
 from sync.history.schema import labels as L
 from sync.history.schema import traces as T
-from sync.models import Decision, Outcome, TraceStep
+from sync.models import Decision, Outcome
 from sync.state import OUTCOMES_WITH_LOAD, check_limit, load_sort_key
 from sync.state.base import LoadRow
 
@@ -52,10 +52,14 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # VALUES statements of this many rows, one round trip each (PostgreSQL takes up to 65,535
 # parameters a statement: 16 columns x 2,000 rows stays under).
 _PAGE = 2000
-# Distinct trace shapes remembered by History.record (a few MB at most).
-_BODY_MEMO = 20_000
 # Any constant: the transaction-scoped advisory lock that serialises concurrent upgrades.
 _UPGRADE_LOCK = 0x6163_6374_726F_7574 & 0x7FFF_FFFF_FFFF_FFFF
+_SHAPE_CACHE_SIZE = 4096
+# A row's label ids before they are resolved (crm ... trigger).
+_NO_LABELS = (None,) * 8
+# (row position, trace key if its id is unknown, label strings if their ids are, decision)
+_Missing = tuple[int, "tuple[Any, ...] | None", "tuple[str | None, ...] | None", Decision]
+_LABEL_KINDS = tuple(kind for _, kind in codec.LABEL_FIELDS)
 _LOAD_CODES = tuple(codec.OUTCOME_CODES[Outcome(o)] for o in OUTCOMES_WITH_LOAD)
 
 
@@ -136,10 +140,8 @@ class History:
         self._label_texts: dict[int, str] = {}
         self._traces: dict[str, int] = {}
         self._trace_bodies: dict[int, str] = {}
-        # Trace bodies by what they are made of: a run repeats a few thousand (rule, reason,
-        # trace, offsets) shapes, and building the JSON was a third of encoding a decision.
-        self._body_memo: dict[tuple[str | None, str, tuple[TraceStep, ...], codec.Offsets],
-                              str] = {}
+        self._label_sets: dict[tuple[str | None, ...], tuple[int | None, ...]] = {}
+        self._trace_keys: dict[tuple[Any, ...], int] = {}
         self._engine = self._create_engine()
         self._pid = os.getpid()
         self.dialect = self._engine.dialect.name
@@ -311,29 +313,99 @@ class History:
         # append to their rightmost page, which PostgreSQL splits 90/10; a batch in any other
         # order splits pages in half and leaves both indexes ~1.8x the size (297 -> 247 bytes a
         # decision in benchmarks/history.py).
-        encoded = [(i, codec.encode(unique[i], self._body(unique[i]))) for i in sorted(unique)]
-        labels = self._label_ids(_label_keys(e for _, e in encoded))
-        traces = self._trace_ids({e.body for _, e in encoded})
-        params = [decision_params(i, e, labels, traces) for i, e in encoded]
+        table_rows = self._rows(unique)
         with self._write() as conn:
             if self.dialect == "postgresql":
-                return _copy_decisions(conn, params)
+                return _copy_decisions(conn, table_rows)
             stmt = self._insert(D).on_conflict_do_nothing(index_elements=[D.c.id]) \
                 .returning(D.c.id)
+            params = [dict(zip(_STAGE_COLUMNS, row, strict=True)) for row in table_rows]
             return sum(len(conn.execute(stmt, chunk).all()) for chunk in _chunks(params, _PAGE))
 
-    def _body(self, d: Decision) -> str:
-        """codec.trace_body of `d`, memoized (bounded: cleared when it grows past _BODY_MEMO)."""
-        key = (d.rule, d.reason, d.trace, codec.offsets(d))
-        try:
-            body = self._body_memo.get(key)
-        except TypeError:  # a trace built as a list, not a tuple: fine, just not memoizable
-            return codec.trace_body(*key)
-        if body is None:
-            if len(self._body_memo) >= _BODY_MEMO:
-                self._body_memo.clear()
-            body = self._body_memo[key] = codec.trace_body(*key)
-        return body
+    def _rows(self, unique: Mapping[int, Decision]) -> list[list[Any]]:
+        """`history_decisions` rows (columns in table order) of `unique`, ascending ids.
+
+        The hot path of the outbox flush, so one pass a decision with two cached lookups: the
+        eight label strings to their ids, and the trace (rule, reason, steps, UTC offsets) to
+        its trace id, by content (decisions from the outbox share no objects; encoding a trace
+        cost more than the rest of the row, and a run repeats a few dozen). Ids are cached
+        once committed (`_label_ids`, `_trace_ids` commit them first) and are never deleted."""
+        label_sets, trace_ids = self._label_sets, self._trace_keys
+        outcomes = codec.OUTCOME_CODES
+        to_us, offset_of, store_text = codec.to_us, codec.offset_of, codec.store_text
+        rows: list[list[Any]] = []
+        missing: list[_Missing] = []
+        instant: datetime | None = None
+        instant_us: int | None = None
+        instant_off = 0
+        for i in sorted(unique):
+            d = unique[i]
+            decided = d.decided_at
+            # Identity, not ==: equal instants in other timezones keep their own offsets.
+            if decided is not instant or decided is None:
+                instant, instant_us = decided, to_us(decided, "decided_at")
+                instant_off = offset_of(decided)
+            created_at, written_at = d.created_at, d.written_at
+            created = written = None
+            created_off = written_off = 0
+            if created_at is not None:
+                created, created_off = to_us(created_at, "created_at"), offset_of(created_at)
+            if written_at is not None:
+                written, written_off = to_us(written_at, "written_at"), offset_of(written_at)
+            record_id, error = d.record_id, d.write_error
+            if not (record_id.isascii() and record_id.isprintable()):
+                record_id = store_text(record_id)
+            trace = d.trace
+            if type(trace) is not tuple:  # a trace built as a list still keys the cache
+                trace = tuple(trace)
+            trace_key = (d.rule, d.reason, trace, created_off, instant_off, written_off)
+            label_key = (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool,
+                         d.rule, d.trigger)
+            labels = label_sets.get(label_key)
+            trace_id = trace_ids.get(trace_key)
+            if labels is None or trace_id is None:
+                # Only what is missing, so `_fill` hashes no trace it does not need (a tuple
+                # of steps is hashed afresh at every lookup).
+                missing.append((len(rows), None if trace_id is not None else trace_key,
+                                None if labels is not None else label_key, d))
+            rows.append([i, created, instant_us, written, *(labels or _NO_LABELS), trace_id,
+                         outcomes[d.outcome], record_id,
+                         None if error is None else store_text(error)])
+        if missing:
+            self._fill(rows, missing)
+        return rows
+
+    def _fill(self, rows: list[list[Any]], missing: list[_Missing]) -> None:
+        """Resolve the label sets and traces `_rows` had not cached: inserted (each in its own
+        committed transaction) and read back, then written into the rows."""
+        label_sets, trace_ids = self._label_sets, self._trace_keys
+        if len(label_sets) >= _SHAPE_CACHE_SIZE:
+            label_sets.clear()
+        if len(trace_ids) >= _SHAPE_CACHE_SIZE:
+            trace_ids.clear()
+        bodies: dict[tuple[Any, ...], str] = {}
+        new_sets: set[tuple[str | None, ...]] = set()
+        for _, trace_key, label_key, d in missing:
+            if trace_key is not None and trace_key not in bodies:
+                bodies[trace_key] = codec.trace_body(d.rule, d.reason, d.trace, trace_key[3:])
+            if label_key is not None:
+                new_sets.add(label_key)
+        labels = self._label_ids({(kind, text) for key in new_sets
+                                  for kind, text in zip(_LABEL_KINDS, key, strict=True)
+                                  if text is not None})
+        resolved_sets = {key: tuple(None if text is None else labels[(kind, text)]
+                                    for kind, text in zip(_LABEL_KINDS, key, strict=True))
+                         for key in new_sets}
+        label_sets.update(resolved_sets)
+        ids = self._trace_ids(set(bodies.values())) if bodies else {}
+        resolved_traces = {key: ids[body] for key, body in bodies.items()}
+        trace_ids.update(resolved_traces)
+        for position, trace_key, label_key, _ in missing:
+            row = rows[position]
+            if label_key is not None:
+                row[4:12] = resolved_sets[label_key]
+            if trace_key is not None:
+                row[12] = resolved_traces[trace_key]
 
     def record_events(self, events: Sequence[HistoryEvent]) -> int:
         """Insert events under their ids; an id already stored is skipped. Returns how many
@@ -393,16 +465,29 @@ class History:
         where = self._where(record_id, rep, rule, outcome, since, until)
         if where is None:
             return []
-        stmt = _DECISION_COLUMNS.where(*where)
-        if since is None and until is None:
-            stmt = stmt.order_by(D.c.decided_at.desc().nulls_last(), D.c.id.desc())
-        else:  # a bounded window has no undated rows: keep the order an index can give
-            stmt = stmt.order_by(D.c.decided_at.desc(), D.c.id.desc())
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
-        return self._decisions(stmt)
+        # Dated decisions first, in the order a backward scan of the decided_at (or owner,
+        # decided_at) index gives: `DESC NULLS LAST` in one statement would not match it on
+        # PostgreSQL (where NULLs sort high) and sort the whole table for a page of 50.
+        dated = _DECISION_COLUMNS.where(*where, D.c.decided_at.is_not(None)) \
+            .order_by(D.c.decided_at.desc(), D.c.id.desc()).limit(limit).offset(offset or None)
+        found = self._decisions(dated)
+        if since is not None or until is not None or (limit is not None
+                                                       and len(found) >= limit):
+            return found  # a window has no undated rows; or the page is full
+        # Then the undated ones (none in practice: every decision the router makes is dated).
+        if found:
+            skip = 0
+        elif offset:
+            with self._read() as conn:
+                dated_count = conn.execute(select(func.count()).select_from(D).where(
+                    *where, D.c.decided_at.is_not(None))).scalar_one()
+            skip = max(0, offset - int(dated_count))
+        else:
+            skip = 0
+        undated = _DECISION_COLUMNS.where(*where, D.c.decided_at.is_(None)) \
+            .order_by(D.c.id.desc()).offset(skip or None) \
+            .limit(None if limit is None else limit - len(found))
+        return found + self._decisions(undated)
 
     def decisions(
         self,
@@ -628,14 +713,10 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
         yield items[i:i + size]
 
 
-def _label_keys(encoded: Iterable[codec.EncodedDecision]) -> set[tuple[str, str]]:
-    keys: set[tuple[str, str]] = set()
-    for e in encoded:
-        for name, kind in codec.LABEL_FIELDS:
-            value = getattr(e, name)
-            if value is not None:
-                keys.add((kind, value))
-    return keys
+def _labels(d: Decision) -> tuple[str | None, ...]:
+    """`d`'s label strings in `codec.LABEL_FIELDS` order (the table's column order)."""
+    return (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool, d.rule,
+            d.trigger)
 
 
 def decision_params(id: int | None, e: codec.EncodedDecision,
@@ -664,23 +745,42 @@ _STAGE_DDL = (
 _STAGE_COLUMNS = tuple(c.name for c in D.columns)
 
 
-def _copy_decisions(conn: Connection, params: Sequence[Mapping[str, Any]]) -> int:
-    """Insert `params` (ascending ids) into history_decisions on PostgreSQL, skipping ids
-    already there; how many were new. COPY rather than a multi-row INSERT: psycopg parses a
-    VALUES statement of thousands of placeholders in Python, which held the batch insert at
-    ~3,500 decisions/s; COPY streams the rows as they are."""
+def _copy_decisions(conn: Connection, rows: Sequence[Sequence[Any]]) -> int:
+    """Insert `rows` (columns in table order, ascending ids) into history_decisions on
+    PostgreSQL, skipping ids already there; how many were new. COPY rather than a multi-row
+    INSERT: psycopg parses a VALUES statement of thousands of placeholders in Python, which
+    held the batch insert at ~3,500 decisions/s; COPY streams the rows as they are.
+
+    A batch is nearly always new (the outbox hands one over twice only when a flusher died
+    between storing it and removing it), so it is first COPied straight into the table under a
+    savepoint: each row written once. Only when an id is already there (a unique violation,
+    rolled back to the savepoint) does it go through a staging table and INSERT ... ON CONFLICT
+    DO NOTHING, which writes every row twice."""
     import psycopg  # PostgreSQL only: embedded SQLite never pays the import
 
     raw = conn.connection.driver_connection
     assert isinstance(raw, psycopg.Connection)  # the engine is postgresql+psycopg
     columns = ", ".join(_STAGE_COLUMNS)
-    statement = f"COPY {_STAGE} ({columns}) FROM STDIN"
+    statement = "SAVEPOINT history_copy"
     try:
         with raw.cursor() as cursor:
-            cursor.execute(_STAGE_DDL)
+            cursor.execute(statement)
+            statement = f"COPY {D.name} ({columns}) FROM STDIN"
+            try:
+                with cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            except psycopg.errors.UniqueViolation:
+                cursor.execute("ROLLBACK TO SAVEPOINT history_copy")
+            else:
+                cursor.execute("RELEASE SAVEPOINT history_copy")
+                return len(rows)
+            statement = _STAGE_DDL
+            cursor.execute(statement)
+            statement = f"COPY {_STAGE} ({columns}) FROM STDIN"
             with cursor.copy(statement) as copy:
-                for row in params:
-                    copy.write_row([row[name] for name in _STAGE_COLUMNS])
+                for row in rows:
+                    copy.write_row(row)
             # The heap scan returns the rows in COPY order: still ascending ids.
             statement = (f"INSERT INTO {D.name} ({columns}) SELECT {columns} FROM {_STAGE} "
                          "ON CONFLICT (id) DO NOTHING")

@@ -226,6 +226,10 @@ def test_given_same_instant_and_undated_decisions_when_listed_then_later_ids_fir
                     (3, decision("new")), (4, decision("older", at=T0 - timedelta(days=1)))])
 
     assert [d.record_id for d in history.decisions()] == ["new", "old", "older", "undated"]
+    history.record([(5, decision("undated-2", at=None))])
+    pages = [[d.record_id for d in history.decisions(limit=2, offset=k)] for k in (0, 2, 4, 6)]
+    assert pages == [["new", "old"], ["older", "undated-2"], ["undated"], []]
+    assert [d.record_id for d in history.decisions(offset=3)] == ["undated-2", "undated"]
     assert history.decisions(record_id="undated")[0].decided_at is None
     assert [d.record_id for d in history.decisions(since=T0 - timedelta(days=2))] == [
         "new", "old", "older"]
