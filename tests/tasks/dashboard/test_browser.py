@@ -30,6 +30,7 @@ from sync.history.outbox import drain
 from sync.pipeline import Pipeline
 from sync.state.redis import RedisStateStore
 from tasks.http import create_app
+from tasks.http.server import uvicorn_config
 from tasks.metrics import LocalMetrics
 from tests.loopback import free_port
 from tests.servers.browser import VIEWPORT, PageGuard, expect_console_error, screenshot
@@ -95,7 +96,8 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
                              (crm, obj, list(ids), trigger)),
                          metrics=LocalMetrics())
         port = free_port()
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+        # The server `serve` runs (its timeouts and log redaction), quieter.
+        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port,
                                                log_level="warning"))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
