@@ -164,34 +164,16 @@ def open_state(url: str | None, *, if_missing: Literal["create", "fail", "empty"
 
 
 def open_history(state: str | None) -> History:
-    """The decision history routing recorded into, at the current schema; exit 2 if unusable.
-    Embedded (SQLite state): the state file's own tables (open the state first: that upgrades
-    them); service mode: ACCOUNT_ROUTER_DATABASE_URL."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from sync.history import History, SchemaOutOfDate
-    from sync.history.store import describe_error
-
-    settings = Settings()
-    resolved = settings.resolved_state_url(state)
-    embedded = sqlite_path(resolved) is not None
+    """The decision history routing recorded into, at the current schema; exit 2 if unusable
+    (why, as `try_history` says it). Embedded (SQLite state): the state file's own tables;
+    service mode: ACCOUNT_ROUTER_DATABASE_URL."""
     # The state named is checked first, as every command taking --state does: a missing file
     # is a mistyped path and an unreachable Redis a wrong URL (say so); an older state file is
     # upgraded by the open.
     open_state(state, if_missing="fail").close()
-    try:
-        url = resolved if embedded else settings.resolved_database_url(resolved)
-        history = History(url)
-    except ValueError as exc:
-        fail(str(exc))
-    try:
-        history.require_current()
-    except SchemaOutOfDate as exc:
-        history.close()
-        fail(str(exc))
-    except SQLAlchemyError as exc:
-        history.close()
-        fail(f"cannot open the history database {history.shown_url!r}: {describe_error(exc)}")
+    history, why = try_history(state)
+    if history is None:
+        fail(why)
     return history
 
 
