@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from jinja2 import Environment, select_autoescape
 
-Channel = Literal["slack", "email"]
-CHANNELS: tuple[Channel, ...] = ("slack", "email")
+from config.routing import CHANNELS, Channel
+from sync.compiler import CompiledRouting
+from sync.links import crm_link
+from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key, event_id
+from sync.ports import Written
+
 Role = Literal["owner", "manager"]
 # What a notice shows of one value a rule used: a hostile record must not make a message that
 # Slack refuses (3,000 characters a text block) or an email nobody reads.
@@ -85,7 +90,8 @@ class Delivery:
 class Sender(Protocol):
     """A channel (connectors/notify/): sends one notice; never raises for a vendor failure."""
 
-    channel: Channel
+    @property
+    def channel(self) -> Channel: ...
 
     def send(self, notice: Notice) -> Delivery: ...
 
@@ -99,6 +105,92 @@ class NotifyPolicy:
 
     channels: tuple[Channel, ...] = CHANNELS
     manager_on_fallback: bool = False
+
+
+def policy(routing: CompiledRouting) -> NotifyPolicy:
+    notify = routing.file.notify
+    if notify is None:
+        return NotifyPolicy()
+    return NotifyPolicy(tuple(notify.channels), notify.manager_on_fallback)
+
+
+def rule_fields(when: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """The record fields a rule's `when` names, in order, through any/all/not."""
+    found: list[str] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key in ("any", "all"):
+                    for sub in value if isinstance(value, list) else ():
+                        walk(sub)
+                elif key == "not":
+                    walk(value)
+                elif str(key) not in found:
+                    found.append(str(key))
+
+    walk(when)
+    return tuple(found)
+
+
+def compose(decision: Decision, record: Record, routing: CompiledRouting, decision_key: str,
+            links: Links = Links(), channels: Iterable[str] = CHANNELS) -> list[Notice]:
+    """The notices a landed write calls for, on the `channels` that are configured.
+
+    Nobody is told about a kept owner, an unassigned record, a queue, a rep the file does not
+    know, or a decision whose winning rule says `notify: false`; the new owner is told, and
+    their manager too when the outcome is a fallback and `notify.manager_on_fallback`."""
+    if decision.written_at is None or decision.owner is None:
+        return []
+    if decision.outcome not in (Outcome.ASSIGNED, Outcome.FALLBACK):
+        return []
+    owner = routing.reps.get(decision.owner)
+    if owner is None:  # a queue or an unknown owner: no person to tell
+        return []
+    rule = _rule(routing, decision.rule)
+    if rule is not None and not rule.notify:
+        return []
+    wanted = policy(routing)
+    on = [c for c in wanted.channels if c in set(channels)]
+    recipients: list[tuple[Role, str]] = [("owner", owner.id)]
+    if decision.outcome == Outcome.FALLBACK and wanted.manager_on_fallback and owner.manager \
+            and owner.manager in routing.reps and owner.manager != owner.id:
+        recipients.append(("manager", owner.manager))
+
+    sla = routing.sla_for(decision.rule, decision.pool)
+    deadline = (decision.written_at + sla.first_touch).isoformat() if sla is not None else None
+    used = rule_fields(rule.when) if rule is not None else ()
+    values = tuple((name, _short(record.raw.get(name, "(empty)"), MAX_VALUE_CHARS))
+                   for name in used[:MAX_FIELDS])
+    steps = tuple((s.rule, s.result, s.detail) for s in decision.trace if s.result != "no_match")
+    name = _short(record.raw.get("name") or decision.record_id, MAX_NAME_CHARS)
+    link = crm_link(decision, links.hubspot_portal_id, links.salesforce_instance_url)
+    notices = []
+    for role, rep_id in recipients:
+        rep = routing.reps[rep_id]
+        for channel in on:
+            if channel == "email" and not rep.email:
+                continue
+            if channel == "slack" and not (rep.slack or rep.email):
+                continue
+            notices.append(Notice(
+                decision_key=decision_key, channel=channel, role=role, rep=rep.id,
+                name=rep.name or rep.id, email=rep.email, slack=rep.slack, crm=decision.crm,
+                object=decision.object, record_id=decision.record_id, record_name=name,
+                link=link, owner=owner.id, owner_name=owner.name or owner.id,
+                outcome=str(decision.outcome), rule=decision.rule, reason=decision.reason,
+                steps=steps, fields=values, written_at=decision.written_at.isoformat(),
+                deadline=deadline))
+    return notices
+
+
+def _rule(routing: CompiledRouting, name: str | None) -> Any:
+    if name is None:
+        return None
+    for rule in routing.file.rules:
+        if rule.name == name:
+            return rule
+    return None
 
 
 def _short(text: str, limit: int) -> str:
@@ -221,16 +313,120 @@ def email_message(notice: Notice) -> tuple[str, str, str]:
 
 # --- delivery ---------------------------------------------------------------------------------
 
+# A notice is claimed (`StateStore.seen`) before it is sent, for this long: far longer than
+# any redelivery or re-queue, so a notice is sent at most once per decision, channel and person.
+CLAIM_TTL_SECONDS = 7 * 24 * 3600.0
+# Deliveries of one notice in all, each already retried by its channel's transport: a Slack or
+# SMTP outage of minutes is waited out (service mode re-queues), a permanent one is recorded.
+MAX_ATTEMPTS = 3
+
 
 @dataclass
 class Outcomes:
-    """What one delivery pass did, by notice key."""
+    """What one delivery pass did."""
 
     sent: list[Notice] = field(default_factory=list)
     failed: list[tuple[Notice, str]] = field(default_factory=list)
-    again: list[Notice] = field(default_factory=list)  # retryable: hand back for a later try
-    skipped: list[Notice] = field(default_factory=list)  # already claimed (sent or in flight)
+    again: list[Notice] = field(default_factory=list)  # retryable: try later, attempts + 1
+    skipped: list[Notice] = field(default_factory=list)  # claimed already: sent or in flight
+
+
+class Claims(Protocol):
+    """What delivery needs of the state store: `seen`/`forget` (atomic across processes) and
+    durable events."""
+
+    def seen(self, key: str, ttl_seconds: float) -> bool: ...
+
+    def forget(self, key: str) -> None: ...
+
+    def record_events(self, events: Sequence[HistoryEvent]) -> None: ...
+
+
+def claim_key(notice: Notice) -> str:
+    return f"notify:{notice.key}"
+
+
+def event_for(notice: Notice, kind: str, at: datetime, delivery: Delivery) -> HistoryEvent:
+    """A `notified` or `notify_failed` event: on the decision's record, naming the decision."""
+    data: dict[str, Any] = {"decision": notice.decision_key, "channel": notice.channel,
+                            "recipient": notice.rep, "role": notice.role,
+                            "to": delivery.target or None, "attempts": notice.attempts + 1}
+    if delivery.error:
+        data["error"] = delivery.error[:500]
+    return HistoryEvent(id=event_id(kind, notice.key), decision_id=None,
+                        record_id=notice.record_id, crm=notice.crm, object=notice.object,
+                        kind=kind, at=at, data=data)
+
+
+def deliver(notices: Iterable[Notice], senders: Mapping[str, Sender], claims: Claims,
+            clock: Callable[[], datetime]) -> Outcomes:
+    """Send each notice once: claim it, send it, record what happened. A claimed notice is
+    skipped, so a redelivered task or a second worker never sends it twice (a worker killed
+    between claim and send loses that one message rather than risking two); a retryable
+    failure gives the claim back and comes back in `again` until MAX_ATTEMPTS."""
+    out = Outcomes()
+    for notice in notices:
+        sender = senders.get(notice.channel)
+        if sender is None:  # the channel was turned off since the notice was composed
+            out.skipped.append(notice)
+            continue
+        if claims.seen(claim_key(notice), CLAIM_TTL_SECONDS):
+            out.skipped.append(notice)
+            continue
+        try:
+            delivery = sender.send(notice)
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not lose the others
+            delivery = Delivery(False, f"{type(exc).__name__} while sending", False)
+        if delivery.ok:
+            claims.record_events([event_for(notice, "notified", clock(), delivery)])
+            out.sent.append(notice)
+        elif delivery.retryable and notice.attempts + 1 < MAX_ATTEMPTS:
+            claims.forget(claim_key(notice))
+            out.again.append(replace(notice, attempts=notice.attempts + 1))
+        else:
+            claims.record_events([event_for(notice, "notify_failed", clock(), delivery)])
+            out.failed.append((notice, delivery.error or "failed"))
+    return out
+
+
+class NoticeQueue(Protocol):
+    """Service mode: where notices wait for a worker (tasks/notify.py, Redis)."""
+
+    def put(self, notices: Sequence[Notice]) -> None: ...
+
+
+class Notifier:
+    """The pipeline follower (`sync.ports.AfterWrite`) that tells reps about landed writes.
+
+    Embedded (no queue): sends inline, right after the write. Service: parks the notices in
+    `queue` for a `notify.send` task, so a slow Slack never holds a routing worker."""
+
+    def __init__(self, routing: CompiledRouting, senders: Sequence[Sender], claims: Claims, *,
+                 links: Links = Links(), queue: NoticeQueue | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.routing = routing
+        self.senders = senders_by_channel(senders)
+        self.claims = claims
+        self.links = links
+        self.queue = queue
+        self.clock = clock
+
+    def notices(self, items: Sequence[Written]) -> list[Notice]:
+        return [n for w in items
+                for n in compose(w.decision, w.record, self.routing, decision_key(w.decision),
+                                 self.links, self.senders)]
+
+    def written(self, crm: str, obj: str, items: Sequence[Written]) -> None:
+        notices = self.notices(items)
+        if not notices:
+            return
+        if self.queue is not None:
+            self.queue.put(notices)
+            return
+        while notices:
+            notices = deliver(notices, self.senders, self.claims, self.clock).again
 
 
 def senders_by_channel(senders: Sequence[Sender]) -> dict[str, Sender]:
+    """Senders by channel name (the last one given for a channel wins)."""
     return {s.channel: s for s in senders}

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formataddr, make_msgid
+from typing import Final
 from urllib.parse import unquote, urlsplit
 
 from connectors.notify.common import run, transport
@@ -21,7 +22,7 @@ TIMEOUT_SECONDS = 15.0
 class EmailSender:
     """Sends notices from ACCOUNT_ROUTER_MAIL_FROM through ACCOUNT_ROUTER_SMTP_URL."""
 
-    channel = "email"
+    channel: Final = "email"
 
     def __init__(self, url: str, mail_from: str, *, timeout: float = TIMEOUT_SECONDS,
                  sleep: Callable[[float], None] = time.sleep,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from slack_sdk import WebClient
 
@@ -24,7 +24,7 @@ TIMEOUT_SECONDS = 10
 class SlackSender:
     """Sends notices as Slack direct messages from the app's bot user."""
 
-    channel = "slack"
+    channel: Final = "slack"
 
     def __init__(self, token: str, base_url: str = "https://slack.com/api/", *,
                  timeout: int = TIMEOUT_SECONDS, sleep: Callable[[float], None] = time.sleep,
