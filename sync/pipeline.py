@@ -24,11 +24,13 @@ from sync.metrics import Metrics, NullMetrics
 from sync.models import Decision, Outcome, Record
 from sync.normalize import build_record, id_key
 from sync.ports import (
+    AfterWrite,
     Connector,
     CrmRecord,
     CrmUnavailable,
     QuotaExhausted,
     WriteResult,
+    Written,
 )
 from sync.state.base import StateStore
 
@@ -93,6 +95,7 @@ class _Held:
     token: str
     page: int  # the sweep page it was read on (0 outside a sweep)
     at: datetime  # when it was decided
+    record: Record  # what was routed, for the followers once the write lands
 
 
 @dataclass
@@ -127,8 +130,12 @@ class Pipeline:
         lock_ttl: float = 120.0,
         dry_run: bool = False,
         metrics: Metrics | None = None,
+        followers: Sequence[AfterWrite] = (),
     ) -> None:
         self.connector = connector
+        # Called with each batch of landed owner writes (notify, first-touch watch, own-write
+        # marks); see `_follow`.
+        self.followers = tuple(followers)
         self.crm = connector.name
         self.spec = connector.spec  # the CRM's objects and field maps, as it declares them
         self.routing = routing
@@ -544,11 +551,13 @@ class Pipeline:
                 account_owners=self._account_owners(records), audit=False,
                 dry_run=self.dry_run, crm=self.crm)
             current = {r.id: r.owner for r in records}
+            by_id = {r.id: r for r in records}
             decided, pending = self._plan(obj, decisions, current, report)
             if not self.dry_run:
                 for record_id, owner in pending.items():
                     writes.held[record_id] = _Held(decided[record_id], owner, keys[record_id],
-                                                   token, page, self.clock())
+                                                   token, page, self.clock(),
+                                                   by_id[record_id])
                 waiting = set(pending)
             for decision in decided.values():
                 if decision.record_id in waiting:
@@ -710,6 +719,24 @@ class Pipeline:
             tokens.setdefault(h.token, []).append(h.key)
         for token, keys in tokens.items():
             self.store.unlock_records(keys, token)
+        self._follow(obj, [Written(out[h.decision.record_id], h.record) for h in held
+                           if out[h.decision.record_id].written_at is not None])
+
+    def _follow(self, obj: str, items: list[Written]) -> None:
+        """Hand the landed writes to each follower, after their audit rows are committed and
+        their locks released. What follows a write must never undo it or stop the next batch,
+        so a follower's failure is logged, with the count but not the records (customer data),
+        and routing goes on."""
+        if not items or self.dry_run:
+            return
+        for follower in self.followers:
+            try:
+                follower.written(self.crm, obj, items)
+            except Exception:
+                log.exception("a follower of owner writes failed; routing goes on",
+                              extra={"crm": self.crm, "object": obj,
+                                     "follower": type(follower).__name__,
+                                     "records": len(items)})
 
     @staticmethod
     def _mark_unwritten(out: dict[str, Decision], ids: Mapping[str, str], why: str) -> None:
