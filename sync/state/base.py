@@ -54,6 +54,7 @@ class OwnerMark:
     owner: str  # the CRM owner id written
     written_at: datetime
     decision: str = ""  # the decision's natural key (`sync.models.decision_key`)
+    kind: str = "account"  # the record kind (`account`, `lead`, `contact`), as decisions say
     rep: str | None = None  # the rep id written, when the owner is a rep
     rule: str | None = None
     pool: str | None = None
@@ -69,7 +70,8 @@ class OwnerMark:
         return json.dumps({
             "crm": self.crm, "object": self.object, "record_id": self.record_id,
             "owner": self.owner, "written_at": self.written_at.isoformat(),
-            "decision": self.decision, "rep": self.rep, "rule": self.rule, "pool": self.pool,
+            "decision": self.decision, "kind": self.kind, "rep": self.rep, "rule": self.rule,
+            "pool": self.pool,
             "overridden_to": self.overridden_to,
             "overridden_at": self.overridden_at.isoformat() if self.overridden_at else None,
             "overridden_by": self.overridden_by,
@@ -81,7 +83,8 @@ class OwnerMark:
         at = data.get("overridden_at")
         return cls(crm=data["crm"], object=data["object"], record_id=data["record_id"],
                    owner=data["owner"], written_at=datetime.fromisoformat(data["written_at"]),
-                   decision=data.get("decision", ""), rep=data.get("rep"),
+                   decision=data.get("decision", ""), kind=data.get("kind", "account"),
+                   rep=data.get("rep"),
                    rule=data.get("rule"), pool=data.get("pool"),
                    overridden_to=data.get("overridden_to"),
                    overridden_at=datetime.fromisoformat(at) if at else None,
