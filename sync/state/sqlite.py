@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,14 @@ from sync.history import codec
 from sync.history.sqlite_schema import DECISION_INDEXES, HEAD_REVISION, TABLES
 from sync.models import Decision, HistoryEvent
 from sync.state import as_utc, check_limit, merge_changes
-from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot, WatchEntry
+from sync.state.base import (
+    ClosesOnExit,
+    LoadRow,
+    OwnerMark,
+    PoolChange,
+    PoolSnapshot,
+    WatchEntry,
+)
 
 if TYPE_CHECKING:
     from sync.history import History
@@ -88,6 +96,18 @@ CREATE TABLE IF NOT EXISTS seen_keys (
     expires REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS seen_keys_by_expiry ON seen_keys (expires);
+-- Own-write marks (docs/operations.md#overrides): `OwnerMark` JSON; written_at fixed-width UTC
+-- text (compares as the instant); expires wall-clock seconds, like seen_keys.
+CREATE TABLE IF NOT EXISTS owner_marks (
+    crm        TEXT NOT NULL,
+    object     TEXT NOT NULL,
+    record_id  TEXT NOT NULL,
+    written_at TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    expires    REAL NOT NULL,
+    PRIMARY KEY (crm, object, record_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owner_marks_by_expiry ON owner_marks (expires);
 """
 
 # Connections inherited through fork() must never be used or closed in the child (closing can
@@ -616,6 +636,66 @@ class SqliteStateStore(ClosesOnExit):
         with self._lock:
             row = self._connection().execute("SELECT count(*) FROM sla_watch").fetchone()
         return int(row[0])
+
+    # --- own-write marks --------------------------------------------------------------------
+
+    def set_owner_marks(self, marks: Sequence[OwnerMark], ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        if not marks:
+            return
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                now = time.time()
+                conn.execute("DELETE FROM owner_marks WHERE expires <= ?", (now,))
+                # A stored mark written later stays (a redelivered follower is older news).
+                conn.executemany(
+                    "INSERT INTO owner_marks (crm, object, record_id, written_at, body, expires)"
+                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (crm, object, record_id) DO UPDATE"
+                    " SET written_at = excluded.written_at, body = excluded.body,"
+                    " expires = excluded.expires"
+                    " WHERE owner_marks.written_at <= excluded.written_at",
+                    [(m.crm, m.object, m.record_id, _ts(m.written_at, "written_at"),
+                      m.to_json(), now + ttl_seconds) for m in marks])
+
+    def owner_marks(self, crm: str, object: str, ids: Sequence[str]) -> dict[str, OwnerMark]:
+        wanted = list(dict.fromkeys(ids))
+        out: dict[str, OwnerMark] = {}
+        with self._lock:
+            conn = self._connection()
+            now = time.time()
+            for start in range(0, len(wanted), 500):  # under SQLite's bound-variable limit
+                chunk = wanted[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for record_id, body in conn.execute(
+                        f"SELECT record_id, body FROM owner_marks WHERE crm = ? AND object = ?"
+                        f" AND expires > ? AND record_id IN ({marks})",
+                        (crm, object, now, *chunk)):
+                    out[record_id] = OwnerMark.from_json(body)
+        return out
+
+    def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
+                        by: str | None = None) -> bool:
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                row = conn.execute(
+                    "SELECT body FROM owner_marks WHERE crm = ? AND object = ?"
+                    " AND record_id = ? AND expires > ?",
+                    (mark.crm, mark.object, mark.record_id, time.time())).fetchone()
+                if row is None:
+                    return False
+                stored = OwnerMark.from_json(row[0])
+                if stored.decision != mark.decision or stored.owner != mark.owner \
+                        or stored.overridden:
+                    return False
+                done = replace(stored, overridden_to=to,
+                               overridden_at=as_utc(at, "at"), overridden_by=by)
+                conn.execute(
+                    "UPDATE owner_marks SET body = ? WHERE crm = ? AND object = ?"
+                    " AND record_id = ?",
+                    (done.to_json(), mark.crm, mark.object, mark.record_id))
+                return True
 
 
 def _check_ttl(ttl_seconds: float) -> None:

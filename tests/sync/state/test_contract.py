@@ -12,6 +12,7 @@ import pytest
 from sync.history import History
 from sync.models import Decision, HistoryEvent, Outcome, TraceStep, decision_key, event_id
 from sync.state import PoolChange, StateStore, WatchEntry, open_store
+from sync.state.base import OwnerMark
 from sync.state.redis import RedisStateStore
 from sync.state.sqlite import SqliteStateStore
 
@@ -505,6 +506,95 @@ def test_given_a_naive_instant_when_claiming_then_valueerror(store):
     with pytest.raises(ValueError):
         store.claim_due(datetime(2026, 11, 25, 14, 0), 10, 60)
 
+
+# --- own-write marks (docs/operations.md#overrides) ----------------------------------------
+
+MARK_TTL = 3600.0
+
+
+def mark(record_id: str = "r1", *, owner: str = "101", at: datetime = T0,
+         decision: str = "hubspot:companies:r1:1") -> OwnerMark:
+    return OwnerMark(crm="hubspot", object="companies", record_id=record_id, owner=owner,
+                     written_at=at, decision=decision, rep="ava", rule="everyone-else",
+                     pool="smb")
+
+
+def test_given_no_write_when_asking_marks_then_none(store):
+    assert store.owner_marks("hubspot", "companies", ["r1", "r2"]) == {}
+
+
+def test_given_marks_set_when_read_back_then_every_field_round_trips(store):
+    store.set_owner_marks([mark("r1"), mark("r2", owner="102")], MARK_TTL)
+
+    marks = store.owner_marks("hubspot", "companies", ["r1", "r2", "r3"])
+
+    assert marks == {"r1": mark("r1"), "r2": mark("r2", owner="102")}
+    assert store.owner_marks("hubspot", "contacts", ["r1"]) == {}  # per object
+    assert store.owner_marks("salesforce", "companies", ["r1"]) == {}  # per CRM
+
+
+def test_given_a_mark_when_a_later_write_is_marked_then_it_replaces_it(store):
+    store.set_owner_marks([mark(owner="101")], MARK_TTL)
+    later = mark(owner="102", at=T0 + timedelta(minutes=5), decision="hubspot:companies:r1:2")
+
+    store.set_owner_marks([later], MARK_TTL)
+
+    assert store.owner_marks("hubspot", "companies", ["r1"])["r1"] == later
+
+
+def test_given_a_later_mark_when_an_older_one_is_set_again_then_the_later_one_stays(store):
+    later = mark(owner="102", at=T0 + timedelta(minutes=5), decision="hubspot:companies:r1:2")
+    store.set_owner_marks([later], MARK_TTL)
+
+    store.set_owner_marks([mark(owner="101")], MARK_TTL)  # a redelivered follower call
+
+    assert store.owner_marks("hubspot", "companies", ["r1"])["r1"] == later
+
+
+def test_given_a_mark_when_overridden_twice_then_only_the_first_call_wins(store):
+    store.set_owner_marks([mark()], MARK_TTL)
+    at = T0 + timedelta(hours=1)
+
+    first = store.mark_overridden(mark(), "999", at, by="user 7")
+    second = store.mark_overridden(mark(), "888", at)
+
+    assert (first, second) == (True, False)
+    stored = store.owner_marks("hubspot", "companies", ["r1"])["r1"]
+    assert stored.overridden and stored.overridden_to == "999"
+    assert stored.overridden_at == at and stored.overridden_by == "user 7"
+    assert stored.owner == "101" and stored.rule == "everyone-else"
+
+
+def test_given_a_newer_write_when_the_older_mark_is_overridden_then_nothing_changes(store):
+    store.set_owner_marks([mark()], MARK_TTL)
+    newer = mark(owner="102", at=T0 + timedelta(minutes=5), decision="hubspot:companies:r1:2")
+    store.set_owner_marks([newer], MARK_TTL)
+
+    assert store.mark_overridden(mark(), "999", T0 + timedelta(hours=1)) is False
+    assert store.mark_overridden(mark("r9"), "999", T0) is False  # no mark at all
+    assert not store.owner_marks("hubspot", "companies", ["r1"])["r1"].overridden
+
+
+def test_given_an_overridden_mark_when_the_router_writes_again_then_the_override_is_gone(store):
+    store.set_owner_marks([mark()], MARK_TTL)
+    store.mark_overridden(mark(), "999", T0 + timedelta(hours=1))
+    again = mark(owner="103", at=T0 + timedelta(hours=2), decision="hubspot:companies:r1:3")
+
+    store.set_owner_marks([again], MARK_TTL)
+
+    assert store.owner_marks("hubspot", "companies", ["r1"])["r1"] == again
+
+
+def test_given_a_short_ttl_when_it_passes_then_the_mark_is_gone(store):
+    store.set_owner_marks([mark()], 0.05)
+    time.sleep(0.1)
+
+    assert store.owner_marks("hubspot", "companies", ["r1"]) == {}
+
+
+def test_given_a_zero_ttl_when_marking_then_valueerror(store):
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        store.set_owner_marks([mark()], 0)
 
 # --- events (notified, sla_breach, override...): recorded through the store, read by the history
 
