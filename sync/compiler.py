@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,6 +48,35 @@ class CompiledRouting:
     ignore_keys: frozenset[str]
     warnings: tuple[str, ...]
     raw_fields: frozenset[str] = frozenset()  # CRM fields rules read as `fields.<x>`
+    # Review before writing (docs/routing-file.md#review): rules with `review: true`, and the
+    # top-level `review_when` condition, which holds any decision that would write.
+    review_rules: frozenset[str] = frozenset()
+    review_when: Callable[[Record], bool] | None = None
+
+    @property
+    def review_timeout(self) -> timedelta:
+        """How long an item waits for a reviewer before `on_review_timeout` acts."""
+        timeout: timedelta = getattr(self.file, "review_timeout", None) or timedelta(hours=4)
+        return timeout
+
+    @property
+    def on_review_timeout(self) -> str:
+        """`approve` or `escalate` (the default)."""
+        action: str = getattr(self.file, "on_review_timeout", None) or "escalate"
+        return action
+
+    @property
+    def reviews(self) -> bool:
+        """Whether any decision may be held for review (the hot path checks this first)."""
+        return bool(self.review_rules) or self.review_when is not None
+
+    def review_reason(self, rule: str | None, record: Record) -> str | None:
+        """Why a decision that would write is held for review instead; None: it is not."""
+        if rule is not None and rule in self.review_rules:
+            return f"rule {rule} has review: true"
+        if self.review_when is not None and self.review_when(record):
+            return "review_when matched"
+        return None
 
     @property
     def uses_account_owner(self) -> bool:
@@ -150,6 +180,16 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
     if routing.fallback is not None and routing.fallback.queue:
         queue_keys.add(id_key(routing.fallback.queue))
 
+    review_when = None
+    condition = getattr(routing, "review_when", None)
+    if condition is not None:
+        # The rules' condition language and compiler, errors naming `review_when...`.
+        review_ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
+                                    rep_owner_keys=rep_owner_keys, constants=ctx.constants)
+        review_when = build_predicate(compile_when(condition, "review_when", review_ctx),
+                                      review_ctx)
+        warnings.extend(review_ctx.warnings)
+
     try:
         first_match = build_first_match(exprs, ctx)
     except (SyntaxError, RecursionError, MemoryError):
@@ -171,6 +211,8 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         ignore_keys=frozenset(id_key(o) for o in routing.ignore_owners if o.strip()),
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
+        review_rules=frozenset(r.name for r in routing.rules if getattr(r, "review", False)),
+        review_when=review_when,
     )
 
 
