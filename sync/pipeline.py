@@ -21,14 +21,16 @@ from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
 from sync.engine import route_batch, skipped
 from sync.metrics import Metrics, NullMetrics
-from sync.models import Decision, Outcome, Record, ReviewItem, review_id
+from sync.models import Decision, Outcome, Record, ReviewItem, decision_key, review_id
 from sync.normalize import build_record, id_key
 from sync.ports import (
+    AfterWrite,
     Connector,
     CrmRecord,
     CrmUnavailable,
     QuotaExhausted,
     WriteResult,
+    Written,
 )
 from sync.state.base import StateStore
 
@@ -99,6 +101,7 @@ class _Held:
     token: str
     page: int  # the sweep page it was read on (0 outside a sweep)
     at: datetime  # when it was decided
+    record: Record  # what was routed, for the followers once the write lands
 
 
 @dataclass
@@ -133,8 +136,12 @@ class Pipeline:
         lock_ttl: float = 120.0,
         dry_run: bool = False,
         metrics: Metrics | None = None,
+        followers: Sequence[AfterWrite] = (),
     ) -> None:
         self.connector = connector
+        # Called with each batch of landed owner writes (notify, first-touch watch, own-write
+        # marks); see `_follow`.
+        self.followers = tuple(followers)
         self.crm = connector.name
         self.spec = connector.spec  # the CRM's objects and field maps, as it declares them
         self.routing = routing
@@ -263,19 +270,21 @@ class Pipeline:
         if key not in self.store.lock_records([key], token, self.lock_ttl):
             raise RecordBusy(f"{key} is being routed by another worker; try again")
         try:
-            owners = self.connector.read_owners(obj, [decision.record_id])
+            # The whole record, not only its owner: the followers (notify...) are given it.
+            found = self.connector.read_records(obj, [decision.record_id])
+            record = self.to_record(obj, found[0]) if found else None
         except BaseException:
             self.store.unlock_records([key], token)
             raise
         finally:
             self._report_calls()
-        if decision.record_id not in owners:
+        if record is None:
             self.store.unlock_records([key], token)
             gone = skipped(decision.record_id, "record gone from the CRM", instant,
                            object=decision.object, crm=self.crm, trigger=decision.trigger)
             self.store.commit({}, [], [gone])
             return gone
-        current = owners[decision.record_id]
+        current = record.owner
         if id_key(current or "") != id_key(expect_owner or ""):
             self.store.unlock_records([key], token)
             rep = self.routing.rep_for_owner(current)
@@ -289,7 +298,7 @@ class Pipeline:
         assert decision.owner_crm_id is not None  # the caller writes a CRM owner id
         writes = _Writes()
         writes.held[decision.record_id] = _Held(decision, decision.owner_crm_id, key, token,
-                                                0, instant)
+                                                0, instant, record)
         try:
             self._flush(obj, writes, report, everything=True)
         finally:
@@ -604,13 +613,15 @@ class Pipeline:
                 account_owners=self._account_owners(records), audit=False,
                 dry_run=self.dry_run, crm=self.crm)
             current = {r.id: r.owner for r in records}
+            by_id = {r.id: r for r in records}
             if not self.dry_run:
                 self._hold_for_review(obj, decisions, instant, current)
             decided, pending = self._plan(obj, decisions, current, report)
             if not self.dry_run:
                 for record_id, owner in pending.items():
                     writes.held[record_id] = _Held(decided[record_id], owner, keys[record_id],
-                                                   token, page, self.clock())
+                                                   token, page, self.clock(),
+                                                   by_id[record_id])
                 waiting = set(pending)
             for decision in decided.values():
                 if decision.record_id in waiting:
@@ -795,6 +806,24 @@ class Pipeline:
             tokens.setdefault(h.token, []).append(h.key)
         for token, keys in tokens.items():
             self.store.unlock_records(keys, token)
+        self._follow(obj, [Written(out[h.decision.record_id], h.record) for h in held
+                           if out[h.decision.record_id].written_at is not None])
+
+    def _follow(self, obj: str, items: list[Written]) -> None:
+        """Hand the landed writes to each follower, after their audit rows are committed and
+        their locks released. What follows a write must never undo it or stop the next batch,
+        so a follower's failure is logged, with the count but not the records (customer data),
+        and routing goes on."""
+        if not items or self.dry_run:
+            return
+        for follower in self.followers:
+            try:
+                follower.written(self.crm, obj, items)
+            except Exception:
+                log.exception("a follower of owner writes failed; routing goes on",
+                              extra={"crm": self.crm, "object": obj,
+                                     "follower": type(follower).__name__,
+                                     "records": len(items)})
 
     @staticmethod
     def _mark_unwritten(out: dict[str, Decision], ids: Mapping[str, str], why: str) -> None:
@@ -807,9 +836,8 @@ def review_item(decision: Decision, obj: str, deadline: datetime,
     """The review item for a decision held for review on the CRM object `obj`;
     `previous_owner` is the record's CRM owner id when decided."""
     assert decision.owner is not None and decision.decided_at is not None  # held ones have both
-    micros = int(decision.decided_at.timestamp() * 1_000_000)
     return ReviewItem(
-        id=review_id(f"{decision.crm}:{obj}:{decision.record_id}:{micros}"),
+        id=review_id(decision_key(decision)),
         record_id=decision.record_id, crm=decision.crm, object=obj,
         proposed_owner=decision.owner, proposed_crm_id=decision.owner_crm_id,
         rule=decision.rule, pool=decision.turn.pool if decision.turn else decision.pool,

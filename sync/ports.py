@@ -15,6 +15,7 @@ from config.fieldmaps import MAPPABLE, FieldMaps, merged_field_map
 
 # the record field `object` (docs/operations.md#command-line)
 from sync.models import OBJECTS as RECORD_KINDS
+from sync.models import Decision, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,24 @@ class WriteResult:
     ok: bool
     error: str | None = None
     retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An owner write that landed: its decision (`written_at` set) and the record it routed."""
+
+    decision: Decision
+    record: Record
+
+
+@runtime_checkable
+class AfterWrite(Protocol):
+    """What follows a landed owner write (notify the rep, watch first touch, remember our own
+    write so a person's change shows as an override). The pipeline calls each follower once per
+    batch of writes, after their audit rows are committed; a follower that raises is logged and
+    never fails routing (docs/operations.md#the-pipeline)."""
+
+    def written(self, crm: str, obj: str, items: Sequence[Written]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

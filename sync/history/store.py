@@ -7,7 +7,7 @@ import math
 import os
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
@@ -40,7 +40,7 @@ from sync.history.schema import decisions as D
 from sync.history.schema import events as E
 from sync.history.schema import labels as L
 from sync.history.schema import traces as T
-from sync.models import Decision, Outcome
+from sync.models import Decision, HistoryEvent, Outcome
 from sync.state import OUTCOMES_WITH_LOAD, check_limit, load_sort_key
 from sync.state.base import LoadRow
 
@@ -68,21 +68,6 @@ _LOAD_CODES = tuple(codec.OUTCOME_CODES[Outcome(o)] for o in OUTCOMES_WITH_LOAD)
 
 class SchemaOutOfDate(RuntimeError):
     """The database's history schema is not the one this code expects."""
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEvent:
-    """Something that happened to a record after (or besides) its decision: written, notified,
-    sla_breach, rerouted, override, review. Idempotent by `id`."""
-
-    id: int
-    decision_id: int | None
-    record_id: str
-    crm: str
-    object: str
-    kind: str
-    at: datetime
-    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,13 +401,7 @@ class History:
         unique = {int(e.id): e for e in reversed(events)}
         if not unique:
             return 0
-        data: dict[int, str] = {}
-        for i, e in unique.items():
-            try:
-                data[i] = json.dumps(dict(e.data), sort_keys=True, separators=(",", ":"),
-                                     allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"event {i} ({e.kind!r}): data is not JSON: {exc}") from None
+        data = {i: codec.event_data(e) for i, e in unique.items()}
         labels = self._label_ids({
             key for e in unique.values()
             for key in ((codec.CRM, e.crm), (codec.OBJECT, e.object), (codec.EVENT, e.kind))

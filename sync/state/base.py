@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, Self, runtime_checkable
 
-from sync.models import Decision, ReviewItem
+from sync.models import Decision, HistoryEvent, ReviewItem
 
 
 @dataclass(slots=True)
@@ -73,6 +73,12 @@ class StateStore(Protocol):
         history tables of the same file; service: into the outbox the history is fed from),
         then return True; otherwise change nothing and return False. Reading decisions back is
         the history's job (`sync.history.History`), not the state store's."""
+
+    def record_events(self, events: Sequence[HistoryEvent]) -> None:
+        """Record events about decisions or records (notified, sla_breach, override...) in the
+        history: embedded, into the file's history tables; service, into the events outbox the
+        history is fed from. Durable once this returns; idempotent by event id (`event_id`).
+        ValueError, before anything is stored, for data that is not JSON or a naive instant."""
 
     def pauses(self, now: datetime) -> dict[str, datetime | None]:
         """Reps paused at `now`: rep id -> until (None = until resumed)."""

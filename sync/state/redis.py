@@ -15,7 +15,8 @@ from typing import Any, cast
 import redis
 
 from config.urls import redact_url
-from sync.models import REVIEW_OPEN, Decision, ReviewItem
+from sync.history import codec
+from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, check_limit, merge_changes
 from sync.state.base import ClosesOnExit, PoolChange, PoolSnapshot
 
@@ -32,6 +33,7 @@ log = logging.getLogger("account_router.history")
 
 # The history outbox's lists, under the store's prefix (also read by /metrics, tasks/metrics.py).
 OUTBOX_KEY = "history:outbox"
+EVENTS_KEY = "history:events"
 DEAD_KEY = "history:dead"
 
 # One server-side script = one atomic step: no other client runs between the version checks and
@@ -217,6 +219,8 @@ class RedisStateStore(ClosesOnExit):
       history:outbox           list  decisions not yet in the SQL history, oldest first:
                                      "{id} {decision JSON}" (`Decision.to_dict`)
       history:last_id          str   the last decision id handed out
+      history:events           list  events not yet in the SQL history, oldest first (JSON,
+                                     `encode_event`); idempotent by their own ids
       history:dead             list  outbox entries that could not be decoded or stored, as
                                      they were
       checkpoints              hash  name -> value (opaque text, e.g. JSON)
@@ -455,6 +459,50 @@ class RedisStateStore(ClosesOnExit):
                       "to %shistory:dead", len(entry), self.prefix)
         return moved
 
+    def record_events(self, events: Sequence[HistoryEvent]) -> None:
+        """Append events to `history:events` for `history.flush` to move to SQL (durable once
+        this returns, as far as Redis persistence goes)."""
+        entries = [encode_event(e) for e in events]  # refused before anything is appended
+        if entries:
+            self._r.rpush(f"{self.prefix}{EVENTS_KEY}", *entries)
+
+    def event_outbox(self, n: int) -> list[tuple[str, HistoryEvent]]:
+        """Up to `n` events waiting for the SQL history, oldest first, with their entries (to
+        acknowledge), left in place; an undecodable entry moves to `history:dead`."""
+        check_limit(n)
+        key = f"{self.prefix}{EVENTS_KEY}"
+        while True:
+            entries = _strings(self._r.lrange(key, 0, n - 1)) if n else []
+            decoded: list[tuple[str, HistoryEvent]] = []
+            buried = 0
+            for entry in entries:
+                try:
+                    decoded.append((entry, decode_event(entry)))
+                except ValueError:
+                    buried += self._bury(key, entry)
+            if not buried:
+                return decoded
+
+    def event_outbox_ack(self, entries: Sequence[str]) -> None:
+        """Remove these entries (stored in SQL), one occurrence each; entries appended
+        meanwhile stay. By value, not by position: a second flusher whose lock lapsed may
+        have removed some already, and trimming by count would then drop unstored ones."""
+        if entries:
+            pipe = self._r.pipeline(transaction=False)
+            for entry in entries:
+                pipe.lrem(f"{self.prefix}{EVENTS_KEY}", 1, entry)
+            pipe.execute()
+
+    def event_outbox_bury(self, entry: str, why: str) -> None:
+        """Move an event the history database refused to `history:dead`."""
+        if self._bury(f"{self.prefix}{EVENTS_KEY}", entry):
+            log.error("history events: an event was refused by the history database (%s); "
+                      "moved to %s%s", why, self.prefix, DEAD_KEY)
+
+    def event_outbox_size(self) -> int:
+        """Events waiting for the SQL history."""
+        return int(self._r.llen(f"{self.prefix}{EVENTS_KEY}"))
+
     def legacy_audit(self, n: int) -> list[tuple[int, Decision]]:
         """Up to `n` decisions of the audit trail an older version kept in Redis (`audit:*`),
         oldest first, with their ids, to be moved to the SQL history; [] once none is left.
@@ -646,6 +694,33 @@ class RedisStateStore(ClosesOnExit):
 def encode_entry(decision: Decision) -> str:
     """A decision's outbox body (the Lua commit prefixes its id): compact JSON of `to_dict`."""
     return json.dumps(decision.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_event(event: HistoryEvent) -> str:
+    """An event's `history:events` entry: compact JSON; ValueError for data that is not JSON
+    or a naive instant (refused before it reaches Redis)."""
+    data = json.loads(codec.event_data(event))
+    return json.dumps({"id": int(event.id), "decision_id": event.decision_id,
+                       "record_id": event.record_id, "crm": event.crm, "object": event.object,
+                       "kind": event.kind, "at": as_utc(event.at, "at").isoformat(),
+                       "data": data}, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_event(entry: str) -> HistoryEvent:
+    """A `history:events` entry back to its event; ValueError for anything malformed."""
+    try:
+        body = json.loads(entry)
+        decision_id = body["decision_id"]
+        event = HistoryEvent(
+            id=int(body["id"]), decision_id=None if decision_id is None else int(decision_id),
+            record_id=str(body["record_id"]), crm=str(body["crm"]), object=str(body["object"]),
+            kind=str(body["kind"]), at=datetime.fromisoformat(body["at"]),
+            data=dict(body["data"]))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"undecodable event entry: {type(exc).__name__}") from None
+    if event.at.tzinfo is None:
+        raise ValueError("undecodable event entry: naive instant")
+    return event
 
 
 def decode_entry(entry: str) -> tuple[int, Decision]:

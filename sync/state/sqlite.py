@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sync.history import codec
 from sync.history.sqlite_schema import DECISION_INDEXES, HEAD_REVISION, TABLES
-from sync.models import REVIEW_OPEN, Decision, ReviewItem
+from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, merge_changes
 from sync.state.base import ClosesOnExit, LoadRow, PoolChange, PoolSnapshot
 
@@ -361,6 +361,34 @@ class SqliteStateStore(ClosesOnExit):
                 raise
             rows.committed()
         return True
+
+    def record_events(self, events: Sequence[HistoryEvent]) -> None:
+        """Store events in the file's history, in one transaction; an id already stored is
+        kept as it is (events are idempotent by id)."""
+        unique = {int(e.id): e for e in reversed(events)}
+        if not unique:
+            return
+        # Refused before the transaction: data that is not JSON, a naive instant.
+        prepared = [(i, e, codec.event_data(e), codec.to_us(e.at, "at"))
+                    for i, e in unique.items()]
+        rows = self._rows
+        with self._lock:
+            conn = self._connection()
+            try:
+                with self._transaction(conn, immediate=True):
+                    conn.executemany(
+                        "INSERT INTO history_events (id, decision_id, record_id, crm, object, "
+                        "kind, at, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (id) DO NOTHING",
+                        [(i, e.decision_id, codec.store_text(e.record_id),
+                          rows.label(conn, codec.CRM, e.crm),
+                          rows.label(conn, codec.OBJECT, e.object),
+                          rows.label(conn, codec.EVENT, e.kind), at, data)
+                         for i, e, data, at in prepared])
+            except BaseException:
+                rows.rolled_back()
+                raise
+            rows.committed()
 
     # --- pauses -----------------------------------------------------------------------------
 
@@ -730,13 +758,13 @@ class _HistoryRows:
             if shape is None:
                 labels = (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool,
                           d.rule, d.trigger)
-                ids = tuple(None if text is None else self._label(conn, kind, text)
+                ids = tuple(None if text is None else self.label(conn, kind, text)
                             for kind, text in zip(_LABEL_KINDS, labels, strict=True))
                 body = codec.trace_body(d.rule, d.reason, d.trace, key[10:])
                 shape = pending[key] = (ids + (self._trace(conn, body),), d.trace)
             rows[i] = shape[0] + tail
 
-    def _label(self, conn: sqlite3.Connection, kind: str, text: str) -> int:
+    def label(self, conn: sqlite3.Connection, kind: str, text: str) -> int:
         key = (kind, text)
         found = self.labels.get(key)
         if found is None:

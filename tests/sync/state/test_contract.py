@@ -10,7 +10,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sync.history import History
-from sync.models import Decision, Outcome, ReviewItem, TraceStep, review_id
+from sync.models import (
+    Decision,
+    HistoryEvent,
+    Outcome,
+    ReviewItem,
+    TraceStep,
+    decision_key,
+    event_id,
+    review_id,
+)
 from sync.state import PoolChange, StateStore, open_store
 from sync.state.redis import RedisStateStore
 from sync.state.sqlite import SqliteStateStore
@@ -414,6 +423,83 @@ def test_given_two_open_instances_then_each_sees_the_others_commits(store, store
         assert [d.record_id for d in recorded(store)] == ["r1"]
     finally:
         other.close()
+
+
+# --- events (notified, sla_breach, override...): recorded through the store, read by the history
+
+
+def _events_of(store: StateStore) -> list[HistoryEvent]:
+    """The events `record_events` recorded: Redis keeps them in its events outbox until
+    `history.flush` moves them, SQLite in its own file's history."""
+    if isinstance(store, RedisStateStore):
+        return [e for _, e in store.event_outbox(store.event_outbox_size())]
+    assert isinstance(store, SqliteStateStore)
+    with History(f"sqlite:///{store.path}") as history:
+        return sorted(history.events(), key=lambda e: e.at)
+
+
+def _event(kind: str = "notified", *key: str, at: datetime = T0, **data: object) -> HistoryEvent:
+    return HistoryEvent(id=event_id(kind, "hubspot:account:r1", *key), decision_id=None,
+                        record_id="r1", crm="hubspot", object="account", kind=kind, at=at,
+                        data=data)
+
+
+def test_given_events_when_recorded_then_they_read_back_whole(store):
+    notified = _event("notified", "slack", channel="slack", to="ava")
+    breach = _event("sla_breach", at=T0 + timedelta(minutes=15), action="reroute")
+
+    store.record_events([notified, breach])
+
+    got = _events_of(store)
+    assert [(e.id, e.kind, e.data) for e in got] == [
+        (notified.id, "notified", {"channel": "slack", "to": "ava"}),
+        (breach.id, "sla_breach", {"action": "reroute"})]
+    assert got[0].at == T0 and got[0].record_id == "r1" and got[0].crm == "hubspot"
+
+
+def test_given_an_event_recorded_twice_when_stored_in_the_history_then_it_is_kept_once(
+        store, tmp_path):
+    # A redelivered task records the same event again: same natural key, same id.
+    once = _event("notified", "slack", channel="slack")
+    store.record_events([once])
+    store.record_events([_event("notified", "slack", channel="slack")])
+
+    if isinstance(store, RedisStateStore):  # kept once when the flush moves them to SQL
+        from sync.history.outbox import drain
+
+        with History(f"sqlite:///{tmp_path / 'h.db'}") as history:
+            history.upgrade()
+            drain(store, history)
+            assert [e.id for e in history.events()] == [once.id]
+        assert store.event_outbox_size() == 0
+    else:
+        assert [e.id for e in _events_of(store)] == [once.id]
+
+
+def test_given_data_that_is_not_json_when_recording_then_valueerror_and_nothing_stored(store):
+    with pytest.raises(ValueError, match="not JSON"):
+        store.record_events([_event("notified", "a", ok=True),
+                             _event("notified", "b", bad={1, 2})])
+    assert _events_of(store) == []
+
+
+def test_given_a_naive_instant_when_recording_an_event_then_valueerror(store):
+    with pytest.raises(ValueError, match="timezone-aware"):
+        store.record_events([_event("override", at=datetime(2026, 11, 25, 14, 0))])
+    assert _events_of(store) == []
+
+
+def test_given_event_ids_then_they_are_stable_positive_and_distinct_by_key():
+    assert event_id("notified", "k", "slack") == event_id("notified", "k", "slack")
+    assert event_id("notified", "k", "slack") != event_id("notified", "k", "email")
+    assert event_id("notified", "k") != event_id("override", "k")
+    assert all(0 < event_id("x", str(i)) < 2**63 for i in range(1000))
+
+
+def test_given_a_decision_then_its_key_names_crm_object_record_and_instant():
+    d = decision("r9", at=T0)
+    assert decision_key(d) == f"hubspot:account:r9:{int(T0.timestamp()) * 1_000_000}"
+    assert decision_key(d._replace(decided_at=T0 + timedelta(microseconds=1))) != decision_key(d)
 
 
 # --- review items (docs/operations.md#review-before-writing) -------------------------------
