@@ -1,4 +1,4 @@
-"""Review before writing: a held decision takes the turn, writes nothing; approve, reassign, expire."""
+"""Review before writing: a held decision takes its turn, no write; approve, reassign, expire."""
 
 from __future__ import annotations
 
