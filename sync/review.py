@@ -71,6 +71,13 @@ class ExpireReport:
                 "escalated": self.escalated, "failed": self.failed}
 
 
+def listed(item: ReviewItem) -> dict[str, Any]:
+    """An item as `GET /review` and `review list --json` show it (DESIGN.md §8: fixed)."""
+    return {"id": item.id, "record_id": item.record_id, "crm": item.crm, "object": item.object,
+            "proposed_owner": item.proposed_owner, "rule": item.rule, "reason": item.reason,
+            "created_at": item.created_at.isoformat()}
+
+
 def open_item(store: StateStore, item_id: str) -> ReviewItem:
     """The item if it is still open; ReviewError `unknown` or `decided` otherwise."""
     item = store.review(item_id)
