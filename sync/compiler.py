@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile
+from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
 from sync.models import Record, TraceStep
@@ -56,14 +56,12 @@ class CompiledRouting:
     @property
     def review_timeout(self) -> timedelta:
         """How long an item waits for a reviewer before `on_review_timeout` acts."""
-        timeout: timedelta = getattr(self.file, "review_timeout", None) or timedelta(hours=4)
-        return timeout
+        return self.file.review_timeout
 
     @property
     def on_review_timeout(self) -> str:
         """`approve` or `escalate` (the default)."""
-        action: str = getattr(self.file, "on_review_timeout", None) or "escalate"
-        return action
+        return self.file.on_review_timeout
 
     @property
     def reviews(self) -> bool:
@@ -76,6 +74,24 @@ class CompiledRouting:
             return f"rule {rule} has review: true"
         if self.review_when is not None and self.review_when(record):
             return "review_when matched"
+        return None
+
+    def sla_for(self, rule: str | None, pool: str | None) -> Sla | None:
+        """The first-touch SLA of an assignment: the rule's, else its pool's, else the file's
+        (the most specific wins); None when none applies."""
+        if rule is not None:
+            for r in self.file.rules:
+                if r.name == rule and r.sla is not None:
+                    return r.sla
+        if pool is not None and pool in self.pools and self.pools[pool].sla is not None:
+            return self.pools[pool].sla
+        return self.file.sla
+
+    def rule_named(self, name: str | None) -> Rule | None:
+        """The routing file's rule of that name (None for no rule, or one not in the file)."""
+        for r in self.file.rules:
+            if r.name == name:
+                return r
         return None
 
     @property
@@ -172,6 +188,9 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         value = target.rep or target.pool or target.queue
         rules.append(CompiledRule(index=i, name=rule.name, kind=target.kind, target=value,
                                   clauses=tuple(clauses)))
+    review_when = None
+    if routing.review_when is not None:
+        review_when = build_predicate(compile_when(routing.review_when, "review_when", ctx), ctx)
     warnings.extend(ctx.warnings)
 
     queue_keys = {id_key(r.assign.queue) for r in routing.rules if r.assign.queue}
@@ -179,16 +198,6 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
                    if p.overflow and p.overflow.queue}
     if routing.fallback is not None and routing.fallback.queue:
         queue_keys.add(id_key(routing.fallback.queue))
-
-    review_when = None
-    condition = getattr(routing, "review_when", None)
-    if condition is not None:
-        # The rules' condition language and compiler, errors naming `review_when...`.
-        review_ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
-                                    rep_owner_keys=rep_owner_keys, constants=ctx.constants)
-        review_when = build_predicate(compile_when(condition, "review_when", review_ctx),
-                                      review_ctx)
-        warnings.extend(review_ctx.warnings)
 
     try:
         first_match = build_first_match(exprs, ctx)
@@ -211,7 +220,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         ignore_keys=frozenset(id_key(o) for o in routing.ignore_owners if o.strip()),
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
-        review_rules=frozenset(r.name for r in routing.rules if getattr(r, "review", False)),
+        review_rules=frozenset(r.name for r in routing.rules if r.review),
         review_when=review_when,
     )
 

@@ -41,6 +41,7 @@ from tasks.celery_app import (
     SWEEP_PRIORITY,
     app,
 )
+from tasks.followers import followers_for
 from tasks.metrics import metrics_for
 from tasks.routing_files import Stamp, files_stamp, routing_files
 
@@ -132,7 +133,8 @@ def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipelin
         store.close()
         raise
     return Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
-                    metrics=metrics_for(settings))
+                    metrics=metrics_for(settings),
+                    followers=followers_for(settings, store, routing))
 
 
 def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -37,13 +36,12 @@ pools:
   smb: {members: [cara, dev, eli]}
 rules:
   - {name: named, when: {domain: {eq: acme.com}}, assign: {rep: ava}}
-  - {name: rest, assign: {pool: smb}}
+  - {name: rest, assign: {pool: smb}, review: true}
 """
 
 
-def reviewed(text: str = ROUTING, rules: frozenset[str] = frozenset({"rest"})
-             ) -> CompiledRouting:
-    return replace(routing(text), review_rules=rules)
+def reviewed(text: str = ROUTING) -> CompiledRouting:
+    return routing(text)
 
 
 @pytest.fixture
@@ -118,7 +116,9 @@ def test_given_a_record_under_review_when_routed_again_then_it_is_left_alone(crm
 
 
 def test_given_review_when_then_any_decision_it_matches_is_held(crm, store):
-    compiled = replace(routing(ROUTING), review_when=lambda r: r.domain == "acme.com")
+    compiled = routing(ROUTING.replace("review: true", "review: false")
+                       + "review_when: {any: [{domain: {eq: acme.com}}, "
+                         "{employees: {gt: 5000}}]}\n")
 
     report = make(crm, store, compiled).route_ids("companies", ["c1", "c2"], now=NOW)
 
@@ -262,3 +262,22 @@ def test_given_the_timeout_is_escalate_when_the_deadline_passes_then_escalated_o
     assert still.id == item.id and still.escalated
     [event] = events_of(store, "review")
     assert event.data["action"] == "escalated" and event.data["manager"] == "maya"
+
+
+def test_given_a_bad_review_when_then_the_error_names_its_path():
+    from config.routing import ConfigError
+
+    with pytest.raises(ConfigError) as bad:
+        routing(ROUTING + "review_when: {employees: {gt: many}}\n")
+
+    assert "review_when.employees.gt" in str(bad.value)
+
+
+def test_given_no_review_keys_then_decisions_are_never_held(crm, store):
+    compiled = routing(ROUTING.replace("review: true", "review: false"))
+
+    report = make(crm, store, compiled).route_ids("companies", ["c1", "c2"], now=NOW)
+
+    assert report.outcomes == {"assigned": 2} and store.reviews() == []
+    assert compiled.review_timeout == timedelta(hours=4)
+    assert compiled.on_review_timeout == "escalate"
