@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, dashboard, db, overlaps, reps, routing, serve, simulate
+from tasks.cli import crm, dashboard, db, overlaps, reps, review, routing, serve, simulate
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -41,6 +41,7 @@ app.command()(overlaps.overlaps)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
 app.add_typer(db.app, name="db")
+app.add_typer(review.app, name="review")
 
 __all__ = ["app", "main"]
 

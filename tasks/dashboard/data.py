@@ -19,7 +19,8 @@ WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
 DEFAULT_WINDOW = "7d"
 # Speed-to-lead points per window: hours today, 6-hour steps over a week, days over a month.
 BUCKETS = {"today": 24, "7d": 28, "30d": 30}
-OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped")
+OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+            "pending_review")
 PAGE_SIZE = 50
 MAX_OFFSET = 100_000  # 2,000 pages: deeper than anyone pages by hand; an OFFSET scans that far
 MAX_FAILED_SHOWN = 500  # ids listed per CRM object on the failed-writes page
