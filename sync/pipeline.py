@@ -23,6 +23,15 @@ from sync.engine import route_batch, skipped
 from sync.metrics import Metrics, NullMetrics
 from sync.models import Decision, Outcome, Record
 from sync.normalize import build_record, id_key
+from sync.overrides import (
+    DEFAULT_MARK_TTL,
+    Overrides,
+    OwnerChange,
+    OwnWrites,
+    Verdict,
+    judge,
+    kept_reason,
+)
 from sync.ports import (
     AfterWrite,
     Connector,
@@ -131,11 +140,16 @@ class Pipeline:
         dry_run: bool = False,
         metrics: Metrics | None = None,
         followers: Sequence[AfterWrite] = (),
+        mark_ttl: timedelta = DEFAULT_MARK_TTL,
     ) -> None:
         self.connector = connector
         # Called with each batch of landed owner writes (notify, first-touch watch, own-write
         # marks); see `_follow`.
         self.followers = tuple(followers)
+        # Our own writes are marked before their records are unlocked, ahead of the other
+        # followers: a person's change is then never confused with our write's echo, whatever
+        # path wrote (docs/operations.md#overrides).
+        self.own_writes = OwnWrites(store, mark_ttl)
         self.crm = connector.name
         self.spec = connector.spec  # the CRM's objects and field maps, as it declares them
         self.routing = routing
@@ -148,6 +162,9 @@ class Pipeline:
         self._users: Mapping[str, OwnerInfo] | None = None
         self._users_at: datetime | None = None
         self.metrics: Metrics = metrics or NullMetrics()
+        self.overrides = Overrides(
+            store, metrics=self.metrics, clock=clock,
+            rep_of=lambda owner: routing.owner_to_rep.get(id_key(owner)))
         # CRM calls are reported as deltas of `connector.stats()` since the last report; the
         # baseline is shared by every run of this pipeline, so overlapping runs never count a
         # call twice.
@@ -424,6 +441,36 @@ class Pipeline:
         `ROUTED_WINDOW` before `now`."""
         obj = self.spec.canonical_object(obj)
         instant = now or self.clock()
+        records, unreadable, decisions = self.decide_all(obj, now=instant)
+
+        def who(owner: str | None) -> str:
+            # Owners by rep id where the routing file knows them, so before and after compare.
+            if not owner:
+                return NO_OWNER
+            return self.routing.owner_to_rep.get(id_key(owner)) or owner
+
+        before: Counter[str] = Counter()
+        after: Counter[str] = Counter()
+        moves: list[Move] = []
+        for record, decision in zip(records, decisions, strict=True):
+            now_owner = who(record.owner)
+            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
+            before[now_owner] += 1
+            after[new] += 1
+            if new != NO_OWNER and new != now_owner:
+                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
+        loads = tuple(OwnerLoad(o, before[o], after[o])
+                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
+        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, unreadable)
+        return result if history is None else self.with_history(result, history, now=instant)
+
+    def decide_all(self, obj: str, *, now: datetime | None = None
+                   ) -> tuple[list[Record], tuple[str, ...], list[Decision]]:
+        """Every record of `obj` and what this routing file decides for it now, in listing
+        order, plus the ids the field map could not normalize. Reads only, as `simulate`:
+        nothing written, audited or locked; pool cursors read, never advanced."""
+        obj = self.spec.canonical_object(obj)
+        instant = now or self.clock()
         try:
             crm_records: list[CrmRecord] = []
             cursor: str | None = None
@@ -446,27 +493,7 @@ class Pipeline:
                                     crm=self.crm, account_owners=self._account_owners(records))
         finally:
             self._report_calls()
-
-        def who(owner: str | None) -> str:
-            # Owners by rep id where the routing file knows them, so before and after compare.
-            if not owner:
-                return NO_OWNER
-            return self.routing.owner_to_rep.get(id_key(owner)) or owner
-
-        before: Counter[str] = Counter()
-        after: Counter[str] = Counter()
-        moves: list[Move] = []
-        for record, decision in zip(records, decisions, strict=True):
-            now_owner = who(record.owner)
-            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
-            before[now_owner] += 1
-            after[new] += 1
-            if new != NO_OWNER and new != now_owner:
-                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
-        loads = tuple(OwnerLoad(o, before[o], after[o])
-                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
-        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
-        return result if history is None else self.with_history(result, history, now=instant)
+        return records, tuple(unreadable), decisions
 
     def with_history(self, simulation: Simulation, history: History, *,
                      now: datetime | None = None) -> Simulation:
@@ -546,10 +573,11 @@ class Pipeline:
                 except ValueError as exc:
                     audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
                                          crm=self.crm, trigger=trigger))
+            chosen = self._chosen(obj, mine, records, trigger)
             decisions = route_batch(
                 records, self.routing, self.store, instant, trigger=trigger, users=self.users(),
                 account_owners=self._account_owners(records), audit=False,
-                dry_run=self.dry_run, crm=self.crm)
+                dry_run=self.dry_run, crm=self.crm, chosen=chosen)
             current = {r.id: r.owner for r in records}
             by_id = {r.id: r for r in records}
             decided, pending = self._plan(obj, decisions, current, report)
@@ -590,6 +618,43 @@ class Pipeline:
                 "write_failed": report.write_failed - failed_before,
                 "held": len(writes.held),
                 "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
+
+    def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
+                trigger: str) -> dict[str, str]:
+        """Overrides seen in this batch's owners (a person changed the owner we wrote) are
+        recorded; returns the records whose owner a person chose, with the reason to keep it
+        (docs/operations.md#overrides). An explicit reprocess routes them as usual."""
+        if not records:
+            return {}
+        marks = self.store.owner_marks(self.crm, obj, [r.id for r in records])
+        if not marks:
+            return {}
+        raw = {r.id: r for r in crm_records}
+        changes = []
+        for record in records:
+            if record.id not in marks:
+                continue
+            crm_record = raw.get(record.id)
+            by = crm_record.properties.get("LastModifiedById") if crm_record else None
+            changes.append(OwnerChange(
+                record.id, record.owner,
+                at=crm_record.modified_at if crm_record is not None else None,
+                by=by if isinstance(by, str) and by else None, source=trigger))
+        if self.dry_run:
+            verdicts = {c.record_id: judge(marks[c.record_id], c) for c in changes}
+        else:
+            verdicts = self.overrides.observe(self.crm, obj, changes, marks)
+        if trigger == "reprocess":
+            return {}
+        chosen: dict[str, str] = {}
+        for record in records:
+            mark = marks.get(record.id)
+            if mark is None or record.owner is None:
+                continue
+            if mark.overridden or verdicts.get(record.id) in (Verdict.OVERRIDE,
+                                                              Verdict.ALREADY):
+                chosen[record.id] = kept_reason(mark, record.owner)
+        return chosen
 
     def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
                  audit: list[Decision], instant: datetime, kind: str, trigger: str
@@ -714,22 +779,24 @@ class Pipeline:
         for decision in out.values():
             self._counted(decision, report)
         self.store.commit({}, [], list(out.values()))
+        landed = [Written(out[h.decision.record_id], h.record) for h in held
+                  if out[h.decision.record_id].written_at is not None]
+        self._follow(obj, landed, (self.own_writes,))
         tokens: dict[str, list[str]] = {}
         for h in held:
             tokens.setdefault(h.token, []).append(h.key)
         for token, keys in tokens.items():
             self.store.unlock_records(keys, token)
-        self._follow(obj, [Written(out[h.decision.record_id], h.record) for h in held
-                           if out[h.decision.record_id].written_at is not None])
+        self._follow(obj, landed, self.followers)
 
-    def _follow(self, obj: str, items: list[Written]) -> None:
+    def _follow(self, obj: str, items: list[Written], followers: Sequence[AfterWrite]) -> None:
         """Hand the landed writes to each follower, after their audit rows are committed and
         their locks released. What follows a write must never undo it or stop the next batch,
         so a follower's failure is logged, with the count but not the records (customer data),
         and routing goes on."""
         if not items or self.dry_run:
             return
-        for follower in self.followers:
+        for follower in followers:
             try:
                 follower.written(self.crm, obj, items)
             except Exception:

@@ -71,6 +71,7 @@ class Snapshot:
     quota_stops: Counter[str] = field(default_factory=Counter)
     buckets: dict[str, Counter[str]] = field(default_factory=dict)  # stage -> le -> count
     sums: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    overrides: Counter[str] = field(default_factory=Counter)  # rule ("" outside rules)
 
     def families(self) -> Iterator[Metric]:
         yield _counter("decisions", "Routing decisions by outcome and rule.",
@@ -95,6 +96,8 @@ class Snapshot:
                 cumulative.append((_le(bound), float(running)))
             speed.add_metric([stage], cumulative, self.sums.get(stage, 0.0))
         yield speed
+        yield _counter("overrides", "Owners the router wrote that a person changed, by rule.",
+                       ["rule"], {(k,): v for k, v in self.overrides.items()})
 
     def rate_limited(self) -> Counter[tuple[str, ...]]:
         """429s per CRM, read off the call counter rather than counted again, so the two series
@@ -168,12 +171,17 @@ class LocalMetrics(_Base):
             self._data.buckets.setdefault(stage, Counter())[bucket_of(seconds)] += 1
             self._data.sums[stage] = self._data.sums.get(stage, 0.0) + seconds
 
+    def override(self, rule: str | None) -> None:
+        with self._lock:
+            self._data.overrides[rule or ""] += 1
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             data = self._data
             return Snapshot(Counter(data.decisions), Counter(data.crm_calls),
                             Counter(data.retries), Counter(data.quota_stops),
-                            {k: Counter(v) for k, v in data.buckets.items()}, dict(data.sums))
+                            {k: Counter(v) for k, v in data.buckets.items()}, dict(data.sums),
+                            overrides=Counter(data.overrides))
 
 
 class RedisMetrics(_Base):
@@ -211,6 +219,9 @@ class RedisMetrics(_Base):
     def quota_stop(self, crm: str) -> None:
         self._incr("quota_stops", (crm,))
 
+    def override(self, rule: str | None) -> None:
+        self._incr("overrides", (rule or "",))
+
     def speed(self, stage: str, seconds: float) -> None:
         try:
             with self._r.pipeline(transaction=True) as pipe:
@@ -225,15 +236,16 @@ class RedisMetrics(_Base):
         """Every counter, read in one round trip (raises if Redis is unreachable)."""
         with self._r.pipeline(transaction=False) as pipe:
             for name in ("decisions", "crm_calls", "retries", "quota_stops", "speed:buckets",
-                         "speed:sum"):
+                         "speed:sum", "overrides"):
                 pipe.hgetall(self._key(name))
-            decisions, calls, retries, stops, buckets, sums = pipe.execute()
+            decisions, calls, retries, stops, buckets, sums, overrides = pipe.execute()
         data = Snapshot(
             decisions=Counter({_labels(k, 2): int(v) for k, v in decisions.items()}),
             crm_calls=Counter({_labels(k, 3): int(v) for k, v in calls.items()}),
             retries=Counter({_labels(k, 1)[0]: int(v) for k, v in retries.items()}),
             quota_stops=Counter({_labels(k, 1)[0]: int(v) for k, v in stops.items()}),
             sums={stage: float(v) for stage, v in sums.items()},
+            overrides=Counter({_labels(k, 1)[0]: int(v) for k, v in overrides.items()}),
         )
         for key, value in buckets.items():
             stage, le = _labels(key, 2)
