@@ -16,6 +16,10 @@ SWEEP_PAGE_TASK = "account_router.sweep_page"
 # Names fixed by DESIGN §8 (tasks/history.py).
 FLUSH_TASK = "history.flush"
 PRUNE_TASK = "history.prune"
+# Notifications (tasks/notify.py): names fixed by the issue's brief, so queued messages survive
+# a deploy.
+NOTIFY_TASK = "notify.send"
+NOTIFY_DRAIN_TASK = "notify.drain"
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -28,6 +32,10 @@ SWEEP_PRIORITY = 6
 # The history flush goes after webhook batches (a new lead's owner first) but before sweep
 # pages, so a long sweep backlog cannot hold the outbox back from the database.
 HISTORY_PRIORITY = 3
+# A rep hears of a new lead within seconds: after webhook batches, before sweep pages.
+NOTIFY_PRIORITY = 2
+# Beat sends what a killed worker or a retryable failure left waiting.
+NOTIFY_DRAIN_EVERY_SECONDS = 30.0
 
 
 def broker_transport_options(settings: Settings) -> dict[str, float]:
@@ -58,7 +66,7 @@ def sweep_schedule(settings: Settings) -> dict[tuple[str, str], float]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object), the history
-    outbox flush and the daily history prune."""
+    outbox flush, the daily history prune and the notifications' drain."""
     sweeps = {
         f"sweep {crm}:{obj}": {
             "task": SWEEP_PAGE_TASK,
@@ -79,7 +87,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "history prune": {"task": PRUNE_TASK, "schedule": PRUNE_EVERY_SECONDS,
                           "options": {"expires": 3600.0, "priority": HISTORY_PRIORITY}},
     }
-    return sweeps | history
+    notify = {}
+    if settings.slack_token is not None or settings.smtp_url is not None:
+        notify["notify drain"] = {
+            "task": NOTIFY_DRAIN_TASK, "schedule": NOTIFY_DRAIN_EVERY_SECONDS,
+            "options": {"expires": NOTIFY_DRAIN_EVERY_SECONDS, "priority": NOTIFY_PRIORITY}}
+    return sweeps | history | notify
 
 
 @setup_logging.connect
@@ -94,7 +107,7 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
     app = Celery("account_router", broker=settings.redis_url,
-                 include=["tasks.worker", "tasks.history"], set_as_current=current)
+                 include=["tasks.worker", "tasks.history", "tasks.notify"], set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue

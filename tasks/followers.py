@@ -14,5 +14,9 @@ def followers_for(settings: Settings, store: StateStore, routing: CompiledRoutin
     the CLI, the workers, the dashboard's retry and the demo all build their pipelines with
     this list, so a write is followed the same way whichever path made it. Service mode (a
     Redis URL set) hands work to Celery tasks; embedded mode does it inline."""
-    del settings, store, routing  # each feature of the people loop adds its follower here
-    return []
+    # Deferred: slack-sdk and smtplib load only where a pipeline is built.
+    from tasks.notify import notify_followers
+
+    followers: list[AfterWrite] = []
+    followers += notify_followers(settings, store, routing)
+    return followers

@@ -11,7 +11,7 @@ from typing import Protocol
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
-from sync.models import Decision
+from sync.models import Decision, HistoryEvent, decision_key
 from sync.state.base import LoadRow, PoolSnapshot, StateStore
 
 # The window selector: name -> label. "today" starts at midnight in the routing file's timezone.
@@ -50,6 +50,11 @@ class HistoryReader(Protocol):
         ...
 
     def decision(self, id: int) -> Decision | None: ...
+
+    def events(self, decision_id: int | None = None, record_id: str | None = None,
+               kind: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, limit: int | None = None
+               ) -> list[HistoryEvent]: ...
 
     def load(self, since: datetime | None = None,
              until: datetime | None = None) -> list[LoadRow]: ...
@@ -242,6 +247,47 @@ def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[Rep
 def _count(snapshot: PoolSnapshot | None, rep: str) -> int:
     """A member's assignments in its current cap window (0 for a pool never written)."""
     return snapshot.counts.get(rep, 0) if snapshot is not None else 0
+
+
+# --- a decision's events ----------------------------------------------------------------
+
+MAX_EVENTS_SHOWN = 50  # per decision page; a record's events are few (notices, a breach...)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    kind: str
+    at: datetime
+    summary: str  # channel and recipient of a notice, or the event's data in short
+    error: str | None
+
+
+def decision_events(history: HistoryReader, decision_id: int,
+                    decision: Decision) -> list[EventRow]:
+    """Events about one decision, newest first: those stored with its id, and those naming
+    it by its natural key (the pipeline's followers never learn the id, see
+    `sync.models.decision_key`)."""
+    key = decision_key(decision)
+    rows = []
+    for event in history.events(record_id=decision.record_id, limit=MAX_EVENTS_SHOWN * 4):
+        if event.crm != decision.crm or event.object != decision.object:
+            continue
+        if event.decision_id != decision_id and event.data.get("decision") != key:
+            continue
+        rows.append(EventRow(event.kind, event.at, _summary(event.data),
+                             str(event.data["error"]) if event.data.get("error") else None))
+        if len(rows) >= MAX_EVENTS_SHOWN:
+            break
+    return rows
+
+
+def _summary(data: Mapping[str, object]) -> str:
+    if "channel" in data:
+        to = f" ({data['to']})" if data.get("to") else ""
+        role = " (manager)" if data.get("role") == "manager" else ""
+        return f"{data['channel']} to {data.get('recipient', '?')}{role}{to}"
+    shown = ", ".join(f"{k}: {v}" for k, v in data.items() if k not in ("decision", "error"))
+    return shown[:300]
 
 
 # --- failed writes -----------------------------------------------------------------------

@@ -467,9 +467,11 @@ async def decision_page(request: Request, decision_id: str) -> Response:
         if found is None:
             raise PageError(404, "no such decision")
         link = crm_link(found, dash.hubspot_portal_id, dash.salesforce_instance_url)
+        events: list[data.EventRow] = await _read(
+            lambda: data.decision_events(history, int(decision_id), found))
         return _render(request, "decision.html", session=session, cookie=cookie,
                        page="decisions", title=f"Decision {decision_id}", d=found,
-                       decision_id=decision_id, link=link)
+                       decision_id=decision_id, link=link, events=events)
 
     return await _guarded(request, build)
 
