@@ -16,6 +16,9 @@ SWEEP_PAGE_TASK = "account_router.sweep_page"
 # Names fixed by DESIGN §8 (tasks/history.py).
 FLUSH_TASK = "history.flush"
 PRUNE_TASK = "history.prune"
+# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py).
+SLA_CHECK_TASK = "sla.check"
+SLA_CHECK_EVERY_SECONDS = 60.0
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -58,7 +61,7 @@ def sweep_schedule(settings: Settings) -> dict[tuple[str, str], float]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object), the history
-    outbox flush and the daily history prune."""
+    outbox flush, the daily history prune and the first-touch SLA pass every minute."""
     sweeps = {
         f"sweep {crm}:{obj}": {
             "task": SWEEP_PAGE_TASK,
@@ -79,7 +82,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "history prune": {"task": PRUNE_TASK, "schedule": PRUNE_EVERY_SECONDS,
                           "options": {"expires": 3600.0, "priority": HISTORY_PRIORITY}},
     }
-    return sweeps | history
+    sla = {
+        # A pass queued while the workers were down is stale once the next is due; one pass
+        # takes every entry due by then.
+        "sla check": {"task": SLA_CHECK_TASK, "schedule": SLA_CHECK_EVERY_SECONDS,
+                      "options": {"expires": SLA_CHECK_EVERY_SECONDS,
+                                  "priority": HISTORY_PRIORITY}},
+    }
+    return sweeps | history | sla
 
 
 @setup_logging.connect

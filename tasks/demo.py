@@ -23,6 +23,7 @@ from sync.pipeline import Pipeline, RunReport
 from sync.state.base import LoadRow
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics
+from tasks.sla import sla_follower
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "routing.yaml"
 OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
@@ -70,7 +71,8 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
             for crm, objects in OBJECTS.items():
                 connector = registry.create_for(crm, routing, settings)
                 try:
-                    pipeline = Pipeline(connector, routing, store, metrics=metrics)
+                    pipeline = Pipeline(connector, routing, store, metrics=metrics,
+                                        followers=[sla_follower(crm, routing, store)])
                     for obj in objects:
                         reports.append(pipeline.sweep(obj, full=True))
                 finally:

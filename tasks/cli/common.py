@@ -271,6 +271,7 @@ def open_pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | Non
     # Deferred: Prometheus and kombu's Redis transport load only for commands that run a
     # pipeline, not for every start of the CLI.
     from tasks.metrics import metrics_for
+    from tasks.sla import sla_follower
 
     settings = Settings()
     try:
@@ -287,7 +288,8 @@ def open_pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | Non
     try:
         yield Pipeline(connector, routing, store, dry_run=dry_run,
                        recheck_after=settings.recheck_after_seconds,
-                       metrics=metrics_for(settings)), obj
+                       metrics=metrics_for(settings),
+                       followers=[sla_follower(crm, routing, store)]), obj
     except CredentialsError as exc:
         fail(str(exc))
     except CrmError as exc:
