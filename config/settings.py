@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # ACCOUNT_ROUTER_HISTORY_RETENTION_DAYS: decisions older than this are pruned (beat, daily;
     # `account-router db prune`).
     history_retention_days: int = Field(default=90, ge=1)
+    # ACCOUNT_ROUTER_SLA_CHECK_SECONDS: how often beat runs the first-touch SLA pass
+    # (docs/operations.md#first-touch-sla); a breach is acted on at most this long after its
+    # deadline.
+    sla_check_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("sweep_schedule", mode="before")
     @classmethod

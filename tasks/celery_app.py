@@ -16,9 +16,9 @@ SWEEP_PAGE_TASK = "account_router.sweep_page"
 # Names fixed by DESIGN §8 (tasks/history.py).
 FLUSH_TASK = "history.flush"
 PRUNE_TASK = "history.prune"
-# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py).
+# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
+# ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
 SLA_CHECK_TASK = "sla.check"
-SLA_CHECK_EVERY_SECONDS = 60.0
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -85,8 +85,8 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     sla = {
         # A pass queued while the workers were down is stale once the next is due; one pass
         # takes every entry due by then.
-        "sla check": {"task": SLA_CHECK_TASK, "schedule": SLA_CHECK_EVERY_SECONDS,
-                      "options": {"expires": SLA_CHECK_EVERY_SECONDS,
+        "sla check": {"task": SLA_CHECK_TASK, "schedule": settings.sla_check_seconds,
+                      "options": {"expires": settings.sla_check_seconds,
                                   "priority": HISTORY_PRIORITY}},
     }
     return sweeps | history | sla

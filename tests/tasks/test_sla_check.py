@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from connectors.settings import Settings
 from connectors.simulator import RunningSimulator, Simulator, serve
-from tasks.celery_app import SLA_CHECK_EVERY_SECONDS, SLA_CHECK_TASK, beat_schedule
+from tasks.celery_app import SLA_CHECK_TASK, beat_schedule
 from tasks.cli import app
 
 ROUTING = """\
@@ -96,4 +96,5 @@ def test_given_the_beat_schedule_then_sla_check_runs_every_minute():
     entry = beat_schedule(Settings())["sla check"]
 
     assert entry["task"] == SLA_CHECK_TASK == "sla.check"
-    assert entry["schedule"] == SLA_CHECK_EVERY_SECONDS == 60.0
+    assert entry["schedule"] == 60.0
+    assert beat_schedule(Settings(sla_check_seconds=5))["sla check"]["schedule"] == 5.0
