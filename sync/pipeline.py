@@ -577,6 +577,57 @@ class Pipeline:
                        moves=tuple(_with_rule_before(m, latest.get(m.record_id))
                                    for m in moves))
 
+    # -- owners decided elsewhere ---------------------------------------------------------
+
+    def write_decisions(self, obj: str, items: Sequence[tuple[Decision, CrmRecord]],
+                        *, report: RunReport | None = None) -> RunReport:
+        """Write owners decided outside the rules (first-touch SLA re-routes), each with the
+        record as just read, through the one write path: locked, written in batches, audited
+        with the result, the followers called. A record another run holds locked right now is
+        audited unwritten (that run is routing it) and left to it."""
+        obj = self.spec.canonical_object(obj)
+        report = report or RunReport(self.crm, obj)
+        token = _lock_owner.get() or uuid.uuid4().hex
+        keys = {d.record_id: f"{self.crm}:{obj}:{d.record_id}" for d, _ in items}
+        held = self.store.lock_records(list(keys.values()), token, self.lock_ttl) \
+            if keys else set()
+        writes = _Writes()
+        unwritten: list[Decision] = []
+        try:
+            for decision, crm_record in items:
+                key = keys[decision.record_id]
+                if key not in held:
+                    report.locked_elsewhere += 1
+                    unwritten.append(decision._replace(
+                        write_error="record locked by another run routing it"))
+                    continue
+                if decision.owner_crm_id is None:
+                    unwritten.append(decision._replace(
+                        write_error=f"{decision.owner} has no {self.crm} id in crm_ids"))
+                    self.store.unlock_records([key], token)
+                    continue
+                try:
+                    record = self.to_record(obj, crm_record)
+                except ValueError as exc:
+                    unwritten.append(decision._replace(write_error=str(exc)))
+                    self.store.unlock_records([key], token)
+                    continue
+                writes.held[decision.record_id] = _Held(
+                    decision, decision.owner_crm_id, key, token, 0, self.clock(), record)
+        except BaseException:
+            self.store.unlock_records([keys[i] for i in keys if keys[i] in held], token)
+            raise
+        if unwritten:
+            report.write_failed += len(unwritten)
+            for decision in unwritten:
+                self._counted(decision, report)
+            self.store.commit({}, [], unwritten)
+        try:
+            self._flush(obj, writes, report, everything=True)
+        finally:
+            self._report_calls()
+        return report
+
     # -- the batch -----------------------------------------------------------------------
 
     def _account_owners(self, records: Sequence[Record]) -> dict[str, str]:

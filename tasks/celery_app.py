@@ -20,6 +20,9 @@ PRUNE_TASK = "history.prune"
 # a deploy.
 NOTIFY_TASK = "notify.send"
 NOTIFY_DRAIN_TASK = "notify.drain"
+# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
+# ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
+SLA_CHECK_TASK = "sla.check"
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -66,7 +69,8 @@ def sweep_schedule(settings: Settings) -> dict[tuple[str, str], float]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object), the history
-    outbox flush, the daily history prune and the notifications' drain."""
+    outbox flush, the daily history prune, the notifications' drain and the first-touch SLA
+    pass every minute."""
     sweeps = {
         f"sweep {crm}:{obj}": {
             "task": SWEEP_PAGE_TASK,
@@ -92,7 +96,14 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         notify["notify drain"] = {
             "task": NOTIFY_DRAIN_TASK, "schedule": NOTIFY_DRAIN_EVERY_SECONDS,
             "options": {"expires": NOTIFY_DRAIN_EVERY_SECONDS, "priority": NOTIFY_PRIORITY}}
-    return sweeps | history | notify
+    sla = {
+        # A pass queued while the workers were down is stale once the next is due; one pass
+        # takes every entry due by then.
+        "sla check": {"task": SLA_CHECK_TASK, "schedule": settings.sla_check_seconds,
+                      "options": {"expires": settings.sla_check_seconds,
+                                  "priority": HISTORY_PRIORITY}},
+    }
+    return sweeps | history | notify | sla
 
 
 @setup_logging.connect
