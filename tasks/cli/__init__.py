@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, dashboard, db, reps, routing, serve, simulate
+from tasks.cli import crm, dashboard, db, overrides, reps, routing, serve, simulate
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -32,6 +32,7 @@ app.command()(routing.audit)
 app.command()(reps.pause)
 app.command()(reps.resume)
 app.command()(routing.stats)
+app.command()(overrides.overrides)
 app.command()(crm.sweep)
 app.command()(crm.reprocess)
 app.command()(crm.demo)
