@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile
+from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
 from sync.models import Record, TraceStep
@@ -47,6 +47,26 @@ class CompiledRouting:
     ignore_keys: frozenset[str]
     warnings: tuple[str, ...]
     raw_fields: frozenset[str] = frozenset()  # CRM fields rules read as `fields.<x>`
+    # The top-level `review_when` as a predicate (None: only rules with `review: true` wait).
+    review_when: Callable[[Record], bool] | None = None
+
+    def sla_for(self, rule: str | None, pool: str | None) -> Sla | None:
+        """The first-touch SLA of an assignment: the rule's, else its pool's, else the file's
+        (the most specific wins); None when none applies."""
+        if rule is not None:
+            for r in self.file.rules:
+                if r.name == rule and r.sla is not None:
+                    return r.sla
+        if pool is not None and pool in self.pools and self.pools[pool].sla is not None:
+            return self.pools[pool].sla
+        return self.file.sla
+
+    def rule_named(self, name: str | None) -> Rule | None:
+        """The routing file's rule of that name (None for no rule, or one not in the file)."""
+        for r in self.file.rules:
+            if r.name == name:
+                return r
+        return None
 
     @property
     def uses_account_owner(self) -> bool:
@@ -142,6 +162,9 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         value = target.rep or target.pool or target.queue
         rules.append(CompiledRule(index=i, name=rule.name, kind=target.kind, target=value,
                                   clauses=tuple(clauses)))
+    review_when = None
+    if routing.review_when is not None:
+        review_when = build_predicate(compile_when(routing.review_when, "review_when", ctx), ctx)
     warnings.extend(ctx.warnings)
 
     queue_keys = {id_key(r.assign.queue) for r in routing.rules if r.assign.queue}
@@ -171,6 +194,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         ignore_keys=frozenset(id_key(o) for o in routing.ignore_owners if o.strip()),
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
+        review_when=review_when,
     )
 
 

@@ -5,7 +5,7 @@ See docs/routing-file.md#routing-semantics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import NamedTuple
@@ -208,15 +208,18 @@ class RoutingContext:
 
     # -- pools ---------------------------------------------------------------------------
 
-    def choose(self, pool_name: str) -> tuple[PoolTurn | None, str]:
-        """The pool's next turn under its strategy, or None and why nobody is eligible."""
+    def choose(self, pool_name: str, exclude: Container[str] = ()
+               ) -> tuple[PoolTurn | None, str]:
+        """The pool's next turn under its strategy, or None and why nobody is eligible.
+        Members in `exclude` are passed over (a first-touch SLA re-route never goes back to a
+        rep who let it run out)."""
         pool = self.routing.pools[pool_name]
         snap = self.pools[pool_name]
         eligible: list[str] = []
         passed: list[str] = []
         cap = pool.cap
         for member in pool.members:
-            why = self._status[member]
+            why = "breached the first-touch SLA" if member in exclude else self._status[member]
             if why is None and cap is not None and snap.counts.get(member, 0) >= cap.max:
                 why = f"at cap {cap.max}/{cap.per}"
             if why is None and pool.strategy == "weighted" and pool.weights.get(member, 1) == 0:

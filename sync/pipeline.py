@@ -441,6 +441,36 @@ class Pipeline:
         `ROUTED_WINDOW` before `now`."""
         obj = self.spec.canonical_object(obj)
         instant = now or self.clock()
+        records, unreadable, decisions = self.decide_all(obj, now=instant)
+
+        def who(owner: str | None) -> str:
+            # Owners by rep id where the routing file knows them, so before and after compare.
+            if not owner:
+                return NO_OWNER
+            return self.routing.owner_to_rep.get(id_key(owner)) or owner
+
+        before: Counter[str] = Counter()
+        after: Counter[str] = Counter()
+        moves: list[Move] = []
+        for record, decision in zip(records, decisions, strict=True):
+            now_owner = who(record.owner)
+            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
+            before[now_owner] += 1
+            after[new] += 1
+            if new != NO_OWNER and new != now_owner:
+                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
+        loads = tuple(OwnerLoad(o, before[o], after[o])
+                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
+        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, unreadable)
+        return result if history is None else self.with_history(result, history, now=instant)
+
+    def decide_all(self, obj: str, *, now: datetime | None = None
+                   ) -> tuple[list[Record], tuple[str, ...], list[Decision]]:
+        """Every record of `obj` and what this routing file decides for it now, in listing
+        order, plus the ids the field map could not normalize. Reads only, as `simulate`:
+        nothing written, audited or locked; pool cursors read, never advanced."""
+        obj = self.spec.canonical_object(obj)
+        instant = now or self.clock()
         try:
             crm_records: list[CrmRecord] = []
             cursor: str | None = None
@@ -463,27 +493,7 @@ class Pipeline:
                                     crm=self.crm, account_owners=self._account_owners(records))
         finally:
             self._report_calls()
-
-        def who(owner: str | None) -> str:
-            # Owners by rep id where the routing file knows them, so before and after compare.
-            if not owner:
-                return NO_OWNER
-            return self.routing.owner_to_rep.get(id_key(owner)) or owner
-
-        before: Counter[str] = Counter()
-        after: Counter[str] = Counter()
-        moves: list[Move] = []
-        for record, decision in zip(records, decisions, strict=True):
-            now_owner = who(record.owner)
-            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
-            before[now_owner] += 1
-            after[new] += 1
-            if new != NO_OWNER and new != now_owner:
-                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
-        loads = tuple(OwnerLoad(o, before[o], after[o])
-                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
-        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
-        return result if history is None else self.with_history(result, history, now=instant)
+        return records, tuple(unreadable), decisions
 
     def with_history(self, simulation: Simulation, history: History, *,
                      now: datetime | None = None) -> Simulation:

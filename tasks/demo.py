@@ -22,6 +22,7 @@ from connectors.simulator import Simulator, serve
 from sync.pipeline import Pipeline, RunReport
 from sync.state.base import LoadRow
 from sync.state.sqlite import SqliteStateStore
+from tasks.followers import followers_for
 from tasks.metrics import LocalMetrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "routing.yaml"
@@ -70,7 +71,8 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
             for crm, objects in OBJECTS.items():
                 connector = registry.create_for(crm, routing, settings)
                 try:
-                    pipeline = Pipeline(connector, routing, store, metrics=metrics)
+                    pipeline = Pipeline(connector, routing, store, metrics=metrics,
+                                        followers=followers_for(settings, store, routing))
                     for obj in objects:
                         reports.append(pipeline.sweep(obj, full=True))
                 finally:

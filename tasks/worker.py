@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import redis
@@ -41,6 +42,7 @@ from tasks.celery_app import (
     SWEEP_PRIORITY,
     app,
 )
+from tasks.followers import followers_for
 from tasks.metrics import metrics_for
 from tasks.routing_files import Stamp, files_stamp, routing_files
 
@@ -132,7 +134,10 @@ def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipelin
         store.close()
         raise
     return Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
-                    metrics=metrics_for(settings))
+                    metrics=metrics_for(settings),
+                    followers=followers_for(settings, store, routing),
+                    # Own-write marks live as long as the decisions they point to.
+                    mark_ttl=timedelta(days=settings.history_retention_days))
 
 
 def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:

@@ -73,6 +73,12 @@ OBJECT_FIELDS: Mapping[str, tuple[str, ...]] = {
 
 OWNER_FIELD = "OwnerId"
 
+# The field whose change means a rep worked the record (first-touch SLA): a Lead's Status moves
+# off its first value once someone works it; Accounts and Contacts carry LastActivityDate (a
+# date), which Salesforce sets when a task or event is logged on the record.
+TOUCH_FIELDS: Mapping[str, str] = {"Account": "LastActivityDate", "Lead": "Status",
+                                   "Contact": "LastActivityDate"}
+
 # Timeouts for every HTTP call, login included (seconds): connect, then read. SOQL over a
 # large table can take tens of seconds before the first byte.
 CONNECT_TIMEOUT = 10.0
@@ -91,4 +97,5 @@ JWT_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY",
 
 # What the registry and the core know of Salesforce: no connector is created to learn it.
 SPEC = CrmSpec(name=CRM, objects=OBJECT_KINDS, field_maps=FIELD_MAPS,
-               factory="connectors.salesforce.connector:from_settings")
+               factory="connectors.salesforce.connector:from_settings",
+               touch_fields=TOUCH_FIELDS)

@@ -9,6 +9,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from connectors.simulator.data import SALESFORCE_INTEGRATION_USER
@@ -30,6 +31,10 @@ SALESFORCE_SESSION = "sim-salesforce-session"
 SALESFORCE_ORG_ID = "00D000000000001AAA"
 # Open query cursors kept; older ones expire, as Salesforce's do (INVALID_QUERY_LOCATOR).
 _MAX_CURSORS = 64
+
+
+# Lead statuses a rep moves a lead to once it is worked (`Simulator.touch`).
+LEAD_WORKED_STATUSES = ("Working - Contacted", "Qualified")
 
 
 @dataclass(slots=True)
@@ -394,6 +399,36 @@ class Simulator:
             self.salesforce_update(obj, record_id, {"OwnerId": owner_id})
         else:
             raise ValueError(f"unknown crm {crm!r}")
+
+    def touch(self, crm: str, obj: str, record_id: str, *, at_ms: int | None = None,
+              value: str | None = None) -> str:
+        """A rep works the record (logs a call, moves a lead's status): sets the object's
+        first-touch field as the CRM would and bumps the modification time; returns the new
+        value. HubSpot: `hs_last_sales_activity_timestamp` (at `at_ms`, default now);
+        Salesforce Account/Contact: `LastActivityDate` (that instant's date); Lead: `Status`
+        (`value`, default the next status that differs from the current one). KeyError if the
+        record is absent."""
+        at = self.now_ms() if at_ms is None else at_ms
+        if crm == "hubspot":
+            if self.hubspot_record(obj, record_id) is None:
+                raise KeyError(record_id)
+            text = value or hubspot_time(at)
+            self.hubspot_update(obj, record_id, {"hs_last_sales_activity_timestamp": text})
+            return text
+        if crm != "salesforce":
+            raise ValueError(f"unknown crm {crm!r}")
+        with self.lock:
+            name, _ = self._sf_table(obj)
+            current = self.salesforce_record(name, record_id)
+            if current is None:
+                raise KeyError(record_id)
+            if name == "Lead":
+                text = value or next(s for s in LEAD_WORKED_STATUSES if s != current["Status"])
+                self.salesforce_update(name, record_id, {"Status": text})
+            else:
+                text = value or datetime.fromtimestamp(at / 1000, tz=UTC).date().isoformat()
+                self.salesforce_update(name, record_id, {"LastActivityDate": text})
+            return text
 
     def owner_of(self, crm: str, obj: str, record_id: str) -> str | None:
         """A record's current owner id (None: no owner); KeyError if the record is absent."""

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from sync.models import Decision, HistoryEvent
 
@@ -30,6 +30,59 @@ class PoolChange:
     last_served: str | None
     credits: Mapping[str, float] | None  # None: leave credits as they are
     increments: Mapping[tuple[str, str], int]  # (member, window key) -> assignments added
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEntry:
+    """A written assignment whose first touch is watched (docs/routing-file.md#sla): the
+    record, who got it and through which pool and rule, when the write landed, when the SLA
+    runs out, and the touch field's value at assignment. `reroutes` counts the SLA re-routes
+    before this owner; `breached` names every earlier owner of this record who let the SLA
+    run out (a re-route never goes back to one of them)."""
+
+    crm: str
+    object: str  # the CRM's own object name (`companies`, `Lead`)
+    record_id: str
+    owner: str  # rep id
+    owner_crm_id: str  # the owner id written to the CRM
+    pool: str | None
+    rule: str | None
+    decision_key: str  # `sync.models.decision_key` of the decision that wrote it
+    written_at: datetime
+    deadline: datetime
+    touch_field: str
+    touch_value: str | None  # the touch field's value when the owner was written
+    window: str | None = None  # the pool cap window the assignment was counted in
+    reroutes: int = 0
+    breached: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """One watch per record: a later write of the record replaces it."""
+        return f"{self.crm}:{self.object}:{self.record_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "crm": self.crm, "object": self.object, "record_id": self.record_id,
+            "owner": self.owner, "owner_crm_id": self.owner_crm_id, "pool": self.pool,
+            "rule": self.rule, "decision_key": self.decision_key,
+            "written_at": self.written_at.isoformat(), "deadline": self.deadline.isoformat(),
+            "touch_field": self.touch_field, "touch_value": self.touch_value,
+            "window": self.window, "reroutes": self.reroutes, "breached": list(self.breached),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WatchEntry:
+        return cls(
+            crm=data["crm"], object=data["object"], record_id=data["record_id"],
+            owner=data["owner"], owner_crm_id=data["owner_crm_id"], pool=data.get("pool"),
+            rule=data.get("rule"), decision_key=data["decision_key"],
+            written_at=datetime.fromisoformat(data["written_at"]),
+            deadline=datetime.fromisoformat(data["deadline"]),
+            touch_field=data["touch_field"], touch_value=data.get("touch_value"),
+            window=data.get("window"), reroutes=int(data.get("reroutes", 0)),
+            breached=tuple(data.get("breached", ())),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +224,27 @@ class StateStore(Protocol):
     def forget(self, key: str) -> None:
         """Take a `seen` mark back (the work it guarded could not be handed over)."""
 
+    # --- first-touch SLA watch (docs/operations.md#first-touch-sla) ----------------------
+
+    def watch(self, entries: Sequence[WatchEntry]) -> None:
+        """Start watching each entry; an entry replaces the record's earlier one (a later
+        write of the record is what counts). Durable once this returns."""
+
+    def watch_entry(self, key: str) -> WatchEntry | None:
+        """The record's current watch (`WatchEntry.key`), claimed or not; None if none."""
+
+    def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[WatchEntry]:
+        """Atomically take up to `limit` entries whose deadline is at or before `now`, oldest
+        deadline first, and hide them from other claims for `lease_seconds` (after `now`): of
+        two overlapping passes each entry goes to one. An entry neither ended nor replaced
+        within its lease is due again (the pass that took it died)."""
+
+    def end_watch(self, entries: Sequence[WatchEntry]) -> int:
+        """Stop watching these entries; one that was replaced meanwhile (another decision
+        key: the record was written again) stays. Returns how many ended."""
+
+    def watching(self) -> int:
+        """How many entries are watched, claimed or not."""
     # --- own-write marks (docs/operations.md#overrides) ---------------------------------
 
     def set_owner_marks(self, marks: Sequence[OwnerMark], ttl_seconds: float) -> None:

@@ -18,7 +18,7 @@ from config.urls import redact_url
 from sync.history import codec
 from sync.models import Decision, HistoryEvent
 from sync.state import as_utc, check_limit, merge_changes
-from sync.state.base import ClosesOnExit, OwnerMark, PoolChange, PoolSnapshot
+from sync.state.base import ClosesOnExit, OwnerMark, PoolChange, PoolSnapshot, WatchEntry
 
 # Windows are day/week/month; 100 days outlives the longest one with room for reports, and the
 # TTL is refreshed on every increment, so no sweeper is needed for old windows.
@@ -169,6 +169,35 @@ return 0
 """
 
 
+# Claim due SLA watch entries in one step: of two overlapping passes each entry goes to one. A
+# claimed entry's score moves to the end of its lease, so it is due again only if the pass that
+# took it neither ended nor replaced it by then (that pass died).
+_CLAIM_LUA = """
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+for i, k in ipairs(keys) do
+  redis.call('ZADD', KEYS[1], ARGV[2], k)
+  local body = redis.call('HGET', KEYS[2], k)
+  if body then table.insert(out, body) else redis.call('ZREM', KEYS[1], k) end
+end
+return out
+"""
+
+# End a watch only if it is still the entry for the same decision: a record written again
+# meanwhile has a new entry, which must stay.
+_END_WATCH_LUA = """
+local ended = 0
+for i = 1, #ARGV, 2 do
+  local body = redis.call('HGET', KEYS[2], ARGV[i])
+  if body and cjson.decode(body).decision_key == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    ended = ended + 1
+  end
+end
+return ended
+"""
+
 # Own-write marks (docs/operations.md#overrides). SET unless the stored mark was written later:
 # ARGV[1] the mark JSON, ARGV[2] its written_at as fixed-width UTC text, ARGV[3] the TTL (ms).
 _MARK_SET_LUA = """
@@ -217,6 +246,9 @@ class RedisStateStore(ClosesOnExit):
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
       seen:{key}               str   "1" while a dedupe mark lives (PX = its TTL)
+      sla:due                  zset  watched record key (crm:object:id) scored by its SLA
+                                     deadline, or by the end of a pass's claim (epoch seconds)
+      sla:entries              hash  watched record key -> entry JSON (`WatchEntry.to_dict`)
       mark:{crm}:{object}:{id} str   the record's own-write mark (`OwnerMark` JSON plus
                                      `sort_at`; PX = the history retention)
     Redis keeps coordination only: decisions wait in the outbox until `history.flush` moves
@@ -243,6 +275,8 @@ class RedisStateStore(ClosesOnExit):
         self._ack_script = self._r.register_script(_ACK_LUA)
         self._bury_script = self._r.register_script(_BURY_LUA)
         self._bury_id_script = self._r.register_script(_BURY_ID_LUA)
+        self._claim_script = self._r.register_script(_CLAIM_LUA)
+        self._end_watch_script = self._r.register_script(_END_WATCH_LUA)
         self._mark_set_script = self._r.register_script(_MARK_SET_LUA)
         self._mark_override_script = self._r.register_script(_MARK_OVERRIDE_LUA)
 
@@ -605,6 +639,45 @@ class RedisStateStore(ClosesOnExit):
     def forget(self, key: str) -> None:
         self._r.delete(f"{self.prefix}seen:{key}")
 
+    # --- first-touch SLA watch ----------------------------------------------------------------
+
+    @property
+    def _watch_keys(self) -> list[str]:
+        return [f"{self.prefix}sla:due", f"{self.prefix}sla:entries"]
+
+    def watch(self, entries: Sequence[WatchEntry]) -> None:
+        if not entries:
+            return
+        due, bodies = self._watch_keys
+        # MULTI: an entry and its deadline land together.
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(bodies, mapping={e.key: json.dumps(e.to_dict(), separators=(",", ":"))
+                                   for e in entries})
+        pipe.zadd(due, {e.key: as_utc(e.deadline, "deadline").timestamp() for e in entries})
+        pipe.execute()
+
+    def watch_entry(self, key: str) -> WatchEntry | None:
+        body = cast(str | None, self._r.hget(self._watch_keys[1], key))
+        return None if body is None else WatchEntry.from_dict(json.loads(body))
+
+    def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[WatchEntry]:
+        _check_ttl(lease_seconds)
+        check_limit(limit)
+        if not limit:
+            return []
+        at = as_utc(now, "now").timestamp()
+        bodies = self._claim_script(keys=self._watch_keys,
+                                    args=[repr(at), repr(at + lease_seconds), limit])
+        return [WatchEntry.from_dict(json.loads(b)) for b in _strings(bodies)]
+
+    def end_watch(self, entries: Sequence[WatchEntry]) -> int:
+        if not entries:
+            return 0
+        args = [part for e in entries for part in (e.key, e.decision_key)]
+        return int(self._end_watch_script(keys=self._watch_keys, args=args))
+
+    def watching(self) -> int:
+        return int(self._r.hlen(self._watch_keys[1]))
     # --- own-write marks --------------------------------------------------------------------
 
     def _mark_key(self, crm: str, object: str, record_id: str) -> str:

@@ -11,15 +11,22 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sync.history import codec
 from sync.history.sqlite_schema import DECISION_INDEXES, HEAD_REVISION, TABLES
 from sync.models import Decision, HistoryEvent
-from sync.state import as_utc, merge_changes
-from sync.state.base import ClosesOnExit, LoadRow, OwnerMark, PoolChange, PoolSnapshot
+from sync.state import as_utc, check_limit, merge_changes
+from sync.state.base import (
+    ClosesOnExit,
+    LoadRow,
+    OwnerMark,
+    PoolChange,
+    PoolSnapshot,
+    WatchEntry,
+)
 
 if TYPE_CHECKING:
     from sync.history import History
@@ -53,6 +60,15 @@ CREATE TABLE IF NOT EXISTS pauses (
     rep   TEXT PRIMARY KEY,
     until TEXT
 );
+-- First-touch SLA watch: one entry per record (crm:object:id); `due` is the deadline until a
+-- pass claims the entry, then the end of the claim's lease (UTC text, like pauses).
+CREATE TABLE IF NOT EXISTS sla_watch (
+    key          TEXT PRIMARY KEY,
+    decision_key TEXT NOT NULL,
+    due          TEXT NOT NULL,
+    body         TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sla_watch_by_due ON sla_watch (due);
 CREATE TABLE IF NOT EXISTS checkpoints (
     name  TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -565,6 +581,61 @@ class SqliteStateStore(ClosesOnExit):
             conn = self._connection()
             with self._transaction(conn, immediate=True):
                 conn.execute("DELETE FROM seen_keys WHERE key = ?", (key,))
+
+    # --- first-touch SLA watch ----------------------------------------------------------------
+
+    def watch(self, entries: Sequence[WatchEntry]) -> None:
+        rows = [(e.key, e.decision_key, _ts(e.deadline, "deadline"),
+                 json.dumps(e.to_dict(), separators=(",", ":"))) for e in entries]
+        if not rows:
+            return
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                conn.executemany(
+                    "INSERT INTO sla_watch (key, decision_key, due, body) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET decision_key = excluded.decision_key, "
+                    "due = excluded.due, body = excluded.body", rows)
+
+    def watch_entry(self, key: str) -> WatchEntry | None:
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT body FROM sla_watch WHERE key = ?", (key,)).fetchone()
+        return None if row is None else WatchEntry.from_dict(json.loads(row[0]))
+
+    def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[WatchEntry]:
+        _check_ttl(lease_seconds)
+        check_limit(limit)
+        at = _ts(now, "now")
+        until = _ts(now + timedelta(seconds=lease_seconds), "now")
+        with self._lock:
+            conn = self._connection()
+            # IMMEDIATE: the select and the lease bump are one step no other process splits.
+            with self._transaction(conn, immediate=True):
+                rows = conn.execute(
+                    "SELECT key, body FROM sla_watch WHERE due <= ? ORDER BY due, key LIMIT ?",
+                    (at, limit)).fetchall()
+                conn.executemany("UPDATE sla_watch SET due = ? WHERE key = ?",
+                                 [(until, key) for key, _ in rows])
+        return [WatchEntry.from_dict(json.loads(body)) for _, body in rows]
+
+    def end_watch(self, entries: Sequence[WatchEntry]) -> int:
+        if not entries:
+            return 0
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                ended = 0
+                for e in entries:
+                    ended += conn.execute(
+                        "DELETE FROM sla_watch WHERE key = ? AND decision_key = ?",
+                        (e.key, e.decision_key)).rowcount
+        return ended
+
+    def watching(self) -> int:
+        with self._lock:
+            row = self._connection().execute("SELECT count(*) FROM sla_watch").fetchone()
+        return int(row[0])
 
     # --- own-write marks --------------------------------------------------------------------
 

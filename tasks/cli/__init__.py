@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, dashboard, db, overrides, reps, routing, serve, simulate
+from tasks.cli import crm, dashboard, db, overlaps, overrides, reps, routing, serve, simulate
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -38,6 +38,7 @@ app.command()(crm.reprocess)
 app.command()(crm.demo)
 app.command()(crm.simulator)
 app.command()(simulate.simulate)
+app.command()(overlaps.overlaps)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
 app.add_typer(db.app, name="db")

@@ -8,7 +8,6 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
-from urllib.parse import quote
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
@@ -242,33 +241,6 @@ def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[Rep
 def _count(snapshot: PoolSnapshot | None, rep: str) -> int:
     """A member's assignments in its current cap window (0 for a pool never written)."""
     return snapshot.counts.get(rep, 0) if snapshot is not None else 0
-
-
-# --- CRM links ---------------------------------------------------------------------------
-
-_HUBSPOT_TYPES = {"account": "0-2", "contact": "0-1"}
-_SALESFORCE_OBJECTS = {"account": "Account", "lead": "Lead", "contact": "Contact"}
-
-
-def crm_link(decision: Decision, hubspot_portal_id: str | None,
-             salesforce_instance_url: str | None) -> str | None:
-    """The record's page in its CRM: HubSpot's record URL (portal id needed), Salesforce
-    Lightning's; None when the setting is missing or the object has no such page."""
-    record = quote(decision.record_id, safe="")
-    if decision.crm == "hubspot" and hubspot_portal_id:
-        kind = _HUBSPOT_TYPES.get(decision.object)
-        if kind is None:
-            return None
-        return (f"https://app.hubspot.com/contacts/{quote(hubspot_portal_id, safe='')}"
-                f"/record/{kind}/{record}")
-    if decision.crm == "salesforce" and salesforce_instance_url:
-        base = salesforce_instance_url.rstrip("/")
-        sobject = _SALESFORCE_OBJECTS.get(decision.object)
-        # Only a web address becomes a link (a setting is not a place for javascript:).
-        if sobject is None or not base.lower().startswith(("https://", "http://")):
-            return None
-        return f"{base}/lightning/r/{sobject}/{record}/view"
-    return None
 
 
 # --- failed writes -----------------------------------------------------------------------

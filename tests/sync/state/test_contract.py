@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -10,7 +11,7 @@ import pytest
 
 from sync.history import History
 from sync.models import Decision, HistoryEvent, Outcome, TraceStep, decision_key, event_id
-from sync.state import PoolChange, StateStore, open_store
+from sync.state import PoolChange, StateStore, WatchEntry, open_store
 from sync.state.base import OwnerMark
 from sync.state.redis import RedisStateStore
 from sync.state.sqlite import SqliteStateStore
@@ -414,6 +415,96 @@ def test_given_two_open_instances_then_each_sees_the_others_commits(store, store
         assert [d.record_id for d in recorded(store)] == ["r1"]
     finally:
         other.close()
+
+
+# --- first-touch SLA watch -------------------------------------------------------------------
+
+
+def watch_entry(record_id: str = "r1", *, deadline: datetime = T0 + timedelta(minutes=15),
+                dkey: str | None = None, owner: str = "ava", reroutes: int = 0,
+                breached: tuple[str, ...] = ()) -> WatchEntry:
+    return WatchEntry(
+        crm="hubspot", object="companies", record_id=record_id, owner=owner,
+        owner_crm_id=f"crm-{owner}", pool="smb", rule="everyone-else",
+        decision_key=dkey or f"hubspot:account:{record_id}:1",
+        written_at=T0, deadline=deadline, touch_field="hs_last_sales_activity_timestamp",
+        touch_value=None, window=DAY, reroutes=reroutes, breached=breached)
+
+
+def test_given_a_watch_when_read_back_then_every_field_round_trips(store):
+    entry = watch_entry(reroutes=1, breached=("ben",))
+    store.watch([entry])
+
+    assert store.watch_entry(entry.key) == entry
+    assert store.watching() == 1
+
+
+def test_given_watches_when_claiming_then_only_those_due_come_back_oldest_deadline_first(store):
+    late = watch_entry("late", deadline=T0 + timedelta(minutes=30))
+    early = watch_entry("early", deadline=T0 + timedelta(minutes=5))
+    future = watch_entry("future", deadline=T0 + timedelta(hours=2))
+    store.watch([late, early, future])
+
+    claimed = store.claim_due(T0 + timedelta(minutes=30), 10, 60)
+
+    assert [e.record_id for e in claimed] == ["early", "late"]
+
+
+def test_given_claimed_entries_when_claiming_again_within_the_lease_then_none_twice(store):
+    store.watch([watch_entry("a"), watch_entry("b")])
+    now = T0 + timedelta(hours=1)
+
+    first = store.claim_due(now, 1, 60)
+    second = store.claim_due(now, 10, 60)
+
+    assert [e.record_id for e in first + second] == ["a", "b"]
+    assert store.claim_due(now, 10, 60) == []
+
+
+def test_given_a_claim_whose_lease_ran_out_when_claiming_later_then_the_entry_is_due_again(store):
+    store.watch([watch_entry("a")])
+    now = T0 + timedelta(hours=1)
+    assert len(store.claim_due(now, 10, 60)) == 1
+
+    assert store.claim_due(now + timedelta(seconds=59), 10, 60) == []
+    assert [e.record_id for e in store.claim_due(now + timedelta(seconds=61), 10, 60)] == ["a"]
+
+
+def test_given_a_record_written_again_when_watched_then_the_new_entry_replaces_the_old(store):
+    old = watch_entry("a", dkey="k1")
+    new = watch_entry("a", dkey="k2", owner="ben",
+                      deadline=T0 + timedelta(hours=3))
+    store.watch([old])
+    store.claim_due(T0 + timedelta(hours=1), 10, 60)
+    store.watch([new])
+
+    # The old decision's pass ends its watch: the new entry stays, unclaimed, not yet due.
+    assert store.end_watch([old]) == 0
+    assert store.watch_entry(new.key) == new
+    assert store.claim_due(T0 + timedelta(hours=1, minutes=5), 10, 60) == []
+    assert store.end_watch([new]) == 1
+    assert store.watching() == 0
+    assert store.watch_entry(new.key) is None
+
+
+def test_given_two_passes_racing_when_claiming_then_each_entry_goes_to_exactly_one(store_url):
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        first.watch([watch_entry(f"r{i}") for i in range(40)])
+        now = T0 + timedelta(hours=1)
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(lambda s: [e.record_id for _ in range(8)
+                                       for e in s.claim_due(now, 5, 60)], (first, second))
+        assert sorted(a + b) == sorted(f"r{i}" for i in range(40))
+        assert not set(a) & set(b)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_given_a_naive_instant_when_claiming_then_valueerror(store):
+    with pytest.raises(ValueError):
+        store.claim_due(datetime(2026, 11, 25, 14, 0), 10, 60)
 
 
 # --- own-write marks (docs/operations.md#overrides) ----------------------------------------
