@@ -16,6 +16,9 @@ SWEEP_PAGE_TASK = "account_router.sweep_page"
 # Names fixed by DESIGN §8 (tasks/history.py).
 FLUSH_TASK = "history.flush"
 PRUNE_TASK = "history.prune"
+# Items held for review past their deadline: approved or escalated (tasks/review_tasks.py).
+EXPIRE_REVIEW_TASK = "review.expire"
+EXPIRE_REVIEW_EVERY_SECONDS = 60.0
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -79,7 +82,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "history prune": {"task": PRUNE_TASK, "schedule": PRUNE_EVERY_SECONDS,
                           "options": {"expires": 3600.0, "priority": HISTORY_PRIORITY}},
     }
-    return sweeps | history
+    review = {
+        "review expire": {"task": EXPIRE_REVIEW_TASK, "schedule": EXPIRE_REVIEW_EVERY_SECONDS,
+                          "options": {"expires": EXPIRE_REVIEW_EVERY_SECONDS,
+                                      "priority": HISTORY_PRIORITY}},
+    }
+    return sweeps | history | review
 
 
 @setup_logging.connect
@@ -94,7 +102,8 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
     app = Celery("account_router", broker=settings.redis_url,
-                 include=["tasks.worker", "tasks.history"], set_as_current=current)
+                 include=["tasks.worker", "tasks.history", "tasks.review_tasks"],
+                 set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 
 from connectors import registry
 from connectors.settings import Settings
 from sync import review
-from sync.compiler import CompiledRouting
+from sync.compiler import CompiledRouting, load_routing
 from sync.metrics import Metrics
 from sync.pipeline import Pipeline
+from sync.state import open_store
 from sync.state.base import StateStore
 from tasks.followers import followers_for
 
@@ -67,3 +68,18 @@ def expire(store: StateStore, routing: CompiledRouting, settings: Settings, now:
 
         return review.expire(pipeline_for, store, now=now, action=routing.on_review_timeout,
                              escalate=escalate, managers=manager)
+
+
+def expire_pass(settings: Settings | None = None, now: datetime | None = None
+                ) -> review.ExpireReport:
+    """`review.expire` over the configured state and routing file; nothing to do (an empty
+    report) without a routing file."""
+    settings = settings or Settings()
+    if not settings.config:
+        return review.ExpireReport()
+    routing = load_routing(settings.config, list_roots=settings.list_roots)
+    store = open_store(settings.resolved_state_url())
+    try:
+        return expire(store, routing, settings, now or datetime.now(UTC))
+    finally:
+        store.close()
