@@ -23,6 +23,9 @@ NOTIFY_DRAIN_TASK = "notify.drain"
 # DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
 # ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
 SLA_CHECK_TASK = "sla.check"
+# Items held for review past their deadline: approved or escalated (tasks/review_tasks.py).
+EXPIRE_REVIEW_TASK = "review.expire"
+EXPIRE_REVIEW_EVERY_SECONDS = 60.0
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -103,7 +106,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                       "options": {"expires": settings.sla_check_seconds,
                                   "priority": HISTORY_PRIORITY}},
     }
-    return sweeps | history | notify | sla
+    review = {
+        "review expire": {"task": EXPIRE_REVIEW_TASK, "schedule": EXPIRE_REVIEW_EVERY_SECONDS,
+                          "options": {"expires": EXPIRE_REVIEW_EVERY_SECONDS,
+                                      "priority": HISTORY_PRIORITY}},
+    }
+    return sweeps | history | notify | sla | review
 
 
 @setup_logging.connect
@@ -118,7 +126,8 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
     app = Celery("account_router", broker=settings.redis_url,
-                 include=["tasks.worker", "tasks.history", "tasks.notify"], set_as_current=current)
+                 include=["tasks.worker", "tasks.history", "tasks.notify", "tasks.review_tasks"],
+                 set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue
