@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging
+from kombu import Queue
 
 from config.settings import DEFAULT_VISIBILITY_TIMEOUT_SECONDS, SWEEP_SCHEDULE_ENV
 from connectors.registry import canonical_object
@@ -40,6 +41,12 @@ SWEEP_PRIORITY = 6
 HISTORY_PRIORITY = 3
 # A rep hears of a new lead within seconds: after webhook batches, before sweep pages.
 NOTIFY_PRIORITY = 2
+# Notifications go through a queue of their own: a worker started without `-Q` consumes both,
+# and a deployment that wants Slack's latency (100 ms+ a call) kept off the routing processes
+# runs `celery -A tasks worker -Q notify --pool threads` beside `-Q celery` workers
+# (docs/operations.md#notifications).
+DEFAULT_QUEUE = "celery"
+NOTIFY_QUEUE = "notify"
 # Beat sends what a killed worker or a retryable failure left waiting.
 NOTIFY_DRAIN_EVERY_SECONDS = 30.0
 
@@ -140,6 +147,11 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
         # its message unacknowledged meanwhile; cancelling it would only redo the same work.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule=beat_schedule(settings),
+        task_queues=(Queue(DEFAULT_QUEUE, routing_key=DEFAULT_QUEUE),
+                     Queue(NOTIFY_QUEUE, routing_key=NOTIFY_QUEUE)),
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
+                     NOTIFY_DRAIN_TASK: {"queue": NOTIFY_QUEUE}},
         timezone="UTC",
     )
     return app
