@@ -40,6 +40,25 @@ class SpeedPointLike(Protocol):
     def p95(self) -> float | None: ...
 
 
+class FirstTouchLike(Protocol):
+    """`sync.history.FirstTouchRow`: speed to first touch of one rep under one rule."""
+
+    @property
+    def rep(self) -> str: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def touched(self) -> int: ...
+    @property
+    def p50(self) -> float | None: ...
+    @property
+    def p95(self) -> float | None: ...
+    @property
+    def breaches(self) -> int: ...
+    @property
+    def reroutes(self) -> int: ...
+
+
 class HistoryReader(Protocol):
     """The part of `sync.history.History` the dashboard reads (docs/operations.md)."""
 
@@ -65,6 +84,9 @@ class HistoryReader(Protocol):
 
     def speed_to_lead(self, since: datetime, until: datetime,
                       buckets: int) -> Sequence[SpeedPointLike]: ...
+
+    def first_touch(self, since: datetime | None = None,
+                    until: datetime | None = None) -> Sequence[FirstTouchLike]: ...
 
 
 def window_bounds(window: str, now: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
@@ -98,6 +120,16 @@ class Overview:
     speed: list[SpeedPointLike]
     rules: list[Share]  # winning rule -> decisions, most first; "" = no rule
     speed_total: int
+    # Speed to first touch per rep and rule, with first-touch SLA breaches and re-routes.
+    first_touch: list[FirstTouchLike] = field(default_factory=list)
+
+    @property
+    def breaches(self) -> int:
+        return sum(r.breaches for r in self.first_touch)
+
+    @property
+    def reroutes(self) -> int:
+        return sum(r.reroutes for r in self.first_touch)
 
     @property
     def latest_speed(self) -> SpeedPointLike | None:
@@ -116,7 +148,8 @@ def overview(history: HistoryReader, since: datetime, until: datetime,
     rules = [Share(rule, n, _pct(n, hit_total))
              for rule, n in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))]
     speed = list(history.speed_to_lead(since, until, buckets))
-    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed))
+    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed),
+                    list(history.first_touch(since, until)))
 
 
 def _pct(part: int, whole: int) -> float:
