@@ -10,13 +10,21 @@ import os
 import re
 import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
 from config.display import SHOWN_CHARS, shorten
 from config.fieldmaps import MAPPABLE
@@ -40,6 +48,10 @@ MAX_TIMEZONE_CHARS = 64  # the longest IANA key is about 32 characters
 # YAML integers with more digits are kept as text: a 25-digit value is an identifier, never a
 # count, and Python refuses to turn a 5,000-digit string into an int at all.
 MAX_INT_DIGITS = 18
+# Durations (`sla.first_touch`, `review_timeout`): a first touch or a review is minutes to days;
+# a month is far beyond any SLA and keeps every deadline inside the state stores' key TTLs.
+MAX_DURATION = timedelta(days=30)
+MAX_REROUTES = 10
 
 
 class ConfigError(Exception):
@@ -105,6 +117,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
+_DURATION = re.compile(r"(?:(\d{1,6})d)?(?:(\d{1,6})h)?(?:(\d{1,6})m)?(?:(\d{1,6})s)?")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """`15m`, `4h`, `1d`, `1h30m`, `90s` (or a whole number of seconds) as a timedelta; more
+    than zero and at most MAX_DURATION. ValueError says what is expected."""
+    expected = ("a duration such as 15m, 4h, 1d or 1h30m (days d, hours h, minutes m, "
+                "seconds s), more than zero and at most 30d")
+    if isinstance(value, timedelta):
+        duration = value
+    elif isinstance(value, bool):
+        raise ValueError(expected)
+    elif isinstance(value, int):
+        duration = timedelta(seconds=value) if 0 < value <= MAX_DURATION.total_seconds() \
+            else timedelta(0)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip().lower())) \
+            and any(match.groups()):
+        days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+        duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    else:
+        raise ValueError(expected)
+    if not timedelta(0) < duration <= MAX_DURATION:
+        raise ValueError(expected)
+    return duration
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Sla(_Strict):
+    """A first-touch SLA (docs/routing-file.md#first-touch-sla): the new owner must touch the
+    record within `first_touch` of the assignment."""
+
+    first_touch: Duration
+    on_breach: Literal["reroute", "notify_manager"] = "notify_manager"
+    max_reroutes: int = Field(default=1, ge=0, le=MAX_REROUTES)
+
+
+Channel = Literal["slack", "email"]
+CHANNELS: tuple[Channel, ...] = ("slack", "email")
+
+
+class Notify(_Strict):
+    """Who hears about an assignment, and how (docs/routing-file.md#notifications)."""
+
+    channels: list[Channel] = Field(default_factory=lambda: list(CHANNELS))
+    manager_on_fallback: bool = False
+
+
 class OutOfOffice(_Strict):
     """An inclusive date range in the rep's own timezone."""
 
@@ -128,6 +189,7 @@ class Rep(_Strict):
     timezone: str | None = None
     out_of_office: list[OutOfOffice] = Field(default_factory=list)
     active: bool = True
+    slack: str | None = None  # Slack member id (U...); else looked up by `email`
 
 
 class Cap(_Strict):
@@ -152,6 +214,7 @@ class Pool(_Strict):
     weights: dict[str, int] = Field(default_factory=dict)  # bounds checked with their paths
     cap: Cap | None = None
     overflow: Overflow | None = None
+    sla: Sla | None = None
 
 
 class ListDef(_Strict):
@@ -203,6 +266,9 @@ class Rule(_Strict):
     # Conditions are validated (with their own paths) by the rule compiler in sync/conditions.py.
     when: dict[str, Any] | None = None
     assign: Target
+    notify: bool = True  # false: nobody is told of this rule's assignments
+    review: bool = False  # true: decisions wait for a reviewer (pending_review)
+    sla: Sla | None = None
 
 
 FieldMaps = dict[str, dict[str, dict[str, str]]]
@@ -219,6 +285,14 @@ class RoutingFile(_Strict):
     rules: list[Rule] = Field(default_factory=list)
     fallback: FallbackTarget | None = None
     field_maps: FieldMaps = Field(default_factory=dict)
+    notify: Notify | None = None  # None: every configured channel, managers not told
+    sla: Sla | None = None
+    # The field whose change means "touched", per CRM and object: {hubspot: {contacts: x}}.
+    touch_fields: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # Conditions compiled like a rule's `when` (sync/compiler.py), errors under `review_when`.
+    review_when: dict[str, Any] | None = None
+    review_timeout: Duration = timedelta(hours=4)
+    on_review_timeout: Literal["approve", "escalate"] = "escalate"
 
     _source: Path | None = PrivateAttr(default=None)
     _list_domains: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
@@ -682,6 +756,17 @@ def _check_crm_names(routing: RoutingFile, source: str | Path | None, crms: Know
             if obj.lower() not in names:
                 raise ConfigError(source, f"field_maps.{crm}.{obj}",
                                   f"a {crm} object, one of {', '.join(crms[crm])}", obj)
+    for crm, touched in routing.touch_fields.items():
+        if crm not in crms:
+            raise ConfigError(source, f"touch_fields.{crm}", choices, crm)
+        names = {name.lower() for name in crms[crm]}
+        for obj, touch_field in touched.items():
+            if obj.lower() not in names:
+                raise ConfigError(source, f"touch_fields.{crm}.{obj}",
+                                  f"a {crm} object, one of {', '.join(crms[crm])}", obj)
+            if not touch_field.strip():
+                raise ConfigError(source, f"touch_fields.{crm}.{obj}", "a CRM field name",
+                                  touch_field)
 
 
 # An IANA key: ASCII words joined by `/`. No `.` components, no absolute paths, no NUL: ZoneInfo

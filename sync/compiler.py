@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile
+from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
 from sync.models import Record, TraceStep
@@ -47,6 +48,51 @@ class CompiledRouting:
     ignore_keys: frozenset[str]
     warnings: tuple[str, ...]
     raw_fields: frozenset[str] = frozenset()  # CRM fields rules read as `fields.<x>`
+    # Review before writing (docs/routing-file.md#review): rules with `review: true`, and the
+    # top-level `review_when` condition, which holds any decision that would write.
+    review_rules: frozenset[str] = frozenset()
+    review_when: Callable[[Record], bool] | None = None
+
+    @property
+    def review_timeout(self) -> timedelta:
+        """How long an item waits for a reviewer before `on_review_timeout` acts."""
+        return self.file.review_timeout
+
+    @property
+    def on_review_timeout(self) -> str:
+        """`approve` or `escalate` (the default)."""
+        return self.file.on_review_timeout
+
+    @property
+    def reviews(self) -> bool:
+        """Whether any decision may be held for review (the hot path checks this first)."""
+        return bool(self.review_rules) or self.review_when is not None
+
+    def review_reason(self, rule: str | None, record: Record) -> str | None:
+        """Why a decision that would write is held for review instead; None: it is not."""
+        if rule is not None and rule in self.review_rules:
+            return f"rule {rule} has review: true"
+        if self.review_when is not None and self.review_when(record):
+            return "review_when matched"
+        return None
+
+    def sla_for(self, rule: str | None, pool: str | None) -> Sla | None:
+        """The first-touch SLA of an assignment: the rule's, else its pool's, else the file's
+        (the most specific wins); None when none applies."""
+        if rule is not None:
+            for r in self.file.rules:
+                if r.name == rule and r.sla is not None:
+                    return r.sla
+        if pool is not None and pool in self.pools and self.pools[pool].sla is not None:
+            return self.pools[pool].sla
+        return self.file.sla
+
+    def rule_named(self, name: str | None) -> Rule | None:
+        """The routing file's rule of that name (None for no rule, or one not in the file)."""
+        for r in self.file.rules:
+            if r.name == name:
+                return r
+        return None
 
     @property
     def uses_account_owner(self) -> bool:
@@ -142,6 +188,9 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         value = target.rep or target.pool or target.queue
         rules.append(CompiledRule(index=i, name=rule.name, kind=target.kind, target=value,
                                   clauses=tuple(clauses)))
+    review_when = None
+    if routing.review_when is not None:
+        review_when = build_predicate(compile_when(routing.review_when, "review_when", ctx), ctx)
     warnings.extend(ctx.warnings)
 
     queue_keys = {id_key(r.assign.queue) for r in routing.rules if r.assign.queue}
@@ -171,6 +220,8 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         ignore_keys=frozenset(id_key(o) for o in routing.ignore_owners if o.strip()),
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
+        review_rules=frozenset(r.name for r in routing.rules if r.review),
+        review_when=review_when,
     )
 
 

@@ -15,6 +15,7 @@ from config.fieldmaps import MAPPABLE, FieldMaps, merged_field_map
 
 # the record field `object` (docs/operations.md#command-line)
 from sync.models import OBJECTS as RECORD_KINDS
+from sync.models import Decision, Record
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,10 @@ class CrmSpec:
     # The CRM answers a read naming a field it lacks by leaving it out (no error), so every
     # raw `fields.<x>` a rule names can be requested on every object.
     unknown_fields_ignored: bool = False
+    # The field whose change means a rep touched the record, per object: the first-touch SLA
+    # watches it (docs/routing-file.md#touch-fields). An object without one has no SLA unless
+    # the routing file's `touch_fields` names one.
+    touch_fields: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for obj, kind in self.objects.items():
@@ -58,6 +63,16 @@ class CrmSpec:
     def kind(self, obj: str) -> str:
         """The record kind (`account`, `lead`, `contact`) of one of this CRM's objects."""
         return self.objects[self.canonical_object(obj)]
+
+    def touch_field(self, obj: str,
+                    overrides: Mapping[str, Mapping[str, str]] | None = None) -> str | None:
+        """The object's touch field: the routing file's `touch_fields` entry for this CRM and
+        object (object named in any case) when it has one, else the declared default."""
+        obj = self.canonical_object(obj)
+        for named, value in ((overrides or {}).get(self.name) or {}).items():
+            if named.strip().lower() == obj.lower():
+                return value
+        return self.touch_fields.get(obj)
 
     def field_map(self, obj: str, overrides: FieldMaps | None = None) -> dict[str, str]:
         """The object's default field map with a routing file's `field_maps` applied."""
@@ -106,6 +121,24 @@ class WriteResult:
     ok: bool
     error: str | None = None
     retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An owner write that landed: its decision (`written_at` set) and the record it routed."""
+
+    decision: Decision
+    record: Record
+
+
+@runtime_checkable
+class AfterWrite(Protocol):
+    """What follows a landed owner write (notify the rep, watch first touch, remember our own
+    write so a person's change shows as an override). The pipeline calls each follower once per
+    batch of writes, after their audit rows are committed; a follower that raises is logged and
+    never fails routing (docs/operations.md#the-pipeline)."""
+
+    def written(self, crm: str, obj: str, items: Sequence[Written]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

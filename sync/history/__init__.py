@@ -5,14 +5,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sync.history.store import History, HistoryEvent, SchemaOutOfDate, SpeedPoint
+    from sync.history.store import FirstTouchRow, History, SchemaOutOfDate, SpeedPoint
+    from sync.models import HistoryEvent
 
-__all__ = ["History", "HistoryEvent", "SchemaOutOfDate", "SpeedPoint"]
+__all__ = ["FirstTouchRow", "History", "HistoryEvent", "SchemaOutOfDate", "SpeedPoint"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: the embedded state store uses the codec on its hot path and must not pay for
     # SQLAlchemy's import (memory and start-up) unless something reads the history.
+    if name == "HistoryEvent":  # a core value type, re-exported here where it began
+        from sync.models import HistoryEvent
+
+        return HistoryEvent
     if name in __all__:
         from sync.history import store
 

@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
-from sync.models import Decision, Outcome, TraceStep
+from sync.models import Decision, HistoryEvent, Outcome, TraceStep
 
 # Outcome codes stored in `history_decisions.outcome`. Append only: a stored code never changes
 # meaning (0 is left unused so that a zeroed column can never read as a real outcome).
@@ -17,6 +17,7 @@ OUTCOME_CODES: dict[Outcome, int] = {
     Outcome.KEPT_EXISTING: 3,
     Outcome.UNASSIGNED: 4,
     Outcome.SKIPPED: 5,
+    Outcome.PENDING_REVIEW: 6,
 }
 OUTCOMES_BY_CODE: dict[int, Outcome] = {code: o for o, code in OUTCOME_CODES.items()}
 
@@ -233,3 +234,13 @@ LABEL_FIELDS: tuple[tuple[str, str], ...] = (
     ("crm", CRM), ("object", OBJECT), ("owner", OWNER), ("previous_owner", OWNER),
     ("owner_crm_id", CRM_ID), ("pool", POOL), ("rule", RULE), ("trigger", TRIGGER),
 )
+
+
+def event_data(event: HistoryEvent) -> str:
+    """An event's data as the compact JSON its row stores; ValueError naming the event when the
+    data is not JSON (both stores refuse it before their transaction starts)."""
+    try:
+        return json.dumps(dict(event.data), sort_keys=True, separators=(",", ":"),
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"event {event.id} ({event.kind!r}): data is not JSON: {exc}") from None

@@ -1,4 +1,5 @@
-"""Moves decisions from the Redis outbox to the SQL history: in batches, idempotent by id."""
+"""Moves decisions and events from the Redis outboxes to the SQL history: in batches,
+idempotent by id."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Protocol
 
 from config.display import shorten
 from config.urls import redact_urls
-from sync.models import Decision
+from sync.models import Decision, HistoryEvent
 
 log = logging.getLogger("account_router.history")
 
@@ -34,6 +35,12 @@ class OutboxStore(Protocol):
 
     def outbox_bury(self, id: int, why: str) -> bool: ...
 
+    def event_outbox(self, n: int) -> list[tuple[str, HistoryEvent]]: ...
+
+    def event_outbox_ack(self, entries: Sequence[str]) -> None: ...
+
+    def event_outbox_bury(self, entry: str, why: str) -> None: ...
+
     def legacy_audit(self, n: int) -> list[tuple[int, Decision]]: ...
 
     def legacy_audit_ack(self, ids: Sequence[int]) -> None: ...
@@ -47,6 +54,8 @@ class HistorySink(Protocol):
     """What the flusher needs of the history (sync.history.History)."""
 
     def record(self, rows: Sequence[tuple[int, Decision]]) -> int: ...
+
+    def record_events(self, events: Sequence[HistoryEvent]) -> int: ...
 
 
 class FlushError(RuntimeError):
@@ -87,7 +96,9 @@ def _move(store: OutboxStore, history: HistorySink, batch: int) -> int:
     legacy = store.legacy_audit(batch)
     rows = legacy or store.outbox(batch)
     if not rows:
-        return 0
+        # Events after decisions: an event about a decision (notified, sla_breach...) then
+        # never lands in SQL before the decision it is about.
+        return _move_events(store, history, batch)
     new = _record(store, history, rows, isolate=not legacy)
     ids = [i for i, _ in rows]
     if legacy:
@@ -99,6 +110,33 @@ def _move(store: OutboxStore, history: HistorySink, batch: int) -> int:
         log.info("history flush: %d of %d decisions were already stored", len(rows) - new,
                  len(rows))
     return len(rows)
+
+
+def _move_events(store: OutboxStore, history: HistorySink, batch: int) -> int:
+    entries = store.event_outbox(batch)
+    if not entries:
+        return 0
+    _record_events(store, history, entries)
+    store.event_outbox_ack([entry for entry, _ in entries])
+    return len(entries)
+
+
+def _record_events(store: OutboxStore, history: HistorySink,
+                   entries: Sequence[tuple[str, HistoryEvent]]) -> int:
+    """`history.record_events`, isolating an event the database refuses for its content as
+    `_record` isolates a decision."""
+    try:
+        return history.record_events([event for _, event in entries])
+    except Exception as exc:
+        if not refused_content(exc):
+            raise FlushError(describe(exc)) from None
+        if len(entries) == 1:
+            cause = getattr(exc, "orig", None) or exc
+            store.event_outbox_bury(entries[0][0], type(cause).__name__)
+            return 0
+        half = len(entries) // 2
+        return (_record_events(store, history, entries[:half])
+                + _record_events(store, history, entries[half:]))
 
 
 def _record(store: OutboxStore, history: HistorySink, rows: Sequence[tuple[int, Decision]],

@@ -71,12 +71,14 @@ def build_app(settings: Settings, store: StateStore, history: History,
     def retry(crm: str, obj: str, ids: list[str]) -> None:
         from connectors import registry
         from sync.pipeline import Pipeline
+        from tasks.followers import followers_for
 
         if routing is None:
             raise ValueError("no routing file (--config or ACCOUNT_ROUTER_CONFIG) to route with")
         connector = registry.create_for(crm, routing, settings)
         try:
-            Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds
+            Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
+                     followers=followers_for(settings, store, routing, crm),
                      ).route_ids(obj, ids, trigger="reprocess")
         finally:
             connector.close()

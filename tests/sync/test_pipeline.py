@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync.pipeline import NO_OWNER, Move, OwnerLoad, Pipeline
-from sync.ports import QuotaExhausted
+from sync.ports import QuotaExhausted, Written
 from sync.state import open_store
 from tests.builders import routing
 from tests.fakes import FakeCrm, hubspot_owners
@@ -559,3 +559,54 @@ def test_given_a_sweep_resumed_mid_listing_when_the_crm_counts_then_no_total_is_
     crm.quota_after = None
 
     assert progress_of(make(crm, store)) == [(1, 10, None), (2, 15, None)]
+
+
+class Follower:
+    """An AfterWrite follower that keeps what it is handed (and may fail, to prove it is
+    contained)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls: list[tuple[str, str, list[Written]]] = []
+
+    def written(self, crm: str, obj: str, items) -> None:
+        self.calls.append((crm, obj, list(items)))
+        if self.fail:
+            raise RuntimeError("follower down")
+
+
+def test_given_followers_when_writes_land_then_each_gets_the_written_decisions_with_records(
+        crm, store):
+    crm.reject = {"c3": "VALIDATION_ERROR: owner not valid"}
+    crm.records["companies"]["c4"]["hubspot_owner_id"] = "106"  # kept: no write, no follower
+    follower = Follower()
+
+    make(crm, store, followers=[follower]).sweep("companies", now=NOW)
+
+    handed = [item for _, _, items in follower.calls for item in items]
+    assert {c[:2] for c in follower.calls} == {("hubspot", "companies")}
+    assert sorted(i.decision.record_id for i in handed) == sorted(
+        f"c{n}" for n in range(25) if n not in (3, 4))
+    for item in handed:
+        assert item.decision.written_at is not None and item.decision.write_error is None
+        assert item.record.id == item.decision.record_id
+        assert item.record.domain == f"{item.record.id.replace('c', 'co')}.com"
+    # Handed over only once their audit rows are committed.
+    assert audited(store, record_id=handed[0].decision.record_id)[0].written_at is not None
+
+
+def test_given_a_failing_follower_when_sweeping_then_routing_goes_on_and_the_next_follower_runs(
+        crm, store):
+    failing, after = Follower(fail=True), Follower()
+
+    report = make(crm, store, followers=[failing, after]).sweep("companies", now=NOW)
+
+    assert report.written == 25 and not report.failed
+    assert len(failing.calls) == len(after.calls) >= 1
+    assert sum(len(items) for _, _, items in after.calls) == 25
+
+
+def test_given_a_dry_run_then_followers_are_never_called(crm, store):
+    follower = Follower()
+    make(crm, store, followers=[follower], dry_run=True).sweep("companies", now=NOW)
+    assert follower.calls == []
