@@ -21,6 +21,12 @@ PRUNE_TASK = "history.prune"
 # a deploy.
 NOTIFY_TASK = "notify.send"
 NOTIFY_DRAIN_TASK = "notify.drain"
+# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
+# ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
+SLA_CHECK_TASK = "sla.check"
+# Items held for review past their deadline: approved or escalated (tasks/review_tasks.py).
+EXPIRE_REVIEW_TASK = "review.expire"
+EXPIRE_REVIEW_EVERY_SECONDS = 60.0
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -73,7 +79,8 @@ def sweep_schedule(settings: Settings) -> dict[tuple[str, str], float]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object), the history
-    outbox flush, the daily history prune and the notifications' drain."""
+    outbox flush, the daily history prune, the notifications' drain and the first-touch SLA
+    pass every minute."""
     sweeps = {
         f"sweep {crm}:{obj}": {
             "task": SWEEP_PAGE_TASK,
@@ -99,7 +106,19 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         notify["notify drain"] = {
             "task": NOTIFY_DRAIN_TASK, "schedule": NOTIFY_DRAIN_EVERY_SECONDS,
             "options": {"expires": NOTIFY_DRAIN_EVERY_SECONDS, "priority": NOTIFY_PRIORITY}}
-    return sweeps | history | notify
+    sla = {
+        # A pass queued while the workers were down is stale once the next is due; one pass
+        # takes every entry due by then.
+        "sla check": {"task": SLA_CHECK_TASK, "schedule": settings.sla_check_seconds,
+                      "options": {"expires": settings.sla_check_seconds,
+                                  "priority": HISTORY_PRIORITY}},
+    }
+    review = {
+        "review expire": {"task": EXPIRE_REVIEW_TASK, "schedule": EXPIRE_REVIEW_EVERY_SECONDS,
+                          "options": {"expires": EXPIRE_REVIEW_EVERY_SECONDS,
+                                      "priority": HISTORY_PRIORITY}},
+    }
+    return sweeps | history | notify | sla | review
 
 
 @setup_logging.connect
@@ -114,7 +133,8 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
     app = Celery("account_router", broker=settings.redis_url,
-                 include=["tasks.worker", "tasks.history", "tasks.notify"], set_as_current=current)
+                 include=["tasks.worker", "tasks.history", "tasks.notify", "tasks.review_tasks"],
+                 set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue

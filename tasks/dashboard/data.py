@@ -7,19 +7,23 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
 from sync.models import Decision, HistoryEvent, decision_key
 from sync.state.base import LoadRow, PoolSnapshot, StateStore
 
+if TYPE_CHECKING:  # SQLAlchemy loads only when a page reads the history
+    from sync.history.overrides import Override, OverrideRate
+
 # The window selector: name -> label. "today" starts at midnight in the routing file's timezone.
 WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
 DEFAULT_WINDOW = "7d"
 # Speed-to-lead points per window: hours today, 6-hour steps over a week, days over a month.
 BUCKETS = {"today": 24, "7d": 28, "30d": 30}
-OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped")
+OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+            "pending_review")
 PAGE_SIZE = 50
 MAX_OFFSET = 100_000  # 2,000 pages: deeper than anyone pages by hand; an OFFSET scans that far
 MAX_FAILED_SHOWN = 500  # ids listed per CRM object on the failed-writes page
@@ -37,6 +41,25 @@ class SpeedPointLike(Protocol):
     def p50(self) -> float | None: ...
     @property
     def p95(self) -> float | None: ...
+
+
+class FirstTouchLike(Protocol):
+    """`sync.history.FirstTouchRow`: speed to first touch of one rep under one rule."""
+
+    @property
+    def rep(self) -> str: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def touched(self) -> int: ...
+    @property
+    def p50(self) -> float | None: ...
+    @property
+    def p95(self) -> float | None: ...
+    @property
+    def breaches(self) -> int: ...
+    @property
+    def reroutes(self) -> int: ...
 
 
 class HistoryReader(Protocol):
@@ -64,6 +87,9 @@ class HistoryReader(Protocol):
 
     def speed_to_lead(self, since: datetime, until: datetime,
                       buckets: int) -> Sequence[SpeedPointLike]: ...
+
+    def first_touch(self, since: datetime | None = None,
+                    until: datetime | None = None) -> Sequence[FirstTouchLike]: ...
 
 
 def window_bounds(window: str, now: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
@@ -97,6 +123,16 @@ class Overview:
     speed: list[SpeedPointLike]
     rules: list[Share]  # winning rule -> decisions, most first; "" = no rule
     speed_total: int
+    # Speed to first touch per rep and rule, with first-touch SLA breaches and re-routes.
+    first_touch: list[FirstTouchLike] = field(default_factory=list)
+
+    @property
+    def breaches(self) -> int:
+        return sum(r.breaches for r in self.first_touch)
+
+    @property
+    def reroutes(self) -> int:
+        return sum(r.reroutes for r in self.first_touch)
 
     @property
     def latest_speed(self) -> SpeedPointLike | None:
@@ -115,7 +151,8 @@ def overview(history: HistoryReader, since: datetime, until: datetime,
     rules = [Share(rule, n, _pct(n, hit_total))
              for rule, n in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))]
     speed = list(history.speed_to_lead(since, until, buckets))
-    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed))
+    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed),
+                    list(history.first_touch(since, until)))
 
 
 def _pct(part: int, whole: int) -> float:
@@ -334,3 +371,33 @@ def _last_for(history: HistoryReader, record_id: str,
         if found[1].crm == crm:
             return found
     return None
+
+
+# --- overrides ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OverridesView:
+    """The overrides page: one page of the list (newest first) and the rates of the window."""
+
+    rows: list[Override]
+    total: int  # overrides in the window matching the filters
+    more: bool  # a page follows
+    by_rule: list[OverrideRate]
+    by_rep: list[OverrideRate]
+
+
+def overrides(history: HistoryReader, since: datetime, until: datetime, *,
+              rule: str | None = None, rep: str | None = None,
+              offset: int = 0) -> OverridesView:
+    """Overrides with `at` in [since, until), filtered by rule and rep (either side of the
+    change), PAGE_SIZE from `offset`; rates per rule and per rep over the whole window."""
+    from sync.history import History
+    from sync.history.overrides import list_overrides, override_rates
+
+    if not isinstance(history, History):
+        raise ValueError("the overrides page reads a SQL history (sync.history.History)")
+    found = list_overrides(history, since, until, rule=rule, rep=rep)
+    by_rule, by_rep = override_rates(history, since, until)
+    return OverridesView(found[offset:offset + PAGE_SIZE], len(found),
+                         len(found) > offset + PAGE_SIZE, by_rule, by_rep)

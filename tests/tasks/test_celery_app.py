@@ -16,7 +16,9 @@ def test_given_a_short_visibility_timeout_when_the_app_is_made_then_the_broker_u
     assert options == {"visibility_timeout": 5.0, "unacked_restore_interval": 1,
                        "unacked_restore_throttle": 1}
     assert list(app.conf.beat_schedule) == ["sweep hubspot:companies", "history flush",
-                                            "history prune"]
+                                            "history prune", "sla check", "review expire"]
+    assert app.conf.beat_schedule["review expire"]["task"] == "review.expire"
+    assert app.conf.beat_schedule["review expire"]["schedule"] == 60.0
     assert broker_transport_options(Settings(visibility_timeout=60)) == {"visibility_timeout": 60.0}
 
 
