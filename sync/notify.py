@@ -233,7 +233,8 @@ def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": head}},
         {"type": "section", "text": {
-            "type": "mrkdwn", "text": f"*Why:* {slack_escape(notice.reason or _why(notice))}"}},
+            "type": "mrkdwn",
+            "text": _short(f"*Why:* {slack_escape(notice.reason or _why(notice))}", 2900)}},
     ]
     if notice.fields:
         blocks.append({"type": "section", "fields": [

@@ -220,3 +220,20 @@ def test_given_the_embedded_notifier_when_a_write_lands_then_it_sends_inline():
 def test_given_a_notice_when_round_tripped_through_json_then_it_is_equal():
     n = _notice()
     assert Notice.from_json(n.to_json()) == n
+
+
+def test_given_huge_hostile_values_when_rendering_then_slack_limits_hold_and_one_line_subject():
+    name = ("<@U123> &\n" * 2000)
+    [n, *_] = _compose(rec(id="501", name=name, country="DE", employees=1200, industry="x" * 5000))
+    text, blocks = slack_message(n)
+    for block in blocks:
+        if "text" in block:
+            assert len(block["text"]["text"]) <= 3000
+        for f in block.get("fields", []):
+            assert len(f["text"]) <= 2000
+        for e in block.get("elements", []):
+            assert len(e["text"]) <= 3000
+    assert len(blocks[2]["fields"]) <= 10 and len(text) <= 4000
+    assert "<@U123>" not in str(blocks)
+    subject, _, _ = email_message(n)
+    assert len(subject) <= 180 and "\n" not in subject
