@@ -159,14 +159,15 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
     wanted = policy(routing)
     on = [c for c in wanted.channels if c in set(channels)]
     recipients: list[tuple[Role, str]] = [("owner", owner.id)]
-    if decision.outcome == Outcome.FALLBACK and wanted.manager_on_fallback and owner.manager \
-            and owner.manager in routing.reps and owner.manager != owner.id:
-        recipients.append(("manager", owner.manager))
+    if decision.outcome == Outcome.FALLBACK and wanted.manager_on_fallback:
+        manager = _manager_on_fallback(routing, decision, owner.id)
+        if manager is not None:
+            recipients.append(("manager", manager))
 
     sla = routing.sla_for(decision.rule, decision.pool)
     deadline = (decision.written_at + sla.first_touch).isoformat() if sla is not None else None
     used = rule_fields(rule.when) if rule is not None else ()
-    values = tuple((name, _short(record.raw.get(name, "(empty)"), MAX_VALUE_CHARS))
+    values = tuple((name, _short(_value(record, name), MAX_VALUE_CHARS))
                    for name in used[:MAX_FIELDS])
     steps = tuple((s.rule, s.result, s.detail) for s in decision.trace if s.result != "no_match")
     name = _short(record.raw.get("name") or decision.record_id, MAX_NAME_CHARS)
@@ -227,6 +228,31 @@ def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
                 about="sla_breach", action=action,
                 new_owner_name=(moved_to.name or moved_to.id) if moved_to else new_owner))
     return notices
+
+
+def _manager_on_fallback(routing: CompiledRouting, decision: Decision, owner: str
+                         ) -> str | None:
+    """The manager of the rep the winning rule wanted (out of office, paused or at cap, so a
+    backup took it), else of the rep who got it (the file's `fallback`); never the owner."""
+    wanted = owner
+    for rule in routing.rules:
+        if rule.name == decision.rule and rule.kind == "rep" and rule.target is not None \
+                and rule.target in routing.reps:
+            wanted = rule.target
+            break
+    for rep_id in dict.fromkeys((wanted, owner)):
+        manager = routing.reps[rep_id].manager
+        if manager and manager in routing.reps and manager != owner:
+            return manager
+    return None
+
+
+def _value(record: Record, field_name: str) -> str:
+    if field_name == "object":
+        return record.object
+    if field_name == "id":
+        return record.id
+    return record.raw.get(field_name, "(empty)")
 
 
 def _rule(routing: CompiledRouting, name: str | None) -> Any:
