@@ -112,6 +112,9 @@ class RoutingContext:
     account_owners: Mapping[str, str] = field(default_factory=dict)  # domain -> owner id
     # The CRM being routed, with `users`: a rep is then only eligible as an active user there.
     crm: str | None = None
+    # Records whose current owner a person chose over the router's (an override): id -> the
+    # reason to keep it, under every `respect_existing_owner` policy.
+    chosen: Mapping[str, str] = field(default_factory=dict)
     _status: dict[str, str | None] = field(default_factory=dict, init=False)
     _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
     _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
@@ -325,8 +328,26 @@ class RoutingContext:
         return True, "valid owner"
 
 
+_REVIEWABLE = (Outcome.ASSIGNED, Outcome.FALLBACK)
+
+
 def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decision:
-    """Route one record. Pure: reads the context, never changes it; see `RoutingContext.apply`."""
+    """Route one record. Pure: reads the context, never changes it; see `RoutingContext.apply`.
+
+    A decision that would write but is held for review (a rule's `review: true`, or the
+    top-level `review_when`) comes out `pending_review`: same owner, same pool turn (the turn
+    is taken; docs/routing-file.md#review), nothing to write."""
+    decision = _decide(record, ctx, trigger)
+    routing = ctx.routing
+    if routing.reviews and decision.outcome in _REVIEWABLE:
+        why = routing.review_reason(decision.rule, record)
+        if why is not None:
+            return decision._replace(outcome=Outcome.PENDING_REVIEW,
+                                     reason=f"{decision.reason}; held for review ({why})")
+    return decision
+
+
+def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
     routing = ctx.routing
     now = ctx.now
     owner = record.owner
@@ -336,6 +357,15 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
         if known is None:
             known = ctx._owners[owner] = _owner(owner, ctx)
         previous = known.previous
+        if ctx.chosen and record.id in ctx.chosen and \
+                id_key(owner) not in routing.ignore_keys:
+            return Decision(
+                record_id=record.id, object=record.object, crm=record.crm,
+                outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
+                owner=known.rep_id or owner, owner_crm_id=owner, rule=None,
+                reason=ctx.chosen[record.id], trigger=trigger,
+                created_at=record.created_at, decided_at=now,
+            )
         if known.kept_reason is not None:
             return Decision(
                 record_id=record.id, object=record.object, crm=record.crm,

@@ -21,8 +21,17 @@ from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
 from sync.engine import route_batch, skipped
 from sync.metrics import Metrics, NullMetrics
-from sync.models import Decision, Outcome, Record
+from sync.models import Decision, Outcome, Record, ReviewItem, decision_key, review_id
 from sync.normalize import build_record, id_key
+from sync.overrides import (
+    DEFAULT_MARK_TTL,
+    Overrides,
+    OwnerChange,
+    OwnWrites,
+    Verdict,
+    judge,
+    kept_reason,
+)
 from sync.ports import (
     AfterWrite,
     Connector,
@@ -86,6 +95,10 @@ class RunReport:
                 self.reps[decision.owner] += 1
 
 
+class RecordBusy(RuntimeError):
+    """The record's lock is held elsewhere (a batch routing it right now)."""
+
+
 @dataclass
 class _Held:
     """A decided owner write not yet sent: its record stays locked (under `token`) until the
@@ -133,11 +146,16 @@ class Pipeline:
         dry_run: bool = False,
         metrics: Metrics | None = None,
         followers: Sequence[AfterWrite] = (),
+        mark_ttl: timedelta = DEFAULT_MARK_TTL,
     ) -> None:
         self.connector = connector
         # Called with each batch of landed owner writes (notify, first-touch watch, own-write
         # marks); see `_follow`.
         self.followers = tuple(followers)
+        # Our own writes are marked before their records are unlocked, ahead of the other
+        # followers: a person's change is then never confused with our write's echo, whatever
+        # path wrote (docs/operations.md#overrides).
+        self.own_writes = OwnWrites(store, mark_ttl)
         self.crm = connector.name
         self.spec = connector.spec  # the CRM's objects and field maps, as it declares them
         self.routing = routing
@@ -150,6 +168,9 @@ class Pipeline:
         self._users: Mapping[str, OwnerInfo] | None = None
         self._users_at: datetime | None = None
         self.metrics: Metrics = metrics or NullMetrics()
+        self.overrides = Overrides(
+            store, metrics=self.metrics, clock=clock,
+            rep_of=lambda owner: routing.owner_to_rep.get(id_key(owner)))
         # CRM calls are reported as deltas of `connector.stats()` since the last report; the
         # baseline is shared by every run of this pipeline, so overlapping runs never count a
         # call twice.
@@ -248,6 +269,59 @@ class Pipeline:
         finally:
             self._report_calls()  # the read above is outside the batch
         return report
+
+    def write_decided(self, obj: str, decision: Decision, *, expect_owner: str | None,
+                      now: datetime | None = None) -> Decision:
+        """Write an owner decided outside routing (a review approved or reassigned): lock the
+        record, re-read its owner, and write only if it is still `expect_owner` (the owner it
+        had when the proposal was made), through the same write path as routing (audited,
+        followers run). Returns the audited decision: written (`written_at` set), failed
+        (`write_error`), or `kept_existing` when someone else set an owner meanwhile (nothing
+        written) or `skipped` when the record is gone. Raises RecordBusy when another worker
+        holds the record's lock."""
+        obj = self.spec.canonical_object(obj)
+        instant = now or self.clock()
+        report = RunReport(self.crm, obj, settled=[])
+        key = f"{self.crm}:{obj}:{decision.record_id}"
+        token = _lock_owner.get() or uuid.uuid4().hex
+        if key not in self.store.lock_records([key], token, self.lock_ttl):
+            raise RecordBusy(f"{key} is being routed by another worker; try again")
+        try:
+            # The whole record, not only its owner: the followers (notify...) are given it.
+            found = self.connector.read_records(obj, [decision.record_id])
+            record = self.to_record(obj, found[0]) if found else None
+        except BaseException:
+            self.store.unlock_records([key], token)
+            raise
+        finally:
+            self._report_calls()
+        if record is None:
+            self.store.unlock_records([key], token)
+            gone = skipped(decision.record_id, "record gone from the CRM", instant,
+                           object=decision.object, crm=self.crm, trigger=decision.trigger)
+            self.store.commit({}, [], [gone])
+            return gone
+        current = record.owner
+        if id_key(current or "") != id_key(expect_owner or ""):
+            self.store.unlock_records([key], token)
+            rep = self.routing.rep_for_owner(current)
+            kept = decision._replace(
+                outcome=Outcome.KEPT_EXISTING, previous_owner=rep or current,
+                owner=rep or current, owner_crm_id=current, turn=None,
+                reason=f"owner set to {rep or current or 'nobody'} while the proposal "
+                       f"({decision.owner}) waited; not overwritten")
+            self.store.commit({}, [], [kept])
+            return kept
+        assert decision.owner_crm_id is not None  # the caller writes a CRM owner id
+        writes = _Writes()
+        writes.held[decision.record_id] = _Held(decision, decision.owner_crm_id, key, token,
+                                                0, instant, record)
+        try:
+            self._flush(obj, writes, report, everything=True)
+        finally:
+            self._report_calls()
+        assert report.settled  # _flush audits the one held write, whatever its fate
+        return report.settled[-1]
 
     def sweep(self, obj: str, *, full: bool = False, since: datetime | None = None,
               now: datetime | None = None,
@@ -426,6 +500,36 @@ class Pipeline:
         `ROUTED_WINDOW` before `now`."""
         obj = self.spec.canonical_object(obj)
         instant = now or self.clock()
+        records, unreadable, decisions = self.decide_all(obj, now=instant)
+
+        def who(owner: str | None) -> str:
+            # Owners by rep id where the routing file knows them, so before and after compare.
+            if not owner:
+                return NO_OWNER
+            return self.routing.owner_to_rep.get(id_key(owner)) or owner
+
+        before: Counter[str] = Counter()
+        after: Counter[str] = Counter()
+        moves: list[Move] = []
+        for record, decision in zip(records, decisions, strict=True):
+            now_owner = who(record.owner)
+            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
+            before[now_owner] += 1
+            after[new] += 1
+            if new != NO_OWNER and new != now_owner:
+                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
+        loads = tuple(OwnerLoad(o, before[o], after[o])
+                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
+        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, unreadable)
+        return result if history is None else self.with_history(result, history, now=instant)
+
+    def decide_all(self, obj: str, *, now: datetime | None = None
+                   ) -> tuple[list[Record], tuple[str, ...], list[Decision]]:
+        """Every record of `obj` and what this routing file decides for it now, in listing
+        order, plus the ids the field map could not normalize. Reads only, as `simulate`:
+        nothing written, audited or locked; pool cursors read, never advanced."""
+        obj = self.spec.canonical_object(obj)
+        instant = now or self.clock()
         try:
             crm_records: list[CrmRecord] = []
             cursor: str | None = None
@@ -448,27 +552,7 @@ class Pipeline:
                                     crm=self.crm, account_owners=self._account_owners(records))
         finally:
             self._report_calls()
-
-        def who(owner: str | None) -> str:
-            # Owners by rep id where the routing file knows them, so before and after compare.
-            if not owner:
-                return NO_OWNER
-            return self.routing.owner_to_rep.get(id_key(owner)) or owner
-
-        before: Counter[str] = Counter()
-        after: Counter[str] = Counter()
-        moves: list[Move] = []
-        for record, decision in zip(records, decisions, strict=True):
-            now_owner = who(record.owner)
-            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
-            before[now_owner] += 1
-            after[new] += 1
-            if new != NO_OWNER and new != now_owner:
-                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
-        loads = tuple(OwnerLoad(o, before[o], after[o])
-                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
-        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
-        return result if history is None else self.with_history(result, history, now=instant)
+        return records, tuple(unreadable), decisions
 
     def with_history(self, simulation: Simulation, history: History, *,
                      now: datetime | None = None) -> Simulation:
@@ -592,19 +676,25 @@ class Pipeline:
         waiting: set[str] = set()  # ids whose write is held: locked and audited at the flush
         try:
             mine = self._recheck(obj, mine, read_at, audit, instant, kind, trigger)
+            reviewing = self._under_review(obj, mine)
             records: list[Record] = []
             for crm_record in mine:
+                if crm_record.id in reviewing:
+                    continue
                 try:
                     records.append(self.to_record(obj, crm_record))
                 except ValueError as exc:
                     audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
                                          crm=self.crm, trigger=trigger))
+            chosen = self._chosen(obj, mine, records, trigger)
             decisions = route_batch(
                 records, self.routing, self.store, instant, trigger=trigger, users=self.users(),
                 account_owners=self._account_owners(records), audit=False,
-                dry_run=self.dry_run, crm=self.crm)
+                dry_run=self.dry_run, crm=self.crm, chosen=chosen)
             current = {r.id: r.owner for r in records}
             by_id = {r.id: r for r in records}
+            if not self.dry_run:
+                self._hold_for_review(obj, decisions, instant, current)
             decided, pending = self._plan(obj, decisions, current, report)
             if not self.dry_run:
                 for record_id, owner in pending.items():
@@ -643,6 +733,63 @@ class Pipeline:
                 "write_failed": report.write_failed - failed_before,
                 "held": len(writes.held),
                 "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
+
+    def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
+                trigger: str) -> dict[str, str]:
+        """Overrides seen in this batch's owners (a person changed the owner we wrote) are
+        recorded; returns the records whose owner a person chose, with the reason to keep it
+        (docs/operations.md#overrides). An explicit reprocess routes them as usual."""
+        if not records:
+            return {}
+        marks = self.store.owner_marks(self.crm, obj, [r.id for r in records])
+        if not marks:
+            return {}
+        raw = {r.id: r for r in crm_records}
+        changes = []
+        for record in records:
+            if record.id not in marks:
+                continue
+            crm_record = raw.get(record.id)
+            by = crm_record.properties.get("LastModifiedById") if crm_record else None
+            changes.append(OwnerChange(
+                record.id, record.owner,
+                at=crm_record.modified_at if crm_record is not None else None,
+                by=by if isinstance(by, str) and by else None, source=trigger))
+        if self.dry_run:
+            verdicts = {c.record_id: judge(marks[c.record_id], c) for c in changes}
+        else:
+            verdicts = self.overrides.observe(self.crm, obj, changes, marks)
+        if trigger == "reprocess":
+            return {}
+        chosen: dict[str, str] = {}
+        for record in records:
+            mark = marks.get(record.id)
+            if mark is None or record.owner is None:
+                continue
+            if mark.overridden or verdicts.get(record.id) in (Verdict.OVERRIDE,
+                                                              Verdict.ALREADY):
+                chosen[record.id] = kept_reason(mark, record.owner)
+        return chosen
+    def _under_review(self, obj: str, records: Sequence[CrmRecord]) -> set[str]:
+        """Records with an open review item: left alone (a reviewer decides them; routing them
+        again would take a second pool turn), and off the retry list, since the review's own
+        write is what settles them."""
+        if not records or self.dry_run:
+            return set()
+        reviewing = self.store.under_review(self.crm, obj, [r.id for r in records])
+        if reviewing:
+            self.store.remove_failed(self.crm, obj, sorted(reviewing))
+        return reviewing
+
+    def _hold_for_review(self, obj: str, decisions: Sequence[Decision], instant: datetime,
+                         owners: Mapping[str, str | None]) -> None:
+        """Open a review item for each decision held for review (its pool turn is already
+        taken), remembering the owner the record had, which approval checks again."""
+        held = [d for d in decisions if d.outcome == Outcome.PENDING_REVIEW]
+        if held:
+            deadline = instant + self.routing.review_timeout
+            self.store.add_reviews([review_item(d, obj, deadline, owners.get(d.record_id))
+                                    for d in held])
 
     def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
                  audit: list[Decision], instant: datetime, kind: str, trigger: str
@@ -767,6 +914,9 @@ class Pipeline:
         for decision in out.values():
             self._counted(decision, report)
         self.store.commit({}, [], list(out.values()))
+        landed = [Written(out[h.decision.record_id], h.record) for h in held
+                  if out[h.decision.record_id].written_at is not None]
+        self._follow(obj, landed, (self.own_writes,))
         if report.settled is not None:
             report.settled.extend(out.values())
         tokens: dict[str, list[str]] = {}
@@ -774,17 +924,16 @@ class Pipeline:
             tokens.setdefault(h.token, []).append(h.key)
         for token, keys in tokens.items():
             self.store.unlock_records(keys, token)
-        self._follow(obj, [Written(out[h.decision.record_id], h.record) for h in held
-                           if out[h.decision.record_id].written_at is not None])
+        self._follow(obj, landed, self.followers)
 
-    def _follow(self, obj: str, items: list[Written]) -> None:
+    def _follow(self, obj: str, items: list[Written], followers: Sequence[AfterWrite]) -> None:
         """Hand the landed writes to each follower, after their audit rows are committed and
         their locks released. What follows a write must never undo it or stop the next batch,
         so a follower's failure is logged, with the count but not the records (customer data),
         and routing goes on."""
         if not items or self.dry_run:
             return
-        for follower in self.followers:
+        for follower in followers:
             try:
                 follower.written(self.crm, obj, items)
             except Exception:
@@ -797,6 +946,21 @@ class Pipeline:
     def _mark_unwritten(out: dict[str, Decision], ids: Mapping[str, str], why: str) -> None:
         for record_id in ids:
             out[record_id] = out[record_id]._replace(write_error=f"{why}; retried next run")
+
+
+def review_item(decision: Decision, obj: str, deadline: datetime,
+                previous_owner: str | None) -> ReviewItem:
+    """The review item for a decision held for review on the CRM object `obj`;
+    `previous_owner` is the record's CRM owner id when decided."""
+    assert decision.owner is not None and decision.decided_at is not None  # held ones have both
+    return ReviewItem(
+        id=review_id(decision_key(decision)),
+        record_id=decision.record_id, crm=decision.crm, object=obj,
+        proposed_owner=decision.owner, proposed_crm_id=decision.owner_crm_id,
+        rule=decision.rule, pool=decision.turn.pool if decision.turn else decision.pool,
+        window=decision.turn.window if decision.turn else None, reason=decision.reason,
+        previous_owner=previous_owner, created_at=decision.decided_at,
+        deadline=deadline)
 
 
 def _checkpoint(since: datetime | None, cursor: str | None, max_seen: datetime | None

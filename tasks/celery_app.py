@@ -19,6 +19,10 @@ PRUNE_TASK = "history.prune"
 # DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
 # ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
 SLA_CHECK_TASK = "sla.check"
+# Notifications (tasks/notify.py): names fixed by the issue's brief, so queued messages survive
+# a deploy.
+NOTIFY_TASK = "notify.send"
+NOTIFY_DRAIN_TASK = "notify.drain"
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -31,6 +35,10 @@ SWEEP_PRIORITY = 6
 # The history flush goes after webhook batches (a new lead's owner first) but before sweep
 # pages, so a long sweep backlog cannot hold the outbox back from the database.
 HISTORY_PRIORITY = 3
+# A rep hears of a new lead within seconds: after webhook batches, before sweep pages.
+NOTIFY_PRIORITY = 2
+# Beat sends what a killed worker or a retryable failure left waiting.
+NOTIFY_DRAIN_EVERY_SECONDS = 30.0
 
 
 def broker_transport_options(settings: Settings) -> dict[str, float]:
@@ -61,7 +69,8 @@ def sweep_schedule(settings: Settings) -> dict[tuple[str, str], float]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object), the history
-    outbox flush, the daily history prune and the first-touch SLA pass every minute."""
+    outbox flush, the daily history prune, the notifications' drain and the first-touch SLA
+    pass every minute."""
     sweeps = {
         f"sweep {crm}:{obj}": {
             "task": SWEEP_PAGE_TASK,
@@ -82,6 +91,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "history prune": {"task": PRUNE_TASK, "schedule": PRUNE_EVERY_SECONDS,
                           "options": {"expires": 3600.0, "priority": HISTORY_PRIORITY}},
     }
+    notify = {}
+    if settings.slack_token is not None or settings.smtp_url is not None:
+        notify["notify drain"] = {
+            "task": NOTIFY_DRAIN_TASK, "schedule": NOTIFY_DRAIN_EVERY_SECONDS,
+            "options": {"expires": NOTIFY_DRAIN_EVERY_SECONDS, "priority": NOTIFY_PRIORITY}}
     sla = {
         # A pass queued while the workers were down is stale once the next is due; one pass
         # takes every entry due by then.
@@ -89,7 +103,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                       "options": {"expires": settings.sla_check_seconds,
                                   "priority": HISTORY_PRIORITY}},
     }
-    return sweeps | history | sla
+    return sweeps | history | notify | sla
 
 
 @setup_logging.connect
@@ -104,7 +118,7 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
     app = Celery("account_router", broker=settings.redis_url,
-                 include=["tasks.worker", "tasks.history"], set_as_current=current)
+                 include=["tasks.worker", "tasks.history", "tasks.notify"], set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue

@@ -22,8 +22,8 @@ from connectors.simulator import Simulator, serve
 from sync.pipeline import Pipeline, RunReport
 from sync.state.base import LoadRow
 from sync.state.sqlite import SqliteStateStore
+from tasks.followers import followers_for
 from tasks.metrics import LocalMetrics
-from tasks.sla import sla_follower
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "routing.yaml"
 OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
@@ -72,7 +72,7 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
                 connector = registry.create_for(crm, routing, settings)
                 try:
                     pipeline = Pipeline(connector, routing, store, metrics=metrics,
-                                        followers=[sla_follower(crm, routing, store)])
+                                        followers=followers_for(settings, store, routing))
                     for obj in objects:
                         reports.append(pipeline.sweep(obj, full=True))
                 finally:
@@ -95,7 +95,8 @@ def _print(console: Console, pools: Mapping[str, Pool], reports: list[RunReport]
     for r in reports:
         outcomes.add_column(f"{'HubSpot' if r.crm == 'hubspot' else 'Salesforce'}\n{r.object}",
                             justify="right")
-    for name in ("assigned", "fallback", "kept_existing", "unassigned", "skipped"):
+    for name in ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+                 "pending_review"):
         outcomes.add_row(name, *(str(r.outcomes.get(name, 0)) for r in reports))
     outcomes.add_row("owners written", *(str(r.written) for r in reports))
     outcomes.add_row("write failures", *(str(r.write_failed) for r in reports))

@@ -88,6 +88,7 @@ class Snapshot:
     sla_breaches: Counter[str] = field(default_factory=Counter)
     touch_buckets: Counter[str] = field(default_factory=Counter)  # le -> count
     touch_sum: float = 0.0
+    overrides: Counter[str] = field(default_factory=Counter)  # rule ("" outside rules)
 
     def families(self) -> Iterator[Metric]:
         yield _counter("decisions", "Routing decisions by outcome and rule.",
@@ -121,6 +122,8 @@ class Snapshot:
         touch.add_metric([], _cumulative(FIRST_TOUCH_BUCKETS, self.touch_buckets),
                          self.touch_sum)
         yield touch
+        yield _counter("overrides", "Owners the router wrote that a person changed, by rule.",
+                       ["rule"], {(k,): v for k, v in self.overrides.items()})
 
     def rate_limited(self) -> Counter[tuple[str, ...]]:
         """429s per CRM, read off the call counter rather than counted again, so the two series
@@ -202,6 +205,9 @@ class LocalMetrics(_Base):
         with self._lock:
             self._data.touch_buckets[bucket_of(seconds, FIRST_TOUCH_BUCKETS)] += 1
             self._data.touch_sum += seconds
+    def override(self, rule: str | None) -> None:
+        with self._lock:
+            self._data.overrides[rule or ""] += 1
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -211,7 +217,8 @@ class LocalMetrics(_Base):
                             {k: Counter(v) for k, v in data.buckets.items()}, dict(data.sums),
                             sla_breaches=Counter(data.sla_breaches),
                             touch_buckets=Counter(data.touch_buckets),
-                            touch_sum=data.touch_sum)
+                            touch_sum=data.touch_sum,
+                            overrides=Counter(data.overrides))
 
 
 class RedisMetrics(_Base):
@@ -249,6 +256,9 @@ class RedisMetrics(_Base):
     def quota_stop(self, crm: str) -> None:
         self._incr("quota_stops", (crm,))
 
+    def override(self, rule: str | None) -> None:
+        self._incr("overrides", (rule or "",))
+
     def speed(self, stage: str, seconds: float) -> None:
         try:
             with self._r.pipeline(transaction=True) as pipe:
@@ -276,10 +286,10 @@ class RedisMetrics(_Base):
         """Every counter, read in one round trip (raises if Redis is unreachable)."""
         with self._r.pipeline(transaction=False) as pipe:
             for name in ("decisions", "crm_calls", "retries", "quota_stops", "speed:buckets",
-                         "speed:sum", "sla_breaches", "first_touch"):
+                         "speed:sum", "sla_breaches", "first_touch", "overrides"):
                 pipe.hgetall(self._key(name))
-            (decisions, calls, retries, stops, buckets, sums, breaches,
-             touch) = pipe.execute()
+            (decisions, calls, retries, stops, buckets, sums, breaches, touch,
+             overrides) = pipe.execute()
         data = Snapshot(
             decisions=Counter({_labels(k, 2): int(v) for k, v in decisions.items()}),
             crm_calls=Counter({_labels(k, 3): int(v) for k, v in calls.items()}),
@@ -289,6 +299,7 @@ class RedisMetrics(_Base):
             sla_breaches=Counter({_labels(k, 1)[0]: int(v) for k, v in breaches.items()}),
             touch_buckets=Counter({k: int(v) for k, v in touch.items() if k != "sum"}),
             touch_sum=float(touch.get("sum", 0.0)),
+            overrides=Counter({_labels(k, 1)[0]: int(v) for k, v in overrides.items()}),
         )
         for key, value in buckets.items():
             stage, le = _labels(key, 2)

@@ -44,9 +44,10 @@ from tasks.celery_app import (
     SWEEP_PRIORITY,
     app,
 )
+from tasks.followers import followers_for
 from tasks.metrics import metrics_for
 from tasks.routing_files import Stamp, files_stamp, routing_files
-from tasks.sla import check_pass, sla_follower
+from tasks.sla import check_pass
 
 log = get_task_logger(__name__)
 
@@ -137,7 +138,7 @@ def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipelin
         raise
     return Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
                     metrics=metrics_for(settings),
-                    followers=[sla_follower(crm, routing, store)])
+                    followers=followers_for(settings, store, routing))
 
 
 def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:

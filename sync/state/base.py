@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, Self, runtime_checkable
 
-from sync.models import Decision, HistoryEvent
+from sync.models import Decision, HistoryEvent, ReviewItem
 
 
 @dataclass(slots=True)
@@ -92,6 +93,55 @@ class LoadRow:
     pool: str | None
     outcome: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerMark:
+    """An own-write mark: the owner the router last wrote to one record, and what it knew then,
+    so a later owner change by anyone else is told apart from our own write's echo
+    (docs/operations.md#overrides). `overridden_*` are set once a person changed it."""
+
+    crm: str
+    object: str  # the CRM's object name, e.g. `companies`, `Lead`
+    record_id: str
+    owner: str  # the CRM owner id written
+    written_at: datetime
+    decision: str = ""  # the decision's natural key (`sync.models.decision_key`)
+    kind: str = "account"  # the record kind (`account`, `lead`, `contact`), as decisions say
+    rep: str | None = None  # the rep id written, when the owner is a rep
+    rule: str | None = None
+    pool: str | None = None
+    overridden_to: str | None = None  # the owner a person set instead (CRM id)
+    overridden_at: datetime | None = None
+    overridden_by: str | None = None  # who, when the CRM said
+
+    @property
+    def overridden(self) -> bool:
+        return self.overridden_at is not None
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "crm": self.crm, "object": self.object, "record_id": self.record_id,
+            "owner": self.owner, "written_at": self.written_at.isoformat(),
+            "decision": self.decision, "kind": self.kind, "rep": self.rep, "rule": self.rule,
+            "pool": self.pool,
+            "overridden_to": self.overridden_to,
+            "overridden_at": self.overridden_at.isoformat() if self.overridden_at else None,
+            "overridden_by": self.overridden_by,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> OwnerMark:
+        data = json.loads(text)
+        at = data.get("overridden_at")
+        return cls(crm=data["crm"], object=data["object"], record_id=data["record_id"],
+                   owner=data["owner"], written_at=datetime.fromisoformat(data["written_at"]),
+                   decision=data.get("decision", ""), kind=data.get("kind", "account"),
+                   rep=data.get("rep"),
+                   rule=data.get("rule"), pool=data.get("pool"),
+                   overridden_to=data.get("overridden_to"),
+                   overridden_at=datetime.fromisoformat(at) if at else None,
+                   overridden_by=data.get("overridden_by"))
 
 
 class ClosesOnExit:
@@ -195,5 +245,51 @@ class StateStore(Protocol):
 
     def watching(self) -> int:
         """How many entries are watched, claimed or not."""
+    # --- own-write marks (docs/operations.md#overrides) ---------------------------------
+
+    def set_owner_marks(self, marks: Sequence[OwnerMark], ttl_seconds: float) -> None:
+        """Remember the owners the router wrote, one mark per record, for `ttl_seconds`. A
+        mark replaces the record's mark (and its override) unless the stored one was written
+        later (a redelivered follower never turns a record's mark back)."""
+
+    def owner_marks(self, crm: str, object: str, ids: Sequence[str]) -> dict[str, OwnerMark]:
+        """The live marks of these records, by record id (absent: the router wrote none)."""
+
+    def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
+                        by: str | None = None) -> bool:
+        """Record that a person set owner `to` instead of `mark.owner`: True for exactly one
+        caller, when the stored mark is still `mark`'s write (same decision and owner) and
+        not overridden yet; otherwise change nothing and return False. Atomic across
+        processes, so a change seen twice (a webhook and a sweep) counts once."""
+    # --- review items (docs/operations.md#review-before-writing) ------------------------
+
+    def add_reviews(self, items: Sequence[ReviewItem]) -> None:
+        """Open these items, except where the record already has an open item (the first one
+        stays: a record is under review once) or the id is already known (a redelivered
+        batch recording the same decision again)."""
+
+    def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
+        """Open items, oldest first (`closed`: closed items instead, newest first)."""
+
+    def review(self, id: str) -> ReviewItem | None:
+        """One item, open or closed; None for an unknown id."""
+
+    def under_review(self, crm: str, object: str, ids: Sequence[str]) -> set[str]:
+        """Which of these records have an open item (the pipeline leaves them alone)."""
+
+    def claim_review(self, id: str, ttl_seconds: float) -> ReviewItem | None:
+        """Lease an open item to one caller: of concurrent callers exactly one gets the item,
+        the others None (so do callers on a closed or unknown id). The lease lapses after
+        `ttl_seconds` so a reviewer killed mid-approval does not hold it forever."""
+
+    def release_review(self, id: str) -> None:
+        """Give a claimed item back to the queue (its write could not be made now)."""
+
+    def close_review(self, item: ReviewItem) -> None:
+        """Store `item` (status approved, reassigned or superseded) as closed: it leaves the
+        queue and its record is no longer under review."""
+
+    def escalate_review(self, id: str) -> bool:
+        """Mark an open item escalated; True for the one call that did (escalate once)."""
 
     def close(self) -> None: ...

@@ -13,7 +13,18 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, dashboard, db, reps, routing, serve, simulate, sla
+from tasks.cli import (
+    crm,
+    dashboard,
+    db,
+    overlaps,
+    reps,
+    review,
+    routing,
+    serve,
+    simulate,
+    sla,
+)
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -38,9 +49,11 @@ app.command()(crm.demo)
 app.command()(crm.simulator)
 app.command()(simulate.simulate)
 app.command("sla-check")(sla.sla_check)
+app.command()(overlaps.overlaps)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
 app.add_typer(db.app, name="db")
+app.add_typer(review.app, name="review")
 
 __all__ = ["app", "main"]
 

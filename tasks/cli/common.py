@@ -270,8 +270,8 @@ def open_pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | Non
     credential errors become exit 2 (exit 1 for a CRM failure mid-run); closed on exit."""
     # Deferred: Prometheus and kombu's Redis transport load only for commands that run a
     # pipeline, not for every start of the CLI.
+    from tasks.followers import followers_for
     from tasks.metrics import metrics_for
-    from tasks.sla import sla_follower
 
     settings = Settings()
     try:
@@ -289,7 +289,7 @@ def open_pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | Non
         yield Pipeline(connector, routing, store, dry_run=dry_run,
                        recheck_after=settings.recheck_after_seconds,
                        metrics=metrics_for(settings),
-                       followers=[sla_follower(crm, routing, store)]), obj
+                       followers=followers_for(settings, store, routing)), obj
     except CredentialsError as exc:
         fail(str(exc))
     except CrmError as exc:

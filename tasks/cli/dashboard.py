@@ -67,18 +67,18 @@ def build_app(settings: Settings, store: StateStore, history: History,
               routing: CompiledRouting | None) -> FastAPI:
     """The local dashboard app; its retry runs the pipeline's reprocess in this process."""
     from tasks.dashboard import local_app
-    from tasks.sla import sla_follower
 
     def retry(crm: str, obj: str, ids: list[str]) -> None:
         from connectors import registry
         from sync.pipeline import Pipeline
+        from tasks.followers import followers_for
 
         if routing is None:
             raise ValueError("no routing file (--config or ACCOUNT_ROUTER_CONFIG) to route with")
         connector = registry.create_for(crm, routing, settings)
         try:
             Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
-                     followers=[sla_follower(crm, routing, store)]
+                     followers=followers_for(settings, store, routing),
                      ).route_ids(obj, ids, trigger="reprocess")
         finally:
             connector.close()

@@ -36,8 +36,9 @@ def sla_check(
     # Deferred like open_pipeline's: the metrics and connectors load only for this command.
     from connectors import registry
     from connectors.settings import Settings
+    from tasks.followers import followers_for
     from tasks.metrics import metrics_for
-    from tasks.sla import check_pass, sla_follower
+    from tasks.sla import check_pass
 
     routing = load_routing_file(config)
     instant = parse_instant(now) if now else datetime.now(UTC)
@@ -59,7 +60,7 @@ def sla_check(
             pipelines[crm] = Pipeline(connectors[crm], routing, store,
                                       recheck_after=settings.recheck_after_seconds,
                                       metrics=metrics_for(settings),
-                                      followers=[sla_follower(crm, routing, store)])
+                                      followers=followers_for(settings, store, routing))
         return pipelines[crm]
 
     try:

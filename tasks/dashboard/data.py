@@ -8,11 +8,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
-from urllib.parse import quote
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
-from sync.models import Decision
+from sync.models import Decision, HistoryEvent, decision_key
 from sync.state.base import LoadRow, PoolSnapshot, StateStore
 
 # The window selector: name -> label. "today" starts at midnight in the routing file's timezone.
@@ -20,7 +19,8 @@ WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
 DEFAULT_WINDOW = "7d"
 # Speed-to-lead points per window: hours today, 6-hour steps over a week, days over a month.
 BUCKETS = {"today": 24, "7d": 28, "30d": 30}
-OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped")
+OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+            "pending_review")
 PAGE_SIZE = 50
 MAX_OFFSET = 100_000  # 2,000 pages: deeper than anyone pages by hand; an OFFSET scans that far
 MAX_FAILED_SHOWN = 500  # ids listed per CRM object on the failed-writes page
@@ -69,6 +69,11 @@ class HistoryReader(Protocol):
         ...
 
     def decision(self, id: int) -> Decision | None: ...
+
+    def events(self, decision_id: int | None = None, record_id: str | None = None,
+               kind: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, limit: int | None = None
+               ) -> list[HistoryEvent]: ...
 
     def load(self, since: datetime | None = None,
              until: datetime | None = None) -> list[LoadRow]: ...
@@ -277,31 +282,45 @@ def _count(snapshot: PoolSnapshot | None, rep: str) -> int:
     return snapshot.counts.get(rep, 0) if snapshot is not None else 0
 
 
-# --- CRM links ---------------------------------------------------------------------------
+# --- a decision's events ----------------------------------------------------------------
 
-_HUBSPOT_TYPES = {"account": "0-2", "contact": "0-1"}
-_SALESFORCE_OBJECTS = {"account": "Account", "lead": "Lead", "contact": "Contact"}
+MAX_EVENTS_SHOWN = 50  # per decision page; a record's events are few (notices, a breach...)
 
 
-def crm_link(decision: Decision, hubspot_portal_id: str | None,
-             salesforce_instance_url: str | None) -> str | None:
-    """The record's page in its CRM: HubSpot's record URL (portal id needed), Salesforce
-    Lightning's; None when the setting is missing or the object has no such page."""
-    record = quote(decision.record_id, safe="")
-    if decision.crm == "hubspot" and hubspot_portal_id:
-        kind = _HUBSPOT_TYPES.get(decision.object)
-        if kind is None:
-            return None
-        return (f"https://app.hubspot.com/contacts/{quote(hubspot_portal_id, safe='')}"
-                f"/record/{kind}/{record}")
-    if decision.crm == "salesforce" and salesforce_instance_url:
-        base = salesforce_instance_url.rstrip("/")
-        sobject = _SALESFORCE_OBJECTS.get(decision.object)
-        # Only a web address becomes a link (a setting is not a place for javascript:).
-        if sobject is None or not base.lower().startswith(("https://", "http://")):
-            return None
-        return f"{base}/lightning/r/{sobject}/{record}/view"
-    return None
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    kind: str
+    at: datetime
+    summary: str  # channel and recipient of a notice, or the event's data in short
+    error: str | None
+
+
+def decision_events(history: HistoryReader, decision_id: int,
+                    decision: Decision) -> list[EventRow]:
+    """Events about one decision, newest first: those stored with its id, and those naming
+    it by its natural key (the pipeline's followers never learn the id, see
+    `sync.models.decision_key`)."""
+    key = decision_key(decision)
+    rows = []
+    for event in history.events(record_id=decision.record_id, limit=MAX_EVENTS_SHOWN * 4):
+        if event.crm != decision.crm or event.object != decision.object:
+            continue
+        if event.decision_id != decision_id and event.data.get("decision") != key:
+            continue
+        rows.append(EventRow(event.kind, event.at, _summary(event.data),
+                             str(event.data["error"]) if event.data.get("error") else None))
+        if len(rows) >= MAX_EVENTS_SHOWN:
+            break
+    return rows
+
+
+def _summary(data: Mapping[str, object]) -> str:
+    if "channel" in data:
+        to = f" ({data['to']})" if data.get("to") else ""
+        role = " (manager)" if data.get("role") == "manager" else ""
+        return f"{data['channel']} to {data.get('recipient', '?')}{role}{to}"
+    shown = ", ".join(f"{k}: {v}" for k, v in data.items() if k not in ("decision", "error"))
+    return shown[:300]
 
 
 # --- failed writes -----------------------------------------------------------------------

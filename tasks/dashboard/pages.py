@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from config.urls import redact_urls
 from sync.compiler import CompiledRouting
+from sync.links import crm_link
 from sync.models import Decision
 from sync.state.base import StateStore
 from tasks.dashboard import charts, data
@@ -465,10 +466,12 @@ async def decision_page(request: Request, decision_id: str) -> Response:
         found: Decision | None = await _read(lambda: history.decision(int(decision_id)))
         if found is None:
             raise PageError(404, "no such decision")
-        link = data.crm_link(found, dash.hubspot_portal_id, dash.salesforce_instance_url)
+        link = crm_link(found, dash.hubspot_portal_id, dash.salesforce_instance_url)
+        events: list[data.EventRow] = await _read(
+            lambda: data.decision_events(history, int(decision_id), found))
         return _render(request, "decision.html", session=session, cookie=cookie,
                        page="decisions", title=f"Decision {decision_id}", d=found,
-                       decision_id=decision_id, link=link)
+                       decision_id=decision_id, link=link, events=events)
 
     return await _guarded(request, build)
 

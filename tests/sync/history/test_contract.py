@@ -321,7 +321,8 @@ def test_given_decisions_when_counted_then_outcomes_and_rule_hits_cover_the_wind
     window = (T0, T0 + timedelta(days=1))
 
     assert history.outcome_counts(*window) == {
-        "assigned": 2, "fallback": 1, "kept_existing": 0, "unassigned": 1, "skipped": 0}
+        "assigned": 2, "fallback": 1, "kept_existing": 0, "unassigned": 1, "skipped": 0,
+        "pending_review": 0}
     assert history.rule_hits(*window) == {"named": 2, "": 1, "everyone-else": 1}
     assert history.rule_hits(T0 + timedelta(days=1), T0 + timedelta(days=2)) == {"named": 1}
     assert sum(history.outcome_counts().values()) == 5
