@@ -207,7 +207,16 @@ def slack_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+# The outcome of a notice about a first-touch SLA breach (sync/sla_notify.py), not a decision.
+SLA_BREACH = "sla_breach"
+
+
 def _headline(notice: Notice) -> str:
+    if notice.outcome == SLA_BREACH:
+        if notice.role == "manager":
+            return (f"First touch missed by {notice.owner_name}: {notice.record_name} "
+                    f"({notice.crm} {notice.object})")
+        return f"First touch missed: {notice.record_name} ({notice.crm} {notice.object})"
     if notice.role == "manager":
         return (f"{notice.record_name} went to {notice.owner_name} by fallback "
                 f"({notice.crm} {notice.object})")
@@ -225,7 +234,10 @@ def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
     notifications and where blocks cannot be rendered."""
     name = slack_escape(notice.record_name)
     title = f"<{notice.link}|{name}>" if notice.link else f"*{name}*"
-    if notice.role == "manager":
+    if notice.outcome == SLA_BREACH:
+        by = f" by *{slack_escape(notice.owner_name)}*" if notice.role == "manager" else ""
+        head = f"First touch missed{by}: {title} ({notice.crm} {notice.object})"
+    elif notice.role == "manager":
         head = (f"{title} went to *{slack_escape(notice.owner_name)}* by fallback "
                 f"({notice.crm} {notice.object})")
     else:
@@ -277,7 +289,10 @@ First touch due by {{ deadline }}.
 _HTML = """\
 <!doctype html>
 <html><body style="font-family: sans-serif">
-<p>{% if role == 'manager' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+<p>{% if outcome == 'sla_breach' %}First touch missed{% if role == 'manager' %} by \
+{{ owner_name }}{% endif %}: <strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+{{ name }}{% endif %}</strong> ({{ crm }} {{ object }}).{% elif role == 'manager' %}\
+<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
 {{ name }}{% endif %}</strong> went to {{ owner_name }} by fallback ({{ crm }} {{ object }}).\
 {% else %}New {{ object }} for you: <strong>{% if link %}<a href="{{ link }}">{{ name }}</a>\
 {% else %}{{ name }}{% endif %}</strong> ({{ crm }}).{% endif %}</p>
@@ -301,7 +316,8 @@ def email_message(notice: Notice) -> tuple[str, str, str]:
     """(subject, text, html) of the notification email."""
     values = {
         "headline": _headline(notice), "name": notice.record_name, "link": notice.link,
-        "role": notice.role, "owner_name": notice.owner_name, "crm": notice.crm,
+        "role": notice.role, "outcome": notice.outcome, "owner_name": notice.owner_name,
+        "crm": notice.crm,
         "object": notice.object, "reason": notice.reason or _why(notice),
         "fields": notice.fields, "deadline": notice.deadline,
         "passed": [f"{r}: {d or res}" for r, res, d in notice.steps if res != "won"],
@@ -417,7 +433,10 @@ class Notifier:
                                  self.links, self.senders)]
 
     def written(self, crm: str, obj: str, items: Sequence[Written]) -> None:
-        notices = self.notices(items)
+        self.send(self.notices(items))
+
+    def send(self, notices: Sequence[Notice]) -> None:
+        """Deliver composed notices: parked for a worker in service mode, inline otherwise."""
         if not notices:
             return
         if self.queue is not None:

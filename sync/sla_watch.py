@@ -52,8 +52,8 @@ class BreachNotifier(Protocol):
     The new owner of a re-route is told by the pipeline's own notify follower, like any
     write."""
 
-    def breached(self, entry: WatchEntry, action: str, new_owner: str | None,
-                 at: datetime) -> None: ...
+    def breached(self, entry: WatchEntry, kind: str, name: str | None, action: str,
+                 new_owner: str | None, at: datetime) -> None: ...
 
 
 class FirstTouchWatch:
@@ -236,8 +236,10 @@ class SlaCheck:
                             pipeline.crm, entry.record_id, decision.owner)
             if self.notifier is not None:
                 try:
-                    self.notifier.breached(entry, action, new_owner, now)
+                    self.notifier.breached(entry, kind, _name(pipeline, obj, records.get(
+                        entry.record_id)), action, new_owner, now)
                 except Exception:
+                    # Telling people never undoes or blocks what the pass did.
                     log.exception("first-touch SLA: notifying a breach failed")
         self.store.record_events(events)
         # A landed re-route's follower replaced the entry (another decision key): it stays.
@@ -277,3 +279,13 @@ def _event(kind: str, entry: WatchEntry, record_kind: str, at: datetime,
     return HistoryEvent(id=event_id(kind, entry.decision_key), decision_id=None,
                         record_id=entry.record_id, crm=entry.crm, object=record_kind,
                         kind=kind, at=at, data=dict(data))
+
+
+def _name(pipeline: Pipeline, obj: str, record: CrmRecord | None) -> str | None:
+    """The record's name as routing normalized it, for messages; None when unreadable."""
+    if record is None:
+        return None
+    try:
+        return pipeline.to_record(obj, record).raw.get("name")
+    except ValueError:
+        return None

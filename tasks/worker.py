@@ -47,7 +47,7 @@ from tasks.celery_app import (
 from tasks.followers import followers_for
 from tasks.metrics import metrics_for
 from tasks.routing_files import Stamp, files_stamp, routing_files
-from tasks.sla import check_pass
+from tasks.sla import breach_notifier, check_pass
 
 log = get_task_logger(__name__)
 
@@ -329,7 +329,8 @@ def run_sla_check(settings: Settings | None = None, now: datetime | None = None
         return pipeline_for(crm, settings) if crm in crms else None
 
     return check_pass(first.routing, first.store, pipelines, now,
-                      metrics=metrics_for(settings))
+                      metrics=metrics_for(settings),
+                      notifier=breach_notifier(settings, first.store, first.routing))
 
 
 @app.task(name=SLA_CHECK_TASK, ignore_result=True)

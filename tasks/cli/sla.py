@@ -38,7 +38,7 @@ def sla_check(
     from connectors.settings import Settings
     from tasks.followers import followers_for
     from tasks.metrics import metrics_for
-    from tasks.sla import check_pass
+    from tasks.sla import breach_notifier, check_pass
 
     routing = load_routing_file(config)
     instant = parse_instant(now) if now else datetime.now(UTC)
@@ -64,7 +64,8 @@ def sla_check(
         return pipelines[crm]
 
     try:
-        report = check_pass(routing, store, pipeline, instant, metrics=metrics_for(settings))
+        report = check_pass(routing, store, pipeline, instant, metrics=metrics_for(settings),
+                            notifier=breach_notifier(settings, store, routing))
     finally:
         for connector in connectors.values():
             connector.close()
