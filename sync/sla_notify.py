@@ -4,6 +4,7 @@ follower of the write)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from sync.compiler import CompiledRouting
@@ -37,10 +38,10 @@ def breach_notices(entry: WatchEntry, kind: str, name: str | None, action: str,
     else:
         outcome = f"still with {breacher.name or breacher.id}; no re-route"
     reason = f"{breacher.name or breacher.id} did not touch it{within}: {outcome}."
-    # A link needs the record kind and id, as a decision carries them.
+    # A link needs the record kind and id, as a decision carries them; the `Links` fields are
+    # crm_link's settings by name (the core names no CRM).
     link = crm_link(Decision(record_id=entry.record_id, object=kind, crm=entry.crm,
-                             outcome=Outcome.ASSIGNED), links.hubspot_portal_id,
-                    links.salesforce_instance_url)
+                             outcome=Outcome.ASSIGNED), **asdict(links))
     on = [c for c in policy(routing).channels if c in channels]
     notices = []
     for role, rep_id in recipients:
