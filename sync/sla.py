@@ -67,14 +67,15 @@ def parse_touch(value: str) -> datetime | date | None:
     send them), a date (Salesforce `LastActivityDate`), or None for any other value (a
     status)."""
     text = value.strip()
-    if _DIGITS.match(text):
-        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     try:
+        if _DIGITS.match(text):
+            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         if len(text) == 10:
             return date.fromisoformat(text)
         # Salesforce writes offsets as +0000, which fromisoformat reads from Python 3.11 on.
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
+        # Not a time (or one past the calendar's end, from a hostile value): compared as text.
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
