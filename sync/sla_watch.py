@@ -29,7 +29,7 @@ from sync.sla import (
     moved_counts,
     reroute_decision,
 )
-from sync.state.base import StateStore, WatchEntry
+from sync.state.base import PoolChange, StateStore, WatchEntry
 
 log = logging.getLogger("account_router.sla")
 
@@ -217,11 +217,15 @@ class SlaCheck:
             written = pipeline.write_decisions(obj, rerouted,
                                                report=RunReport(pipeline.crm, obj, settled=[]))
             landed = {d.record_id for d in written.settled or () if d.written_at is not None}
+            self._give_back([(e, d) for e, _, d in plans
+                             if d is not None and e.record_id not in landed])
         events: list[HistoryEvent] = []
         for entry, action, decision in plans:
             report.breaches[action] += 1
             self.metrics.sla_breach(action)
-            new_owner = decision.owner if decision is not None else None
+            # A re-route whose write did not land leaves the record with its owner.
+            new_owner = decision.owner if decision is not None \
+                and entry.record_id in landed else None
             events.append(_event("sla_breach", entry, kind, now, {
                 "rep": entry.owner, "rule": entry.rule, "pool": entry.pool, "action": action,
                 "deadline": entry.deadline.isoformat(), "reroutes": entry.reroutes,
@@ -244,6 +248,32 @@ class SlaCheck:
         self.store.record_events(events)
         # A landed re-route's follower replaced the entry (another decision key): it stays.
         self.store.end_watch([e for e, _, _ in plans])
+
+    def _give_back(self, unwritten: list[tuple[WatchEntry, Decision]]) -> None:
+        """Re-routes whose write did not land (another run held the record, the CRM refused):
+        their counts go back from the would-be owner to the breacher, who still owns the
+        record, so the pool counts keep matching the owners; the cursor stays where the turn
+        left it (that member's turn was taken)."""
+        by_pool: dict[str, dict[tuple[str, str], int]] = {}
+        for entry, decision in unwritten:
+            if decision.turn is None or entry.pool is None:
+                continue
+            moved = by_pool.setdefault(entry.pool, {})
+            taken = (decision.turn.member, decision.turn.window)
+            moved[taken] = moved.get(taken, 0) - 1
+            if entry.window is not None:
+                mine = (entry.owner, entry.window)
+                moved[mine] = moved.get(mine, 0) + 1
+        if not by_pool:
+            return
+        for _ in range(MAX_ATTEMPTS):
+            snapshots = self.store.load_pools({pool: {} for pool in by_pool})
+            changes = [PoolChange(pool, snapshots[pool].last_served, None, moved)
+                       for pool, moved in by_pool.items()]
+            if self.store.commit({pool: snapshots[pool].version for pool in by_pool},
+                                 changes, []):
+                return
+        raise CommitConflict(f"gave up after {MAX_ATTEMPTS} conflicting commits")
 
     def _plan(self, entries: list[WatchEntry], pipeline: Pipeline, now: datetime
               ) -> list[tuple[WatchEntry, str, Decision | None]]:

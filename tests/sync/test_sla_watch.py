@@ -238,3 +238,25 @@ def test_given_two_overlapping_passes_then_no_record_is_rerouted_twice(
     assert len(store.history.events(kind="rerouted")) == 12
     assert len([d for i in ids for d in store.history.decisions(record_id=i)
                 if d.trigger == "sla"]) == 12
+
+
+def test_given_a_record_another_run_holds_when_rerouting_then_unwritten_and_counts_given_back(
+        sim, routing, store, pipeline, clock):
+    [record] = companies(sim, 1)
+    pipeline.route_ids("companies", [record], now=T0)
+    clock.now = T0 + timedelta(minutes=20)
+    # A webhook batch is routing the same record right now.
+    key = f"hubspot:companies:{record}"
+    assert store.lock_records([key], "another-run", 60) == {key}
+
+    report = check(routing, store, pipeline).run(clock.now)
+
+    assert report.breaches == {"reroute": 1} and report.rerouted == 0
+    assert sim.owner_of("hubspot", "companies", record) == "100"
+    assert counts(store, routing, clock.now) == {"ava": 1, "ben": 0, "cara": 0}
+    [latest, _] = store.history.decisions(record_id=record)
+    assert latest.trigger == "sla" and latest.written_at is None
+    assert latest.write_error == "record locked by another run routing it"
+    [breach] = store.history.events(kind="sla_breach")
+    assert breach.data["to"] is None
+    assert store.history.events(kind="rerouted") == []
