@@ -113,10 +113,6 @@ class Settings(BaseSettings):
     # ACCOUNT_ROUTER_HISTORY_RETENTION_DAYS: decisions older than this are pruned (beat, daily;
     # `account-router db prune`).
     history_retention_days: int = Field(default=90, ge=1)
-    # ACCOUNT_ROUTER_SLA_CHECK_SECONDS: how often beat runs the first-touch SLA pass
-    # (docs/operations.md#first-touch-sla); a breach is acted on at most this long after its
-    # deadline.
-    sla_check_seconds: float = Field(default=60.0, gt=0, le=3600)
     # Notifications (docs/operations.md#notifications): a channel is on when it is configured
     # here and listed in the routing file's `notify.channels`.
     # ACCOUNT_ROUTER_SLACK_TOKEN: the Slack app's bot token (xoxb-...).
@@ -128,6 +124,10 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     # ACCOUNT_ROUTER_MAIL_FROM: the From address of notification emails.
     mail_from: str | None = Field(default=None, validate_default=True)
+    # ACCOUNT_ROUTER_SLA_CHECK_SECONDS: how often beat runs the first-touch SLA pass
+    # (docs/operations.md#first-touch-sla); a breach is acted on at most this long after its
+    # deadline.
+    sla_check_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("sweep_schedule", mode="before")
     @classmethod

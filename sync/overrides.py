@@ -59,7 +59,9 @@ def judge(mark: OwnerMark | None, change: OwnerChange) -> Verdict:
         return Verdict.CLEARED
     if id_key(change.owner) == id_key(mark.owner):
         return Verdict.ECHO
-    if change.at is not None and change.at < mark.written_at:
+    # Whole seconds: Salesforce stamps SystemModstamp to the second, so a person's change in
+    # the second of our write may carry a stamp just before it; judged by its value then.
+    if change.at is not None and change.at < mark.written_at.replace(microsecond=0):
         return Verdict.STALE
     if mark.overridden:
         return Verdict.ALREADY

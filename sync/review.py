@@ -148,6 +148,11 @@ def expire(pipeline_for: Callable[[str], Pipeline], store: StateStore, *, now: d
                                 exc)
                     report.failed.append(item.id)
                 continue
+            except Exception:
+                # One CRM down (or no longer configured) must not stop the others' items.
+                log.exception("review item %s not approved at its deadline", item.id)
+                report.failed.append(item.id)
+                continue
             (report.approved if done.item.status == "approved" else
              report.superseded).append(item.id)
             continue

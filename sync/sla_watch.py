@@ -63,13 +63,13 @@ class FirstTouchWatch:
     field's value at assignment comes from the record as routed (the connector reads it)."""
 
     def __init__(self, routing: CompiledRouting, store: StateStore,
-                 touch_fields: Mapping[str, Mapping[str, str]]) -> None:
+                 touch_fields: Mapping[str, str]) -> None:
         self.routing = routing
         self.store = store
-        self.touch_fields = touch_fields  # CRM -> CRM object -> its touch field
+        self.touch_fields = touch_fields  # CRM object -> its touch field
 
     def written(self, crm: str, obj: str, items: Sequence[Written]) -> None:
-        touch = self.touch_fields.get(crm, {}).get(obj)
+        touch = self.touch_fields.get(obj)
         if not touch:
             return
         entries = [e for e in (self.entry(crm, obj, touch, w.decision, w.record.raw)

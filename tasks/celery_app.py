@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging
+from kombu import Queue
 
 from config.settings import DEFAULT_VISIBILITY_TIMEOUT_SECONDS, SWEEP_SCHEDULE_ENV
 from connectors.registry import canonical_object
@@ -16,13 +17,16 @@ SWEEP_PAGE_TASK = "account_router.sweep_page"
 # Names fixed by DESIGN §8 (tasks/history.py).
 FLUSH_TASK = "history.flush"
 PRUNE_TASK = "history.prune"
-# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
-# ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
-SLA_CHECK_TASK = "sla.check"
 # Notifications (tasks/notify.py): names fixed by the issue's brief, so queued messages survive
 # a deploy.
 NOTIFY_TASK = "notify.send"
 NOTIFY_DRAIN_TASK = "notify.drain"
+# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
+# ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
+SLA_CHECK_TASK = "sla.check"
+# Items held for review past their deadline: approved or escalated (tasks/review_tasks.py).
+EXPIRE_REVIEW_TASK = "review.expire"
+EXPIRE_REVIEW_EVERY_SECONDS = 60.0
 # The outbox is flushed often, so decisions show in the history within seconds; retention is
 # a daily pass.
 FLUSH_EVERY_SECONDS = 2.0
@@ -37,6 +41,12 @@ SWEEP_PRIORITY = 6
 HISTORY_PRIORITY = 3
 # A rep hears of a new lead within seconds: after webhook batches, before sweep pages.
 NOTIFY_PRIORITY = 2
+# Notifications go through a queue of their own: a worker started without `-Q` consumes both,
+# and a deployment that wants Slack's latency (100 ms+ a call) kept off the routing processes
+# runs `celery -A tasks worker -Q notify --pool threads` beside `-Q celery` workers
+# (docs/operations.md#notifications).
+DEFAULT_QUEUE = "celery"
+NOTIFY_QUEUE = "notify"
 # Beat sends what a killed worker or a retryable failure left waiting.
 NOTIFY_DRAIN_EVERY_SECONDS = 30.0
 
@@ -103,7 +113,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                       "options": {"expires": settings.sla_check_seconds,
                                   "priority": HISTORY_PRIORITY}},
     }
-    return sweeps | history | notify | sla
+    review = {
+        "review expire": {"task": EXPIRE_REVIEW_TASK, "schedule": EXPIRE_REVIEW_EVERY_SECONDS,
+                          "options": {"expires": EXPIRE_REVIEW_EVERY_SECONDS,
+                                      "priority": HISTORY_PRIORITY}},
+    }
+    return sweeps | history | notify | sla | review
 
 
 @setup_logging.connect
@@ -118,7 +133,8 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
     app = Celery("account_router", broker=settings.redis_url,
-                 include=["tasks.worker", "tasks.history", "tasks.notify"], set_as_current=current)
+                 include=["tasks.worker", "tasks.history", "tasks.notify", "tasks.review_tasks"],
+                 set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
         task_reject_on_worker_lost=True,  # a killed worker's task goes back to the queue
@@ -131,6 +147,11 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
         # its message unacknowledged meanwhile; cancelling it would only redo the same work.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule=beat_schedule(settings),
+        task_queues=(Queue(DEFAULT_QUEUE, routing_key=DEFAULT_QUEUE),
+                     Queue(NOTIFY_QUEUE, routing_key=NOTIFY_QUEUE)),
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
+                     NOTIFY_DRAIN_TASK: {"queue": NOTIFY_QUEUE}},
         timezone="UTC",
     )
     return app

@@ -8,7 +8,7 @@ from sync.ports import AfterWrite
 from sync.state.base import StateStore
 
 
-def followers_for(settings: Settings, store: StateStore, routing: CompiledRouting
+def followers_for(settings: Settings, store: StateStore, routing: CompiledRouting, crm: str
                   ) -> list[AfterWrite]:
     """The followers every pipeline of this process passes its landed writes to, in order:
     the CLI, the workers, the dashboard's retry and the demo all build their pipelines with
@@ -20,5 +20,5 @@ def followers_for(settings: Settings, store: StateStore, routing: CompiledRoutin
 
     followers: list[AfterWrite] = []
     followers += notify_followers(settings, store, routing)
-    followers.append(sla_follower(routing, store))
+    followers.append(sla_follower(crm, routing, store))
     return followers

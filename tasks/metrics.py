@@ -84,11 +84,11 @@ class Snapshot:
     quota_stops: Counter[str] = field(default_factory=Counter)
     buckets: dict[str, Counter[str]] = field(default_factory=dict)  # stage -> le -> count
     sums: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    overrides: Counter[str] = field(default_factory=Counter)  # rule ("" outside rules)
     # First-touch SLA: breaches by action, and the speed-to-first-touch histogram.
     sla_breaches: Counter[str] = field(default_factory=Counter)
     touch_buckets: Counter[str] = field(default_factory=Counter)  # le -> count
     touch_sum: float = 0.0
-    overrides: Counter[str] = field(default_factory=Counter)  # rule ("" outside rules)
 
     def families(self) -> Iterator[Metric]:
         yield _counter("decisions", "Routing decisions by outcome and rule.",
@@ -113,6 +113,8 @@ class Snapshot:
                 cumulative.append((_le(bound), float(running)))
             speed.add_metric([stage], cumulative, self.sums.get(stage, 0.0))
         yield speed
+        yield _counter("overrides", "Owners the router wrote that a person changed, by rule.",
+                       ["rule"], {(k,): v for k, v in self.overrides.items()})
         yield _counter("sla_breaches", "First-touch SLA breaches by what followed (reroute, "
                        "notify_manager).", ["action"],
                        {(k,): v for k, v in self.sla_breaches.items()})
@@ -122,8 +124,6 @@ class Snapshot:
         touch.add_metric([], _cumulative(FIRST_TOUCH_BUCKETS, self.touch_buckets),
                          self.touch_sum)
         yield touch
-        yield _counter("overrides", "Owners the router wrote that a person changed, by rule.",
-                       ["rule"], {(k,): v for k, v in self.overrides.items()})
 
     def rate_limited(self) -> Counter[tuple[str, ...]]:
         """429s per CRM, read off the call counter rather than counted again, so the two series
@@ -197,6 +197,10 @@ class LocalMetrics(_Base):
             self._data.buckets.setdefault(stage, Counter())[bucket_of(seconds)] += 1
             self._data.sums[stage] = self._data.sums.get(stage, 0.0) + seconds
 
+    def override(self, rule: str | None) -> None:
+        with self._lock:
+            self._data.overrides[rule or ""] += 1
+
     def sla_breach(self, action: str) -> None:
         with self._lock:
             self._data.sla_breaches[action] += 1
@@ -205,9 +209,6 @@ class LocalMetrics(_Base):
         with self._lock:
             self._data.touch_buckets[bucket_of(seconds, FIRST_TOUCH_BUCKETS)] += 1
             self._data.touch_sum += seconds
-    def override(self, rule: str | None) -> None:
-        with self._lock:
-            self._data.overrides[rule or ""] += 1
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -215,10 +216,10 @@ class LocalMetrics(_Base):
             return Snapshot(Counter(data.decisions), Counter(data.crm_calls),
                             Counter(data.retries), Counter(data.quota_stops),
                             {k: Counter(v) for k, v in data.buckets.items()}, dict(data.sums),
+                            overrides=Counter(data.overrides),
                             sla_breaches=Counter(data.sla_breaches),
                             touch_buckets=Counter(data.touch_buckets),
-                            touch_sum=data.touch_sum,
-                            overrides=Counter(data.overrides))
+                            touch_sum=data.touch_sum)
 
 
 class RedisMetrics(_Base):
@@ -286,20 +287,20 @@ class RedisMetrics(_Base):
         """Every counter, read in one round trip (raises if Redis is unreachable)."""
         with self._r.pipeline(transaction=False) as pipe:
             for name in ("decisions", "crm_calls", "retries", "quota_stops", "speed:buckets",
-                         "speed:sum", "sla_breaches", "first_touch", "overrides"):
+                         "speed:sum", "overrides", "sla_breaches", "first_touch"):
                 pipe.hgetall(self._key(name))
-            (decisions, calls, retries, stops, buckets, sums, breaches, touch,
-             overrides) = pipe.execute()
+            (decisions, calls, retries, stops, buckets, sums, overrides, breaches,
+             touch) = pipe.execute()
         data = Snapshot(
             decisions=Counter({_labels(k, 2): int(v) for k, v in decisions.items()}),
             crm_calls=Counter({_labels(k, 3): int(v) for k, v in calls.items()}),
             retries=Counter({_labels(k, 1)[0]: int(v) for k, v in retries.items()}),
             quota_stops=Counter({_labels(k, 1)[0]: int(v) for k, v in stops.items()}),
             sums={stage: float(v) for stage, v in sums.items()},
+            overrides=Counter({_labels(k, 1)[0]: int(v) for k, v in overrides.items()}),
             sla_breaches=Counter({_labels(k, 1)[0]: int(v) for k, v in breaches.items()}),
             touch_buckets=Counter({k: int(v) for k, v in touch.items() if k != "sum"}),
             touch_sum=float(touch.get("sum", 0.0)),
-            overrides=Counter({_labels(k, 1)[0]: int(v) for k, v in overrides.items()}),
         )
         for key, value in buckets.items():
             stage, le = _labels(key, 2)

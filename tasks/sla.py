@@ -14,12 +14,10 @@ from sync.sla_watch import BreachNotifier, FirstTouchWatch, PassReport, SlaCheck
 from sync.state.base import StateStore
 
 
-def sla_follower(routing: CompiledRouting, store: StateStore) -> FirstTouchWatch:
-    """The follower that watches first touch of every landed write an SLA applies to, for
-    each registered CRM (the touch fields: the routing file's `touch_fields`, else each
-    connector's defaults)."""
-    return FirstTouchWatch(routing, store, {crm: registry.touch_fields(crm, routing)
-                                            for crm in registry.names()})
+def sla_follower(crm: str, routing: CompiledRouting, store: StateStore) -> FirstTouchWatch:
+    """The follower a pipeline of `crm` is given so its landed writes are watched (the touch
+    fields: the routing file's `touch_fields`, else the connector's defaults)."""
+    return FirstTouchWatch(routing, store, registry.touch_fields(crm, routing))
 
 
 def check_pass(routing: CompiledRouting, store: StateStore,

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import redis
@@ -138,7 +138,9 @@ def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipelin
         raise
     return Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
                     metrics=metrics_for(settings),
-                    followers=followers_for(settings, store, routing))
+                    followers=followers_for(settings, store, routing, crm),
+                    # Own-write marks live as long as the decisions they point to.
+                    mark_ttl=timedelta(days=settings.history_retention_days))
 
 
 def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:

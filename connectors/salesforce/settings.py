@@ -52,20 +52,23 @@ DOMAIN_CHUNK = 50
 RETRYABLE_RECORD_ERRORS: frozenset[str] = frozenset({"UNABLE_TO_LOCK_ROW"})
 
 # Every listing is keyed by these: the id, the creation time (speed to lead) and the
-# watermark field (SystemModstamp also moves on system changes, unlike LastModifiedDate).
-SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp")
+# watermark field (SystemModstamp also moves on system changes, unlike LastModifiedDate), and
+# who changed the record last (names the person behind an owner change: an override's `by`).
+SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp", "LastModifiedById")
 
 # The fields read per object: FIELD_MAPS's columns, then SYSTEM_FIELDS
 # (tests/connectors/salesforce/test_settings.py checks the two tables agree).
 OBJECT_FIELDS: Mapping[str, tuple[str, ...]] = {
     "Account": ("Name", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
                 "BillingCountry", "BillingState", "BillingCity", "BillingPostalCode",
-                "AccountSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp"),
+                "AccountSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "LastModifiedById"),
     "Lead": ("Company", "Email", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
              "Country", "State", "City", "PostalCode", "LeadSource", "OwnerId",
-             "Id", "CreatedDate", "SystemModstamp"),
+             "Id", "CreatedDate", "SystemModstamp", "LastModifiedById"),
     "Contact": ("Email", "MailingCountry", "MailingState", "MailingCity", "MailingPostalCode",
-                "LeadSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp"),
+                "LeadSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "LastModifiedById"),
 }
 
 OWNER_FIELD = "OwnerId"

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 HUBSPOT_OBJECTS = ("companies", "contacts")
 # The word HubSpot uses in batch error messages ("Could not get some COMPANY objects ...").
 HUBSPOT_OBJECT_LABEL = {"companies": "COMPANY", "contacts": "CONTACT"}
+# The prefix of a webhook event's subscriptionType (`company.propertyChange`).
+HUBSPOT_EVENT_PREFIX = {"companies": "company", "contacts": "contact"}
 
 # Property -> type. Search compares by type: numbers numerically, datetimes as epoch ms, the rest
 # as case-insensitive strings. Unlisted properties do not exist (reads omit them, writes fail).
@@ -80,6 +82,7 @@ def _object(name: str, prefix: str, fields: list[tuple[str, str] | tuple[str, st
     system = [SfField("Id", "id", False), SfField("IsDeleted", "boolean", False),
               SfField("CreatedDate", "datetime", False),
               SfField("LastModifiedDate", "datetime", False),
+              SfField("LastModifiedById", "reference", False),
               SfField("SystemModstamp", "datetime", False)]
     # (name, type[, writable]): LastActivityDate is Salesforce's to set, never written over REST.
     own = [SfField(*f) for f in fields]

@@ -28,6 +28,7 @@ class Posted:
     text: str
     blocks: list[dict[str, Any]]
     at: float  # time.monotonic()
+    received: float = 0.0  # time.time(), to compare with other processes' clocks
 
 
 @dataclass
@@ -135,7 +136,7 @@ class FakeSlack:
             if not params.get("text") and not params.get("blocks"):
                 return 200, {}, {"ok": False, "error": "no_text"}
             posted = Posted(channel, str(params.get("text", "")), list(params.get("blocks") or []),
-                            time.monotonic())
+                            time.monotonic(), time.time())
             with self._lock:
                 self.posted.append(posted)
             if self.on_post is not None:  # after counting: a killed sender's message arrived

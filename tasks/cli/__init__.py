@@ -18,6 +18,7 @@ from tasks.cli import (
     dashboard,
     db,
     overlaps,
+    overrides,
     reps,
     review,
     routing,
@@ -43,13 +44,14 @@ app.command()(routing.audit)
 app.command()(reps.pause)
 app.command()(reps.resume)
 app.command()(routing.stats)
+app.command()(overrides.overrides)
 app.command()(crm.sweep)
 app.command()(crm.reprocess)
 app.command()(crm.demo)
 app.command()(crm.simulator)
 app.command()(simulate.simulate)
-app.command("sla-check")(sla.sla_check)
 app.command()(overlaps.overlaps)
+app.command("sla-check")(sla.sla_check)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
 app.add_typer(db.app, name="db")

@@ -54,8 +54,8 @@ def list_items(
         print_json({"items": [listed(i) for i in items]})
         return
     table = Table(title=f"{len(items)} awaiting review")
-    for column in ("id", "record", "proposed owner", "rule", "waiting since", "deadline",
-                   "reason"):
+    table.add_column("id", no_wrap=True)  # copied into `approve ID`: never split
+    for column in ("record", "proposed owner", "rule", "waiting since", "deadline", "reason"):
         table.add_column(column)
     for i in items:
         table.add_row(i.id, f"{i.crm} {i.object} {i.record_id}", i.proposed_owner,

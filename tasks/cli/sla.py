@@ -60,7 +60,7 @@ def sla_check(
             pipelines[crm] = Pipeline(connectors[crm], routing, store,
                                       recheck_after=settings.recheck_after_seconds,
                                       metrics=metrics_for(settings),
-                                      followers=followers_for(settings, store, routing))
+                                      followers=followers_for(settings, store, routing, crm))
         return pipelines[crm]
 
     try:

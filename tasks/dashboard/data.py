@@ -7,12 +7,15 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
 from sync.models import Decision, HistoryEvent, decision_key
 from sync.state.base import LoadRow, PoolSnapshot, StateStore
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when a page reads the history
+    from sync.history.overrides import Override, OverrideRate
 
 # The window selector: name -> label. "today" starts at midnight in the routing file's timezone.
 WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
@@ -368,3 +371,33 @@ def _last_for(history: HistoryReader, record_id: str,
         if found[1].crm == crm:
             return found
     return None
+
+
+# --- overrides ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OverridesView:
+    """The overrides page: one page of the list (newest first) and the rates of the window."""
+
+    rows: list[Override]
+    total: int  # overrides in the window matching the filters
+    more: bool  # a page follows
+    by_rule: list[OverrideRate]
+    by_rep: list[OverrideRate]
+
+
+def overrides(history: HistoryReader, since: datetime, until: datetime, *,
+              rule: str | None = None, rep: str | None = None,
+              offset: int = 0) -> OverridesView:
+    """Overrides with `at` in [since, until), filtered by rule and rep (either side of the
+    change), PAGE_SIZE from `offset`; rates per rule and per rep over the whole window."""
+    from sync.history import History
+    from sync.history.overrides import list_overrides, override_rates
+
+    if not isinstance(history, History):
+        raise ValueError("the overrides page reads a SQL history (sync.history.History)")
+    found = list_overrides(history, since, until, rule=rule, rep=rep)
+    by_rule, by_rep = override_rates(history, since, until)
+    return OverridesView(found[offset:offset + PAGE_SIZE], len(found),
+                         len(found) > offset + PAGE_SIZE, by_rule, by_rep)

@@ -90,8 +90,7 @@ def pipeline(running, routing, store, clock) -> Iterator[Pipeline]:
     with closing(registry.create_for("hubspot", routing, Settings(), limiter=Unlimited(),
                                      transport_sleep=lambda _: None)) as connector:
         yield Pipeline(connector, routing, store, clock=clock, followers=[
-            FirstTouchWatch(routing, store,
-                            {"hubspot": registry.touch_fields("hubspot", routing)})])
+            FirstTouchWatch(routing, store, registry.touch_fields("hubspot", routing))])
 
 
 def companies(sim: Simulator, n: int, domain: str = "acme.example") -> list[str]:

@@ -81,7 +81,7 @@ def _sweep(routing: CompiledRouting, store: SqliteStateStore) -> None:
                                 transport_sleep=lambda _: None)
     try:
         pipeline = Pipeline(connector, routing, store,
-                            followers=followers_for(settings, store, routing))
+                            followers=followers_for(settings, store, routing, "hubspot"))
         report = pipeline.sweep("companies", full=True)
         assert not report.failed
     finally:

@@ -77,7 +77,7 @@ def test_given_a_breach_when_rerouted_then_escalated_then_the_right_people_hear_
             registry.create_for("hubspot", routing, settings, limiter=Unlimited(),
                                 transport_sleep=lambda _: None) as connector:
         pipeline = Pipeline(connector, routing, store, clock=lambda: clock[0],
-                            followers=followers_for(settings, store, routing))
+                            followers=followers_for(settings, store, routing, "hubspot"))
         pipeline.route_ids("companies", [record], now=T0)
         assert [p.channel for p in slack.posted] == ["U0AVA"]
 

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sync.history import History, HistoryEvent, SchemaOutOfDate, SpeedPoint
-from sync.models import Decision, Outcome, TraceStep
+from sync.history.overrides import OverrideRate, list_overrides, override_rates
+from sync.models import Decision, Outcome, TraceStep, event_id
 from sync.state import LoadRow
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
@@ -508,3 +509,60 @@ def test_given_sla_reroutes_when_loading_then_the_assignment_follows_the_final_o
     assert [(r.rep, r.pool, r.outcome, r.count) for r in everything] == [
         ("ben", "smb", "assigned", 1), ("cara", "smb", "assigned", 1)]
     assert [(r.rep, r.count) for r in later] == [("cara", 1)]
+
+
+# --- overrides: the list and the rate per rule and per rep (sync/history/overrides.py) -----
+
+
+def _override(record_id: str, at: datetime, *, rule: str | None = "everyone-else",
+              frm: str = "ava", to: str = "ben", by: str | None = "userId:7") -> HistoryEvent:
+    return HistoryEvent(
+        id=event_id("override", f"hubspot:account:{record_id}:{at.isoformat()}"),
+        decision_id=None, record_id=record_id, crm="hubspot", object="account",
+        kind="override", at=at,
+        data={"from": frm, "to": to, "by": by, "after_seconds": 90.5, "rule": rule,
+              "pool": None, "source": "CRM_UI"})
+
+
+def test_given_overrides_and_assignments_when_rated_then_per_rule_and_per_rep(
+        history: History) -> None:
+    written = T0 + timedelta(seconds=1)
+    history.record([
+        (1, decision("r1", owner="ava", rule="named", written=written)),
+        (2, decision("r2", owner="ava", rule="named", written=written)),
+        (3, decision("r3", owner="ben", rule="everyone-else", written=written)),
+        (4, decision("r4", owner="cara", rule=None, outcome=Outcome.FALLBACK,
+                     written=written)),
+        (5, decision("r5", owner="ben", rule="everyone-else")),  # never written: no load
+        (6, decision("r6", owner="ava", outcome=Outcome.KEPT_EXISTING, rule=None)),
+        (7, decision("r7", owner="ava", rule="named", at=T0 - timedelta(days=3),
+                     written=T0 - timedelta(days=3))),  # before the window
+    ])
+    history.record_events([
+        _override("r1", T0 + timedelta(hours=1), rule="named", frm="ava", to="ben"),
+        _override("r4", T0 + timedelta(hours=2), rule=None, frm="cara", to="ava", by=None),
+        _override("r7", T0 - timedelta(days=2), rule="named"),  # outside the window
+    ])
+
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=1)
+    by_rule, by_rep = override_rates(history, since, until)
+
+    assert by_rule == [OverrideRate("(fallback)", 1, 1), OverrideRate("named", 2, 1),
+                       OverrideRate("everyone-else", 1, 0)]
+    assert by_rule[0].rate == 1.0 and by_rule[1].rate == 0.5
+    assert by_rep == [OverrideRate("cara", 1, 1), OverrideRate("ava", 2, 1),
+                      OverrideRate("ben", 1, 0)]
+    listed = list_overrides(history, since, until)
+    assert [o.record_id for o in listed] == ["r4", "r1"]  # newest first
+    assert listed[1].to_dict() == {
+        "record_id": "r1", "crm": "hubspot", "object": "account", "from": "ava", "to": "ben",
+        "by": "userId:7", "at": (T0 + timedelta(hours=1)).isoformat(), "after_seconds": 90.5,
+        "rule": "named"}
+    assert [o.record_id for o in list_overrides(history, rule="named")] == ["r1", "r7"]
+    assert [o.record_id for o in list_overrides(history, since, until, rep="ava")] == \
+        ["r4", "r1"]  # ava lost r1 and was chosen for r4
+
+
+def test_given_no_history_when_rated_then_empty_and_no_rate(history: History) -> None:
+    assert override_rates(history) == ([], [])
+    assert OverrideRate("x", 0, 0).rate is None
