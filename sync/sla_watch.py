@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Protocol
 
 from sync.compiler import CompiledRouting
-from sync.decide import RoutingContext
+from sync.decide import RoutingContext, window_key
 from sync.engine import MAX_ATTEMPTS, CommitConflict
-from sync.models import Decision, HistoryEvent, decision_key, event_id
+from sync.models import Decision, HistoryEvent, Outcome, decision_key, event_id
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmError, CrmRecord, Written
 from sync.sla import (
@@ -101,8 +101,20 @@ class FirstTouchWatch:
             decision_key=decision_key(d), written_at=d.written_at,
             deadline=deadline(d.written_at, sla), touch_field=touch,
             touch_value=raw.get(f"fields.{touch}"),
-            window=d.turn.window if d.turn is not None else None,
-            reroutes=reroutes, breached=breached)
+            window=self._window(d), reroutes=reroutes, breached=breached)
+
+    def _window(self, d: Decision) -> str | None:
+        """The cap window the assignment was counted in: the pool turn's, else (a decision
+        written after the fact, e.g. a review's approval) the pool's window at its routing
+        instant; None outside pools (nothing to give back on a re-route)."""
+        if d.turn is not None:
+            return d.turn.window
+        pool = self.routing.pools.get(d.pool or "")
+        if pool is None or d.outcome != Outcome.ASSIGNED or d.owner not in pool.members:
+            return None
+        at = d.decided_at or d.written_at
+        assert at is not None  # written: written_at is set
+        return window_key(pool.cap.per if pool.cap else "day", at, self.routing.zones[d.owner])
 
 
 @dataclass

@@ -307,3 +307,19 @@ def test_given_salesforce_leads_when_checked_then_status_is_the_touch_and_one_so
     calls = sim.stats("salesforce")["calls"]
     assert sum(calls["GET /services/data/vXX.X/query"].values()) == 1
     assert not [e for e in calls if "/sobjects/Lead/" in e]
+
+
+def test_given_a_pool_decision_written_without_its_turn_then_the_watch_knows_its_window(
+        routing, store):
+    # A review's approval writes a decision rebuilt from its item: no PoolTurn on it.
+    from sync.models import Decision, Outcome
+
+    watch = FirstTouchWatch(routing, store, {"companies": "hs_last_sales_activity_timestamp"})
+    d = Decision(record_id="1", object="account", crm="hubspot", outcome=Outcome.ASSIGNED,
+                 owner="ben", owner_crm_id="101", rule="everyone", pool="smb",
+                 trigger="review", decided_at=T0, written_at=T0 + timedelta(hours=1))
+
+    entry = watch.entry("hubspot", "companies", "hs_last_sales_activity_timestamp", d, {})
+
+    assert entry is not None and entry.window == "day:2026-12-07"
+    assert entry.deadline == T0 + timedelta(hours=1, minutes=15)
