@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from sync.history.overrides import OverrideRate, list_overrides, override_rates
+from sync.history.overrides import NO_RULE, OverrideRate, list_overrides, override_rates
 from tasks.cli.common import StateOpt, fail, open_history, out, parse_instant, print_json
 from tasks.cli.routing import _read
 
@@ -46,7 +46,7 @@ def overrides(
         table.add_column(column)
     for o in found[:SHOWN]:
         table.add_row(f"{o.at.astimezone(UTC):%Y-%m-%d %H:%M}", o.record_id, o.from_, o.to,
-                      o.by or "-", _duration(o.after_seconds), o.rule or "-")
+                      o.by or "-", _duration(o.after_seconds), o.rule or NO_RULE)
     out.print(table)
     if len(found) > SHOWN:
         out.print(f"... and {len(found) - SHOWN} more (--json lists every one)")
