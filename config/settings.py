@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     # ACCOUNT_ROUTER_MAIL_FROM: the From address of notification emails.
     mail_from: str | None = Field(default=None, validate_default=True)
+    # ACCOUNT_ROUTER_SLA_CHECK_SECONDS: how often beat runs the first-touch SLA pass
+    # (docs/operations.md#first-touch-sla); a breach is acted on at most this long after its
+    # deadline.
+    sla_check_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("sweep_schedule", mode="before")
     @classmethod

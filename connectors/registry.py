@@ -148,7 +148,7 @@ def touch_fields(name: str, routing: CompiledRouting | None) -> dict[str, str]:
     `touch_fields` override, else the connector's declared default; objects with neither are
     absent."""
     declared = spec(name)
-    overrides = getattr(routing.file, "touch_fields", None) if routing is not None else None
+    overrides = routing.file.touch_fields if routing is not None else None
     out: dict[str, str] = {}
     for obj in declared.objects:
         touch = declared.touch_field(obj, overrides)

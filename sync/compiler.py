@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,8 +48,33 @@ class CompiledRouting:
     ignore_keys: frozenset[str]
     warnings: tuple[str, ...]
     raw_fields: frozenset[str] = frozenset()  # CRM fields rules read as `fields.<x>`
-    # The top-level `review_when` as a predicate (None: only rules with `review: true` wait).
+    # Review before writing (docs/routing-file.md#review): rules with `review: true`, and the
+    # top-level `review_when` condition, which holds any decision that would write.
+    review_rules: frozenset[str] = frozenset()
     review_when: Callable[[Record], bool] | None = None
+
+    @property
+    def review_timeout(self) -> timedelta:
+        """How long an item waits for a reviewer before `on_review_timeout` acts."""
+        return self.file.review_timeout
+
+    @property
+    def on_review_timeout(self) -> str:
+        """`approve` or `escalate` (the default)."""
+        return self.file.on_review_timeout
+
+    @property
+    def reviews(self) -> bool:
+        """Whether any decision may be held for review (the hot path checks this first)."""
+        return bool(self.review_rules) or self.review_when is not None
+
+    def review_reason(self, rule: str | None, record: Record) -> str | None:
+        """Why a decision that would write is held for review instead; None: it is not."""
+        if rule is not None and rule in self.review_rules:
+            return f"rule {rule} has review: true"
+        if self.review_when is not None and self.review_when(record):
+            return "review_when matched"
+        return None
 
     def sla_for(self, rule: str | None, pool: str | None) -> Sla | None:
         """The first-touch SLA of an assignment: the rule's, else its pool's, else the file's
@@ -194,6 +220,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         ignore_keys=frozenset(id_key(o) for o in routing.ignore_owners if o.strip()),
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
+        review_rules=frozenset(r.name for r in routing.rules if r.review),
         review_when=review_when,
     )
 

@@ -328,8 +328,26 @@ class RoutingContext:
         return True, "valid owner"
 
 
+_REVIEWABLE = (Outcome.ASSIGNED, Outcome.FALLBACK)
+
+
 def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decision:
-    """Route one record. Pure: reads the context, never changes it; see `RoutingContext.apply`."""
+    """Route one record. Pure: reads the context, never changes it; see `RoutingContext.apply`.
+
+    A decision that would write but is held for review (a rule's `review: true`, or the
+    top-level `review_when`) comes out `pending_review`: same owner, same pool turn (the turn
+    is taken; docs/routing-file.md#review), nothing to write."""
+    decision = _decide(record, ctx, trigger)
+    routing = ctx.routing
+    if routing.reviews and decision.outcome in _REVIEWABLE:
+        why = routing.review_reason(decision.rule, record)
+        if why is not None:
+            return decision._replace(outcome=Outcome.PENDING_REVIEW,
+                                     reason=f"{decision.reason}; held for review ({why})")
+    return decision
+
+
+def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
     routing = ctx.routing
     now = ctx.now
     owner = record.owner

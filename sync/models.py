@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ class Outcome(StrEnum):
     KEPT_EXISTING = "kept_existing"
     UNASSIGNED = "unassigned"
     SKIPPED = "skipped"
+    # A reviewer approves or reassigns it before anything is written (the pool turn is taken).
+    PENDING_REVIEW = "pending_review"
 
 
 # Normalized record fields rules may name (docs/routing-file.md#fields); `fields.<x>` reaches raw
@@ -193,3 +196,74 @@ def _iso(value: datetime | None) -> str | None:
 
 def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+# Review items (docs/operations.md#review-before-writing): open until a reviewer or the timeout
+# acts; `claimed` is never stored as a status: a claim is a lease beside the item.
+REVIEW_OPEN = "open"
+REVIEW_CLOSED = ("approved", "reassigned", "superseded")
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    """A decision held for review: the proposal, and where its pool turn was counted."""
+
+    id: str  # short, stable, URL-safe: `review_id(decision_key)`
+    record_id: str
+    crm: str
+    object: str  # the CRM's object name (`companies`, `Lead`): what the write names
+    proposed_owner: str  # rep id (or queue id)
+    proposed_crm_id: str | None
+    rule: str | None
+    pool: str | None
+    window: str | None  # the pool turn's window key: a reassignment moves the count there
+    reason: str
+    previous_owner: str | None  # the CRM owner id when decided: approval re-checks it
+    created_at: datetime
+    deadline: datetime
+    status: str = REVIEW_OPEN
+    escalated: bool = False
+    by: str | None = None  # who closed it
+    closed_at: datetime | None = None
+    final_owner: str | None = None  # rep id written (approved, reassigned) or found (superseded)
+
+    @property
+    def record_key(self) -> str:
+        """`crm:object:record_id`, the key its record is locked and indexed under."""
+        return f"{self.crm}:{self.object}:{self.record_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "record_id": self.record_id, "crm": self.crm,
+            "object": self.object, "proposed_owner": self.proposed_owner,
+            "proposed_crm_id": self.proposed_crm_id, "rule": self.rule, "pool": self.pool,
+            "window": self.window, "reason": self.reason,
+            "previous_owner": self.previous_owner, "created_at": _iso(self.created_at),
+            "deadline": _iso(self.deadline), "status": self.status,
+            "escalated": self.escalated, "by": self.by, "closed_at": _iso(self.closed_at),
+            "final_owner": self.final_owner,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReviewItem:
+        created = _parse(data["created_at"])
+        deadline = _parse(data["deadline"])
+        assert created is not None and deadline is not None  # written by `to_dict`
+        return cls(
+            id=data["id"], record_id=data["record_id"], crm=data["crm"],
+            object=data["object"], proposed_owner=data["proposed_owner"],
+            proposed_crm_id=data.get("proposed_crm_id"), rule=data.get("rule"),
+            pool=data.get("pool"), window=data.get("window"), reason=data.get("reason", ""),
+            previous_owner=data.get("previous_owner"), created_at=created, deadline=deadline,
+            status=data.get("status", REVIEW_OPEN), escalated=bool(data.get("escalated")),
+            by=data.get("by"), closed_at=_parse(data.get("closed_at")),
+            final_owner=data.get("final_owner"),
+        )
+
+
+def review_id(key: str) -> str:
+    """A review item's id from its decision's natural key: 16 lower-case base32 characters
+    (URL-safe, no padding), the same for the same decision, so a redelivered batch that
+    records the item again finds it already there."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=10).digest()
+    return base64.b32encode(digest).decode("ascii").lower()

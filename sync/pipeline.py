@@ -21,7 +21,7 @@ from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
 from sync.engine import route_batch, skipped
 from sync.metrics import Metrics, NullMetrics
-from sync.models import Decision, Outcome, Record
+from sync.models import Decision, Outcome, Record, ReviewItem, decision_key, review_id
 from sync.normalize import build_record, id_key
 from sync.overrides import (
     DEFAULT_MARK_TTL,
@@ -77,6 +77,8 @@ class RunReport:
     # The first skipped or unwritten decisions, so the CLI can say which records and why (the
     # audit has every one; a sweep of a broken export must not hold them all in memory).
     problems: list[Decision] = field(default_factory=list)
+    # Set by a caller that wants every decision audited by this run (a review's write).
+    settled: list[Decision] | None = None
 
     @property
     def failed(self) -> bool:
@@ -91,6 +93,10 @@ class RunReport:
             self.rules[decision.rule or "(fallback)"] += 1
             if decision.owner:
                 self.reps[decision.owner] += 1
+
+
+class RecordBusy(RuntimeError):
+    """The record's lock is held elsewhere (a batch routing it right now)."""
 
 
 @dataclass
@@ -263,6 +269,59 @@ class Pipeline:
         finally:
             self._report_calls()  # the read above is outside the batch
         return report
+
+    def write_decided(self, obj: str, decision: Decision, *, expect_owner: str | None,
+                      now: datetime | None = None) -> Decision:
+        """Write an owner decided outside routing (a review approved or reassigned): lock the
+        record, re-read its owner, and write only if it is still `expect_owner` (the owner it
+        had when the proposal was made), through the same write path as routing (audited,
+        followers run). Returns the audited decision: written (`written_at` set), failed
+        (`write_error`), or `kept_existing` when someone else set an owner meanwhile (nothing
+        written) or `skipped` when the record is gone. Raises RecordBusy when another worker
+        holds the record's lock."""
+        obj = self.spec.canonical_object(obj)
+        instant = now or self.clock()
+        report = RunReport(self.crm, obj, settled=[])
+        key = f"{self.crm}:{obj}:{decision.record_id}"
+        token = _lock_owner.get() or uuid.uuid4().hex
+        if key not in self.store.lock_records([key], token, self.lock_ttl):
+            raise RecordBusy(f"{key} is being routed by another worker; try again")
+        try:
+            # The whole record, not only its owner: the followers (notify...) are given it.
+            found = self.connector.read_records(obj, [decision.record_id])
+            record = self.to_record(obj, found[0]) if found else None
+        except BaseException:
+            self.store.unlock_records([key], token)
+            raise
+        finally:
+            self._report_calls()
+        if record is None:
+            self.store.unlock_records([key], token)
+            gone = skipped(decision.record_id, "record gone from the CRM", instant,
+                           object=decision.object, crm=self.crm, trigger=decision.trigger)
+            self.store.commit({}, [], [gone])
+            return gone
+        current = record.owner
+        if id_key(current or "") != id_key(expect_owner or ""):
+            self.store.unlock_records([key], token)
+            rep = self.routing.rep_for_owner(current)
+            kept = decision._replace(
+                outcome=Outcome.KEPT_EXISTING, previous_owner=rep or current,
+                owner=rep or current, owner_crm_id=current, turn=None,
+                reason=f"owner set to {rep or current or 'nobody'} while the proposal "
+                       f"({decision.owner}) waited; not overwritten")
+            self.store.commit({}, [], [kept])
+            return kept
+        assert decision.owner_crm_id is not None  # the caller writes a CRM owner id
+        writes = _Writes()
+        writes.held[decision.record_id] = _Held(decision, decision.owner_crm_id, key, token,
+                                                0, instant, record)
+        try:
+            self._flush(obj, writes, report, everything=True)
+        finally:
+            self._report_calls()
+        assert report.settled  # _flush audits the one held write, whatever its fate
+        return report.settled[-1]
 
     def sweep(self, obj: str, *, full: bool = False, since: datetime | None = None,
               now: datetime | None = None,
@@ -518,6 +577,57 @@ class Pipeline:
                        moves=tuple(_with_rule_before(m, latest.get(m.record_id))
                                    for m in moves))
 
+    # -- owners decided elsewhere ---------------------------------------------------------
+
+    def write_decisions(self, obj: str, items: Sequence[tuple[Decision, CrmRecord]],
+                        *, report: RunReport | None = None) -> RunReport:
+        """Write owners decided outside the rules (first-touch SLA re-routes), each with the
+        record as just read, through the one write path: locked, written in batches, audited
+        with the result, the followers called. A record another run holds locked right now is
+        audited unwritten (that run is routing it) and left to it."""
+        obj = self.spec.canonical_object(obj)
+        report = report or RunReport(self.crm, obj)
+        token = _lock_owner.get() or uuid.uuid4().hex
+        keys = {d.record_id: f"{self.crm}:{obj}:{d.record_id}" for d, _ in items}
+        held = self.store.lock_records(list(keys.values()), token, self.lock_ttl) \
+            if keys else set()
+        writes = _Writes()
+        unwritten: list[Decision] = []
+        try:
+            for decision, crm_record in items:
+                key = keys[decision.record_id]
+                if key not in held:
+                    report.locked_elsewhere += 1
+                    unwritten.append(decision._replace(
+                        write_error="record locked by another run routing it"))
+                    continue
+                if decision.owner_crm_id is None:
+                    unwritten.append(decision._replace(
+                        write_error=f"{decision.owner} has no {self.crm} id in crm_ids"))
+                    self.store.unlock_records([key], token)
+                    continue
+                try:
+                    record = self.to_record(obj, crm_record)
+                except ValueError as exc:
+                    unwritten.append(decision._replace(write_error=str(exc)))
+                    self.store.unlock_records([key], token)
+                    continue
+                writes.held[decision.record_id] = _Held(
+                    decision, decision.owner_crm_id, key, token, 0, self.clock(), record)
+        except BaseException:
+            self.store.unlock_records([keys[i] for i in keys if keys[i] in held], token)
+            raise
+        if unwritten:
+            report.write_failed += len(unwritten)
+            for decision in unwritten:
+                self._counted(decision, report)
+            self.store.commit({}, [], unwritten)
+        try:
+            self._flush(obj, writes, report, everything=True)
+        finally:
+            self._report_calls()
+        return report
+
     # -- the batch -----------------------------------------------------------------------
 
     def _account_owners(self, records: Sequence[Record]) -> dict[str, str]:
@@ -566,8 +676,11 @@ class Pipeline:
         waiting: set[str] = set()  # ids whose write is held: locked and audited at the flush
         try:
             mine = self._recheck(obj, mine, read_at, audit, instant, kind, trigger)
+            reviewing = self._under_review(obj, mine)
             records: list[Record] = []
             for crm_record in mine:
+                if crm_record.id in reviewing:
+                    continue
                 try:
                     records.append(self.to_record(obj, crm_record))
                 except ValueError as exc:
@@ -580,6 +693,8 @@ class Pipeline:
                 dry_run=self.dry_run, crm=self.crm, chosen=chosen)
             current = {r.id: r.owner for r in records}
             by_id = {r.id: r for r in records}
+            if not self.dry_run:
+                self._hold_for_review(obj, decisions, instant, current)
             decided, pending = self._plan(obj, decisions, current, report)
             if not self.dry_run:
                 for record_id, owner in pending.items():
@@ -655,6 +770,26 @@ class Pipeline:
                                                               Verdict.ALREADY):
                 chosen[record.id] = kept_reason(mark, record.owner)
         return chosen
+    def _under_review(self, obj: str, records: Sequence[CrmRecord]) -> set[str]:
+        """Records with an open review item: left alone (a reviewer decides them; routing them
+        again would take a second pool turn), and off the retry list, since the review's own
+        write is what settles them."""
+        if not records or self.dry_run:
+            return set()
+        reviewing = self.store.under_review(self.crm, obj, [r.id for r in records])
+        if reviewing:
+            self.store.remove_failed(self.crm, obj, sorted(reviewing))
+        return reviewing
+
+    def _hold_for_review(self, obj: str, decisions: Sequence[Decision], instant: datetime,
+                         owners: Mapping[str, str | None]) -> None:
+        """Open a review item for each decision held for review (its pool turn is already
+        taken), remembering the owner the record had, which approval checks again."""
+        held = [d for d in decisions if d.outcome == Outcome.PENDING_REVIEW]
+        if held:
+            deadline = instant + self.routing.review_timeout
+            self.store.add_reviews([review_item(d, obj, deadline, owners.get(d.record_id))
+                                    for d in held])
 
     def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
                  audit: list[Decision], instant: datetime, kind: str, trigger: str
@@ -782,6 +917,8 @@ class Pipeline:
         landed = [Written(out[h.decision.record_id], h.record) for h in held
                   if out[h.decision.record_id].written_at is not None]
         self._follow(obj, landed, (self.own_writes,))
+        if report.settled is not None:
+            report.settled.extend(out.values())
         tokens: dict[str, list[str]] = {}
         for h in held:
             tokens.setdefault(h.token, []).append(h.key)
@@ -809,6 +946,21 @@ class Pipeline:
     def _mark_unwritten(out: dict[str, Decision], ids: Mapping[str, str], why: str) -> None:
         for record_id in ids:
             out[record_id] = out[record_id]._replace(write_error=f"{why}; retried next run")
+
+
+def review_item(decision: Decision, obj: str, deadline: datetime,
+                previous_owner: str | None) -> ReviewItem:
+    """The review item for a decision held for review on the CRM object `obj`;
+    `previous_owner` is the record's CRM owner id when decided."""
+    assert decision.owner is not None and decision.decided_at is not None  # held ones have both
+    return ReviewItem(
+        id=review_id(decision_key(decision)),
+        record_id=decision.record_id, crm=decision.crm, object=obj,
+        proposed_owner=decision.owner, proposed_crm_id=decision.owner_crm_id,
+        rule=decision.rule, pool=decision.turn.pool if decision.turn else decision.pool,
+        window=decision.turn.window if decision.turn else None, reason=decision.reason,
+        previous_owner=previous_owner, created_at=decision.decided_at,
+        deadline=deadline)
 
 
 def _checkpoint(since: datetime | None, cursor: str | None, max_seen: datetime | None

@@ -84,7 +84,8 @@ def touched_at(entry: WatchEntry, value: object, checked_at: datetime) -> dateti
     field changed from its value at assignment, and, when it holds a time, to one after the
     write (a date: the write's day or later). The instant is the field's own when it is one,
     else the check's (the change happened at the latest then)."""
-    text = None if value is None else str(value).strip() or None
+    # Compared as the routed record held it: trimmed, inner whitespace collapsed.
+    text = None if value is None else " ".join(str(value).split()) or None
     if text is None or text == (entry.touch_value or None):
         return None
     parsed = parse_touch(text)

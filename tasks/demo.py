@@ -72,7 +72,7 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
                 connector = registry.create_for(crm, routing, settings)
                 try:
                     pipeline = Pipeline(connector, routing, store, metrics=metrics,
-                                        followers=followers_for(settings, store, routing))
+                                        followers=followers_for(settings, store, routing, crm))
                     for obj in objects:
                         reports.append(pipeline.sweep(obj, full=True))
                 finally:
@@ -95,7 +95,8 @@ def _print(console: Console, pools: Mapping[str, Pool], reports: list[RunReport]
     for r in reports:
         outcomes.add_column(f"{'HubSpot' if r.crm == 'hubspot' else 'Salesforce'}\n{r.object}",
                             justify="right")
-    for name in ("assigned", "fallback", "kept_existing", "unassigned", "skipped"):
+    for name in ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+                 "pending_review"):
         outcomes.add_row(name, *(str(r.outcomes.get(name, 0)) for r in reports))
     outcomes.add_row("owners written", *(str(r.written) for r in reports))
     outcomes.add_row("write failures", *(str(r.write_failed) for r in reports))

@@ -28,6 +28,7 @@ class Posted:
     text: str
     blocks: list[dict[str, Any]]
     at: float  # time.monotonic()
+    received: float = 0.0  # time.time(), to compare with other processes' clocks
 
 
 @dataclass
@@ -58,7 +59,8 @@ class FakeSlack:
         self.posted: list[Posted] = []
         self.calls: list[Call] = []
         self.switches = _Switches()
-        # Called with each accepted message before it is answered (e.g. to kill a worker).
+        # Called with each accepted message before it is answered (e.g. to kill the worker
+        # that sent it, which then never learns it went out).
         self.on_post: Callable[[Posted], None] | None = None
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -134,11 +136,11 @@ class FakeSlack:
             if not params.get("text") and not params.get("blocks"):
                 return 200, {}, {"ok": False, "error": "no_text"}
             posted = Posted(channel, str(params.get("text", "")), list(params.get("blocks") or []),
-                            time.monotonic())
-            if self.on_post is not None:
-                self.on_post(posted)
+                            time.monotonic(), time.time())
             with self._lock:
                 self.posted.append(posted)
+            if self.on_post is not None:  # after counting: a killed sender's message arrived
+                self.on_post(posted)
             return 200, {}, {"ok": True, "channel": channel, "ts": f"{time.time():.6f}"}
         return 404, {}, {"ok": False, "error": "unknown_method"}
 

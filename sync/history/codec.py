@@ -17,6 +17,7 @@ OUTCOME_CODES: dict[Outcome, int] = {
     Outcome.KEPT_EXISTING: 3,
     Outcome.UNASSIGNED: 4,
     Outcome.SKIPPED: 5,
+    Outcome.PENDING_REVIEW: 6,
 }
 OUTCOMES_BY_CODE: dict[int, Outcome] = {code: o for o, code in OUTCOME_CODES.items()}
 

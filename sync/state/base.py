@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, Self, runtime_checkable
 
-from sync.models import Decision, HistoryEvent
+from sync.models import Decision, HistoryEvent, ReviewItem
 
 
 @dataclass(slots=True)
@@ -261,5 +261,35 @@ class StateStore(Protocol):
         caller, when the stored mark is still `mark`'s write (same decision and owner) and
         not overridden yet; otherwise change nothing and return False. Atomic across
         processes, so a change seen twice (a webhook and a sweep) counts once."""
+    # --- review items (docs/operations.md#review-before-writing) ------------------------
+
+    def add_reviews(self, items: Sequence[ReviewItem]) -> None:
+        """Open these items, except where the record already has an open item (the first one
+        stays: a record is under review once) or the id is already known (a redelivered
+        batch recording the same decision again)."""
+
+    def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
+        """Open items, oldest first (`closed`: closed items instead, newest first)."""
+
+    def review(self, id: str) -> ReviewItem | None:
+        """One item, open or closed; None for an unknown id."""
+
+    def under_review(self, crm: str, object: str, ids: Sequence[str]) -> set[str]:
+        """Which of these records have an open item (the pipeline leaves them alone)."""
+
+    def claim_review(self, id: str, ttl_seconds: float) -> ReviewItem | None:
+        """Lease an open item to one caller: of concurrent callers exactly one gets the item,
+        the others None (so do callers on a closed or unknown id). The lease lapses after
+        `ttl_seconds` so a reviewer killed mid-approval does not hold it forever."""
+
+    def release_review(self, id: str) -> None:
+        """Give a claimed item back to the queue (its write could not be made now)."""
+
+    def close_review(self, item: ReviewItem) -> None:
+        """Store `item` (status approved, reassigned or superseded) as closed: it leaves the
+        queue and its record is no longer under review."""
+
+    def escalate_review(self, id: str) -> bool:
+        """Mark an open item escalated; True for the one call that did (escalate once)."""
 
     def close(self) -> None: ...

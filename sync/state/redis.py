@@ -16,7 +16,7 @@ import redis
 
 from config.urls import redact_url
 from sync.history import codec
-from sync.models import Decision, HistoryEvent
+from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, check_limit, merge_changes
 from sync.state.base import ClosesOnExit, OwnerMark, PoolChange, PoolSnapshot, WatchEntry
 
@@ -223,6 +223,41 @@ redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
 return 1
 """
 
+# Review items: open items by id, the record index, and each claim's lease, in one step each.
+# KEYS: 1 review:open, 2 review:closed, 3 review:records. ARGV: id, record key, body.
+_ADD_REVIEW_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1
+then return 0 end
+if redis.call('HSETNX', KEYS[3], ARGV[2], ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1
+"""
+
+# KEYS: 1 review:open, 2 review:claim:{id}. ARGV: id, lease ms. The item's body, or false.
+_CLAIM_REVIEW_LUA = """
+local body = redis.call('HGET', KEYS[1], ARGV[1])
+if not body then return false end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return false end
+return body
+"""
+
+# KEYS: 1 review:open, 2 review:closed, 3 review:records, 4 review:claim:{id},
+# 5 review:escalated. ARGV: id, record key, closed body.
+_CLOSE_REVIEW_LUA = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
+redis.call('DEL', KEYS[4])
+redis.call('SREM', KEYS[5], ARGV[1])
+return 1
+"""
+
+# KEYS: 1 review:open, 2 review:escalated. ARGV: id.
+_ESCALATE_REVIEW_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+return redis.call('SADD', KEYS[2], ARGV[1])
+"""
+
 
 def _iso(value: datetime) -> str:
     return as_utc(value, "until").isoformat()
@@ -251,6 +286,11 @@ class RedisStateStore(ClosesOnExit):
       sla:entries              hash  watched record key -> entry JSON (`WatchEntry.to_dict`)
       mark:{crm}:{object}:{id} str   the record's own-write mark (`OwnerMark` JSON plus
                                      `sort_at`; PX = the history retention)
+      review:open              hash  id -> open review item (`ReviewItem.to_dict` JSON)
+      review:closed            hash  id -> closed review item
+      review:records           hash  {crm}:{object}:{record id} -> id of its open item
+      review:claim:{id}        str   a reviewer's lease on an open item (PX = its TTL)
+      review:escalated         set   ids of open items already escalated
     Redis keeps coordination only: decisions wait in the outbox until `history.flush` moves
     them to SQL (sync/history/outbox.py). Before that, the audit trail lived here under
     `audit:*` (a hash of bodies and zsets indexing them); `legacy_audit` reads what an older
@@ -279,6 +319,10 @@ class RedisStateStore(ClosesOnExit):
         self._end_watch_script = self._r.register_script(_END_WATCH_LUA)
         self._mark_set_script = self._r.register_script(_MARK_SET_LUA)
         self._mark_override_script = self._r.register_script(_MARK_OVERRIDE_LUA)
+        self._add_review_script = self._r.register_script(_ADD_REVIEW_LUA)
+        self._claim_review_script = self._r.register_script(_CLAIM_REVIEW_LUA)
+        self._close_review_script = self._r.register_script(_CLOSE_REVIEW_LUA)
+        self._escalate_review_script = self._r.register_script(_ESCALATE_REVIEW_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -717,6 +761,77 @@ class RedisStateStore(ClosesOnExit):
             args=[mark.decision, mark.owner, json.dumps(body, separators=(",", ":"))]))
 
 
+    # --- review items -----------------------------------------------------------------------
+
+    def _review_key(self, part: str) -> str:
+        return f"{self.prefix}review:{part}"
+
+    def add_reviews(self, items: Sequence[ReviewItem]) -> None:
+        if not items:
+            return
+        keys = [self._review_key("open"), self._review_key("closed"),
+                self._review_key("records")]
+        pipe = self._r.pipeline(transaction=False)
+        for item in items:
+            self._add_review_script(keys=keys, args=[item.id, item.record_key, _body(item)],
+                                    client=pipe)
+        pipe.execute()
+
+    def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
+        bodies = _strings(self._r.hvals(self._review_key("closed" if closed else "open")))
+        escalated = set() if closed else set(
+            _strings(self._r.smembers(self._review_key("escalated"))))
+        items = sorted((_review(b, escalated) for b in bodies),
+                       key=lambda i: (i.created_at, i.id), reverse=closed)
+        return items if limit is None else items[:limit]
+
+    def review(self, id: str) -> ReviewItem | None:
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hget(self._review_key("open"), id)
+        pipe.hget(self._review_key("closed"), id)
+        pipe.sismember(self._review_key("escalated"), id)
+        open_body, closed_body, escalated = pipe.execute()
+        body = open_body or closed_body
+        if body is None:
+            return None
+        return _review(body, {id} if escalated else set())
+
+    def under_review(self, crm: str, object: str, ids: Sequence[str]) -> set[str]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return set()
+        found = self._r.hmget(self._review_key("records"),
+                              [f"{crm}:{object}:{i}" for i in wanted])
+        return {i for i, hit in zip(wanted, found, strict=True) if hit is not None}
+
+    def claim_review(self, id: str, ttl_seconds: float) -> ReviewItem | None:
+        _check_ttl(ttl_seconds)
+        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
+        body = self._claim_review_script(
+            keys=[self._review_key("open"), self._review_key(f"claim:{id}")],
+            args=[id, ttl_ms])
+        if not body:
+            return None
+        escalated = self._r.sismember(self._review_key("escalated"), id)
+        return _review(str(body), {id} if escalated else set())
+
+    def release_review(self, id: str) -> None:
+        self._r.delete(self._review_key(f"claim:{id}"))
+
+    def close_review(self, item: ReviewItem) -> None:
+        if item.status == REVIEW_OPEN:
+            raise ValueError("close_review takes a closed item (approved, reassigned, ...)")
+        self._close_review_script(
+            keys=[self._review_key("open"), self._review_key("closed"),
+                  self._review_key("records"), self._review_key(f"claim:{item.id}"),
+                  self._review_key("escalated")],
+            args=[item.id, item.record_key, _body(item)])
+
+    def escalate_review(self, id: str) -> bool:
+        return bool(self._escalate_review_script(
+            keys=[self._review_key("open"), self._review_key("escalated")], args=[id]))
+
+
 def _fixed(value: datetime) -> str:
     """Fixed-width UTC text: compares as the instant, in Lua as in Python."""
     return as_utc(value, "written_at").replace(tzinfo=None).isoformat(
@@ -764,6 +879,18 @@ def decode_entry(entry: str) -> tuple[int, Decision]:
         return int(head), Decision.from_dict(json.loads(body))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise ValueError(f"undecodable outbox entry: {type(exc).__name__}") from None
+
+
+def _body(item: ReviewItem) -> str:
+    return json.dumps(item.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+def _review(body: str, escalated: set[str]) -> ReviewItem:
+    item = ReviewItem.from_dict(json.loads(body))
+    # The flag lives in its own set (set atomically); the body keeps the rest.
+    if item.id in escalated and not item.escalated:
+        item = replace(item, escalated=True)
+    return item
 
 
 def _strings(reply: object) -> list[str]:

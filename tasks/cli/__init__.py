@@ -13,7 +13,19 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, dashboard, db, overlaps, overrides, reps, routing, serve, simulate
+from tasks.cli import (
+    crm,
+    dashboard,
+    db,
+    overlaps,
+    overrides,
+    reps,
+    review,
+    routing,
+    serve,
+    simulate,
+    sla,
+)
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -39,9 +51,11 @@ app.command()(crm.demo)
 app.command()(crm.simulator)
 app.command()(simulate.simulate)
 app.command()(overlaps.overlaps)
+app.command("sla-check")(sla.sla_check)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
 app.add_typer(db.app, name="db")
+app.add_typer(review.app, name="review")
 
 __all__ = ["app", "main"]
 

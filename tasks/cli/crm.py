@@ -183,7 +183,8 @@ def _finish(report: RunReport, pipeline: Pipeline) -> None:
                   f"records" + (" (dry run)" if pipeline.dry_run else ""))
     table.add_column("outcome")
     table.add_column("records", justify="right")
-    for outcome in ("assigned", "fallback", "kept_existing", "unassigned", "skipped"):
+    for outcome in ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+                    "pending_review"):
         table.add_row(outcome, str(report.outcomes.get(outcome, 0)))
     out.print(table)
     if pipeline.dry_run:

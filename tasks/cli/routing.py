@@ -101,7 +101,8 @@ def _print_summary(summary: FileSummary, routing: CompiledRouting) -> None:
     table = Table(title=f"{summary.rows} records routed", show_lines=False)
     table.add_column("outcome")
     table.add_column("records", justify="right")
-    for outcome in ("assigned", "fallback", "kept_existing", "unassigned", "skipped"):
+    for outcome in ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+                    "pending_review"):
         table.add_row(outcome, str(summary.outcomes.get(outcome, 0)))
     out.print(table)
     rules = Table(title="by rule")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
-from sync.models import Decision
+from sync.models import Decision, HistoryEvent, decision_key
 from sync.state.base import LoadRow, PoolSnapshot, StateStore
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a page reads the history
@@ -22,7 +22,8 @@ WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
 DEFAULT_WINDOW = "7d"
 # Speed-to-lead points per window: hours today, 6-hour steps over a week, days over a month.
 BUCKETS = {"today": 24, "7d": 28, "30d": 30}
-OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped")
+OUTCOMES = ("assigned", "fallback", "kept_existing", "unassigned", "skipped",
+            "pending_review")
 PAGE_SIZE = 50
 MAX_OFFSET = 100_000  # 2,000 pages: deeper than anyone pages by hand; an OFFSET scans that far
 MAX_FAILED_SHOWN = 500  # ids listed per CRM object on the failed-writes page
@@ -42,6 +43,25 @@ class SpeedPointLike(Protocol):
     def p95(self) -> float | None: ...
 
 
+class FirstTouchLike(Protocol):
+    """`sync.history.FirstTouchRow`: speed to first touch of one rep under one rule."""
+
+    @property
+    def rep(self) -> str: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def touched(self) -> int: ...
+    @property
+    def p50(self) -> float | None: ...
+    @property
+    def p95(self) -> float | None: ...
+    @property
+    def breaches(self) -> int: ...
+    @property
+    def reroutes(self) -> int: ...
+
+
 class HistoryReader(Protocol):
     """The part of `sync.history.History` the dashboard reads (docs/operations.md)."""
 
@@ -53,6 +73,11 @@ class HistoryReader(Protocol):
 
     def decision(self, id: int) -> Decision | None: ...
 
+    def events(self, decision_id: int | None = None, record_id: str | None = None,
+               kind: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, limit: int | None = None
+               ) -> list[HistoryEvent]: ...
+
     def load(self, since: datetime | None = None,
              until: datetime | None = None) -> list[LoadRow]: ...
 
@@ -62,6 +87,9 @@ class HistoryReader(Protocol):
 
     def speed_to_lead(self, since: datetime, until: datetime,
                       buckets: int) -> Sequence[SpeedPointLike]: ...
+
+    def first_touch(self, since: datetime | None = None,
+                    until: datetime | None = None) -> Sequence[FirstTouchLike]: ...
 
 
 def window_bounds(window: str, now: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
@@ -95,6 +123,16 @@ class Overview:
     speed: list[SpeedPointLike]
     rules: list[Share]  # winning rule -> decisions, most first; "" = no rule
     speed_total: int
+    # Speed to first touch per rep and rule, with first-touch SLA breaches and re-routes.
+    first_touch: list[FirstTouchLike] = field(default_factory=list)
+
+    @property
+    def breaches(self) -> int:
+        return sum(r.breaches for r in self.first_touch)
+
+    @property
+    def reroutes(self) -> int:
+        return sum(r.reroutes for r in self.first_touch)
 
     @property
     def latest_speed(self) -> SpeedPointLike | None:
@@ -113,7 +151,8 @@ def overview(history: HistoryReader, since: datetime, until: datetime,
     rules = [Share(rule, n, _pct(n, hit_total))
              for rule, n in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))]
     speed = list(history.speed_to_lead(since, until, buckets))
-    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed))
+    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed),
+                    list(history.first_touch(since, until)))
 
 
 def _pct(part: int, whole: int) -> float:
@@ -244,6 +283,47 @@ def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[Rep
 def _count(snapshot: PoolSnapshot | None, rep: str) -> int:
     """A member's assignments in its current cap window (0 for a pool never written)."""
     return snapshot.counts.get(rep, 0) if snapshot is not None else 0
+
+
+# --- a decision's events ----------------------------------------------------------------
+
+MAX_EVENTS_SHOWN = 50  # per decision page; a record's events are few (notices, a breach...)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    kind: str
+    at: datetime
+    summary: str  # channel and recipient of a notice, or the event's data in short
+    error: str | None
+
+
+def decision_events(history: HistoryReader, decision_id: int,
+                    decision: Decision) -> list[EventRow]:
+    """Events about one decision, newest first: those stored with its id, and those naming
+    it by its natural key (the pipeline's followers never learn the id, see
+    `sync.models.decision_key`)."""
+    key = decision_key(decision)
+    rows = []
+    for event in history.events(record_id=decision.record_id, limit=MAX_EVENTS_SHOWN * 4):
+        if event.crm != decision.crm or event.object != decision.object:
+            continue
+        if event.decision_id != decision_id and event.data.get("decision") != key:
+            continue
+        rows.append(EventRow(event.kind, event.at, _summary(event.data),
+                             str(event.data["error"]) if event.data.get("error") else None))
+        if len(rows) >= MAX_EVENTS_SHOWN:
+            break
+    return rows
+
+
+def _summary(data: Mapping[str, object]) -> str:
+    if "channel" in data:
+        to = f" ({data['to']})" if data.get("to") else ""
+        role = " (manager)" if data.get("role") == "manager" else ""
+        return f"{data['channel']} to {data.get('recipient', '?')}{role}{to}"
+    shown = ", ".join(f"{k}: {v}" for k, v in data.items() if k not in ("decision", "error"))
+    return shown[:300]
 
 
 # --- failed writes -----------------------------------------------------------------------

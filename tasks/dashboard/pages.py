@@ -8,7 +8,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from importlib import resources
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -18,9 +18,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 
 from config.urls import redact_urls
+from connectors import registry
 from sync.compiler import CompiledRouting
 from sync.links import crm_link
-from sync.models import Decision
+from sync.models import Decision, Outcome, ReviewItem
 from sync.state.base import StateStore
 from tasks.dashboard import charts, data
 from tasks.dashboard.auth import (
@@ -32,6 +33,9 @@ from tasks.dashboard.auth import (
     Throttle,
     same,
 )
+
+if TYPE_CHECKING:
+    from sync.review import Reviewed
 
 log = logging.getLogger("tasks.http")
 
@@ -50,15 +54,21 @@ STATIC = {"dashboard.css": "text/css; charset=utf-8",
           "dashboard.js": "text/javascript; charset=utf-8",
           "favicon.svg": "image/svg+xml"}
 NAV = (("overview", "Overview"), ("balance", "Balance"), ("reps", "Reps"),
-       ("decisions", "Decisions"), ("failed", "Failed writes"), ("overrides", "Overrides"))
-NEXT = (("review", "Review queue"),)  # issue 10
+       ("decisions", "Decisions"), ("failed", "Failed writes"), ("overrides", "Overrides"),
+       ("review", "Review queue"))
+NEXT: tuple[tuple[str, str], ...] = ()
 MAX_TEXT = 255
 RETRY_CHUNK = 1000  # ids per hand-over, the ops API's reprocess bound
 # What a redirect after an action may announce (`?done=CODE&subject=...`).
 NOTICES = {"paused": "Paused {}.", "resumed": "Resumed {}.", "not_paused": "{} was not paused.",
-           "retried": "Retry started for {} records."}
+           "retried": "Retry started for {} records.",
+           "approved": "Approved: wrote {}.", "reassigned": "Reassigned: wrote {}.",
+           "superseded": "Not written: the owner changed meanwhile, kept {}."}
+MAX_CLOSED_SHOWN = 20  # recently decided review items under the queue
 
 Retry = Callable[[str, str, list[str]], None]
+# Approve (rep None) or reassign a review item: (item id, rep, reviewer) -> what it did.
+ReviewAct = Callable[[str, str | None, str], "Reviewed"]
 
 
 class PageError(Exception):
@@ -89,6 +99,7 @@ class Dashboard:
     token: str | None = None  # ACCOUNT_ROUTER_API_TOKEN, what sign-in takes
     hubspot_portal_id: str | None = None
     salesforce_instance_url: str | None = None
+    review: ReviewAct | None = None  # None: no routing file to review with
     throttle: Throttle = field(default_factory=Throttle)
     env: Environment = field(default_factory=lambda: _environment())
 
@@ -467,9 +478,11 @@ async def decision_page(request: Request, decision_id: str) -> Response:
         if found is None:
             raise PageError(404, "no such decision")
         link = crm_link(found, dash.hubspot_portal_id, dash.salesforce_instance_url)
+        events: list[data.EventRow] = await _read(
+            lambda: data.decision_events(history, int(decision_id), found))
         return _render(request, "decision.html", session=session, cookie=cookie,
                        page="decisions", title=f"Decision {decision_id}", d=found,
-                       decision_id=decision_id, link=link)
+                       decision_id=decision_id, link=link, events=events)
 
     return await _guarded(request, build)
 
@@ -526,7 +539,30 @@ def _offset(text: str) -> int:
 
 @router.get("/dashboard/review")
 async def review_page(request: Request) -> Response:
-    return await _next(request, "review", "Review queue")
+    return await _guarded(request, _review)
+
+
+async def _review(request: Request, dash: Dashboard, session: Session,
+                  cookie: str | None) -> Response:
+    items: list[ReviewItem] = await _read(dash.store.reviews)
+    closed: list[ReviewItem] = await _read(
+        lambda: dash.store.reviews(closed=True, limit=MAX_CLOSED_SHOWN))
+    routing = await run_in_threadpool(dash.routing)
+    reps = sorted(r for r, rep in routing.reps.items() if rep.active) if routing else []
+    links = {i.id: _item_link(dash, i) for i in items}
+    return _render(request, "review.html", session=session, cookie=cookie, page="review",
+                   title="Review queue", items=items, closed=closed, reps=reps, links=links,
+                   now=dash.now(), notice=_notice(request), can_act=dash.review is not None)
+
+
+def _item_link(dash: Dashboard, item: ReviewItem) -> str | None:
+    try:
+        kind = registry.spec(item.crm).kind(item.object)
+    except (KeyError, ValueError):
+        return None
+    shown = Decision(record_id=item.record_id, object=kind, crm=item.crm,
+                     outcome=Outcome.PENDING_REVIEW)
+    return crm_link(shown, dash.hubspot_portal_id, dash.salesforce_instance_url)
 
 
 async def _next(request: Request, page: str, title: str) -> Response:
@@ -605,6 +641,48 @@ async def retry(request: Request) -> Response:
 
     await run_in_threadpool(hand_over)
     return _redirect("/dashboard/failed", done="retried", subject=f"{len(ids):,}")
+
+
+@router.post("/dashboard/review/{item_id}/approve")
+async def review_approve(request: Request, item_id: str) -> Response:
+    dash, _ = await _action_session(request)
+    return await _review_act(dash, item_id, None)
+
+
+@router.post("/dashboard/review/{item_id}/reassign")
+async def review_reassign(request: Request, item_id: str) -> Response:
+    dash, form = await _action_session(request)
+    rep = form.get("rep", "").strip()
+    if not rep:
+        raise PageError(400, "choose a rep to reassign to")
+    return await _review_act(dash, item_id, rep)
+
+
+# A refused review action as a page: unknown item, already decided, a rep that cannot take
+# it, the CRM unreachable (try again).
+_REVIEW_STATUS = {"unknown": 404, "decided": 409, "ineligible": 422, "unavailable": 503}
+
+
+async def _review_act(dash: Dashboard, item_id: str, rep: str | None) -> Response:
+    act = dash.review
+    if act is None:
+        raise PageError(503, "review actions need a routing file (ACCOUNT_ROUTER_CONFIG)")
+    if len(item_id) > MAX_TEXT:
+        raise PageError(404, "no such review item")
+    reviewer = "dashboard (local)" if dash.local else "dashboard"
+
+    def run() -> Any:
+        from sync.review import ReviewError
+
+        try:
+            return act(item_id, rep, reviewer)
+        except ReviewError as exc:
+            raise PageError(_REVIEW_STATUS[exc.status], str(exc)) from exc
+
+    done = await _read(run)
+    closed = done.item
+    return _redirect("/dashboard/review", done=closed.status,
+                     subject=f"{closed.record_id} ({closed.final_owner or 'nobody'})")
 
 
 @router.get("/dashboard/{rest:path}")

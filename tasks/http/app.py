@@ -18,7 +18,7 @@ from connectors.settings import Settings
 from sync.history import History
 from sync.state.base import StateStore
 from tasks.dashboard import for_serve, mount
-from tasks.http import health, hubspot, ops, salesforce
+from tasks.http import health, hubspot, ops, review, salesforce
 from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
 from tasks.http.routing import ServedRouting
 from tasks.metrics import AnyMetrics, Broker, HistoryOutbox, metrics_for
@@ -90,7 +90,8 @@ def create_app(
                                routing=ServedRouting(settings.config,
                                                     settings.list_roots))
     app.add_middleware(BodyLimit, timeout=body_timeout, on_reject=body_refused)
-    for router in (hubspot.router, salesforce.router, ops.router, health.router):
+    for router in (hubspot.router, salesforce.router, ops.router, review.router,
+                   health.router):
         app.include_router(router)
     ctx: AppContext = app.state.ctx
     ctx.history_db = history

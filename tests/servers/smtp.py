@@ -46,6 +46,7 @@ class SmtpServer:
     url: str  # smtp://router:PASSWORD@127.0.0.1:PORT
     mailbox: Mailbox
     client_context: ssl.SSLContext  # trusts the server's test CA
+    ca_file: str  # the test CA as PEM, for SSL_CERT_FILE in a worker's environment
 
 
 def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
@@ -56,19 +57,22 @@ def _authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[SmtpServer]:
+def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
     """aiosmtpd offering STARTTLS (a trustme CA) and AUTH LOGIN/PLAIN after it."""
     ca = trustme.CA()
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_context)
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
+    ca_file = tmp_path_factory.mktemp("smtp-ca") / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
     mailbox = Mailbox()
     port = free_port()
     controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=server_context,
                             authenticator=_authenticator, auth_require_tls=True)
     controller.start()
     try:
-        yield SmtpServer(f"smtp://{USER}:{PASSWORD}@127.0.0.1:{port}", mailbox, client_context)
+        yield SmtpServer(f"smtp://{USER}:{PASSWORD}@127.0.0.1:{port}", mailbox, client_context,
+                         str(ca_file))
     finally:
         controller.stop()

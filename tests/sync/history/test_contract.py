@@ -322,7 +322,8 @@ def test_given_decisions_when_counted_then_outcomes_and_rule_hits_cover_the_wind
     window = (T0, T0 + timedelta(days=1))
 
     assert history.outcome_counts(*window) == {
-        "assigned": 2, "fallback": 1, "kept_existing": 0, "unassigned": 1, "skipped": 0}
+        "assigned": 2, "fallback": 1, "kept_existing": 0, "unassigned": 1, "skipped": 0,
+        "pending_review": 0}
     assert history.rule_hits(*window) == {"named": 2, "": 1, "everyone-else": 1}
     assert history.rule_hits(T0 + timedelta(days=1), T0 + timedelta(days=2)) == {"named": 1}
     assert sum(history.outcome_counts().values()) == 5
@@ -449,6 +450,42 @@ def test_given_two_upgrades_at_once_when_both_run_then_both_succeed_and_the_sche
             h.close()
 
 
+# --- speed to first touch (first-touch SLA events) ------------------------------------------
+
+
+def sla_event(kind: str, n: int, at: datetime, **data: object) -> HistoryEvent:
+    return HistoryEvent(id=10_000 + n, decision_id=None, record_id=f"r{n}", crm="hubspot",
+                        object="account", kind=kind, at=at, data=data)
+
+
+def test_given_touches_breaches_and_reroutes_when_asked_then_first_touch_per_rep_and_rule(
+        history: History) -> None:
+    events = [sla_event("touched", i, T0 + timedelta(minutes=i), rep="ava", rule="smb",
+                        seconds=float(s)) for i, s in enumerate([60, 120, 180, 240, 900])]
+    events += [
+        sla_event("touched", 10, T0, rep="ava", rule=None, seconds=30.0),
+        sla_event("touched", 11, T0, rep="ben", rule="smb", seconds=600.0),
+        sla_event("sla_breach", 12, T0, rep="ben", rule="smb", action="reroute"),
+        sla_event("rerouted", 13, T0, **{"from": "ben", "to": "cara", "rule": "smb"}),
+        sla_event("sla_breach", 14, T0, rep="cara", rule="smb", action="notify_manager"),
+        # Outside the window, and an event of another kind: neither counts.
+        sla_event("touched", 15, T0 - timedelta(days=2), rep="ava", rule="smb", seconds=1.0),
+        sla_event("notified", 16, T0, rep="ava", rule="smb", seconds=5.0),
+    ]
+    history.record_events(events)
+
+    rows = history.first_touch(since=T0 - timedelta(hours=1), until=T0 + timedelta(hours=1))
+
+    assert [(r.rep, r.rule, r.touched, r.breaches, r.reroutes) for r in rows] == [
+        ("ava", None, 1, 0, 0), ("ava", "smb", 5, 0, 0), ("ben", "smb", 1, 1, 1),
+        ("cara", "smb", 0, 1, 0)]
+    ava = rows[1]
+    assert ava.p50 == 180.0 and ava.p95 == pytest.approx(768.0)  # 240 + 0.8 * (900 - 240)
+    assert rows[3].p50 is None and rows[3].p95 is None
+
+
+def test_given_no_sla_events_when_asking_first_touch_then_no_rows(history: History) -> None:
+    assert history.first_touch() == []
 # --- overrides: the list and the rate per rule and per rep (sync/history/overrides.py) -----
 
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from sync.history import History
-from sync.models import Decision, HistoryEvent, Outcome, TraceStep, decision_key, event_id
+from sync.models import (
+    Decision,
+    HistoryEvent,
+    Outcome,
+    ReviewItem,
+    TraceStep,
+    decision_key,
+    event_id,
+    review_id,
+)
 from sync.state import PoolChange, StateStore, WatchEntry, open_store
 from sync.state.base import OwnerMark
 from sync.state.redis import RedisStateStore
@@ -671,3 +681,99 @@ def test_given_a_decision_then_its_key_names_crm_object_record_and_instant():
     d = decision("r9", at=T0)
     assert decision_key(d) == f"hubspot:account:r9:{int(T0.timestamp()) * 1_000_000}"
     assert decision_key(d._replace(decided_at=T0 + timedelta(microseconds=1))) != decision_key(d)
+
+
+# --- review items (docs/operations.md#review-before-writing) -------------------------------
+
+
+def review_item(record_id: str = "r1", *, id: str | None = None,
+                at: datetime = T0) -> ReviewItem:
+    return ReviewItem(
+        id=id or review_id(f"hubspot:companies:{record_id}:{at.isoformat()}"),
+        record_id=record_id, crm="hubspot", object="companies", proposed_owner="ava",
+        proposed_crm_id="101", rule="named", pool="smb", window=DAY, reason="rule named: ava",
+        previous_owner=None, created_at=at, deadline=at + timedelta(hours=4))
+
+
+def test_given_review_items_added_when_listing_then_open_ones_come_oldest_first(store):
+    later, earlier = review_item("r2", at=T0 + timedelta(minutes=5)), review_item("r1")
+
+    store.add_reviews([later, earlier])
+
+    assert store.reviews() == [earlier, later]
+    assert store.review(later.id) == later
+    assert store.review("nosuchid") is None
+    assert store.under_review("hubspot", "companies", ["r1", "r2", "r3"]) == {"r1", "r2"}
+    assert store.under_review("hubspot", "contacts", ["r1"]) == set()
+
+
+def test_given_a_record_under_review_when_another_item_is_added_then_the_first_stays(store):
+    first = review_item("r1")
+    again = review_item("r1", at=T0 + timedelta(minutes=1))  # the record decided again
+
+    store.add_reviews([first])
+    store.add_reviews([again, first])  # and a redelivered batch adding the first once more
+
+    assert store.reviews() == [first]
+
+
+def test_given_an_open_item_when_two_claim_it_then_exactly_one_gets_it(store_url):
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        item = review_item()
+        first.add_reviews([item])
+
+        claims = [first.claim_review(item.id, 60), second.claim_review(item.id, 60)]
+
+        assert claims.count(None) == 1
+        assert item in claims
+        assert first.claim_review("nosuchid", 60) is None
+    finally:
+        first.close()
+        second.close()
+
+
+def test_given_a_claim_released_or_lapsed_then_the_item_can_be_claimed_again(store):
+    item = review_item()
+    store.add_reviews([item])
+    assert store.claim_review(item.id, 60) == item
+
+    store.release_review(item.id)
+    assert store.claim_review(item.id, 0.05) == item
+    time.sleep(0.15)  # the lease lapses: a reviewer killed mid-approval holds nothing
+
+    assert store.claim_review(item.id, 60) == item
+
+
+def test_given_an_item_closed_then_it_leaves_the_queue_and_cannot_be_claimed(store):
+    item = review_item()
+    store.add_reviews([item])
+    assert store.claim_review(item.id, 60) is not None
+    closed = replace(item, status="approved", by="maya", closed_at=T0 + timedelta(hours=1),
+                     final_owner="ava")
+
+    store.close_review(closed)
+
+    assert store.reviews() == []
+    assert store.reviews(closed=True) == [closed]
+    assert store.review(item.id) == closed
+    assert store.claim_review(item.id, 60) is None
+    assert store.under_review("hubspot", "companies", ["r1"]) == set()
+    # The record may be routed (and held for review) again later: a new item opens.
+    again = review_item("r1", at=T0 + timedelta(days=1))
+    store.add_reviews([again])
+    assert store.reviews() == [again]
+    with pytest.raises(ValueError):
+        store.close_review(again)  # still open: not a closing
+
+
+def test_given_an_open_item_when_escalated_twice_then_only_the_first_call_escalates(store):
+    item = review_item()
+    store.add_reviews([item])
+
+    assert store.escalate_review(item.id) is True
+    assert store.escalate_review(item.id) is False
+    assert store.escalate_review("nosuchid") is False
+
+    assert store.reviews() == [replace(item, escalated=True)]
+    assert store.review(item.id) == replace(item, escalated=True)
