@@ -214,3 +214,24 @@ def test_given_a_dry_run_when_an_override_is_seen_then_nothing_is_recorded(crm, 
     assert overrides_in(store) == []
     assert report.changes == []  # under `never` too, the person's owner would be kept
     assert not store.owner_marks("hubspot", "companies", ["c0"])["c0"].overridden
+
+
+def test_given_a_review_reassigned_when_the_echo_is_swept_then_counted_once_as_the_review(
+        store):
+    from sync.review import reassign
+    from tests.sync import test_review
+
+    crm = FakeCrm(owners=hubspot_owners(), clock=test_review.NOW - timedelta(minutes=1))
+    crm.add("companies", "c1", name="Co 1", domain="co1.com")
+    item = test_review.held(crm, store)
+    counted = Counted()
+    later = Clock()
+    later.now = test_review.NOW + timedelta(minutes=30)
+    pipeline = Pipeline(crm, test_review.reviewed(), store, clock=later, metrics=counted)
+
+    reassign(pipeline, item.id, "eli", by="maya", now=later.now)
+    pipeline.route_ids("companies", ["c1"], trigger="webhook", now=later.now)  # the echo
+
+    assert counted.overrides == ["rest"]  # the reviewer's, not the echo of our write
+    assert store.owner_marks("hubspot", "companies", ["c1"])["c1"].owner == "108"
+    assert [e.data["source"] for e in overrides_in(store)] == ["review"]
