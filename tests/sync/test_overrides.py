@@ -275,3 +275,15 @@ def test_given_an_sla_reroute_when_both_writes_echo_back_then_neither_is_an_over
     assert verdicts == {"c0": Verdict.STALE}
     assert overrides_in(store) == [] and counted.overrides == []
     assert store.owner_marks("hubspot", "companies", ["c0"])["c0"].rep == "ben"
+
+
+def test_given_an_override_when_explained_then_the_persons_owner_is_kept_and_nothing_recorded(
+        crm, store):
+    make(crm, store, NEVER).sweep("companies", now=NOW)
+    crm.clock = NOW + timedelta(minutes=3)
+    crm.set_owner("companies", "c0", "101")
+
+    explained = make(crm, store, NEVER).explain("companies", "c0", now=NOW)
+
+    assert explained.outcome == "kept_existing" and "a person chose it" in explained.reason
+    assert overrides_in(store) == []  # explain reads; the next routing run records it
