@@ -550,9 +550,12 @@ class Pipeline:
                 except ValueError:
                     unreadable.append(crm_record.id)
             # One batch, so pool rotation runs on across all records as it would for real.
+            # Records a person took over stay theirs, as a real run would keep them.
+            chosen = self._chosen(obj, crm_records, records, "simulate", observe=False)
             decisions = route_batch(records, self.routing, self.store, instant,
                                     trigger="simulate", users=self.users(), dry_run=True,
-                                    crm=self.crm, account_owners=self._account_owners(records))
+                                    crm=self.crm, account_owners=self._account_owners(records),
+                                    chosen=chosen)
         finally:
             self._report_calls()
         return records, tuple(unreadable), decisions
@@ -753,7 +756,8 @@ class Pipeline:
             if record.id not in marks:
                 continue
             crm_record = raw.get(record.id)
-            by = crm_record.properties.get("LastModifiedById") if crm_record else None
+            by = crm_record.properties.get(self.spec.modified_by) \
+                if crm_record is not None and self.spec.modified_by else None
             changes.append(OwnerChange(
                 record.id, record.owner,
                 at=crm_record.modified_at if crm_record is not None else None,

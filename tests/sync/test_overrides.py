@@ -287,3 +287,14 @@ def test_given_an_override_when_explained_then_the_persons_owner_is_kept_and_not
 
     assert explained.outcome == "kept_existing" and "a person chose it" in explained.reason
     assert overrides_in(store) == []  # explain reads; the next routing run records it
+
+
+def test_given_an_override_when_simulating_a_realignment_then_the_record_does_not_move(
+        crm, store):
+    make(crm, store).sweep("companies", now=NOW)
+    crm.clock = NOW + timedelta(minutes=3)
+    crm.set_owner("companies", "c0", "101")
+
+    moved = {m.record_id for m in make(crm, store, NEVER).simulate("companies", now=NOW).moves}
+
+    assert "c0" not in moved and overrides_in(store) == []
