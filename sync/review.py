@@ -230,6 +230,9 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
                   "after_seconds": max(0.0, (now - item.created_at).total_seconds()),
                   "source": "review", "review": item.id}))
     _record(store, events)
+    if status == "reassigned":
+        # Counted like a person's change of a written owner (account_router_overrides_total).
+        pipeline.metrics.override(item.rule)
     store.close_review(closed)
     if final != item.proposed_owner:
         move_count(store, pipeline, item, final, now)

@@ -746,9 +746,13 @@ class RedisStateStore(ClosesOnExit):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        values = self._r.mget([self._mark_key(crm, object, i) for i in wanted])
-        return {i: OwnerMark.from_json(v) for i, v in zip(wanted, values, strict=True)
-                if isinstance(v, str)}
+        found: dict[str, OwnerMark] = {}
+        for start in range(0, len(wanted), _CHUNK):  # bounded replies for a whole book
+            chunk = wanted[start:start + _CHUNK]
+            values = self._r.mget([self._mark_key(crm, object, i) for i in chunk])
+            found.update((i, OwnerMark.from_json(v))
+                         for i, v in zip(chunk, values, strict=True) if isinstance(v, str))
+        return found
 
     def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
                         by: str | None = None) -> bool:
