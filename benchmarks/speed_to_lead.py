@@ -1,4 +1,5 @@
-"""Webhook received -> owner written, at 100 HubSpot events/s into `serve` + one Celery worker."""
+"""Webhook received -> owner written, at 100 HubSpot events/s into `serve` + one Celery worker,
+with Slack notifications on (a local fake Slack Web API; `--no-notify` to route only)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from connectors.simulator.slack import TOKEN, FakeSlack  # noqa: E402
+from sync.compiler import load_routing  # noqa: E402
+from sync.history import History  # noqa: E402
+from sync.history.outbox import drain  # noqa: E402
 from sync.state.redis import RedisStateStore  # noqa: E402
 from tasks.http import hubspot_signature_v3  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "bench-webhook-secret"
+ROUTING = ROOT / "config/examples/routing.yaml"
+PORTAL = "62515"  # HUBSPOT_PORTAL_ID: notices link the record, so each is matched to its event
 
 
 def free_port() -> int:
@@ -68,10 +75,17 @@ def main() -> None:
                         help="worker processes of the one Celery worker (prefork pool)")
     parser.add_argument("--window-ms", type=float, default=None,
                         help="ACCOUNT_ROUTER_BATCH_WINDOW_MS (default: the setting's default)")
+    parser.add_argument("--no-notify", dest="notify", action="store_false",
+                        help="route only: no Slack notifications")
+    parser.add_argument("--slack-latency-ms", type=float, default=100.0,
+                        help="how long the fake Slack Web API takes to answer each call")
     args = parser.parse_args()
     events = int(args.rate * args.seconds)
     tmp = Path(tempfile.mkdtemp(prefix="speed-to-lead-"))
     procs: list[subprocess.Popen[str]] = []
+    users = {rep.email: f"U{rep.id.upper()}" for rep in load_routing(ROUTING).reps.values()
+             if rep.email}
+    slack = FakeSlack(users=users, delay=args.slack_latency_ms / 1000).start()
     try:
         redis_port = free_port()
         procs.append(subprocess.Popen(
@@ -99,22 +113,42 @@ def main() -> None:
             headers={"Content-Type": "application/json"})
         urllib.request.urlopen(faults).close()  # noqa: S310 - loopback
         port = free_port()
+        # The history the workers' outbox is flushed into (by this script, as beat would).
+        database_url = f"sqlite:///{tmp / 'history.db'}"
+        with History(database_url) as history:
+            history.upgrade()
         env.update({
             "ACCOUNT_ROUTER_REDIS_URL": redis_url, "ACCOUNT_ROUTER_STATE_URL": redis_url,
-            "ACCOUNT_ROUTER_CONFIG": str(ROOT / "config/examples/routing.yaml"),
+            "ACCOUNT_ROUTER_DATABASE_URL": database_url, "HUBSPOT_PORTAL_ID": PORTAL,
+            "ACCOUNT_ROUTER_CONFIG": str(ROUTING),
             "HUBSPOT_WEBHOOK_SECRET": SECRET,
             "ACCOUNT_ROUTER_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "ACCOUNT_ROUTER_HUBSPOT_CALLS_PER_10S": "100000",
         })
         if args.window_ms is not None:
             env["ACCOUNT_ROUTER_BATCH_WINDOW_MS"] = str(args.window_ms)
+        if args.notify:
+            env.update({"ACCOUNT_ROUTER_SLACK_TOKEN": TOKEN,
+                        "ACCOUNT_ROUTER_SLACK_BASE_URL": slack.base_url})
+        else:
+            env.pop("ACCOUNT_ROUTER_SLACK_TOKEN", None)
+        env.pop("ACCOUNT_ROUTER_SMTP_URL", None)
         cli = str(Path(sys.executable).with_name("account-router"))
         procs.append(subprocess.Popen([cli, "serve", "--port", str(port)], cwd=ROOT, env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "prefork",
-             "--concurrency", str(args.concurrency), "--loglevel", "WARNING"], cwd=ROOT, env=env,
+             "--concurrency", str(args.concurrency), "--loglevel", "WARNING",
+             "-Q", "celery", "--hostname", "route@%h"], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if args.notify:
+            # Notifications on their own worker (docs/operations.md#notifications): threads,
+            # since a notice is a wait on Slack, not work for a CPU.
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "threads",
+                 "--concurrency", "16", "--loglevel", "WARNING", "-Q", "notify",
+                 "--hostname", "notify@%h"], cwd=ROOT, env=env,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_for(f"http://127.0.0.1:{port}/healthz")
         time.sleep(3)  # the worker connects to the broker
 
@@ -158,19 +192,21 @@ def main() -> None:
         deadline = time.time() + 60
         written: dict[str, float] = {}
         decided: dict[str, float] = {}  # the routing instant: after the queue and the read
-        while time.time() < deadline and len(written) < len(ids):
-            for record_id in ids:
-                if record_id in written:
-                    continue
-                found = [d for d in store.decisions(record_id=record_id) if d.written_at]
-                if found:
-                    written[record_id] = found[0].written_at.timestamp()  # type: ignore[union-attr]
-                    decided[record_id] = found[0].decided_at.timestamp()  # type: ignore[union-attr]
-            time.sleep(0.5)
+        wanted = set(ids)
+        with History(database_url) as history:
+            while time.time() < deadline and (
+                    len(written) < len(ids) or (args.notify and len(slack.posted) < len(ids))):
+                drain(store, history, budget_seconds=5)
+                for d in history.decisions(since=None):
+                    if d.record_id in wanted and d.written_at and d.record_id not in written:
+                        written[d.record_id] = d.written_at.timestamp()
+                        decided[d.record_id] = d.decided_at.timestamp()  # type: ignore[union-attr]
+                time.sleep(0.5)
         store.close()
         with urllib.request.urlopen(hubspot + "/__simulator__/stats") as r:  # noqa: S310
             calls = json.load(r)["total"] - calls_before
     finally:
+        slack.stop()
         for proc in reversed(procs):
             proc.terminate()
         for proc in procs:
@@ -189,6 +225,21 @@ def main() -> None:
     print(f"stages: received -> decided p50 {to_decided[49] * 1000:.0f} ms / p99 "
           f"{to_decided[98] * 1000:.0f} ms; decided -> written p50 {to_written[49] * 1000:.0f} "
           f"ms / p99 {to_written[98] * 1000:.0f} ms")
+    if args.notify:
+        heard: dict[str, float] = {}
+        for posted in slack.posted:
+            record_id = posted.text.rsplit("/record/0-2/", 1)[-1].split(" ")[0]
+            heard.setdefault(record_id, posted.received)
+        told = sorted(heard[i] - sent[i] for i in heard if i in sent)
+        twice = len(slack.posted) - len(heard)
+        if len(told) >= 2:
+            t = statistics.quantiles(told, n=100)
+            print(f"notified on Slack: {len(heard)} of {len(written)} new owners ({twice} told "
+                  f"twice); webhook received -> Slack message p50 {t[49] * 1000:.0f} ms, "
+                  f"p99 {t[98] * 1000:.0f} ms (fake Slack answers in "
+                  f"{args.slack_latency_ms:g} ms)")
+        else:
+            print(f"notified on Slack: {len(heard)} of {len(written)} new owners")
     webhook = statistics.quantiles(answered, n=100)
     print(f"webhook answered in p50 {webhook[49] * 1000:.0f} ms, p99 {webhook[98] * 1000:.0f} ms")
     print(f"speed to lead (webhook received -> owner written): p50 {q[49] * 1000:.0f} ms, "

@@ -8,8 +8,9 @@ from __future__ import annotations
 import math
 import os
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_STATE_URL = "sqlite:///account-router-state.db"
@@ -18,6 +19,8 @@ DEFAULT_STATE_URL = "sqlite:///account-router-state.db"
 DEFAULT_VISIBILITY_TIMEOUT_SECONDS = 60.0
 SWEEP_SCHEDULE_ENV = "ACCOUNT_ROUTER_SWEEP_SCHEDULE"
 VISIBILITY_TIMEOUT_ENV = "ACCOUNT_ROUTER_VISIBILITY_TIMEOUT"
+DEFAULT_SLACK_BASE_URL = "https://slack.com/api/"
+SMTP_SCHEMES = ("smtp", "smtps")
 
 
 def _positive_seconds(raw: object, where: str) -> float:
@@ -51,6 +54,23 @@ def parse_sweep_schedule(text: str) -> dict[tuple[str, str], float]:
         where = f"{SWEEP_SCHEDULE_ENV} entry {entry!r}"
         schedule[(crm.strip().lower(), obj.strip())] = _positive_seconds(seconds.strip(), where)
     return schedule
+
+
+def smtp_url_problem(url: str) -> str | None:
+    """Why `url` is not a usable SMTP URL (without quoting it: it holds a password), or None."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "expected smtp://user:password@host:port or smtps://..., found an unreadable URL"
+    if parts.scheme.lower() not in SMTP_SCHEMES:
+        return (f"expected the scheme smtp:// or smtps://, found "
+                f"{parts.scheme + '://' if parts.scheme else 'none'}")
+    if not parts.hostname:
+        return "expected a host, as in smtp://user:password@smtp.example.com:587"
+    if port == 0:
+        return "expected a port from 1 to 65535"
+    return None
 
 
 class Settings(BaseSettings):
@@ -93,6 +113,21 @@ class Settings(BaseSettings):
     # ACCOUNT_ROUTER_HISTORY_RETENTION_DAYS: decisions older than this are pruned (beat, daily;
     # `account-router db prune`).
     history_retention_days: int = Field(default=90, ge=1)
+    # Notifications (docs/operations.md#notifications): a channel is on when it is configured
+    # here and listed in the routing file's `notify.channels`.
+    # ACCOUNT_ROUTER_SLACK_TOKEN: the Slack app's bot token (xoxb-...).
+    slack_token: SecretStr | None = None
+    # ACCOUNT_ROUTER_SLACK_BASE_URL: the Slack Web API (tests and proxies stand in for it).
+    slack_base_url: str = DEFAULT_SLACK_BASE_URL
+    # ACCOUNT_ROUTER_SMTP_URL: `smtp://user:password@host:587` (STARTTLS when the server offers
+    # it) or `smtps://...:465`; secret, since it carries the password.
+    smtp_url: SecretStr | None = None
+    # ACCOUNT_ROUTER_MAIL_FROM: the From address of notification emails.
+    mail_from: str | None = Field(default=None, validate_default=True)
+    # ACCOUNT_ROUTER_SLA_CHECK_SECONDS: how often beat runs the first-touch SLA pass
+    # (docs/operations.md#first-touch-sla); a breach is acted on at most this long after its
+    # deadline.
+    sla_check_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     @field_validator("sweep_schedule", mode="before")
     @classmethod
@@ -112,6 +147,42 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part for part in value.split(os.pathsep) if part.strip())
         return value
+
+    @field_validator("slack_base_url")
+    @classmethod
+    def _check_slack_base_url(cls, value: str) -> str:
+        text = value.strip()
+        if not text:
+            return DEFAULT_SLACK_BASE_URL
+        if not text.lower().startswith(("https://", "http://")):
+            raise ValueError("ACCOUNT_ROUTER_SLACK_BASE_URL: expected an http(s):// URL such as "
+                             f"{DEFAULT_SLACK_BASE_URL}")
+        # slack-sdk joins the method name onto it: `.../api` and `.../api/` must both work.
+        return text if text.endswith("/") else text + "/"
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        problem = smtp_url_problem(value.get_secret_value().strip())
+        if problem:
+            # The URL itself is never quoted: it carries the password.
+            raise ValueError(problem)
+        return SecretStr(value.get_secret_value().strip())
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_with_smtp(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Checked at load, not at the first email: a worker must not route for hours and only
+        # then find it cannot say who the mail is from.
+        text = (value or "").strip() or None
+        if text is None and info.data.get("smtp_url") is not None:
+            raise ValueError("ACCOUNT_ROUTER_SMTP_URL is set but this is not: the From address "
+                             "of notification emails, e.g. router@example.com")
+        if text is not None and ("@" not in text or any(c in text for c in "\r\n")):
+            raise ValueError("expected an email address such as router@example.com")
+        return text
 
     def resolved_state_url(self, override: str | None = None) -> str:
         """--state wins, then ACCOUNT_ROUTER_STATE_URL, then the Redis URL, then SQLite."""

@@ -135,8 +135,26 @@ def create_for(name: str, routing: CompiledRouting, settings: Settings | None = 
     create_factory = factory(name)
     if "extra_fields" not in inspect.signature(create_factory).parameters:
         return create_factory(settings or Settings(), **kwargs)
-    return create_factory(settings or Settings(), extra_fields=read_fields(name, routing),
-                          **kwargs)
+    fields = read_fields(name, routing)
+    for obj, touch in touch_fields(name, routing).items():
+        # Read with the record, so its value at assignment is known to the SLA watch.
+        if touch not in fields[obj]:
+            fields[obj].append(touch)
+    return create_factory(settings or Settings(), extra_fields=fields, **kwargs)
+
+
+def touch_fields(name: str, routing: CompiledRouting | None) -> dict[str, str]:
+    """Per object of CRM `name`, the field the first-touch SLA watches: the routing file's
+    `touch_fields` override, else the connector's declared default; objects with neither are
+    absent."""
+    declared = spec(name)
+    overrides = routing.file.touch_fields if routing is not None else None
+    out: dict[str, str] = {}
+    for obj in declared.objects:
+        touch = declared.touch_field(obj, overrides)
+        if touch:
+            out[obj] = touch
+    return out
 
 
 def read_fields(name: str, routing: CompiledRouting | None) -> dict[str, list[str]]:

@@ -16,6 +16,7 @@ import re2  # type: ignore[import-untyped]  # ships no py.typed
 from config.routing import ConfigError
 from sync.models import NUMERIC_FIELDS, RECORD_FIELDS, Record
 from sync.normalize import (
+    PostalKey,
     country_code,
     fold,
     fold_industry,
@@ -23,6 +24,8 @@ from sync.normalize import (
     is_freemail,
     normalize_domain,
     parse_number,
+    postal_between,
+    postal_keys,
 )
 
 COMBINATORS = ("any", "all", "not")
@@ -158,6 +161,27 @@ def _number(operand: Any, path: str, ctx: CompileContext) -> float:
     return value
 
 
+def _postal_ranges(operand: list[Any], path: str, ctx: CompileContext
+                   ) -> tuple[tuple[PostalKey, PostalKey], ...]:
+    """`postal_code: {between: [lo, hi]}` as ranges of one postal format (a US ZIP, a Canadian
+    FSA, a UK outward code); () when neither end is a postal code of these formats (then the
+    range is numeric, as on any other field). Ends of different formats, or low above high in
+    every format both share, are errors naming the path."""
+    if not all(isinstance(v, str) for v in operand):
+        return ()  # unquoted numbers keep their numeric meaning, as on any field
+    lows, highs = postal_keys(operand[0]), postal_keys(operand[1])
+    if not lows and not highs:
+        return ()
+    shared = [(lo, hi) for lo in lows for hi in highs if lo[0] == hi[0]]
+    if not shared:
+        raise ctx.error(path, "two postal codes of one format (US ZIP, Canadian FSA or UK "
+                        "outward code)", operand)
+    ranges = tuple((lo, hi) for lo, hi in shared if lo <= hi)
+    if not ranges:
+        raise ctx.error(path, "low ≤ high", operand)
+    return ranges
+
+
 def _is_number(operand: Any) -> bool:
     return isinstance(operand, int | float) and not isinstance(operand, bool)
 
@@ -197,6 +221,10 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
         if op == "between":
             if not isinstance(operand, list) or len(operand) != 2:
                 raise ctx.error(path, "a list [low, high]", operand)
+            if name == "postal_code":
+                ranges = _postal_ranges(operand, path, ctx)
+                if ranges:
+                    return f"_postal_between({raw}, {ctx.const(ranges)})"
             lo = _number(operand[0], f"{path}[0]", ctx)
             hi = _number(operand[1], f"{path}[1]", ctx)
             if lo > hi:
@@ -321,7 +349,7 @@ def _regex(text: str, path: str, ctx: CompileContext) -> _Pattern:
                         f"lookaround; {reason})", text) from None
 
 
-NAMESPACE: dict[str, Any] = {"_num": _num, "_idk": _idk}
+NAMESPACE: dict[str, Any] = {"_num": _num, "_idk": _idk, "_postal_between": postal_between}
 
 
 def build_first_match(exprs: list[str], ctx: CompileContext) -> Callable[[Record, int], int]:

@@ -5,7 +5,7 @@ See docs/routing-file.md#routing-semantics.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import NamedTuple
@@ -112,6 +112,9 @@ class RoutingContext:
     account_owners: Mapping[str, str] = field(default_factory=dict)  # domain -> owner id
     # The CRM being routed, with `users`: a rep is then only eligible as an active user there.
     crm: str | None = None
+    # Records whose current owner a person chose over the router's (an override): id -> the
+    # reason to keep it, under every `respect_existing_owner` policy.
+    chosen: Mapping[str, str] = field(default_factory=dict)
     _status: dict[str, str | None] = field(default_factory=dict, init=False)
     _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
     _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
@@ -205,15 +208,18 @@ class RoutingContext:
 
     # -- pools ---------------------------------------------------------------------------
 
-    def choose(self, pool_name: str) -> tuple[PoolTurn | None, str]:
-        """The pool's next turn under its strategy, or None and why nobody is eligible."""
+    def choose(self, pool_name: str, exclude: Container[str] = ()
+               ) -> tuple[PoolTurn | None, str]:
+        """The pool's next turn under its strategy, or None and why nobody is eligible.
+        Members in `exclude` are passed over (a first-touch SLA re-route never goes back to a
+        rep who let it run out)."""
         pool = self.routing.pools[pool_name]
         snap = self.pools[pool_name]
         eligible: list[str] = []
         passed: list[str] = []
         cap = pool.cap
         for member in pool.members:
-            why = self._status[member]
+            why = "breached the first-touch SLA" if member in exclude else self._status[member]
             if why is None and cap is not None and snap.counts.get(member, 0) >= cap.max:
                 why = f"at cap {cap.max}/{cap.per}"
             if why is None and pool.strategy == "weighted" and pool.weights.get(member, 1) == 0:
@@ -351,6 +357,15 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
         if known is None:
             known = ctx._owners[owner] = _owner(owner, ctx)
         previous = known.previous
+        if ctx.chosen and record.id in ctx.chosen and \
+                id_key(owner) not in routing.ignore_keys:
+            return Decision(
+                record_id=record.id, object=record.object, crm=record.crm,
+                outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
+                owner=known.rep_id or owner, owner_crm_id=owner, rule=None,
+                reason=ctx.chosen[record.id], trigger=trigger,
+                created_at=record.created_at, decided_at=now,
+            )
         if known.kept_reason is not None:
             return Decision(
                 record_id=record.id, object=record.object, crm=record.crm,

@@ -35,6 +35,7 @@ def route_batch(
     audit: bool = True,
     dry_run: bool = False,
     crm: str | None = None,
+    chosen: Mapping[str, str] | None = None,
 ) -> list[Decision]:
     """Decide every record and commit pool turns and audit rows atomically.
 
@@ -44,6 +45,8 @@ def route_batch(
     `extra` decisions (e.g. skipped rows) are audited in the same transaction. With
     `audit=False` only the pool turns are committed (the caller audits after writing); with
     `dry_run=True` nothing is committed at all: the decisions are what would happen.
+    `chosen`: records whose current owner a person chose over ours (id -> the reason to keep
+    it), kept under every `respect_existing_owner` policy (sync/overrides.py).
     The owners of this batch's accounts are added to `account_owners` (when a dict) for later
     batches; with `learn`, only the domains in it (those some later lead will look up), so the
     map does not grow with every account of a long file.
@@ -59,7 +62,8 @@ def route_batch(
         owners = ChainMap(learned, cast(MutableMapping[str, str], account_owners)) \
             if account_owners is not None else learned
         ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
-                             pools=snapshots, users=users, account_owners=owners, crm=crm)
+                             pools=snapshots, users=users, account_owners=owners, crm=crm,
+                             chosen=chosen or {})
         expected = {name: snap.version for name, snap in snapshots.items()}
         decisions: list[Decision] = []
         for record in records:

@@ -27,6 +27,9 @@ class Metrics(Protocol):
     def speed(self, stage: str, seconds: float) -> None:
         """Speed to lead: seconds from the record's creation to `stage` (decided, written)."""
 
+    def override(self, rule: str | None) -> None:
+        """A person changed the owner of a record the router assigned under `rule`."""
+
 
 class NullMetrics:
     """Counts nothing: the default, for tests and one-off runs."""
@@ -44,4 +47,7 @@ class NullMetrics:
         return None
 
     def speed(self, stage: str, seconds: float) -> None:
+        return None
+
+    def override(self, rule: str | None) -> None:
         return None

@@ -570,3 +570,45 @@ def record_fields(
         folded,
         created_at,
     )
+
+
+# --- postal codes: ranges by format (docs/routing-file.md#postal-codes) -------------------
+# A postal code compares within its own format: a US ZIP by its five digits (ZIP+4 included),
+# a Canadian code by its forward sortation area (FSA, the first three characters), a UK code by
+# its outward code (area letters, district number, district letter: `E14` after `E9`, which a
+# text comparison would get wrong). A bare three-character `W1A` is both a Canadian FSA and a
+# UK outward code; it keeps both readings and a range of either format may match it.
+PostalKey = tuple[Any, ...]
+_ZIP = re.compile(r"(\d{5})(?:-?\d{4})?")
+_CANADA = re.compile(r"([A-Z]\d[A-Z])(\d[A-Z]\d)?")
+_UK = re.compile(r"([A-Z]{1,2})(\d{1,2})([A-Z]?)(\d[A-Z]{2})?")
+_MAX_POSTAL = 16  # longer text is no postal code of these formats
+
+
+@lru_cache(maxsize=65536)
+def postal_keys(value: str) -> tuple[PostalKey, ...]:
+    """The comparable readings of a postal code (empty: none of the known formats)."""
+    text = "".join(value.split()).upper()
+    if not text or len(text) > _MAX_POSTAL:
+        return ()
+    keys: list[PostalKey] = []
+    if m := _ZIP.fullmatch(text):
+        keys.append(("US", int(m.group(1))))
+    if m := _CANADA.fullmatch(text):
+        keys.append(("CA", m.group(1)))
+    if (m := _UK.fullmatch(text)) and not (len(text) == 6 and keys):
+        # Six characters that read as a full Canadian code are never a UK one (a UK inward
+        # code is digit-letter-letter, a Canadian LDU digit-letter-digit: they cannot both be).
+        keys.append(("GB", m.group(1), int(m.group(2)), m.group(3)))
+    return tuple(keys)
+
+
+def postal_between(value: str | None, ranges: tuple[tuple[PostalKey, PostalKey], ...]) -> bool:
+    """Whether a postal code falls in one of `ranges` (inclusive, same format at both ends)."""
+    if value is None:
+        return False
+    for key in postal_keys(value):
+        for lo, hi in ranges:
+            if key[0] == lo[0] and lo <= key <= hi:
+                return True
+    return False

@@ -23,6 +23,15 @@ from sync.engine import route_batch, skipped
 from sync.metrics import Metrics, NullMetrics
 from sync.models import Decision, Outcome, Record, ReviewItem, decision_key, review_id
 from sync.normalize import build_record, id_key
+from sync.overrides import (
+    DEFAULT_MARK_TTL,
+    Overrides,
+    OwnerChange,
+    OwnWrites,
+    Verdict,
+    judge,
+    kept_reason,
+)
 from sync.ports import (
     AfterWrite,
     Connector,
@@ -137,11 +146,16 @@ class Pipeline:
         dry_run: bool = False,
         metrics: Metrics | None = None,
         followers: Sequence[AfterWrite] = (),
+        mark_ttl: timedelta = DEFAULT_MARK_TTL,
     ) -> None:
         self.connector = connector
         # Called with each batch of landed owner writes (notify, first-touch watch, own-write
         # marks); see `_follow`.
         self.followers = tuple(followers)
+        # Our own writes are marked before their records are unlocked, ahead of the other
+        # followers: a person's change is then never confused with our write's echo, whatever
+        # path wrote (docs/operations.md#overrides).
+        self.own_writes = OwnWrites(store, mark_ttl)
         self.crm = connector.name
         self.spec = connector.spec  # the CRM's objects and field maps, as it declares them
         self.routing = routing
@@ -154,6 +168,9 @@ class Pipeline:
         self._users: Mapping[str, OwnerInfo] | None = None
         self._users_at: datetime | None = None
         self.metrics: Metrics = metrics or NullMetrics()
+        self.overrides = Overrides(
+            store, metrics=self.metrics, clock=clock,
+            rep_of=lambda owner: routing.owner_to_rep.get(id_key(owner)))
         # CRM calls are reported as deltas of `connector.stats()` since the last report; the
         # baseline is shared by every run of this pipeline, so overlapping runs never count a
         # call twice.
@@ -483,6 +500,36 @@ class Pipeline:
         `ROUTED_WINDOW` before `now`."""
         obj = self.spec.canonical_object(obj)
         instant = now or self.clock()
+        records, unreadable, decisions = self.decide_all(obj, now=instant)
+
+        def who(owner: str | None) -> str:
+            # Owners by rep id where the routing file knows them, so before and after compare.
+            if not owner:
+                return NO_OWNER
+            return self.routing.owner_to_rep.get(id_key(owner)) or owner
+
+        before: Counter[str] = Counter()
+        after: Counter[str] = Counter()
+        moves: list[Move] = []
+        for record, decision in zip(records, decisions, strict=True):
+            now_owner = who(record.owner)
+            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
+            before[now_owner] += 1
+            after[new] += 1
+            if new != NO_OWNER and new != now_owner:
+                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
+        loads = tuple(OwnerLoad(o, before[o], after[o])
+                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
+        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, unreadable)
+        return result if history is None else self.with_history(result, history, now=instant)
+
+    def decide_all(self, obj: str, *, now: datetime | None = None
+                   ) -> tuple[list[Record], tuple[str, ...], list[Decision]]:
+        """Every record of `obj` and what this routing file decides for it now, in listing
+        order, plus the ids the field map could not normalize. Reads only, as `simulate`:
+        nothing written, audited or locked; pool cursors read, never advanced."""
+        obj = self.spec.canonical_object(obj)
+        instant = now or self.clock()
         try:
             crm_records: list[CrmRecord] = []
             cursor: str | None = None
@@ -505,27 +552,7 @@ class Pipeline:
                                     crm=self.crm, account_owners=self._account_owners(records))
         finally:
             self._report_calls()
-
-        def who(owner: str | None) -> str:
-            # Owners by rep id where the routing file knows them, so before and after compare.
-            if not owner:
-                return NO_OWNER
-            return self.routing.owner_to_rep.get(id_key(owner)) or owner
-
-        before: Counter[str] = Counter()
-        after: Counter[str] = Counter()
-        moves: list[Move] = []
-        for record, decision in zip(records, decisions, strict=True):
-            now_owner = who(record.owner)
-            new = (decision.owner or NO_OWNER) if decision.outcome in WRITES else now_owner
-            before[now_owner] += 1
-            after[new] += 1
-            if new != NO_OWNER and new != now_owner:
-                moves.append(Move(record.id, now_owner, new, rule_of(decision)))
-        loads = tuple(OwnerLoad(o, before[o], after[o])
-                      for o in sorted(before.keys() | after.keys(), key=lambda o: (-after[o], o)))
-        result = Simulation(self.crm, obj, len(records), tuple(moves), loads, tuple(unreadable))
-        return result if history is None else self.with_history(result, history, now=instant)
+        return records, tuple(unreadable), decisions
 
     def with_history(self, simulation: Simulation, history: History, *,
                      now: datetime | None = None) -> Simulation:
@@ -549,6 +576,57 @@ class Pipeline:
         return replace(simulation, history=True, loads=loads,
                        moves=tuple(_with_rule_before(m, latest.get(m.record_id))
                                    for m in moves))
+
+    # -- owners decided elsewhere ---------------------------------------------------------
+
+    def write_decisions(self, obj: str, items: Sequence[tuple[Decision, CrmRecord]],
+                        *, report: RunReport | None = None) -> RunReport:
+        """Write owners decided outside the rules (first-touch SLA re-routes), each with the
+        record as just read, through the one write path: locked, written in batches, audited
+        with the result, the followers called. A record another run holds locked right now is
+        audited unwritten (that run is routing it) and left to it."""
+        obj = self.spec.canonical_object(obj)
+        report = report or RunReport(self.crm, obj)
+        token = _lock_owner.get() or uuid.uuid4().hex
+        keys = {d.record_id: f"{self.crm}:{obj}:{d.record_id}" for d, _ in items}
+        held = self.store.lock_records(list(keys.values()), token, self.lock_ttl) \
+            if keys else set()
+        writes = _Writes()
+        unwritten: list[Decision] = []
+        try:
+            for decision, crm_record in items:
+                key = keys[decision.record_id]
+                if key not in held:
+                    report.locked_elsewhere += 1
+                    unwritten.append(decision._replace(
+                        write_error="record locked by another run routing it"))
+                    continue
+                if decision.owner_crm_id is None:
+                    unwritten.append(decision._replace(
+                        write_error=f"{decision.owner} has no {self.crm} id in crm_ids"))
+                    self.store.unlock_records([key], token)
+                    continue
+                try:
+                    record = self.to_record(obj, crm_record)
+                except ValueError as exc:
+                    unwritten.append(decision._replace(write_error=str(exc)))
+                    self.store.unlock_records([key], token)
+                    continue
+                writes.held[decision.record_id] = _Held(
+                    decision, decision.owner_crm_id, key, token, 0, self.clock(), record)
+        except BaseException:
+            self.store.unlock_records([keys[i] for i in keys if keys[i] in held], token)
+            raise
+        if unwritten:
+            report.write_failed += len(unwritten)
+            for decision in unwritten:
+                self._counted(decision, report)
+            self.store.commit({}, [], unwritten)
+        try:
+            self._flush(obj, writes, report, everything=True)
+        finally:
+            self._report_calls()
+        return report
 
     # -- the batch -----------------------------------------------------------------------
 
@@ -608,10 +686,11 @@ class Pipeline:
                 except ValueError as exc:
                     audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
                                          crm=self.crm, trigger=trigger))
+            chosen = self._chosen(obj, mine, records, trigger)
             decisions = route_batch(
                 records, self.routing, self.store, instant, trigger=trigger, users=self.users(),
                 account_owners=self._account_owners(records), audit=False,
-                dry_run=self.dry_run, crm=self.crm)
+                dry_run=self.dry_run, crm=self.crm, chosen=chosen)
             current = {r.id: r.owner for r in records}
             by_id = {r.id: r for r in records}
             if not self.dry_run:
@@ -655,6 +734,42 @@ class Pipeline:
                 "held": len(writes.held),
                 "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
 
+    def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
+                trigger: str) -> dict[str, str]:
+        """Overrides seen in this batch's owners (a person changed the owner we wrote) are
+        recorded; returns the records whose owner a person chose, with the reason to keep it
+        (docs/operations.md#overrides). An explicit reprocess routes them as usual."""
+        if not records:
+            return {}
+        marks = self.store.owner_marks(self.crm, obj, [r.id for r in records])
+        if not marks:
+            return {}
+        raw = {r.id: r for r in crm_records}
+        changes = []
+        for record in records:
+            if record.id not in marks:
+                continue
+            crm_record = raw.get(record.id)
+            by = crm_record.properties.get("LastModifiedById") if crm_record else None
+            changes.append(OwnerChange(
+                record.id, record.owner,
+                at=crm_record.modified_at if crm_record is not None else None,
+                by=by if isinstance(by, str) and by else None, source=trigger))
+        if self.dry_run:
+            verdicts = {c.record_id: judge(marks[c.record_id], c) for c in changes}
+        else:
+            verdicts = self.overrides.observe(self.crm, obj, changes, marks)
+        if trigger == "reprocess":
+            return {}
+        chosen: dict[str, str] = {}
+        for record in records:
+            mark = marks.get(record.id)
+            if mark is None or record.owner is None:
+                continue
+            if mark.overridden or verdicts.get(record.id) in (Verdict.OVERRIDE,
+                                                              Verdict.ALREADY):
+                chosen[record.id] = kept_reason(mark, record.owner)
+        return chosen
     def _under_review(self, obj: str, records: Sequence[CrmRecord]) -> set[str]:
         """Records with an open review item: left alone (a reviewer decides them; routing them
         again would take a second pool turn), and off the retry list, since the review's own
@@ -799,6 +914,9 @@ class Pipeline:
         for decision in out.values():
             self._counted(decision, report)
         self.store.commit({}, [], list(out.values()))
+        landed = [Written(out[h.decision.record_id], h.record) for h in held
+                  if out[h.decision.record_id].written_at is not None]
+        self._follow(obj, landed, (self.own_writes,))
         if report.settled is not None:
             report.settled.extend(out.values())
         tokens: dict[str, list[str]] = {}
@@ -806,17 +924,16 @@ class Pipeline:
             tokens.setdefault(h.token, []).append(h.key)
         for token, keys in tokens.items():
             self.store.unlock_records(keys, token)
-        self._follow(obj, [Written(out[h.decision.record_id], h.record) for h in held
-                           if out[h.decision.record_id].written_at is not None])
+        self._follow(obj, landed, self.followers)
 
-    def _follow(self, obj: str, items: list[Written]) -> None:
+    def _follow(self, obj: str, items: list[Written], followers: Sequence[AfterWrite]) -> None:
         """Hand the landed writes to each follower, after their audit rows are committed and
         their locks released. What follows a write must never undo it or stop the next batch,
         so a follower's failure is logged, with the count but not the records (customer data),
         and routing goes on."""
         if not items or self.dry_run:
             return
-        for follower in self.followers:
+        for follower in followers:
             try:
                 follower.written(self.crm, obj, items)
             except Exception:

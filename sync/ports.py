@@ -34,6 +34,10 @@ class CrmSpec:
     # The CRM answers a read naming a field it lacks by leaving it out (no error), so every
     # raw `fields.<x>` a rule names can be requested on every object.
     unknown_fields_ignored: bool = False
+    # The field whose change means a rep touched the record, per object: the first-touch SLA
+    # watches it (docs/routing-file.md#touch-fields). An object without one has no SLA unless
+    # the routing file's `touch_fields` names one.
+    touch_fields: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for obj, kind in self.objects.items():
@@ -59,6 +63,16 @@ class CrmSpec:
     def kind(self, obj: str) -> str:
         """The record kind (`account`, `lead`, `contact`) of one of this CRM's objects."""
         return self.objects[self.canonical_object(obj)]
+
+    def touch_field(self, obj: str,
+                    overrides: Mapping[str, Mapping[str, str]] | None = None) -> str | None:
+        """The object's touch field: the routing file's `touch_fields` entry for this CRM and
+        object (object named in any case) when it has one, else the declared default."""
+        obj = self.canonical_object(obj)
+        for named, value in ((overrides or {}).get(self.name) or {}).items():
+            if named.strip().lower() == obj.lower():
+                return value
+        return self.touch_fields.get(obj)
 
     def field_map(self, obj: str, overrides: FieldMaps | None = None) -> dict[str, str]:
         """The object's default field map with a routing file's `field_maps` applied."""

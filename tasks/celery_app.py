@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import setup_logging
+from kombu import Queue
 
 from config.settings import DEFAULT_VISIBILITY_TIMEOUT_SECONDS, SWEEP_SCHEDULE_ENV
 from connectors.registry import canonical_object
@@ -16,6 +17,13 @@ SWEEP_PAGE_TASK = "account_router.sweep_page"
 # Names fixed by DESIGN §8 (tasks/history.py).
 FLUSH_TASK = "history.flush"
 PRUNE_TASK = "history.prune"
+# Notifications (tasks/notify.py): names fixed by the issue's brief, so queued messages survive
+# a deploy.
+NOTIFY_TASK = "notify.send"
+NOTIFY_DRAIN_TASK = "notify.drain"
+# DESIGN §8: beat runs the first-touch SLA pass every minute (tasks/worker.py;
+# ACCOUNT_ROUTER_SLA_CHECK_SECONDS).
+SLA_CHECK_TASK = "sla.check"
 # Items held for review past their deadline: approved or escalated (tasks/review_tasks.py).
 EXPIRE_REVIEW_TASK = "review.expire"
 EXPIRE_REVIEW_EVERY_SECONDS = 60.0
@@ -31,6 +39,16 @@ SWEEP_PRIORITY = 6
 # The history flush goes after webhook batches (a new lead's owner first) but before sweep
 # pages, so a long sweep backlog cannot hold the outbox back from the database.
 HISTORY_PRIORITY = 3
+# A rep hears of a new lead within seconds: after webhook batches, before sweep pages.
+NOTIFY_PRIORITY = 2
+# Notifications go through a queue of their own: a worker started without `-Q` consumes both,
+# and a deployment that wants Slack's latency (100 ms+ a call) kept off the routing processes
+# runs `celery -A tasks worker -Q notify --pool threads` beside `-Q celery` workers
+# (docs/operations.md#notifications).
+DEFAULT_QUEUE = "celery"
+NOTIFY_QUEUE = "notify"
+# Beat sends what a killed worker or a retryable failure left waiting.
+NOTIFY_DRAIN_EVERY_SECONDS = 30.0
 
 
 def broker_transport_options(settings: Settings) -> dict[str, float]:
@@ -61,7 +79,8 @@ def sweep_schedule(settings: Settings) -> dict[tuple[str, str], float]:
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     """Celery's `beat_schedule`: one `sweep_page` chain start per (crm, object), the history
-    outbox flush and the daily history prune."""
+    outbox flush, the daily history prune, the notifications' drain and the first-touch SLA
+    pass every minute."""
     sweeps = {
         f"sweep {crm}:{obj}": {
             "task": SWEEP_PAGE_TASK,
@@ -82,12 +101,24 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "history prune": {"task": PRUNE_TASK, "schedule": PRUNE_EVERY_SECONDS,
                           "options": {"expires": 3600.0, "priority": HISTORY_PRIORITY}},
     }
+    notify = {}
+    if settings.slack_token is not None or settings.smtp_url is not None:
+        notify["notify drain"] = {
+            "task": NOTIFY_DRAIN_TASK, "schedule": NOTIFY_DRAIN_EVERY_SECONDS,
+            "options": {"expires": NOTIFY_DRAIN_EVERY_SECONDS, "priority": NOTIFY_PRIORITY}}
+    sla = {
+        # A pass queued while the workers were down is stale once the next is due; one pass
+        # takes every entry due by then.
+        "sla check": {"task": SLA_CHECK_TASK, "schedule": settings.sla_check_seconds,
+                      "options": {"expires": settings.sla_check_seconds,
+                                  "priority": HISTORY_PRIORITY}},
+    }
     review = {
         "review expire": {"task": EXPIRE_REVIEW_TASK, "schedule": EXPIRE_REVIEW_EVERY_SECONDS,
                           "options": {"expires": EXPIRE_REVIEW_EVERY_SECONDS,
                                       "priority": HISTORY_PRIORITY}},
     }
-    return sweeps | history | review
+    return sweeps | history | notify | sla | review
 
 
 @setup_logging.connect
@@ -102,7 +133,7 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
     """A configured app; `current=False` for a send-only app (the enqueue side)."""
     settings = settings or Settings()
     app = Celery("account_router", broker=settings.redis_url,
-                 include=["tasks.worker", "tasks.history", "tasks.review_tasks"],
+                 include=["tasks.worker", "tasks.history", "tasks.notify", "tasks.review_tasks"],
                  set_as_current=current)
     app.conf.update(
         task_acks_late=True,  # tasks are idempotent: a redelivery re-routes, never re-assigns
@@ -116,6 +147,11 @@ def make_app(settings: Settings | None = None, *, current: bool = True) -> Celer
         # its message unacknowledged meanwhile; cancelling it would only redo the same work.
         worker_cancel_long_running_tasks_on_connection_loss=False,
         beat_schedule=beat_schedule(settings),
+        task_queues=(Queue(DEFAULT_QUEUE, routing_key=DEFAULT_QUEUE),
+                     Queue(NOTIFY_QUEUE, routing_key=NOTIFY_QUEUE)),
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={NOTIFY_TASK: {"queue": NOTIFY_QUEUE},
+                     NOTIFY_DRAIN_TASK: {"queue": NOTIFY_QUEUE}},
         timezone="UTC",
     )
     return app

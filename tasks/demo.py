@@ -72,7 +72,7 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
                 connector = registry.create_for(crm, routing, settings)
                 try:
                     pipeline = Pipeline(connector, routing, store, metrics=metrics,
-                                        followers=followers_for(settings, store, routing))
+                                        followers=followers_for(settings, store, routing, crm))
                     for obj in objects:
                         reports.append(pipeline.sweep(obj, full=True))
                 finally:

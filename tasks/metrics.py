@@ -40,6 +40,10 @@ PREFIX = "account_router"
 # Seconds from a record's creation to its decision / owner write: webhooks land in the first
 # buckets, sweeps in the minutes, a backlog in the last ones.
 BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, math.inf)
+# Seconds from an owner write to the rep's first touch (first-touch SLA): SLAs run in minutes to
+# a day, so the buckets do too.
+FIRST_TOUCH_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400,
+                                          259200, math.inf)
 REDIS_KEY_PREFIX = "account_router:metrics:"
 REDIS_TIMEOUT_SECONDS = 2.0
 # The CRMs' "too many requests" status, as the connectors label it on the call counter.
@@ -56,9 +60,18 @@ def _le(bound: float) -> str:
     return "+Inf" if math.isinf(bound) else repr(float(bound))
 
 
-def bucket_of(seconds: float) -> str:
+def bucket_of(seconds: float, buckets: tuple[float, ...] = BUCKETS) -> str:
     """The `le` label of the smallest bucket holding `seconds`."""
-    return next(_le(b) for b in BUCKETS if seconds <= b)
+    return next(_le(b) for b in buckets if seconds <= b)
+
+
+def _cumulative(buckets: tuple[float, ...], counts: Counter[str]) -> list[tuple[str, float]]:
+    """Per-bucket counts as Prometheus wants them: cumulative, by `le` label."""
+    out, running = [], 0
+    for bound in buckets:
+        running += counts.get(_le(bound), 0)
+        out.append((_le(bound), float(running)))
+    return out
 
 
 @dataclass
@@ -71,6 +84,11 @@ class Snapshot:
     quota_stops: Counter[str] = field(default_factory=Counter)
     buckets: dict[str, Counter[str]] = field(default_factory=dict)  # stage -> le -> count
     sums: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    overrides: Counter[str] = field(default_factory=Counter)  # rule ("" outside rules)
+    # First-touch SLA: breaches by action, and the speed-to-first-touch histogram.
+    sla_breaches: Counter[str] = field(default_factory=Counter)
+    touch_buckets: Counter[str] = field(default_factory=Counter)  # le -> count
+    touch_sum: float = 0.0
 
     def families(self) -> Iterator[Metric]:
         yield _counter("decisions", "Routing decisions by outcome and rule.",
@@ -95,6 +113,17 @@ class Snapshot:
                 cumulative.append((_le(bound), float(running)))
             speed.add_metric([stage], cumulative, self.sums.get(stage, 0.0))
         yield speed
+        yield _counter("overrides", "Owners the router wrote that a person changed, by rule.",
+                       ["rule"], {(k,): v for k, v in self.overrides.items()})
+        yield _counter("sla_breaches", "First-touch SLA breaches by what followed (reroute, "
+                       "notify_manager).", ["action"],
+                       {(k,): v for k, v in self.sla_breaches.items()})
+        touch = HistogramMetricFamily(
+            f"{PREFIX}_first_touch_seconds",
+            "Seconds from an owner write to the rep's first touch of the record.")
+        touch.add_metric([], _cumulative(FIRST_TOUCH_BUCKETS, self.touch_buckets),
+                         self.touch_sum)
+        yield touch
 
     def rate_limited(self) -> Counter[tuple[str, ...]]:
         """429s per CRM, read off the call counter rather than counted again, so the two series
@@ -168,12 +197,29 @@ class LocalMetrics(_Base):
             self._data.buckets.setdefault(stage, Counter())[bucket_of(seconds)] += 1
             self._data.sums[stage] = self._data.sums.get(stage, 0.0) + seconds
 
+    def override(self, rule: str | None) -> None:
+        with self._lock:
+            self._data.overrides[rule or ""] += 1
+
+    def sla_breach(self, action: str) -> None:
+        with self._lock:
+            self._data.sla_breaches[action] += 1
+
+    def first_touch(self, seconds: float) -> None:
+        with self._lock:
+            self._data.touch_buckets[bucket_of(seconds, FIRST_TOUCH_BUCKETS)] += 1
+            self._data.touch_sum += seconds
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             data = self._data
             return Snapshot(Counter(data.decisions), Counter(data.crm_calls),
                             Counter(data.retries), Counter(data.quota_stops),
-                            {k: Counter(v) for k, v in data.buckets.items()}, dict(data.sums))
+                            {k: Counter(v) for k, v in data.buckets.items()}, dict(data.sums),
+                            overrides=Counter(data.overrides),
+                            sla_breaches=Counter(data.sla_breaches),
+                            touch_buckets=Counter(data.touch_buckets),
+                            touch_sum=data.touch_sum)
 
 
 class RedisMetrics(_Base):
@@ -211,6 +257,9 @@ class RedisMetrics(_Base):
     def quota_stop(self, crm: str) -> None:
         self._incr("quota_stops", (crm,))
 
+    def override(self, rule: str | None) -> None:
+        self._incr("overrides", (rule or "",))
+
     def speed(self, stage: str, seconds: float) -> None:
         try:
             with self._r.pipeline(transaction=True) as pipe:
@@ -221,19 +270,37 @@ class RedisMetrics(_Base):
         except redis.RedisError as exc:
             log.warning("metrics: could not record speed: %r", exc)
 
+    def sla_breach(self, action: str) -> None:
+        self._incr("sla_breaches", (action,))
+
+    def first_touch(self, seconds: float) -> None:
+        try:
+            with self._r.pipeline(transaction=True) as pipe:
+                pipe.hincrby(self._key("first_touch"),
+                             bucket_of(seconds, FIRST_TOUCH_BUCKETS), 1)
+                pipe.hincrbyfloat(self._key("first_touch"), "sum", seconds)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("metrics: could not record first touch: %r", exc)
+
     def snapshot(self) -> Snapshot:
         """Every counter, read in one round trip (raises if Redis is unreachable)."""
         with self._r.pipeline(transaction=False) as pipe:
             for name in ("decisions", "crm_calls", "retries", "quota_stops", "speed:buckets",
-                         "speed:sum"):
+                         "speed:sum", "overrides", "sla_breaches", "first_touch"):
                 pipe.hgetall(self._key(name))
-            decisions, calls, retries, stops, buckets, sums = pipe.execute()
+            (decisions, calls, retries, stops, buckets, sums, overrides, breaches,
+             touch) = pipe.execute()
         data = Snapshot(
             decisions=Counter({_labels(k, 2): int(v) for k, v in decisions.items()}),
             crm_calls=Counter({_labels(k, 3): int(v) for k, v in calls.items()}),
             retries=Counter({_labels(k, 1)[0]: int(v) for k, v in retries.items()}),
             quota_stops=Counter({_labels(k, 1)[0]: int(v) for k, v in stops.items()}),
             sums={stage: float(v) for stage, v in sums.items()},
+            overrides=Counter({_labels(k, 1)[0]: int(v) for k, v in overrides.items()}),
+            sla_breaches=Counter({_labels(k, 1)[0]: int(v) for k, v in breaches.items()}),
+            touch_buckets=Counter({k: int(v) for k, v in touch.items() if k != "sum"}),
+            touch_sum=float(touch.get("sum", 0.0)),
         )
         for key, value in buckets.items():
             stage, le = _labels(key, 2)

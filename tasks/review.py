@@ -25,7 +25,7 @@ def review_pipeline(crm: str, routing: CompiledRouting, store: StateStore, setti
     connector = registry.create_for(crm, routing, settings)
     try:
         yield Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
-                       metrics=metrics, followers=followers_for(settings, store, routing))
+                       metrics=metrics, followers=followers_for(settings, store, routing, crm))
     finally:
         connector.close()
 

@@ -182,6 +182,9 @@ def _describe(rows: Sequence[Row], routing: CompiledRouting, follow: bool) -> li
     return items
 
 
+# `route_file`'s `observe`: a chunk's (matched rule indexes or None, decision) in input order.
+Observer = Callable[[list[tuple[tuple[int, ...] | None, Decision]]], None]
+
 _UNSEEN = object()
 # A `Record`'s fields as a named tuple: what rules read, made at a fraction of the cost.
 _RecordView = namedtuple("_RecordView", [f.name for f in fields(Record)])  # type: ignore[misc]
@@ -484,12 +487,15 @@ def route_file(
     now: datetime,
     progress: Callable[[int], None] | None = None,
     workers: int | None = None,
+    observe: Observer | None = None,
 ) -> FileSummary:
     """Route every row of `input_path` into `output_path`; every input row appears once.
 
     `progress` is told how many more input lines were done after each chunk. `workers`:
     processes that prepare rows (0: none, all in this process; None: by input size and CPUs);
-    the output is the same either way.
+    the output is the same either way. `observe` is handed each chunk's decisions with the
+    indexes of the rules each row matched (None for a row that never reached the rules), in
+    input order (`overlaps` counts them).
     """
     reader = CsvReader(input_path)  # raises InputError before anything is written
     accounts = seed_account_owners(input_path) if routing.uses_account_owner else None
@@ -514,7 +520,7 @@ def route_file(
     try:
         with _few_collections(), bulk() if bulk is not None else nullcontext():
             _route_chunks(reader, routing, precomputed, store, now, writer, summary, accounts,
-                          seen, workers, progress)
+                          seen, workers, progress, observe)
         writer.close()
         tmp.replace(output_path)
     except BaseException as exc:
@@ -534,12 +540,12 @@ def route_file(
 def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: CompiledRouting,
                   store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
                   accounts: AccountOwners | None, seen: _SeenIds, workers: int,
-                  progress: Callable[[int], None] | None) -> None:
+                  progress: Callable[[int], None] | None, observe: Observer | None) -> None:
     done = reader.lines_read  # the header
     # Without leads or contacts in the file (no `accounts`), no row follows an account.
     follow = routing.uses_account_owner and accounts is not None
     for items, lines in _described_chunks(reader, routing, workers, follow):
-        _flush(items, precomputed, store, now, writer, summary, accounts, seen)
+        _flush(items, precomputed, store, now, writer, summary, accounts, seen, observe)
         if progress is not None:
             progress(lines - done)
             done = lines
@@ -549,7 +555,7 @@ def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: Comp
 
 def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: datetime,
            writer: CsvWriter, summary: FileSummary, accounts: AccountOwners | None,
-           seen: _SeenIds) -> None:
+           seen: _SeenIds, observe: Observer | None = None) -> None:
     # A duplicate id is routed once, at its first row; later rows report it and take no turn.
     record_ids = [item[3][0] for item in items if len(item) == 4]
     earlier = seen.first_lines(record_ids)
@@ -564,6 +570,8 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
         writer.write_many(zip([item[3][0] if item[1] is None else item[1] for item in items],
                               routed, strict=True))
         summary.add_many(routed)
+        if observe is not None:
+            observe([(item[3][8], d) for item, d in zip(items, routed, strict=True)])
         return
     fresh: list[tuple[str, int]] = []
     records: list[Record] = []
@@ -600,3 +608,7 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
     out = [next(decisions) if b is None else b for b in bad]
     writer.write_many(zip(ids, out, strict=True))
     summary.add_many(out)
+    if observe is not None:
+        # A duplicate row's matches are its first row's: it is reported, not routed again.
+        observe([(item[3][8] if len(item) == 4 and b is None else None, d)
+                 for item, b, d in zip(items, bad, out, strict=True)])

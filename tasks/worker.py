@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import redis
@@ -34,9 +35,11 @@ from connectors.registry import canonical_object, load_routing
 from connectors.settings import Settings
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmUnavailable, QuotaExhausted
+from sync.sla_watch import PassReport
 from sync.state import open_store
 from tasks.celery_app import (
     ROUTE_TASK,
+    SLA_CHECK_TASK,
     SWEEP_PAGE_TASK,
     SWEEP_PRIORITY,
     app,
@@ -44,6 +47,7 @@ from tasks.celery_app import (
 from tasks.followers import followers_for
 from tasks.metrics import metrics_for
 from tasks.routing_files import Stamp, files_stamp, routing_files
+from tasks.sla import check_pass
 
 log = get_task_logger(__name__)
 
@@ -134,7 +138,9 @@ def _build(crm: str, settings: Settings, config: str, state_url: str) -> Pipelin
         raise
     return Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
                     metrics=metrics_for(settings),
-                    followers=followers_for(settings, store, routing))
+                    followers=followers_for(settings, store, routing, crm),
+                    # Own-write marks live as long as the decisions they point to.
+                    mark_ttl=timedelta(days=settings.history_retention_days))
 
 
 def pipeline_for(crm: str, settings: Settings | None = None) -> Pipeline:
@@ -309,6 +315,39 @@ def _route(self: Task, crm: str, object: str, ids: list[str], trigger: str) -> N
                         len(ids))
             return
         raise self.retry(exc=exc, countdown=CRM_RETRY_COUNTDOWN_SECONDS) from exc
+
+
+def run_sla_check(settings: Settings | None = None, now: datetime | None = None
+                  ) -> PassReport | None:
+    """A first-touch SLA pass over this process's pipelines (one per configured CRM, sharing
+    the state store); None when no routing file or CRM is configured."""
+    settings = settings or Settings()
+    crms = configured_crms(settings)
+    if not settings.config or not crms:
+        return None
+    first = pipeline_for(crms[0], settings)
+
+    def pipelines(crm: str) -> Pipeline | None:
+        return pipeline_for(crm, settings) if crm in crms else None
+
+    return check_pass(first.routing, first.store, pipelines, now,
+                      metrics=metrics_for(settings))
+
+
+@app.task(name=SLA_CHECK_TASK, ignore_result=True)
+def sla_check() -> dict[str, object] | None:
+    """Beat's first-touch SLA pass (every minute). Overlapping passes are safe: each due
+    entry is claimed by one of them (`StateStore.claim_due`)."""
+    try:
+        report = run_sla_check()
+    except REDIS_OUTAGE as exc:
+        # The next minute's pass takes the same entries once their claim lapses: none lost.
+        log.warning("sla check: Redis unreachable (%s); the next pass retries",
+                    type(exc).__name__)
+        return None
+    if report is not None and report.due:
+        log.info("sla check: %s", json.dumps(report.to_dict()))
+    return report.to_dict() if report is not None else None
 
 
 @app.task(name=SWEEP_PAGE_TASK, bind=True)

@@ -43,6 +43,10 @@ FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
     },
 }
 
+# The property whose change means a rep worked the record (first-touch SLA): HubSpot sets it
+# when a call, email, meeting or note is logged on the record.
+TOUCH_FIELDS: Mapping[str, str] = {obj: "hs_last_sales_activity_timestamp" for obj in OBJECTS}
+
 OWNER_PROPERTY = "hubspot_owner_id"  # takes an owner `id` from /crm/v3/owners
 ID_PROPERTY = "hs_object_id"
 CREATED_PROPERTY = "createdate"
@@ -89,4 +93,5 @@ DAILY_POLICY = "DAILY"
 # What the registry and the core know of HubSpot: no connector is created to learn it.
 # HubSpot omits an unknown property from a read instead of failing it.
 SPEC = CrmSpec(name=CRM, objects=OBJECT_KINDS, field_maps=FIELD_MAPS,
-               factory="connectors.hubspot.connector:from_settings", unknown_fields_ignored=True)
+               factory="connectors.hubspot.connector:from_settings", unknown_fields_ignored=True,
+               touch_fields=TOUCH_FIELDS)

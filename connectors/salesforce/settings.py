@@ -52,23 +52,32 @@ DOMAIN_CHUNK = 50
 RETRYABLE_RECORD_ERRORS: frozenset[str] = frozenset({"UNABLE_TO_LOCK_ROW"})
 
 # Every listing is keyed by these: the id, the creation time (speed to lead) and the
-# watermark field (SystemModstamp also moves on system changes, unlike LastModifiedDate).
-SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp")
+# watermark field (SystemModstamp also moves on system changes, unlike LastModifiedDate), and
+# who changed the record last (names the person behind an owner change: an override's `by`).
+SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp", "LastModifiedById")
 
 # The fields read per object: FIELD_MAPS's columns, then SYSTEM_FIELDS
 # (tests/connectors/salesforce/test_settings.py checks the two tables agree).
 OBJECT_FIELDS: Mapping[str, tuple[str, ...]] = {
     "Account": ("Name", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
                 "BillingCountry", "BillingState", "BillingCity", "BillingPostalCode",
-                "AccountSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp"),
+                "AccountSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "LastModifiedById"),
     "Lead": ("Company", "Email", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
              "Country", "State", "City", "PostalCode", "LeadSource", "OwnerId",
-             "Id", "CreatedDate", "SystemModstamp"),
+             "Id", "CreatedDate", "SystemModstamp", "LastModifiedById"),
     "Contact": ("Email", "MailingCountry", "MailingState", "MailingCity", "MailingPostalCode",
-                "LeadSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp"),
+                "LeadSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "LastModifiedById"),
 }
 
 OWNER_FIELD = "OwnerId"
+
+# The field whose change means a rep worked the record (first-touch SLA): a Lead's Status moves
+# off its first value once someone works it; Accounts and Contacts carry LastActivityDate (a
+# date), which Salesforce sets when a task or event is logged on the record.
+TOUCH_FIELDS: Mapping[str, str] = {"Account": "LastActivityDate", "Lead": "Status",
+                                   "Contact": "LastActivityDate"}
 
 # Timeouts for every HTTP call, login included (seconds): connect, then read. SOQL over a
 # large table can take tens of seconds before the first byte.
@@ -88,4 +97,5 @@ JWT_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY",
 
 # What the registry and the core know of Salesforce: no connector is created to learn it.
 SPEC = CrmSpec(name=CRM, objects=OBJECT_KINDS, field_maps=FIELD_MAPS,
-               factory="connectors.salesforce.connector:from_settings")
+               factory="connectors.salesforce.connector:from_settings",
+               touch_fields=TOUCH_FIELDS)

@@ -71,6 +71,18 @@ def add_control_routes(app: FastAPI, sim: Simulator, vendor: str) -> None:
     async def set_limits(request: Request) -> Response:
         return await configure(request, sim.configure_limits)
 
+    @app.post(CONTROL_PREFIX + "touch")
+    async def touch(request: Request) -> Response:
+        # A rep works a record: `{"object": "companies", "id": "1001"}`, optional `at` (epoch
+        # ms) and `value`; answers the touch field's new value.
+        def apply(object: str, id: str, at: int | None = None,
+                  value: str | None = None) -> dict[str, str]:
+            try:
+                return {"value": sim.touch(vendor, object, str(id), at_ms=at, value=value)}
+            except KeyError as exc:
+                raise ValueError(f"no {vendor} {object} record {exc}") from None
+        return await configure(request, apply)
+
     @app.post(CONTROL_PREFIX + "reset_stats")
     def reset_stats() -> Response:
         sim.reset_stats()

@@ -9,10 +9,13 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from connectors.simulator.data import SALESFORCE_INTEGRATION_USER
 from connectors.simulator.data import seed as seed_data
 from connectors.simulator.schema import (
+    HUBSPOT_EVENT_PREFIX,
     HUBSPOT_MODIFIED,
     HUBSPOT_OBJECTS,
     HUBSPOT_PROPERTIES,
@@ -28,6 +31,10 @@ SALESFORCE_SESSION = "sim-salesforce-session"
 SALESFORCE_ORG_ID = "00D000000000001AAA"
 # Open query cursors kept; older ones expire, as Salesforce's do (INVALID_QUERY_LOCATOR).
 _MAX_CURSORS = 64
+
+
+# Lead statuses a rep moves a lead to once it is worked (`Simulator.touch`).
+LEAD_WORKED_STATUSES = ("Working - Contacted", "Qualified")
 
 
 @dataclass(slots=True)
@@ -95,6 +102,14 @@ class Simulator:
         self.salesforce_sessions: set[str] = {SALESFORCE_SESSION}
         self.salesforce_credentials = SalesforceCredentials()
         self.hubspot_portal_id = 24_000_001
+        # Who writes through the APIs: HubSpot names the app in an event's `sourceId`
+        # (changeSource INTEGRATION), Salesforce the API user in `LastModifiedById`.
+        self.hubspot_app_id = 3_100_001
+        self.salesforce_api_user = SALESFORCE_INTEGRATION_USER
+        # Every owner change, as the HubSpot webhook event it would deliver (a
+        # `hubspot_owner_id` propertyChange), oldest first; see `owner_events`.
+        self.hubspot_owner_events: list[dict[str, Any]] = []
+        self._next_event_id = 1
         self.hubspot_burst = hubspot_burst
         self.hubspot_burst_window_s = hubspot_burst_window_s
         self.hubspot_daily = hubspot_daily
@@ -166,12 +181,48 @@ class Simulator:
             self.hubspot_order[obj].append(record_id)
             return str(record_id)
 
-    def hubspot_update(self, obj: str, record_id: str | int, props: Mapping[str, object]) -> None:
-        """Set properties and bump the modification time (KeyError if the record is absent)."""
+    def hubspot_update(self, obj: str, record_id: str | int, props: Mapping[str, object], *,
+                       change_source: str = "CRM_UI", source_id: str | None = None) -> None:
+        """Set properties and bump the modification time (KeyError if the record is absent).
+        An owner change is logged as its webhook event, with `change_source` and `source_id`
+        (the API handlers pass INTEGRATION and the app id; a person CRM_UI, `userId:N`)."""
         with self.lock:
             record = self._hubspot_table(obj)[int(record_id)]
+            before = record.properties.get("hubspot_owner_id")
             self._set_hubspot_props(obj, record, props)
             self.touch_hubspot(obj, record)
+            after = record.properties.get("hubspot_owner_id")
+            if "hubspot_owner_id" in props and after != before:
+                event: dict[str, Any] = {
+                    "eventId": self._next_event_id, "subscriptionId": 1,
+                    "portalId": self.hubspot_portal_id, "appId": self.hubspot_app_id,
+                    "occurredAt": record.updated_ms, "attemptNumber": 0,
+                    "subscriptionType": f"{HUBSPOT_EVENT_PREFIX[obj]}.propertyChange",
+                    "objectId": record.id, "propertyName": "hubspot_owner_id",
+                    "propertyValue": after or "", "changeSource": change_source}
+                if source_id is not None:
+                    event["sourceId"] = source_id
+                self._next_event_id += 1
+                self.hubspot_owner_events.append(event)
+
+    def owner_events(self, after: int = 0) -> list[dict[str, Any]]:
+        """The HubSpot owner-change webhook events with an eventId above `after`, oldest
+        first: post them (signed) to the router as HubSpot would."""
+        with self.lock:
+            return [dict(e) for e in self.hubspot_owner_events if e["eventId"] > after]
+
+    def reassign(self, crm: str, obj: str, record_id: str, owner_id: str | None, *,
+                 by: str) -> None:
+        """A person reassigns a record in the CRM UI: HubSpot logs an owner-change event with
+        changeSource CRM_UI and sourceId `userId:{by}`; Salesforce sets LastModifiedById to
+        `by` (a user id) and bumps SystemModstamp, which the next sweep reads."""
+        if crm == "hubspot":
+            self.hubspot_update(obj, record_id, {"hubspot_owner_id": owner_id},
+                                change_source="CRM_UI", source_id=f"userId:{by}")
+        elif crm == "salesforce":
+            self.salesforce_update(obj, record_id, {"OwnerId": owner_id}, by=by)
+        else:
+            raise ValueError(f"unknown crm {crm!r}")
 
     def hubspot_archive(self, obj: str, record_id: str | int) -> None:
         """Archive (HubSpot's delete): gone from reads, listed with `archived=true`."""
@@ -257,12 +308,16 @@ class Simulator:
             table[record_id] = record
             return record_id
 
-    def salesforce_update(self, obj: str, record_id: str, fields: Mapping[str, Any]) -> None:
-        """Set fields and bump SystemModstamp (KeyError if the record is absent)."""
+    def salesforce_update(self, obj: str, record_id: str, fields: Mapping[str, Any], *,
+                          by: str | None = None) -> None:
+        """Set fields and bump SystemModstamp (KeyError if the record is absent); `by` is the
+        user making the change (LastModifiedById; None: left as it was)."""
         with self.lock:
             name, table = self._sf_table(obj)
             record = table[self._sf_key(record_id)]
             self._set_sf_fields(name, record, fields)
+            if by is not None:
+                record["LastModifiedById"] = normalize_sf_id(by) or by
             self.touch_salesforce(record)
 
     def salesforce_delete(self, obj: str, record_id: str) -> None:
@@ -344,6 +399,36 @@ class Simulator:
             self.salesforce_update(obj, record_id, {"OwnerId": owner_id})
         else:
             raise ValueError(f"unknown crm {crm!r}")
+
+    def touch(self, crm: str, obj: str, record_id: str, *, at_ms: int | None = None,
+              value: str | None = None) -> str:
+        """A rep works the record (logs a call, moves a lead's status): sets the object's
+        first-touch field as the CRM would and bumps the modification time; returns the new
+        value. HubSpot: `hs_last_sales_activity_timestamp` (at `at_ms`, default now);
+        Salesforce Account/Contact: `LastActivityDate` (that instant's date); Lead: `Status`
+        (`value`, default the next status that differs from the current one). KeyError if the
+        record is absent."""
+        at = self.now_ms() if at_ms is None else at_ms
+        if crm == "hubspot":
+            if self.hubspot_record(obj, record_id) is None:
+                raise KeyError(record_id)
+            text = value or hubspot_time(at)
+            self.hubspot_update(obj, record_id, {"hs_last_sales_activity_timestamp": text})
+            return text
+        if crm != "salesforce":
+            raise ValueError(f"unknown crm {crm!r}")
+        with self.lock:
+            name, _ = self._sf_table(obj)
+            current = self.salesforce_record(name, record_id)
+            if current is None:
+                raise KeyError(record_id)
+            if name == "Lead":
+                text = value or next(s for s in LEAD_WORKED_STATUSES if s != current["Status"])
+                self.salesforce_update(name, record_id, {"Status": text})
+            else:
+                text = value or datetime.fromtimestamp(at / 1000, tz=UTC).date().isoformat()
+                self.salesforce_update(name, record_id, {"LastActivityDate": text})
+            return text
 
     def owner_of(self, crm: str, obj: str, record_id: str) -> str | None:
         """A record's current owner id (None: no owner); KeyError if the record is absent."""

@@ -163,6 +163,7 @@ class _Writer:
 
     def apply(self, record: dict[str, Any], coerced: dict[str, Any]) -> None:
         record.update(coerced)
+        record["LastModifiedById"] = self.sim.salesforce_api_user  # the API's own user
         self.sim.touch_salesforce(record)
 
 

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 HUBSPOT_OBJECTS = ("companies", "contacts")
 # The word HubSpot uses in batch error messages ("Could not get some COMPANY objects ...").
 HUBSPOT_OBJECT_LABEL = {"companies": "COMPANY", "contacts": "CONTACT"}
+# The prefix of a webhook event's subscriptionType (`company.propertyChange`).
+HUBSPOT_EVENT_PREFIX = {"companies": "company", "contacts": "contact"}
 
 # Property -> type. Search compares by type: numbers numerically, datetimes as epoch ms, the rest
 # as case-insensitive strings. Unlisted properties do not exist (reads omit them, writes fail).
@@ -20,6 +22,9 @@ _COMMON = {
     "hubspot_owner_id": "enumeration", "industry": "enumeration", "website": "string",
     "country": "string", "state": "string", "city": "string", "zip": "string", "phone": "string",
     "lifecyclestage": "enumeration",
+    # Set by HubSpot when a sales activity (call, email, meeting, note) is logged: the default
+    # first-touch field (`Simulator.touch`).
+    "hs_last_sales_activity_timestamp": "datetime",
 }
 HUBSPOT_PROPERTIES: Mapping[str, Mapping[str, str]] = {
     "companies": {
@@ -35,7 +40,7 @@ HUBSPOT_PROPERTIES: Mapping[str, Mapping[str, str]] = {
     },
 }
 HUBSPOT_READ_ONLY = frozenset({"hs_object_id", "createdate", "hs_lastmodifieddate",
-                               "lastmodifieddate"})
+                               "lastmodifieddate", "hs_last_sales_activity_timestamp"})
 # What HubSpot returns when a read names no properties.
 HUBSPOT_DEFAULT_PROPERTIES: Mapping[str, tuple[str, ...]] = {
     "companies": ("createdate", "domain", "hs_lastmodifieddate", "hs_object_id", "name"),
@@ -72,13 +77,15 @@ class SfObject:
         return self.fields.get(name.lower())
 
 
-def _object(name: str, prefix: str, fields: list[tuple[str, str]], *,
+def _object(name: str, prefix: str, fields: list[tuple[str, str] | tuple[str, str, bool]], *,
             updatable: bool = True) -> SfObject:
     system = [SfField("Id", "id", False), SfField("IsDeleted", "boolean", False),
               SfField("CreatedDate", "datetime", False),
               SfField("LastModifiedDate", "datetime", False),
+              SfField("LastModifiedById", "reference", False),
               SfField("SystemModstamp", "datetime", False)]
-    own = [SfField(n, t) for n, t in fields]
+    # (name, type[, writable]): LastActivityDate is Salesforce's to set, never written over REST.
+    own = [SfField(*f) for f in fields]
     return SfObject(name, prefix, {f.name.lower(): f for f in system + own}, updatable)
 
 
@@ -89,7 +96,7 @@ SF_OBJECTS: Mapping[str, SfObject] = {o.name: o for o in (
         ("Name", "string"), ("Website", "url"), ("Industry", "picklist"),
         ("NumberOfEmployees", "int"), ("AnnualRevenue", "currency"), *_GEO_BILLING,
         ("AccountSource", "picklist"), ("Phone", "phone"), ("Type", "picklist"),
-        ("OwnerId", "reference")]),
+        ("OwnerId", "reference"), ("LastActivityDate", "date", False)]),
     _object("Lead", "00Q", [
         ("FirstName", "string"), ("LastName", "string"), ("Company", "string"),
         ("Email", "email"), ("Website", "url"), ("Title", "string"), ("Industry", "picklist"),
@@ -100,7 +107,8 @@ SF_OBJECTS: Mapping[str, SfObject] = {o.name: o for o in (
         ("FirstName", "string"), ("LastName", "string"), ("Email", "email"),
         ("Title", "string"), ("AccountId", "reference"), ("MailingCountry", "string"),
         ("MailingState", "string"), ("MailingCity", "string"),
-        ("MailingPostalCode", "string"), ("LeadSource", "picklist"), ("OwnerId", "reference")]),
+        ("MailingPostalCode", "string"), ("LeadSource", "picklist"), ("OwnerId", "reference"),
+        ("LastActivityDate", "date", False)]),
     # Users and groups are managed through the Python API only, never written over REST here.
     _object("User", "005", [
         ("Name", "string"), ("FirstName", "string"), ("LastName", "string"), ("Email", "email"),

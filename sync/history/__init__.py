@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sync.history.store import History, SchemaOutOfDate, SpeedPoint
+    from sync.history.store import FirstTouchRow, History, SchemaOutOfDate, SpeedPoint
     from sync.models import HistoryEvent
 
-__all__ = ["History", "HistoryEvent", "SchemaOutOfDate", "SpeedPoint"]
+__all__ = ["FirstTouchRow", "History", "HistoryEvent", "SchemaOutOfDate", "SpeedPoint"]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,6 +80,22 @@ class SpeedPoint:
     count: int
     p50: float | None
     p95: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FirstTouchRow:
+    """Speed to first touch for one rep under one rule (None: no rule won, e.g. the top-level
+    fallback) over a window: how many of their assignments they touched and how fast (p50 and
+    p95 seconds from the owner write to the touch), how many first-touch SLAs they let lapse
+    (`breaches`), and how many of those the router re-routed away from them (`reroutes`)."""
+
+    rep: str
+    rule: str | None
+    touched: int
+    p50: float | None
+    p95: float | None
+    breaches: int
+    reroutes: int
 
 
 def describe_error(exc: BaseException) -> str:
@@ -645,6 +662,36 @@ class History:
                                      count=n, p50=p50, p95=p95))
         return points
 
+    def first_touch(self, since: datetime | None = None, until: datetime | None = None
+                    ) -> list[FirstTouchRow]:
+        """Speed to first touch per rep and rule from the `touched`, `sla_breach` and
+        `rerouted` events in [since, until) (by the event's instant), ordered by rep then rule;
+        percentiles interpolated like PostgreSQL's percentile_cont. Breaches and re-routes
+        count against the rep who let the SLA lapse."""
+        seconds: dict[tuple[str, str | None], list[float]] = {}
+        breaches: Counter[tuple[str, str | None]] = Counter()
+        reroutes: Counter[tuple[str, str | None]] = Counter()
+        for found in self.events(kind="touched", since=since, until=until):
+            rep, value = found.data.get("rep"), found.data.get("seconds")
+            if isinstance(rep, str) and isinstance(value, int | float):
+                seconds.setdefault((rep, _rule(found.data)), []).append(float(value))
+        for kind, counter, who in (("sla_breach", breaches, "rep"),
+                                   ("rerouted", reroutes, "from")):
+            for found in self.events(kind=kind, since=since, until=until):
+                rep = found.data.get(who)
+                if isinstance(rep, str):
+                    counter[(rep, _rule(found.data))] += 1
+        rows = []
+        for key in sorted(seconds.keys() | breaches.keys() | reroutes.keys(),
+                          key=lambda k: (k[0], k[1] is not None, k[1] or "")):
+            values = sorted(seconds.get(key, ()))
+            rows.append(FirstTouchRow(
+                rep=key[0], rule=key[1], touched=len(values),
+                p50=_percentile(values, 0.5) if values else None,
+                p95=_percentile(values, 0.95) if values else None,
+                breaches=breaches[key], reroutes=reroutes[key]))
+        return rows
+
     # --- helpers ----------------------------------------------------------------------------
 
     def _where(self, record_id: str | None, rep: str | None, rule: str | None,
@@ -707,6 +754,11 @@ def _window(column: Any, since: datetime | None,
     if until is not None:
         where.append(column < codec.to_us(until, "until"))
     return where
+
+
+def _rule(data: Mapping[str, Any]) -> str | None:
+    rule = data.get("rule")
+    return rule if isinstance(rule, str) else None
 
 
 def _percentile(values: Sequence[float], q: float) -> float:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from config.urls import redact_url
-from sync.state.base import LoadRow, PoolChange, PoolSnapshot, StateStore
+from sync.state.base import LoadRow, PoolChange, PoolSnapshot, StateStore, WatchEntry
 
 if TYPE_CHECKING:
     from sync.state.redis import RedisStateStore
@@ -24,6 +24,7 @@ __all__ = [
     "RedisStateStore",
     "SqliteStateStore",
     "StateStore",
+    "WatchEntry",
     "open_store",
 ]
 

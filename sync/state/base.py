@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 from sync.models import Decision, HistoryEvent, ReviewItem
 
@@ -32,6 +33,59 @@ class PoolChange:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchEntry:
+    """A written assignment whose first touch is watched (docs/routing-file.md#sla): the
+    record, who got it and through which pool and rule, when the write landed, when the SLA
+    runs out, and the touch field's value at assignment. `reroutes` counts the SLA re-routes
+    before this owner; `breached` names every earlier owner of this record who let the SLA
+    run out (a re-route never goes back to one of them)."""
+
+    crm: str
+    object: str  # the CRM's own object name (`companies`, `Lead`)
+    record_id: str
+    owner: str  # rep id
+    owner_crm_id: str  # the owner id written to the CRM
+    pool: str | None
+    rule: str | None
+    decision_key: str  # `sync.models.decision_key` of the decision that wrote it
+    written_at: datetime
+    deadline: datetime
+    touch_field: str
+    touch_value: str | None  # the touch field's value when the owner was written
+    window: str | None = None  # the pool cap window the assignment was counted in
+    reroutes: int = 0
+    breached: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """One watch per record: a later write of the record replaces it."""
+        return f"{self.crm}:{self.object}:{self.record_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "crm": self.crm, "object": self.object, "record_id": self.record_id,
+            "owner": self.owner, "owner_crm_id": self.owner_crm_id, "pool": self.pool,
+            "rule": self.rule, "decision_key": self.decision_key,
+            "written_at": self.written_at.isoformat(), "deadline": self.deadline.isoformat(),
+            "touch_field": self.touch_field, "touch_value": self.touch_value,
+            "window": self.window, "reroutes": self.reroutes, "breached": list(self.breached),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WatchEntry:
+        return cls(
+            crm=data["crm"], object=data["object"], record_id=data["record_id"],
+            owner=data["owner"], owner_crm_id=data["owner_crm_id"], pool=data.get("pool"),
+            rule=data.get("rule"), decision_key=data["decision_key"],
+            written_at=datetime.fromisoformat(data["written_at"]),
+            deadline=datetime.fromisoformat(data["deadline"]),
+            touch_field=data["touch_field"], touch_value=data.get("touch_value"),
+            window=data.get("window"), reroutes=int(data.get("reroutes", 0)),
+            breached=tuple(data.get("breached", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LoadRow:
     """Assignments to one rep through one pool (None: outside pools) by outcome, for `stats`."""
 
@@ -39,6 +93,55 @@ class LoadRow:
     pool: str | None
     outcome: str
     count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerMark:
+    """An own-write mark: the owner the router last wrote to one record, and what it knew then,
+    so a later owner change by anyone else is told apart from our own write's echo
+    (docs/operations.md#overrides). `overridden_*` are set once a person changed it."""
+
+    crm: str
+    object: str  # the CRM's object name, e.g. `companies`, `Lead`
+    record_id: str
+    owner: str  # the CRM owner id written
+    written_at: datetime
+    decision: str = ""  # the decision's natural key (`sync.models.decision_key`)
+    kind: str = "account"  # the record kind (`account`, `lead`, `contact`), as decisions say
+    rep: str | None = None  # the rep id written, when the owner is a rep
+    rule: str | None = None
+    pool: str | None = None
+    overridden_to: str | None = None  # the owner a person set instead (CRM id)
+    overridden_at: datetime | None = None
+    overridden_by: str | None = None  # who, when the CRM said
+
+    @property
+    def overridden(self) -> bool:
+        return self.overridden_at is not None
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "crm": self.crm, "object": self.object, "record_id": self.record_id,
+            "owner": self.owner, "written_at": self.written_at.isoformat(),
+            "decision": self.decision, "kind": self.kind, "rep": self.rep, "rule": self.rule,
+            "pool": self.pool,
+            "overridden_to": self.overridden_to,
+            "overridden_at": self.overridden_at.isoformat() if self.overridden_at else None,
+            "overridden_by": self.overridden_by,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> OwnerMark:
+        data = json.loads(text)
+        at = data.get("overridden_at")
+        return cls(crm=data["crm"], object=data["object"], record_id=data["record_id"],
+                   owner=data["owner"], written_at=datetime.fromisoformat(data["written_at"]),
+                   decision=data.get("decision", ""), kind=data.get("kind", "account"),
+                   rep=data.get("rep"),
+                   rule=data.get("rule"), pool=data.get("pool"),
+                   overridden_to=data.get("overridden_to"),
+                   overridden_at=datetime.fromisoformat(at) if at else None,
+                   overridden_by=data.get("overridden_by"))
 
 
 class ClosesOnExit:
@@ -121,6 +224,43 @@ class StateStore(Protocol):
     def forget(self, key: str) -> None:
         """Take a `seen` mark back (the work it guarded could not be handed over)."""
 
+    # --- first-touch SLA watch (docs/operations.md#first-touch-sla) ----------------------
+
+    def watch(self, entries: Sequence[WatchEntry]) -> None:
+        """Start watching each entry; an entry replaces the record's earlier one (a later
+        write of the record is what counts). Durable once this returns."""
+
+    def watch_entry(self, key: str) -> WatchEntry | None:
+        """The record's current watch (`WatchEntry.key`), claimed or not; None if none."""
+
+    def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[WatchEntry]:
+        """Atomically take up to `limit` entries whose deadline is at or before `now`, oldest
+        deadline first, and hide them from other claims for `lease_seconds` (after `now`): of
+        two overlapping passes each entry goes to one. An entry neither ended nor replaced
+        within its lease is due again (the pass that took it died)."""
+
+    def end_watch(self, entries: Sequence[WatchEntry]) -> int:
+        """Stop watching these entries; one that was replaced meanwhile (another decision
+        key: the record was written again) stays. Returns how many ended."""
+
+    def watching(self) -> int:
+        """How many entries are watched, claimed or not."""
+    # --- own-write marks (docs/operations.md#overrides) ---------------------------------
+
+    def set_owner_marks(self, marks: Sequence[OwnerMark], ttl_seconds: float) -> None:
+        """Remember the owners the router wrote, one mark per record, for `ttl_seconds`. A
+        mark replaces the record's mark (and its override) unless the stored one was written
+        later (a redelivered follower never turns a record's mark back)."""
+
+    def owner_marks(self, crm: str, object: str, ids: Sequence[str]) -> dict[str, OwnerMark]:
+        """The live marks of these records, by record id (absent: the router wrote none)."""
+
+    def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
+                        by: str | None = None) -> bool:
+        """Record that a person set owner `to` instead of `mark.owner`: True for exactly one
+        caller, when the stored mark is still `mark`'s write (same decision and owner) and
+        not overridden yet; otherwise change nothing and return False. Atomic across
+        processes, so a change seen twice (a webhook and a sweep) counts once."""
     # --- review items (docs/operations.md#review-before-writing) ------------------------
 
     def add_reviews(self, items: Sequence[ReviewItem]) -> None:

@@ -18,7 +18,7 @@ from config.urls import redact_url
 from sync.history import codec
 from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, check_limit, merge_changes
-from sync.state.base import ClosesOnExit, PoolChange, PoolSnapshot
+from sync.state.base import ClosesOnExit, OwnerMark, PoolChange, PoolSnapshot, WatchEntry
 
 # Windows are day/week/month; 100 days outlives the longest one with room for reports, and the
 # TTL is refreshed on every increment, so no sweeper is needed for old windows.
@@ -169,6 +169,60 @@ return 0
 """
 
 
+# Claim due SLA watch entries in one step: of two overlapping passes each entry goes to one. A
+# claimed entry's score moves to the end of its lease, so it is due again only if the pass that
+# took it neither ended nor replaced it by then (that pass died).
+_CLAIM_LUA = """
+local keys = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+for i, k in ipairs(keys) do
+  redis.call('ZADD', KEYS[1], ARGV[2], k)
+  local body = redis.call('HGET', KEYS[2], k)
+  if body then table.insert(out, body) else redis.call('ZREM', KEYS[1], k) end
+end
+return out
+"""
+
+# End a watch only if it is still the entry for the same decision: a record written again
+# meanwhile has a new entry, which must stay.
+_END_WATCH_LUA = """
+local ended = 0
+for i = 1, #ARGV, 2 do
+  local body = redis.call('HGET', KEYS[2], ARGV[i])
+  if body and cjson.decode(body).decision_key == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    ended = ended + 1
+  end
+end
+return ended
+"""
+
+# Own-write marks (docs/operations.md#overrides). SET unless the stored mark was written later:
+# ARGV[1] the mark JSON, ARGV[2] its written_at as fixed-width UTC text, ARGV[3] the TTL (ms).
+_MARK_SET_LUA = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local at = cjson.decode(old).sort_at
+  if at and at > ARGV[2] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+# Compare-and-set the override on a mark: only while it is still the same write (decision and
+# owner) and not overridden yet; the TTL is kept. ARGV: decision, owner, the new mark JSON.
+_MARK_OVERRIDE_LUA = """
+local old = redis.call('GET', KEYS[1])
+if not old then return 0 end
+local m = cjson.decode(old)
+if m.decision ~= ARGV[1] or m.owner ~= ARGV[2] or m.overridden_at ~= cjson.null then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+return 1
+"""
+
 # Review items: open items by id, the record index, and each claim's lease, in one step each.
 # KEYS: 1 review:open, 2 review:closed, 3 review:records. ARGV: id, record key, body.
 _ADD_REVIEW_LUA = """
@@ -227,6 +281,11 @@ class RedisStateStore(ClosesOnExit):
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
       seen:{key}               str   "1" while a dedupe mark lives (PX = its TTL)
+      sla:due                  zset  watched record key (crm:object:id) scored by its SLA
+                                     deadline, or by the end of a pass's claim (epoch seconds)
+      sla:entries              hash  watched record key -> entry JSON (`WatchEntry.to_dict`)
+      mark:{crm}:{object}:{id} str   the record's own-write mark (`OwnerMark` JSON plus
+                                     `sort_at`; PX = the history retention)
       review:open              hash  id -> open review item (`ReviewItem.to_dict` JSON)
       review:closed            hash  id -> closed review item
       review:records           hash  {crm}:{object}:{record id} -> id of its open item
@@ -256,6 +315,10 @@ class RedisStateStore(ClosesOnExit):
         self._ack_script = self._r.register_script(_ACK_LUA)
         self._bury_script = self._r.register_script(_BURY_LUA)
         self._bury_id_script = self._r.register_script(_BURY_ID_LUA)
+        self._claim_script = self._r.register_script(_CLAIM_LUA)
+        self._end_watch_script = self._r.register_script(_END_WATCH_LUA)
+        self._mark_set_script = self._r.register_script(_MARK_SET_LUA)
+        self._mark_override_script = self._r.register_script(_MARK_OVERRIDE_LUA)
         self._add_review_script = self._r.register_script(_ADD_REVIEW_LUA)
         self._claim_review_script = self._r.register_script(_CLAIM_REVIEW_LUA)
         self._close_review_script = self._r.register_script(_CLOSE_REVIEW_LUA)
@@ -620,6 +683,84 @@ class RedisStateStore(ClosesOnExit):
     def forget(self, key: str) -> None:
         self._r.delete(f"{self.prefix}seen:{key}")
 
+    # --- first-touch SLA watch ----------------------------------------------------------------
+
+    @property
+    def _watch_keys(self) -> list[str]:
+        return [f"{self.prefix}sla:due", f"{self.prefix}sla:entries"]
+
+    def watch(self, entries: Sequence[WatchEntry]) -> None:
+        if not entries:
+            return
+        due, bodies = self._watch_keys
+        # MULTI: an entry and its deadline land together.
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(bodies, mapping={e.key: json.dumps(e.to_dict(), separators=(",", ":"))
+                                   for e in entries})
+        pipe.zadd(due, {e.key: as_utc(e.deadline, "deadline").timestamp() for e in entries})
+        pipe.execute()
+
+    def watch_entry(self, key: str) -> WatchEntry | None:
+        body = cast(str | None, self._r.hget(self._watch_keys[1], key))
+        return None if body is None else WatchEntry.from_dict(json.loads(body))
+
+    def claim_due(self, now: datetime, limit: int, lease_seconds: float) -> list[WatchEntry]:
+        _check_ttl(lease_seconds)
+        check_limit(limit)
+        if not limit:
+            return []
+        at = as_utc(now, "now").timestamp()
+        bodies = self._claim_script(keys=self._watch_keys,
+                                    args=[repr(at), repr(at + lease_seconds), limit])
+        return [WatchEntry.from_dict(json.loads(b)) for b in _strings(bodies)]
+
+    def end_watch(self, entries: Sequence[WatchEntry]) -> int:
+        if not entries:
+            return 0
+        args = [part for e in entries for part in (e.key, e.decision_key)]
+        return int(self._end_watch_script(keys=self._watch_keys, args=args))
+
+    def watching(self) -> int:
+        return int(self._r.hlen(self._watch_keys[1]))
+    # --- own-write marks --------------------------------------------------------------------
+
+    def _mark_key(self, crm: str, object: str, record_id: str) -> str:
+        return f"{self.prefix}mark:{crm}:{object}:{record_id}"
+
+    def set_owner_marks(self, marks: Sequence[OwnerMark], ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        if not marks:
+            return
+        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
+        pipe = self._r.pipeline(transaction=False)
+        for mark in marks:
+            at = _fixed(mark.written_at)
+            body = json.loads(mark.to_json())
+            body["sort_at"] = at
+            self._mark_set_script(
+                keys=[self._mark_key(mark.crm, mark.object, mark.record_id)],
+                args=[json.dumps(body, separators=(",", ":")), at, ttl_ms], client=pipe)
+        pipe.execute()
+
+    def owner_marks(self, crm: str, object: str, ids: Sequence[str]) -> dict[str, OwnerMark]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return {}
+        values = self._r.mget([self._mark_key(crm, object, i) for i in wanted])
+        return {i: OwnerMark.from_json(v) for i, v in zip(wanted, values, strict=True)
+                if isinstance(v, str)}
+
+    def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
+                        by: str | None = None) -> bool:
+        done = replace(mark, overridden_to=to, overridden_at=as_utc(at, "at"),
+                       overridden_by=by)
+        body = json.loads(done.to_json())
+        body["sort_at"] = _fixed(mark.written_at)
+        return bool(self._mark_override_script(
+            keys=[self._mark_key(mark.crm, mark.object, mark.record_id)],
+            args=[mark.decision, mark.owner, json.dumps(body, separators=(",", ":"))]))
+
+
     # --- review items -----------------------------------------------------------------------
 
     def _review_key(self, part: str) -> str:
@@ -689,6 +830,12 @@ class RedisStateStore(ClosesOnExit):
     def escalate_review(self, id: str) -> bool:
         return bool(self._escalate_review_script(
             keys=[self._review_key("open"), self._review_key("escalated")], args=[id]))
+
+
+def _fixed(value: datetime) -> str:
+    """Fixed-width UTC text: compares as the instant, in Lua as in Python."""
+    return as_utc(value, "written_at").replace(tzinfo=None).isoformat(
+        timespec="microseconds") + "Z"
 
 
 def encode_entry(decision: Decision) -> str:

@@ -13,7 +13,19 @@ import typer
 from pydantic import ValidationError
 
 from config.urls import redact_urls
-from tasks.cli import crm, dashboard, db, reps, review, routing, serve, simulate
+from tasks.cli import (
+    crm,
+    dashboard,
+    db,
+    overlaps,
+    overrides,
+    reps,
+    review,
+    routing,
+    serve,
+    simulate,
+    sla,
+)
 from tasks.cli.common import err, settings_problem
 
 app = typer.Typer(
@@ -32,11 +44,14 @@ app.command()(routing.audit)
 app.command()(reps.pause)
 app.command()(reps.resume)
 app.command()(routing.stats)
+app.command()(overrides.overrides)
 app.command()(crm.sweep)
 app.command()(crm.reprocess)
 app.command()(crm.demo)
 app.command()(crm.simulator)
 app.command()(simulate.simulate)
+app.command()(overlaps.overlaps)
+app.command("sla-check")(sla.sla_check)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
 app.add_typer(db.app, name="db")

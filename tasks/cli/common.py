@@ -289,7 +289,7 @@ def open_pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | Non
         yield Pipeline(connector, routing, store, dry_run=dry_run,
                        recheck_after=settings.recheck_after_seconds,
                        metrics=metrics_for(settings),
-                       followers=followers_for(settings, store, routing)), obj
+                       followers=followers_for(settings, store, routing, crm)), obj
     except CredentialsError as exc:
         fail(str(exc))
     except CrmError as exc:

@@ -78,7 +78,7 @@ def build_app(settings: Settings, store: StateStore, history: History,
         connector = registry.create_for(crm, routing, settings)
         try:
             Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
-                     followers=followers_for(settings, store, routing),
+                     followers=followers_for(settings, store, routing, crm),
                      ).route_ids(obj, ids, trigger="reprocess")
         finally:
             connector.close()

@@ -7,13 +7,15 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Protocol
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
-from sync.models import Decision
+from sync.models import Decision, HistoryEvent, decision_key
 from sync.state.base import LoadRow, PoolSnapshot, StateStore
+
+if TYPE_CHECKING:  # SQLAlchemy loads only when a page reads the history
+    from sync.history.overrides import Override, OverrideRate
 
 # The window selector: name -> label. "today" starts at midnight in the routing file's timezone.
 WINDOWS = {"today": "Today", "7d": "7 days", "30d": "30 days"}
@@ -41,6 +43,25 @@ class SpeedPointLike(Protocol):
     def p95(self) -> float | None: ...
 
 
+class FirstTouchLike(Protocol):
+    """`sync.history.FirstTouchRow`: speed to first touch of one rep under one rule."""
+
+    @property
+    def rep(self) -> str: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def touched(self) -> int: ...
+    @property
+    def p50(self) -> float | None: ...
+    @property
+    def p95(self) -> float | None: ...
+    @property
+    def breaches(self) -> int: ...
+    @property
+    def reroutes(self) -> int: ...
+
+
 class HistoryReader(Protocol):
     """The part of `sync.history.History` the dashboard reads (docs/operations.md)."""
 
@@ -52,6 +73,11 @@ class HistoryReader(Protocol):
 
     def decision(self, id: int) -> Decision | None: ...
 
+    def events(self, decision_id: int | None = None, record_id: str | None = None,
+               kind: str | None = None, since: datetime | None = None,
+               until: datetime | None = None, limit: int | None = None
+               ) -> list[HistoryEvent]: ...
+
     def load(self, since: datetime | None = None,
              until: datetime | None = None) -> list[LoadRow]: ...
 
@@ -61,6 +87,9 @@ class HistoryReader(Protocol):
 
     def speed_to_lead(self, since: datetime, until: datetime,
                       buckets: int) -> Sequence[SpeedPointLike]: ...
+
+    def first_touch(self, since: datetime | None = None,
+                    until: datetime | None = None) -> Sequence[FirstTouchLike]: ...
 
 
 def window_bounds(window: str, now: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
@@ -94,6 +123,16 @@ class Overview:
     speed: list[SpeedPointLike]
     rules: list[Share]  # winning rule -> decisions, most first; "" = no rule
     speed_total: int
+    # Speed to first touch per rep and rule, with first-touch SLA breaches and re-routes.
+    first_touch: list[FirstTouchLike] = field(default_factory=list)
+
+    @property
+    def breaches(self) -> int:
+        return sum(r.breaches for r in self.first_touch)
+
+    @property
+    def reroutes(self) -> int:
+        return sum(r.reroutes for r in self.first_touch)
 
     @property
     def latest_speed(self) -> SpeedPointLike | None:
@@ -112,7 +151,8 @@ def overview(history: HistoryReader, since: datetime, until: datetime,
     rules = [Share(rule, n, _pct(n, hit_total))
              for rule, n in sorted(hits.items(), key=lambda kv: (-kv[1], kv[0]))]
     speed = list(history.speed_to_lead(since, until, buckets))
-    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed))
+    return Overview(outcomes, total, speed, rules, sum(p.count for p in speed),
+                    list(history.first_touch(since, until)))
 
 
 def _pct(part: int, whole: int) -> float:
@@ -245,31 +285,45 @@ def _count(snapshot: PoolSnapshot | None, rep: str) -> int:
     return snapshot.counts.get(rep, 0) if snapshot is not None else 0
 
 
-# --- CRM links ---------------------------------------------------------------------------
+# --- a decision's events ----------------------------------------------------------------
 
-_HUBSPOT_TYPES = {"account": "0-2", "contact": "0-1"}
-_SALESFORCE_OBJECTS = {"account": "Account", "lead": "Lead", "contact": "Contact"}
+MAX_EVENTS_SHOWN = 50  # per decision page; a record's events are few (notices, a breach...)
 
 
-def crm_link(decision: Decision, hubspot_portal_id: str | None,
-             salesforce_instance_url: str | None) -> str | None:
-    """The record's page in its CRM: HubSpot's record URL (portal id needed), Salesforce
-    Lightning's; None when the setting is missing or the object has no such page."""
-    record = quote(decision.record_id, safe="")
-    if decision.crm == "hubspot" and hubspot_portal_id:
-        kind = _HUBSPOT_TYPES.get(decision.object)
-        if kind is None:
-            return None
-        return (f"https://app.hubspot.com/contacts/{quote(hubspot_portal_id, safe='')}"
-                f"/record/{kind}/{record}")
-    if decision.crm == "salesforce" and salesforce_instance_url:
-        base = salesforce_instance_url.rstrip("/")
-        sobject = _SALESFORCE_OBJECTS.get(decision.object)
-        # Only a web address becomes a link (a setting is not a place for javascript:).
-        if sobject is None or not base.lower().startswith(("https://", "http://")):
-            return None
-        return f"{base}/lightning/r/{sobject}/{record}/view"
-    return None
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    kind: str
+    at: datetime
+    summary: str  # channel and recipient of a notice, or the event's data in short
+    error: str | None
+
+
+def decision_events(history: HistoryReader, decision_id: int,
+                    decision: Decision) -> list[EventRow]:
+    """Events about one decision, newest first: those stored with its id, and those naming
+    it by its natural key (the pipeline's followers never learn the id, see
+    `sync.models.decision_key`)."""
+    key = decision_key(decision)
+    rows = []
+    for event in history.events(record_id=decision.record_id, limit=MAX_EVENTS_SHOWN * 4):
+        if event.crm != decision.crm or event.object != decision.object:
+            continue
+        if event.decision_id != decision_id and event.data.get("decision") != key:
+            continue
+        rows.append(EventRow(event.kind, event.at, _summary(event.data),
+                             str(event.data["error"]) if event.data.get("error") else None))
+        if len(rows) >= MAX_EVENTS_SHOWN:
+            break
+    return rows
+
+
+def _summary(data: Mapping[str, object]) -> str:
+    if "channel" in data:
+        to = f" ({data['to']})" if data.get("to") else ""
+        role = " (manager)" if data.get("role") == "manager" else ""
+        return f"{data['channel']} to {data.get('recipient', '?')}{role}{to}"
+    shown = ", ".join(f"{k}: {v}" for k, v in data.items() if k not in ("decision", "error"))
+    return shown[:300]
 
 
 # --- failed writes -----------------------------------------------------------------------
@@ -317,3 +371,33 @@ def _last_for(history: HistoryReader, record_id: str,
         if found[1].crm == crm:
             return found
     return None
+
+
+# --- overrides ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OverridesView:
+    """The overrides page: one page of the list (newest first) and the rates of the window."""
+
+    rows: list[Override]
+    total: int  # overrides in the window matching the filters
+    more: bool  # a page follows
+    by_rule: list[OverrideRate]
+    by_rep: list[OverrideRate]
+
+
+def overrides(history: HistoryReader, since: datetime, until: datetime, *,
+              rule: str | None = None, rep: str | None = None,
+              offset: int = 0) -> OverridesView:
+    """Overrides with `at` in [since, until), filtered by rule and rep (either side of the
+    change), PAGE_SIZE from `offset`; rates per rule and per rep over the whole window."""
+    from sync.history import History
+    from sync.history.overrides import list_overrides, override_rates
+
+    if not isinstance(history, History):
+        raise ValueError("the overrides page reads a SQL history (sync.history.History)")
+    found = list_overrides(history, since, until, rule=rule, rep=rep)
+    by_rule, by_rep = override_rates(history, since, until)
+    return OverridesView(found[offset:offset + PAGE_SIZE], len(found),
+                         len(found) > offset + PAGE_SIZE, by_rule, by_rep)

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from config.urls import redact_urls
 from connectors import registry
 from sync.compiler import CompiledRouting
+from sync.links import crm_link
 from sync.models import Decision, Outcome, ReviewItem
 from sync.state.base import StateStore
 from tasks.dashboard import charts, data
@@ -53,8 +54,9 @@ STATIC = {"dashboard.css": "text/css; charset=utf-8",
           "dashboard.js": "text/javascript; charset=utf-8",
           "favicon.svg": "image/svg+xml"}
 NAV = (("overview", "Overview"), ("balance", "Balance"), ("reps", "Reps"),
-       ("decisions", "Decisions"), ("failed", "Failed writes"), ("review", "Review queue"))
-NEXT = (("overrides", "Overrides"),)  # issue 10
+       ("decisions", "Decisions"), ("failed", "Failed writes"), ("overrides", "Overrides"),
+       ("review", "Review queue"))
+NEXT: tuple[tuple[str, str], ...] = ()
 MAX_TEXT = 255
 RETRY_CHUNK = 1000  # ids per hand-over, the ops API's reprocess bound
 # What a redirect after an action may announce (`?done=CODE&subject=...`).
@@ -475,10 +477,12 @@ async def decision_page(request: Request, decision_id: str) -> Response:
         found: Decision | None = await _read(lambda: history.decision(int(decision_id)))
         if found is None:
             raise PageError(404, "no such decision")
-        link = data.crm_link(found, dash.hubspot_portal_id, dash.salesforce_instance_url)
+        link = crm_link(found, dash.hubspot_portal_id, dash.salesforce_instance_url)
+        events: list[data.EventRow] = await _read(
+            lambda: data.decision_events(history, int(decision_id), found))
         return _render(request, "decision.html", session=session, cookie=cookie,
                        page="decisions", title=f"Decision {decision_id}", d=found,
-                       decision_id=decision_id, link=link)
+                       decision_id=decision_id, link=link, events=events)
 
     return await _guarded(request, build)
 
@@ -499,7 +503,38 @@ async def _failed(request: Request, dash: Dashboard, session: Session,
 
 @router.get("/dashboard/overrides")
 async def overrides_page(request: Request) -> Response:
-    return await _next(request, "overrides", "Overrides")
+    return await _guarded(request, _overrides)
+
+
+async def _overrides(request: Request, dash: Dashboard, session: Session,
+                     cookie: str | None) -> Response:
+    q = request.query_params
+    window = _window(request)
+    rule = _text(q.get("rule"), "rule")
+    rep = _text(q.get("rep"), "rep")
+    offset = _offset(q.get("offset", "0"))
+    routing = await run_in_threadpool(dash.routing)
+    since, until = data.window_bounds(window, dash.now(), _zone(routing))
+    history: data.HistoryReader = await _read(lambda: _history(dash))
+    view: data.OverridesView = await _read(
+        lambda: data.overrides(history, since, until, rule=rule, rep=rep, offset=offset))
+    filters = {k: v for k, v in (("window", window), ("rule", rule), ("rep", rep)) if v}
+    older = urlencode({**filters, "offset": offset + data.PAGE_SIZE}) if view.more else None
+    newer = (urlencode({**filters, "offset": max(0, offset - data.PAGE_SIZE)})
+             if offset else None)
+    return _render(request, "overrides.html", session=session, cookie=cookie,
+                   page="overrides", title="Overrides", window=window, windows=data.WINDOWS,
+                   since=since, until=until, view=view, rule=rule or "", rep=rep or "",
+                   offset=offset, older=older, newer=newer, searched=bool(rule or rep))
+
+
+def _offset(text: str) -> int:
+    """A paging offset from the query string; 400 unless a whole number in range."""
+    raw = text.strip() or "0"
+    # ASCII digits only: "²" is a digit to str.isdigit, and no number to int().
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9 or int(raw) > data.MAX_OFFSET:
+        raise PageError(400, f"offset must be a whole number from 0 to {data.MAX_OFFSET:,}")
+    return int(raw)
 
 
 @router.get("/dashboard/review")
@@ -527,7 +562,7 @@ def _item_link(dash: Dashboard, item: ReviewItem) -> str | None:
         return None
     shown = Decision(record_id=item.record_id, object=kind, crm=item.crm,
                      outcome=Outcome.PENDING_REVIEW)
-    return data.crm_link(shown, dash.hubspot_portal_id, dash.salesforce_instance_url)
+    return crm_link(shown, dash.hubspot_portal_id, dash.salesforce_instance_url)
 
 
 async def _next(request: Request, page: str, title: str) -> Response:

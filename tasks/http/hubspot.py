@@ -6,12 +6,14 @@ See docs/operations.md#post-webhookshubspot and docs/connectors.md#the-built-in-
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -30,7 +32,11 @@ from pydantic import (
 )
 from starlette.concurrency import run_in_threadpool
 
+from connectors import registry
 from connectors.settings import Settings
+from sync.compiler import CompiledRouting
+from sync.normalize import id_key
+from sync.overrides import Overrides, OwnerChange, Verdict
 from tasks.http.common import (
     MAX_EVENTS,
     AppContext,
@@ -55,6 +61,7 @@ HUBSPOT_OBJECTS = {"company": "companies", "contact": "contacts"}
 MAX_INTEGER = 2**63 - 1
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python has
 MAX_NAME_LENGTH = 100  # event ids, subscription types, property names
+MAX_VALUE_LENGTH = 1000  # a propertyValue (only owner ids are read)
 # HubSpot's v3 spec: these escapes in the request URI are decoded before signing.
 _HUBSPOT_URI_DECODE = {
     "%3A": ":", "%2F": "/", "%3F": "?", "%40": "@", "%21": "!", "%24": "$", "%27": "'",
@@ -73,6 +80,12 @@ class HubSpotEvent:
     event_id: str
     occurred_at: int
     property_name: str | None
+    # propertyChange events: the new value ("" when cleared), and how and by whom HubSpot
+    # says it changed (`changeSource` e.g. CRM_UI, INTEGRATION; `sourceId` e.g. userId:123).
+    property_value: str | None = None
+    change_source: str | None = None
+    source_id: str | None = None
+    has_value: bool = False  # the event carried `propertyValue` (older apps may not)
 
     @property
     def object(self) -> str | None:
@@ -157,6 +170,9 @@ ObjectId = Annotated[Annotated[StrictInt, Field(ge=1, le=MAX_INTEGER)] | _Digits
 EpochMs = Annotated[Annotated[StrictInt, Field(ge=0, le=MAX_EPOCH_MS)] | _Digits,
                     _in_range(0, MAX_EPOCH_MS, "occurredAt")]
 EventId = Annotated[StrictInt, Field(ge=0, le=MAX_INTEGER)] | _Name
+# A property's new value: any short text, "" when it was cleared (an owner id is digits).
+_Value = Annotated[StrictStr, StringConstraints(max_length=MAX_VALUE_LENGTH),
+                   AfterValidator(lambda v: check_text(v, MAX_VALUE_LENGTH) if v else v)]
 EventType = Annotated[StrictStr, _Bounded, StringConstraints(pattern=r"^[^.]+\.[^.]+$"),
                       _Printable]
 
@@ -174,6 +190,10 @@ class HubSpotEventIn(BaseModel):
     event_id: EventId = Field(alias="eventId")
     occurred_at: EpochMs = Field(alias="occurredAt", description="epoch milliseconds")
     property_name: _Name | None = Field(default=None, alias="propertyName")
+    # Read for owner changes (docs/operations.md#overrides); bounded like the other texts.
+    property_value: _Value | None = Field(default=None, alias="propertyValue")
+    change_source: _Name | None = Field(default=None, alias="changeSource")
+    source_id: _Name | None = Field(default=None, alias="sourceId")
 
     @model_validator(mode="before")
     @classmethod
@@ -196,6 +216,9 @@ class HubSpotEventIn(BaseModel):
             object_id=str(self.object_id), type=self.subscription_type,
             event_id=str(self.event_id), occurred_at=int(self.occurred_at),
             property_name=self.property_name,
+            property_value=None if self.property_value is None else str(self.property_value),
+            change_source=self.change_source, source_id=self.source_id,
+            has_value="property_value" in self.model_fields_set,
         )
 
 
@@ -212,6 +235,10 @@ _FIELD_MESSAGES = {
                f"{MAX_NAME_LENGTH} printable characters",
     "occurredAt": "occurredAt must be epoch milliseconds",
     "propertyName": f"propertyName must be 1 to {MAX_NAME_LENGTH} printable characters",
+    "propertyValue": f"propertyValue must be a string of at most {MAX_VALUE_LENGTH} "
+                     "printable characters",
+    "changeSource": f"changeSource must be 1 to {MAX_NAME_LENGTH} printable characters",
+    "sourceId": f"sourceId must be 1 to {MAX_NAME_LENGTH} printable characters",
 }
 
 
@@ -267,12 +294,58 @@ async def hubspot_webhook(request: Request, ctx: Ctx) -> Response:
     return JSONResponse({"accepted": accepted, "duplicates": duplicates})
 
 
+def owner_changes(events: Sequence[HubSpotEvent], routing: CompiledRouting | None
+                  ) -> dict[str, list[tuple[HubSpotEvent, OwnerChange]]]:
+    """Per CRM object, the events that change the owner property and say its new value
+    (`propertyValue`), as owner changes to judge against our own writes."""
+    out: dict[str, list[tuple[HubSpotEvent, OwnerChange]]] = {}
+    field_maps = routing.file.field_maps if routing is not None else None
+    spec = registry.spec("hubspot")
+    for event in events:
+        obj = event.object
+        if obj is None or not event.has_value or not event.type.endswith(".propertyChange"):
+            continue
+        if event.property_name != spec.field_map(obj, field_maps).get("owner"):
+            continue
+        value = (event.property_value or "").strip() or None
+        out.setdefault(obj, []).append((event, OwnerChange(
+            event.object_id, value, at=datetime.fromtimestamp(event.occurred_at / 1000, UTC),
+            by=event.source_id, source=event.change_source)))
+    return out
+
+
+def judge_owner_changes(ctx: AppContext, events: Sequence[HubSpotEvent]) -> set[int]:
+    """Record the overrides among these owner-change events; returns the indexes (in
+    `events`) of those that must not route the record: a person's choice (an override, new or
+    already known), our own write's echo, or a change our later write replaced. Unmarked
+    records (never routed by us) and cleared owners route as any change does."""
+    routing = ctx.routing()
+    changes = owner_changes(events, routing)
+    if not changes:
+        return set()
+    owner_to_rep = routing.owner_to_rep if routing is not None else {}
+    overrides = Overrides(ctx.store, metrics=ctx.metrics,
+                          rep_of=lambda owner: owner_to_rep.get(id_key(owner)),
+                          clock=lambda: datetime.fromtimestamp(ctx.clock(), UTC))
+    position = {id(event): i for i, event in enumerate(events)}
+    quiet: set[int] = set()
+    for obj, pairs in changes.items():
+        verdicts: dict[str, Verdict] = {}
+        # One observe per event so two changes of one record in a delivery are judged in
+        # order, each against the mark the previous one may have set.
+        for event, change in sorted(pairs, key=lambda p: p[0].occurred_at):
+            verdicts = overrides.observe("hubspot", obj, [change])
+            if verdicts[change.record_id] not in (Verdict.UNMARKED, Verdict.CLEARED):
+                quiet.add(position[id(event)])
+    return quiet
+
+
 def _dedupe_and_enqueue(ctx: AppContext, events: list[HubSpotEvent]) -> tuple[int, int]:
     # The filter follows the routing file the app serves: its field maps and the custom
     # properties its rules name route a record when they change, as the defaults do.
     properties = routed_properties("hubspot", ctx.routing())
     batches: dict[str, list[str]] = {}
-    fresh = 0
+    fresh_events: list[HubSpotEvent] = []
     marked: list[str] = []
     try:
         for event in events:
@@ -280,14 +353,23 @@ def _dedupe_and_enqueue(ctx: AppContext, events: list[HubSpotEvent]) -> tuple[in
             if ctx.store.seen(key, DEDUPE_TTL_SECONDS):
                 continue
             marked.append(key)
-            fresh += 1
+            fresh_events.append(event)
+        # A person's owner change is recorded, never routed back (docs/operations.md#overrides).
+        quiet = judge_owner_changes(ctx, fresh_events)
+        for i, event in enumerate(fresh_events):
+            if i in quiet:
+                continue
             if event.routes(properties) and event.object is not None:
                 ids = batches.setdefault(event.object, [])
                 if event.object_id not in ids:
                     ids.append(event.object_id)
     except Exception as exc:  # noqa: BLE001
         log.error("state store unavailable for webhook dedupe: %r", exc)
+        for key in marked:  # HubSpot delivers again: judged again (recorded once by id)
+            with contextlib.suppress(Exception):  # the store is what failed
+                ctx.store.forget(key)
         raise Rejected(503, "state store unavailable; retry later", "failed") from exc
+    fresh = len(fresh_events)
     # Marked before enqueueing (the mark is the atomic dedupe between concurrent deliveries);
     # should the broker fail, the marks are taken back so HubSpot's retry of this delivery is
     # routed rather than dropped as a duplicate.

@@ -44,3 +44,44 @@ def test_given_a_bad_visibility_timeout_when_loaded_then_the_variable_is_named(m
     monkeypatch.setenv("ACCOUNT_ROUTER_VISIBILITY_TIMEOUT", bad)
     with pytest.raises(ValidationError, match="ACCOUNT_ROUTER_VISIBILITY_TIMEOUT"):
         Settings()
+
+
+def test_given_no_notify_settings_when_loaded_then_slack_defaults_to_slack_com_and_no_smtp(
+        monkeypatch):
+    for name in ("SLACK_TOKEN", "SLACK_BASE_URL", "SMTP_URL", "MAIL_FROM"):
+        monkeypatch.delenv(f"ACCOUNT_ROUTER_{name}", raising=False)
+    settings = Settings()
+    assert settings.slack_base_url == "https://slack.com/api/"
+    assert settings.slack_token is None and settings.smtp_url is None
+
+
+def test_given_smtp_settings_when_loaded_then_the_url_is_secret_and_the_slack_url_gets_a_slash(
+        monkeypatch):
+    monkeypatch.setenv("ACCOUNT_ROUTER_SMTP_URL", "smtp://router:hunter2@mail.example.com:587")
+    monkeypatch.setenv("ACCOUNT_ROUTER_MAIL_FROM", "router@example.com")
+    monkeypatch.setenv("ACCOUNT_ROUTER_SLACK_BASE_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setenv("ACCOUNT_ROUTER_SLACK_TOKEN", "xoxb-secret")
+    settings = Settings()
+    assert "hunter2" not in repr(settings) and "xoxb-secret" not in repr(settings)
+    assert settings.slack_base_url == "http://127.0.0.1:9/api/"
+
+
+@pytest.mark.parametrize(("url", "mail_from", "expected"), [
+    ("ftp://u:hunter2@h", "a@b.c", "smtp:// or smtps://"),
+    ("smtp://u:hunter2@:25", "a@b.c", "expected a host"),
+    ("smtp://u:hunter2@h:99999", "a@b.c", "unreadable URL"),
+    ("smtp://u:hunter2@h:25", None, "ACCOUNT_ROUTER_SMTP_URL is set"),
+    ("smtp://u:hunter2@h:25", "no-at-sign", "an email address"),
+])
+def test_given_a_bad_smtp_setting_when_loaded_then_it_is_refused_without_the_password(
+        monkeypatch, url, mail_from, expected):
+    monkeypatch.setenv("ACCOUNT_ROUTER_SMTP_URL", url)
+    if mail_from is None:
+        monkeypatch.delenv("ACCOUNT_ROUTER_MAIL_FROM", raising=False)
+    else:
+        monkeypatch.setenv("ACCOUNT_ROUTER_MAIL_FROM", mail_from)
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    # As the CLI shows it (tasks/cli/common.py settings_problem): messages, never the input.
+    problem = " ".join(e["msg"] for e in caught.value.errors(include_input=False))
+    assert expected in problem and "hunter2" not in problem

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sync.history import History, HistoryEvent, SchemaOutOfDate, SpeedPoint
-from sync.models import Decision, Outcome, TraceStep
+from sync.history.overrides import OverrideRate, list_overrides, override_rates
+from sync.models import Decision, Outcome, TraceStep, event_id
 from sync.state import LoadRow
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
@@ -447,3 +448,96 @@ def test_given_two_upgrades_at_once_when_both_run_then_both_succeed_and_the_sche
     finally:
         for h in histories:
             h.close()
+
+
+# --- speed to first touch (first-touch SLA events) ------------------------------------------
+
+
+def sla_event(kind: str, n: int, at: datetime, **data: object) -> HistoryEvent:
+    return HistoryEvent(id=10_000 + n, decision_id=None, record_id=f"r{n}", crm="hubspot",
+                        object="account", kind=kind, at=at, data=data)
+
+
+def test_given_touches_breaches_and_reroutes_when_asked_then_first_touch_per_rep_and_rule(
+        history: History) -> None:
+    events = [sla_event("touched", i, T0 + timedelta(minutes=i), rep="ava", rule="smb",
+                        seconds=float(s)) for i, s in enumerate([60, 120, 180, 240, 900])]
+    events += [
+        sla_event("touched", 10, T0, rep="ava", rule=None, seconds=30.0),
+        sla_event("touched", 11, T0, rep="ben", rule="smb", seconds=600.0),
+        sla_event("sla_breach", 12, T0, rep="ben", rule="smb", action="reroute"),
+        sla_event("rerouted", 13, T0, **{"from": "ben", "to": "cara", "rule": "smb"}),
+        sla_event("sla_breach", 14, T0, rep="cara", rule="smb", action="notify_manager"),
+        # Outside the window, and an event of another kind: neither counts.
+        sla_event("touched", 15, T0 - timedelta(days=2), rep="ava", rule="smb", seconds=1.0),
+        sla_event("notified", 16, T0, rep="ava", rule="smb", seconds=5.0),
+    ]
+    history.record_events(events)
+
+    rows = history.first_touch(since=T0 - timedelta(hours=1), until=T0 + timedelta(hours=1))
+
+    assert [(r.rep, r.rule, r.touched, r.breaches, r.reroutes) for r in rows] == [
+        ("ava", None, 1, 0, 0), ("ava", "smb", 5, 0, 0), ("ben", "smb", 1, 1, 1),
+        ("cara", "smb", 0, 1, 0)]
+    ava = rows[1]
+    assert ava.p50 == 180.0 and ava.p95 == pytest.approx(768.0)  # 240 + 0.8 * (900 - 240)
+    assert rows[3].p50 is None and rows[3].p95 is None
+
+
+def test_given_no_sla_events_when_asking_first_touch_then_no_rows(history: History) -> None:
+    assert history.first_touch() == []
+# --- overrides: the list and the rate per rule and per rep (sync/history/overrides.py) -----
+
+
+def _override(record_id: str, at: datetime, *, rule: str | None = "everyone-else",
+              frm: str = "ava", to: str = "ben", by: str | None = "userId:7") -> HistoryEvent:
+    return HistoryEvent(
+        id=event_id("override", f"hubspot:account:{record_id}:{at.isoformat()}"),
+        decision_id=None, record_id=record_id, crm="hubspot", object="account",
+        kind="override", at=at,
+        data={"from": frm, "to": to, "by": by, "after_seconds": 90.5, "rule": rule,
+              "pool": None, "source": "CRM_UI"})
+
+
+def test_given_overrides_and_assignments_when_rated_then_per_rule_and_per_rep(
+        history: History) -> None:
+    written = T0 + timedelta(seconds=1)
+    history.record([
+        (1, decision("r1", owner="ava", rule="named", written=written)),
+        (2, decision("r2", owner="ava", rule="named", written=written)),
+        (3, decision("r3", owner="ben", rule="everyone-else", written=written)),
+        (4, decision("r4", owner="cara", rule=None, outcome=Outcome.FALLBACK,
+                     written=written)),
+        (5, decision("r5", owner="ben", rule="everyone-else")),  # never written: no load
+        (6, decision("r6", owner="ava", outcome=Outcome.KEPT_EXISTING, rule=None)),
+        (7, decision("r7", owner="ava", rule="named", at=T0 - timedelta(days=3),
+                     written=T0 - timedelta(days=3))),  # before the window
+    ])
+    history.record_events([
+        _override("r1", T0 + timedelta(hours=1), rule="named", frm="ava", to="ben"),
+        _override("r4", T0 + timedelta(hours=2), rule=None, frm="cara", to="ava", by=None),
+        _override("r7", T0 - timedelta(days=2), rule="named"),  # outside the window
+    ])
+
+    since, until = T0 - timedelta(hours=1), T0 + timedelta(days=1)
+    by_rule, by_rep = override_rates(history, since, until)
+
+    assert by_rule == [OverrideRate("(fallback)", 1, 1), OverrideRate("named", 2, 1),
+                       OverrideRate("everyone-else", 1, 0)]
+    assert by_rule[0].rate == 1.0 and by_rule[1].rate == 0.5
+    assert by_rep == [OverrideRate("cara", 1, 1), OverrideRate("ava", 2, 1),
+                      OverrideRate("ben", 1, 0)]
+    listed = list_overrides(history, since, until)
+    assert [o.record_id for o in listed] == ["r4", "r1"]  # newest first
+    assert listed[1].to_dict() == {
+        "record_id": "r1", "crm": "hubspot", "object": "account", "from": "ava", "to": "ben",
+        "by": "userId:7", "at": (T0 + timedelta(hours=1)).isoformat(), "after_seconds": 90.5,
+        "rule": "named"}
+    assert [o.record_id for o in list_overrides(history, rule="named")] == ["r1", "r7"]
+    assert [o.record_id for o in list_overrides(history, since, until, rep="ava")] == \
+        ["r4", "r1"]  # ava lost r1 and was chosen for r4
+
+
+def test_given_no_history_when_rated_then_empty_and_no_rate(history: History) -> None:
+    assert override_rates(history) == ([], [])
+    assert OverrideRate("x", 0, 0).rate is None

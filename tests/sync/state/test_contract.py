@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -20,7 +21,8 @@ from sync.models import (
     event_id,
     review_id,
 )
-from sync.state import PoolChange, StateStore, open_store
+from sync.state import PoolChange, StateStore, WatchEntry, open_store
+from sync.state.base import OwnerMark
 from sync.state.redis import RedisStateStore
 from sync.state.sqlite import SqliteStateStore
 
@@ -424,6 +426,185 @@ def test_given_two_open_instances_then_each_sees_the_others_commits(store, store
     finally:
         other.close()
 
+
+# --- first-touch SLA watch -------------------------------------------------------------------
+
+
+def watch_entry(record_id: str = "r1", *, deadline: datetime = T0 + timedelta(minutes=15),
+                dkey: str | None = None, owner: str = "ava", reroutes: int = 0,
+                breached: tuple[str, ...] = ()) -> WatchEntry:
+    return WatchEntry(
+        crm="hubspot", object="companies", record_id=record_id, owner=owner,
+        owner_crm_id=f"crm-{owner}", pool="smb", rule="everyone-else",
+        decision_key=dkey or f"hubspot:account:{record_id}:1",
+        written_at=T0, deadline=deadline, touch_field="hs_last_sales_activity_timestamp",
+        touch_value=None, window=DAY, reroutes=reroutes, breached=breached)
+
+
+def test_given_a_watch_when_read_back_then_every_field_round_trips(store):
+    entry = watch_entry(reroutes=1, breached=("ben",))
+    store.watch([entry])
+
+    assert store.watch_entry(entry.key) == entry
+    assert store.watching() == 1
+
+
+def test_given_watches_when_claiming_then_only_those_due_come_back_oldest_deadline_first(store):
+    late = watch_entry("late", deadline=T0 + timedelta(minutes=30))
+    early = watch_entry("early", deadline=T0 + timedelta(minutes=5))
+    future = watch_entry("future", deadline=T0 + timedelta(hours=2))
+    store.watch([late, early, future])
+
+    claimed = store.claim_due(T0 + timedelta(minutes=30), 10, 60)
+
+    assert [e.record_id for e in claimed] == ["early", "late"]
+
+
+def test_given_claimed_entries_when_claiming_again_within_the_lease_then_none_twice(store):
+    store.watch([watch_entry("a"), watch_entry("b")])
+    now = T0 + timedelta(hours=1)
+
+    first = store.claim_due(now, 1, 60)
+    second = store.claim_due(now, 10, 60)
+
+    assert [e.record_id for e in first + second] == ["a", "b"]
+    assert store.claim_due(now, 10, 60) == []
+
+
+def test_given_a_claim_whose_lease_ran_out_when_claiming_later_then_the_entry_is_due_again(store):
+    store.watch([watch_entry("a")])
+    now = T0 + timedelta(hours=1)
+    assert len(store.claim_due(now, 10, 60)) == 1
+
+    assert store.claim_due(now + timedelta(seconds=59), 10, 60) == []
+    assert [e.record_id for e in store.claim_due(now + timedelta(seconds=61), 10, 60)] == ["a"]
+
+
+def test_given_a_record_written_again_when_watched_then_the_new_entry_replaces_the_old(store):
+    old = watch_entry("a", dkey="k1")
+    new = watch_entry("a", dkey="k2", owner="ben",
+                      deadline=T0 + timedelta(hours=3))
+    store.watch([old])
+    store.claim_due(T0 + timedelta(hours=1), 10, 60)
+    store.watch([new])
+
+    # The old decision's pass ends its watch: the new entry stays, unclaimed, not yet due.
+    assert store.end_watch([old]) == 0
+    assert store.watch_entry(new.key) == new
+    assert store.claim_due(T0 + timedelta(hours=1, minutes=5), 10, 60) == []
+    assert store.end_watch([new]) == 1
+    assert store.watching() == 0
+    assert store.watch_entry(new.key) is None
+
+
+def test_given_two_passes_racing_when_claiming_then_each_entry_goes_to_exactly_one(store_url):
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        first.watch([watch_entry(f"r{i}") for i in range(40)])
+        now = T0 + timedelta(hours=1)
+        with ThreadPoolExecutor(2) as pool:
+            a, b = pool.map(lambda s: [e.record_id for _ in range(8)
+                                       for e in s.claim_due(now, 5, 60)], (first, second))
+        assert sorted(a + b) == sorted(f"r{i}" for i in range(40))
+        assert not set(a) & set(b)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_given_a_naive_instant_when_claiming_then_valueerror(store):
+    with pytest.raises(ValueError):
+        store.claim_due(datetime(2026, 11, 25, 14, 0), 10, 60)
+
+
+# --- own-write marks (docs/operations.md#overrides) ----------------------------------------
+
+MARK_TTL = 3600.0
+
+
+def mark(record_id: str = "r1", *, owner: str = "101", at: datetime = T0,
+         decision: str = "hubspot:companies:r1:1") -> OwnerMark:
+    return OwnerMark(crm="hubspot", object="companies", record_id=record_id, owner=owner,
+                     written_at=at, decision=decision, rep="ava", rule="everyone-else",
+                     pool="smb")
+
+
+def test_given_no_write_when_asking_marks_then_none(store):
+    assert store.owner_marks("hubspot", "companies", ["r1", "r2"]) == {}
+
+
+def test_given_marks_set_when_read_back_then_every_field_round_trips(store):
+    store.set_owner_marks([mark("r1"), mark("r2", owner="102")], MARK_TTL)
+
+    marks = store.owner_marks("hubspot", "companies", ["r1", "r2", "r3"])
+
+    assert marks == {"r1": mark("r1"), "r2": mark("r2", owner="102")}
+    assert store.owner_marks("hubspot", "contacts", ["r1"]) == {}  # per object
+    assert store.owner_marks("salesforce", "companies", ["r1"]) == {}  # per CRM
+
+
+def test_given_a_mark_when_a_later_write_is_marked_then_it_replaces_it(store):
+    store.set_owner_marks([mark(owner="101")], MARK_TTL)
+    later = mark(owner="102", at=T0 + timedelta(minutes=5), decision="hubspot:companies:r1:2")
+
+    store.set_owner_marks([later], MARK_TTL)
+
+    assert store.owner_marks("hubspot", "companies", ["r1"])["r1"] == later
+
+
+def test_given_a_later_mark_when_an_older_one_is_set_again_then_the_later_one_stays(store):
+    later = mark(owner="102", at=T0 + timedelta(minutes=5), decision="hubspot:companies:r1:2")
+    store.set_owner_marks([later], MARK_TTL)
+
+    store.set_owner_marks([mark(owner="101")], MARK_TTL)  # a redelivered follower call
+
+    assert store.owner_marks("hubspot", "companies", ["r1"])["r1"] == later
+
+
+def test_given_a_mark_when_overridden_twice_then_only_the_first_call_wins(store):
+    store.set_owner_marks([mark()], MARK_TTL)
+    at = T0 + timedelta(hours=1)
+
+    first = store.mark_overridden(mark(), "999", at, by="user 7")
+    second = store.mark_overridden(mark(), "888", at)
+
+    assert (first, second) == (True, False)
+    stored = store.owner_marks("hubspot", "companies", ["r1"])["r1"]
+    assert stored.overridden and stored.overridden_to == "999"
+    assert stored.overridden_at == at and stored.overridden_by == "user 7"
+    assert stored.owner == "101" and stored.rule == "everyone-else"
+
+
+def test_given_a_newer_write_when_the_older_mark_is_overridden_then_nothing_changes(store):
+    store.set_owner_marks([mark()], MARK_TTL)
+    newer = mark(owner="102", at=T0 + timedelta(minutes=5), decision="hubspot:companies:r1:2")
+    store.set_owner_marks([newer], MARK_TTL)
+
+    assert store.mark_overridden(mark(), "999", T0 + timedelta(hours=1)) is False
+    assert store.mark_overridden(mark("r9"), "999", T0) is False  # no mark at all
+    assert not store.owner_marks("hubspot", "companies", ["r1"])["r1"].overridden
+
+
+def test_given_an_overridden_mark_when_the_router_writes_again_then_the_override_is_gone(store):
+    store.set_owner_marks([mark()], MARK_TTL)
+    store.mark_overridden(mark(), "999", T0 + timedelta(hours=1))
+    again = mark(owner="103", at=T0 + timedelta(hours=2), decision="hubspot:companies:r1:3")
+
+    store.set_owner_marks([again], MARK_TTL)
+
+    assert store.owner_marks("hubspot", "companies", ["r1"])["r1"] == again
+
+
+def test_given_a_short_ttl_when_it_passes_then_the_mark_is_gone(store):
+    store.set_owner_marks([mark()], 0.05)
+    time.sleep(0.1)
+
+    assert store.owner_marks("hubspot", "companies", ["r1"]) == {}
+
+
+def test_given_a_zero_ttl_when_marking_then_valueerror(store):
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        store.set_owner_marks([mark()], 0)
 
 # --- events (notified, sla_breach, override...): recorded through the store, read by the history
 

@@ -96,6 +96,24 @@ def test_given_file_decisions_when_committed_then_traces_are_stored_once_and_rea
     assert store.decisions(record_id="A2") == [originals[2]]  # the store's own shortcut
 
 
+def test_given_a_commit_of_whole_insert_groups_and_a_rest_when_committed_then_rows_keep_order(
+    store: SqliteStateStore,
+) -> None:
+    # 250 rows: two multi-row INSERT statements of 100 and 50 rows one by one; ids follow the
+    # commit order exactly as one insert per row gave them.
+    batch = [pool_win(f"R{k:03d}", ["cara", "dev", "eli"][k % 3]) for k in range(250)]
+    store.commit({}, [], batch)
+    store.commit({}, [], [pool_win("S0", "dev")])
+
+    conn = sqlite3.connect(store.path)
+    try:
+        ids = conn.execute("SELECT id, record_id FROM history_decisions ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    assert ids == [(k + 1, f"R{k:03d}") for k in range(250)] + [(251, "S0")]
+    assert list(reversed(store.decisions()[1:])) == batch
+
+
 def test_given_a_commit_whose_pool_moved_when_refused_then_no_decision_is_recorded(
     store: SqliteStateStore,
 ) -> None:

@@ -25,8 +25,9 @@ from connectors.settings import Settings
 from connectors.simulator import Simulator, serve
 from connectors.transport import Unlimited
 from sync.compiler import CompiledRouting, load_routing
-from sync.history import History
+from sync.history import History, HistoryEvent
 from sync.history.outbox import drain
+from sync.models import event_id
 from sync.pipeline import Pipeline
 from sync.state.redis import RedisStateStore
 from tasks.http import create_app
@@ -355,3 +356,50 @@ def test_given_a_viewer_in_new_york_when_pausing_until_a_local_time_then_the_ins
     finally:
         context.close()
     assert not guard.problems, guard.problems
+
+
+def test_given_first_touch_events_when_viewing_the_overview_then_speed_per_rep_and_rule_shows(
+        deployment: Deployment, page: Page) -> None:
+    # What `sla-check` records (sync/sla_watch.py): touches with their seconds, a breach
+    # re-routed away from its rep, and one escalated.
+    now = datetime.now(UTC) - timedelta(minutes=1)
+    events = [HistoryEvent(id=event_id("touched", f"browser-{i}"), decision_id=None,
+                           record_id=f"sla-{i}", crm="hubspot", object="account",
+                           kind="touched", at=now,
+                           data={"rep": "cara", "rule": "everyone-else", "seconds": s})
+              for i, s in enumerate([120.0, 300.0, 900.0])]
+    events += [
+        HistoryEvent(id=event_id("sla_breach", "browser-b1"), decision_id=None,
+                     record_id="sla-b1", crm="hubspot", object="account", kind="sla_breach",
+                     at=now, data={"rep": "dev", "rule": "everyone-else", "action": "reroute"}),
+        HistoryEvent(id=event_id("rerouted", "browser-b1"), decision_id=None,
+                     record_id="sla-b1", crm="hubspot", object="account", kind="rerouted",
+                     at=now, data={"from": "dev", "to": "eli", "rule": "everyone-else"}),
+        HistoryEvent(id=event_id("sla_breach", "browser-b2"), decision_id=None,
+                     record_id="sla-b2", crm="hubspot", object="account", kind="sla_breach",
+                     at=now, data={"rep": "eli", "rule": "everyone-else",
+                                   "action": "notify_manager"}),
+    ]
+    deployment.history.record_events(events)
+    since, until = window()
+    rows = deployment.history.first_touch(since, until)
+
+    sign_in(page, deployment.url)
+
+    table = page.locator("#first-touch")
+    expect(table.locator("tbody tr")).to_have_count(len(rows))
+    cara = table.locator("tr[data-rep='cara'][data-rule='everyone-else']")
+    expect(cara.locator("td").nth(2)).to_have_text("3")
+    expect(cara.locator("td.p50")).to_have_text("5.0 min")
+    expect(cara.locator("td.p95")).to_have_text("14.0 min")  # 300 + 0.9 * 600 s
+    dev = table.locator("tr[data-rep='dev'][data-rule='everyone-else']")
+    expect(dev.locator("td.breaches")).to_have_text("1")
+    expect(dev.locator("td.reroutes")).to_have_text("1")
+    expect(page.locator("[data-testid=breaches]")).to_have_text(
+        str(sum(r.breaches for r in rows)))
+    expect(page.locator("[data-testid=reroutes]")).to_have_text(
+        str(sum(r.reroutes for r in rows)))
+    # Each row links to the rep's decisions.
+    dev.locator("td").first.locator("a").click()
+    page.wait_for_url(re.compile(r"/dashboard/decisions\?rep=dev"))
+    screenshot(page, "overview-first-touch")

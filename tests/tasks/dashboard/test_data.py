@@ -8,10 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from sync.models import Decision, Outcome
 from tasks.dashboard.auth import SESSION_SECONDS, Signer, Throttle, derive_key
 from tasks.dashboard.charts import rule_bars, seconds, speed_chart
-from tasks.dashboard.data import Share, crm_link, window_bounds
+from tasks.dashboard.data import Share, window_bounds
 
 NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
 
@@ -36,31 +35,6 @@ def test_given_midnight_itself_when_bounding_today_then_the_window_is_not_empty(
     midnight = NOW.replace(hour=0)
     since, until = window_bounds("today", midnight, UTC)
     assert since < until == midnight
-
-
-def _decision(crm: str, obj: str, record_id: str) -> Decision:
-    return Decision(record_id=record_id, object=obj, crm=crm, outcome=Outcome.ASSIGNED)
-
-
-@pytest.mark.parametrize(("crm", "obj", "record_id", "portal", "instance", "expected"), [
-    ("hubspot", "account", "501", "62515", None,
-     "https://app.hubspot.com/contacts/62515/record/0-2/501"),
-    ("hubspot", "contact", "77", "62515", None,
-     "https://app.hubspot.com/contacts/62515/record/0-1/77"),
-    ("hubspot", "account", "501", None, None, None),
-    ("hubspot", "lead", "5", "62515", None, None),
-    ("salesforce", "lead", "00Q5g00000AbCdEAAZ", None, "https://acme.my.salesforce.com/",
-     "https://acme.my.salesforce.com/lightning/r/Lead/00Q5g00000AbCdEAAZ/view"),
-    ("salesforce", "account", "a/../b?x", None, "https://acme.my.salesforce.com",
-     "https://acme.my.salesforce.com/lightning/r/Account/a%2F..%2Fb%3Fx/view"),
-    ("salesforce", "account", "001", None, "javascript:alert(1)//", None),
-    ("salesforce", "account", "001", None, None, None),
-    ("csv", "account", "1", "62515", "https://acme.my.salesforce.com", None),
-])
-def test_given_a_decision_when_linking_then_the_crms_record_page_or_none(
-        crm: str, obj: str, record_id: str, portal: str | None, instance: str | None,
-        expected: str | None) -> None:
-    assert crm_link(_decision(crm, obj, record_id), portal, instance) == expected
 
 
 def test_given_seconds_when_formatting_then_short_units() -> None:

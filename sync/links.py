@@ -1,0 +1,32 @@
+"""Links to a record's own page in its CRM, for the dashboard and for notifications."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from sync.models import Decision
+
+# The record kind -> HubSpot's object type id (its record URLs name the type by id).
+HUBSPOT_TYPES = {"account": "0-2", "contact": "0-1"}
+SALESFORCE_OBJECTS = {"account": "Account", "lead": "Lead", "contact": "Contact"}
+
+
+def crm_link(decision: Decision, hubspot_portal_id: str | None,
+             salesforce_instance_url: str | None) -> str | None:
+    """The record's page in its CRM: HubSpot's record URL (portal id needed), Salesforce
+    Lightning's; None when the setting is missing or the object has no such page."""
+    record = quote(decision.record_id, safe="")
+    if decision.crm == "hubspot" and hubspot_portal_id:
+        kind = HUBSPOT_TYPES.get(decision.object)
+        if kind is None:
+            return None
+        return (f"https://app.hubspot.com/contacts/{quote(hubspot_portal_id, safe='')}"
+                f"/record/{kind}/{record}")
+    if decision.crm == "salesforce" and salesforce_instance_url:
+        base = salesforce_instance_url.rstrip("/")
+        sobject = SALESFORCE_OBJECTS.get(decision.object)
+        # Only a web address becomes a link (a setting is not a place for javascript:).
+        if sobject is None or not base.lower().startswith(("https://", "http://")):
+            return None
+        return f"{base}/lightning/r/{sobject}/{record}/view"
+    return None
