@@ -16,7 +16,8 @@ from sync.links import crm_link
 from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key, event_id
 from sync.ports import Written
 
-Role = Literal["owner", "manager"]
+# `review`: a reviewer (the proposed owner's manager) told that a held decision is overdue.
+Role = Literal["owner", "manager", "review"]
 # What a notice shows of one value a rule used: a hostile record must not make a message that
 # Slack refuses (3,000 characters a text block) or an email nobody reads.
 MAX_VALUE_CHARS = 200
@@ -208,6 +209,9 @@ def slack_escape(text: str) -> str:
 
 
 def _headline(notice: Notice) -> str:
+    if notice.role == "review":
+        return (f"{notice.record_name} waits for review past its deadline: "
+                f"{notice.owner_name} proposed ({notice.crm} {notice.object})")
     if notice.role == "manager":
         return (f"{notice.record_name} went to {notice.owner_name} by fallback "
                 f"({notice.crm} {notice.object})")
@@ -225,7 +229,10 @@ def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
     notifications and where blocks cannot be rendered."""
     name = slack_escape(notice.record_name)
     title = f"<{notice.link}|{name}>" if notice.link else f"*{name}*"
-    if notice.role == "manager":
+    if notice.role == "review":
+        head = (f"{title} waits for review past its deadline: "
+                f"*{slack_escape(notice.owner_name)}* proposed ({notice.crm} {notice.object})")
+    elif notice.role == "manager":
         head = (f"{title} went to *{slack_escape(notice.owner_name)}* by fallback "
                 f"({notice.crm} {notice.object})")
     else:
@@ -277,7 +284,10 @@ First touch due by {{ deadline }}.
 _HTML = """\
 <!doctype html>
 <html><body style="font-family: sans-serif">
-<p>{% if role == 'manager' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+<p>{% if role == 'review' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+{{ name }}{% endif %}</strong> waits for review past its deadline: {{ owner_name }} proposed \
+({{ crm }} {{ object }}).{% elif role == 'manager' %}\
+<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
 {{ name }}{% endif %}</strong> went to {{ owner_name }} by fallback ({{ crm }} {{ object }}).\
 {% else %}New {{ object }} for you: <strong>{% if link %}<a href="{{ link }}">{{ name }}</a>\
 {% else %}{{ name }}{% endif %}</strong> ({{ crm }}).{% endif %}</p>

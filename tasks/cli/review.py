@@ -91,13 +91,16 @@ def expire(now: NowOpt = None, config: ConfigOpt = None, state: StateOpt = None)
     """One pass of `review.expire` (beat runs it every minute in service mode): items past
     review_timeout are approved or escalated once, as on_review_timeout says."""
     from connectors.settings import Settings
+    from tasks.review import escalation
     from tasks.review import expire as expire_items
 
     routing = load_routing_file(config)
     instant = parse_instant(now) if now else datetime.now(UTC)
     store = open_state(state, if_missing="empty")
     try:
-        report = expire_items(store, routing, Settings(), instant)
+        settings = Settings()
+        report = expire_items(store, routing, settings, instant,
+                              escalate=escalation(settings, store, routing))
     finally:
         store.close()
     for action in ("approved", "superseded", "escalated", "failed"):
