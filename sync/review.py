@@ -228,7 +228,9 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
             record_id=item.record_id, crm=item.crm, object=kind, kind="override", at=now,
             data={"from": item.proposed_owner, "to": rep, "by": by, "rule": item.rule,
                   "after_seconds": max(0.0, (now - item.created_at).total_seconds()),
-                  "source": "review", "review": item.id}))
+                  "pool": item.pool, "source": "review", "review": item.id}))
+        # account_router_overrides_total{rule}: a reviewer's choice over the proposal counts.
+        pipeline.metrics.override(item.rule)
     _record(store, events)
     store.close_review(closed)
     if final != item.proposed_owner:

@@ -15,6 +15,7 @@ from sync.review import ReviewError, approve, expire, reassign
 from sync.state import StateStore, open_store
 from sync.state.redis import RedisStateStore
 from sync.state.sqlite import SqliteStateStore
+from tasks.metrics import LocalMetrics
 from tests.builders import routing
 from tests.fakes import FakeCrm, hubspot_owners
 from tests.sync.state.test_contract import audited
@@ -186,8 +187,10 @@ def test_given_an_open_item_when_reassigned_then_the_other_rep_is_written_and_co
         crm, store):
     item = held(crm, store)
     at = NOW + timedelta(minutes=30)
+    metrics = LocalMetrics()
+    pipeline = Pipeline(crm, reviewed(), store, clock=lambda: NOW, metrics=metrics)
 
-    done = reassign(make(crm, store), item.id, "eli", by="maya", now=at)
+    done = reassign(pipeline, item.id, "eli", by="maya", now=at)
 
     assert crm.writes == [("c1", "108")]
     assert done.item.status == "reassigned" and done.item.final_owner == "eli"
@@ -197,6 +200,7 @@ def test_given_an_open_item_when_reassigned_then_the_other_rep_is_written_and_co
     assert override.data["by"] == "maya" and override.data["after_seconds"] == 1800
     assert override.data["rule"] == "rest"
     assert [e.data["action"] for e in events_of(store, "review")] == ["reassigned"]
+    assert metrics.snapshot().overrides == {"rest": 1}  # account_router_overrides_total
 
 
 @pytest.mark.parametrize(("rep", "why"), [
