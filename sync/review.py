@@ -214,6 +214,11 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
             store.release_review(item.id)  # stays open: approve again when the CRM answers
             raise ReviewError("unavailable", f"not written: {decision.write_error}")
         status, final = ("reassigned" if reassigned else "approved"), rep
+    elif decision.outcome == Outcome.KEPT_EXISTING and decision.owner == rep:
+        # The CRM already has the chosen owner: this very action's earlier attempt, killed
+        # after its write and before closing the item (its lease lapsed), or a person who
+        # chose the same. Nothing to write again; the item closes as what it was.
+        status, final = ("reassigned" if reassigned else "approved"), rep
     else:
         # Someone else set the owner meanwhile (kept_existing) or the record is gone
         # (skipped): nothing written, and the pool count follows the owner it really has.

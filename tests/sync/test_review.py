@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -285,3 +286,19 @@ def test_given_no_review_keys_then_decisions_are_never_held(crm, store):
     assert report.outcomes == {"assigned": 2} and store.reviews() == []
     assert compiled.review_timeout == timedelta(hours=4)
     assert compiled.on_review_timeout == "escalate"
+
+
+def test_given_an_approval_killed_after_its_write_when_approved_again_then_no_second_write(
+        crm, store):
+    item = held(crm, store)
+    # The first attempt claimed the item and wrote the owner, then died before closing it.
+    assert store.claim_review(item.id, 0.05) is not None
+    crm.set_owner("companies", "c1", "106")
+    time.sleep(0.1)  # its lease lapses
+
+    done = approve(make(crm, store), item.id, by="maya", now=NOW + timedelta(minutes=5))
+
+    assert crm.writes == []  # set_owner above stood for the dead attempt's write
+    assert done.item.status == "approved" and done.item.final_owner == "cara"
+    assert counts(store) == {"cara": 1, "dev": 0, "eli": 0}
+    assert store.reviews() == []
