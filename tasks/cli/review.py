@@ -127,6 +127,8 @@ def _act(item_id: str, rep: str | None, by: str | None, config: Path | None,
     if item is None:
         fail(f"no review item {item_id!r} (see `account-router review list`)")
     reviewer = by or _login()
+    if len(reviewer) > 64 or any(not c.isprintable() for c in reviewer):
+        fail("--by takes a name of at most 64 printable characters")
     now = datetime.now(UTC)
     with open_pipeline(routing, item.crm, item.object, state, False) as (pipeline, _):
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from sync.compiler import CompiledRouting
 from sync.history import History
 from sync.models import HistoryEvent, Outcome, ReviewItem
 from sync.pipeline import Pipeline
+from sync.ports import Written
 from sync.review import ReviewError, approve, expire, reassign
 from sync.state import StateStore, open_store
 from sync.state.redis import RedisStateStore
@@ -302,3 +304,18 @@ def test_given_an_approval_killed_after_its_write_when_approved_again_then_no_se
     assert done.item.status == "approved" and done.item.final_owner == "cara"
     assert counts(store) == {"cara": 1, "dev": 0, "eli": 0}
     assert store.reviews() == []
+
+
+def test_given_an_approval_then_the_pipelines_followers_see_the_write(crm, store):
+    item = held(crm, store)
+    seen: list[tuple[str, str, str, str | None]] = []
+
+    class Follower:
+        def written(self, crm_name: str, obj: str, items: Sequence[Written]) -> None:
+            seen.extend((crm_name, obj, w.decision.trigger, w.record.owner) for w in items)
+
+    pipeline = Pipeline(crm, reviewed(), store, clock=lambda: NOW, followers=[Follower()])
+    approve(pipeline, item.id, by="maya", now=NOW)
+
+    # The record as read just before the write (no owner yet), the decision as written.
+    assert seen == [("hubspot", "companies", "review", None)]
