@@ -94,6 +94,11 @@ def approve(pipeline: Pipeline, item_id: str, *, by: str, now: datetime) -> Revi
     writes and the others get `decided`. If the record's owner changed while it waited, it
     is not overwritten: the item closes `superseded`."""
     item = open_item(pipeline.store, item_id)
+    proposed = pipeline.routing.reps.get(item.proposed_owner)
+    if proposed is not None and not proposed.active:
+        # Marked as gone since the proposal: writing them would hand the record to nobody.
+        raise ReviewError("ineligible", f"the proposed owner {item.proposed_owner} is "
+                          "inactive in the routing file now; reassign it")
     if item.proposed_crm_id is None:
         raise ReviewError("ineligible", f"the proposed owner {item.proposed_owner} has no "
                           f"{item.crm} id in crm_ids; reassign it")
@@ -236,6 +241,9 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
                   "pool": item.pool, "source": "review", "review": item.id}))
         # account_router_overrides_total{rule}: a reviewer's choice over the proposal counts.
         pipeline.metrics.override(item.rule)
+    # Events first, then the close: a crash between them leaves the item open, and acting on
+    # it again finds the owner written and closes it (the same event ids, stored once). The
+    # count moves last; a crash just before it leaves that one count unmoved.
     _record(store, events)
     store.close_review(closed)
     if final != item.proposed_owner:

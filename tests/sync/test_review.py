@@ -319,3 +319,15 @@ def test_given_an_approval_then_the_pipelines_followers_see_the_write(crm, store
 
     # The record as read just before the write (no owner yet), the decision as written.
     assert seen == [("hubspot", "companies", "review", None)]
+
+
+def test_given_the_proposed_rep_marked_inactive_since_when_approving_then_refused(crm, store):
+    item = held(crm, store)
+    now_gone = routing(ROUTING.replace('{id: cara, crm_ids: {hubspot: "106"}, manager: maya}',
+                                       '{id: cara, crm_ids: {hubspot: "106"}, active: false}'))
+
+    with pytest.raises(ReviewError) as refused:
+        approve(make(crm, store, now_gone), item.id, by="maya", now=NOW)
+
+    assert refused.value.status == "ineligible" and "inactive" in str(refused.value)
+    assert crm.writes == [] and store.reviews() == [item]
