@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext, window_key
 from sync.models import REVIEW_OPEN, Decision, HistoryEvent, Outcome, ReviewItem, event_id
 from sync.pipeline import Pipeline
@@ -114,15 +115,25 @@ def reassign(pipeline: Pipeline, item_id: str, rep: str, *, by: str,
     return _decide(pipeline, item, rep, crm_id, by=by, now=now)
 
 
+def known_crm_id(routing: CompiledRouting, item: ReviewItem, rep: str) -> str:
+    """`rep`'s CRM id for the item's CRM, from the routing file alone (no CRM call); else
+    ReviewError `ineligible`: not a rep of the file, marked inactive, or no id in that CRM."""
+    found = routing.reps.get(rep)
+    if found is None:
+        raise ReviewError("ineligible", f"unknown rep {rep!r}: not in the routing file")
+    if not found.active:
+        raise ReviewError("ineligible", f"rep {rep} is inactive in the routing file")
+    crm_id = found.crm_ids.get(item.crm)
+    if crm_id is None:
+        raise ReviewError("ineligible", f"rep {rep} has no {item.crm} id in crm_ids")
+    return crm_id
+
+
 def eligible_crm_id(pipeline: Pipeline, item: ReviewItem, rep: str, now: datetime) -> str:
     """`rep`'s CRM id if it may take the record now (a rep of the routing file, active,
     available, a user of the CRM), else ReviewError `ineligible` saying why."""
     routing = pipeline.routing
-    if rep not in routing.reps:
-        raise ReviewError("ineligible", f"unknown rep {rep!r}: not in the routing file")
-    crm_id = routing.reps[rep].crm_ids.get(item.crm)
-    if crm_id is None:
-        raise ReviewError("ineligible", f"rep {rep} has no {item.crm} id in crm_ids")
+    crm_id = known_crm_id(routing, item, rep)
     ctx = RoutingContext(routing=routing, now=now, paused=pipeline.store.pauses(now),
                          users=pipeline.users(), crm=item.crm)
     why = ctx.status(rep)

@@ -37,6 +37,9 @@ def act(store: StateStore, routing: CompiledRouting, settings: Settings, item_id
     """Approve (`rep` None) or reassign one item; ReviewError says why not. A CRM this
     process cannot reach (not configured here) is `unavailable`."""
     item = review.open_item(store, item_id)
+    if rep is not None and rep != item.proposed_owner:
+        # What the routing file alone can refuse is refused before any CRM is called.
+        review.known_crm_id(routing, item, rep)
     with ExitStack() as stack:
         try:
             pipeline = stack.enter_context(
