@@ -18,7 +18,14 @@ from config.urls import redact_url
 from sync.history import codec
 from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, check_limit, merge_changes
-from sync.state.base import ClosesOnExit, OwnerMark, PoolChange, PoolSnapshot, WatchEntry
+from sync.state.base import (
+    CLOSED_REVIEW_DAYS,
+    ClosesOnExit,
+    OwnerMark,
+    PoolChange,
+    PoolSnapshot,
+    WatchEntry,
+)
 
 # Windows are day/week/month; 100 days outlives the longest one with room for reports, and the
 # TTL is refreshed on every increment, so no sweeper is needed for old windows.
@@ -242,13 +249,20 @@ return body
 """
 
 # KEYS: 1 review:open, 2 review:closed, 3 review:records, 4 review:claim:{id},
-# 5 review:escalated. ARGV: id, record key, closed body.
+# 5 review:escalated, 6 review:closed_at. ARGV: id, record key, closed body, closed at (epoch
+# seconds), the horizon before which closed items are dropped.
 _CLOSE_REVIEW_LUA = """
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
 if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
 redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[5], ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[5], 'LIMIT', 0, 1000)
+for _, id in ipairs(old) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[6], id)
+end
 return 1
 """
 
@@ -287,7 +301,8 @@ class RedisStateStore(ClosesOnExit):
       mark:{crm}:{object}:{id} str   the record's own-write mark (`OwnerMark` JSON plus
                                      `sort_at`; PX = the history retention)
       review:open              hash  id -> open review item (`ReviewItem.to_dict` JSON)
-      review:closed            hash  id -> closed review item
+      review:closed            hash  id -> closed review item (kept CLOSED_REVIEW_DAYS)
+      review:closed_at         zset  closed item id scored by when it closed (epoch seconds)
       review:records           hash  {crm}:{object}:{record id} -> id of its open item
       review:claim:{id}        str   a reviewer's lease on an open item (PX = its TTL)
       review:escalated         set   ids of open items already escalated
@@ -782,7 +797,12 @@ class RedisStateStore(ClosesOnExit):
         pipe.execute()
 
     def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
-        bodies = _strings(self._r.hvals(self._review_key("closed" if closed else "open")))
+        if closed:
+            ids = _strings(self._r.zrevrange(self._review_key("closed_at"), 0,
+                                             -1 if limit is None else limit - 1))
+            found = self._r.hmget(self._review_key("closed"), ids) if ids else []
+            return [_review(b, set()) for b in cast(list[str | None], found) if b is not None]
+        bodies = _strings(self._r.hvals(self._review_key("open")))
         escalated = set() if closed else set(
             _strings(self._r.smembers(self._review_key("escalated"))))
         items = sorted((_review(b, escalated) for b in bodies),
@@ -823,13 +843,16 @@ class RedisStateStore(ClosesOnExit):
         self._r.delete(self._review_key(f"claim:{id}"))
 
     def close_review(self, item: ReviewItem) -> None:
-        if item.status == REVIEW_OPEN:
-            raise ValueError("close_review takes a closed item (approved, reassigned, ...)")
+        if item.status == REVIEW_OPEN or item.closed_at is None:
+            raise ValueError("close_review takes a closed item (approved, reassigned, ...) "
+                             "with its closed_at")
+        at = as_utc(item.closed_at, "closed_at").timestamp()
         self._close_review_script(
             keys=[self._review_key("open"), self._review_key("closed"),
                   self._review_key("records"), self._review_key(f"claim:{item.id}"),
-                  self._review_key("escalated")],
-            args=[item.id, item.record_key, _body(item)])
+                  self._review_key("escalated"), self._review_key("closed_at")],
+            args=[item.id, item.record_key, _body(item), repr(at),
+                  repr(at - CLOSED_REVIEW_DAYS * 86400.0)])
 
     def escalate_review(self, id: str) -> bool:
         return bool(self._escalate_review_script(
