@@ -36,6 +36,7 @@ from sync.ports import (
     AfterWrite,
     Connector,
     CrmRecord,
+    CrmSpec,
     CrmUnavailable,
     QuotaExhausted,
     WriteResult,
@@ -93,6 +94,24 @@ class RunReport:
             self.rules[decision.rule or "(fallback)"] += 1
             if decision.owner:
                 self.reps[decision.owner] += 1
+
+
+def to_record(spec: CrmSpec, routing: CompiledRouting, obj: str, crm_record: CrmRecord,
+              crm: str | None = None) -> Record:
+    """Normalize a record of `spec`'s CRM object `obj` through its field map, the routing
+    file's `field_maps` applied (ValueError if unusable). No CRM call: POST /route normalizes
+    a record the CRM does not hold yet the same way."""
+    kind = spec.kind(obj)
+    mapping = spec.field_map(obj, routing.file.field_maps)
+    props = crm_record.properties
+    values: dict[str, object] = {f"fields.{k}": v for k, v in props.items() if v is not None}
+    for normalized, crm_field in mapping.items():
+        value = props.get(crm_field)
+        if value is not None:
+            values[normalized] = value
+    values["id"] = crm_record.id
+    return build_record(values, object=kind, crm=crm or spec.name,
+                        created_at=crm_record.created_at)
 
 
 class RecordBusy(RuntimeError):
@@ -207,16 +226,7 @@ class Pipeline:
 
     def to_record(self, obj: str, crm_record: CrmRecord) -> Record:
         """Normalize a CRM record through the object's field map (ValueError if unusable)."""
-        kind = self.spec.kind(obj)
-        mapping = self.spec.field_map(obj, self.routing.file.field_maps)
-        props = crm_record.properties
-        values: dict[str, object] = {f"fields.{k}": v for k, v in props.items() if v is not None}
-        for normalized, crm_field in mapping.items():
-            value = props.get(crm_field)
-            if value is not None:
-                values[normalized] = value
-        values["id"] = crm_record.id
-        return build_record(values, object=kind, crm=self.crm, created_at=crm_record.created_at)
+        return to_record(self.spec, self.routing, obj, crm_record, self.crm)
 
     # -- metrics -------------------------------------------------------------------------
 
