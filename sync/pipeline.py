@@ -42,6 +42,7 @@ from sync.ports import (
     WriteResult,
     Written,
 )
+from sync.precreate import as_made, match_keys
 from sync.state.base import StateStore
 
 if TYPE_CHECKING:  # SQLAlchemy loads only where a history is opened
@@ -697,10 +698,12 @@ class Pipeline:
                     audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
                                          crm=self.crm, trigger=trigger))
             chosen = self._chosen(obj, mine, records, trigger)
-            decisions = route_batch(
-                records, self.routing, self.store, instant, trigger=trigger, users=self.users(),
-                account_owners=self._account_owners(records), audit=False,
-                dry_run=self.dry_run, crm=self.crm, chosen=chosen)
+            made = self._precreated(obj, records, instant, trigger)
+            rest = [r for r in records if r.id not in made] if made else records
+            decisions = [*made.values(), *route_batch(
+                rest, self.routing, self.store, instant, trigger=trigger, users=self.users(),
+                account_owners=self._account_owners(rest), audit=False,
+                dry_run=self.dry_run, crm=self.crm, chosen=chosen)]
             current = {r.id: r.owner for r in records}
             by_id = {r.id: r for r in records}
             if not self.dry_run:
@@ -743,6 +746,31 @@ class Pipeline:
                 "write_failed": report.write_failed - failed_before,
                 "held": len(writes.held),
                 "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
+
+    def _precreated(self, obj: str, records: Sequence[Record], instant: datetime,
+                    trigger: str) -> dict[str, Decision]:
+        """The records a POST /route decision was made for, by id, each with that decision
+        as made (docs/operations.md#post-route): a record with no owner, created within
+        `precreate_ttl`, whose email (else registered non-free-mail domain) matches a
+        decision still waiting. The entry is taken: one record per decision, and no second
+        pool turn. A dry run takes nothing (it decides by the rules)."""
+        if self.dry_run or not records:
+            return {}
+        oldest = instant - self.routing.file.precreate_ttl
+        made: dict[str, Decision] = {}
+        for record in records:
+            # Older records were in the CRM before any waiting decision could be made for
+            # them: skipping them keeps a first full sweep from asking once per record.
+            if record.owner is not None or (record.created_at is not None
+                                            and record.created_at < oldest):
+                continue
+            email, domain = match_keys(record)
+            if email is None and domain is None:
+                continue
+            entry = self.store.take_precreated(self.crm, obj, email, domain, instant)
+            if entry is not None:
+                made[record.id] = as_made(entry, record, instant, trigger)
+        return made
 
     def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
                 trigger: str) -> dict[str, str]:
