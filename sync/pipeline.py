@@ -43,7 +43,7 @@ from sync.ports import (
     Written,
 )
 from sync.precreate import as_made, match_keys
-from sync.state.base import StateStore
+from sync.state.base import Precreated, StateStore
 
 if TYPE_CHECKING:  # SQLAlchemy loads only where a history is opened
     from sync.history import History
@@ -131,6 +131,9 @@ class _Held:
     page: int  # the sweep page it was read on (0 outside a sweep)
     at: datetime  # when it was decided
     record: Record  # what was routed, for the followers once the write lands
+    # The POST /route decision it carries out: kept again if the write fails, so the retry
+    # writes the same owner rather than routing the record anew.
+    precreated: Precreated | None = None
 
 
 @dataclass
@@ -698,14 +701,16 @@ class Pipeline:
                     audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
                                          crm=self.crm, trigger=trigger))
             chosen = self._chosen(obj, mine, records, trigger)
-            made = self._precreated(obj, records, instant, trigger)
+            by_id = {r.id: r for r in records}
+            taken = self._precreated(obj, records, instant)
+            made = {i: as_made(e, by_id[i], instant, trigger) for i, e in taken.items()} \
+                if taken else {}
             rest = [r for r in records if r.id not in made] if made else records
             decisions = [*made.values(), *route_batch(
                 rest, self.routing, self.store, instant, trigger=trigger, users=self.users(),
                 account_owners=self._account_owners(rest), audit=False,
                 dry_run=self.dry_run, crm=self.crm, chosen=chosen)]
             current = {r.id: r.owner for r in records}
-            by_id = {r.id: r for r in records}
             if not self.dry_run:
                 self._hold_for_review(obj, decisions, instant, current)
             decided, pending = self._plan(obj, decisions, current, report)
@@ -713,7 +718,7 @@ class Pipeline:
                 for record_id, owner in pending.items():
                     writes.held[record_id] = _Held(decided[record_id], owner, keys[record_id],
                                                    token, page, self.clock(),
-                                                   by_id[record_id])
+                                                   by_id[record_id], taken.get(record_id))
                 waiting = set(pending)
             for decision in decided.values():
                 if decision.record_id in waiting:
@@ -747,17 +752,17 @@ class Pipeline:
                 "held": len(writes.held),
                 "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
 
-    def _precreated(self, obj: str, records: Sequence[Record], instant: datetime,
-                    trigger: str) -> dict[str, Decision]:
-        """The records a POST /route decision was made for, by id, each with that decision
-        as made (docs/operations.md#post-route): a record with no owner, created within
+    def _precreated(self, obj: str, records: Sequence[Record], instant: datetime
+                    ) -> dict[str, Precreated]:
+        """The records a POST /route decision was made for, by id, each with that decision's
+        entry (docs/operations.md#post-route): a record with no owner, created within
         `precreate_ttl`, whose email (else registered non-free-mail domain) matches a
         decision still waiting. The entry is taken: one record per decision, and no second
         pool turn. A dry run takes nothing (it decides by the rules)."""
         if self.dry_run or not records:
             return {}
         oldest = instant - self.routing.file.precreate_ttl
-        made: dict[str, Decision] = {}
+        made: dict[str, Precreated] = {}
         for record in records:
             # Older records were in the CRM before any waiting decision could be made for
             # them: skipping them keeps a first full sweep from asking once per record.
@@ -769,7 +774,7 @@ class Pipeline:
                 continue
             entry = self.store.take_precreated(self.crm, obj, email, domain, instant)
             if entry is not None:
-                made[record.id] = as_made(entry, record, instant, trigger)
+                made[record.id] = entry
         return made
 
     def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
@@ -946,6 +951,7 @@ class Pipeline:
         results, the locks released."""
         if failed:
             self.store.add_failed(self.crm, obj, list(failed))
+            self._keep_precreated([h for h in held if h.decision.record_id in set(failed)])
         done = [i for i in out if i not in set(failed)]
         if done:
             self.store.remove_failed(self.crm, obj, done)
@@ -963,6 +969,17 @@ class Pipeline:
         for token, keys in tokens.items():
             self.store.unlock_records(keys, token)
         self._follow(obj, landed, self.followers)
+
+    def _keep_precreated(self, held: Sequence[_Held]) -> None:
+        """POST /route decisions whose write failed wait again for the retry (which finds the
+        record with no owner still) until their own expiry: the retry writes the owner the API
+        answered, with no second turn."""
+        now = self.clock()
+        for h in held:
+            entry = h.precreated
+            if entry is None or entry.expires_at <= now:
+                continue
+            self.store.put_precreated(entry, (entry.expires_at - now).total_seconds())
 
     def _follow(self, obj: str, items: list[Written], followers: Sequence[AfterWrite]) -> None:
         """Hand the landed writes to each follower, after their audit rows are committed and

@@ -167,3 +167,24 @@ def test_given_a_decision_older_than_precreate_ttl_when_the_record_appears_then_
 
     assert sim.owner_of("hubspot", "contacts", created) == "102"  # bo: the next turn
     assert turns(store) == 2
+
+
+def test_given_the_write_fails_when_the_record_is_retried_then_the_api_owner_is_written(
+    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, api: TestClient,
+    routing_path: Path,
+) -> None:
+    route(api, "salesforce", "Lead", {"Email": "jo@beispiel.de", "LastName": "Jo"}, "lead-1")
+    lead = sim.salesforce_create("Lead", {"Email": "jo@beispiel.de", "Company": "Beispiel",
+                                          "LastName": "Jo"})
+    sim.configure_faults(lock_error_rate=1.0)  # every owner write fails: UNABLE_TO_LOCK_ROW
+    with connector("salesforce") as c:
+        failed = Pipeline(c, load_routing(routing_path), store).sweep("Lead", full=True)
+    assert failed.write_failed == 1 and sim.owner_of("salesforce", "Lead", lead) is None
+
+    sim.clear_faults()
+    with connector("salesforce") as c:
+        retried = Pipeline(c, load_routing(routing_path), store).sweep("Lead")
+
+    assert retried.written == 1
+    assert sim.owner_of("salesforce", "Lead", lead) == sf_id("005", 101)  # ana, as answered
+    assert turns(store) == 1
