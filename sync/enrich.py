@@ -71,7 +71,7 @@ class AccountIndex:
     # None: two accounts with different domains share the key (ambiguous, never matched)
     domains: frozenset[str]
     keys: tuple[str, ...]  # sorted: rapidfuzz's first best is then the same on every run
-    by_token: Mapping[str, tuple[int, ...]]  # word -> indexes into `keys`
+    by_token: Mapping[str, tuple[int, ...]]  # a word's first letters -> indexes into `keys`
 
     @classmethod
     def build(cls, accounts: Iterable[tuple[str, str]],
@@ -97,7 +97,7 @@ class AccountIndex:
         keys = tuple(sorted(names))
         by_token: dict[str, list[int]] = {}
         for i, key in enumerate(keys):
-            for token in set(key.split()):
+            for token in {w[:PREFIX] for w in key.split()}:
                 by_token.setdefault(token, []).append(i)
         return cls(names, frozenset(domains), keys,
                    {t: tuple(v) for t, v in by_token.items()})
@@ -108,10 +108,11 @@ class AccountIndex:
         exact = self.names.get(key, _MISSING)
         if exact is not _MISSING:
             return None if exact is None else (exact[0], exact[1], 100.0)
-        # Candidates share a word with `key` (a name with no word in common is no match at
-        # any sensible threshold); a word common to very many accounts narrows nothing.
+        # Candidates share a word's first letters with `key` (a name with none in common is
+        # no match at any sensible threshold; a typo later in a word still is); letters common
+        # to very many accounts narrow nothing and are passed over.
         candidates: set[int] = set()
-        for token in set(key.split()):
+        for token in {w[:PREFIX] for w in key.split()}:
             found = self.by_token.get(token, ())
             if len(found) <= MAX_TOKEN_ACCOUNTS:
                 candidates.update(found)
@@ -127,7 +128,8 @@ class AccountIndex:
 
 
 _MISSING: Any = object()
-MAX_TOKEN_ACCOUNTS = 1_000  # accounts sharing a word past which the word selects nothing
+MAX_TOKEN_ACCOUNTS = 2_000  # accounts sharing a word start past which it selects nothing
+PREFIX = 3  # letters of a word that select candidate accounts
 MAX_NAME_CHARS = 256  # of a company name compared (a 5,000-character name is cut here)
 
 
