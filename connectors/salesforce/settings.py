@@ -19,18 +19,18 @@ FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
         "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
         "country": "BillingCountry", "state": "BillingState", "city": "BillingCity",
         "postal_code": "BillingPostalCode", "lead_source": "AccountSource",
-        "owner": "OwnerId",
+        "phone": "Phone", "owner": "OwnerId",
     },
     "Lead": {
         "name": "Company", "email": "Email", "website": "Website", "industry": "Industry",
         "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
         "country": "Country", "state": "State", "city": "City", "postal_code": "PostalCode",
-        "lead_source": "LeadSource", "owner": "OwnerId",
+        "lead_source": "LeadSource", "phone": "Phone", "owner": "OwnerId",
     },
     "Contact": {
         "email": "Email", "country": "MailingCountry", "state": "MailingState",
         "city": "MailingCity", "postal_code": "MailingPostalCode",
-        "lead_source": "LeadSource", "owner": "OwnerId",
+        "lead_source": "LeadSource", "phone": "Phone", "owner": "OwnerId",
     },
 }
 
