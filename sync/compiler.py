@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from config.hours import Schedule
 from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
@@ -52,6 +53,8 @@ class CompiledRouting:
     # top-level `review_when` condition, which holds any decision that would write.
     review_rules: frozenset[str] = frozenset()
     review_when: Callable[[Record], bool] | None = None
+    # Rep id -> working week (docs/routing-file.md#working-hours); reps absent work any time.
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     @property
     def review_timeout(self) -> timedelta:
@@ -222,6 +225,8 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         raw_fields=frozenset(ctx.raw_fields),
         review_rules=frozenset(r.name for r in routing.rules if r.review),
         review_when=review_when,
+        schedules={rep.id: rep.working_hours.schedule() for rep in routing.reps
+                   if rep.working_hours is not None},
     )
 
 
