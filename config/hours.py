@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _DAYS = {name.lower(): i for i, name in enumerate(DAY_NAMES)}
@@ -79,6 +80,18 @@ class Schedule:
                 if candidate > naive:
                     return candidate
         raise AssertionError("a schedule has at least one day and one range")  # pragma: no cover
+
+
+    def on_duty_from(self, instant: datetime, zone: ZoneInfo) -> datetime:
+        """The first moment at or after `instant` (aware) inside working hours, as an aware
+        instant: `instant` itself when it is in hours, else the next range's start. A start
+        the clock skips (a daylight-saving gap) is read with the offset before the change,
+        which lands just after the gap."""
+        local = instant.astimezone(zone)
+        if self.contains(local):
+            return instant
+        start = self.next_start(local).replace(tzinfo=zone)
+        return start.astimezone(instant.tzinfo)
 
 
 def parse_schedule(days: Any, hours: Any) -> Schedule:

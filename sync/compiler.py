@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -96,6 +96,14 @@ class CompiledRouting:
             if r.name == name:
                 return r
         return None
+
+    def on_duty_from(self, rep_id: str, instant: datetime) -> datetime:
+        """When `rep_id` is next inside their working hours from `instant` on: `instant`
+        itself when they have none or are in hours (docs/routing-file.md#working-hours)."""
+        schedule = self.schedules.get(rep_id)
+        if schedule is None:
+            return instant
+        return schedule.on_duty_from(instant, self.zones[rep_id])
 
     @property
     def uses_account_owner(self) -> bool:

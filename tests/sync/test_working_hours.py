@@ -13,6 +13,8 @@ import pytest
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext, decide
 from sync.models import Decision, Outcome
+from sync.sla_watch import FirstTouchWatch
+from sync.state.sqlite import SqliteStateStore
 from tests.builders import rec, routing
 
 
@@ -302,3 +304,47 @@ def test_given_queue_with_a_cap_when_members_are_full_then_capped_members_are_no
     decisions = route(r, at("2026-12-07T20:00:00"), 6)
 
     assert [d.owner for d in decisions] == ["ana", "bo", "ana", "bo", "zed", "zed"]
+
+
+# --- when the owner is next on duty: the first-touch SLA clock -----------------------------------
+
+
+@pytest.mark.parametrize(("written", "on_duty"), [
+    ("2026-12-07T15:00:00", "2026-12-07T15:00:00"),  # Mon 10:00 in New York: in hours already
+    ("2026-12-07T23:02:00", "2026-12-08T14:00:00"),  # Mon 18:02 -> Tue 09:00 EST
+    ("2026-12-12T03:00:00", "2026-12-14T14:00:00"),  # Fri 22:00 -> Mon 09:00
+    ("2026-03-07T03:00:00", "2026-03-09T13:00:00"),  # Fri 22:00 EST -> Mon 09:00 EDT (DST)
+])
+def test_given_a_write_outside_hours_when_asking_on_duty_then_the_next_start_in_their_zone(
+        written, on_duty):
+    r = solo("America/New_York")
+
+    assert r.on_duty_from("ava", at(written)) == at(on_duty)
+    assert r.on_duty_from("zed", at(written)) == at(written)  # no working hours: any time
+
+
+def test_given_a_write_outside_hours_when_watching_first_touch_then_the_clock_starts_on_duty(
+        tmp_path):
+    r = routing("""
+        version: 1
+        reps:
+          - {id: ava, timezone: Australia/Sydney, crm_ids: {hubspot: "100"},
+             working_hours: {days: mon-fri, hours: "09:00-17:30"}}
+        pools:
+          desk: {members: [ava], outside_hours: queue}
+        sla: {first_touch: 15m}
+        rules:
+          - {name: desk, assign: {pool: desk}}
+        """)
+    ctx = RoutingContext(routing=r, now=at("2026-10-03T12:00:00"))  # Sat 22:00 AEST
+    d = decide(rec(crm="hubspot"), ctx)
+    written = d._replace(written_at=at("2026-10-03T12:00:05"))
+    with SqliteStateStore(tmp_path / "s.db") as store:
+        watch = FirstTouchWatch(r, store, {"companies": "hs_last_sales_activity_timestamp"})
+        entry = watch.entry("hubspot", "companies", "hs_last_sales_activity_timestamp",
+                            written, {})
+
+    assert d.owner == "ava" and "queued for ava (hours start Mon 09:00" in d.reason
+    assert entry is not None
+    # Mon 2026-10-05 09:00 AEDT (Sydney sprang forward on Sunday) = Sun 22:00 UTC, plus 15m.
+    assert entry.deadline == at("2026-10-04T22:15:00")

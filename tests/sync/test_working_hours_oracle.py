@@ -180,3 +180,32 @@ def test_given_queue_when_routing_over_time_then_in_hours_first_else_queued_in_r
             queued.append(d.owner)
         ctx.apply(d.turn)
         snapshot = ctx.pools["p"]
+
+
+@POOLS
+@given(zone=st.sampled_from(ZONES), days=day_sets, ranges=ranges_strategy,
+       offset=st.integers(0, 365 * 24 * 3600))
+def test_given_any_week_when_asking_on_duty_then_the_first_in_hours_minute_from_then(
+    zone, days, ranges, offset,
+):
+    instant = YEAR_START + timedelta(seconds=offset)
+    r = solo(zone, days, ranges)
+
+    on_duty = r.on_duty_from("ava", instant)
+
+    assert on_duty >= instant
+    assert in_hours_oracle(on_duty, zone, days, ranges) or _in_a_gap(on_duty, zone)
+    if on_duty > instant:
+        # Nobody is on duty in between: probe every minute boundary from `instant` on.
+        probe = instant.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        assert not in_hours_oracle(instant, zone, days, ranges)
+        while probe < on_duty:
+            assert not in_hours_oracle(probe, zone, days, ranges), probe
+            probe += timedelta(minutes=1)
+
+
+def _in_a_gap(instant: datetime, zone: str) -> bool:
+    """A range that starts in an hour the clock skipped begins just after the gap."""
+    local = instant.astimezone(ZoneInfo(zone))
+    an_hour_before = (instant - timedelta(hours=1)).astimezone(ZoneInfo(zone))
+    return local.utcoffset() != an_hour_before.utcoffset()
