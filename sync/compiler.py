@@ -53,6 +53,9 @@ class CompiledRouting:
     # top-level `review_when` condition, which holds any decision that would write.
     review_rules: frozenset[str] = frozenset()
     review_when: Callable[[Record], bool] | None = None
+    # Whether any decision may be held (either of the above): a plain field, since `decide`
+    # reads it once per decision.
+    reviews: bool = False
     # Rep id -> working week (docs/routing-file.md#working-hours); reps absent work any time.
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
@@ -66,10 +69,6 @@ class CompiledRouting:
         """`approve` or `escalate` (the default)."""
         return self.file.on_review_timeout
 
-    @property
-    def reviews(self) -> bool:
-        """Whether any decision may be held for review (the hot path checks this first)."""
-        return bool(self.review_rules) or self.review_when is not None
 
     def review_reason(self, rule: str | None, record: Record) -> str | None:
         """Why a decision that would write is held for review instead; None: it is not."""
@@ -232,6 +231,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
         review_rules=frozenset(r.name for r in routing.rules if r.review),
+        reviews=any(r.review for r in routing.rules) or review_when is not None,
         review_when=review_when,
         schedules={rep.id: rep.working_hours.schedule() for rep in routing.reps
                    if rep.working_hours is not None},

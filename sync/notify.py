@@ -17,7 +17,8 @@ from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key, e
 from sync.ports import Written
 from sync.state.base import WatchEntry
 
-Role = Literal["owner", "manager"]
+# `review`: a reviewer (the proposed owner's manager) told that a held decision is overdue.
+Role = Literal["owner", "manager", "review"]
 # What a notice shows of one value a rule used: a hostile record must not make a message that
 # Slack refuses (3,000 characters a text block) or an email nobody reads.
 MAX_VALUE_CHARS = 200
@@ -193,7 +194,8 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
 
 def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
                    routing: CompiledRouting, links: Links = Links(),
-                   channels: Iterable[str] = CHANNELS) -> list[Notice]:
+                   channels: Iterable[str] = CHANNELS, *, kind: str | None = None,
+                   name: str | None = None) -> list[Notice]:
     """Who hears that a first-touch SLA ran out: the owner's manager, and after a re-route the
     rep who let it run out (the new owner hears of the re-route as of any write)."""
     owner = routing.reps.get(entry.owner)
@@ -206,6 +208,9 @@ def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
         recipients.append(("owner", owner.id))
     on = [c for c in policy(routing).channels if c in set(channels)]
     moved_to = routing.reps.get(new_owner) if new_owner else None
+    # The watch entry holds the CRM's own object name, which the link needs; `kind` (the
+    # record kind) is what the message calls it when the pass knows it.
+    shown = kind or entry.object
     link = record_link(entry.crm, entry.object, entry.record_id, links.hubspot_portal_id,
                        links.salesforce_instance_url)
     notices = []
@@ -219,8 +224,8 @@ def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
                 # Its own key: the assignment's notices to the same people stay distinct.
                 decision_key=f"{entry.decision_key}#sla", channel=channel, role=role,
                 rep=rep.id, name=rep.name or rep.id, email=rep.email, slack=rep.slack,
-                crm=entry.crm, object=entry.object, record_id=entry.record_id,
-                record_name=f"record {entry.record_id}", link=link, owner=owner.id,
+                crm=entry.crm, object=shown, record_id=entry.record_id,
+                record_name=name or f"record {entry.record_id}", link=link, owner=owner.id,
                 owner_name=owner.name or owner.id, outcome="sla_breach", rule=entry.rule,
                 reason=(f"rule {entry.rule}: " if entry.rule else "")
                 + f"first touch was due by {entry.deadline.isoformat()}",
@@ -281,6 +286,9 @@ def slack_escape(text: str) -> str:
 def _headline(notice: Notice) -> str:
     if notice.about == "sla_breach":
         return _breach_line(notice, notice.record_name)
+    if notice.role == "review":
+        return (f"{notice.record_name} waits for review past its deadline: "
+                f"{notice.owner_name} proposed ({notice.crm} {notice.object})")
     if notice.role == "manager":
         return (f"{notice.record_name} went to {notice.owner_name} by fallback "
                 f"({notice.crm} {notice.object})")
@@ -316,7 +324,10 @@ def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
             text += f" {notice.link}"
         return slack_escape(text), [{"type": "section",
                                      "text": {"type": "mrkdwn", "text": _short(head, 2900)}}]
-    if notice.role == "manager":
+    if notice.role == "review":
+        head = (f"{title} waits for review past its deadline: "
+                f"*{slack_escape(notice.owner_name)}* proposed ({notice.crm} {notice.object})")
+    elif notice.role == "manager":
         head = (f"{title} went to *{slack_escape(notice.owner_name)}* by fallback "
                 f"({notice.crm} {notice.object})")
     else:
@@ -371,7 +382,10 @@ _HTML = """\
 <html><body style="font-family: sans-serif">
 <p>{% if about == 'sla_breach' %}{{ headline }}{% if link %} \
 <a href="{{ link }}">Open it</a>{% endif %}.\
-{% elif role == 'manager' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+{% elif role == 'review' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+{{ name }}{% endif %}</strong> waits for review past its deadline: {{ owner_name }} proposed \
+({{ crm }} {{ object }}).{% elif role == 'manager' %}\
+<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
 {{ name }}{% endif %}</strong> went to {{ owner_name }} by fallback ({{ crm }} {{ object }}).\
 {% else %}New {{ object }} for you: <strong>{% if link %}<a href="{{ link }}">{{ name }}</a>\
 {% else %}{{ name }}{% endif %}</strong> ({{ crm }}).{% endif %}</p>
@@ -526,12 +540,12 @@ class Notifier:
         while notices:
             notices = deliver(notices, self.senders, self.claims, self.clock).again
 
-    def breached(self, entry: WatchEntry, action: str, new_owner: str | None,
-                 at: datetime) -> None:
+    def breached(self, entry: WatchEntry, kind: str, name: str | None, action: str,
+                 new_owner: str | None, at: datetime) -> None:
         """`sync.sla_watch.BreachNotifier`: tell the manager (and, after a re-route, the rep
         who breached) that a first-touch SLA ran out."""
         self.dispatch(breach_notices(entry, action, new_owner, self.routing, self.links,
-                                     self.senders))
+                                     self.senders, kind=kind, name=name))
 
 
 def senders_by_channel(senders: Sequence[Sender]) -> dict[str, Sender]:
