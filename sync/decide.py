@@ -97,6 +97,11 @@ class _PendingChange:
     increments: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+# `RoutingContext.traces`: a trace by the rules tried and their answers, and whether it won.
+Traces = dict[tuple[tuple[int, ...], tuple[str, ...], bool], tuple[TraceStep, ...]]
+_TRACES_KEPT = 4096
+
+
 @dataclass
 class RoutingContext:
     """A snapshot of everything variable a decision depends on, taken once per batch.
@@ -138,9 +143,9 @@ class RoutingContext:
     _paths: dict[tuple[int, ...], _PathWin] = field(default_factory=dict, init=False)
     _pool_paths: list[tuple[int, ...]] = field(default_factory=list, init=False)
     _owners: dict[str, _Owner] = field(default_factory=dict, init=False)
-    # Traces made in this snapshot, by rules tried and their answers (`trace`).
-    _traces: dict[tuple[tuple[int, ...], tuple[str, ...], bool], tuple[TraceStep, ...]] = \
-        field(default_factory=dict, init=False)
+    # Traces by rules tried and their answers (`trace`): this snapshot's, or the caller's for
+    # many snapshots (route-file keeps one for a run, so a trace stays one object throughout).
+    traces: Traces = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -334,9 +339,12 @@ class RoutingContext:
         new string each time, yet the trace it makes repeats, and the history stores a trace
         once per identity it sees (and builds no steps here for a trace made before)."""
         key = (tuple(path), tuple(reasons), won)
-        trace = self._traces.get(key)
+        traces = self.traces
+        trace = traces.get(key)
         if trace is None:
-            trace = self._traces[key] = _steps(self.routing, path, reasons, won)
+            if len(traces) >= _TRACES_KEPT:
+                traces.clear()  # answers that name a record (an account's domain) never repeat
+            trace = traces[key] = _steps(self.routing, path, reasons, won)
         return trace
 
     def _remember(self, path: list[int], pooled: bool, win: _PathWin) -> None:

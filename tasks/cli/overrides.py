@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from sync.history.overrides import NO_RULE, OverrideRate, list_overrides, override_rates
 from tasks.cli.common import StateOpt, fail, open_history, out, parse_instant, print_json
 from tasks.cli.routing import _read
 
@@ -30,6 +29,7 @@ def overrides(
     """Owners a person changed after the router wrote them, with the rate per rule and rep."""
     # Imported here: it loads SQLAlchemy, which every other command (route-file above all,
     # whose start-up and memory are measured) would otherwise load for nothing.
+    from sync.history.overrides import NO_RULE, list_overrides, override_rates
 
     end = parse_instant(until, "--until")
     start = parse_instant(since, "--since") if since else end - timedelta(days=7)
