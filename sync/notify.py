@@ -12,7 +12,6 @@ from jinja2 import Environment, select_autoescape
 
 from config.routing import CHANNELS, Channel
 from sync.compiler import CompiledRouting
-from sync.links import crm_link, record_link
 from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key, event_id
 from sync.ports import Written
 from sync.state.base import WatchEntry
@@ -25,12 +24,25 @@ MAX_NAME_CHARS = 200
 MAX_FIELDS = 10
 
 
-@dataclass(frozen=True, slots=True)
-class Links:
-    """What a CRM link needs from the settings (HUBSPOT_PORTAL_ID, SALESFORCE_INSTANCE_URL)."""
+class Links(Protocol):
+    """Where a record's page in its CRM is (connectors/links.py knows the CRMs' URLs)."""
 
-    hubspot_portal_id: str | None = None
-    salesforce_instance_url: str | None = None
+    def decision(self, decision: Decision) -> str | None: ...
+
+    def record(self, crm: str, crm_object: str, record_id: str) -> str | None: ...
+
+
+class NoLinks:
+    """No CRM links (messages name the record without one)."""
+
+    def decision(self, decision: Decision) -> str | None:
+        return None
+
+    def record(self, crm: str, crm_object: str, record_id: str) -> str | None:
+        return None
+
+
+NO_LINKS = NoLinks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +152,7 @@ def rule_fields(when: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 
 def compose(decision: Decision, record: Record, routing: CompiledRouting, decision_key: str,
-            links: Links = Links(), channels: Iterable[str] = CHANNELS) -> list[Notice]:
+            links: Links = NO_LINKS, channels: Iterable[str] = CHANNELS) -> list[Notice]:
     """The notices a landed write calls for, on the `channels` that are configured.
 
     Nobody is told about a kept owner, an unassigned record, a queue, a rep the file does not
@@ -171,7 +183,7 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
                    for name in used[:MAX_FIELDS])
     steps = tuple((s.rule, s.result, s.detail) for s in decision.trace if s.result != "no_match")
     name = _short(record.raw.get("name") or decision.record_id, MAX_NAME_CHARS)
-    link = crm_link(decision, links.hubspot_portal_id, links.salesforce_instance_url)
+    link = links.decision(decision)
     notices = []
     for role, rep_id in recipients:
         rep = routing.reps[rep_id]
@@ -192,7 +204,7 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
 
 
 def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
-                   routing: CompiledRouting, links: Links = Links(),
+                   routing: CompiledRouting, links: Links = NO_LINKS,
                    channels: Iterable[str] = CHANNELS) -> list[Notice]:
     """Who hears that a first-touch SLA ran out: the owner's manager, and after a re-route the
     rep who let it run out (the new owner hears of the re-route as of any write)."""
@@ -206,8 +218,7 @@ def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
         recipients.append(("owner", owner.id))
     on = [c for c in policy(routing).channels if c in set(channels)]
     moved_to = routing.reps.get(new_owner) if new_owner else None
-    link = record_link(entry.crm, entry.object, entry.record_id, links.hubspot_portal_id,
-                       links.salesforce_instance_url)
+    link = links.record(entry.crm, entry.object, entry.record_id)
     notices = []
     for role, rep_id in recipients:
         rep = routing.reps[rep_id]
@@ -498,7 +509,7 @@ class Notifier:
     `queue` for a `notify.send` task, so a slow Slack never holds a routing worker."""
 
     def __init__(self, routing: CompiledRouting, senders: Sequence[Sender], claims: Claims, *,
-                 links: Links = Links(), queue: NoticeQueue | None = None,
+                 links: Links = NO_LINKS, queue: NoticeQueue | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.routing = routing
         self.senders = senders_by_channel(senders)

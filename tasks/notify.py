@@ -18,11 +18,12 @@ from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 
 from config.settings import Settings
+from connectors.links import CrmLinks
 from connectors.notify.email import EmailSender
 from connectors.notify.slack import SlackSender
 from connectors.settings import Settings as FullSettings
 from sync.compiler import CompiledRouting
-from sync.notify import Links, Notice, Notifier, Outcomes, Sender, deliver, senders_by_channel
+from sync.notify import Notice, Notifier, Outcomes, Sender, deliver, senders_by_channel
 from sync.ports import AfterWrite
 from sync.state import open_store
 from sync.state.base import StateStore
@@ -78,11 +79,11 @@ def senders_for(settings: Settings) -> list[Sender]:
         return found
 
 
-def links_for(settings: Settings) -> Links:
+def links_for(settings: Settings) -> CrmLinks:
     # The CRM links' settings belong to the connectors (HUBSPOT_PORTAL_ID,
     # SALESFORCE_INSTANCE_URL); the core settings handed in may not carry them.
     full = settings if isinstance(settings, FullSettings) else FullSettings()
-    return Links(full.hubspot_portal_id, full.salesforce_instance_url)
+    return CrmLinks(full.hubspot_portal_id, full.salesforce_instance_url)
 
 
 class RedisNotices:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from connectors.links import CrmLinks
 from sync.decide import RoutingContext, decide
 from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key
 from sync.notify import (
     MAX_ATTEMPTS,
     Delivery,
-    Links,
     Notice,
     Notifier,
     compose,
@@ -23,7 +23,7 @@ from sync.ports import Written
 from tests.builders import rec, routing
 
 NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
-LINKS = Links(hubspot_portal_id="62515", salesforce_instance_url="https://acme.my.salesforce.com")
+LINKS = CrmLinks("62515", "https://acme.my.salesforce.com")
 
 FILE = """
     version: 1
