@@ -205,7 +205,8 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
 
 def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
                    routing: CompiledRouting, links: Links = NO_LINKS,
-                   channels: Iterable[str] = CHANNELS) -> list[Notice]:
+                   channels: Iterable[str] = CHANNELS, *, kind: str | None = None,
+                   name: str | None = None) -> list[Notice]:
     """Who hears that a first-touch SLA ran out: the owner's manager, and after a re-route the
     rep who let it run out (the new owner hears of the re-route as of any write)."""
     owner = routing.reps.get(entry.owner)
@@ -218,6 +219,9 @@ def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
         recipients.append(("owner", owner.id))
     on = [c for c in policy(routing).channels if c in set(channels)]
     moved_to = routing.reps.get(new_owner) if new_owner else None
+    # The watch entry holds the CRM's own object name, which the link needs; `kind` (the
+    # record kind) is what the message calls it when the pass knows it.
+    shown = kind or entry.object
     link = links.record(entry.crm, entry.object, entry.record_id)
     notices = []
     for role, rep_id in recipients:
@@ -230,8 +234,8 @@ def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
                 # Its own key: the assignment's notices to the same people stay distinct.
                 decision_key=f"{entry.decision_key}#sla", channel=channel, role=role,
                 rep=rep.id, name=rep.name or rep.id, email=rep.email, slack=rep.slack,
-                crm=entry.crm, object=entry.object, record_id=entry.record_id,
-                record_name=f"record {entry.record_id}", link=link, owner=owner.id,
+                crm=entry.crm, object=shown, record_id=entry.record_id,
+                record_name=name or f"record {entry.record_id}", link=link, owner=owner.id,
                 owner_name=owner.name or owner.id, outcome="sla_breach", rule=entry.rule,
                 reason=(f"rule {entry.rule}: " if entry.rule else "")
                 + f"first touch was due by {entry.deadline.isoformat()}",
@@ -537,12 +541,12 @@ class Notifier:
         while notices:
             notices = deliver(notices, self.senders, self.claims, self.clock).again
 
-    def breached(self, entry: WatchEntry, action: str, new_owner: str | None,
-                 at: datetime) -> None:
+    def breached(self, entry: WatchEntry, kind: str, name: str | None, action: str,
+                 new_owner: str | None, at: datetime) -> None:
         """`sync.sla_watch.BreachNotifier`: tell the manager (and, after a re-route, the rep
         who breached) that a first-touch SLA ran out."""
         self.dispatch(breach_notices(entry, action, new_owner, self.routing, self.links,
-                                     self.senders))
+                                     self.senders, kind=kind, name=name))
 
 
 def senders_by_channel(senders: Sequence[Sender]) -> dict[str, Sender]:

@@ -4,14 +4,16 @@ override rate per rule and per rep (docs/operations.md#overrides)."""
 from __future__ import annotations
 
 from datetime import UTC, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from sync.history.overrides import OverrideRate, list_overrides, override_rates
 from tasks.cli.common import StateOpt, fail, open_history, out, parse_instant, print_json
 from tasks.cli.routing import _read
+
+if TYPE_CHECKING:
+    from sync.history.overrides import OverrideRate
 
 SHOWN = 50  # overrides the table lists (newest first); --json prints every one
 
@@ -25,6 +27,10 @@ def overrides(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Owners a person changed after the router wrote them, with the rate per rule and rep."""
+    # Imported here: it loads SQLAlchemy, which every other command (route-file above all,
+    # whose start-up and memory are measured) would otherwise load for nothing.
+    from sync.history.overrides import list_overrides, override_rates
+
     end = parse_instant(until, "--until")
     start = parse_instant(since, "--since") if since else end - timedelta(days=7)
     if start >= end:
