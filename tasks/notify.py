@@ -96,7 +96,7 @@ class RedisNotices:
 
     @property
     def _r(self) -> redis.Redis:
-        return self.store._r  # noqa: SLF001 - the same connection pool as the store's
+        return self.store.client  # the same connection pool as the store's
 
     def put(self, notices: Sequence[Notice]) -> None:
         """Park `notices` (durable once this returns), then ask a worker to send them. If the
