@@ -35,6 +35,10 @@ log = get_task_logger(__name__)
 PENDING_KEY = "notify:pending"  # under the state store's prefix: hash notice key -> JSON
 # One drain pass sends at most this many notices; the rest wait for the next beat start.
 DRAIN_BATCH = 200
+# The drain leaves a notice no attempt has been made on yet to its own `notify.send` for this
+# long after the write: taking it at the same moment would only race that task (the claim
+# decides who sends, but the loser's clean-up could remove a notice the winner puts back).
+DRAIN_GRACE_SECONDS = 60.0
 
 # Senders per process, by their settings: the Slack sender caches looked-up user ids.
 _senders: dict[tuple[str, ...], list[Sender]] = {}
@@ -171,7 +175,10 @@ def send_waiting(keys: Sequence[str] | None, settings: Settings | None = None,
             return Outcomes()  # embedded mode sends inline: nothing ever waits
         store = opened
     queue = RedisNotices(store, enqueue=False)
+    now = datetime.now(UTC)
     notices = queue.get(keys)
+    if keys is None:
+        notices = [n for n in notices if n.attempts > 0 or _older(n, now, DRAIN_GRACE_SECONDS)]
     if not notices:
         return Outcomes()
     senders = senders_by_channel(senders_for(settings))
@@ -184,6 +191,14 @@ def send_waiting(keys: Sequence[str] | None, settings: Settings | None = None,
     for notice, error in out.failed:
         log.warning("notify: %s to %s failed: %s", notice.channel, notice.rep, error)
     return out
+
+
+def _older(notice: Notice, now: datetime, seconds: float) -> bool:
+    try:
+        written = datetime.fromisoformat(notice.written_at or "")
+    except ValueError:
+        return True
+    return (now - written).total_seconds() >= seconds
 
 
 @app.task(name=NOTIFY_TASK, ignore_result=True, acks_late=True)

@@ -255,3 +255,19 @@ def test_given_the_mail_server_refusing_when_owners_are_written_then_smtp_5xx_is
     assert len(failed) == len(written) == 1000 - len(smtp_server.mailbox.replies)
     assert all(e.data["channel"] == "email" and "550" in e.data["error"] for e in failed)
     assert {e.data["channel"] for e in notified} == {"slack"} and len(notified) == len(written)
+
+
+def test_given_a_notice_parked_just_now_when_the_drain_runs_then_it_is_left_to_its_own_task(
+        routing: CompiledRouting, slack: FakeSlack,
+        service: tuple[RedisStateStore, Settings]) -> None:
+    store, settings = service
+    queue = RedisNotices(store, enqueue=False)
+    notifier = Notifier(routing, senders_for(settings), store, queue=queue)
+    [fresh] = _written(routing, 1)
+    now = datetime.now(UTC)
+    notifier.written("hubspot", "companies",
+                     [Written(fresh.decision._replace(written_at=now), fresh.record)])
+    assert send_waiting(None, settings, store).sent == [] and queue.size() == 1
+    [waiting] = queue.get(None)
+    assert len(send_waiting([waiting.key], settings, store).sent) == 1  # its task sends it
+    assert queue.size() == 0 and len(slack.posted) == 1
