@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -470,11 +471,11 @@ def event_for(notice: Notice, kind: str, at: datetime, delivery: Delivery) -> Hi
 
 
 def deliver(notices: Iterable[Notice], senders: Mapping[str, Sender], claims: Claims,
-            clock: Callable[[], datetime]) -> Outcomes:
+            clock: Callable[[], datetime], attempts: int = MAX_ATTEMPTS) -> Outcomes:
     """Send each notice once: claim it, send it, record what happened. A claimed notice is
     skipped, so a redelivered task or a second worker never sends it twice (a worker killed
     between claim and send loses that one message rather than risking two); a retryable
-    failure gives the claim back and comes back in `again` until MAX_ATTEMPTS."""
+    failure gives the claim back and comes back in `again` until `attempts` deliveries."""
     out = Outcomes()
     for notice in notices:
         sender = senders.get(notice.channel)
@@ -491,13 +492,45 @@ def deliver(notices: Iterable[Notice], senders: Mapping[str, Sender], claims: Cl
         if delivery.ok:
             claims.record_events([event_for(notice, "notified", clock(), delivery)])
             out.sent.append(notice)
-        elif delivery.retryable and notice.attempts + 1 < MAX_ATTEMPTS:
+        elif delivery.retryable and notice.attempts + 1 < attempts:
             claims.forget(claim_key(notice))
             out.again.append(replace(notice, attempts=notice.attempts + 1))
         else:
             claims.record_events([event_for(notice, "notify_failed", clock(), delivery)])
             out.failed.append((notice, delivery.error or "failed"))
     return out
+
+
+# After a channel's retries ran out, the embedded notifier stops calling it for this long:
+# a Slack or SMTP outage must not add its retry waits to every record a sweep writes.
+COOLDOWN_SECONDS = 60.0
+
+
+class Breaker:
+    """A `Sender` that, once its channel failed retryably (the transport's tries spent), fails
+    the next notices at once for COOLDOWN_SECONDS, recorded as such, then tries again."""
+
+    def __init__(self, sender: Sender, clock: Callable[[], float],
+                 cooldown: float = COOLDOWN_SECONDS) -> None:
+        self.sender = sender
+        self.clock = clock
+        self.cooldown = cooldown
+        self._open_until = 0.0
+        self._why = ""
+
+    @property
+    def channel(self) -> Channel:
+        return self.sender.channel
+
+    def send(self, notice: Notice) -> Delivery:
+        if self.clock() < self._open_until:
+            return Delivery(False, f"not tried: {self.channel} failed just before "
+                                   f"({self._why})", False)
+        delivery = self.sender.send(notice)
+        if not delivery.ok and delivery.retryable:
+            self._open_until = self.clock() + self.cooldown
+            self._why = delivery.error or "unavailable"
+        return delivery
 
 
 class NoticeQueue(Protocol):
@@ -509,14 +542,18 @@ class NoticeQueue(Protocol):
 class Notifier:
     """The pipeline follower (`sync.ports.AfterWrite`) that tells reps about landed writes.
 
-    Embedded (no queue): sends inline, right after the write. Service: parks the notices in
-    `queue` for a `notify.send` task, so a slow Slack never holds a routing worker."""
+    Embedded (no queue): sends inline, right after the write, once (the channel's transport
+    has retried); a channel that just failed is not called again for COOLDOWN_SECONDS, so an
+    outage costs a sweep one round of retries, not one per record. Service: parks the notices
+    in `queue` for a `notify.send` task, so a slow Slack never holds a routing worker."""
 
     def __init__(self, routing: CompiledRouting, senders: Sequence[Sender], claims: Claims, *,
                  links: Links = NO_LINKS, queue: NoticeQueue | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.routing = routing
-        self.senders = senders_by_channel(senders)
+        self.senders: dict[str, Sender] = senders_by_channel(
+            senders if queue is not None else [Breaker(s, monotonic) for s in senders])
         self.claims = claims
         self.links = links
         self.queue = queue
@@ -531,15 +568,14 @@ class Notifier:
         self.dispatch(self.notices(items))
 
     def dispatch(self, notices: Sequence[Notice]) -> None:
-        """Queue `notices` (service) or send them now, retrying a retryable failure up to
-        MAX_ATTEMPTS in all (embedded)."""
+        """Queue `notices` (service) or send them now, each once (embedded: nothing would
+        come back for a later try, so a retryable failure is recorded as failed)."""
         if not notices:
             return
         if self.queue is not None:
             self.queue.put(notices)
             return
-        while notices:
-            notices = deliver(notices, self.senders, self.claims, self.clock).again
+        deliver(notices, self.senders, self.claims, self.clock, attempts=1)
 
     def breached(self, entry: WatchEntry, kind: str, name: str | None, action: str,
                  new_owner: str | None, at: datetime) -> None:
