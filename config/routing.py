@@ -52,6 +52,13 @@ MAX_INT_DIGITS = 18
 # a month is far beyond any SLA and keeps every deadline inside the state stores' key TTLs.
 MAX_DURATION = timedelta(days=30)
 MAX_REROUTES = 10
+# Enrichment steps (`enrich:`, docs/routing-file.md#enrichment): found by name in this
+# entry-point group; the built-ins are always known, whatever the installed metadata says.
+ENRICHER_GROUP = "account_router.enrichers"
+BUILTIN_ENRICHERS = ("state_codes", "phone_country", "tld_country", "company_match")
+MAX_ENRICH_STEPS = 32
+# One `enrich:` step as validated: its name and its options.
+EnrichStep = tuple[str, dict[str, Any]]
 
 
 class ConfigError(Exception):
@@ -293,14 +300,25 @@ class RoutingFile(_Strict):
     review_when: dict[str, Any] | None = None
     review_timeout: Duration = timedelta(hours=4)
     on_review_timeout: Literal["approve", "escalate"] = "escalate"
+    # How long a POST /route decision waits for its CRM record (docs/routing-file.md#precreate-ttl).
+    precreate_ttl: Duration = timedelta(hours=24)
+    # Steps run on each record before the rules; each a name or {name: {options}}, checked
+    # (with their paths) by `_check_enrich`.
+    enrich: list[Any] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
+    _enrich_steps: tuple[EnrichStep, ...] = PrivateAttr(default=())
     _list_domains: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
     _list_where: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def enrich_steps(self) -> tuple[EnrichStep, ...]:
+        """`enrich:` as (name, options) pairs, in order."""
+        return self._enrich_steps
 
     def list_domains(self, name: str) -> tuple[str, ...]:
         """A list's entries, read from its file when it has one (loaded with the routing file)."""
@@ -606,6 +624,7 @@ def parse(text: str, source: str | Path | None = None, *,
         raise _from_pydantic(source, exc) from None
     routing._source = Path(source) if source is not None else None
     _check_references(routing, source)
+    routing._enrich_steps = _check_enrich(routing.enrich, source)
     if crms is not None:
         _check_crm_names(routing, source, crms)
     routing._list_domains, routing._list_where = _read_lists(routing, source, list_roots)
@@ -738,6 +757,49 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
             for fld in mapping:
                 if fld not in MAPPABLE:
                     fail(f"field_maps.{crm}.{obj}.{fld}", "a normalized record field", fld)
+
+
+def registered_enrichers() -> tuple[str, ...]:
+    """The enrichment step names installed: the built-ins and the entry-point group's."""
+    from importlib.metadata import entry_points
+
+    names = dict.fromkeys(BUILTIN_ENRICHERS)
+    names.update(dict.fromkeys(sorted(ep.name for ep in entry_points(group=ENRICHER_GROUP))))
+    return tuple(names)
+
+
+def _check_enrich(steps: list[Any], source: str | Path | None) -> tuple[EnrichStep, ...]:
+    if not steps:
+        return ()
+    if len(steps) > MAX_ENRICH_STEPS:
+        raise ConfigError(source, "enrich", f"at most {MAX_ENRICH_STEPS} steps",
+                          ).with_found_text(f"{len(steps)}")
+    known = registered_enrichers()
+    expected = f"an enricher, one of {', '.join(known)}"
+    out: list[EnrichStep] = []
+    seen: set[str] = set()
+    for i, step in enumerate(steps):
+        path = f"enrich[{i}]"
+        if isinstance(step, dict):
+            if len(step) != 1:
+                raise ConfigError(source, path, "a step name, or one name with its options "
+                                  "such as {company_match: {threshold: 90}}", step)
+            name, options = next(iter(step.items()))
+            if options is None:
+                options = {}
+            if not isinstance(options, dict):
+                raise ConfigError(source, f"{path}.{name}", "a mapping of options", options)
+        elif isinstance(step, str):
+            name, options = step, {}
+        else:
+            raise ConfigError(source, path, expected, step)
+        if not isinstance(name, str) or name not in known:
+            raise ConfigError(source, path, expected, name)
+        if name in seen:
+            raise ConfigError(source, path, "each enricher at most once (duplicate)", name)
+        seen.add(name)
+        out.append((name, {str(k): v for k, v in options.items()}))
+    return tuple(out)
 
 
 def _check_crm_names(routing: RoutingFile, source: str | Path | None, crms: KnownCrms) -> None:

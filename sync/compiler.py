@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
+from sync.enrich import Enrichment, compile_enrichment
 from sync.models import Record, TraceStep
 from sync.normalize import fold, id_key, is_freemail, normalize_domain
 
@@ -52,6 +53,11 @@ class CompiledRouting:
     # top-level `review_when` condition, which holds any decision that would write.
     review_rules: frozenset[str] = frozenset()
     review_when: Callable[[Record], bool] | None = None
+    # Whether any decision may be held (either of the above): a plain field, since `decide`
+    # reads it once per decision.
+    reviews: bool = False
+    # The `enrich:` steps run on each record before the rules (None: none configured).
+    enrichment: Enrichment | None = None
 
     @property
     def review_timeout(self) -> timedelta:
@@ -63,10 +69,6 @@ class CompiledRouting:
         """`approve` or `escalate` (the default)."""
         return self.file.on_review_timeout
 
-    @property
-    def reviews(self) -> bool:
-        """Whether any decision may be held for review (the hot path checks this first)."""
-        return bool(self.review_rules) or self.review_when is not None
 
     def review_reason(self, rule: str | None, record: Record) -> str | None:
         """Why a decision that would write is held for review instead; None: it is not."""
@@ -166,8 +168,11 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         lists[name] = frozenset(domains)
         list_entries[name] = frozenset(folded)
 
+    enrichment = compile_enrichment(routing.enrich_steps, source)
+    # With `state_codes`, conditions on `state` compare canonical subdivision codes.
+    state_codes = enrichment is not None and "state_codes" in enrichment.names
     ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
-                         rep_owner_keys=rep_owner_keys)
+                         rep_owner_keys=rep_owner_keys, state_codes=state_codes)
     exprs: list[str] = []
     rules: list[CompiledRule] = []
     for i, rule in enumerate(routing.rules):
@@ -179,7 +184,8 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         # The whole `when` compiled above, so each clause compiles cleanly; its warnings were
         # already collected, so a throwaway list keeps them from being reported twice.
         clause_ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
-                                    rep_owner_keys=rep_owner_keys, constants=ctx.constants)
+                                    rep_owner_keys=rep_owner_keys, constants=ctx.constants,
+                                    state_codes=state_codes)
         for key, value in (when or {}).items():
             clause_expr = compile_when({key: value}, path, clause_ctx)
             clauses.append(Clause(text=_clause_text(key, value),
@@ -221,7 +227,9 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
         review_rules=frozenset(r.name for r in routing.rules if r.review),
+        reviews=any(r.review for r in routing.rules) or review_when is not None,
         review_when=review_when,
+        enrichment=enrichment,
     )
 
 

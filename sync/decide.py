@@ -115,6 +115,9 @@ class RoutingContext:
     # Records whose current owner a person chose over the router's (an override): id -> the
     # reason to keep it, under every `respect_existing_owner` policy.
     chosen: Mapping[str, str] = field(default_factory=dict)
+    # What enrichment did to each record before the rules (record id -> its trace steps,
+    # sync/enrich.py): put at the front of the record's trace. Empty: no enrichment.
+    enriched: Mapping[str, tuple[TraceStep, ...]] = field(default_factory=dict)
     _status: dict[str, str | None] = field(default_factory=dict, init=False)
     _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
     _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
@@ -351,6 +354,10 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
     top-level `review_when`) comes out `pending_review`: same owner, same pool turn (the turn
     is taken; docs/routing-file.md#review), nothing to write."""
     decision = _decide(record, ctx, trigger)
+    if ctx.enriched:
+        notes = ctx.enriched.get(record.id)
+        if notes:
+            decision = decision._replace(trace=notes + decision.trace)
     routing = ctx.routing
     if routing.reviews and decision.outcome in _REVIEWABLE:
         why = routing.review_reason(decision.rule, record)

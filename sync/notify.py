@@ -17,7 +17,8 @@ from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key, e
 from sync.ports import Written
 from sync.state.base import WatchEntry
 
-Role = Literal["owner", "manager"]
+# `review`: a reviewer (the proposed owner's manager) told that a held decision is overdue.
+Role = Literal["owner", "manager", "review"]
 # What a notice shows of one value a rule used: a hostile record must not make a message that
 # Slack refuses (3,000 characters a text block) or an email nobody reads.
 MAX_VALUE_CHARS = 200
@@ -297,6 +298,9 @@ def slack_escape(text: str) -> str:
 def _headline(notice: Notice) -> str:
     if notice.about == "sla_breach":
         return _breach_line(notice, notice.record_name)
+    if notice.role == "review":
+        return (f"{notice.record_name} waits for review past its deadline: "
+                f"{notice.owner_name} proposed ({notice.crm} {notice.object})")
     if notice.role == "manager":
         return (f"{notice.record_name} went to {notice.owner_name} by fallback "
                 f"({notice.crm} {notice.object})")
@@ -332,7 +336,10 @@ def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
             text += f" {notice.link}"
         return slack_escape(text), [{"type": "section",
                                      "text": {"type": "mrkdwn", "text": _short(head, 2900)}}]
-    if notice.role == "manager":
+    if notice.role == "review":
+        head = (f"{title} waits for review past its deadline: "
+                f"*{slack_escape(notice.owner_name)}* proposed ({notice.crm} {notice.object})")
+    elif notice.role == "manager":
         head = (f"{title} went to *{slack_escape(notice.owner_name)}* by fallback "
                 f"({notice.crm} {notice.object})")
     else:
@@ -387,7 +394,10 @@ _HTML = """\
 <html><body style="font-family: sans-serif">
 <p>{% if about == 'sla_breach' %}{{ headline }}{% if link %} \
 <a href="{{ link }}">Open it</a>{% endif %}.\
-{% elif role == 'manager' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+{% elif role == 'review' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+{{ name }}{% endif %}</strong> waits for review past its deadline: {{ owner_name }} proposed \
+({{ crm }} {{ object }}).{% elif role == 'manager' %}\
+<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
 {{ name }}{% endif %}</strong> went to {{ owner_name }} by fallback ({{ crm }} {{ object }}).\
 {% else %}New {{ object }} for you: <strong>{% if link %}<a href="{{ link }}">{{ name }}</a>\
 {% else %}{{ name }}{% endif %}</strong> ({{ crm }}).{% endif %}</p>

@@ -19,18 +19,18 @@ FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
         "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
         "country": "BillingCountry", "state": "BillingState", "city": "BillingCity",
         "postal_code": "BillingPostalCode", "lead_source": "AccountSource",
-        "owner": "OwnerId",
+        "phone": "Phone", "owner": "OwnerId",
     },
     "Lead": {
         "name": "Company", "email": "Email", "website": "Website", "industry": "Industry",
         "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
         "country": "Country", "state": "State", "city": "City", "postal_code": "PostalCode",
-        "lead_source": "LeadSource", "owner": "OwnerId",
+        "lead_source": "LeadSource", "phone": "Phone", "owner": "OwnerId",
     },
     "Contact": {
         "email": "Email", "country": "MailingCountry", "state": "MailingState",
         "city": "MailingCity", "postal_code": "MailingPostalCode",
-        "lead_source": "LeadSource", "owner": "OwnerId",
+        "lead_source": "LeadSource", "phone": "Phone", "owner": "OwnerId",
     },
 }
 
@@ -98,4 +98,4 @@ JWT_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY",
 # What the registry and the core know of Salesforce: no connector is created to learn it.
 SPEC = CrmSpec(name=CRM, objects=OBJECT_KINDS, field_maps=FIELD_MAPS,
                factory="connectors.salesforce.connector:from_settings",
-               touch_fields=TOUCH_FIELDS)
+               touch_fields=TOUCH_FIELDS, modified_by="LastModifiedById")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from sync.history.overrides import NO_RULE, OverrideRate, list_overrides, override_rates
 from tasks.cli.common import StateOpt, fail, open_history, out, parse_instant, print_json
 from tasks.cli.routing import _read
 
@@ -29,7 +30,6 @@ def overrides(
     """Owners a person changed after the router wrote them, with the rate per rule and rep."""
     # Imported here: it loads SQLAlchemy, which every other command (route-file above all,
     # whose start-up and memory are measured) would otherwise load for nothing.
-    from sync.history.overrides import list_overrides, override_rates
 
     end = parse_instant(until, "--until")
     start = parse_instant(since, "--since") if since else end - timedelta(days=7)
@@ -52,7 +52,7 @@ def overrides(
         table.add_column(column)
     for o in found[:SHOWN]:
         table.add_row(f"{o.at.astimezone(UTC):%Y-%m-%d %H:%M}", o.record_id, o.from_, o.to,
-                      o.by or "-", _duration(o.after_seconds), o.rule or "-")
+                      o.by or "-", _duration(o.after_seconds), o.rule or NO_RULE)
     out.print(table)
     if len(found) > SHOWN:
         out.print(f"... and {len(found) - SHOWN} more (--json lists every one)")
