@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 
 from config.urls import redact_urls
 from connectors import registry
+from connectors.links import crm_link
 from sync.compiler import CompiledRouting
-from sync.links import crm_link
 from sync.models import Decision, Outcome, ReviewItem
 from sync.state.base import StateStore
 from tasks.dashboard import charts, data, territory
