@@ -18,7 +18,15 @@ from config.urls import redact_url
 from sync.history import codec
 from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, check_limit, merge_changes
-from sync.state.base import ClosesOnExit, OwnerMark, PoolChange, PoolSnapshot, WatchEntry
+from sync.state.base import (
+    CLOSED_REVIEW_DAYS,
+    ClosesOnExit,
+    OwnerMark,
+    PoolChange,
+    PoolSnapshot,
+    Precreated,
+    WatchEntry,
+)
 
 # Windows are day/week/month; 100 days outlives the longest one with room for reports, and the
 # TTL is refreshed on every increment, so no sweeper is needed for old windows.
@@ -151,6 +159,34 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
 return 1
 """
 
+# Take the oldest live pre-created decision of one index (KEYS[2], a zset of ids scored by
+# decided_at), else of the next (KEYS[3]); KEYS[1] is the hash of entries by id, KEYS[4] their
+# wall-clock expiry. One script, so of two callers each entry goes to one. Ids whose entry is
+# gone (taken through its other index, or lapsed) are dropped from the index on the way.
+_TAKE_PRECREATED_LUA = """
+local now = tonumber(ARGV[1])
+for i = 2, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now)
+    for _, id in ipairs(ids) do
+      local body = redis.call('HGET', KEYS[1], id)
+      if not body then
+        redis.call('ZREM', KEYS[i], id)
+      else
+        local entry = cjson.decode(body)
+        if tonumber(entry.expires_ts) > now then
+          redis.call('HDEL', KEYS[1], id)
+          redis.call('ZREM', KEYS[4], id)
+          redis.call('ZREM', KEYS[i], id)
+          return body
+        end
+      end
+    end
+  end
+end
+return false
+"""
+
 # Compare-and-act on one record lock, so only its holder can touch it: between a client's GET
 # and its DEL/PEXPIRE the lock could expire and be taken by another token, whose lock would then
 # be released (or kept alive) by the wrong worker.
@@ -242,13 +278,20 @@ return body
 """
 
 # KEYS: 1 review:open, 2 review:closed, 3 review:records, 4 review:claim:{id},
-# 5 review:escalated. ARGV: id, record key, closed body.
+# 5 review:escalated, 6 review:closed_at. ARGV: id, record key, closed body, closed at (epoch
+# seconds), the horizon before which closed items are dropped.
 _CLOSE_REVIEW_LUA = """
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
 if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
 redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[5], ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[5], 'LIMIT', 0, 1000)
+for _, id in ipairs(old) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[6], id)
+end
 return 1
 """
 
@@ -287,7 +330,8 @@ class RedisStateStore(ClosesOnExit):
       mark:{crm}:{object}:{id} str   the record's own-write mark (`OwnerMark` JSON plus
                                      `sort_at`; PX = the history retention)
       review:open              hash  id -> open review item (`ReviewItem.to_dict` JSON)
-      review:closed            hash  id -> closed review item
+      review:closed            hash  id -> closed review item (kept CLOSED_REVIEW_DAYS)
+      review:closed_at         zset  closed item id scored by when it closed (epoch seconds)
       review:records           hash  {crm}:{object}:{record id} -> id of its open item
       review:claim:{id}        str   a reviewer's lease on an open item (PX = its TTL)
       review:escalated         set   ids of open items already escalated
@@ -323,6 +367,7 @@ class RedisStateStore(ClosesOnExit):
         self._claim_review_script = self._r.register_script(_CLAIM_REVIEW_LUA)
         self._close_review_script = self._r.register_script(_CLOSE_REVIEW_LUA)
         self._escalate_review_script = self._r.register_script(_ESCALATE_REVIEW_LUA)
+        self._take_precreated_script = self._r.register_script(_TAKE_PRECREATED_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -782,7 +827,12 @@ class RedisStateStore(ClosesOnExit):
         pipe.execute()
 
     def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
-        bodies = _strings(self._r.hvals(self._review_key("closed" if closed else "open")))
+        if closed:
+            ids = _strings(self._r.zrevrange(self._review_key("closed_at"), 0,
+                                             -1 if limit is None else limit - 1))
+            found = self._r.hmget(self._review_key("closed"), ids) if ids else []
+            return [_review(b, set()) for b in cast(list[str | None], found) if b is not None]
+        bodies = _strings(self._r.hvals(self._review_key("open")))
         escalated = set() if closed else set(
             _strings(self._r.smembers(self._review_key("escalated"))))
         items = sorted((_review(b, escalated) for b in bodies),
@@ -823,17 +873,72 @@ class RedisStateStore(ClosesOnExit):
         self._r.delete(self._review_key(f"claim:{id}"))
 
     def close_review(self, item: ReviewItem) -> None:
-        if item.status == REVIEW_OPEN:
-            raise ValueError("close_review takes a closed item (approved, reassigned, ...)")
+        if item.status == REVIEW_OPEN or item.closed_at is None:
+            raise ValueError("close_review takes a closed item (approved, reassigned, ...) "
+                             "with its closed_at")
+        at = as_utc(item.closed_at, "closed_at").timestamp()
         self._close_review_script(
             keys=[self._review_key("open"), self._review_key("closed"),
                   self._review_key("records"), self._review_key(f"claim:{item.id}"),
-                  self._review_key("escalated")],
-            args=[item.id, item.record_key, _body(item)])
+                  self._review_key("escalated"), self._review_key("closed_at")],
+            args=[item.id, item.record_key, _body(item), repr(at),
+                  repr(at - CLOSED_REVIEW_DAYS * 86400.0)])
 
     def escalate_review(self, id: str) -> bool:
         return bool(self._escalate_review_script(
             keys=[self._review_key("open"), self._review_key("escalated")], args=[id]))
+
+    # --- decisions made before the CRM record -------------------------------------------------
+
+    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        self._r.set(f"{self.prefix}api:answer:{key}", answer,
+                    px=max(1, math.ceil(ttl_seconds * 1000)))
+
+    def answer(self, key: str) -> str | None:
+        return cast(str | None, self._r.get(f"{self.prefix}api:answer:{key}"))
+
+    def _precreated_keys(self, crm: str, object: str, email: str | None,
+                         domain: str | None) -> list[str]:
+        base = f"{self.prefix}precreate:"
+        return [f"{base}entries", f"{base}email:{crm}:{object}:{email or ''}",
+                f"{base}domain:{crm}:{object}:{domain or ''}", f"{base}expiry"]
+
+    def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        entries, by_email, by_domain, expiry = self._precreated_keys(
+            entry.crm, entry.object, entry.email, entry.domain)
+        now = time.time()
+        lapsed = _strings(self._r.zrangebyscore(expiry, "-inf", now))
+        ttl = max(1, math.ceil(ttl_seconds))
+        decided = as_utc(entry.decided_at, "decided_at").timestamp()
+        # MULTI: the entry and its indexes land together. Lapsed entries go on the way (the
+        # indexes drop their ids when a take meets them); each index lives as long as its
+        # newest entry.
+        pipe = self._r.pipeline(transaction=True)
+        if lapsed:
+            pipe.hdel(entries, *lapsed)
+            pipe.zrem(expiry, *lapsed)
+        pipe.hset(entries, entry.id, entry.to_json())
+        pipe.zadd(expiry, {entry.id: now + ttl_seconds})
+        for index, value in ((by_email, entry.email), (by_domain, entry.domain)):
+            if value:
+                pipe.zadd(index, {entry.id: decided})
+                pipe.expire(index, ttl)
+        pipe.execute()
+
+    def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
+                        now: datetime) -> Precreated | None:
+        if not email and not domain:
+            return None
+        keys = self._precreated_keys(crm, object, email, domain)
+        if not email:
+            keys[1] = keys[2]  # the domain index twice: the second look finds nothing new
+        if not domain:
+            keys[2] = keys[1]
+        body = self._take_precreated_script(
+            keys=keys, args=[repr(as_utc(now, "now").timestamp())])
+        return Precreated.from_json(body) if body else None
 
 
 def _fixed(value: datetime) -> str:

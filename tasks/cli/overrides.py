@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from sync.history.overrides import NO_RULE, OverrideRate, list_overrides, override_rates
 from tasks.cli.common import StateOpt, fail, open_history, out, parse_instant, print_json
 
 if TYPE_CHECKING:
     from sync.history import History
+    from sync.history.overrides import OverrideRate
 
 SHOWN = 50  # overrides the table lists (newest first); --json prints every one
 T = TypeVar("T")
@@ -29,6 +29,10 @@ def overrides(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Owners a person changed after the router wrote them, with the rate per rule and rep."""
+    # Imported here: it loads SQLAlchemy, which every other command (route-file above all,
+    # whose start-up and memory are measured) would otherwise load for nothing.
+    from sync.history.overrides import NO_RULE, list_overrides, override_rates
+
     end = parse_instant(until, "--until")
     start = parse_instant(since, "--since") if since else end - timedelta(days=7)
     if start >= end:

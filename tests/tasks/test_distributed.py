@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -47,11 +48,12 @@ class WriteCounter:
         self._before = False
         original = sim.hubspot_update
 
-        def counting(obj: str, record_id: str | int, props: dict[str, object]) -> None:
+        def counting(obj: str, record_id: str | int, props: dict[str, object],
+                     **how: Any) -> None:
             if self._victim is not None and self._before:
                 self._kill()
                 raise RuntimeError("the worker died before this write was applied")
-            original(obj, record_id, props)
+            original(obj, record_id, props, **how)  # how: the change's source, as HubSpot logs
             if obj == OBJ and "hubspot_owner_id" in props:
                 self.counts[str(record_id)] += 1
             if self._victim is not None:

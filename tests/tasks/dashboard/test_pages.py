@@ -292,9 +292,13 @@ def test_given_an_unknown_crm_object_when_retrying_then_400_and_nothing_enqueued
     assert env.enqueue.calls == []
 
 
-def test_given_the_next_issue_pages_when_opened_then_they_say_next(client: TestClient) -> None:
-    for page in ("review",):  # overrides is a page of its own now (test_overrides_page.py)
-        assert "next" in client.get(f"/dashboard/{page}").text
+def test_given_the_people_loop_pages_when_opened_then_they_are_real_pages_in_the_nav(
+        client: TestClient) -> None:
+    for page, title in (("overrides", "Overrides"), ("review", "Review queue")):
+        response = client.get(f"/dashboard/{page}")
+        assert response.status_code == 200, page
+        assert f'<a href="/dashboard/{page}" aria-current="page">{title}</a>' in response.text
+        assert '<span class="tag">next</span>' not in response.text
 
 
 def test_given_a_fresh_deployment_when_opening_every_page_then_200_and_zeros(
@@ -308,7 +312,7 @@ def test_given_a_fresh_deployment_when_opening_every_page_then_200_and_zeros(
         client = TestClient(app)
         sign_in(client)
         for page in ("overview?window=today", "overview?window=30d", "balance", "reps",
-                     "decisions", "failed"):
+                     "decisions", "failed", "overrides", "review"):
             response = client.get(f"/dashboard/{page}")
             assert response.status_code == 200, page
         assert 'data-testid="total">0<' in client.get("/dashboard/overview").text
