@@ -293,6 +293,8 @@ class RoutingFile(_Strict):
     review_when: dict[str, Any] | None = None
     review_timeout: Duration = timedelta(hours=4)
     on_review_timeout: Literal["approve", "escalate"] = "escalate"
+    # How long a POST /route decision waits for its CRM record (docs/routing-file.md#precreate-ttl).
+    precreate_ttl: Duration = timedelta(hours=24)
 
     _source: Path | None = PrivateAttr(default=None)
     _list_domains: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)

@@ -36,12 +36,14 @@ from sync.ports import (
     AfterWrite,
     Connector,
     CrmRecord,
+    CrmSpec,
     CrmUnavailable,
     QuotaExhausted,
     WriteResult,
     Written,
 )
-from sync.state.base import StateStore
+from sync.precreate import as_made, match_keys
+from sync.state.base import Precreated, StateStore
 
 if TYPE_CHECKING:  # SQLAlchemy loads only where a history is opened
     from sync.history import History
@@ -95,6 +97,24 @@ class RunReport:
                 self.reps[decision.owner] += 1
 
 
+def to_record(spec: CrmSpec, routing: CompiledRouting, obj: str, crm_record: CrmRecord,
+              crm: str | None = None) -> Record:
+    """Normalize a record of `spec`'s CRM object `obj` through its field map, the routing
+    file's `field_maps` applied (ValueError if unusable). No CRM call: POST /route normalizes
+    a record the CRM does not hold yet the same way."""
+    kind = spec.kind(obj)
+    mapping = spec.field_map(obj, routing.file.field_maps)
+    props = crm_record.properties
+    values: dict[str, object] = {f"fields.{k}": v for k, v in props.items() if v is not None}
+    for normalized, crm_field in mapping.items():
+        value = props.get(crm_field)
+        if value is not None:
+            values[normalized] = value
+    values["id"] = crm_record.id
+    return build_record(values, object=kind, crm=crm or spec.name,
+                        created_at=crm_record.created_at)
+
+
 class RecordBusy(RuntimeError):
     """The record's lock is held elsewhere (a batch routing it right now)."""
 
@@ -111,6 +131,9 @@ class _Held:
     page: int  # the sweep page it was read on (0 outside a sweep)
     at: datetime  # when it was decided
     record: Record  # what was routed, for the followers once the write lands
+    # The POST /route decision it carries out: kept again if the write fails, so the retry
+    # writes the same owner rather than routing the record anew.
+    precreated: Precreated | None = None
 
 
 @dataclass
@@ -207,16 +230,7 @@ class Pipeline:
 
     def to_record(self, obj: str, crm_record: CrmRecord) -> Record:
         """Normalize a CRM record through the object's field map (ValueError if unusable)."""
-        kind = self.spec.kind(obj)
-        mapping = self.spec.field_map(obj, self.routing.file.field_maps)
-        props = crm_record.properties
-        values: dict[str, object] = {f"fields.{k}": v for k, v in props.items() if v is not None}
-        for normalized, crm_field in mapping.items():
-            value = props.get(crm_field)
-            if value is not None:
-                values[normalized] = value
-        values["id"] = crm_record.id
-        return build_record(values, object=kind, crm=self.crm, created_at=crm_record.created_at)
+        return to_record(self.spec, self.routing, obj, crm_record, self.crm)
 
     # -- metrics -------------------------------------------------------------------------
 
@@ -486,7 +500,10 @@ class Pipeline:
         snapshots = self.store.load_pools(RoutingContext.pool_windows(self.routing, instant))
         ctx = RoutingContext(routing=self.routing, now=instant, paused=self.store.pauses(instant),
                              pools=snapshots, users=self.users(), crm=self.crm,
-                             account_owners=self._account_owners([record]))
+                             account_owners=self._account_owners([record]),
+                             # A person's choice is kept here as the routing run would.
+                             chosen=self._chosen(obj, found, [record], "explain",
+                                                 observe=False))
         return record, decide(record, ctx, trigger="explain")
 
     def simulate(self, obj: str, *, now: datetime | None = None,
@@ -547,9 +564,12 @@ class Pipeline:
                 except ValueError:
                     unreadable.append(crm_record.id)
             # One batch, so pool rotation runs on across all records as it would for real.
+            # Records a person took over stay theirs, as a real run would keep them.
+            chosen = self._chosen(obj, crm_records, records, "simulate", observe=False)
             decisions = route_batch(records, self.routing, self.store, instant,
                                     trigger="simulate", users=self.users(), dry_run=True,
-                                    crm=self.crm, account_owners=self._account_owners(records))
+                                    crm=self.crm, account_owners=self._account_owners(records),
+                                    chosen=chosen)
         finally:
             self._report_calls()
         return records, tuple(unreadable), decisions
@@ -687,12 +707,16 @@ class Pipeline:
                     audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
                                          crm=self.crm, trigger=trigger))
             chosen = self._chosen(obj, mine, records, trigger)
-            decisions = route_batch(
-                records, self.routing, self.store, instant, trigger=trigger, users=self.users(),
-                account_owners=self._account_owners(records), audit=False,
-                dry_run=self.dry_run, crm=self.crm, chosen=chosen)
-            current = {r.id: r.owner for r in records}
             by_id = {r.id: r for r in records}
+            taken = self._precreated(obj, records, instant)
+            made = {i: as_made(e, by_id[i], instant, trigger) for i, e in taken.items()} \
+                if taken else {}
+            rest = [r for r in records if r.id not in made] if made else records
+            decisions = [*made.values(), *route_batch(
+                rest, self.routing, self.store, instant, trigger=trigger, users=self.users(),
+                account_owners=self._account_owners(rest), audit=False,
+                dry_run=self.dry_run, crm=self.crm, chosen=chosen)]
+            current = {r.id: r.owner for r in records}
             if not self.dry_run:
                 self._hold_for_review(obj, decisions, instant, current)
             decided, pending = self._plan(obj, decisions, current, report)
@@ -700,7 +724,7 @@ class Pipeline:
                 for record_id, owner in pending.items():
                     writes.held[record_id] = _Held(decided[record_id], owner, keys[record_id],
                                                    token, page, self.clock(),
-                                                   by_id[record_id])
+                                                   by_id[record_id], taken.get(record_id))
                 waiting = set(pending)
             for decision in decided.values():
                 if decision.record_id in waiting:
@@ -734,8 +758,33 @@ class Pipeline:
                 "held": len(writes.held),
                 "locked_elsewhere": len(crm_records) - len(mine), "dry_run": self.dry_run})
 
+    def _precreated(self, obj: str, records: Sequence[Record], instant: datetime
+                    ) -> dict[str, Precreated]:
+        """The records a POST /route decision was made for, by id, each with that decision's
+        entry (docs/operations.md#post-route): a record with no owner, created within
+        `precreate_ttl`, whose email (else registered non-free-mail domain) matches a
+        decision still waiting. The entry is taken: one record per decision, and no second
+        pool turn. A dry run takes nothing (it decides by the rules)."""
+        if self.dry_run or not records:
+            return {}
+        oldest = instant - self.routing.file.precreate_ttl
+        made: dict[str, Precreated] = {}
+        for record in records:
+            # Older records were in the CRM before any waiting decision could be made for
+            # them: skipping them keeps a first full sweep from asking once per record.
+            if record.owner is not None or (record.created_at is not None
+                                            and record.created_at < oldest):
+                continue
+            email, domain = match_keys(record)
+            if email is None and domain is None:
+                continue
+            entry = self.store.take_precreated(self.crm, obj, email, domain, instant)
+            if entry is not None:
+                made[record.id] = entry
+        return made
+
     def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
-                trigger: str) -> dict[str, str]:
+                trigger: str, *, observe: bool = True) -> dict[str, str]:
         """Overrides seen in this batch's owners (a person changed the owner we wrote) are
         recorded; returns the records whose owner a person chose, with the reason to keep it
         (docs/operations.md#overrides). An explicit reprocess routes them as usual."""
@@ -750,12 +799,13 @@ class Pipeline:
             if record.id not in marks:
                 continue
             crm_record = raw.get(record.id)
-            by = crm_record.properties.get("LastModifiedById") if crm_record else None
+            by = crm_record.properties.get(self.spec.modified_by) \
+                if crm_record is not None and self.spec.modified_by else None
             changes.append(OwnerChange(
                 record.id, record.owner,
                 at=crm_record.modified_at if crm_record is not None else None,
                 by=by if isinstance(by, str) and by else None, source=trigger))
-        if self.dry_run:
+        if self.dry_run or not observe:  # judged, never recorded
             verdicts = {c.record_id: judge(marks[c.record_id], c) for c in changes}
         else:
             verdicts = self.overrides.observe(self.crm, obj, changes, marks)
@@ -908,6 +958,7 @@ class Pipeline:
         results, the locks released."""
         if failed:
             self.store.add_failed(self.crm, obj, list(failed))
+            self._keep_precreated([h for h in held if h.decision.record_id in set(failed)])
         done = [i for i in out if i not in set(failed)]
         if done:
             self.store.remove_failed(self.crm, obj, done)
@@ -925,6 +976,17 @@ class Pipeline:
         for token, keys in tokens.items():
             self.store.unlock_records(keys, token)
         self._follow(obj, landed, self.followers)
+
+    def _keep_precreated(self, held: Sequence[_Held]) -> None:
+        """POST /route decisions whose write failed wait again for the retry (which finds the
+        record with no owner still) until their own expiry: the retry writes the owner the API
+        answered, with no second turn."""
+        now = self.clock()
+        for h in held:
+            entry = h.precreated
+            if entry is None or entry.expires_at <= now:
+                continue
+            self.store.put_precreated(entry, (entry.expires_at - now).total_seconds())
 
     def _follow(self, obj: str, items: list[Written], followers: Sequence[AfterWrite]) -> None:
         """Hand the landed writes to each follower, after their audit rows are committed and

@@ -148,6 +148,42 @@ class OwnerMark:
                    overridden_by=data.get("overridden_by"))
 
 
+@dataclass(frozen=True, slots=True)
+class Precreated:
+    """A decision `POST /route` made for a record not in the CRM yet, waiting for it to appear
+    (docs/operations.md#post-route): matched by `email` (folded), else by `domain` (registered,
+    never free mail), on the same CRM object, from `decided_at` until `expires_at`."""
+
+    id: str  # the digest of the request's idempotency key
+    crm: str
+    object: str  # the CRM's object name (`contacts`, `Lead`)
+    email: str | None
+    domain: str | None
+    decided_at: datetime
+    expires_at: datetime
+    decision: Decision  # as answered (record id `api:...`, trigger `api`)
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "id": self.id, "crm": self.crm, "object": self.object, "email": self.email,
+            "domain": self.domain, "decided_at": self.decided_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            # Seconds since the epoch, for the Redis script's comparisons.
+            "decided_ts": self.decided_at.timestamp(),
+            "expires_ts": self.expires_at.timestamp(),
+            "decision": self.decision.to_dict(),
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Precreated:
+        data = json.loads(text)
+        return cls(id=data["id"], crm=data["crm"], object=data["object"],
+                   email=data.get("email"), domain=data.get("domain"),
+                   decided_at=datetime.fromisoformat(data["decided_at"]),
+                   expires_at=datetime.fromisoformat(data["expires_at"]),
+                   decision=Decision.from_dict(data["decision"]))
+
+
 class ClosesOnExit:
     """`with store:` closes the store on the way out; shared by both implementations."""
 
@@ -297,5 +333,26 @@ class StateStore(Protocol):
 
     def escalate_review(self, id: str) -> bool:
         """Mark an open item escalated; True for the one call that did (escalate once)."""
+
+    # --- decisions made before the CRM record (docs/operations.md#post-route) ------------
+
+    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+        """Remember the answer given under an idempotency key for `ttl_seconds` (replacing
+        any earlier one)."""
+
+    def answer(self, key: str) -> str | None:
+        """The answer remembered under `key`, None when none is live."""
+
+    def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
+        """Keep `entry` for its record to claim, for `ttl_seconds` of wall-clock time at most
+        (the instants in the entry decide whether it still matches; see `take_precreated`).
+        An entry with the same id replaces the earlier one."""
+
+    def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
+                        now: datetime) -> Precreated | None:
+        """Atomically take (remove and return) the oldest entry of this CRM object whose
+        email is `email`, else the oldest whose domain is `domain`, among those with
+        `decided_at <= now < expires_at`; None when none matches. Of concurrent callers,
+        each entry goes to one: a decision is given to one record."""
 
     def close(self) -> None: ...

@@ -24,6 +24,7 @@ from sync.state.base import (
     OwnerMark,
     PoolChange,
     PoolSnapshot,
+    Precreated,
     WatchEntry,
 )
 
@@ -156,6 +157,34 @@ _SEEN_LUA = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
 return 1
+"""
+
+# Take the oldest live pre-created decision of one index (KEYS[2], a zset of ids scored by
+# decided_at), else of the next (KEYS[3]); KEYS[1] is the hash of entries by id, KEYS[4] their
+# wall-clock expiry. One script, so of two callers each entry goes to one. Ids whose entry is
+# gone (taken through its other index, or lapsed) are dropped from the index on the way.
+_TAKE_PRECREATED_LUA = """
+local now = tonumber(ARGV[1])
+for i = 2, 3 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local ids = redis.call('ZRANGEBYSCORE', KEYS[i], '-inf', now)
+    for _, id in ipairs(ids) do
+      local body = redis.call('HGET', KEYS[1], id)
+      if not body then
+        redis.call('ZREM', KEYS[i], id)
+      else
+        local entry = cjson.decode(body)
+        if tonumber(entry.expires_ts) > now then
+          redis.call('HDEL', KEYS[1], id)
+          redis.call('ZREM', KEYS[4], id)
+          redis.call('ZREM', KEYS[i], id)
+          return body
+        end
+      end
+    end
+  end
+end
+return false
 """
 
 # Compare-and-act on one record lock, so only its holder can touch it: between a client's GET
@@ -338,6 +367,7 @@ class RedisStateStore(ClosesOnExit):
         self._claim_review_script = self._r.register_script(_CLAIM_REVIEW_LUA)
         self._close_review_script = self._r.register_script(_CLOSE_REVIEW_LUA)
         self._escalate_review_script = self._r.register_script(_ESCALATE_REVIEW_LUA)
+        self._take_precreated_script = self._r.register_script(_TAKE_PRECREATED_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -761,9 +791,13 @@ class RedisStateStore(ClosesOnExit):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        values = self._r.mget([self._mark_key(crm, object, i) for i in wanted])
-        return {i: OwnerMark.from_json(v) for i, v in zip(wanted, values, strict=True)
-                if isinstance(v, str)}
+        found: dict[str, OwnerMark] = {}
+        for start in range(0, len(wanted), _CHUNK):  # bounded replies for a whole book
+            chunk = wanted[start:start + _CHUNK]
+            values = self._r.mget([self._mark_key(crm, object, i) for i in chunk])
+            found.update((i, OwnerMark.from_json(v))
+                         for i, v in zip(chunk, values, strict=True) if isinstance(v, str))
+        return found
 
     def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
                         by: str | None = None) -> bool:
@@ -853,6 +887,58 @@ class RedisStateStore(ClosesOnExit):
     def escalate_review(self, id: str) -> bool:
         return bool(self._escalate_review_script(
             keys=[self._review_key("open"), self._review_key("escalated")], args=[id]))
+
+    # --- decisions made before the CRM record -------------------------------------------------
+
+    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        self._r.set(f"{self.prefix}api:answer:{key}", answer,
+                    px=max(1, math.ceil(ttl_seconds * 1000)))
+
+    def answer(self, key: str) -> str | None:
+        return cast(str | None, self._r.get(f"{self.prefix}api:answer:{key}"))
+
+    def _precreated_keys(self, crm: str, object: str, email: str | None,
+                         domain: str | None) -> list[str]:
+        base = f"{self.prefix}precreate:"
+        return [f"{base}entries", f"{base}email:{crm}:{object}:{email or ''}",
+                f"{base}domain:{crm}:{object}:{domain or ''}", f"{base}expiry"]
+
+    def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        entries, by_email, by_domain, expiry = self._precreated_keys(
+            entry.crm, entry.object, entry.email, entry.domain)
+        now = time.time()
+        lapsed = _strings(self._r.zrangebyscore(expiry, "-inf", now))
+        ttl = max(1, math.ceil(ttl_seconds))
+        decided = as_utc(entry.decided_at, "decided_at").timestamp()
+        # MULTI: the entry and its indexes land together. Lapsed entries go on the way (the
+        # indexes drop their ids when a take meets them); each index lives as long as its
+        # newest entry.
+        pipe = self._r.pipeline(transaction=True)
+        if lapsed:
+            pipe.hdel(entries, *lapsed)
+            pipe.zrem(expiry, *lapsed)
+        pipe.hset(entries, entry.id, entry.to_json())
+        pipe.zadd(expiry, {entry.id: now + ttl_seconds})
+        for index, value in ((by_email, entry.email), (by_domain, entry.domain)):
+            if value:
+                pipe.zadd(index, {entry.id: decided})
+                pipe.expire(index, ttl)
+        pipe.execute()
+
+    def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
+                        now: datetime) -> Precreated | None:
+        if not email and not domain:
+            return None
+        keys = self._precreated_keys(crm, object, email, domain)
+        if not email:
+            keys[1] = keys[2]  # the domain index twice: the second look finds nothing new
+        if not domain:
+            keys[2] = keys[1]
+        body = self._take_precreated_script(
+            keys=keys, args=[repr(as_utc(now, "now").timestamp())])
+        return Precreated.from_json(body) if body else None
 
 
 def _fixed(value: datetime) -> str:

@@ -27,6 +27,7 @@ from sync.state.base import (
     OwnerMark,
     PoolChange,
     PoolSnapshot,
+    Precreated,
     WatchEntry,
 )
 
@@ -127,6 +128,29 @@ CREATE UNIQUE INDEX IF NOT EXISTS review_items_open_record ON review_items (reco
     WHERE open = 1;
 CREATE INDEX IF NOT EXISTS review_items_by_age ON review_items (open, created_at);
 CREATE INDEX IF NOT EXISTS review_items_by_close ON review_items (open, closed_at);
+-- POST /route (docs/operations.md#post-route): answers by idempotency key, and decisions
+-- waiting for their CRM record (`Precreated` JSON; decided_at/expires_at fixed-width UTC text,
+-- compared with the routing instant; expires wall-clock seconds, like seen_keys).
+CREATE TABLE IF NOT EXISTS api_answers (
+    key     TEXT PRIMARY KEY,
+    answer  TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS api_answers_by_expiry ON api_answers (expires);
+CREATE TABLE IF NOT EXISTS precreated (
+    id         TEXT PRIMARY KEY,
+    crm        TEXT NOT NULL,
+    object     TEXT NOT NULL,
+    email      TEXT,
+    domain     TEXT,
+    decided_at TEXT NOT NULL,
+    expires_at TEXT NOT NULL,
+    body       TEXT NOT NULL,
+    expires    REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS precreated_by_email ON precreated (crm, object, email, decided_at);
+CREATE INDEX IF NOT EXISTS precreated_by_domain ON precreated (crm, object, domain, decided_at);
+CREATE INDEX IF NOT EXISTS precreated_by_expiry ON precreated (expires);
 """
 
 # Connections inherited through fork() must never be used or closed in the child (closing can
@@ -803,6 +827,64 @@ class SqliteStateStore(ClosesOnExit):
                 "UPDATE review_items SET escalated = 1 WHERE id = ? AND open = 1 "
                 "AND escalated = 0", (id,))
         return cursor.rowcount == 1
+
+    # --- decisions made before the CRM record -------------------------------------------------
+
+    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                now = time.time()
+                conn.execute("DELETE FROM api_answers WHERE expires <= ?", (now,))
+                conn.execute(
+                    "INSERT INTO api_answers (key, answer, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
+                    "expires = excluded.expires", (key, answer, now + ttl_seconds))
+
+    def answer(self, key: str) -> str | None:
+        with self._lock:
+            row = self._connection().execute(
+                "SELECT answer FROM api_answers WHERE key = ? AND expires > ?",
+                (key, time.time())).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
+        _check_ttl(ttl_seconds)
+        row = (entry.id, entry.crm, entry.object, entry.email, entry.domain,
+               _ts(entry.decided_at, "decided_at"), _ts(entry.expires_at, "expires_at"),
+               entry.to_json())
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                now = time.time()
+                # Dropping every lapsed entry keeps the table bounded by the live window.
+                conn.execute("DELETE FROM precreated WHERE expires <= ?", (now,))
+                conn.execute(
+                    "INSERT OR REPLACE INTO precreated (id, crm, object, email, domain, "
+                    "decided_at, expires_at, body, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, now + ttl_seconds))
+
+    def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
+                        now: datetime) -> Precreated | None:
+        at = _ts(now, "now")
+        with self._lock:
+            conn = self._connection()
+            # BEGIN IMMEDIATE: the read and the delete see no other writer in between, so of
+            # two processes taking the same entry exactly one gets it.
+            with self._transaction(conn, immediate=True):
+                for column, value in (("email", email), ("domain", domain)):
+                    if not value:
+                        continue
+                    row = conn.execute(
+                        f"SELECT id, body FROM precreated WHERE crm = ? AND object = ? "  # noqa: S608 - column from the tuple above
+                        f"AND {column} = ? AND decided_at <= ? AND expires_at > ? "
+                        "AND expires > ? ORDER BY decided_at, id LIMIT 1",
+                        (crm, object, value, at, at, time.time())).fetchone()
+                    if row is not None:
+                        conn.execute("DELETE FROM precreated WHERE id = ?", (row[0],))
+                        return Precreated.from_json(str(row[1]))
+        return None
 
 
 def _review(body: str, escalated: int) -> ReviewItem:

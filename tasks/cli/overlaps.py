@@ -41,8 +41,9 @@ def overlaps(
     svg: Annotated[Path | None, typer.Option("--svg", help="Also write the overlap matrix as "
                    "an SVG heat map to this file.", show_default=False)] = None,
 ) -> None:
-    """Per rule: records it wins, records it matches but loses (and to whom), rules that never
-    win, and how many records each pair of rules both match. Writes nothing anywhere else."""
+    """Territory overlap: per rule, records won, matched but lost (to whom), and never-winners.
+
+    Also how many records each pair of rules both match. Writes nothing but the optional SVG."""
     if (input is None) == (crm is None):
         fail("give exactly one of --input CSV or --crm NAME --object OBJ")
     if crm is not None and object is None:

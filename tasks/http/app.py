@@ -1,5 +1,6 @@
-"""`create_app`: assembles the HTTP app from its routers (webhooks, ops API, health and
-metrics); routing never runs in this process, webhooks only hand record ids to the queue."""
+"""`create_app`: assembles the HTTP app from its routers (webhooks, ops API, POST /route, health
+and metrics); webhooks only hand record ids to the queue, and the only routing in this process
+is POST /route's, for records not in the CRM yet."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from connectors.settings import Settings
 from sync.history import History
 from sync.state.base import StateStore
 from tasks.dashboard import for_serve, mount
-from tasks.http import health, hubspot, ops, review, salesforce
+from tasks.http import health, hubspot, ops, review, route, salesforce
 from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
 from tasks.http.routing import ServedRouting
 from tasks.metrics import AnyMetrics, Broker, HistoryOutbox, metrics_for
@@ -91,7 +92,7 @@ def create_app(
                                                     settings.list_roots))
     app.add_middleware(BodyLimit, timeout=body_timeout, on_reject=body_refused)
     for router in (hubspot.router, salesforce.router, ops.router, review.router,
-                   health.router):
+                   route.router, health.router):
         app.include_router(router)
     ctx: AppContext = app.state.ctx
     ctx.history_db = history

@@ -312,7 +312,7 @@ def test_given_a_fresh_deployment_when_opening_every_page_then_200_and_zeros(
         client = TestClient(app)
         sign_in(client)
         for page in ("overview?window=today", "overview?window=30d", "balance", "reps",
-                     "decisions", "failed"):
+                     "decisions", "failed", "overrides", "review"):
             response = client.get(f"/dashboard/{page}")
             assert response.status_code == 200, page
         assert 'data-testid="total">0<' in client.get("/dashboard/overview").text
