@@ -38,6 +38,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc), its threads included."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -141,14 +147,15 @@ def main() -> None:
              "--concurrency", str(args.concurrency), "--loglevel", "WARNING",
              "-Q", "celery", "--hostname", "route@%h"], cwd=ROOT, env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        notify_worker: subprocess.Popen[str] | None = None
         if args.notify:
             # Notifications on their own worker (docs/operations.md#notifications): threads,
             # since a notice is a wait on Slack, not work for a CPU.
-            procs.append(subprocess.Popen(
+            procs.append(notify_worker := subprocess.Popen(
                 [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "threads",
                  "--concurrency", "16", "--loglevel", "WARNING", "-Q", "notify",
                  "--hostname", "notify@%h"], cwd=ROOT, env=env,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True))
         wait_for(f"http://127.0.0.1:{port}/healthz")
         time.sleep(3)  # the worker connects to the broker
 
@@ -205,6 +212,7 @@ def main() -> None:
         store.close()
         with urllib.request.urlopen(hubspot + "/__simulator__/stats") as r:  # noqa: S310
             calls = json.load(r)["total"] - calls_before
+        notify_cpu = cpu_seconds(notify_worker.pid) if notify_worker is not None else None
     finally:
         slack.stop()
         for proc in reversed(procs):
@@ -238,6 +246,9 @@ def main() -> None:
                   f"twice); webhook received -> Slack message p50 {t[49] * 1000:.0f} ms, "
                   f"p99 {t[98] * 1000:.0f} ms (fake Slack answers in "
                   f"{args.slack_latency_ms:g} ms)")
+            if notify_cpu is not None:
+                print(f"notify worker CPU: {notify_cpu:.1f} s in all, "
+                      f"{notify_cpu / max(1, len(heard)) * 1000:.1f} ms a notice")
         else:
             print(f"notified on Slack: {len(heard)} of {len(written)} new owners")
     webhook = statistics.quantiles(answered, n=100)

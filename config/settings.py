@@ -148,6 +148,11 @@ class Settings(BaseSettings):
             return tuple(part for part in value.split(os.pathsep) if part.strip())
         return value
 
+    @field_validator("slack_token")
+    @classmethod
+    def _blank_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value().strip() else None
+
     @field_validator("slack_base_url")
     @classmethod
     def _check_slack_base_url(cls, value: str) -> str:

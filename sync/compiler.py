@@ -52,6 +52,9 @@ class CompiledRouting:
     # top-level `review_when` condition, which holds any decision that would write.
     review_rules: frozenset[str] = frozenset()
     review_when: Callable[[Record], bool] | None = None
+    # Whether any decision may be held (either of the above): a plain field, since `decide`
+    # reads it once per decision.
+    reviews: bool = False
 
     @property
     def review_timeout(self) -> timedelta:
@@ -63,10 +66,6 @@ class CompiledRouting:
         """`approve` or `escalate` (the default)."""
         return self.file.on_review_timeout
 
-    @property
-    def reviews(self) -> bool:
-        """Whether any decision may be held for review (the hot path checks this first)."""
-        return bool(self.review_rules) or self.review_when is not None
 
     def review_reason(self, rule: str | None, record: Record) -> str | None:
         """Why a decision that would write is held for review instead; None: it is not."""
@@ -221,6 +220,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         warnings=tuple(warnings),
         raw_fields=frozenset(ctx.raw_fields),
         review_rules=frozenset(r.name for r in routing.rules if r.review),
+        reviews=any(r.review for r in routing.rules) or review_when is not None,
         review_when=review_when,
     )
 

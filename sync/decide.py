@@ -5,7 +5,7 @@ See docs/routing-file.md#routing-semantics.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import NamedTuple
@@ -131,6 +131,9 @@ class RoutingContext:
     _paths: dict[tuple[int, ...], _PathWin] = field(default_factory=dict, init=False)
     _pool_paths: list[tuple[int, ...]] = field(default_factory=list, init=False)
     _owners: dict[str, _Owner] = field(default_factory=dict, init=False)
+    # Traces made in this snapshot, by rules tried and their answers (`trace`).
+    _traces: dict[tuple[tuple[int, ...], tuple[str, ...], bool], tuple[TraceStep, ...]] = \
+        field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -286,6 +289,16 @@ class RoutingContext:
         key = (turn.member, turn.window)
         change.increments[key] = change.increments.get(key, 0) + 1
 
+    def trace(self, path: list[int], reasons: list[str], *, won: bool) -> tuple[TraceStep, ...]:
+        """`_steps`, one tuple per distinct trace in this snapshot: a pool turn's answer is a
+        new string each time, yet the trace it makes repeats, and the history stores a trace
+        once per identity it sees (and builds no steps here for a trace made before)."""
+        key = (tuple(path), tuple(reasons), won)
+        trace = self._traces.get(key)
+        if trace is None:
+            trace = self._traces[key] = _steps(self.routing, path, reasons, won)
+        return trace
+
     def _remember(self, path: list[int], pooled: bool, win: _PathWin) -> None:
         key = tuple(path)
         self._paths[key] = win
@@ -397,11 +410,10 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                             crm_ids.get(record.crm) if crm_ids is not None else won,
                             hit.rule, hit.reason, hit.trace, trigger, hit.pool,
                             record.created_at, now)
-    steps: list[TraceStep] = []
+    reasons: list[str] = []  # each tried rule's answer, in `path` order: the trace's makings
     path: list[int] = []
     memo = True  # every answer on the path is memoized (none read the record)
     pooled = False  # some answer on the path came from a pool's state
-    done = 0  # rules before this index are already in `steps`
     while i >= 0:
         rule = rules[i]
         kind = rule.kind
@@ -422,15 +434,13 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
         else:
             memo = False
             result = _resolve(rule, record, ctx)
-        if i > done:
-            steps.extend(routing.no_match_steps[done:i])
+        reasons.append(result.reason)
         won = result.assignee
         if won is not None:
-            steps.append(TraceStep(rule.name, "won", result.reason))
-            trace = tuple(steps)
+            trace = ctx.trace(path, reasons, won=True)
             full_reason = f"rule {rule.name}: {result.reason}"
             rep = routing.reps.get(won)
-            if kind in _STATIC_KINDS and done == 0:
+            if kind in _STATIC_KINDS and len(path) == 1:
                 ctx._fast[i] = _FastWin(won, result.outcome, rule.name, full_reason, trace,
                                         rep.crm_ids if rep is not None else None)
             elif memo:
@@ -439,18 +449,33 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                     rep.crm_ids if rep is not None else None))
             return _assigned(record, ctx, won, result.outcome, rule.name, result.pool,
                              result.turn, full_reason, trace, previous, trigger)
-        steps.append(TraceStep(rule.name, "no_assignee", result.reason))
-        done = i + 1
-        i = first(record, done)
-    if done < len(rules):
-        steps.extend(routing.no_match_steps[done:])
-    decision = _after_rules(record, ctx, tuple(steps), previous, trigger)
+        i = first(record, i + 1)
+    decision = _after_rules(record, ctx, ctx.trace(path, reasons, won=False), previous, trigger)
     if memo:
         ctx._remember(path, pooled, _PathWin(
             decision.owner, decision.outcome, None, None, decision.reason, decision.trace,
             None if decision.owner is None or decision.owner not in routing.reps
             else routing.reps[decision.owner].crm_ids))
     return decision
+
+
+def _steps(routing: CompiledRouting, path: Sequence[int], reasons: Sequence[str],
+           won: bool) -> tuple[TraceStep, ...]:
+    """The trace of trying the rules at `path` (their answers `reasons`), in rule order: every
+    rule between them did not match; the last won (`won`), or every rule after it was tried."""
+    rules = routing.rules
+    steps: list[TraceStep] = []
+    done = 0  # rules before this index are already in `steps`
+    last = len(path) - 1
+    for k, (i, reason) in enumerate(zip(path, reasons, strict=True)):
+        if i > done:
+            steps.extend(routing.no_match_steps[done:i])
+        steps.append(TraceStep(rules[i].name, "won" if won and k == last else "no_assignee",
+                               reason))
+        done = i + 1
+    if not won and done < len(rules):
+        steps.extend(routing.no_match_steps[done:])
+    return tuple(steps)
 
 
 def _owner(owner: str, ctx: RoutingContext) -> _Owner:

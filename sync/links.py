@@ -4,11 +4,27 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from sync.models import Decision
+from sync.models import Decision, Outcome
 
 # The record kind -> HubSpot's object type id (its record URLs name the type by id).
 HUBSPOT_TYPES = {"account": "0-2", "contact": "0-1"}
 SALESFORCE_OBJECTS = {"account": "Account", "lead": "Lead", "contact": "Contact"}
+
+
+# The CRMs' own object names -> the record kind the links above are keyed by.
+_KINDS = {("hubspot", "companies"): "account", ("hubspot", "contacts"): "contact",
+          ("salesforce", "Account"): "account", ("salesforce", "Lead"): "lead",
+          ("salesforce", "Contact"): "contact"}
+
+
+def record_link(crm: str, crm_object: str, record_id: str, hubspot_portal_id: str | None,
+                salesforce_instance_url: str | None) -> str | None:
+    """`crm_link` for a record known by its CRM's own object name (`companies`, `Lead`)."""
+    kind = _KINDS.get((crm, crm_object))
+    if kind is None:
+        return None
+    return crm_link(Decision(record_id, kind, crm, Outcome.ASSIGNED), hubspot_portal_id,
+                    salesforce_instance_url)
 
 
 def crm_link(decision: Decision, hubspot_portal_id: str | None,

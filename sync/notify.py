@@ -12,11 +12,13 @@ from jinja2 import Environment, select_autoescape
 
 from config.routing import CHANNELS, Channel
 from sync.compiler import CompiledRouting
-from sync.links import crm_link
+from sync.links import crm_link, record_link
 from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key, event_id
 from sync.ports import Written
+from sync.state.base import WatchEntry
 
-Role = Literal["owner", "manager"]
+# `review`: a reviewer (the proposed owner's manager) told that a held decision is overdue.
+Role = Literal["owner", "manager", "review"]
 # What a notice shows of one value a rule used: a hostile record must not make a message that
 # Slack refuses (3,000 characters a text block) or an email nobody reads.
 MAX_VALUE_CHARS = 200
@@ -59,6 +61,11 @@ class Notice:
     written_at: str | None = None  # ISO instants
     deadline: str | None = None  # first touch due by, when an SLA applies
     attempts: int = 0  # deliveries tried so far (service mode re-queues a retryable failure)
+    # `assigned`: a new owner; `sla_breach`: the first-touch deadline passed (`action` says what
+    # followed: `reroute` to `new_owner_name`, or `notify_manager`, the owner kept).
+    about: str = "assigned"
+    action: str | None = None
+    new_owner_name: str | None = None
 
     @property
     def key(self) -> str:
@@ -153,14 +160,15 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
     wanted = policy(routing)
     on = [c for c in wanted.channels if c in set(channels)]
     recipients: list[tuple[Role, str]] = [("owner", owner.id)]
-    if decision.outcome == Outcome.FALLBACK and wanted.manager_on_fallback and owner.manager \
-            and owner.manager in routing.reps and owner.manager != owner.id:
-        recipients.append(("manager", owner.manager))
+    if decision.outcome == Outcome.FALLBACK and wanted.manager_on_fallback:
+        manager = _manager_on_fallback(routing, decision, owner.id)
+        if manager is not None:
+            recipients.append(("manager", manager))
 
     sla = routing.sla_for(decision.rule, decision.pool)
     deadline = (decision.written_at + sla.first_touch).isoformat() if sla is not None else None
     used = rule_fields(rule.when) if rule is not None else ()
-    values = tuple((name, _short(record.raw.get(name, "(empty)"), MAX_VALUE_CHARS))
+    values = tuple((name, _short(_value(record, name), MAX_VALUE_CHARS))
                    for name in used[:MAX_FIELDS])
     steps = tuple((s.rule, s.result, s.detail) for s in decision.trace if s.result != "no_match")
     name = _short(record.raw.get("name") or decision.record_id, MAX_NAME_CHARS)
@@ -182,6 +190,74 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
                 steps=steps, fields=values, written_at=decision.written_at.isoformat(),
                 deadline=deadline))
     return notices
+
+
+def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
+                   routing: CompiledRouting, links: Links = Links(),
+                   channels: Iterable[str] = CHANNELS, *, kind: str | None = None,
+                   name: str | None = None) -> list[Notice]:
+    """Who hears that a first-touch SLA ran out: the owner's manager, and after a re-route the
+    rep who let it run out (the new owner hears of the re-route as of any write)."""
+    owner = routing.reps.get(entry.owner)
+    if owner is None:
+        return []
+    recipients: list[tuple[Role, str]] = []
+    if owner.manager and owner.manager in routing.reps and owner.manager != owner.id:
+        recipients.append(("manager", owner.manager))
+    if action == "reroute" and new_owner and new_owner != owner.id:
+        recipients.append(("owner", owner.id))
+    on = [c for c in policy(routing).channels if c in set(channels)]
+    moved_to = routing.reps.get(new_owner) if new_owner else None
+    # The watch entry holds the CRM's own object name, which the link needs; `kind` (the
+    # record kind) is what the message calls it when the pass knows it.
+    shown = kind or entry.object
+    link = record_link(entry.crm, entry.object, entry.record_id, links.hubspot_portal_id,
+                       links.salesforce_instance_url)
+    notices = []
+    for role, rep_id in recipients:
+        rep = routing.reps[rep_id]
+        for channel in on:
+            if (channel == "email" and not rep.email) or \
+                    (channel == "slack" and not (rep.slack or rep.email)):
+                continue
+            notices.append(Notice(
+                # Its own key: the assignment's notices to the same people stay distinct.
+                decision_key=f"{entry.decision_key}#sla", channel=channel, role=role,
+                rep=rep.id, name=rep.name or rep.id, email=rep.email, slack=rep.slack,
+                crm=entry.crm, object=shown, record_id=entry.record_id,
+                record_name=name or f"record {entry.record_id}", link=link, owner=owner.id,
+                owner_name=owner.name or owner.id, outcome="sla_breach", rule=entry.rule,
+                reason=(f"rule {entry.rule}: " if entry.rule else "")
+                + f"first touch was due by {entry.deadline.isoformat()}",
+                written_at=entry.written_at.isoformat(), deadline=entry.deadline.isoformat(),
+                about="sla_breach", action=action,
+                new_owner_name=(moved_to.name or moved_to.id) if moved_to else new_owner))
+    return notices
+
+
+def _manager_on_fallback(routing: CompiledRouting, decision: Decision, owner: str
+                         ) -> str | None:
+    """The manager of the rep the winning rule wanted (out of office, paused or at cap, so a
+    backup took it), else of the rep who got it (the file's `fallback`); never the owner."""
+    wanted = owner
+    for rule in routing.rules:
+        if rule.name == decision.rule and rule.kind == "rep" and rule.target is not None \
+                and rule.target in routing.reps:
+            wanted = rule.target
+            break
+    for rep_id in dict.fromkeys((wanted, owner)):
+        manager = routing.reps[rep_id].manager
+        if manager and manager in routing.reps and manager != owner:
+            return manager
+    return None
+
+
+def _value(record: Record, field_name: str) -> str:
+    if field_name == "object":
+        return record.object
+    if field_name == "id":
+        return record.id
+    return record.raw.get(field_name, "(empty)")
 
 
 def _rule(routing: CompiledRouting, name: str | None) -> Any:
@@ -208,10 +284,24 @@ def slack_escape(text: str) -> str:
 
 
 def _headline(notice: Notice) -> str:
+    if notice.about == "sla_breach":
+        return _breach_line(notice, notice.record_name)
+    if notice.role == "review":
+        return (f"{notice.record_name} waits for review past its deadline: "
+                f"{notice.owner_name} proposed ({notice.crm} {notice.object})")
     if notice.role == "manager":
         return (f"{notice.record_name} went to {notice.owner_name} by fallback "
                 f"({notice.crm} {notice.object})")
     return f"New {notice.object} for you: {notice.record_name} ({notice.crm})"
+
+
+def _breach_line(notice: Notice, title: str) -> str:
+    who = "You" if notice.role == "owner" else notice.owner_name
+    line = (f"First-touch SLA missed: {who} did not touch {title} ({notice.crm} "
+            f"{notice.object}) by {notice.deadline}")
+    if notice.action == "reroute" and notice.new_owner_name:
+        return f"{line}; it now belongs to {notice.new_owner_name}"
+    return f"{line}; the owner is kept"
 
 
 def _why(notice: Notice) -> str:
@@ -225,7 +315,19 @@ def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
     notifications and where blocks cannot be rendered."""
     name = slack_escape(notice.record_name)
     title = f"<{notice.link}|{name}>" if notice.link else f"*{name}*"
-    if notice.role == "manager":
+    if notice.about == "sla_breach":
+        head = _breach_line(replace(notice, owner_name=slack_escape(notice.owner_name),
+                                    new_owner_name=slack_escape(notice.new_owner_name or "")
+                                    or None), title)
+        text = _breach_line(notice, notice.record_name)
+        if notice.link:
+            text += f" {notice.link}"
+        return slack_escape(text), [{"type": "section",
+                                     "text": {"type": "mrkdwn", "text": _short(head, 2900)}}]
+    if notice.role == "review":
+        head = (f"{title} waits for review past its deadline: "
+                f"*{slack_escape(notice.owner_name)}* proposed ({notice.crm} {notice.object})")
+    elif notice.role == "manager":
         head = (f"{title} went to *{slack_escape(notice.owner_name)}* by fallback "
                 f"({notice.crm} {notice.object})")
     else:
@@ -233,7 +335,8 @@ def slack_message(notice: Notice) -> tuple[str, list[dict[str, Any]]]:
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": head}},
         {"type": "section", "text": {
-            "type": "mrkdwn", "text": f"*Why:* {slack_escape(notice.reason or _why(notice))}"}},
+            "type": "mrkdwn",
+            "text": _short(f"*Why:* {slack_escape(notice.reason or _why(notice))}", 2900)}},
     ]
     if notice.fields:
         blocks.append({"type": "section", "fields": [
@@ -268,7 +371,7 @@ What the rule looked at:
 {% for k, v in fields %}  {{ k }}: {{ v }}
 {% endfor %}{% endif %}{% if passed %}
 Tried first: {{ passed | join('; ') }}
-{% endif %}{% if deadline %}
+{% endif %}{% if deadline and about != 'sla_breach' %}
 First touch due by {{ deadline }}.
 {% endif %}
 -- account-router
@@ -277,7 +380,12 @@ First touch due by {{ deadline }}.
 _HTML = """\
 <!doctype html>
 <html><body style="font-family: sans-serif">
-<p>{% if role == 'manager' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+<p>{% if about == 'sla_breach' %}{{ headline }}{% if link %} \
+<a href="{{ link }}">Open it</a>{% endif %}.\
+{% elif role == 'review' %}<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
+{{ name }}{% endif %}</strong> waits for review past its deadline: {{ owner_name }} proposed \
+({{ crm }} {{ object }}).{% elif role == 'manager' %}\
+<strong>{% if link %}<a href="{{ link }}">{{ name }}</a>{% else %}\
 {{ name }}{% endif %}</strong> went to {{ owner_name }} by fallback ({{ crm }} {{ object }}).\
 {% else %}New {{ object }} for you: <strong>{% if link %}<a href="{{ link }}">{{ name }}</a>\
 {% else %}{{ name }}{% endif %}</strong> ({{ crm }}).{% endif %}</p>
@@ -285,7 +393,8 @@ _HTML = """\
 {% if fields %}<table>{% for k, v in fields %}<tr><th align="left">{{ k }}</th><td>{{ v }}</td>\
 </tr>{% endfor %}</table>{% endif %}
 {% if passed %}<p>Tried first: {{ passed | join('; ') }}</p>{% endif %}
-{% if deadline %}<p><strong>First touch due by {{ deadline }}.</strong></p>{% endif %}
+{% if deadline and about != 'sla_breach' %}\
+<p><strong>First touch due by {{ deadline }}.</strong></p>{% endif %}
 <p style="color: #777">account-router</p>
 </body></html>
 """
@@ -305,6 +414,7 @@ def email_message(notice: Notice) -> tuple[str, str, str]:
         "object": notice.object, "reason": notice.reason or _why(notice),
         "fields": notice.fields, "deadline": notice.deadline,
         "passed": [f"{r}: {d or res}" for r, res, d in notice.steps if res != "won"],
+        "about": notice.about,
     }
     # A subject is one header line: no newline from a record name may reach it.
     subject = _short(_headline(notice), 180)
@@ -417,7 +527,11 @@ class Notifier:
                                  self.links, self.senders)]
 
     def written(self, crm: str, obj: str, items: Sequence[Written]) -> None:
-        notices = self.notices(items)
+        self.dispatch(self.notices(items))
+
+    def dispatch(self, notices: Sequence[Notice]) -> None:
+        """Queue `notices` (service) or send them now, retrying a retryable failure up to
+        MAX_ATTEMPTS in all (embedded)."""
         if not notices:
             return
         if self.queue is not None:
@@ -425,6 +539,13 @@ class Notifier:
             return
         while notices:
             notices = deliver(notices, self.senders, self.claims, self.clock).again
+
+    def breached(self, entry: WatchEntry, kind: str, name: str | None, action: str,
+                 new_owner: str | None, at: datetime) -> None:
+        """`sync.sla_watch.BreachNotifier`: tell the manager (and, after a re-route, the rep
+        who breached) that a first-touch SLA ran out."""
+        self.dispatch(breach_notices(entry, action, new_owner, self.routing, self.links,
+                                     self.senders, kind=kind, name=name))
 
 
 def senders_by_channel(senders: Sequence[Sender]) -> dict[str, Sender]:

@@ -500,7 +500,10 @@ class Pipeline:
         snapshots = self.store.load_pools(RoutingContext.pool_windows(self.routing, instant))
         ctx = RoutingContext(routing=self.routing, now=instant, paused=self.store.pauses(instant),
                              pools=snapshots, users=self.users(), crm=self.crm,
-                             account_owners=self._account_owners([record]))
+                             account_owners=self._account_owners([record]),
+                             # A person's choice is kept here as the routing run would.
+                             chosen=self._chosen(obj, found, [record], "explain",
+                                                 observe=False))
         return record, decide(record, ctx, trigger="explain")
 
     def simulate(self, obj: str, *, now: datetime | None = None,
@@ -561,9 +564,12 @@ class Pipeline:
                 except ValueError:
                     unreadable.append(crm_record.id)
             # One batch, so pool rotation runs on across all records as it would for real.
+            # Records a person took over stay theirs, as a real run would keep them.
+            chosen = self._chosen(obj, crm_records, records, "simulate", observe=False)
             decisions = route_batch(records, self.routing, self.store, instant,
                                     trigger="simulate", users=self.users(), dry_run=True,
-                                    crm=self.crm, account_owners=self._account_owners(records))
+                                    crm=self.crm, account_owners=self._account_owners(records),
+                                    chosen=chosen)
         finally:
             self._report_calls()
         return records, tuple(unreadable), decisions
@@ -778,7 +784,7 @@ class Pipeline:
         return made
 
     def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
-                trigger: str) -> dict[str, str]:
+                trigger: str, *, observe: bool = True) -> dict[str, str]:
         """Overrides seen in this batch's owners (a person changed the owner we wrote) are
         recorded; returns the records whose owner a person chose, with the reason to keep it
         (docs/operations.md#overrides). An explicit reprocess routes them as usual."""
@@ -793,12 +799,13 @@ class Pipeline:
             if record.id not in marks:
                 continue
             crm_record = raw.get(record.id)
-            by = crm_record.properties.get("LastModifiedById") if crm_record else None
+            by = crm_record.properties.get(self.spec.modified_by) \
+                if crm_record is not None and self.spec.modified_by else None
             changes.append(OwnerChange(
                 record.id, record.owner,
                 at=crm_record.modified_at if crm_record is not None else None,
                 by=by if isinstance(by, str) and by else None, source=trigger))
-        if self.dry_run:
+        if self.dry_run or not observe:  # judged, never recorded
             verdicts = {c.record_id: judge(marks[c.record_id], c) for c in changes}
         else:
             verdicts = self.overrides.observe(self.crm, obj, changes, marks)

@@ -38,6 +38,10 @@ class CrmSpec:
     # watches it (docs/routing-file.md#touch-fields). An object without one has no SLA unless
     # the routing file's `touch_fields` names one.
     touch_fields: Mapping[str, str] = field(default_factory=dict)
+    # The record field naming who changed the record last (a user id), read with every record:
+    # an override's `by` when a sweep sees a person's owner change (docs/operations.md#overrides).
+    # Empty: the CRM's records do not say.
+    modified_by: str = ""
 
     def __post_init__(self) -> None:
         for obj, kind in self.objects.items():

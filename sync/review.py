@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext, window_key
 from sync.models import REVIEW_OPEN, Decision, HistoryEvent, Outcome, ReviewItem, event_id
 from sync.pipeline import Pipeline
@@ -94,6 +95,11 @@ def approve(pipeline: Pipeline, item_id: str, *, by: str, now: datetime) -> Revi
     writes and the others get `decided`. If the record's owner changed while it waited, it
     is not overwritten: the item closes `superseded`."""
     item = open_item(pipeline.store, item_id)
+    proposed = pipeline.routing.reps.get(item.proposed_owner)
+    if proposed is not None and not proposed.active:
+        # Marked as gone since the proposal: writing them would hand the record to nobody.
+        raise ReviewError("ineligible", f"the proposed owner {item.proposed_owner} is "
+                          "inactive in the routing file now; reassign it")
     if item.proposed_crm_id is None:
         raise ReviewError("ineligible", f"the proposed owner {item.proposed_owner} has no "
                           f"{item.crm} id in crm_ids; reassign it")
@@ -109,15 +115,25 @@ def reassign(pipeline: Pipeline, item_id: str, rep: str, *, by: str,
     return _decide(pipeline, item, rep, crm_id, by=by, now=now)
 
 
+def known_crm_id(routing: CompiledRouting, item: ReviewItem, rep: str) -> str:
+    """`rep`'s CRM id for the item's CRM, from the routing file alone (no CRM call); else
+    ReviewError `ineligible`: not a rep of the file, marked inactive, or no id in that CRM."""
+    found = routing.reps.get(rep)
+    if found is None:
+        raise ReviewError("ineligible", f"unknown rep {rep!r}: not in the routing file")
+    if not found.active:
+        raise ReviewError("ineligible", f"rep {rep} is inactive in the routing file")
+    crm_id = found.crm_ids.get(item.crm)
+    if crm_id is None:
+        raise ReviewError("ineligible", f"rep {rep} has no {item.crm} id in crm_ids")
+    return crm_id
+
+
 def eligible_crm_id(pipeline: Pipeline, item: ReviewItem, rep: str, now: datetime) -> str:
     """`rep`'s CRM id if it may take the record now (a rep of the routing file, active,
     available, a user of the CRM), else ReviewError `ineligible` saying why."""
     routing = pipeline.routing
-    if rep not in routing.reps:
-        raise ReviewError("ineligible", f"unknown rep {rep!r}: not in the routing file")
-    crm_id = routing.reps[rep].crm_ids.get(item.crm)
-    if crm_id is None:
-        raise ReviewError("ineligible", f"rep {rep} has no {item.crm} id in crm_ids")
+    crm_id = known_crm_id(routing, item, rep)
     ctx = RoutingContext(routing=routing, now=now, paused=pipeline.store.pauses(now),
                          users=pipeline.users(), crm=item.crm)
     why = ctx.status(rep)
@@ -214,6 +230,11 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
             store.release_review(item.id)  # stays open: approve again when the CRM answers
             raise ReviewError("unavailable", f"not written: {decision.write_error}")
         status, final = ("reassigned" if reassigned else "approved"), rep
+    elif decision.outcome == Outcome.KEPT_EXISTING and decision.owner == rep:
+        # The CRM already has the chosen owner: this very action's earlier attempt, killed
+        # after its write and before closing the item (its lease lapsed), or a person who
+        # chose the same. Nothing to write again; the item closes as what it was.
+        status, final = ("reassigned" if reassigned else "approved"), rep
     else:
         # Someone else set the owner meanwhile (kept_existing) or the record is gone
         # (skipped): nothing written, and the pool count follows the owner it really has.
@@ -228,8 +249,16 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
             record_id=item.record_id, crm=item.crm, object=kind, kind="override", at=now,
             data={"from": item.proposed_owner, "to": rep, "by": by, "rule": item.rule,
                   "after_seconds": max(0.0, (now - item.created_at).total_seconds()),
-                  "source": "review", "review": item.id}))
+                  "pool": item.pool, "source": "review", "review": item.id}))
+        # account_router_overrides_total{rule}: a reviewer's choice over the proposal counts.
+        pipeline.metrics.override(item.rule)
+    # Events first, then the close: a crash between them leaves the item open, and acting on
+    # it again finds the owner written and closes it (the same event ids, stored once). The
+    # count moves last; a crash just before it leaves that one count unmoved.
     _record(store, events)
+    if status == "reassigned":
+        # Counted like a person's change of a written owner (account_router_overrides_total).
+        pipeline.metrics.override(item.rule)
     store.close_review(closed)
     if final != item.proposed_owner:
         move_count(store, pipeline, item, final, now)

@@ -67,14 +67,15 @@ def parse_touch(value: str) -> datetime | date | None:
     send them), a date (Salesforce `LastActivityDate`), or None for any other value (a
     status)."""
     text = value.strip()
-    if _DIGITS.match(text):
-        return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
     try:
+        if _DIGITS.match(text):
+            return datetime.fromtimestamp(int(text) / 1000, tz=UTC)
         if len(text) == 10:
             return date.fromisoformat(text)
         # Salesforce writes offsets as +0000, which fromisoformat reads from Python 3.11 on.
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
+        # Not a time (or one past the calendar's end, from a hostile value): compared as text.
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
@@ -135,7 +136,7 @@ def reroute_decision(entry: WatchEntry, kind: str, turn: PoolTurn, ctx: RoutingC
     """The decision a re-route writes: the pool's next member, audited with trigger `sla`."""
     rep = ctx.routing.reps.get(turn.member)
     passed = f" (passed over: {note})" if note else ""
-    reason = (f"first-touch SLA {_duration(sla.first_touch)} breached by {entry.owner}; "
+    reason = (f"first-touch SLA {duration_text(sla.first_touch)} breached by {entry.owner}; "
               f"pool {entry.pool} -> {turn.member}{passed}")
     return Decision(
         record_id=entry.record_id, object=kind, crm=entry.crm, outcome=Outcome.ASSIGNED,
@@ -165,7 +166,8 @@ def moved_counts(ctx: RoutingContext, rerouted: list[WatchEntry]) -> list[PoolCh
     return out
 
 
-def _duration(value: timedelta) -> str:
+def duration_text(value: timedelta) -> str:
+    """`15m`, `4h`, `1d`, `90s`: as a routing file writes durations."""
     seconds = int(value.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds and seconds % size == 0:

@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Protocol
 
 from sync.compiler import CompiledRouting
-from sync.decide import RoutingContext
+from sync.decide import RoutingContext, window_key
 from sync.engine import MAX_ATTEMPTS, CommitConflict
-from sync.models import Decision, HistoryEvent, decision_key, event_id
+from sync.models import Decision, HistoryEvent, Outcome, decision_key, event_id
 from sync.pipeline import Pipeline, RunReport
 from sync.ports import CrmError, CrmRecord, Written
 from sync.sla import (
@@ -29,7 +29,7 @@ from sync.sla import (
     moved_counts,
     reroute_decision,
 )
-from sync.state.base import StateStore, WatchEntry
+from sync.state.base import PoolChange, StateStore, WatchEntry
 
 log = logging.getLogger("account_router.sla")
 
@@ -52,8 +52,8 @@ class BreachNotifier(Protocol):
     The new owner of a re-route is told by the pipeline's own notify follower, like any
     write."""
 
-    def breached(self, entry: WatchEntry, action: str, new_owner: str | None,
-                 at: datetime) -> None: ...
+    def breached(self, entry: WatchEntry, kind: str, name: str | None, action: str,
+                 new_owner: str | None, at: datetime) -> None: ...
 
 
 class FirstTouchWatch:
@@ -101,8 +101,20 @@ class FirstTouchWatch:
             decision_key=decision_key(d), written_at=d.written_at,
             deadline=deadline(d.written_at, sla), touch_field=touch,
             touch_value=raw.get(f"fields.{touch}"),
-            window=d.turn.window if d.turn is not None else None,
-            reroutes=reroutes, breached=breached)
+            window=self._window(d), reroutes=reroutes, breached=breached)
+
+    def _window(self, d: Decision) -> str | None:
+        """The cap window the assignment was counted in: the pool turn's, else (a decision
+        written after the fact, e.g. a review's approval) the pool's window at its routing
+        instant; None outside pools (nothing to give back on a re-route)."""
+        if d.turn is not None:
+            return d.turn.window
+        pool = self.routing.pools.get(d.pool or "")
+        if pool is None or d.outcome != Outcome.ASSIGNED or d.owner not in pool.members:
+            return None
+        at = d.decided_at or d.written_at
+        assert at is not None  # written: written_at is set
+        return window_key(pool.cap.per if pool.cap else "day", at, self.routing.zones[d.owner])
 
 
 @dataclass
@@ -217,11 +229,15 @@ class SlaCheck:
             written = pipeline.write_decisions(obj, rerouted,
                                                report=RunReport(pipeline.crm, obj, settled=[]))
             landed = {d.record_id for d in written.settled or () if d.written_at is not None}
+            self._give_back([(e, d) for e, _, d in plans
+                             if d is not None and e.record_id not in landed])
         events: list[HistoryEvent] = []
         for entry, action, decision in plans:
             report.breaches[action] += 1
             self.metrics.sla_breach(action)
-            new_owner = decision.owner if decision is not None else None
+            # A re-route whose write did not land leaves the record with its owner.
+            new_owner = decision.owner if decision is not None \
+                and entry.record_id in landed else None
             events.append(_event("sla_breach", entry, kind, now, {
                 "rep": entry.owner, "rule": entry.rule, "pool": entry.pool, "action": action,
                 "deadline": entry.deadline.isoformat(), "reroutes": entry.reroutes,
@@ -236,12 +252,40 @@ class SlaCheck:
                             pipeline.crm, entry.record_id, decision.owner)
             if self.notifier is not None:
                 try:
-                    self.notifier.breached(entry, action, new_owner, now)
+                    self.notifier.breached(entry, kind, _name(pipeline, obj, records.get(
+                        entry.record_id)), action, new_owner, now)
                 except Exception:
+                    # Telling people never undoes or blocks what the pass did.
                     log.exception("first-touch SLA: notifying a breach failed")
         self.store.record_events(events)
         # A landed re-route's follower replaced the entry (another decision key): it stays.
         self.store.end_watch([e for e, _, _ in plans])
+
+    def _give_back(self, unwritten: list[tuple[WatchEntry, Decision]]) -> None:
+        """Re-routes whose write did not land (another run held the record, the CRM refused):
+        their counts go back from the would-be owner to the breacher, who still owns the
+        record, so the pool counts keep matching the owners; the cursor stays where the turn
+        left it (that member's turn was taken)."""
+        by_pool: dict[str, dict[tuple[str, str], int]] = {}
+        for entry, decision in unwritten:
+            if decision.turn is None or entry.pool is None:
+                continue
+            moved = by_pool.setdefault(entry.pool, {})
+            taken = (decision.turn.member, decision.turn.window)
+            moved[taken] = moved.get(taken, 0) - 1
+            if entry.window is not None:
+                mine = (entry.owner, entry.window)
+                moved[mine] = moved.get(mine, 0) + 1
+        if not by_pool:
+            return
+        for _ in range(MAX_ATTEMPTS):
+            snapshots = self.store.load_pools({pool: {} for pool in by_pool})
+            changes = [PoolChange(pool, snapshots[pool].last_served, None, moved)
+                       for pool, moved in by_pool.items()]
+            if self.store.commit({pool: snapshots[pool].version for pool in by_pool},
+                                 changes, []):
+                return
+        raise CommitConflict(f"gave up after {MAX_ATTEMPTS} conflicting commits")
 
     def _plan(self, entries: list[WatchEntry], pipeline: Pipeline, now: datetime
               ) -> list[tuple[WatchEntry, str, Decision | None]]:
@@ -277,3 +321,13 @@ def _event(kind: str, entry: WatchEntry, record_kind: str, at: datetime,
     return HistoryEvent(id=event_id(kind, entry.decision_key), decision_id=None,
                         record_id=entry.record_id, crm=entry.crm, object=record_kind,
                         kind=kind, at=at, data=dict(data))
+
+
+def _name(pipeline: Pipeline, obj: str, record: CrmRecord | None) -> str | None:
+    """The record's name as routing normalized it, for messages; None when unreadable."""
+    if record is None:
+        return None
+    try:
+        return pipeline.to_record(obj, record).raw.get("name")
+    except ValueError:
+        return None

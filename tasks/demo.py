@@ -27,6 +27,9 @@ from tasks.metrics import LocalMetrics
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "examples" / "routing.yaml"
 OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
+# The demo's reps are made up: a Slack token or SMTP relay configured in this shell must not
+# message real people about simulated records (blank settings read as unset).
+NOTIFY_OFF = {"ACCOUNT_ROUTER_SLACK_TOKEN": "", "ACCOUNT_ROUTER_SMTP_URL": ""}
 
 
 @contextmanager
@@ -59,7 +62,7 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
     reports: list[RunReport] = []
     started = time.perf_counter()
     with serve(sim) as running, tempfile.TemporaryDirectory() as tmp, \
-            _environment(running.env()):
+            _environment(running.env() | NOTIFY_OFF):
         console.print(f"simulator: HubSpot {running.hubspot_url}, Salesforce "
                       f"{running.salesforce_url}; seeded {companies} companies/accounts and "
                       f"{leads} contacts/leads in each", highlight=False)

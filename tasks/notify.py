@@ -140,15 +140,22 @@ class RedisNotices:
         return int(self._r.hlen(self.key))
 
 
-def notify_followers(settings: Settings, store: StateStore, routing: CompiledRouting
-                     ) -> list[AfterWrite]:
-    """The notify follower, when a channel is configured: queued over Redis state, inline over
-    SQLite state."""
+def notifier_for(settings: Settings, store: StateStore, routing: CompiledRouting
+                 ) -> Notifier | None:
+    """The notifier, when a channel is configured: queued over Redis state, inline over SQLite
+    state. It follows writes (`AfterWrite`) and tells of SLA breaches (`BreachNotifier`)."""
     senders = senders_for(settings)
     if not senders:
-        return []
+        return None
     queue = RedisNotices(store) if isinstance(store, RedisStateStore) else None
-    return [Notifier(routing, senders, store, links=links_for(settings), queue=queue)]
+    return Notifier(routing, senders, store, links=links_for(settings), queue=queue)
+
+
+def notify_followers(settings: Settings, store: StateStore, routing: CompiledRouting
+                     ) -> list[AfterWrite]:
+    """The notify follower of a pipeline, when a channel is configured."""
+    notifier = notifier_for(settings, store, routing)
+    return [notifier] if notifier is not None else []
 
 
 def send_waiting(keys: Sequence[str] | None, settings: Settings | None = None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from config.settings import Settings
 from connectors import registry
 from sync.compiler import CompiledRouting
 from sync.pipeline import Pipeline
@@ -26,3 +27,13 @@ def check_pass(routing: CompiledRouting, store: StateStore,
     """One pass over the due watch entries at `now` (default: the clock)."""
     return SlaCheck(routing, store, pipelines, metrics=metrics, notifier=notifier).run(
         now or datetime.now(UTC))
+
+
+def breach_notifier(settings: Settings, store: StateStore, routing: CompiledRouting
+                    ) -> BreachNotifier | None:
+    """Who hears of breaches, over the notify channels these settings configure (None: no
+    channel configured, so nobody is told; the events and metrics still record them)."""
+    # Deferred: slack-sdk and smtplib load only where a pass runs.
+    from tasks.notify import notifier_for
+
+    return notifier_for(settings, store, routing)

@@ -46,6 +46,7 @@ from tasks.celery_app import (
 )
 from tasks.followers import followers_for
 from tasks.metrics import metrics_for
+from tasks.notify import notifier_for
 from tasks.routing_files import Stamp, files_stamp, routing_files
 from tasks.sla import check_pass
 
@@ -331,7 +332,8 @@ def run_sla_check(settings: Settings | None = None, now: datetime | None = None
         return pipeline_for(crm, settings) if crm in crms else None
 
     return check_pass(first.routing, first.store, pipelines, now,
-                      metrics=metrics_for(settings))
+                      metrics=metrics_for(settings),
+                      notifier=notifier_for(settings, first.store, first.routing))
 
 
 @app.task(name=SLA_CHECK_TASK, ignore_result=True)

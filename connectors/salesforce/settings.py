@@ -98,4 +98,4 @@ JWT_SETTINGS = ("SALESFORCE_USERNAME", "SALESFORCE_CONSUMER_KEY",
 # What the registry and the core know of Salesforce: no connector is created to learn it.
 SPEC = CrmSpec(name=CRM, objects=OBJECT_KINDS, field_maps=FIELD_MAPS,
                factory="connectors.salesforce.connector:from_settings",
-               touch_fields=TOUCH_FIELDS)
+               touch_fields=TOUCH_FIELDS, modified_by="LastModifiedById")

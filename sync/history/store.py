@@ -64,6 +64,8 @@ _NO_LABELS = (None,) * 8
 # (row position, trace key if its id is unknown, label strings if their ids are, decision)
 _Missing = tuple[int, "tuple[Any, ...] | None", "tuple[str | None, ...] | None", Decision]
 _LABEL_KINDS = tuple(kind for _, kind in codec.LABEL_FIELDS)
+# The trigger of a first-touch SLA re-route (sync/sla.py), whose assignment moves between reps.
+SLA_TRIGGER = "sla"
 _LOAD_CODES = tuple(codec.OUTCOME_CODES[Outcome(o)] for o in OUTCOMES_WITH_LOAD)
 
 
@@ -570,20 +572,36 @@ class History:
 
     def load(self, since: datetime | None = None, until: datetime | None = None) -> list[LoadRow]:
         """Assignments (outcomes assigned/fallback with an owner) grouped by rep, pool, outcome,
-        decided_at in [since, until)."""
-        stmt = (
-            select(D.c.owner, D.c.pool, D.c.outcome, func.count())
-            .where(D.c.owner.is_not(None), D.c.outcome.in_(_LOAD_CODES),
-                   *_window(D.c.decided_at, since, until))
-            .group_by(D.c.owner, D.c.pool, D.c.outcome)
-        )
+        decided_at in [since, until). A first-touch SLA re-route (trigger `sla`) that landed
+        moves its assignment from the rep who breached (`previous_owner`) to the new owner,
+        as the pool counts do; one that did not land counts for nobody."""
+        where = [D.c.owner.is_not(None), D.c.outcome.in_(_LOAD_CODES),
+                 *_window(D.c.decided_at, since, until)]
+        sla = self._find_label(codec.TRIGGER, SLA_TRIGGER)
+        if sla is not None:
+            where.append(or_(D.c.trigger != sla, D.c.written_at.is_not(None)))
+        stmt = (select(D.c.owner, D.c.pool, D.c.outcome, func.count()).where(*where)
+                .group_by(D.c.owner, D.c.pool, D.c.outcome))
         with self._read() as conn:
-            rows = conn.execute(stmt).all()
-            texts = self._texts(conn, {i for r in rows for i in (r[0], r[1])})
+            counts: Counter[tuple[int, int | None, int]] = Counter(
+                {(owner, pool, outcome): int(n)
+                 for owner, pool, outcome, n in conn.execute(stmt)})
+            if sla is not None:
+                moved = (select(D.c.previous_owner, D.c.pool, D.c.outcome, func.count())
+                         .where(D.c.trigger == sla, D.c.written_at.is_not(None),
+                                D.c.previous_owner.is_not(None),
+                                D.c.outcome.in_(_LOAD_CODES),
+                                *_window(D.c.decided_at, since, until))
+                         .group_by(D.c.previous_owner, D.c.pool, D.c.outcome))
+                for owner, pool, outcome, n in conn.execute(moved):
+                    counts[(owner, pool, outcome)] -= int(n)
+            # A breacher whose assignment was made before the window: nothing to take from.
+            rows = [(k, n) for k, n in counts.items() if n > 0]
+            texts = self._texts(conn, {i for (o, p, _), _ in rows for i in (o, p)})
         return sorted(
             (LoadRow(rep=texts[owner], pool=None if pool is None else texts[pool],
-                     outcome=str(codec.OUTCOMES_BY_CODE[outcome]), count=int(n))
-             for owner, pool, outcome, n in rows),
+                     outcome=str(codec.OUTCOMES_BY_CODE[outcome]), count=n)
+             for (owner, pool, outcome), n in rows),
             key=load_sort_key,
         )
 

@@ -10,6 +10,10 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 from sync.models import Decision, HistoryEvent, ReviewItem
 
+# How long a closed review item stays readable in the state store (`review ID` answers 409
+# rather than 404 for it meanwhile); its events are in the history.
+CLOSED_REVIEW_DAYS = 30
+
 
 @dataclass(slots=True)
 class PoolSnapshot:
@@ -322,8 +326,10 @@ class StateStore(Protocol):
         """Give a claimed item back to the queue (its write could not be made now)."""
 
     def close_review(self, item: ReviewItem) -> None:
-        """Store `item` (status approved, reassigned or superseded) as closed: it leaves the
-        queue and its record is no longer under review."""
+        """Store `item` (status approved, reassigned or superseded, `closed_at` set) as
+        closed: it leaves the queue and its record is no longer under review. Closed items are
+        kept CLOSED_REVIEW_DAYS after they closed (the history keeps their events for good);
+        older ones are dropped as others close."""
 
     def escalate_review(self, id: str) -> bool:
         """Mark an open item escalated; True for the one call that did (escalate once)."""

@@ -19,6 +19,7 @@ from sync.history import codec
 from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, check_limit, merge_changes
 from sync.state.base import (
+    CLOSED_REVIEW_DAYS,
     ClosesOnExit,
     OwnerMark,
     PoolChange,
@@ -299,13 +300,20 @@ return body
 """
 
 # KEYS: 1 review:open, 2 review:closed, 3 review:records, 4 review:claim:{id},
-# 5 review:escalated. ARGV: id, record key, closed body.
+# 5 review:escalated, 6 review:closed_at. ARGV: id, record key, closed body, closed at (epoch
+# seconds), the horizon before which closed items are dropped.
 _CLOSE_REVIEW_LUA = """
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[6], ARGV[4], ARGV[1])
 if redis.call('HGET', KEYS[3], ARGV[2]) == ARGV[1] then redis.call('HDEL', KEYS[3], ARGV[2]) end
 redis.call('DEL', KEYS[4])
 redis.call('SREM', KEYS[5], ARGV[1])
+local old = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[5], 'LIMIT', 0, 1000)
+for _, id in ipairs(old) do
+  redis.call('HDEL', KEYS[2], id)
+  redis.call('ZREM', KEYS[6], id)
+end
 return 1
 """
 
@@ -344,7 +352,8 @@ class RedisStateStore(ClosesOnExit):
       mark:{crm}:{object}:{id} str   the record's own-write mark (`OwnerMark` JSON plus
                                      `sort_at`; PX = the history retention)
       review:open              hash  id -> open review item (`ReviewItem.to_dict` JSON)
-      review:closed            hash  id -> closed review item
+      review:closed            hash  id -> closed review item (kept CLOSED_REVIEW_DAYS)
+      review:closed_at         zset  closed item id scored by when it closed (epoch seconds)
       review:records           hash  {crm}:{object}:{record id} -> id of its open item
       review:claim:{id}        str   a reviewer's lease on an open item (PX = its TTL)
       review:escalated         set   ids of open items already escalated
@@ -805,9 +814,13 @@ class RedisStateStore(ClosesOnExit):
         wanted = list(dict.fromkeys(ids))
         if not wanted:
             return {}
-        values = self._r.mget([self._mark_key(crm, object, i) for i in wanted])
-        return {i: OwnerMark.from_json(v) for i, v in zip(wanted, values, strict=True)
-                if isinstance(v, str)}
+        found: dict[str, OwnerMark] = {}
+        for start in range(0, len(wanted), _CHUNK):  # bounded replies for a whole book
+            chunk = wanted[start:start + _CHUNK]
+            values = self._r.mget([self._mark_key(crm, object, i) for i in chunk])
+            found.update((i, OwnerMark.from_json(v))
+                         for i, v in zip(chunk, values, strict=True) if isinstance(v, str))
+        return found
 
     def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
                         by: str | None = None) -> bool:
@@ -837,7 +850,12 @@ class RedisStateStore(ClosesOnExit):
         pipe.execute()
 
     def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
-        bodies = _strings(self._r.hvals(self._review_key("closed" if closed else "open")))
+        if closed:
+            ids = _strings(self._r.zrevrange(self._review_key("closed_at"), 0,
+                                             -1 if limit is None else limit - 1))
+            found = self._r.hmget(self._review_key("closed"), ids) if ids else []
+            return [_review(b, set()) for b in cast(list[str | None], found) if b is not None]
+        bodies = _strings(self._r.hvals(self._review_key("open")))
         escalated = set() if closed else set(
             _strings(self._r.smembers(self._review_key("escalated"))))
         items = sorted((_review(b, escalated) for b in bodies),
@@ -878,13 +896,16 @@ class RedisStateStore(ClosesOnExit):
         self._r.delete(self._review_key(f"claim:{id}"))
 
     def close_review(self, item: ReviewItem) -> None:
-        if item.status == REVIEW_OPEN:
-            raise ValueError("close_review takes a closed item (approved, reassigned, ...)")
+        if item.status == REVIEW_OPEN or item.closed_at is None:
+            raise ValueError("close_review takes a closed item (approved, reassigned, ...) "
+                             "with its closed_at")
+        at = as_utc(item.closed_at, "closed_at").timestamp()
         self._close_review_script(
             keys=[self._review_key("open"), self._review_key("closed"),
                   self._review_key("records"), self._review_key(f"claim:{item.id}"),
-                  self._review_key("escalated")],
-            args=[item.id, item.record_key, _body(item)])
+                  self._review_key("escalated"), self._review_key("closed_at")],
+            args=[item.id, item.record_key, _body(item), repr(at),
+                  repr(at - CLOSED_REVIEW_DAYS * 86400.0)])
 
     def escalate_review(self, id: str) -> bool:
         return bool(self._escalate_review_script(

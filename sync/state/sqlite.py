@@ -21,6 +21,7 @@ from sync.history.sqlite_schema import DECISION_INDEXES, HEAD_REVISION, TABLES
 from sync.models import REVIEW_OPEN, Decision, HistoryEvent, ReviewItem
 from sync.state import as_utc, check_limit, merge_changes
 from sync.state.base import (
+    CLOSED_REVIEW_DAYS,
     ClosesOnExit,
     LoadRow,
     OwnerMark,
@@ -120,11 +121,13 @@ CREATE TABLE IF NOT EXISTS review_items (
     escalated     INTEGER NOT NULL DEFAULT 0,
     claim_expires REAL NOT NULL DEFAULT 0,
     created_at    TEXT NOT NULL,
+    closed_at     TEXT,
     body          TEXT NOT NULL
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS review_items_open_record ON review_items (record_key)
     WHERE open = 1;
 CREATE INDEX IF NOT EXISTS review_items_by_age ON review_items (open, created_at);
+CREATE INDEX IF NOT EXISTS review_items_by_close ON review_items (open, closed_at);
 -- POST /route (docs/operations.md#post-route): answers by idempotency key, and decisions
 -- waiting for their CRM record (`Precreated` JSON; decided_at/expires_at fixed-width UTC text,
 -- compared with the routing instant; expires wall-clock seconds, like seen_keys).
@@ -755,11 +758,11 @@ class SqliteStateStore(ClosesOnExit):
                         "VALUES (?, ?, 1, ?, ?) ON CONFLICT DO NOTHING", row)
 
     def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
-        order = "DESC" if closed else "ASC"
+        order = "closed_at DESC" if closed else "created_at ASC"
         with self._lock:
             rows = self._connection().execute(
                 f"SELECT body, escalated FROM review_items WHERE open = ? "
-                f"ORDER BY created_at {order}, id LIMIT ?",
+                f"ORDER BY {order}, id LIMIT ?",
                 (0 if closed else 1, -1 if limit is None else limit)).fetchall()
         return [_review(body, escalated) for body, escalated in rows]
 
@@ -803,12 +806,20 @@ class SqliteStateStore(ClosesOnExit):
                 "UPDATE review_items SET claim_expires = 0 WHERE id = ? AND open = 1", (id,))
 
     def close_review(self, item: ReviewItem) -> None:
-        if item.status == REVIEW_OPEN:
-            raise ValueError("close_review takes a closed item (approved, reassigned, ...)")
+        if item.status == REVIEW_OPEN or item.closed_at is None:
+            raise ValueError("close_review takes a closed item (approved, reassigned, ...) "
+                             "with its closed_at")
+        closed_at = _ts(item.closed_at, "closed_at")
+        horizon = _ts(item.closed_at - timedelta(days=CLOSED_REVIEW_DAYS), "closed_at")
         with self._lock:
-            self._connection().execute(
-                "UPDATE review_items SET open = 0, claim_expires = 0, body = ? WHERE id = ?",
-                (json.dumps(item.to_dict(), separators=(",", ":")), item.id))
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                conn.execute(
+                    "UPDATE review_items SET open = 0, claim_expires = 0, closed_at = ?, "
+                    "body = ? WHERE id = ?",
+                    (closed_at, json.dumps(item.to_dict(), separators=(",", ":")), item.id))
+                conn.execute("DELETE FROM review_items WHERE open = 0 AND closed_at < ?",
+                             (horizon,))
 
     def escalate_review(self, id: str) -> bool:
         with self._lock:

@@ -7,7 +7,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
@@ -289,7 +289,8 @@ def open_pipeline(routing: CompiledRouting, crm: str, obj: str, state: str | Non
         yield Pipeline(connector, routing, store, dry_run=dry_run,
                        recheck_after=settings.recheck_after_seconds,
                        metrics=metrics_for(settings),
-                       followers=followers_for(settings, store, routing, crm)), obj
+                       followers=followers_for(settings, store, routing, crm),
+                       mark_ttl=timedelta(days=settings.history_retention_days)), obj
     except CredentialsError as exc:
         fail(str(exc))
     except CrmError as exc:

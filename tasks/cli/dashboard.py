@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -79,6 +80,7 @@ def build_app(settings: Settings, store: StateStore, history: History,
         try:
             Pipeline(connector, routing, store, recheck_after=settings.recheck_after_seconds,
                      followers=followers_for(settings, store, routing, crm),
+                     mark_ttl=timedelta(days=settings.history_retention_days),
                      ).route_ids(obj, ids, trigger="reprocess")
         finally:
             connector.close()

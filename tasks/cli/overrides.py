@@ -4,14 +4,17 @@ override rate per rule and per rep (docs/operations.md#overrides)."""
 from __future__ import annotations
 
 from datetime import UTC, timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from sync.history.overrides import OverrideRate, list_overrides, override_rates
+from sync.history.overrides import NO_RULE, OverrideRate, list_overrides, override_rates
 from tasks.cli.common import StateOpt, fail, open_history, out, parse_instant, print_json
 from tasks.cli.routing import _read
+
+if TYPE_CHECKING:
+    from sync.history.overrides import OverrideRate
 
 SHOWN = 50  # overrides the table lists (newest first); --json prints every one
 
@@ -25,6 +28,9 @@ def overrides(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Owners a person changed after the router wrote them, with the rate per rule and rep."""
+    # Imported here: it loads SQLAlchemy, which every other command (route-file above all,
+    # whose start-up and memory are measured) would otherwise load for nothing.
+
     end = parse_instant(until, "--until")
     start = parse_instant(since, "--since") if since else end - timedelta(days=7)
     if start >= end:
@@ -46,7 +52,7 @@ def overrides(
         table.add_column(column)
     for o in found[:SHOWN]:
         table.add_row(f"{o.at.astimezone(UTC):%Y-%m-%d %H:%M}", o.record_id, o.from_, o.to,
-                      o.by or "-", _duration(o.after_seconds), o.rule or "-")
+                      o.by or "-", _duration(o.after_seconds), o.rule or NO_RULE)
     out.print(table)
     if len(found) > SHOWN:
         out.print(f"... and {len(found) - SHOWN} more (--json lists every one)")

@@ -1,4 +1,4 @@
-"""`account-router review list | approve ID | reassign ID REP`: decisions held for review."""
+"""`account-router review list | approve ID | reassign ID REP | expire`: held decisions."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from rich.table import Table
 
 from tasks.cli.common import (
     ConfigOpt,
+    NowOpt,
     StateOpt,
     fail,
     load_routing_file,
     open_pipeline,
     open_state,
     out,
+    parse_instant,
     print_json,
 )
 
@@ -84,6 +86,34 @@ def reassign(
     _act(item, rep, by, config, state)
 
 
+@app.command()
+def expire(now: NowOpt = None, config: ConfigOpt = None, state: StateOpt = None) -> None:
+    """One pass of `review.expire` (beat runs it every minute in service mode): items past
+    review_timeout are approved or escalated once, as on_review_timeout says."""
+    from connectors.settings import Settings
+    from tasks.review import escalation
+    from tasks.review import expire as expire_items
+
+    routing = load_routing_file(config)
+    instant = parse_instant(now) if now else datetime.now(UTC)
+    store = open_state(state, if_missing="empty")
+    try:
+        settings = Settings()
+        report = expire_items(store, routing, settings, instant,
+                              escalate=escalation(settings, store, routing))
+    finally:
+        store.close()
+    for action in ("approved", "superseded", "escalated", "failed"):
+        ids = getattr(report, action)
+        if ids:
+            out.print(f"{action}: {', '.join(ids)}")
+    if report.failed:
+        fail("some items past their deadline could not be approved now; they stay open",
+             code=1)
+    if not (report.approved or report.superseded or report.escalated):
+        out.print("nothing past its deadline")
+
+
 def _act(item_id: str, rep: str | None, by: str | None, config: Path | None,
          state: str | None) -> None:
     from sync import review
@@ -97,6 +127,8 @@ def _act(item_id: str, rep: str | None, by: str | None, config: Path | None,
     if item is None:
         fail(f"no review item {item_id!r} (see `account-router review list`)")
     reviewer = by or _login()
+    if len(reviewer) > 64 or any(not c.isprintable() for c in reviewer):
+        fail("--by takes a name of at most 64 printable characters")
     now = datetime.now(UTC)
     with open_pipeline(routing, item.crm, item.object, state, False) as (pipeline, _):
         try:

@@ -38,6 +38,7 @@ def sla_check(
     from connectors.settings import Settings
     from tasks.followers import followers_for
     from tasks.metrics import metrics_for
+    from tasks.notify import notifier_for
     from tasks.sla import check_pass
 
     routing = load_routing_file(config)
@@ -64,7 +65,8 @@ def sla_check(
         return pipelines[crm]
 
     try:
-        report = check_pass(routing, store, pipeline, instant, metrics=metrics_for(settings))
+        report = check_pass(routing, store, pipeline, instant, metrics=metrics_for(settings),
+                            notifier=notifier_for(settings, store, routing))
     finally:
         for connector in connectors.values():
             connector.close()

@@ -330,12 +330,11 @@ def judge_owner_changes(ctx: AppContext, events: Sequence[HubSpotEvent]) -> set[
     position = {id(event): i for i, event in enumerate(events)}
     quiet: set[int] = set()
     for obj, pairs in changes.items():
-        verdicts: dict[str, Verdict] = {}
         # One observe per event so two changes of one record in a delivery are judged in
         # order, each against the mark the previous one may have set.
         for event, change in sorted(pairs, key=lambda p: p[0].occurred_at):
-            verdicts = overrides.observe("hubspot", obj, [change])
-            if verdicts[change.record_id] not in (Verdict.UNMARKED, Verdict.CLEARED):
+            verdict = overrides.observe("hubspot", obj, [change])[change.record_id]
+            if verdict not in (Verdict.UNMARKED, Verdict.CLEARED):
                 quiet.add(position[id(event)])
     return quiet
 

@@ -322,6 +322,21 @@ def test_given_no_rule_yields_anyone_and_no_fallback_when_deciding_then_unassign
     assert "no fallback" in d.reason
 
 
+def test_given_pool_turns_in_one_snapshot_when_deciding_then_equal_traces_are_one_object():
+    # Each turn's answer is a new string, yet the history stores a trace once per object it
+    # sees: equal traces of one snapshot are one tuple, and each is the trace of its own turn.
+    r = pool_routing("cara, dev")
+    decisions = route(r, 6)
+
+    assert owners(decisions) == ["cara", "dev"] * 3
+    for d in decisions:
+        assert [(s.rule, s.result, s.detail) for s in d.trace] == [
+            ("pool", "won", f"pool p round_robin -> {d.owner}")]
+    assert decisions[0].trace is decisions[2].trace is decisions[4].trace
+    assert decisions[1].trace is decisions[3].trace
+    assert decisions[0].trace is not decisions[1].trace
+
+
 # --- rep chains --------------------------------------------------------------------------------
 
 CHAIN = """

@@ -31,3 +31,16 @@ def test_given_a_decision_when_linking_then_the_crms_record_page_or_none(
         crm: str, obj: str, record_id: str, portal: str | None, instance: str | None,
         expected: str | None) -> None:
     assert crm_link(_decision(crm, obj, record_id), portal, instance) == expected
+
+
+@pytest.mark.parametrize(("crm", "obj", "expected"), [
+    ("hubspot", "companies", "https://app.hubspot.com/contacts/62515/record/0-2/7"),
+    ("hubspot", "contacts", "https://app.hubspot.com/contacts/62515/record/0-1/7"),
+    ("salesforce", "Lead", "https://acme.my.salesforce.com/lightning/r/Lead/7/view"),
+    ("hubspot", "deals", None),
+    ("csv", "accounts", None),
+])
+def test_given_a_crm_object_name_when_linking_then_the_same_pages_as_by_kind(crm, obj, expected):
+    from sync.links import record_link
+
+    assert record_link(crm, obj, "7", "62515", "https://acme.my.salesforce.com") == expected

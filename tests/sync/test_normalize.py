@@ -420,6 +420,28 @@ def test_given_hosts_under_known_parents_when_taking_facts_at_once_then_as_one_b
             domain_keys.__wrapped__(host), is_freemail.__wrapped__(host)), host
 
 
+@pytest.mark.parametrize("host", [
+    "city.kawasaki.jp",  # an exception rule (!city.kawasaki.jp) under a wildcard (*.kawasaki.jp)
+    "www.city.kawasaki.jp",  # under the exception: registered as city.kawasaki.jp
+    "foo.kawasaki.jp",  # a wildcard's match: itself a public suffix, no keys
+    "a.foo.kawasaki.jp",
+    "co.uk",  # a plain rule under a plain rule
+    "a.co.uk",
+])
+def test_given_a_host_a_suffix_rule_names_when_its_parent_is_known_then_facts_as_from_scratch(
+    host: str,
+) -> None:
+    # The shortcut takes a host's suffix from its parent's: a rule naming the host itself
+    # (exception, plain, or the parent's wildcard) must send it the long way.
+    normalize.forget_hosts()
+    parent = host.split(".", 1)[1]
+    normalize._domain_facts(parent)
+    normalize._domain_facts(parent.split(".", 1)[-1])
+
+    assert normalize._domain_facts(host) == (
+        domain_keys.__wrapped__(host), is_freemail.__wrapped__(host))
+
+
 def test_given_hosts_when_normalized_on_the_plain_host_path_then_as_the_full_steps(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

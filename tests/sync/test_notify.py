@@ -34,6 +34,8 @@ FILE = """
       - {id: ben, name: Ben Ode, slack: U0BEN}
       - {id: mia, name: Mia Kahn, email: mia@example.com, slack: U0MIA}
       - {id: quiet, name: Quiet Q, email: quiet@example.com}
+      - {id: oli, name: Oli Away, email: oli@example.com, manager: mia, backup: ben,
+         out_of_office: [{start: 2026-12-01, end: 2026-12-31}]}
     pools:
       emea: {members: [ana]}
     rules:
@@ -48,6 +50,9 @@ FILE = """
       - name: us
         when: {country: US}
         assign: {rep: ben}
+      - name: canada
+        when: {country: CA}
+        assign: {rep: oli}
       - name: to-queue
         when: {country: JP}
         assign: {queue: Q-JP}
@@ -90,6 +95,13 @@ def test_given_a_fallback_and_manager_on_fallback_when_composing_then_the_manage
     assert manager.deadline == (NOW + timedelta(seconds=2, hours=4)).isoformat()  # top level
     text, _ = slack_message(manager)
     assert text.startswith("Nowhere Ltd went to Ana Ruiz by fallback")
+
+
+def test_given_the_wanted_rep_away_when_a_backup_takes_it_then_the_wanted_reps_manager_is_told():
+    notices = _compose(rec(id="11", name="Maple Inc", country="CA"))
+    assert {(n.rep, n.role) for n in notices} == {("ben", "owner"), ("mia", "manager")}
+    assert all(n.owner == "ben" and n.outcome == "fallback" for n in notices)
+    assert notices[0].fields == (("country", "CA"),)
 
 
 def test_given_manager_on_fallback_off_when_a_fallback_lands_then_only_the_owner_is_told():
@@ -220,3 +232,20 @@ def test_given_the_embedded_notifier_when_a_write_lands_then_it_sends_inline():
 def test_given_a_notice_when_round_tripped_through_json_then_it_is_equal():
     n = _notice()
     assert Notice.from_json(n.to_json()) == n
+
+
+def test_given_huge_hostile_values_when_rendering_then_slack_limits_hold_and_one_line_subject():
+    name = ("<@U123> &\n" * 2000)
+    [n, *_] = _compose(rec(id="501", name=name, country="DE", employees=1200, industry="x" * 5000))
+    text, blocks = slack_message(n)
+    for block in blocks:
+        if "text" in block:
+            assert len(block["text"]["text"]) <= 3000
+        for f in block.get("fields", []):
+            assert len(f["text"]) <= 2000
+        for e in block.get("elements", []):
+            assert len(e["text"]) <= 3000
+    assert len(blocks[2]["fields"]) <= 10 and len(text) <= 4000
+    assert "<@U123>" not in str(blocks)
+    subject, _, _ = email_message(n)
+    assert len(subject) <= 180 and "\n" not in subject

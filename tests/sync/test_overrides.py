@@ -214,3 +214,87 @@ def test_given_a_dry_run_when_an_override_is_seen_then_nothing_is_recorded(crm, 
     assert overrides_in(store) == []
     assert report.changes == []  # under `never` too, the person's owner would be kept
     assert not store.owner_marks("hubspot", "companies", ["c0"])["c0"].overridden
+
+
+def test_given_a_review_reassigned_when_the_echo_is_swept_then_counted_once_as_the_review(
+        store):
+    from sync.review import reassign
+    from tests.sync import test_review
+
+    crm = FakeCrm(owners=hubspot_owners(), clock=test_review.NOW - timedelta(minutes=1))
+    crm.add("companies", "c1", name="Co 1", domain="co1.com")
+    item = test_review.held(crm, store)
+    counted = Counted()
+    later = Clock()
+    later.now = test_review.NOW + timedelta(minutes=30)
+    pipeline = Pipeline(crm, test_review.reviewed(), store, clock=later, metrics=counted)
+
+    reassign(pipeline, item.id, "eli", by="maya", now=later.now)
+    pipeline.route_ids("companies", ["c1"], trigger="webhook", now=later.now)  # the echo
+
+    assert counted.overrides == ["rest"]  # the reviewer's, not the echo of our write
+    assert store.owner_marks("hubspot", "companies", ["c1"])["c1"].owner == "108"
+    assert [e.data["source"] for e in overrides_in(store)] == ["review"]
+
+
+SLA_ROUTING = """
+version: 1
+reps:
+  - {id: ava, crm_ids: {hubspot: "101"}}
+  - {id: ben, crm_ids: {hubspot: "102"}}
+pools:
+  smb: {members: [ava, ben]}
+sla: {first_touch: 15m, on_breach: reroute, max_reroutes: 1}
+rules:
+  - {name: everyone, assign: {pool: smb}}
+"""
+
+
+def test_given_an_sla_reroute_when_both_writes_echo_back_then_neither_is_an_override(store):
+    from connectors.registry import touch_fields
+    from sync.sla_watch import FirstTouchWatch, SlaCheck
+
+    compiled = routing(SLA_ROUTING)
+    crm = FakeCrm(owners=hubspot_owners(), clock=NOW - timedelta(minutes=1))
+    crm.add("companies", "c0", name="Co 0", domain="co0.com")
+    clock, counted = Clock(), Counted()
+    pipeline = Pipeline(crm, compiled, store, clock=clock, metrics=counted, followers=[
+        FirstTouchWatch(compiled, store, touch_fields("hubspot", compiled))])
+    pipeline.route_ids("companies", ["c0"], trigger="webhook", now=NOW)  # ava, untouched
+    first_write = crm.modified[("companies", "c0")]
+
+    clock.now = crm.clock = NOW + timedelta(minutes=20)
+    report = SlaCheck(compiled, store, lambda _: pipeline).run(clock.now)
+    # Both writes' echoes, in any order: the re-route's, and the first one arriving late.
+    pipeline.route_ids("companies", ["c0"], trigger="webhook", now=clock.now)
+    verdicts = pipeline.overrides.observe("hubspot", "companies", [
+        OwnerChange("c0", "101", at=first_write, source="INTEGRATION")])
+    pipeline.sweep("companies", now=clock.now)
+
+    assert report.rerouted == 1 and crm.records["companies"]["c0"]["hubspot_owner_id"] == "102"
+    assert verdicts == {"c0": Verdict.STALE}
+    assert overrides_in(store) == [] and counted.overrides == []
+    assert store.owner_marks("hubspot", "companies", ["c0"])["c0"].rep == "ben"
+
+
+def test_given_an_override_when_explained_then_the_persons_owner_is_kept_and_nothing_recorded(
+        crm, store):
+    make(crm, store, NEVER).sweep("companies", now=NOW)
+    crm.clock = NOW + timedelta(minutes=3)
+    crm.set_owner("companies", "c0", "101")
+
+    explained = make(crm, store, NEVER).explain("companies", "c0", now=NOW)
+
+    assert explained.outcome == "kept_existing" and "a person chose it" in explained.reason
+    assert overrides_in(store) == []  # explain reads; the next routing run records it
+
+
+def test_given_an_override_when_simulating_a_realignment_then_the_record_does_not_move(
+        crm, store):
+    make(crm, store).sweep("companies", now=NOW)
+    crm.clock = NOW + timedelta(minutes=3)
+    crm.set_owner("companies", "c0", "101")
+
+    moved = {m.record_id for m in make(crm, store, NEVER).simulate("companies", now=NOW).moves}
+
+    assert "c0" not in moved and overrides_in(store) == []

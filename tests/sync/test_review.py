@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,10 +13,12 @@ from sync.compiler import CompiledRouting
 from sync.history import History
 from sync.models import HistoryEvent, Outcome, ReviewItem
 from sync.pipeline import Pipeline
+from sync.ports import Written
 from sync.review import ReviewError, approve, expire, reassign
 from sync.state import StateStore, open_store
 from sync.state.redis import RedisStateStore
 from sync.state.sqlite import SqliteStateStore
+from tasks.metrics import LocalMetrics
 from tests.builders import routing
 from tests.fakes import FakeCrm, hubspot_owners
 from tests.sync.state.test_contract import audited
@@ -186,8 +190,10 @@ def test_given_an_open_item_when_reassigned_then_the_other_rep_is_written_and_co
         crm, store):
     item = held(crm, store)
     at = NOW + timedelta(minutes=30)
+    metrics = LocalMetrics()
+    pipeline = Pipeline(crm, reviewed(), store, clock=lambda: NOW, metrics=metrics)
 
-    done = reassign(make(crm, store), item.id, "eli", by="maya", now=at)
+    done = reassign(pipeline, item.id, "eli", by="maya", now=at)
 
     assert crm.writes == [("c1", "108")]
     assert done.item.status == "reassigned" and done.item.final_owner == "eli"
@@ -197,6 +203,7 @@ def test_given_an_open_item_when_reassigned_then_the_other_rep_is_written_and_co
     assert override.data["by"] == "maya" and override.data["after_seconds"] == 1800
     assert override.data["rule"] == "rest"
     assert [e.data["action"] for e in events_of(store, "review")] == ["reassigned"]
+    assert metrics.snapshot().overrides == {"rest": 1}  # account_router_overrides_total
 
 
 @pytest.mark.parametrize(("rep", "why"), [
@@ -281,3 +288,46 @@ def test_given_no_review_keys_then_decisions_are_never_held(crm, store):
     assert report.outcomes == {"assigned": 2} and store.reviews() == []
     assert compiled.review_timeout == timedelta(hours=4)
     assert compiled.on_review_timeout == "escalate"
+
+
+def test_given_an_approval_killed_after_its_write_when_approved_again_then_no_second_write(
+        crm, store):
+    item = held(crm, store)
+    # The first attempt claimed the item and wrote the owner, then died before closing it.
+    assert store.claim_review(item.id, 0.05) is not None
+    crm.set_owner("companies", "c1", "106")
+    time.sleep(0.1)  # its lease lapses
+
+    done = approve(make(crm, store), item.id, by="maya", now=NOW + timedelta(minutes=5))
+
+    assert crm.writes == []  # set_owner above stood for the dead attempt's write
+    assert done.item.status == "approved" and done.item.final_owner == "cara"
+    assert counts(store) == {"cara": 1, "dev": 0, "eli": 0}
+    assert store.reviews() == []
+
+
+def test_given_an_approval_then_the_pipelines_followers_see_the_write(crm, store):
+    item = held(crm, store)
+    seen: list[tuple[str, str, str, str | None]] = []
+
+    class Follower:
+        def written(self, crm_name: str, obj: str, items: Sequence[Written]) -> None:
+            seen.extend((crm_name, obj, w.decision.trigger, w.record.owner) for w in items)
+
+    pipeline = Pipeline(crm, reviewed(), store, clock=lambda: NOW, followers=[Follower()])
+    approve(pipeline, item.id, by="maya", now=NOW)
+
+    # The record as read just before the write (no owner yet), the decision as written.
+    assert seen == [("hubspot", "companies", "review", None)]
+
+
+def test_given_the_proposed_rep_marked_inactive_since_when_approving_then_refused(crm, store):
+    item = held(crm, store)
+    now_gone = routing(ROUTING.replace('{id: cara, crm_ids: {hubspot: "106"}, manager: maya}',
+                                       '{id: cara, crm_ids: {hubspot: "106"}, active: false}'))
+
+    with pytest.raises(ReviewError) as refused:
+        approve(make(crm, store, now_gone), item.id, by="maya", now=NOW)
+
+    assert refused.value.status == "ineligible" and "inactive" in str(refused.value)
+    assert crm.writes == [] and store.reviews() == [item]

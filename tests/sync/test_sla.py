@@ -86,6 +86,12 @@ def test_given_epoch_milliseconds_then_read_as_an_instant():
     assert touched_at(entry(), str(ms), NOW) == WRITTEN + timedelta(minutes=2)
 
 
+@pytest.mark.parametrize("value", ["9999999999999999", "2026-13-45", "x" * 10_000, "\x00"])
+def test_given_a_hostile_value_then_it_is_compared_as_text_never_an_error(value):
+    assert touched_at(entry(), value, NOW) == NOW
+    assert touched_at(entry(touch_value=" ".join(value.split()) or None), value, NOW) is None
+
+
 def test_given_the_value_at_assignment_unchanged_then_not_touched():
     assert touched_at(entry(touch_field="Status", touch_value="Open - Not Contacted"),
                       "Open - Not Contacted", NOW) is None

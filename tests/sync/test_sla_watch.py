@@ -237,3 +237,89 @@ def test_given_two_overlapping_passes_then_no_record_is_rerouted_twice(
     assert len(store.history.events(kind="rerouted")) == 12
     assert len([d for i in ids for d in store.history.decisions(record_id=i)
                 if d.trigger == "sla"]) == 12
+
+
+def test_given_a_record_another_run_holds_when_rerouting_then_unwritten_and_counts_given_back(
+        sim, routing, store, pipeline, clock):
+    [record] = companies(sim, 1)
+    pipeline.route_ids("companies", [record], now=T0)
+    clock.now = T0 + timedelta(minutes=20)
+    # A webhook batch is routing the same record right now.
+    key = f"hubspot:companies:{record}"
+    assert store.lock_records([key], "another-run", 60) == {key}
+
+    report = check(routing, store, pipeline).run(clock.now)
+
+    assert report.breaches == {"reroute": 1} and report.rerouted == 0
+    assert sim.owner_of("hubspot", "companies", record) == "100"
+    assert counts(store, routing, clock.now) == {"ava": 1, "ben": 0, "cara": 0}
+    [latest, _] = store.history.decisions(record_id=record)
+    assert latest.trigger == "sla" and latest.written_at is None
+    assert latest.write_error == "record locked by another run routing it"
+    [breach] = store.history.events(kind="sla_breach")
+    assert breach.data["to"] is None
+    assert store.history.events(kind="rerouted") == []
+
+
+@pytest.fixture
+def running_tls(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
+    """Salesforce is reached over HTTPS only (the simulator's throwaway CA)."""
+    with serve(sim) as started:
+        for name, value in started.env().items():
+            monkeypatch.setenv(name, value)
+        yield started
+
+
+def test_given_salesforce_leads_when_checked_then_status_is_the_touch_and_one_soql_reads_all(
+        sim, running_tls, tmp_path, store, clock):
+    from connectors.simulator.schema import sf_id
+
+    ids = {rep: sf_id("005", 100 + i) for i, rep in enumerate(("ava", "ben", "cara"))}
+    path = tmp_path / "sf.yaml"
+    path.write_text(
+        "version: 1\nreps:\n"
+        + "".join(f"  - {{id: {rep}, crm_ids: {{salesforce: '{crm_id}'}}}}\n"
+                  for rep, crm_id in ids.items())
+        + "pools: {inbound: {members: [ava, ben, cara]}}\n"
+        "sla: {first_touch: 30m, on_breach: reroute}\n"
+        "rules: [{name: inbound, assign: {pool: inbound}}]\n")
+    routing = load_routing(path)
+    leads = [sim.salesforce_create("Lead", {"LastName": f"L{i}", "Company": f"Co {i}",
+                                            "Status": "Open - Not Contacted"})
+             for i in range(6)]
+    with closing(registry.create_for("salesforce", routing, Settings(), limiter=Unlimited(),
+                                     transport_sleep=lambda _: None)) as connector:
+        pipeline = Pipeline(connector, routing, store, clock=clock, followers=[
+            FirstTouchWatch(routing, store, registry.touch_fields("salesforce", routing))])
+        pipeline.route_ids("Lead", leads, now=T0)
+        before = {i: sim.owner_of("salesforce", "Lead", i) for i in leads}
+        for lead in leads[:3]:
+            sim.touch("salesforce", "Lead", lead)  # Status moves to a worked status
+        clock.now = T0 + timedelta(minutes=45)
+        pipeline.users()  # the owner directory, refreshed now: only the pass's reads follow
+        sim.reset_stats()
+
+        report = SlaCheck(routing, store, lambda crm: pipeline).run(clock.now)
+
+    assert report.touched == 3 and report.breaches == {"reroute": 3}
+    assert all(sim.owner_of("salesforce", "Lead", i) == before[i] for i in leads[:3])
+    assert all(sim.owner_of("salesforce", "Lead", i) != before[i] for i in leads[3:])
+    calls = sim.stats("salesforce")["calls"]
+    assert sum(calls["GET /services/data/vXX.X/query"].values()) == 1
+    assert not [e for e in calls if "/sobjects/Lead/" in e]
+
+
+def test_given_a_pool_decision_written_without_its_turn_then_the_watch_knows_its_window(
+        routing, store):
+    # A review's approval writes a decision rebuilt from its item: no PoolTurn on it.
+    from sync.models import Decision, Outcome
+
+    watch = FirstTouchWatch(routing, store, {"companies": "hs_last_sales_activity_timestamp"})
+    d = Decision(record_id="1", object="account", crm="hubspot", outcome=Outcome.ASSIGNED,
+                 owner="ben", owner_crm_id="101", rule="everyone", pool="smb",
+                 trigger="review", decided_at=T0, written_at=T0 + timedelta(hours=1))
+
+    entry = watch.entry("hubspot", "companies", "hs_last_sales_activity_timestamp", d, {})
+
+    assert entry is not None and entry.window == "day:2026-12-07"
+    assert entry.deadline == T0 + timedelta(hours=1, minutes=15)

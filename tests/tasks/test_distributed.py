@@ -49,11 +49,11 @@ class WriteCounter:
         original = sim.hubspot_update
 
         def counting(obj: str, record_id: str | int, props: dict[str, object],
-                     **kw: Any) -> None:
+                     **how: Any) -> None:
             if self._victim is not None and self._before:
                 self._kill()
                 raise RuntimeError("the worker died before this write was applied")
-            original(obj, record_id, props, **kw)
+            original(obj, record_id, props, **how)  # how: the change's source, as HubSpot logs
             if obj == OBJ and "hubspot_owner_id" in props:
                 self.counts[str(record_id)] += 1
             if self._victim is not None:

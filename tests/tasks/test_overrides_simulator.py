@@ -100,8 +100,9 @@ def test_given_a_person_reassigns_in_hubspot_when_its_webhook_arrives_then_one_o
     assert len(overrides(store)) == 1
 
 
-def test_given_a_person_reassigns_in_salesforce_when_swept_then_one_override_by_that_user(
-        sim, running, store):
+@pytest.mark.parametrize("seen_by", ["sweep", "webhook"])
+def test_given_a_person_reassigns_in_salesforce_when_seen_then_one_override_by_that_user(
+        sim, running, store, seen_by):
     routing = load_routing(EXAMPLE)
     with connector("salesforce") as c:
         Pipeline(c, routing, store).sweep("Account", full=True)
@@ -110,11 +111,14 @@ def test_given_a_person_reassigns_in_salesforce_when_swept_then_one_override_by_
         other = sf_id("005", 101) if mark.owner != sf_id("005", 101) else sf_id("005", 102)
 
         sim.reassign("salesforce", "Account", record_id, other, by=MANAGER)
-        Pipeline(c, routing, store).sweep("Account")
+        if seen_by == "sweep":
+            Pipeline(c, routing, store).sweep("Account")
+        else:  # the route an Outbound Message hands the workers
+            Pipeline(c, routing, store).route_ids("Account", [record_id], trigger="webhook")
         Pipeline(c, routing, store).sweep("Account", full=True)
 
     [found] = overrides(store)
     assert found.record_id == record_id and found.object == "account"
     assert found.data["from_crm_id"] == mark.owner and found.data["to_crm_id"] == other
-    assert found.data["by"] == MANAGER and found.data["source"] == "sweep"
+    assert found.data["by"] == MANAGER and found.data["source"] == seen_by
     assert sim.owner_of("salesforce", "Account", record_id) == other

@@ -146,3 +146,20 @@ def test_given_on_review_timeout_approve_when_expiring_then_the_proposal_is_writ
     with SqliteStateStore(tmp_path / "state.db") as store:
         actions = [e.data["action"] for e in store.history.events() if e.kind == "review"]
     assert sorted(actions) == ["approved", "expired"]
+
+
+def test_given_the_expire_command_with_now_then_it_escalates_what_is_past_its_deadline(
+        env, sim):
+    held(sim)
+    [item] = listed()
+    later = (datetime.now(UTC) + timedelta(minutes=20)).isoformat()
+
+    early = invoke("review", "expire")
+    late = invoke("review", "expire", "--now", later)
+    again = invoke("review", "expire", "--now", later)
+
+    assert early.exit_code == 0 and "nothing past its deadline" in early.output
+    assert late.exit_code == 0 and f"escalated: {item['id']}" in late.output
+    assert again.exit_code == 0 and "nothing past its deadline" in again.output
+    bad = invoke("review", "expire", "--now", "soon")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

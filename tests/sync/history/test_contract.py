@@ -486,6 +486,31 @@ def test_given_touches_breaches_and_reroutes_when_asked_then_first_touch_per_rep
 
 def test_given_no_sla_events_when_asking_first_touch_then_no_rows(history: History) -> None:
     assert history.first_touch() == []
+
+
+def test_given_sla_reroutes_when_loading_then_the_assignment_follows_the_final_owner(
+        history: History) -> None:
+    w = T0 + timedelta(minutes=20)
+    history.record([
+        (1, decision("r1", owner="ava", pool="smb", written=T0)),
+        (2, decision("r2", owner="ben", pool="smb", written=T0)),
+        # r1: ava let it lapse, cara got it (written).
+        (3, decision("r1", owner="cara", pool="smb", at=w, written=w)._replace(
+            trigger="sla", previous_owner="ava")),
+        # r2: the re-route to dev never landed: nobody's load moves.
+        (4, decision("r2", owner="dev", pool="smb", at=w)._replace(
+            trigger="sla", previous_owner="ben", write_error="locked")),
+    ])
+
+    everything = history.load()
+    # A window holding only the re-route: cara's gain shows, ava had nothing in it to give.
+    later = history.load(since=T0 + timedelta(minutes=10))
+
+    assert [(r.rep, r.pool, r.outcome, r.count) for r in everything] == [
+        ("ben", "smb", "assigned", 1), ("cara", "smb", "assigned", 1)]
+    assert [(r.rep, r.count) for r in later] == [("cara", 1)]
+
+
 # --- overrides: the list and the rate per rule and per rep (sync/history/overrides.py) -----
 
 

@@ -777,3 +777,19 @@ def test_given_an_open_item_when_escalated_twice_then_only_the_first_call_escala
 
     assert store.reviews() == [replace(item, escalated=True)]
     assert store.review(item.id) == replace(item, escalated=True)
+
+
+def test_given_items_closed_long_ago_when_another_closes_then_they_are_dropped(store):
+    old = review_item("r1", at=T0 - timedelta(days=40))
+    recent = review_item("r2", at=T0 - timedelta(days=2))
+    now = review_item("r3", at=T0)
+    store.add_reviews([old, recent, now])
+    for item, closed_at in ((old, T0 - timedelta(days=31)), (recent, T0 - timedelta(days=1)),
+                            (now, T0)):
+        store.close_review(replace(item, status="approved", closed_at=closed_at))
+
+    assert [i.id for i in store.reviews(closed=True)] == [now.id, recent.id]
+    assert [i.id for i in store.reviews(closed=True, limit=1)] == [now.id]
+    assert store.review(old.id) is None  # gone from the store; its events are in the history
+    with pytest.raises(ValueError):
+        store.close_review(replace(recent, status="approved", closed_at=None))

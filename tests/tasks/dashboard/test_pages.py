@@ -292,6 +292,15 @@ def test_given_an_unknown_crm_object_when_retrying_then_400_and_nothing_enqueued
     assert env.enqueue.calls == []
 
 
+def test_given_the_people_loop_pages_when_opened_then_they_are_real_pages_in_the_nav(
+        client: TestClient) -> None:
+    for page, title in (("overrides", "Overrides"), ("review", "Review queue")):
+        response = client.get(f"/dashboard/{page}")
+        assert response.status_code == 200, page
+        assert f'<a href="/dashboard/{page}" aria-current="page">{title}</a>' in response.text
+        assert '<span class="tag">next</span>' not in response.text
+
+
 def test_given_a_fresh_deployment_when_opening_every_page_then_200_and_zeros(
         tmp_path: Path) -> None:
     routing = tmp_path / "routing.yaml"
