@@ -48,6 +48,9 @@ ID_CHUNK = 200
 # `Website LIKE '%acme.com%' OR ...` lookups: ~30 characters a domain before URL encoding.
 DOMAIN_CHUNK = 50
 
+# `Name LIKE 'acm%' OR Name LIKE '% acm%' OR ...` (company_match): two clauses a prefix.
+NAME_CHUNK = 50
+
 # Per-record composite errors that clear by themselves: another transaction held the row.
 RETRYABLE_RECORD_ERRORS: frozenset[str] = frozenset({"UNABLE_TO_LOCK_ROW"})
 
