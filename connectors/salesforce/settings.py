@@ -64,13 +64,13 @@ SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp", "LastMo
 OBJECT_FIELDS: Mapping[str, tuple[str, ...]] = {
     "Account": ("Name", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
                 "BillingCountry", "BillingState", "BillingCity", "BillingPostalCode",
-                "AccountSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "AccountSource", "Phone", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
                 "LastModifiedById"),
     "Lead": ("Company", "Email", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
-             "Country", "State", "City", "PostalCode", "LeadSource", "OwnerId",
+             "Country", "State", "City", "PostalCode", "LeadSource", "Phone", "OwnerId",
              "Id", "CreatedDate", "SystemModstamp", "LastModifiedById"),
     "Contact": ("Email", "MailingCountry", "MailingState", "MailingCity", "MailingPostalCode",
-                "LeadSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "LeadSource", "Phone", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
                 "LastModifiedById"),
 }
 
