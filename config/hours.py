@@ -25,8 +25,9 @@ HOURS_EXPECTED = ('hours as "HH:MM-HH:MM" (24-hour clock, end 24:00 at most; an 
 MOMENT_EXPECTED = ("a date YYYY-MM-DD or a date and time YYYY-MM-DDTHH:MM, in the rep's "
                    "timezone (no offset)")
 
-_TIME = re.compile(r"(\d{1,2}):(\d{2})")
-_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2})?)?")
+# ASCII digits only: `\d` would take "٠٩:٠٠" (Arabic-Indic), which nobody means as a time.
+_TIME = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2})?)?")
 
 
 class HoursError(ValueError):
@@ -131,7 +132,7 @@ def _parse_hours(value: Any) -> tuple[tuple[int, int], ...]:
         return (_range(value, "hours"),)
     if isinstance(value, list) and value:
         if len(value) > MAX_RANGES:
-            raise HoursError("hours", f"at most {MAX_RANGES} ranges", f"{len(value)} ranges")
+            raise HoursError("hours", f"at most {MAX_RANGES} ranges", value)
         return tuple(_range(item, f"hours[{i}]") for i, item in enumerate(value))
     raise HoursError("hours", HOURS_EXPECTED, value)
 

@@ -124,3 +124,20 @@ def test_given_a_pool_outside_hours_when_compiling_then_queue_or_next_available(
 def test_given_an_unknown_outside_hours_mode_when_compiling_then_error_names_path():
     err = config_error(doc("pools:\n  a: {members: [ava], outside_hours: wait}\n"))
     assert_error(err, "pools.a.outside_hours", "'next_available' or 'queue'", "'wait'")
+
+
+@pytest.mark.parametrize(("body", "path", "found"), [
+    pytest.param("working_hours: {days: mon, hours: '٠٩:٠٠-10:00'}",
+                 "reps[0].working_hours.hours", "'٠٩:٠٠-10:00'", id="non-ascii-digits"),
+    pytest.param("working_hours: {days: mon, hours: [" + ", ".join(["'01:00-02:00'"] * 25)
+                 + "]}", "reps[0].working_hours.hours", "a list of 25 items", id="too-many"),
+    pytest.param("out_of_office: [{start: '" + "2" * 3000 + "', end: 2026-01-01}]",
+                 "reps[0].out_of_office[0].start", "str", id="huge-not-echoed"),
+    pytest.param("out_of_office: [{start: 12345, end: 2026-01-01}]",
+                 "reps[0].out_of_office[0].start", "int", id="a-number"),
+])
+def test_given_hostile_hours_or_leave_when_parsing_then_exit_2_style_error_with_path(
+        body, path, found):
+    err = config_error(rep(body))
+    assert err.path == path and f", found {found}" in str(err)
+    assert len(str(err)) < 400

@@ -88,3 +88,15 @@ def test_given_a_rep_outside_hours_when_listing_reps_then_status_outside_hours(
     assert rows["ava"].status == "off_hours"
     assert rows["ava"].detail == "outside working hours (Mon 18:02 America/New_York)"
     assert rows["zed"].status == "available"
+
+
+def test_given_a_broken_working_hours_range_when_validating_then_exit_2_naming_the_path(
+        tmp_path: Path) -> None:
+    config = tmp_path / "routing.yaml"
+    config.write_text(ROUTING.replace('"13:00-17:00"', '"13:00-25:00"'))
+
+    result = invoke("validate", config)
+
+    assert result.exit_code == 2
+    assert "reps[1].working_hours.hours[1]: expected hours as" in result.stderr
+    assert "found '13:00-25:00'" in result.stderr
