@@ -321,9 +321,11 @@ class SlaCheck:
 
 def _event(kind: str, entry: WatchEntry, record_kind: str, at: datetime,
            data: Mapping[str, object]) -> HistoryEvent:
+    # `decision` names the watched assignment by its natural key, as the notify events do: the
+    # decision's page lists the events that name it.
     return HistoryEvent(id=event_id(kind, entry.decision_key), decision_id=None,
                         record_id=entry.record_id, crm=entry.crm, object=record_kind,
-                        kind=kind, at=at, data=dict(data))
+                        kind=kind, at=at, data={**data, "decision": entry.decision_key})
 
 
 def _name(pipeline: Pipeline, obj: str, record: CrmRecord | None) -> str | None:

@@ -19,6 +19,7 @@ from connectors.simulator import RunningSimulator, Simulator, serve
 from connectors.transport import Unlimited
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
+from sync.models import decision_key
 from sync.pipeline import Pipeline
 from sync.sla_watch import FirstTouchWatch, SlaCheck
 from sync.state.sqlite import SqliteStateStore
@@ -135,6 +136,9 @@ def test_given_an_untouched_record_when_its_sla_runs_out_then_rerouted_never_bac
     assert kinds == {(ids[0], "sla_breach"), (ids[0], "rerouted"), (ids[1], "touched")}
     [touched] = store.history.events(kind="touched")
     assert touched.data["seconds"] == 300 and touched.data["rep"] == "ben"
+    # Each event names the assignment it is about, so that decision's page lists it.
+    assert {e.data["decision"] for e in store.history.events(record_id=ids[0])} == \
+        {decision_key(first)}
     text = metrics.collect()
     assert 'account_router_sla_breaches_total{action="reroute"} 1.0' in text
     assert 'account_router_first_touch_seconds_bucket{le="300.0"} 1.0' in text
