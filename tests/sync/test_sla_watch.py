@@ -327,3 +327,20 @@ def test_given_a_pool_decision_written_without_its_turn_then_the_watch_knows_its
 
     assert entry is not None and entry.window == "day:2026-12-07"
     assert entry.deadline == T0 + timedelta(hours=1, minutes=15)
+
+
+def test_given_an_sla_removed_from_the_routing_file_when_due_then_the_watch_ends_unbreached(
+        sim, routing, store, pipeline, clock, tmp_path):
+    [record] = companies(sim, 1)
+    pipeline.route_ids("companies", [record], now=T0)
+    path = tmp_path / "no-sla.yaml"
+    path.write_text(ROUTING.replace("sla: {first_touch: 15m, on_breach: reroute, "
+                                    "max_reroutes: 1}\n", ""))
+    without = load_routing(path)
+    assert without.sla_for("everyone", "smb") is None
+
+    report = check(without, store, pipeline).run(T0 + timedelta(hours=1))
+
+    assert (report.due, report.ended, report.breaches) == (1, 1, {})
+    assert sim.owner_of("hubspot", "companies", record) == "100"
+    assert store.watching() == 0 and store.history.events(kind="sla_breach") == []
