@@ -10,7 +10,7 @@ import os
 import re
 import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     model_validator,
@@ -28,6 +29,7 @@ from pydantic import (
 
 from config.display import SHOWN_CHARS, shorten
 from config.fieldmaps import MAPPABLE
+from config.hours import HoursError, Schedule, leave_bounds, parse_moment, parse_schedule
 
 # The CRMs a routing file may name: CRM name -> its object names (from the connector registry).
 KnownCrms = Mapping[str, Collection[str]]
@@ -173,17 +175,39 @@ class Notify(_Strict):
     manager_on_fallback: bool = False
 
 
-class OutOfOffice(_Strict):
-    """An inclusive date range in the rep's own timezone."""
+# A date (a whole day) or a naive local date and time (config/hours.py).
+Moment = Annotated[date | datetime, PlainValidator(parse_moment)]
 
-    start: date
-    end: date
+
+class OutOfOffice(_Strict):
+    """Leave in the rep's own timezone: dates are whole days, both inclusive; a date and time
+    (a partial day) starts at that minute and ends at its `end` minute (the rep is back then)."""
+
+    start: Moment
+    end: Moment
 
     @model_validator(mode="after")
     def _ordered(self) -> OutOfOffice:
-        if self.end < self.start:
+        timed = isinstance(self.start, datetime) or isinstance(self.end, datetime)
+        if not timed and self.end < self.start:
             raise ValueError(f"an end on or after the start {self.start}, found end {self.end}")
+        if timed:
+            since, until = leave_bounds(self.start, self.end)
+            if until <= since:
+                raise ValueError(f"an end after the start {self.start}, found end {self.end}")
         return self
+
+
+class WorkingHours(_Strict):
+    """When a rep takes records, in their own timezone (docs/routing-file.md#working-hours).
+    Both keys are checked, with their paths, by `schedule()` when the file loads."""
+
+    days: Any
+    hours: Any
+
+    def schedule(self) -> Schedule:
+        """The parsed week; HoursError (with the path below `working_hours`) when malformed."""
+        return parse_schedule(self.days, self.hours)
 
 
 class Rep(_Strict):
@@ -195,6 +219,7 @@ class Rep(_Strict):
     manager: str | None = None
     timezone: str | None = None
     out_of_office: list[OutOfOffice] = Field(default_factory=list)
+    working_hours: WorkingHours | None = None  # None: any time of day
     active: bool = True
     slack: str | None = None  # Slack member id (U...); else looked up by `email`
 
@@ -222,6 +247,9 @@ class Pool(_Strict):
     cap: Cap | None = None
     overflow: Overflow | None = None
     sla: Sla | None = None
+    # When every member is outside working hours: skip them like any unavailable member
+    # (next_available), or keep the turn in the pool for them (queue; docs/routing-file.md#pools).
+    outside_hours: Literal["next_available", "queue"] = "next_available"
 
 
 class ListDef(_Strict):
@@ -715,6 +743,11 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
             fail(f"reps[{i}].backup", "another rep (a rep cannot back itself up)", rep.backup)
         if rep.timezone is not None:
             _check_timezone(rep.timezone, f"reps[{i}].timezone", source)
+        if rep.working_hours is not None:
+            try:
+                rep.working_hours.schedule()
+            except HoursError as exc:
+                fail(f"reps[{i}].working_hours.{exc.where}", exc.expected, exc.found)
     _check_manager_cycles(routing, source)
     for name, pool in routing.pools.items():
         seen: set[str] = set()

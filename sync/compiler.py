@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from config.hours import Schedule
 from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
@@ -58,6 +59,8 @@ class CompiledRouting:
     reviews: bool = False
     # The `enrich:` steps run on each record before the rules (None: none configured).
     enrichment: Enrichment | None = None
+    # Rep id -> working week (docs/routing-file.md#working-hours); reps absent work any time.
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     @property
     def review_timeout(self) -> timedelta:
@@ -95,6 +98,14 @@ class CompiledRouting:
             if r.name == name:
                 return r
         return None
+
+    def on_duty_from(self, rep_id: str, instant: datetime) -> datetime:
+        """When `rep_id` is next inside their working hours from `instant` on: `instant`
+        itself when they have none or are in hours (docs/routing-file.md#working-hours)."""
+        schedule = self.schedules.get(rep_id)
+        if schedule is None:
+            return instant
+        return schedule.on_duty_from(instant, self.zones[rep_id])
 
     @property
     def uses_account_owner(self) -> bool:
@@ -230,6 +241,8 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         reviews=any(r.review for r in routing.rules) or review_when is not None,
         review_when=review_when,
         enrichment=enrichment,
+        schedules={rep.id: rep.working_hours.schedule() for rep in routing.reps
+                   if rep.working_hours is not None},
     )
 
 

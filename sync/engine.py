@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import cast
 
 from sync.compiler import CompiledRouting
-from sync.decide import OwnerInfo, RoutingContext, decide
+from sync.decide import OwnerInfo, RoutingContext, Traces, decide
 from sync.models import Decision, Outcome, Record, TraceStep
 from sync.state.base import StateStore
 
@@ -37,6 +37,7 @@ def route_batch(
     crm: str | None = None,
     chosen: Mapping[str, str] | None = None,
     enriched: Mapping[str, tuple[TraceStep, ...]] | None = None,
+    traces: Traces | None = None,
 ) -> list[Decision]:
     """Decide every record and commit pool turns and audit rows atomically.
 
@@ -49,6 +50,8 @@ def route_batch(
     `chosen`: records whose current owner a person chose over ours (id -> the reason to keep
     it), kept under every `respect_existing_owner` policy (sync/overrides.py).
     `enriched`: what enrichment did to the records (id -> trace steps), put in their traces.
+    `traces`: a dict kept across batches (`RoutingContext.traces`), so their equal traces are
+    one object, which the SQLite history encodes once.
     The owners of this batch's accounts are added to `account_owners` (when a dict) for later
     batches; with `learn`, only the domains in it (those some later lead will look up), so the
     map does not grow with every account of a long file.
@@ -65,7 +68,8 @@ def route_batch(
             if account_owners is not None else learned
         ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
                              pools=snapshots, users=users, account_owners=owners, crm=crm,
-                             chosen=chosen or {}, enriched=enriched or {})
+                             chosen=chosen or {}, enriched=enriched or {},
+                             traces={} if traces is None else traces)
         expected = {name: snap.version for name, snap in snapshots.items()}
         decisions: list[Decision] = []
         for record in records:

@@ -30,6 +30,7 @@ from typing import Any, NamedTuple, cast
 from config.routing import RoutingFile
 from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row, Span, read_span, spans
 from sync.compiler import CompiledRouting, compile_routing
+from sync.decide import Traces
 from sync.engine import route_batch, skipped
 from sync.enrich import AccountIndex, EnrichData
 from sync.models import OBJECTS, Decision, Outcome, Record, TraceStep
@@ -579,7 +580,7 @@ def route_file(
     try:
         with _few_collections(), bulk() if bulk is not None else nullcontext():
             _route_chunks(reader, routing, precomputed, store, now, writer, summary, accounts,
-                          seen, workers, progress, observe, data)
+                          seen, workers, progress, observe, {}, data)
         writer.close()
         tmp.replace(output_path)
     except BaseException as exc:
@@ -600,12 +601,12 @@ def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: Comp
                   store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
                   accounts: AccountOwners | None, seen: _SeenIds, workers: int,
                   progress: Callable[[int], None] | None, observe: Observer | None,
-                  data: EnrichData | None = None) -> None:
+                  traces: Traces, data: EnrichData | None = None) -> None:
     done = reader.lines_read  # the header
     # Without leads or contacts in the file (no `accounts`), no row follows an account.
     follow = routing.uses_account_owner and accounts is not None
     for items, lines in _described_chunks(reader, routing, workers, follow, data):
-        _flush(items, precomputed, store, now, writer, summary, accounts, seen, observe)
+        _flush(items, precomputed, store, now, writer, summary, accounts, seen, observe, traces)
         if progress is not None:
             progress(lines - done)
             done = lines
@@ -615,7 +616,10 @@ def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: Comp
 
 def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: datetime,
            writer: CsvWriter, summary: FileSummary, accounts: AccountOwners | None,
-           seen: _SeenIds, observe: Observer | None = None) -> None:
+           seen: _SeenIds, observe: Observer | None = None, traces: Traces | None = None
+           ) -> None:
+    # `traces`: one for the run, so a trace is one object in every chunk, and the history's
+    # cache of encoded shapes (keyed by the trace's identity) finds it in the next chunk too.
     # A duplicate id is routed once, at its first row; later rows report it and take no turn.
     # Routable rows are 4 long (5 with enrichment's trace steps); skipped rows 6.
     record_ids = [item[3][0] for item in items if len(item) < 6]
@@ -627,7 +631,8 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
             [_as_prepared(item[3]) for item in items],  # type: ignore[misc]  # Records' stand-ins
             routing, store, now, trigger="file",
             account_owners=None if accounts is None else accounts.owners,
-            learn=None if accounts is None else accounts.wanted, enriched=enriched)
+            learn=None if accounts is None else accounts.wanted, enriched=enriched,
+            traces=traces)
         seen.add([(item[3][0], item[0]) for item in items])
         writer.write_many(zip([item[3][0] if item[1] is None else item[1] for item in items],
                               routed, strict=True))
@@ -665,7 +670,7 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
         records, routing, store, now, trigger="file",
         account_owners=None if accounts is None else accounts.owners,
         learn=None if accounts is None else accounts.wanted,
-        extra=[d for d in bad if d is not None], enriched=enriched))
+        extra=[d for d in bad if d is not None], enriched=enriched, traces=traces))
     seen.add(fresh)
     out = [next(decisions) if b is None else b for b in bad]
     writer.write_many(zip(ids, out, strict=True))

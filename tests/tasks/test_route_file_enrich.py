@@ -132,3 +132,32 @@ def test_given_a_bad_enrich_step_when_routing_a_file_then_exit_2_names_the_path(
     assert result.exit_code == 2
     assert "enrich[1]: expected an enricher, one of state_codes" in result.output
     assert "Traceback" not in result.output
+
+
+def test_given_no_enrich_key_when_describing_rows_then_the_hot_path_is_unchanged(
+        tmp_path: Path) -> None:
+    # Without `enrich:` rows are described exactly as before: 4-item tuples, no Record built,
+    # no trace steps carried (the 1M-row path must not pay for a stage it does not use).
+    from connectors.csv.file import CsvReader
+    from tasks.route_file import _describe
+
+    config = tmp_path / "r.yaml"
+    config.write_text(RULES, encoding="utf-8")
+    source = tmp_path / "in.csv"
+    source.write_text(INPUT, encoding="utf-8")
+    compiled = load_routing(config)
+    assert compiled.enrichment is None
+    reader = CsvReader(source)
+    try:
+        items = _describe(list(reader), compiled, follow=True)
+    finally:
+        reader.close()
+    assert [len(item) for item in items] == [4] * 6
+    config.write_text(RULES + ENRICH, encoding="utf-8")
+    reader = CsvReader(source)
+    try:
+        items = _describe(list(reader), load_routing(config), follow=True)
+    finally:
+        reader.close()
+    # Rows enrichment changed carry its steps as a fifth item; the others stay 4 long.
+    assert [len(item) for item in items] == [4, 4, 5, 5, 5, 4]
