@@ -355,4 +355,10 @@ class StateStore(Protocol):
         `decided_at <= now < expires_at`; None when none matches. Of concurrent callers,
         each entry goes to one: a decision is given to one record."""
 
+    def take_precreated_many(self, crm: str, object: str,
+                             keys: Sequence[tuple[str | None, str | None]], now: datetime
+                             ) -> list[Precreated | None]:
+        """`take_precreated` for each (email, domain) in turn, in one round trip: a batch of
+        records asks once. Two keys that match the same entry: the first takes it."""
+
     def close(self) -> None: ...

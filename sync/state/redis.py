@@ -940,17 +940,30 @@ class RedisStateStore(ClosesOnExit):
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
-        if not email and not domain:
-            return None
-        keys = self._precreated_keys(crm, object, email, domain)
-        if not email:
-            keys[1] = keys[2]  # the domain index twice: the second look finds nothing new
-        if not domain:
-            keys[2] = keys[1]
-        body = self._take_precreated_script(
-            keys=keys, args=[repr(as_utc(now, "now").timestamp()), repr(time.time())])
-        return Precreated.from_json(body) if body else None
+        return self.take_precreated_many(crm, object, [(email, domain)], now)[0]
 
+    def take_precreated_many(self, crm: str, object: str,
+                             keys: Sequence[tuple[str | None, str | None]], now: datetime
+                             ) -> list[Precreated | None]:
+        found: list[Precreated | None] = [None] * len(keys)
+        asked = [i for i, (email, domain) in enumerate(keys) if email or domain]
+        if not asked:
+            return found
+        args = [repr(as_utc(now, "now").timestamp()), repr(time.time())]
+        # One round trip for the batch; each script still takes its entry atomically, in order.
+        pipe = self._r.pipeline(transaction=False)
+        for i in asked:
+            email, domain = keys[i]
+            index = self._precreated_keys(crm, object, email, domain)
+            if not email:
+                index[1] = index[2]  # the domain index twice: the second look finds nothing new
+            if not domain:
+                index[2] = index[1]
+            self._take_precreated_script(keys=index, args=args, client=pipe)
+        for i, body in zip(asked, pipe.execute(), strict=True):
+            if body:
+                found[i] = Precreated.from_json(body)
+        return found
 
 def _fixed(value: datetime) -> str:
     """Fixed-width UTC text: compares as the instant, in Lua as in Python."""
