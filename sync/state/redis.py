@@ -346,6 +346,8 @@ class RedisStateStore(ClosesOnExit):
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
       seen:{key}               str   "1" while a dedupe mark lives (PX = its TTL)
+      notify:pending           hash  notice key -> notice JSON waiting for `notify.send`
+                                     (kept by tasks/notify.py through `client`)
       sla:due                  zset  watched record key (crm:object:id) scored by its SLA
                                      deadline, or by the end of a pass's claim (epoch seconds)
       sla:entries              hash  watched record key -> entry JSON (`WatchEntry.to_dict`)
@@ -393,6 +395,12 @@ class RedisStateStore(ClosesOnExit):
         self._put_precreated_script = self._r.register_script(_PUT_PRECREATED_LUA)
 
     # --- keys -------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        """The connection pool, for entry-layer features that keep their own coordination
+        keys under `prefix` (tasks/notify.py: notices waiting for a worker)."""
+        return self._r
 
     def _pool_key(self, pool: str) -> str:
         return f"{self.prefix}pool:{pool}"
