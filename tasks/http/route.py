@@ -30,7 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from connectors import registry
 from sync.compiler import CompiledRouting
 from sync.engine import CommitConflict, route_batch
-from sync.models import Decision
+from sync.enrich import EnrichData
+from sync.models import Decision, TraceStep
 from sync.pipeline import to_record
 from sync.ports import CrmRecord, CrmSpec
 from sync.precreate import KEPT_OUTCOMES, precreated
@@ -185,9 +186,16 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
             f"{TRIGGER}:{body.idempotency_key}", obj, props, created_at=now))
     except ValueError as exc:
         raise Rejected(422, f"record: {exc}", "invalid") from exc
+    enriched: dict[str, tuple[TraceStep, ...]] = {}
+    if routing.enrichment is not None:
+        # The routing file's steps, as the workers run them; `company_match` finds no account
+        # here (that needs a CRM read), so it leaves the record as it is.
+        records, enriched = routing.enrichment.run_all([record], EnrichData())
+        record = records[0]
     try:
         decision = store_call(lambda: route_batch(
-            [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name))[0]
+            [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
+            enriched=enriched))[0]
     except CommitConflict as exc:
         raise Rejected(503, "pools too contended right now; retry", "failed") from exc
     ctx.metrics.decision(str(decision.outcome), decision.rule)
