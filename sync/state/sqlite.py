@@ -849,6 +849,24 @@ class SqliteStateStore(ClosesOnExit):
                 (key, time.time())).fetchone()
         return None if row is None else str(row[0])
 
+    def claim_answer(self, key: str, claim: str, claim_seconds: float
+                     ) -> tuple[bool, str | None]:
+        _check_ttl(claim_seconds)
+        with self._lock:
+            conn = self._connection()
+            # BEGIN IMMEDIATE: the answer check and the mark see no other writer in between.
+            with self._transaction(conn, immediate=True):
+                now = time.time()
+                row = conn.execute("SELECT answer FROM api_answers WHERE key = ? AND expires > ?",
+                                   (key, now)).fetchone()
+                if row is not None:
+                    return False, str(row[0])
+                conn.execute("DELETE FROM seen_keys WHERE expires <= ?", (now,))
+                cursor = conn.execute(
+                    "INSERT INTO seen_keys (key, expires) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (claim, now + claim_seconds))
+                return cursor.rowcount == 1, None
+
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
         row = (entry.id, entry.crm, entry.object, entry.email, entry.domain,

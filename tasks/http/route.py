@@ -103,13 +103,13 @@ def decide_once(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
     key = hashlib.blake2b(body.idempotency_key.encode("utf-8"), digest_size=16).hexdigest()
     fingerprint = _fingerprint(spec.name, obj, body.record)
     store = ctx.store
-    stored = store_call(lambda: store.answer(key))
-    if stored is not None:
-        return _replayed(stored, fingerprint)
     # Of concurrent requests with one key, one claims it and decides; the others wait for its
     # answer. The claim is short (CLAIM_SECONDS): the answer, kept for precreate_ttl, is what
-    # makes later requests idempotent.
-    if store_call(lambda: store.seen(f"route:{key}", CLAIM_SECONDS)):
+    # makes later requests idempotent. One store call for both (a round trip saved per request).
+    claimed, stored = store_call(lambda: store.claim_answer(key, f"route:{key}", CLAIM_SECONDS))
+    if stored is not None:
+        return _replayed(stored, fingerprint)
+    if not claimed:
         return _awaited(ctx, key, fingerprint)
     try:
         answer = _decide(ctx, routing, spec, obj, body, key)

@@ -137,3 +137,18 @@ def test_given_a_batch_when_taken_at_once_then_each_key_gets_its_match_in_order(
         ("bo@beta.io", None), ("ann2@acme.com", "acme.com")], T0)
 
     assert [t and t.id for t in taken] == [None, "a", None, "b", None]
+
+
+def test_given_a_key_when_claimed_then_once_until_answered_then_the_answer_for_everyone(
+    store: StateStore,
+) -> None:
+    assert store.claim_answer("k1", "route:k1", 30) == (True, None)
+    assert store.claim_answer("k1", "route:k1", 30) == (False, None)  # held by the first
+
+    store.put_answer("k1", "the answer", 60)
+
+    assert store.claim_answer("k1", "route:k1", 30) == (False, "the answer")
+    store.forget("route:k2")
+    assert store.claim_answer("k2", "route:k2", 30) == (True, None)
+    store.forget("route:k2")  # a failed request gives its claim back
+    assert store.claim_answer("k2", "route:k2", 30) == (True, None)
