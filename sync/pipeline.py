@@ -804,20 +804,21 @@ class Pipeline:
         if self.dry_run or not records:
             return {}
         oldest = instant - self.routing.file.precreate_ttl
-        made: dict[str, Precreated] = {}
+        asking: list[tuple[str, tuple[str | None, str | None]]] = []
         for record in records:
             # Older records were in the CRM before any waiting decision could be made for
-            # them: skipping them keeps a first full sweep from asking once per record.
+            # them: skipping them keeps a first full sweep from asking about every record.
             if record.owner is not None or (record.created_at is not None
                                             and record.created_at < oldest):
                 continue
-            email, domain = match_keys(record)
-            if email is None and domain is None:
-                continue
-            entry = self.store.take_precreated(self.crm, obj, email, domain, instant)
-            if entry is not None:
-                made[record.id] = entry
-        return made
+            keys = match_keys(record)
+            if keys != (None, None):
+                asking.append((record.id, keys))
+        if not asking:
+            return {}
+        taken = self.store.take_precreated_many(self.crm, obj, [k for _, k in asking], instant)
+        return {record_id: entry for (record_id, _), entry in zip(asking, taken, strict=True)
+                if entry is not None}
 
     def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
                 trigger: str, *, observe: bool = True) -> dict[str, str]:

@@ -189,6 +189,15 @@ end
 return false
 """
 
+# POST /route's first step: the answer under KEYS[1] if there is one, else the claim KEYS[2]
+# marked as `seen` marks it (ARGV: token, ttl ms): {0, answer}, {1} claimed, {0} held elsewhere.
+_CLAIM_ANSWER_LUA = """
+local answer = redis.call('GET', KEYS[1])
+if answer then return {0, answer} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+return {0}
+"""
+
 # Keep one pre-created decision (KEYS as in the take) and drop the lapsed ones, in one round
 # trip: ARGV = id, body, decided_at (index score), wall-clock now, ttl seconds, then 1/0 for
 # whether the email and domain indexes apply.
@@ -393,6 +402,7 @@ class RedisStateStore(ClosesOnExit):
         self._escalate_review_script = self._r.register_script(_ESCALATE_REVIEW_LUA)
         self._take_precreated_script = self._r.register_script(_TAKE_PRECREATED_LUA)
         self._put_precreated_script = self._r.register_script(_PUT_PRECREATED_LUA)
+        self._claim_answer_script = self._r.register_script(_CLAIM_ANSWER_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -929,6 +939,16 @@ class RedisStateStore(ClosesOnExit):
     def answer(self, key: str) -> str | None:
         return cast(str | None, self._r.get(f"{self.prefix}api:answer:{key}"))
 
+    def claim_answer(self, key: str, claim: str, claim_seconds: float
+                     ) -> tuple[bool, str | None]:
+        _check_ttl(claim_seconds)
+        reply = self._claim_answer_script(
+            keys=[f"{self.prefix}api:answer:{key}", f"{self.prefix}seen:{claim}"],
+            args=[uuid.uuid4().hex, max(1, math.ceil(claim_seconds * 1000))])
+        if len(reply) > 1:
+            return False, str(reply[1])
+        return bool(reply[0]), None
+
     def _precreated_keys(self, crm: str, object: str, email: str | None,
                          domain: str | None) -> list[str]:
         base = f"{self.prefix}precreate:"
@@ -948,17 +968,30 @@ class RedisStateStore(ClosesOnExit):
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
-        if not email and not domain:
-            return None
-        keys = self._precreated_keys(crm, object, email, domain)
-        if not email:
-            keys[1] = keys[2]  # the domain index twice: the second look finds nothing new
-        if not domain:
-            keys[2] = keys[1]
-        body = self._take_precreated_script(
-            keys=keys, args=[repr(as_utc(now, "now").timestamp()), repr(time.time())])
-        return Precreated.from_json(body) if body else None
+        return self.take_precreated_many(crm, object, [(email, domain)], now)[0]
 
+    def take_precreated_many(self, crm: str, object: str,
+                             keys: Sequence[tuple[str | None, str | None]], now: datetime
+                             ) -> list[Precreated | None]:
+        found: list[Precreated | None] = [None] * len(keys)
+        asked = [i for i, (email, domain) in enumerate(keys) if email or domain]
+        if not asked:
+            return found
+        args = [repr(as_utc(now, "now").timestamp()), repr(time.time())]
+        # One round trip for the batch; each script still takes its entry atomically, in order.
+        pipe = self._r.pipeline(transaction=False)
+        for i in asked:
+            email, domain = keys[i]
+            index = self._precreated_keys(crm, object, email, domain)
+            if not email:
+                index[1] = index[2]  # the domain index twice: the second look finds nothing new
+            if not domain:
+                index[2] = index[1]
+            self._take_precreated_script(keys=index, args=args, client=pipe)
+        for i, body in zip(asked, pipe.execute(), strict=True):
+            if body:
+                found[i] = Precreated.from_json(body)
+        return found
 
 def _fixed(value: datetime) -> str:
     """Fixed-width UTC text: compares as the instant, in Lua as in Python."""

@@ -30,7 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from connectors import registry
 from sync.compiler import CompiledRouting
 from sync.engine import CommitConflict, route_batch
-from sync.models import Decision
+from sync.enrich import EnrichData
+from sync.models import Decision, TraceStep
 from sync.pipeline import to_record
 from sync.ports import CrmRecord, CrmSpec
 from sync.precreate import KEPT_OUTCOMES, precreated
@@ -102,13 +103,13 @@ def decide_once(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
     key = hashlib.blake2b(body.idempotency_key.encode("utf-8"), digest_size=16).hexdigest()
     fingerprint = _fingerprint(spec.name, obj, body.record)
     store = ctx.store
-    stored = store_call(lambda: store.answer(key))
-    if stored is not None:
-        return _replayed(stored, fingerprint)
     # Of concurrent requests with one key, one claims it and decides; the others wait for its
     # answer. The claim is short (CLAIM_SECONDS): the answer, kept for precreate_ttl, is what
-    # makes later requests idempotent.
-    if store_call(lambda: store.seen(f"route:{key}", CLAIM_SECONDS)):
+    # makes later requests idempotent. One store call for both (a round trip saved per request).
+    claimed, stored = store_call(lambda: store.claim_answer(key, f"route:{key}", CLAIM_SECONDS))
+    if stored is not None:
+        return _replayed(stored, fingerprint)
+    if not claimed:
         return _awaited(ctx, key, fingerprint)
     try:
         answer = _decide(ctx, routing, spec, obj, body, key)
@@ -185,9 +186,16 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
             f"{TRIGGER}:{body.idempotency_key}", obj, props, created_at=now))
     except ValueError as exc:
         raise Rejected(422, f"record: {exc}", "invalid") from exc
+    enriched: dict[str, tuple[TraceStep, ...]] = {}
+    if routing.enrichment is not None:
+        # The routing file's steps, as the workers run them; `company_match` finds no account
+        # here (that needs a CRM read), so it leaves the record as it is.
+        records, enriched = routing.enrichment.run_all([record], EnrichData())
+        record = records[0]
     try:
         decision = store_call(lambda: route_batch(
-            [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name))[0]
+            [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
+            enriched=enriched))[0]
     except CommitConflict as exc:
         raise Rejected(503, "pools too contended right now; retry", "failed") from exc
     ctx.metrics.decision(str(decision.outcome), decision.rule)

@@ -348,3 +348,18 @@ def test_given_the_state_store_unreachable_when_routing_then_503_not_a_crash(
 
     assert response.status_code == 503
     assert response.json() == {"error": "state store unavailable; retry later"}
+
+
+def test_given_an_enrichment_step_when_routed_then_it_runs_first_and_shows_in_the_trace(
+    sqlite_store: StateStore, tmp_path: Path,
+) -> None:
+    path = tmp_path / "enrich.yaml"
+    path.write_text(ROUTING.replace("rules:", "enrich: [tld_country]\nrules:"))
+    client = TestClient(create_app(make_settings(config=str(path)), sqlite_store,
+                                   RecordingEnqueue(), clock=lambda: NOW, metrics=LocalMetrics()))
+
+    answer = post(client, contact(email="jo@beispiel.de", company="Beispiel")).json()
+
+    assert answer["rule"] == "germany"  # the country came from the .de domain
+    assert answer["owner"]["id"] == "cy"
+    assert answer["trace"][0]["rule"] == "enrich tld_country"
