@@ -99,7 +99,10 @@ class FirstTouchWatch:
             crm=crm, object=obj, record_id=d.record_id, owner=d.owner,
             owner_crm_id=d.owner_crm_id, pool=d.pool, rule=d.rule,
             decision_key=decision_key(d), written_at=d.written_at,
-            deadline=deadline(d.written_at, sla), touch_field=touch,
+            # The clock starts when the owner is next in their working hours: a record
+            # queued overnight is due the next morning, not at 2 am.
+            deadline=deadline(self.routing.on_duty_from(d.owner, d.written_at), sla),
+            touch_field=touch,
             touch_value=raw.get(f"fields.{touch}"),
             window=self._window(d), reroutes=reroutes, breached=breached)
 

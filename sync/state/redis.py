@@ -161,8 +161,9 @@ return 1
 
 # Take the oldest live pre-created decision of one index (KEYS[2], a zset of ids scored by
 # decided_at), else of the next (KEYS[3]); KEYS[1] is the hash of entries by id, KEYS[4] their
-# wall-clock expiry. One script, so of two callers each entry goes to one. Ids whose entry is
-# gone (taken through its other index, or lapsed) are dropped from the index on the way.
+# wall-clock expiry. ARGV: the routing instant, the wall clock (both epoch seconds). One
+# script, so of two callers each entry goes to one. Ids whose entry is gone (taken through its
+# other index, or lapsed) are dropped from the index on the way.
 _TAKE_PRECREATED_LUA = """
 local now = tonumber(ARGV[1])
 for i = 2, 3 do
@@ -174,7 +175,8 @@ for i = 2, 3 do
         redis.call('ZREM', KEYS[i], id)
       else
         local entry = cjson.decode(body)
-        if tonumber(entry.expires_ts) > now then
+        local kept_until = tonumber(redis.call('ZSCORE', KEYS[4], id) or '0')
+        if tonumber(entry.expires_ts) > now and kept_until > tonumber(ARGV[2]) then
           redis.call('HDEL', KEYS[1], id)
           redis.call('ZREM', KEYS[4], id)
           redis.call('ZREM', KEYS[i], id)
@@ -185,6 +187,26 @@ for i = 2, 3 do
   end
 end
 return false
+"""
+
+# Keep one pre-created decision (KEYS as in the take) and drop the lapsed ones, in one round
+# trip: ARGV = id, body, decided_at (index score), wall-clock now, ttl seconds, then 1/0 for
+# whether the email and domain indexes apply.
+_PUT_PRECREATED_LUA = """
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[4], 'LIMIT', 0, 100)
+for _, id in ipairs(lapsed) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[4], id)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
+for i = 2, 3 do
+  if ARGV[4 + i] == '1' then
+    redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
+    redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[5])))
+  end
+end
+return 1
 """
 
 # Compare-and-act on one record lock, so only its holder can touch it: between a client's GET
@@ -324,6 +346,8 @@ class RedisStateStore(ClosesOnExit):
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
       seen:{key}               str   "1" while a dedupe mark lives (PX = its TTL)
+      notify:pending           hash  notice key -> notice JSON waiting for `notify.send`
+                                     (kept by tasks/notify.py through `client`)
       sla:due                  zset  watched record key (crm:object:id) scored by its SLA
                                      deadline, or by the end of a pass's claim (epoch seconds)
       sla:entries              hash  watched record key -> entry JSON (`WatchEntry.to_dict`)
@@ -368,8 +392,15 @@ class RedisStateStore(ClosesOnExit):
         self._close_review_script = self._r.register_script(_CLOSE_REVIEW_LUA)
         self._escalate_review_script = self._r.register_script(_ESCALATE_REVIEW_LUA)
         self._take_precreated_script = self._r.register_script(_TAKE_PRECREATED_LUA)
+        self._put_precreated_script = self._r.register_script(_PUT_PRECREATED_LUA)
 
     # --- keys -------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        """The connection pool, for entry-layer features that keep their own coordination
+        keys under `prefix` (tasks/notify.py: notices waiting for a worker)."""
+        return self._r
 
     def _pool_key(self, pool: str) -> str:
         return f"{self.prefix}pool:{pool}"
@@ -906,26 +937,14 @@ class RedisStateStore(ClosesOnExit):
 
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
-        entries, by_email, by_domain, expiry = self._precreated_keys(
-            entry.crm, entry.object, entry.email, entry.domain)
-        now = time.time()
-        lapsed = _strings(self._r.zrangebyscore(expiry, "-inf", now))
-        ttl = max(1, math.ceil(ttl_seconds))
+        keys = self._precreated_keys(entry.crm, entry.object, entry.email, entry.domain)
         decided = as_utc(entry.decided_at, "decided_at").timestamp()
-        # MULTI: the entry and its indexes land together. Lapsed entries go on the way (the
-        # indexes drop their ids when a take meets them); each index lives as long as its
-        # newest entry.
-        pipe = self._r.pipeline(transaction=True)
-        if lapsed:
-            pipe.hdel(entries, *lapsed)
-            pipe.zrem(expiry, *lapsed)
-        pipe.hset(entries, entry.id, entry.to_json())
-        pipe.zadd(expiry, {entry.id: now + ttl_seconds})
-        for index, value in ((by_email, entry.email), (by_domain, entry.domain)):
-            if value:
-                pipe.zadd(index, {entry.id: decided})
-                pipe.expire(index, ttl)
-        pipe.execute()
+        # One script: the entry and its indexes land together, lapsed entries go on the way
+        # (at most 100 a call; an index drops their ids when a take meets them), and each
+        # index lives as long as its newest entry.
+        self._put_precreated_script(keys=keys, args=[
+            entry.id, entry.to_json(), repr(decided), repr(time.time()), repr(ttl_seconds),
+            "1" if entry.email else "0", "1" if entry.domain else "0"])
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
@@ -937,7 +956,7 @@ class RedisStateStore(ClosesOnExit):
         if not domain:
             keys[2] = keys[1]
         body = self._take_precreated_script(
-            keys=keys, args=[repr(as_utc(now, "now").timestamp())])
+            keys=keys, args=[repr(as_utc(now, "now").timestamp()), repr(time.time())])
         return Precreated.from_json(body) if body else None
 
 

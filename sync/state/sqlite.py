@@ -868,14 +868,22 @@ class SqliteStateStore(ClosesOnExit):
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
         at = _ts(now, "now")
+        keys = [(column, value) for column, value in (("email", email), ("domain", domain))
+                if value]
+        if not keys:
+            return None
         with self._lock:
             conn = self._connection()
+            # Most records have no decision waiting: a plain read says so without taking the
+            # write lock the workers' commits need.
+            if conn.execute(
+                    "SELECT 1 FROM precreated WHERE crm = ? AND object = ? AND (email = ? "
+                    "OR domain = ?) LIMIT 1", (crm, object, email, domain)).fetchone() is None:
+                return None
             # BEGIN IMMEDIATE: the read and the delete see no other writer in between, so of
             # two processes taking the same entry exactly one gets it.
             with self._transaction(conn, immediate=True):
-                for column, value in (("email", email), ("domain", domain)):
-                    if not value:
-                        continue
+                for column, value in keys:
                     row = conn.execute(
                         f"SELECT id, body FROM precreated WHERE crm = ? AND object = ? "  # noqa: S608 - column from the tuple above
                         f"AND {column} = ? AND decided_at <= ? AND expires_at > ? "

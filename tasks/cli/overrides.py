@@ -3,19 +3,21 @@ override rate per rule and per rep (docs/operations.md#overrides)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, timedelta
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.table import Table
 
 from tasks.cli.common import StateOpt, fail, open_history, out, parse_instant, print_json
-from tasks.cli.routing import _read
 
 if TYPE_CHECKING:
+    from sync.history import History
     from sync.history.overrides import OverrideRate
 
 SHOWN = 50  # overrides the table lists (newest first); --json prints every one
+T = TypeVar("T")
 
 
 def overrides(
@@ -79,3 +81,15 @@ def _duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"
+
+
+def _read(query: Callable[[], T], history: History) -> T:
+    """Run a history query; a database failure is exit 2 naming the database (redacted)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.history.store import describe_error
+
+    try:
+        return query()
+    except SQLAlchemyError as exc:
+        fail(f"cannot read the history database {history.shown_url!r}: {describe_error(exc)}")

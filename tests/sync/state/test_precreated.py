@@ -117,3 +117,10 @@ def test_given_many_concurrent_takers_then_each_entry_goes_to_exactly_one(
 
     taken = [r for r in results if r is not None]
     assert sorted(taken) == [f"k{i}" for i in range(5)]
+
+
+def test_given_an_entry_kept_past_its_wall_clock_ttl_then_it_is_gone(store: StateStore) -> None:
+    store.put_precreated(entry(), 0.05)
+    time.sleep(0.1)
+
+    assert store.take_precreated("hubspot", "contacts", "ann@acme.com", None, T0) is None

@@ -72,8 +72,10 @@ def test_given_a_delivery_hubspot_sends_when_parsed_then_it_fits_the_schema_and_
     parsed = parse_hubspot_events(json.dumps(body).encode())
 
     assert parsed == [
-        HubSpotEvent("501", "company.creation", "1", 1_763_999_990_000, None),
-        HubSpotEvent("502", "contact.propertyChange", "9c2d", MAX_EPOCH_MS, "country"),
+        HubSpotEvent("501", "company.creation", "1", 1_763_999_990_000, None,
+                     change_source="CRM"),
+        HubSpotEvent("502", "contact.propertyChange", "9c2d", MAX_EPOCH_MS, "country",
+                     property_value="DE", has_value=True),
     ]
 
 
