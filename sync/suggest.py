@@ -16,6 +16,9 @@ from typing import Any
 
 import yaml
 
+from sync.compiler import CompiledRouting
+from sync.models import Record
+
 # Defaults, documented in docs/operations.md#rule-suggestions.
 MIN_SAMPLE = 30  # records per cell (the candidate's and the current owner's) before a test runs
 ALPHA = 0.05  # the false-discovery rate Benjamini–Hochberg controls across all tests
@@ -76,6 +79,18 @@ def size_band(employees: float | None) -> str | None:
         if employees >= low and (high is None or employees < high):
             return name
     return None
+
+
+def rule_target(routing: CompiledRouting, record: Record) -> str | None:
+    """Who the rules give a record, as a segment's owner: the winning rule's rep or pool, else
+    the fallback rep or queue (None: a rule that follows the account, or nothing). Caps,
+    availability and existing owners aside: the rules' intent, not today's capacity."""
+    i = routing.first_match(record, 0)
+    if i < 0:
+        fallback = routing.file.fallback
+        return None if fallback is None else (fallback.rep or fallback.queue)
+    rule = routing.rules[i]
+    return rule.target if rule.kind in ("rep", "pool", "queue") else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,22 +231,23 @@ def _slug(text: str) -> str:
     return "-".join(part for part in kept.split("-") if part)[:40] or "segment"
 
 
-def rule_for(suggestion: Suggestion, rule_whens: Mapping[str, Mapping[str, Any] | None]
-             ) -> dict[str, Any]:
+def rule_for(suggestion: Suggestion, rule_whens: Mapping[str, Mapping[str, Any] | None],
+             kind: str | None = None) -> dict[str, Any]:
     """The routing-file rule that would give the segment to the suggested rep or pool. A
-    rule's population reuses that rule's own `when` (None: it matches everything)."""
+    rule's population reuses that rule's own `when` (None: it matches everything). `kind`
+    (account, lead, contact): the records tested were of that kind only, so the rule says so,
+    and a lead keeps following its account where a rule says it should."""
     (dim, value), = suggestion.segment.items()
-    when: dict[str, Any] | None
+    when: dict[str, Any] = {"object": {"eq": kind}} if kind else {}
     if dim == "rule":
-        source = rule_whens.get(value)
-        when = dict(source) if source else None
+        when.update(rule_whens.get(value) or {})
     elif dim == "size_band":
         band = next(b for b in SIZE_BANDS if b[0] == value)
-        when = {"employees": {"gte": band[1]} | ({"lt": band[2]} if band[2] is not None else {})}
+        when["employees"] = {"gte": band[1]} | ({"lt": band[2]} if band[2] is not None else {})
     else:
-        when = {dim: {"eq": value}}
+        when[dim] = {"eq": value}
     rule: dict[str, Any] = {"name": f"suggested-{_slug(dim)}-{_slug(value)}-{_slug(suggestion.to)}"}
-    if when is not None:
+    if when:
         rule["when"] = when
     rule["assign"] = {suggestion.to_kind: suggestion.to}
     return rule

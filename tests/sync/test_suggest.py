@@ -182,3 +182,12 @@ def test_given_report_when_json_then_design_shape() -> None:
     assert set(data) >= {"suggestions", "tested"}
     assert set(data["suggestions"][0]) >= {"segment", "from", "to", "n", "rate_to", "rate_now",
                                            "p", "q", "rule_yaml", "moves"}
+
+
+def test_given_record_kind_when_rule_built_then_rule_limited_to_that_kind_and_loads() -> None:
+    document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    suggestion = analyse(_world(1, effect=0.40), POOLS).suggestions[0]
+    rule = rule_for(suggestion, {}, "account")
+    assert rule["when"] == {"object": {"eq": "account"}, "industry": {"eq": "healthcare"}}
+    routing = parse(yaml.safe_dump(with_rule(document, rule)), source=EXAMPLE)
+    assert routing.rules[0].name == rule["name"]
