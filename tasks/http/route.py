@@ -193,9 +193,10 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
         records, enriched = routing.enrichment.run_all([record], EnrichData())
         record = records[0]
     try:
-        decision = store_call(lambda: route_batch(
-            [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
-            enriched=enriched))[0]
+        with ctx.route_lock:
+            decision = store_call(lambda: route_batch(
+                [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
+                enriched=enriched))[0]
     except CommitConflict as exc:
         raise Rejected(503, "pools too contended right now; retry", "failed") from exc
     ctx.metrics.decision(str(decision.outcome), decision.rule)
