@@ -152,7 +152,10 @@ def notifier_for(settings: Settings, store: StateStore, routing: CompiledRouting
     senders = senders_for(settings)
     if not senders:
         return None
-    queue = RedisNotices(store) if isinstance(store, RedisStateStore) else None
+    # Without a broker (Redis state given by --state alone) the notices still wait in Redis
+    # for a worker's drain; publishing would only wait on a broker that is not there.
+    queue = RedisNotices(store, enqueue=bool(settings.redis_url)) \
+        if isinstance(store, RedisStateStore) else None
     return Notifier(routing, senders, store, links=links_for(settings), queue=queue)
 
 

@@ -7,7 +7,8 @@ import random
 import threading
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -110,6 +111,7 @@ class Simulator:
         # `hubspot_owner_id` propertyChange), oldest first; see `owner_events`.
         self.hubspot_owner_events: list[dict[str, Any]] = []
         self._next_event_id = 1
+        self._writer = threading.local()  # who is writing on this thread (`api_writes`)
         self.hubspot_burst = hubspot_burst
         self.hubspot_burst_window_s = hubspot_burst_window_s
         self.hubspot_daily = hubspot_daily
@@ -181,11 +183,27 @@ class Simulator:
             self.hubspot_order[obj].append(record_id)
             return str(record_id)
 
+    @contextmanager
+    def api_writes(self) -> Iterator[None]:
+        """Changes made inside are the API's (the router's writes): HubSpot logs their owner
+        changes with changeSource INTEGRATION and the app id as sourceId. The REST handlers
+        wrap their updates in it (this thread only), so `hubspot_update` keeps its signature
+        for tests that wrap it."""
+        previous = getattr(self._writer, "source", None)
+        self._writer.source = ("INTEGRATION", str(self.hubspot_app_id))
+        try:
+            yield
+        finally:
+            self._writer.source = previous
+
     def hubspot_update(self, obj: str, record_id: str | int, props: Mapping[str, object], *,
-                       change_source: str = "CRM_UI", source_id: str | None = None) -> None:
+                       change_source: str | None = None, source_id: str | None = None) -> None:
         """Set properties and bump the modification time (KeyError if the record is absent).
         An owner change is logged as its webhook event, with `change_source` and `source_id`
-        (the API handlers pass INTEGRATION and the app id; a person CRM_UI, `userId:N`)."""
+        (default: the API's inside `api_writes`, else a person in the CRM UI, CRM_UI)."""
+        if change_source is None:
+            change_source, source_id = getattr(self._writer, "source", None) or \
+                ("CRM_UI", source_id)
         with self.lock:
             record = self._hubspot_table(obj)[int(record_id)]
             before = record.properties.get("hubspot_owner_id")

@@ -267,8 +267,8 @@ def hubspot_app(sim: Simulator) -> FastAPI:
             problems = _invalid_properties(sim, obj, props)
             if problems:
                 raise _Invalid(_validation_message(problems))
-            sim.hubspot_update(obj, record_id, props, change_source="INTEGRATION",
-                               source_id=str(sim.hubspot_app_id))
+            with sim.api_writes():
+                sim.hubspot_update(obj, record_id, props)
             sim.record_updates("hubspot", 1)
             return JSONResponse(record_json(sim, obj, record, list(props)))
 
@@ -338,8 +338,8 @@ def hubspot_app(sim: Simulator) -> FastAPI:
                     errors.append(_batch_error("VALIDATION_ERROR",
                                                _validation_message(problems), [raw]))
                     continue
-                sim.hubspot_update(obj, raw, props, change_source="INTEGRATION",
-                                   source_id=str(sim.hubspot_app_id))
+                with sim.api_writes():
+                    sim.hubspot_update(obj, raw, props)
                 results.append(record_json(sim, obj, record, list(props)))
             sim.record_updates("hubspot", len(results))
         if missing:
