@@ -374,3 +374,14 @@ def test_given_the_longest_key_when_routed_then_its_decision_is_found_by_record_
     found = route_client.get(f"/decisions/api:{key}", headers=AUTH)
 
     assert found.status_code == 200 and found.json()[0]["trigger"] == "api"
+
+
+def test_given_a_paused_rep_when_routed_then_the_pool_skips_them_as_the_workers_would(
+    route_client: TestClient,
+) -> None:
+    assert route_client.post("/reps/ana/pause", headers=AUTH).status_code == 200
+
+    answer = post(route_client, contact("while-ana-is-away")).json()
+
+    assert answer["owner"]["id"] == "bo"
+    assert "ana" in json.dumps(answer["trace"])  # the trace says why ana was passed over
