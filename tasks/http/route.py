@@ -44,7 +44,10 @@ TRIGGER = "api"
 # A form posts tens of fields; a few hundred leave room for custom properties while keeping one
 # request's normalization cheap (the 1 MiB body limit bounds the rest).
 MAX_FIELDS = 500
-MAX_KEY_LENGTH = 255
+MAX_KEY_LENGTH = 255  # a record field's name
+# The decision's record id is `api:<key>`: within the 255 characters any id in a request may
+# have, so `GET /decisions/api:<key>` finds it.
+MAX_IDEMPOTENCY_KEY = 200
 # The claim on a key while its request is routed: far longer than one decision takes (a few
 # milliseconds), short enough that a server killed mid-request frees the key soon.
 CLAIM_SECONDS = 30.0
@@ -73,7 +76,7 @@ FieldName = Annotated[str, StringConstraints(strict=True),
 FieldValue = Annotated[str | int | float | None, BeforeValidator(_scalar)]
 Name = Annotated[str, StringConstraints(strict=True), AfterValidator(lambda v: check_text(v, 64))]
 Key = Annotated[str, StringConstraints(strict=True),
-                AfterValidator(lambda v: check_text(v, MAX_KEY_LENGTH))]
+                AfterValidator(lambda v: check_text(v, MAX_IDEMPOTENCY_KEY))]
 
 
 class RouteBody(BaseModel):
