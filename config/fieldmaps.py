@@ -17,7 +17,7 @@ FieldMaps = Mapping[str, Mapping[str, FieldMap]]  # CRM name -> the CRM's object
 # The normalized record fields a field map may name (docs/routing-file.md).
 MAPPABLE = frozenset({
     "name", "domain", "email", "industry", "employees", "annual_revenue", "country", "state",
-    "city", "postal_code", "lead_source", "website", "owner",
+    "city", "postal_code", "lead_source", "website", "owner", "phone",
 })
 
 

@@ -10,7 +10,7 @@ import os
 import re
 import stat
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationError,
     model_validator,
@@ -28,6 +29,7 @@ from pydantic import (
 
 from config.display import SHOWN_CHARS, shorten
 from config.fieldmaps import MAPPABLE
+from config.hours import HoursError, Schedule, leave_bounds, parse_moment, parse_schedule
 
 # The CRMs a routing file may name: CRM name -> its object names (from the connector registry).
 KnownCrms = Mapping[str, Collection[str]]
@@ -52,6 +54,13 @@ MAX_INT_DIGITS = 18
 # a month is far beyond any SLA and keeps every deadline inside the state stores' key TTLs.
 MAX_DURATION = timedelta(days=30)
 MAX_REROUTES = 10
+# Enrichment steps (`enrich:`, docs/routing-file.md#enrichment): found by name in this
+# entry-point group; the built-ins are always known, whatever the installed metadata says.
+ENRICHER_GROUP = "account_router.enrichers"
+BUILTIN_ENRICHERS = ("state_codes", "phone_country", "tld_country", "company_match")
+MAX_ENRICH_STEPS = 32
+# One `enrich:` step as validated: its name and its options.
+EnrichStep = tuple[str, dict[str, Any]]
 
 
 class ConfigError(Exception):
@@ -166,17 +175,39 @@ class Notify(_Strict):
     manager_on_fallback: bool = False
 
 
-class OutOfOffice(_Strict):
-    """An inclusive date range in the rep's own timezone."""
+# A date (a whole day) or a naive local date and time (config/hours.py).
+Moment = Annotated[date | datetime, PlainValidator(parse_moment)]
 
-    start: date
-    end: date
+
+class OutOfOffice(_Strict):
+    """Leave in the rep's own timezone: dates are whole days, both inclusive; a date and time
+    (a partial day) starts at that minute and ends at its `end` minute (the rep is back then)."""
+
+    start: Moment
+    end: Moment
 
     @model_validator(mode="after")
     def _ordered(self) -> OutOfOffice:
-        if self.end < self.start:
+        timed = isinstance(self.start, datetime) or isinstance(self.end, datetime)
+        if not timed and self.end < self.start:
             raise ValueError(f"an end on or after the start {self.start}, found end {self.end}")
+        if timed:
+            since, until = leave_bounds(self.start, self.end)
+            if until <= since:
+                raise ValueError(f"an end after the start {self.start}, found end {self.end}")
         return self
+
+
+class WorkingHours(_Strict):
+    """When a rep takes records, in their own timezone (docs/routing-file.md#working-hours).
+    Both keys are checked, with their paths, by `schedule()` when the file loads."""
+
+    days: Any
+    hours: Any
+
+    def schedule(self) -> Schedule:
+        """The parsed week; HoursError (with the path below `working_hours`) when malformed."""
+        return parse_schedule(self.days, self.hours)
 
 
 class Rep(_Strict):
@@ -188,6 +219,7 @@ class Rep(_Strict):
     manager: str | None = None
     timezone: str | None = None
     out_of_office: list[OutOfOffice] = Field(default_factory=list)
+    working_hours: WorkingHours | None = None  # None: any time of day
     active: bool = True
     slack: str | None = None  # Slack member id (U...); else looked up by `email`
 
@@ -215,6 +247,9 @@ class Pool(_Strict):
     cap: Cap | None = None
     overflow: Overflow | None = None
     sla: Sla | None = None
+    # When every member is outside working hours: skip them like any unavailable member
+    # (next_available), or keep the turn in the pool for them (queue; docs/routing-file.md#pools).
+    outside_hours: Literal["next_available", "queue"] = "next_available"
 
 
 class ListDef(_Strict):
@@ -295,14 +330,23 @@ class RoutingFile(_Strict):
     on_review_timeout: Literal["approve", "escalate"] = "escalate"
     # How long a POST /route decision waits for its CRM record (docs/routing-file.md#precreate-ttl).
     precreate_ttl: Duration = timedelta(hours=24)
+    # Steps run on each record before the rules; each a name or {name: {options}}, checked
+    # (with their paths) by `_check_enrich`.
+    enrich: list[Any] = Field(default_factory=list)
 
     _source: Path | None = PrivateAttr(default=None)
+    _enrich_steps: tuple[EnrichStep, ...] = PrivateAttr(default=())
     _list_domains: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
     _list_where: dict[str, tuple[str, ...]] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> Path | None:
         return self._source
+
+    @property
+    def enrich_steps(self) -> tuple[EnrichStep, ...]:
+        """`enrich:` as (name, options) pairs, in order."""
+        return self._enrich_steps
 
     def list_domains(self, name: str) -> tuple[str, ...]:
         """A list's entries, read from its file when it has one (loaded with the routing file)."""
@@ -608,6 +652,7 @@ def parse(text: str, source: str | Path | None = None, *,
         raise _from_pydantic(source, exc) from None
     routing._source = Path(source) if source is not None else None
     _check_references(routing, source)
+    routing._enrich_steps = _check_enrich(routing.enrich, source)
     if crms is not None:
         _check_crm_names(routing, source, crms)
     routing._list_domains, routing._list_where = _read_lists(routing, source, list_roots)
@@ -698,6 +743,11 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
             fail(f"reps[{i}].backup", "another rep (a rep cannot back itself up)", rep.backup)
         if rep.timezone is not None:
             _check_timezone(rep.timezone, f"reps[{i}].timezone", source)
+        if rep.working_hours is not None:
+            try:
+                rep.working_hours.schedule()
+            except HoursError as exc:
+                fail(f"reps[{i}].working_hours.{exc.where}", exc.expected, exc.found)
     _check_manager_cycles(routing, source)
     for name, pool in routing.pools.items():
         seen: set[str] = set()
@@ -740,6 +790,49 @@ def _check_references(routing: RoutingFile, source: str | Path | None) -> None:
             for fld in mapping:
                 if fld not in MAPPABLE:
                     fail(f"field_maps.{crm}.{obj}.{fld}", "a normalized record field", fld)
+
+
+def registered_enrichers() -> tuple[str, ...]:
+    """The enrichment step names installed: the built-ins and the entry-point group's."""
+    from importlib.metadata import entry_points
+
+    names = dict.fromkeys(BUILTIN_ENRICHERS)
+    names.update(dict.fromkeys(sorted(ep.name for ep in entry_points(group=ENRICHER_GROUP))))
+    return tuple(names)
+
+
+def _check_enrich(steps: list[Any], source: str | Path | None) -> tuple[EnrichStep, ...]:
+    if not steps:
+        return ()
+    if len(steps) > MAX_ENRICH_STEPS:
+        raise ConfigError(source, "enrich", f"at most {MAX_ENRICH_STEPS} steps",
+                          ).with_found_text(f"{len(steps)}")
+    known = registered_enrichers()
+    expected = f"an enricher, one of {', '.join(known)}"
+    out: list[EnrichStep] = []
+    seen: set[str] = set()
+    for i, step in enumerate(steps):
+        path = f"enrich[{i}]"
+        if isinstance(step, dict):
+            if len(step) != 1:
+                raise ConfigError(source, path, "a step name, or one name with its options "
+                                  "such as {company_match: {threshold: 90}}", step)
+            name, options = next(iter(step.items()))
+            if options is None:
+                options = {}
+            if not isinstance(options, dict):
+                raise ConfigError(source, f"{path}.{name}", "a mapping of options", options)
+        elif isinstance(step, str):
+            name, options = step, {}
+        else:
+            raise ConfigError(source, path, expected, step)
+        if not isinstance(name, str) or name not in known:
+            raise ConfigError(source, path, expected, name)
+        if name in seen:
+            raise ConfigError(source, path, "each enricher at most once (duplicate)", name)
+        seen.add(name)
+        out.append((name, {str(k): v for k, v in options.items()}))
+    return tuple(out)
 
 
 def _check_crm_names(routing: RoutingFile, source: str | Path | None, crms: KnownCrms) -> None:

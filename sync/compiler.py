@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from config.hours import Schedule
 from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
 from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
+from sync.enrich import Enrichment, compile_enrichment
 from sync.models import Record, TraceStep
 from sync.normalize import fold, id_key, is_freemail, normalize_domain
 
@@ -55,6 +57,10 @@ class CompiledRouting:
     # Whether any decision may be held (either of the above): a plain field, since `decide`
     # reads it once per decision.
     reviews: bool = False
+    # The `enrich:` steps run on each record before the rules (None: none configured).
+    enrichment: Enrichment | None = None
+    # Rep id -> working week (docs/routing-file.md#working-hours); reps absent work any time.
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     @property
     def review_timeout(self) -> timedelta:
@@ -92,6 +98,14 @@ class CompiledRouting:
             if r.name == name:
                 return r
         return None
+
+    def on_duty_from(self, rep_id: str, instant: datetime) -> datetime:
+        """When `rep_id` is next inside their working hours from `instant` on: `instant`
+        itself when they have none or are in hours (docs/routing-file.md#working-hours)."""
+        schedule = self.schedules.get(rep_id)
+        if schedule is None:
+            return instant
+        return schedule.on_duty_from(instant, self.zones[rep_id])
 
     @property
     def uses_account_owner(self) -> bool:
@@ -165,8 +179,11 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         lists[name] = frozenset(domains)
         list_entries[name] = frozenset(folded)
 
+    enrichment = compile_enrichment(routing.enrich_steps, source)
+    # With `state_codes`, conditions on `state` compare canonical subdivision codes.
+    state_codes = enrichment is not None and "state_codes" in enrichment.names
     ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
-                         rep_owner_keys=rep_owner_keys)
+                         rep_owner_keys=rep_owner_keys, state_codes=state_codes)
     exprs: list[str] = []
     rules: list[CompiledRule] = []
     for i, rule in enumerate(routing.rules):
@@ -178,7 +195,8 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         # The whole `when` compiled above, so each clause compiles cleanly; its warnings were
         # already collected, so a throwaway list keeps them from being reported twice.
         clause_ctx = CompileContext(source=source, lists=lists, list_entries=list_entries,
-                                    rep_owner_keys=rep_owner_keys, constants=ctx.constants)
+                                    rep_owner_keys=rep_owner_keys, constants=ctx.constants,
+                                    state_codes=state_codes)
         for key, value in (when or {}).items():
             clause_expr = compile_when({key: value}, path, clause_ctx)
             clauses.append(Clause(text=_clause_text(key, value),
@@ -222,6 +240,9 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         review_rules=frozenset(r.name for r in routing.rules if r.review),
         reviews=any(r.review for r in routing.rules) or review_when is not None,
         review_when=review_when,
+        enrichment=enrichment,
+        schedules={rep.id: rep.working_hours.schedule() for rep in routing.reps
+                   if rep.working_hours is not None},
     )
 
 

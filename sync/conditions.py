@@ -14,6 +14,7 @@ from typing import Any
 import re2  # type: ignore[import-untyped]  # ships no py.typed
 
 from config.routing import ConfigError
+from sync.enrich import ISO_STATE, state_operand_keys
 from sync.models import NUMERIC_FIELDS, RECORD_FIELDS, Record
 from sync.normalize import (
     PostalKey,
@@ -74,6 +75,8 @@ class CompileContext:
     warnings: list[str] = field(default_factory=list)
     raw_fields: set[str] = field(default_factory=set)  # `fields.<x>` names the rules read
     operators: int = 0  # operator tests compiled so far, against MAX_OPERATORS
+    # The file enriches with `state_codes`: `state` eq/in compare canonical subdivision codes.
+    state_codes: bool = False
 
     def const(self, value: Any) -> str:
         name = f"_c{len(self.constants)}"
@@ -310,6 +313,12 @@ def _compile_op(name: str, op: str, operand: Any, path: str, ctx: CompileContext
                 raise ctx.error(at(i), "a non-empty value", v)
             canon.add(f)
         source = "r.industry" if kind == "industry" else folded
+        if name == "state" and ctx.state_codes:
+            # A state the enricher resolved compares by its code (`us-ca`), which each value
+            # here may mean (`CA`, `California`); an unresolved one by its text, as always.
+            for v in values:
+                canon |= state_operand_keys(v)
+            source = f"(r.folded.get({ISO_STATE!r}) or {folded})"
         test = f"{source} in {ctx.const(frozenset(canon))}"
     return f"(not {test})" if negate else f"({test})"
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import NamedTuple
 
+from config.hours import describe, leave_bounds
 from config.routing import Rep
 from sync.compiler import CompiledRouting, CompiledRule
 from sync.models import Decision, Outcome, PoolTurn, Record, TraceStep
@@ -96,6 +97,11 @@ class _PendingChange:
     increments: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+# `RoutingContext.traces`: a trace by the rules tried and their answers, and whether it won.
+Traces = dict[tuple[tuple[int, ...], tuple[str, ...], bool], tuple[TraceStep, ...]]
+_TRACES_KEPT = 4096
+
+
 @dataclass
 class RoutingContext:
     """A snapshot of everything variable a decision depends on, taken once per batch.
@@ -115,7 +121,13 @@ class RoutingContext:
     # Records whose current owner a person chose over the router's (an override): id -> the
     # reason to keep it, under every `respect_existing_owner` policy.
     chosen: Mapping[str, str] = field(default_factory=dict)
+    # What enrichment did to each record before the rules (record id -> its trace steps,
+    # sync/enrich.py): put at the front of the record's trace. Empty: no enrichment.
+    enriched: Mapping[str, tuple[TraceStep, ...]] = field(default_factory=dict)
     _status: dict[str, str | None] = field(default_factory=dict, init=False)
+    # Reps unavailable only because the routing instant is outside their working hours:
+    # rep id -> when their hours start again (for a pool with `outside_hours: queue`).
+    _off_hours: dict[str, str] = field(default_factory=dict, init=False)
     _chains: dict[str, _Chain] = field(default_factory=dict, init=False)
     _windows: dict[str, dict[str, str]] = field(default_factory=dict, init=False)
     _changes: dict[str, _PendingChange] = field(default_factory=dict, init=False)
@@ -131,9 +143,9 @@ class RoutingContext:
     _paths: dict[tuple[int, ...], _PathWin] = field(default_factory=dict, init=False)
     _pool_paths: list[tuple[int, ...]] = field(default_factory=list, init=False)
     _owners: dict[str, _Owner] = field(default_factory=dict, init=False)
-    # Traces made in this snapshot, by rules tried and their answers (`trace`).
-    _traces: dict[tuple[tuple[int, ...], tuple[str, ...], bool], tuple[TraceStep, ...]] = \
-        field(default_factory=dict, init=False)
+    # Traces by rules tried and their answers (`trace`): this snapshot's, or the caller's for
+    # many snapshots (route-file keeps one for a run, so a trace stays one object throughout).
+    traces: Traces = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.now.tzinfo is None:
@@ -174,10 +186,20 @@ class RoutingContext:
                 return "paused"
             if until > self.now:
                 return f"paused until {until.isoformat()}"
-        local_day = self.now.astimezone(self.routing.zones[rep_id]).date()
+        zone = self.routing.zones[rep_id]
+        # Leave and working hours are wall-clock times in the rep's timezone, taken at the
+        # routing instant (never the machine's clock): docs/routing-file.md#working-hours.
+        local = self.now.astimezone(zone).replace(tzinfo=None)
         for leave in rep.out_of_office:
-            if leave.start <= local_day <= leave.end:
-                return f"out of office until {leave.end.isoformat()}"
+            since, until = leave_bounds(leave.start, leave.end)
+            if since <= local < until:
+                back = leave.end.isoformat(sep=" ", timespec="minutes") \
+                    if isinstance(leave.end, datetime) else leave.end.isoformat()
+                return f"out of office until {back}"
+        schedule = self.routing.schedules.get(rep_id)
+        if schedule is not None and not schedule.contains(local):
+            self._off_hours[rep_id] = describe(schedule.next_start(local), zone.key)
+            return f"outside working hours ({describe(local, zone.key)})"
         return None
 
     def status(self, rep_id: str) -> str | None:
@@ -232,8 +254,31 @@ class RoutingContext:
             else:
                 passed.append(f"{member} {why}")
         note = "; ".join(passed)
+        if not eligible and pool.outside_hours == "queue":
+            # Nobody is in hours: the turn stays in the pool, among the members who are only
+            # outside their hours (caps and weights still hold), and the record waits in the
+            # chosen rep's queue until their hours start (docs/routing-file.md#pools).
+            for member in pool.members:
+                if member in exclude or member not in self._off_hours:
+                    continue
+                if cap is not None and snap.counts.get(member, 0) >= cap.max:
+                    continue
+                if pool.strategy == "weighted" and pool.weights.get(member, 1) == 0:
+                    continue
+                eligible.append(member)
+            if eligible:
+                turn = self._turn(pool_name, eligible)
+                starts = self._off_hours[turn.member]
+                return turn, (f"{note}; every member outside working hours, queued for "
+                              f"{turn.member} (hours start {starts})")
         if not eligible:
             return None, note or "no members"
+        return self._turn(pool_name, eligible), note
+
+    def _turn(self, pool_name: str, eligible: list[str]) -> PoolTurn:
+        """The pool strategy's pick among `eligible` (non-empty, in member order)."""
+        pool = self.routing.pools[pool_name]
+        snap = self.pools[pool_name]
         windows = self._windows[pool_name]
         if pool.strategy == "round_robin":
             members = pool.members
@@ -248,7 +293,7 @@ class RoutingContext:
                 if candidate in eligible:
                     chosen = candidate
                     break
-            return PoolTurn(pool_name, chosen, windows[chosen], chosen, None), note
+            return PoolTurn(pool_name, chosen, windows[chosen], chosen, None)
         if pool.strategy == "weighted":
             # Smooth weighted round robin (nginx): eligible members gain their weight, the
             # richest takes the turn and pays the total. Away members' credit stays frozen, so a
@@ -264,10 +309,10 @@ class RoutingContext:
                     best = member
             assert best is not None
             credits[best] -= total
-            return PoolTurn(pool_name, best, windows[best], snap.last_served, credits), note
+            return PoolTurn(pool_name, best, windows[best], snap.last_served, credits)
         # least_loaded: fewest assignments in the window, ties in member order.
         chosen = min(eligible, key=lambda m: (snap.counts.get(m, 0), pool.members.index(m)))
-        return PoolTurn(pool_name, chosen, windows[chosen], chosen, None), note
+        return PoolTurn(pool_name, chosen, windows[chosen], chosen, None)
 
     def apply(self, turn: PoolTurn) -> None:
         """Advance the working copy after a decision that took a pool turn."""
@@ -294,9 +339,12 @@ class RoutingContext:
         new string each time, yet the trace it makes repeats, and the history stores a trace
         once per identity it sees (and builds no steps here for a trace made before)."""
         key = (tuple(path), tuple(reasons), won)
-        trace = self._traces.get(key)
+        traces = self.traces
+        trace = traces.get(key)
         if trace is None:
-            trace = self._traces[key] = _steps(self.routing, path, reasons, won)
+            if len(traces) >= _TRACES_KEPT:
+                traces.clear()  # answers that name a record (an account's domain) never repeat
+            trace = traces[key] = _steps(self.routing, path, reasons, won)
         return trace
 
     def _remember(self, path: list[int], pooled: bool, win: _PathWin) -> None:
@@ -351,6 +399,10 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
     top-level `review_when`) comes out `pending_review`: same owner, same pool turn (the turn
     is taken; docs/routing-file.md#review), nothing to write."""
     decision = _decide(record, ctx, trigger)
+    if ctx.enriched:
+        notes = ctx.enriched.get(record.id)
+        if notes:
+            decision = decision._replace(trace=notes + decision.trace)
     routing = ctx.routing
     if routing.reviews and decision.outcome in _REVIEWABLE:
         why = routing.review_reason(decision.rule, record)

@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import cast
 
 from sync.compiler import CompiledRouting
-from sync.decide import OwnerInfo, RoutingContext, decide
-from sync.models import Decision, Outcome, Record
+from sync.decide import OwnerInfo, RoutingContext, Traces, decide
+from sync.models import Decision, Outcome, Record, TraceStep
 from sync.state.base import StateStore
 
 # Under heavy contention a batch may lose the compare-and-set; it re-reads and re-decides. The
@@ -36,6 +36,8 @@ def route_batch(
     dry_run: bool = False,
     crm: str | None = None,
     chosen: Mapping[str, str] | None = None,
+    enriched: Mapping[str, tuple[TraceStep, ...]] | None = None,
+    traces: Traces | None = None,
 ) -> list[Decision]:
     """Decide every record and commit pool turns and audit rows atomically.
 
@@ -47,6 +49,9 @@ def route_batch(
     `dry_run=True` nothing is committed at all: the decisions are what would happen.
     `chosen`: records whose current owner a person chose over ours (id -> the reason to keep
     it), kept under every `respect_existing_owner` policy (sync/overrides.py).
+    `enriched`: what enrichment did to the records (id -> trace steps), put in their traces.
+    `traces`: a dict kept across batches (`RoutingContext.traces`), so their equal traces are
+    one object, which the SQLite history encodes once.
     The owners of this batch's accounts are added to `account_owners` (when a dict) for later
     batches; with `learn`, only the domains in it (those some later lead will look up), so the
     map does not grow with every account of a long file.
@@ -63,7 +68,8 @@ def route_batch(
             if account_owners is not None else learned
         ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
                              pools=snapshots, users=users, account_owners=owners, crm=crm,
-                             chosen=chosen or {})
+                             chosen=chosen or {}, enriched=enriched or {},
+                             traces={} if traces is None else traces)
         expected = {name: snap.version for name, snap in snapshots.items()}
         decisions: list[Decision] = []
         for record in records:

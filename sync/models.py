@@ -27,7 +27,7 @@ class Outcome(StrEnum):
 # CRM/CSV columns.
 RECORD_FIELDS = (
     "id", "object", "name", "domain", "email", "industry", "employees", "annual_revenue",
-    "country", "state", "city", "postal_code", "lead_source", "website", "owner",
+    "country", "state", "city", "postal_code", "lead_source", "website", "owner", "phone",
 )
 NUMERIC_FIELDS = frozenset({"employees", "annual_revenue"})
 OBJECTS = ("account", "lead", "contact")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -12,7 +13,6 @@ from jinja2 import Environment, select_autoescape
 
 from config.routing import CHANNELS, Channel
 from sync.compiler import CompiledRouting
-from sync.links import crm_link, record_link
 from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key, event_id
 from sync.ports import Written
 from sync.state.base import WatchEntry
@@ -26,12 +26,25 @@ MAX_NAME_CHARS = 200
 MAX_FIELDS = 10
 
 
-@dataclass(frozen=True, slots=True)
-class Links:
-    """What a CRM link needs from the settings (HUBSPOT_PORTAL_ID, SALESFORCE_INSTANCE_URL)."""
+class Links(Protocol):
+    """Where a record's page in its CRM is (connectors/links.py knows the CRMs' URLs)."""
 
-    hubspot_portal_id: str | None = None
-    salesforce_instance_url: str | None = None
+    def decision(self, decision: Decision) -> str | None: ...
+
+    def record(self, crm: str, crm_object: str, record_id: str) -> str | None: ...
+
+
+class NoLinks:
+    """No CRM links (messages name the record without one)."""
+
+    def decision(self, decision: Decision) -> str | None:
+        return None
+
+    def record(self, crm: str, crm_object: str, record_id: str) -> str | None:
+        return None
+
+
+NO_LINKS = NoLinks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +154,7 @@ def rule_fields(when: Mapping[str, Any] | None) -> tuple[str, ...]:
 
 
 def compose(decision: Decision, record: Record, routing: CompiledRouting, decision_key: str,
-            links: Links = Links(), channels: Iterable[str] = CHANNELS) -> list[Notice]:
+            links: Links = NO_LINKS, channels: Iterable[str] = CHANNELS) -> list[Notice]:
     """The notices a landed write calls for, on the `channels` that are configured.
 
     Nobody is told about a kept owner, an unassigned record, a queue, a rep the file does not
@@ -172,7 +185,7 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
                    for name in used[:MAX_FIELDS])
     steps = tuple((s.rule, s.result, s.detail) for s in decision.trace if s.result != "no_match")
     name = _short(record.raw.get("name") or decision.record_id, MAX_NAME_CHARS)
-    link = crm_link(decision, links.hubspot_portal_id, links.salesforce_instance_url)
+    link = links.decision(decision)
     notices = []
     for role, rep_id in recipients:
         rep = routing.reps[rep_id]
@@ -193,7 +206,7 @@ def compose(decision: Decision, record: Record, routing: CompiledRouting, decisi
 
 
 def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
-                   routing: CompiledRouting, links: Links = Links(),
+                   routing: CompiledRouting, links: Links = NO_LINKS,
                    channels: Iterable[str] = CHANNELS, *, kind: str | None = None,
                    name: str | None = None) -> list[Notice]:
     """Who hears that a first-touch SLA ran out: the owner's manager, and after a re-route the
@@ -211,8 +224,7 @@ def breach_notices(entry: WatchEntry, action: str, new_owner: str | None,
     # The watch entry holds the CRM's own object name, which the link needs; `kind` (the
     # record kind) is what the message calls it when the pass knows it.
     shown = kind or entry.object
-    link = record_link(entry.crm, entry.object, entry.record_id, links.hubspot_portal_id,
-                       links.salesforce_instance_url)
+    link = links.record(entry.crm, entry.object, entry.record_id)
     notices = []
     for role, rep_id in recipients:
         rep = routing.reps[rep_id]
@@ -469,11 +481,11 @@ def event_for(notice: Notice, kind: str, at: datetime, delivery: Delivery) -> Hi
 
 
 def deliver(notices: Iterable[Notice], senders: Mapping[str, Sender], claims: Claims,
-            clock: Callable[[], datetime]) -> Outcomes:
+            clock: Callable[[], datetime], attempts: int = MAX_ATTEMPTS) -> Outcomes:
     """Send each notice once: claim it, send it, record what happened. A claimed notice is
     skipped, so a redelivered task or a second worker never sends it twice (a worker killed
     between claim and send loses that one message rather than risking two); a retryable
-    failure gives the claim back and comes back in `again` until MAX_ATTEMPTS."""
+    failure gives the claim back and comes back in `again` until `attempts` deliveries."""
     out = Outcomes()
     for notice in notices:
         sender = senders.get(notice.channel)
@@ -490,13 +502,45 @@ def deliver(notices: Iterable[Notice], senders: Mapping[str, Sender], claims: Cl
         if delivery.ok:
             claims.record_events([event_for(notice, "notified", clock(), delivery)])
             out.sent.append(notice)
-        elif delivery.retryable and notice.attempts + 1 < MAX_ATTEMPTS:
+        elif delivery.retryable and notice.attempts + 1 < attempts:
             claims.forget(claim_key(notice))
             out.again.append(replace(notice, attempts=notice.attempts + 1))
         else:
             claims.record_events([event_for(notice, "notify_failed", clock(), delivery)])
             out.failed.append((notice, delivery.error or "failed"))
     return out
+
+
+# After a channel's retries ran out, the embedded notifier stops calling it for this long:
+# a Slack or SMTP outage must not add its retry waits to every record a sweep writes.
+COOLDOWN_SECONDS = 60.0
+
+
+class Breaker:
+    """A `Sender` that, once its channel failed retryably (the transport's tries spent), fails
+    the next notices at once for COOLDOWN_SECONDS, recorded as such, then tries again."""
+
+    def __init__(self, sender: Sender, clock: Callable[[], float],
+                 cooldown: float = COOLDOWN_SECONDS) -> None:
+        self.sender = sender
+        self.clock = clock
+        self.cooldown = cooldown
+        self._open_until = 0.0
+        self._why = ""
+
+    @property
+    def channel(self) -> Channel:
+        return self.sender.channel
+
+    def send(self, notice: Notice) -> Delivery:
+        if self.clock() < self._open_until:
+            return Delivery(False, f"not tried: {self.channel} failed just before "
+                                   f"({self._why})", False)
+        delivery = self.sender.send(notice)
+        if not delivery.ok and delivery.retryable:
+            self._open_until = self.clock() + self.cooldown
+            self._why = delivery.error or "unavailable"
+        return delivery
 
 
 class NoticeQueue(Protocol):
@@ -508,14 +552,18 @@ class NoticeQueue(Protocol):
 class Notifier:
     """The pipeline follower (`sync.ports.AfterWrite`) that tells reps about landed writes.
 
-    Embedded (no queue): sends inline, right after the write. Service: parks the notices in
-    `queue` for a `notify.send` task, so a slow Slack never holds a routing worker."""
+    Embedded (no queue): sends inline, right after the write, once (the channel's transport
+    has retried); a channel that just failed is not called again for COOLDOWN_SECONDS, so an
+    outage costs a sweep one round of retries, not one per record. Service: parks the notices
+    in `queue` for a `notify.send` task, so a slow Slack never holds a routing worker."""
 
     def __init__(self, routing: CompiledRouting, senders: Sequence[Sender], claims: Claims, *,
-                 links: Links = Links(), queue: NoticeQueue | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 links: Links = NO_LINKS, queue: NoticeQueue | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.routing = routing
-        self.senders = senders_by_channel(senders)
+        self.senders: dict[str, Sender] = senders_by_channel(
+            senders if queue is not None else [Breaker(s, monotonic) for s in senders])
         self.claims = claims
         self.links = links
         self.queue = queue
@@ -530,15 +578,14 @@ class Notifier:
         self.dispatch(self.notices(items))
 
     def dispatch(self, notices: Sequence[Notice]) -> None:
-        """Queue `notices` (service) or send them now, retrying a retryable failure up to
-        MAX_ATTEMPTS in all (embedded)."""
+        """Queue `notices` (service) or send them now, each once (embedded: nothing would
+        come back for a later try, so a retryable failure is recorded as failed)."""
         if not notices:
             return
         if self.queue is not None:
             self.queue.put(notices)
             return
-        while notices:
-            notices = deliver(notices, self.senders, self.claims, self.clock).again
+        deliver(notices, self.senders, self.claims, self.clock, attempts=1)
 
     def breached(self, entry: WatchEntry, kind: str, name: str | None, action: str,
                  new_owner: str | None, at: datetime) -> None:

@@ -20,8 +20,17 @@ from typing import TYPE_CHECKING
 from sync.compiler import CompiledRouting
 from sync.decide import OwnerInfo, RoutingContext, decide
 from sync.engine import route_batch, skipped
+from sync.enrich import AccountIndex, EnrichData
 from sync.metrics import Metrics, NullMetrics
-from sync.models import Decision, Outcome, Record, ReviewItem, decision_key, review_id
+from sync.models import (
+    Decision,
+    Outcome,
+    Record,
+    ReviewItem,
+    TraceStep,
+    decision_key,
+    review_id,
+)
 from sync.normalize import build_record, id_key
 from sync.overrides import (
     DEFAULT_MARK_TTL,
@@ -496,11 +505,11 @@ class Pipeline:
             return None, skipped(record_id, "record not found in the CRM", instant,
                                  object=self.spec.kind(obj), crm=self.crm,
                                  trigger="explain")
-        record = self.to_record(obj, found[0])
+        (record,), owners, enriched = self._prepare([self.to_record(obj, found[0])])
         snapshots = self.store.load_pools(RoutingContext.pool_windows(self.routing, instant))
         ctx = RoutingContext(routing=self.routing, now=instant, paused=self.store.pauses(instant),
                              pools=snapshots, users=self.users(), crm=self.crm,
-                             account_owners=self._account_owners([record]),
+                             account_owners=owners, enriched=enriched,
                              # A person's choice is kept here as the routing run would.
                              chosen=self._chosen(obj, found, [record], "explain",
                                                  observe=False))
@@ -563,12 +572,13 @@ class Pipeline:
                     records.append(self.to_record(obj, crm_record))
                 except ValueError:
                     unreadable.append(crm_record.id)
+            records, owners, enriched = self._prepare(records)
             # One batch, so pool rotation runs on across all records as it would for real.
             # Records a person took over stay theirs, as a real run would keep them.
             chosen = self._chosen(obj, crm_records, records, "simulate", observe=False)
             decisions = route_batch(records, self.routing, self.store, instant,
                                     trigger="simulate", users=self.users(), dry_run=True,
-                                    crm=self.crm, account_owners=self._account_owners(records),
+                                    crm=self.crm, account_owners=owners, enriched=enriched,
                                     chosen=chosen)
         finally:
             self._report_calls()
@@ -657,6 +667,31 @@ class Pipeline:
                           if r.object != "account" and r.domain and not r.freemail})
         return self.connector.accounts_by_domain(domains) if domains else {}
 
+    def _prepare(self, records: Sequence[Record]
+                 ) -> tuple[list[Record], dict[str, str], dict[str, tuple[TraceStep, ...]]]:
+        """A batch's records enriched (docs/routing-file.md#enrichment), the owners of the
+        accounts their leads follow, and what enrichment did to each (id -> trace steps)."""
+        enrichment = self.routing.enrichment
+        if enrichment is None:
+            return list(records), self._account_owners(records), {}
+        data = self._account_names(records) if enrichment.needs_accounts else EnrichData()
+        enriched, notes = enrichment.run_all(records, data)
+        return enriched, self._account_owners(enriched), notes
+
+    def _account_names(self, records: Sequence[Record]) -> EnrichData:
+        """The accounts `company_match` may match this batch's leads to: those the connector
+        finds by the leads' company names (batched, `accounts_by_name`), and the accounts of
+        the leads' own domains (a lead whose domain has an account keeps it). A connector
+        without a name lookup gives none: its leads are left as they are."""
+        lookup = getattr(self.connector, "accounts_by_name", None)
+        leads = [r for r in records if r.object != "account"]
+        names = sorted({r.raw["name"] for r in leads if "name" in r.raw})
+        if lookup is None or not names:
+            return EnrichData()
+        domains = sorted({r.domain for r in leads if r.domain and not r.freemail})
+        known = self.connector.accounts_by_domain(domains) if domains else {}
+        return EnrichData(AccountIndex.build(lookup(names), known_domains=known))
+
     def _process(self, obj: str, crm_records: Sequence[CrmRecord], *, trigger: str,
                  read_at: datetime | None, now: datetime | None, report: RunReport,
                  gone: Sequence[str] = (), writes: _Writes | None = None,
@@ -707,6 +742,7 @@ class Pipeline:
                     audit.append(skipped(crm_record.id, str(exc), instant, object=kind,
                                          crm=self.crm, trigger=trigger))
             chosen = self._chosen(obj, mine, records, trigger)
+            records, owners, enriched = self._prepare(records)
             by_id = {r.id: r for r in records}
             taken = self._precreated(obj, records, instant)
             made = {i: as_made(e, by_id[i], instant, trigger) for i, e in taken.items()} \
@@ -714,8 +750,8 @@ class Pipeline:
             rest = [r for r in records if r.id not in made] if made else records
             decisions = [*made.values(), *route_batch(
                 rest, self.routing, self.store, instant, trigger=trigger, users=self.users(),
-                account_owners=self._account_owners(rest), audit=False,
-                dry_run=self.dry_run, crm=self.crm, chosen=chosen)]
+                account_owners=owners, audit=False, dry_run=self.dry_run, crm=self.crm,
+                chosen=chosen, enriched=enriched)]
             current = {r.id: r.owner for r in records}
             if not self.dry_run:
                 self._hold_for_review(obj, decisions, instant, current)
@@ -768,20 +804,21 @@ class Pipeline:
         if self.dry_run or not records:
             return {}
         oldest = instant - self.routing.file.precreate_ttl
-        made: dict[str, Precreated] = {}
+        asking: list[tuple[str, tuple[str | None, str | None]]] = []
         for record in records:
             # Older records were in the CRM before any waiting decision could be made for
-            # them: skipping them keeps a first full sweep from asking once per record.
+            # them: skipping them keeps a first full sweep from asking about every record.
             if record.owner is not None or (record.created_at is not None
                                             and record.created_at < oldest):
                 continue
-            email, domain = match_keys(record)
-            if email is None and domain is None:
-                continue
-            entry = self.store.take_precreated(self.crm, obj, email, domain, instant)
-            if entry is not None:
-                made[record.id] = entry
-        return made
+            keys = match_keys(record)
+            if keys != (None, None):
+                asking.append((record.id, keys))
+        if not asking:
+            return {}
+        taken = self.store.take_precreated_many(self.crm, obj, [k for _, k in asking], instant)
+        return {record_id: entry for (record_id, _), entry in zip(asking, taken, strict=True)
+                if entry is not None}
 
     def _chosen(self, obj: str, crm_records: Sequence[CrmRecord], records: Sequence[Record],
                 trigger: str, *, observe: bool = True) -> dict[str, str]:

@@ -220,3 +220,15 @@ class Connector(Protocol):
         """Calls made so far."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class AccountNames(Protocol):
+    """Optional beside `Connector`: accounts found by company name, for the `company_match`
+    enrichment step (docs/routing-file.md#enrichment). A connector without it leaves leads
+    unmatched by name."""
+
+    def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(company name, domain) of the accounts whose name has a word starting with the
+        first three letters of a word of one of `names` (more is allowed: the matcher
+        narrows), batched."""

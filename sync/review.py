@@ -159,19 +159,24 @@ def expire(pipeline_for: Callable[[str], Pipeline], store: StateStore, *, now: d
                                        kind=pipeline.spec.kind(item.object))])
                 done = approve(pipeline, item.id, by=TIMEOUT_REVIEWER, now=now)
             except ReviewError as exc:
-                if exc.status != "decided":  # a reviewer got there first: nothing to do
+                if exc.status == "decided":  # a reviewer got there first: nothing to do
+                    continue
+                if exc.status != "ineligible":
                     log.warning("review item %s not approved at its deadline: %s", item.id,
                                 exc)
-                    report.failed.append(item.id)
-                continue
+                    report.failed.append(item.id)  # the CRM: the next pass tries again
+                    continue
+                # The proposal cannot be written (its rep left): a person has to choose, so
+                # it is escalated (once) like under `on_review_timeout: escalate`.
             except Exception:
                 # One CRM down (or no longer configured) must not stop the others' items.
                 log.exception("review item %s not approved at its deadline", item.id)
                 report.failed.append(item.id)
                 continue
-            (report.approved if done.item.status == "approved" else
-             report.superseded).append(item.id)
-            continue
+            else:
+                (report.approved if done.item.status == "approved" else
+                 report.superseded).append(item.id)
+                continue
         if item.escalated or not store.escalate_review(item.id):
             continue  # escalated once, already
         manager = managers(item.proposed_owner)
@@ -250,8 +255,6 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
             data={"from": item.proposed_owner, "to": rep, "by": by, "rule": item.rule,
                   "after_seconds": max(0.0, (now - item.created_at).total_seconds()),
                   "pool": item.pool, "source": "review", "review": item.id}))
-        # account_router_overrides_total{rule}: a reviewer's choice over the proposal counts.
-        pipeline.metrics.override(item.rule)
     # Events first, then the close: a crash between them leaves the item open, and acting on
     # it again finds the owner written and closes it (the same event ids, stored once). The
     # count moves last; a crash just before it leaves that one count unmoved.

@@ -99,7 +99,10 @@ class FirstTouchWatch:
             crm=crm, object=obj, record_id=d.record_id, owner=d.owner,
             owner_crm_id=d.owner_crm_id, pool=d.pool, rule=d.rule,
             decision_key=decision_key(d), written_at=d.written_at,
-            deadline=deadline(d.written_at, sla), touch_field=touch,
+            # The clock starts when the owner is next in their working hours: a record
+            # queued overnight is due the next morning, not at 2 am.
+            deadline=deadline(self.routing.on_duty_from(d.owner, d.written_at), sla),
+            touch_field=touch,
             touch_value=raw.get(f"fields.{touch}"),
             window=self._window(d), reroutes=reroutes, breached=breached)
 
@@ -208,15 +211,18 @@ class SlaCheck:
                     "pool": check.entry.pool, "seconds": seconds,
                     "field": check.entry.touch_field}))
                 done.append(check.entry)
-            elif check.verdict in (Verdict.OVERRIDDEN, Verdict.GONE):
-                # A person's choice (the overrides follower records it) or a deleted record:
-                # nothing left to watch.
+            elif check.verdict in (Verdict.OVERRIDDEN, Verdict.GONE) or \
+                    self.routing.sla_for(check.entry.rule, check.entry.pool) is None:
+                # A person's choice (the overrides follower records it), a deleted record, or
+                # an SLA the routing file no longer sets: nothing left to watch.
                 report.ended += 1
                 done.append(check.entry)
         if events:
             self.store.record_events(events)
         self.store.end_watch(done)
-        breached = [c for c in checks if c.verdict == Verdict.BREACHED]
+        ended = {id(e) for e in done}
+        breached = [c for c in checks
+                    if c.verdict == Verdict.BREACHED and id(c.entry) not in ended]
         if breached:
             self._breached(pipeline, obj, kind, breached, records, now, report)
 
@@ -318,9 +324,11 @@ class SlaCheck:
 
 def _event(kind: str, entry: WatchEntry, record_kind: str, at: datetime,
            data: Mapping[str, object]) -> HistoryEvent:
+    # `decision` names the watched assignment by its natural key, as the notify events do: the
+    # decision's page lists the events that name it.
     return HistoryEvent(id=event_id(kind, entry.decision_key), decision_id=None,
                         record_id=entry.record_id, crm=entry.crm, object=record_kind,
-                        kind=kind, at=at, data=dict(data))
+                        kind=kind, at=at, data={**data, "decision": entry.decision_key})
 
 
 def _name(pipeline: Pipeline, obj: str, record: CrmRecord | None) -> str | None:

@@ -48,9 +48,9 @@ REDIS_KEY_PREFIX = "account_router:metrics:"
 REDIS_TIMEOUT_SECONDS = 2.0
 # The CRMs' "too many requests" status, as the connectors label it on the call counter.
 RATE_LIMITED_STATUS = "429"
-# Where the workers' work waits: tasks/celery_app.py routes nothing, so every task goes to
-# Celery's default queue.
-QUEUES: tuple[str, ...] = ("celery",)
+# Where the workers' work waits (tasks/celery_app.py): Celery's default queue, and `notify`
+# for the notices (`notify.send`, `notify.drain`).
+QUEUES: tuple[str, ...] = ("celery", "notify")
 # A scrape or health check must answer well inside Prometheus' 10 s scrape timeout, also when
 # the broker host is black-holed; one attempt, no redis-py retries stacked on top.
 BROKER_TIMEOUT_SECONDS = 1.0

@@ -18,11 +18,12 @@ from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 
 from config.settings import Settings
+from connectors.links import CrmLinks
 from connectors.notify.email import EmailSender
 from connectors.notify.slack import SlackSender
 from connectors.settings import Settings as FullSettings
 from sync.compiler import CompiledRouting
-from sync.notify import Links, Notice, Notifier, Outcomes, Sender, deliver, senders_by_channel
+from sync.notify import Notice, Notifier, Outcomes, Sender, deliver, senders_by_channel
 from sync.ports import AfterWrite
 from sync.state import open_store
 from sync.state.base import StateStore
@@ -34,6 +35,10 @@ log = get_task_logger(__name__)
 PENDING_KEY = "notify:pending"  # under the state store's prefix: hash notice key -> JSON
 # One drain pass sends at most this many notices; the rest wait for the next beat start.
 DRAIN_BATCH = 200
+# The drain leaves a notice no attempt has been made on yet to its own `notify.send` for this
+# long after the write: taking it at the same moment would only race that task (the claim
+# decides who sends, but the loser's clean-up could remove a notice the winner puts back).
+DRAIN_GRACE_SECONDS = 60.0
 
 # Senders per process, by their settings: the Slack sender caches looked-up user ids.
 _senders: dict[tuple[str, ...], list[Sender]] = {}
@@ -78,11 +83,11 @@ def senders_for(settings: Settings) -> list[Sender]:
         return found
 
 
-def links_for(settings: Settings) -> Links:
+def links_for(settings: Settings) -> CrmLinks:
     # The CRM links' settings belong to the connectors (HUBSPOT_PORTAL_ID,
     # SALESFORCE_INSTANCE_URL); the core settings handed in may not carry them.
     full = settings if isinstance(settings, FullSettings) else FullSettings()
-    return Links(full.hubspot_portal_id, full.salesforce_instance_url)
+    return CrmLinks(full.hubspot_portal_id, full.salesforce_instance_url)
 
 
 class RedisNotices:
@@ -95,7 +100,7 @@ class RedisNotices:
 
     @property
     def _r(self) -> redis.Redis:
-        return self.store._r  # noqa: SLF001 - the same connection pool as the store's
+        return self.store.client  # the same connection pool as the store's
 
     def put(self, notices: Sequence[Notice]) -> None:
         """Park `notices` (durable once this returns), then ask a worker to send them. If the
@@ -147,7 +152,10 @@ def notifier_for(settings: Settings, store: StateStore, routing: CompiledRouting
     senders = senders_for(settings)
     if not senders:
         return None
-    queue = RedisNotices(store) if isinstance(store, RedisStateStore) else None
+    # Without a broker (Redis state given by --state alone) the notices still wait in Redis
+    # for a worker's drain; publishing would only wait on a broker that is not there.
+    queue = RedisNotices(store, enqueue=bool(settings.redis_url)) \
+        if isinstance(store, RedisStateStore) else None
     return Notifier(routing, senders, store, links=links_for(settings), queue=queue)
 
 
@@ -170,7 +178,10 @@ def send_waiting(keys: Sequence[str] | None, settings: Settings | None = None,
             return Outcomes()  # embedded mode sends inline: nothing ever waits
         store = opened
     queue = RedisNotices(store, enqueue=False)
+    now = datetime.now(UTC)
     notices = queue.get(keys)
+    if keys is None:
+        notices = [n for n in notices if n.attempts > 0 or _older(n, now, DRAIN_GRACE_SECONDS)]
     if not notices:
         return Outcomes()
     senders = senders_by_channel(senders_for(settings))
@@ -183,6 +194,14 @@ def send_waiting(keys: Sequence[str] | None, settings: Settings | None = None,
     for notice, error in out.failed:
         log.warning("notify: %s to %s failed: %s", notice.channel, notice.rep, error)
     return out
+
+
+def _older(notice: Notice, now: datetime, seconds: float) -> bool:
+    try:
+        written = datetime.fromisoformat(notice.written_at or "")
+    except ValueError:
+        return True
+    return (now - written).total_seconds() >= seconds
 
 
 @app.task(name=NOTIFY_TASK, ignore_result=True, acks_late=True)

@@ -79,7 +79,6 @@ def escalation(settings: Settings, store: StateStore, routing: CompiledRouting
     """Tell the proposed owner's manager that an item is past its deadline, on the channels
     configured (None when none is: the escalation is then recorded, and shown, only). Sent
     inline and at most once per item, channel and manager (the notify claim)."""
-    from sync.links import crm_link
     from sync.models import Decision, Outcome
     from sync.notify import Notice, deliver, policy, senders_by_channel
     from tasks.notify import links_for, senders_for
@@ -98,8 +97,7 @@ def escalation(settings: Settings, store: StateStore, routing: CompiledRouting
         except (KeyError, ValueError):
             kind = item.object
         proposed = routing.reps.get(item.proposed_owner)
-        link = crm_link(Decision(item.record_id, kind, item.crm, Outcome.PENDING_REVIEW),
-                        links.hubspot_portal_id, links.salesforce_instance_url)
+        link = links.decision(Decision(item.record_id, kind, item.crm, Outcome.PENDING_REVIEW))
         notices = [Notice(
             decision_key=f"review:{item.id}:escalated", channel=channel, role="review",
             rep=rep.id, name=rep.name or rep.id, email=rep.email, slack=rep.slack,

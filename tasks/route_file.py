@@ -30,8 +30,10 @@ from typing import Any, NamedTuple, cast
 from config.routing import RoutingFile
 from connectors.csv.file import CsvReader, CsvWriter, OutputError, Row, Span, read_span, spans
 from sync.compiler import CompiledRouting, compile_routing
+from sync.decide import Traces
 from sync.engine import route_batch, skipped
-from sync.models import OBJECTS, Decision, Outcome, Record
+from sync.enrich import AccountIndex, EnrichData
+from sync.models import OBJECTS, Decision, Outcome, Record, TraceStep
 from sync.normalize import build_record, forget_hosts, id_key, record_fields
 from sync.state.base import StateStore
 
@@ -131,13 +133,18 @@ _as_prepared = cast(Callable[[tuple[Any, ...]], Prepared], partial(tuple.__new__
 Item = tuple[Any, ...]
 
 
-def _describe(rows: Sequence[Row], routing: CompiledRouting, follow: bool) -> list[Item]:
+def _describe(rows: Sequence[Row], routing: CompiledRouting, follow: bool,
+              data: EnrichData | None = None) -> list[Item]:
     """Normalize each row and evaluate every rule's `when` (the bulk of the work).
 
     `follow`: leads and contacts may follow an account (`account_owner` rules, and the file has
     leads or contacts). Only then does `decide` read their domain keys and free-mail flag, and
     the engine an account's domain: rows carry no more than that across.
+    With `enrich:` steps, each record is enriched first (`data`: what they may read); a row
+    they changed carries their trace steps as a fifth element.
     """
+    enrichment = routing.enrichment
+    data = data if data is not None else EnrichData()
     first = routing.first_match
     shared: dict[Any, Any] = {}
     one = shared.setdefault
@@ -153,8 +160,12 @@ def _describe(rows: Sequence[Row], routing: CompiledRouting, follow: bool) -> li
             before = previous[owner] = _previous_owner(owner, routing)
         why = row.error
         if why is None:
+            notes: tuple[TraceStep, ...] = ()
             try:
-                record = _view(record_fields(values))
+                if enrichment is None:
+                    record = _view(record_fields(values))
+                else:
+                    record, notes = enrichment.run(Record(*record_fields(values)), data)
             except ValueError as exc:
                 why = f"line {row.line}: {exc}"
             else:
@@ -172,9 +183,12 @@ def _describe(rows: Sequence[Row], routing: CompiledRouting, follow: bool) -> li
                     domain, keys, freemail = (record.domain, tuple(one(k, k) for k in
                                               record.domain_keys), record.freemail)
                 found = tuple(matches)
-                append((row.line, None if out_id == record.id else out_id, before, (
+                item: Item = (row.line, None if out_id == record.id else out_id, before, (
                     record.id, obj, one(record.crm, record.crm), one(record.owner, record.owner),
-                    domain, keys, freemail, record.created_at, one(found, found))))
+                    domain, keys, freemail, record.created_at, one(found, found)))
+                if notes:
+                    item += (tuple(tuple(step.to_dict().values()) for step in notes),)
+                append(item)
                 continue
         obj = values.get("object", "").strip().lower()
         append((row.line, out_id, before, why, out_id or f"line {row.line}",
@@ -204,14 +218,17 @@ def _first_match(record: Record, start: int) -> int:
 
 _WORKER_ROUTING: CompiledRouting | None = None
 _WORKER_FOLLOW = False  # `_describe`'s `follow`
+_WORKER_DATA: EnrichData | None = None  # `_describe`'s `data`
 
 
-def _init_worker(routing_file: RoutingFile, follow: bool) -> None:
+def _init_worker(routing_file: RoutingFile, follow: bool, data: EnrichData | None = None
+                 ) -> None:
     # Compiled rules hold generated functions, which do not pickle: each worker compiles the
     # (already validated) routing file itself.
-    global _WORKER_ROUTING, _WORKER_FOLLOW
+    global _WORKER_ROUTING, _WORKER_FOLLOW, _WORKER_DATA
     _WORKER_ROUTING = compile_routing(routing_file)
     _WORKER_FOLLOW = follow
+    _WORKER_DATA = data
     _quiet_gc()
 
 
@@ -250,14 +267,15 @@ def _worker_span(path: str, span: Span, columns: list[str]) -> bytes | None:
     assert _WORKER_ROUTING is not None
     _worker_turn()
     rows = read_span(path, span, columns)
-    return None if rows is None else marshal.dumps(_describe(rows, _WORKER_ROUTING, _WORKER_FOLLOW))
+    return None if rows is None else marshal.dumps(
+        _describe(rows, _WORKER_ROUTING, _WORKER_FOLLOW, _WORKER_DATA))
 
 
 def _worker_rows(rows: list[Row]) -> bytes:
     """Rows the main process read, described here."""
     assert _WORKER_ROUTING is not None
     _worker_turn()
-    return marshal.dumps(_describe(rows, _WORKER_ROUTING, _WORKER_FOLLOW))
+    return marshal.dumps(_describe(rows, _WORKER_ROUTING, _WORKER_FOLLOW, _WORKER_DATA))
 
 
 def _auto_workers(path: Path) -> int:
@@ -385,6 +403,39 @@ def seed_account_owners(path: Path) -> AccountOwners | None:
     return AccountOwners(owners, frozenset(wanted))
 
 
+def seed_account_names(path: Path) -> AccountIndex | None:
+    """The file's accounts by company name, for `company_match` (the file stands in for the
+    CRM); None when the file has no lead or contact row (nothing to match)."""
+    reader = CsvReader(path)
+    if "object" not in reader.columns:
+        reader.close()
+        return None
+    accounts: list[tuple[str, str]] = []
+    leads = False
+    for row in reader:
+        if row.error:
+            continue
+        kind = (row.values.get("object") or "account").strip().lower()
+        if kind != "account":
+            leads = True
+            continue
+        try:
+            # The same normalization as routing: the domain from domain, email or website.
+            record = build_record(row.values)
+        except ValueError:
+            continue
+        name = record.raw.get("name")
+        if name and record.domain:
+            accounts.append((name, record.domain))
+    return AccountIndex.build(accounts) if leads else None
+
+
+def _enriched(items: list[Item]) -> dict[str, tuple[TraceStep, ...]]:
+    """Enrichment's trace steps of a chunk's rows, by record id."""
+    return {item[3][0]: tuple(TraceStep(*step) for step in item[4])
+            for item in items if len(item) == 5}
+
+
 class _Chunk(NamedTuple):
     rows: list[Row]
     lines: int  # physical lines read up to its end, for progress
@@ -405,12 +456,12 @@ def _chunks(reader: CsvReader, size: int) -> Iterator[_Chunk]:
 _Described = tuple[list[Item], int]
 
 
-def _described_chunks(reader: CsvReader, routing: CompiledRouting, workers: int, follow: bool
-                      ) -> Iterator[_Described]:
+def _described_chunks(reader: CsvReader, routing: CompiledRouting, workers: int, follow: bool,
+                      data: EnrichData | None = None) -> Iterator[_Described]:
     """Each chunk of rows described, in input order; with workers, a few chunks ahead."""
     if workers <= 0:
         for chunk in _chunks(reader, CHUNK):
-            yield _describe(chunk.rows, routing, follow), chunk.lines
+            yield _describe(chunk.rows, routing, follow, data), chunk.lines
         return
     # fork where there is one: no re-import of the caller's main module (spawn re-runs an
     # unguarded script) and no start-up cost. The children only compute: they never print or
@@ -422,7 +473,8 @@ def _described_chunks(reader: CsvReader, routing: CompiledRouting, workers: int,
     # Workers live for the whole run and empty their host caches now and then instead of being
     # replaced: each replacement was a fork of this process, whose pages it then copied back
     # on write (at a worker per 8 chunks, a tenth of this process's time).
-    pool: Pool = context.Pool(workers, initializer=_init_worker, initargs=(routing.file, follow))
+    pool: Pool = context.Pool(workers, initializer=_init_worker,
+                              initargs=(routing.file, follow, data))
     try:
         start = reader.data_start()
         if start is not None:
@@ -499,6 +551,14 @@ def route_file(
     """
     reader = CsvReader(input_path)  # raises InputError before anything is written
     accounts = seed_account_owners(input_path) if routing.uses_account_owner else None
+    data = None
+    if routing.enrichment is not None and routing.enrichment.needs_accounts:
+        # company_match: the file's accounts stand in for the CRM's, as for account_owner.
+        index = seed_account_names(input_path)
+        data = EnrichData(index)
+        if accounts is not None and index is not None:
+            # A lead matched by name follows an account this run may route: remember its owner.
+            accounts = accounts._replace(wanted=accounts.wanted | index.domains)
     summary = FileSummary()
     # Write to a sibling temp file and rename at the end, so a crash never leaves half a file.
     tmp = output_path.with_name(output_path.name + ".partial")
@@ -520,7 +580,7 @@ def route_file(
     try:
         with _few_collections(), bulk() if bulk is not None else nullcontext():
             _route_chunks(reader, routing, precomputed, store, now, writer, summary, accounts,
-                          seen, workers, progress, observe)
+                          seen, workers, progress, observe, {}, data)
         writer.close()
         tmp.replace(output_path)
     except BaseException as exc:
@@ -540,12 +600,13 @@ def route_file(
 def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: CompiledRouting,
                   store: StateStore, now: datetime, writer: CsvWriter, summary: FileSummary,
                   accounts: AccountOwners | None, seen: _SeenIds, workers: int,
-                  progress: Callable[[int], None] | None, observe: Observer | None) -> None:
+                  progress: Callable[[int], None] | None, observe: Observer | None,
+                  traces: Traces, data: EnrichData | None = None) -> None:
     done = reader.lines_read  # the header
     # Without leads or contacts in the file (no `accounts`), no row follows an account.
     follow = routing.uses_account_owner and accounts is not None
-    for items, lines in _described_chunks(reader, routing, workers, follow):
-        _flush(items, precomputed, store, now, writer, summary, accounts, seen, observe)
+    for items, lines in _described_chunks(reader, routing, workers, follow, data):
+        _flush(items, precomputed, store, now, writer, summary, accounts, seen, observe, traces)
         if progress is not None:
             progress(lines - done)
             done = lines
@@ -555,9 +616,14 @@ def _route_chunks(reader: CsvReader, routing: CompiledRouting, precomputed: Comp
 
 def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: datetime,
            writer: CsvWriter, summary: FileSummary, accounts: AccountOwners | None,
-           seen: _SeenIds, observe: Observer | None = None) -> None:
+           seen: _SeenIds, observe: Observer | None = None, traces: Traces | None = None
+           ) -> None:
+    # `traces`: one for the run, so a trace is one object in every chunk, and the history's
+    # cache of encoded shapes (keyed by the trace's identity) finds it in the next chunk too.
     # A duplicate id is routed once, at its first row; later rows report it and take no turn.
-    record_ids = [item[3][0] for item in items if len(item) == 4]
+    # Routable rows are 4 long (5 with enrichment's trace steps); skipped rows 6.
+    record_ids = [item[3][0] for item in items if len(item) < 6]
+    enriched = _enriched(items) if routing.enrichment is not None else None
     earlier = seen.first_lines(record_ids)
     if not earlier and len(record_ids) == len(items) == len(set(record_ids)):
         # The usual chunk: every row routable, no id seen before. The loop below, in bulk.
@@ -565,7 +631,8 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
             [_as_prepared(item[3]) for item in items],  # type: ignore[misc]  # Records' stand-ins
             routing, store, now, trigger="file",
             account_owners=None if accounts is None else accounts.owners,
-            learn=None if accounts is None else accounts.wanted)
+            learn=None if accounts is None else accounts.wanted, enriched=enriched,
+            traces=traces)
         seen.add([(item[3][0], item[0]) for item in items])
         writer.write_many(zip([item[3][0] if item[1] is None else item[1] for item in items],
                               routed, strict=True))
@@ -579,7 +646,7 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
     ids: list[str] = []
     for item in items:
         line, out_id, before = item[0], item[1], item[2]
-        if len(item) == 4:
+        if len(item) < 6:
             p = _as_prepared(item[3])
             record_id = p.id
             ids.append(record_id if out_id is None else out_id)
@@ -603,12 +670,12 @@ def _flush(items: list[Item], routing: CompiledRouting, store: StateStore, now: 
         records, routing, store, now, trigger="file",
         account_owners=None if accounts is None else accounts.owners,
         learn=None if accounts is None else accounts.wanted,
-        extra=[d for d in bad if d is not None]))
+        extra=[d for d in bad if d is not None], enriched=enriched, traces=traces))
     seen.add(fresh)
     out = [next(decisions) if b is None else b for b in bad]
     writer.write_many(zip(ids, out, strict=True))
     summary.add_many(out)
     if observe is not None:
         # A duplicate row's matches are its first row's: it is reported, not routed again.
-        observe([(item[3][8] if len(item) == 4 and b is None else None, d)
+        observe([(item[3][8] if len(item) < 6 and b is None else None, d)
                  for item, b, d in zip(items, bad, out, strict=True)])

@@ -111,6 +111,20 @@ class CsvConnector:
                 found.setdefault(record.domain, record.owner)
         return found
 
+    def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(company name, domain) of the file's accounts that `company_match` may match
+        leads named `names` to: all of them (the file is at hand; the matcher narrows)."""
+        found: list[tuple[str, str]] = []
+        for record_id in self._of("account"):
+            try:
+                record = build_record(self._rows[record_id])
+            except ValueError:
+                continue
+            name = record.raw.get("name")
+            if name and record.domain:
+                found.append((name, record.domain))
+        return found
+
     def stats(self) -> CallStats:
         return CallStats(calls=dict(self._calls))
 

@@ -9,9 +9,10 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, cast
 
 from sync.models import RECORD_FIELDS, Decision
 
@@ -183,6 +184,11 @@ class RowMaker:
         self.columns = list(columns)
         # Every column named (the usual header): a row's values are a plain zip, in C.
         self._all_named = all(self.columns)
+        # ... and one of them `id` (its last, as the zip keeps the last of equal names):
+        # `_whole_records` then makes the usual row itself.
+        self.id_at = len(self.columns) - 1 - self.columns[::-1].index("id") \
+            if "id" in self.columns else -1
+        self.plain = self._all_named and self.id_at >= 0
 
     def row(self, start: int, raw: list[str], chars: int) -> Row:
         """The row of one parsed record starting on line `start`, `chars` long."""
@@ -474,7 +480,23 @@ def _whole_records(make: RowMaker, first: int, texts: list[str]) -> list[Row] | 
     if len(parsed) != len(texts):
         return None
     row = make.row
-    return [row(first + k, raw, len(texts[k])) for k, raw in enumerate(parsed) if raw]
+    if not make.plain:
+        return [row(first + k, raw, len(texts[k])) for k, raw in enumerate(parsed) if raw]
+    # `make.row` inlined for the usual record (every column, an id, no field near the limit:
+    # its line is shorter than the limit), a call per row less; any other goes through it.
+    columns, width, at = make.columns, len(make.columns), make.id_at
+    rows: list[Row] = []
+    append = rows.append
+    for k, raw in enumerate(parsed):
+        if len(raw) == width and raw[at].strip() and len(texts[k]) <= FIELD_LIMIT:
+            append(_new_row((first + k, dict(zip(columns, raw, strict=False)), None)))
+        elif raw:
+            append(row(first + k, raw, len(texts[k])))
+    return rows
+
+
+# A Row from its fields without running the named tuple's Python __new__.
+_new_row = cast(Callable[[tuple[int, dict[str, str], None]], Row], partial(tuple.__new__, Row))
 
 
 def _lenient(text: str) -> list[str]:

@@ -33,13 +33,13 @@ FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
         "name": "name", "domain": "domain", "website": "website", "industry": "industry",
         "employees": "numberofemployees", "annual_revenue": "annualrevenue",
         "country": "country", "state": "state", "city": "city", "postal_code": "zip",
-        "owner": "hubspot_owner_id",
+        "phone": "phone", "owner": "hubspot_owner_id",
     },
     "contacts": {
         "name": "company", "email": "email", "website": "website", "industry": "industry",
         "employees": "numemployees", "annual_revenue": "annualrevenue",
         "country": "country", "state": "state", "city": "city", "postal_code": "zip",
-        "lead_source": "hs_analytics_source", "owner": "hubspot_owner_id",
+        "lead_source": "hs_analytics_source", "phone": "phone", "owner": "hubspot_owner_id",
     },
 }
 
@@ -64,12 +64,12 @@ MODIFIED_PROPERTY = {
 PROPERTIES = {
     "companies": (
         "name", "domain", "website", "industry", "numberofemployees", "annualrevenue",
-        "country", "state", "city", "zip", "hubspot_owner_id",
+        "country", "state", "city", "zip", "phone", "hubspot_owner_id",
         "hs_lastmodifieddate", "createdate", "hs_object_id",
     ),
     "contacts": (
         "company", "email", "website", "industry", "numemployees", "annualrevenue",
-        "country", "state", "city", "zip", "hs_analytics_source", "hubspot_owner_id",
+        "country", "state", "city", "zip", "phone", "hs_analytics_source", "hubspot_owner_id",
         "lastmodifieddate", "hs_lastmodifieddate", "createdate", "hs_object_id",
     ),
 }

@@ -39,6 +39,7 @@ from connectors.transport import (
     Verdict,
     parse_retry_after,
 )
+from sync.enrich import PREFIX, company_key
 from sync.normalize import domain_keys, normalize_domain
 from sync.ports import (
     CallStats,
@@ -406,6 +407,25 @@ class SalesforceConnector:
                         found[domain] = owner
         return found
 
+    def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(Name, domain of Website) of the accounts with a word starting like a word of one
+        of `names` (its first three letters, legal forms dropped): what `company_match` may
+        match leads to (docs/routing-file.md#company_match). LIKE is case-insensitive."""
+        prefixes = sorted({word[:PREFIX] for name in names for word in company_key(name).split()
+                           if len(word) >= PREFIX})
+        found: dict[tuple[str, str], None] = {}
+        for start in range(0, len(prefixes), vendor.NAME_CHUNK):
+            clause = name_like(prefixes[start:start + vendor.NAME_CHUNK])
+            soql = format_soql("SELECT Id, Name, Website FROM Account WHERE {:literal} "
+                               "ORDER BY CreatedDate, Id", clause)
+            for page in self._pages(soql):
+                for raw in page:
+                    name = _str_or_none(raw.get("Name"))
+                    domain = normalize_domain(raw.get("Website"))
+                    if name and domain:
+                        found[(name, domain)] = None
+        return list(found)
+
     def stats(self) -> CallStats:
         return self.transport.stats()
 
@@ -597,6 +617,13 @@ def website_like(domains: Sequence[str]) -> str:
     `%`/`_` which LIKE would read as wildcards). LIKE is a substring match (`%acme.com%`
     also finds `notacme.com`): callers compare the normalized Website exactly."""
     return " OR ".join(format_soql("Website LIKE '%{:like}%'", domain) for domain in domains)
+
+
+def name_like(prefixes: Sequence[str]) -> str:
+    """`Name LIKE 'acm%' OR Name LIKE '% acm%' OR ...`: a name with a word starting with each
+    prefix (the first word, or one after a space), escaped by format_soql."""
+    return " OR ".join(format_soql("Name LIKE '{:like}%' OR Name LIKE '% {:like}%'", p, p)
+                       for p in prefixes)
 
 
 def parse_datetime(value: object) -> datetime | None:

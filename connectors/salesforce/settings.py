@@ -19,18 +19,18 @@ FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
         "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
         "country": "BillingCountry", "state": "BillingState", "city": "BillingCity",
         "postal_code": "BillingPostalCode", "lead_source": "AccountSource",
-        "owner": "OwnerId",
+        "phone": "Phone", "owner": "OwnerId",
     },
     "Lead": {
         "name": "Company", "email": "Email", "website": "Website", "industry": "Industry",
         "employees": "NumberOfEmployees", "annual_revenue": "AnnualRevenue",
         "country": "Country", "state": "State", "city": "City", "postal_code": "PostalCode",
-        "lead_source": "LeadSource", "owner": "OwnerId",
+        "lead_source": "LeadSource", "phone": "Phone", "owner": "OwnerId",
     },
     "Contact": {
         "email": "Email", "country": "MailingCountry", "state": "MailingState",
         "city": "MailingCity", "postal_code": "MailingPostalCode",
-        "lead_source": "LeadSource", "owner": "OwnerId",
+        "lead_source": "LeadSource", "phone": "Phone", "owner": "OwnerId",
     },
 }
 
@@ -48,6 +48,9 @@ ID_CHUNK = 200
 # `Website LIKE '%acme.com%' OR ...` lookups: ~30 characters a domain before URL encoding.
 DOMAIN_CHUNK = 50
 
+# `Name LIKE 'acm%' OR Name LIKE '% acm%' OR ...` (company_match): two clauses a prefix.
+NAME_CHUNK = 50
+
 # Per-record composite errors that clear by themselves: another transaction held the row.
 RETRYABLE_RECORD_ERRORS: frozenset[str] = frozenset({"UNABLE_TO_LOCK_ROW"})
 
@@ -61,13 +64,13 @@ SYSTEM_FIELDS: tuple[str, ...] = ("Id", "CreatedDate", "SystemModstamp", "LastMo
 OBJECT_FIELDS: Mapping[str, tuple[str, ...]] = {
     "Account": ("Name", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
                 "BillingCountry", "BillingState", "BillingCity", "BillingPostalCode",
-                "AccountSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "AccountSource", "Phone", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
                 "LastModifiedById"),
     "Lead": ("Company", "Email", "Website", "Industry", "NumberOfEmployees", "AnnualRevenue",
-             "Country", "State", "City", "PostalCode", "LeadSource", "OwnerId",
+             "Country", "State", "City", "PostalCode", "LeadSource", "Phone", "OwnerId",
              "Id", "CreatedDate", "SystemModstamp", "LastModifiedById"),
     "Contact": ("Email", "MailingCountry", "MailingState", "MailingCity", "MailingPostalCode",
-                "LeadSource", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
+                "LeadSource", "Phone", "OwnerId", "Id", "CreatedDate", "SystemModstamp",
                 "LastModifiedById"),
 }
 

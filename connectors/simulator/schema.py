@@ -102,13 +102,14 @@ SF_OBJECTS: Mapping[str, SfObject] = {o.name: o for o in (
         ("Email", "email"), ("Website", "url"), ("Title", "string"), ("Industry", "picklist"),
         ("NumberOfEmployees", "int"), ("AnnualRevenue", "currency"), ("Country", "string"),
         ("State", "string"), ("City", "string"), ("PostalCode", "string"),
-        ("LeadSource", "picklist"), ("Status", "picklist"), ("OwnerId", "reference")]),
+        ("LeadSource", "picklist"), ("Status", "picklist"), ("Phone", "phone"),
+        ("OwnerId", "reference")]),
     _object("Contact", "003", [
         ("FirstName", "string"), ("LastName", "string"), ("Email", "email"),
         ("Title", "string"), ("AccountId", "reference"), ("MailingCountry", "string"),
         ("MailingState", "string"), ("MailingCity", "string"),
-        ("MailingPostalCode", "string"), ("LeadSource", "picklist"), ("OwnerId", "reference"),
-        ("LastActivityDate", "date", False)]),
+        ("MailingPostalCode", "string"), ("LeadSource", "picklist"), ("Phone", "phone"),
+        ("OwnerId", "reference"), ("LastActivityDate", "date", False)]),
     # Users and groups are managed through the Python API only, never written over REST here.
     _object("User", "005", [
         ("Name", "string"), ("FirstName", "string"), ("LastName", "string"), ("Email", "email"),

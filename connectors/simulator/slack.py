@@ -112,6 +112,11 @@ class FakeSlack:
 
     def _answer(self, method: str, headers: dict[str, str], params: dict[str, Any]
                 ) -> tuple[int, dict[str, str], dict[str, Any]]:
+        if method == "__posted__":  # the fake's own: what it accepted, for another process
+            with self._lock:
+                return 200, {}, {"ok": True, "posted": [
+                    {"channel": p.channel, "text": p.text, "received": p.received}
+                    for p in self.posted]}
         with self._lock:
             sw = self.switches
             if sw.rate_limited > 0:
@@ -187,3 +192,22 @@ class FakeSlack:
                 self._serve(self.rfile.read(length) if length else b"")
 
         return Handler
+
+
+def main() -> None:
+    """`python -m connectors.simulator.slack --users '{"ana@example.com": "U0ANA"}'`: serve the
+    fake in a process of its own (the benchmark's clients must not share its interpreter lock);
+    prints its base URL, then serves until killed. `GET {base}__posted__` lists what arrived."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--users", default="{}", help="JSON: email -> Slack user id")
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeSlack(users=json.loads(args.users), delay=args.latency_ms / 1000).start()
+    print(fake.base_url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -336,12 +336,21 @@ class StateStore(Protocol):
 
     # --- decisions made before the CRM record (docs/operations.md#post-route) ------------
 
-    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+    def put_answer(self, key: str, answer: str, ttl_seconds: float,
+                   entry: Precreated | None = None) -> None:
         """Remember the answer given under an idempotency key for `ttl_seconds` (replacing
-        any earlier one)."""
+        any earlier one); with `entry`, keep it too, as `put_precreated(entry, ttl_seconds)`
+        does, in the same step (one round trip)."""
 
     def answer(self, key: str) -> str | None:
         """The answer remembered under `key`, None when none is live."""
+
+    def claim_answer(self, key: str, claim: str, claim_seconds: float
+                     ) -> tuple[bool, str | None]:
+        """In one atomic step: `(False, answer)` when an answer is remembered under `key`;
+        else mark `claim` exactly as `seen(claim, claim_seconds)` does and return
+        `(True, None)` to the one caller that marked it, `(False, None)` to the others while
+        the mark lives (`forget(claim)` takes it back)."""
 
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         """Keep `entry` for its record to claim, for `ttl_seconds` of wall-clock time at most
@@ -354,5 +363,11 @@ class StateStore(Protocol):
         email is `email`, else the oldest whose domain is `domain`, among those with
         `decided_at <= now < expires_at`; None when none matches. Of concurrent callers,
         each entry goes to one: a decision is given to one record."""
+
+    def take_precreated_many(self, crm: str, object: str,
+                             keys: Sequence[tuple[str | None, str | None]], now: datetime
+                             ) -> list[Precreated | None]:
+        """`take_precreated` for each (email, domain) in turn, in one round trip: a batch of
+        records asks once. Two keys that match the same entry: the first takes it."""
 
     def close(self) -> None: ...

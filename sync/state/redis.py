@@ -161,8 +161,9 @@ return 1
 
 # Take the oldest live pre-created decision of one index (KEYS[2], a zset of ids scored by
 # decided_at), else of the next (KEYS[3]); KEYS[1] is the hash of entries by id, KEYS[4] their
-# wall-clock expiry. One script, so of two callers each entry goes to one. Ids whose entry is
-# gone (taken through its other index, or lapsed) are dropped from the index on the way.
+# wall-clock expiry. ARGV: the routing instant, the wall clock (both epoch seconds). One
+# script, so of two callers each entry goes to one. Ids whose entry is gone (taken through its
+# other index, or lapsed) are dropped from the index on the way.
 _TAKE_PRECREATED_LUA = """
 local now = tonumber(ARGV[1])
 for i = 2, 3 do
@@ -174,7 +175,8 @@ for i = 2, 3 do
         redis.call('ZREM', KEYS[i], id)
       else
         local entry = cjson.decode(body)
-        if tonumber(entry.expires_ts) > now then
+        local kept_until = tonumber(redis.call('ZSCORE', KEYS[4], id) or '0')
+        if tonumber(entry.expires_ts) > now and kept_until > tonumber(ARGV[2]) then
           redis.call('HDEL', KEYS[1], id)
           redis.call('ZREM', KEYS[4], id)
           redis.call('ZREM', KEYS[i], id)
@@ -185,6 +187,35 @@ for i = 2, 3 do
   end
 end
 return false
+"""
+
+# POST /route's first step: the answer under KEYS[1] if there is one, else the claim KEYS[2]
+# marked as `seen` marks it (ARGV: token, ttl ms): {0, answer}, {1} claimed, {0} held elsewhere.
+_CLAIM_ANSWER_LUA = """
+local answer = redis.call('GET', KEYS[1])
+if answer then return {0, answer} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1} end
+return {0}
+"""
+
+# Keep one pre-created decision (KEYS as in the take) and drop the lapsed ones, in one round
+# trip: ARGV = id, body, decided_at (index score), wall-clock now, ttl seconds, then 1/0 for
+# whether the email and domain indexes apply.
+_PUT_PRECREATED_LUA = """
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[4], 'LIMIT', 0, 100)
+for _, id in ipairs(lapsed) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[4], id)
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[4], tonumber(ARGV[4]) + tonumber(ARGV[5]), ARGV[1])
+for i = 2, 3 do
+  if ARGV[4 + i] == '1' then
+    redis.call('ZADD', KEYS[i], ARGV[3], ARGV[1])
+    redis.call('EXPIRE', KEYS[i], math.ceil(tonumber(ARGV[5])))
+  end
+end
+return 1
 """
 
 # Compare-and-act on one record lock, so only its holder can touch it: between a client's GET
@@ -324,6 +355,8 @@ class RedisStateStore(ClosesOnExit):
       lock:{key}               str   token of the worker holding that record (PX = lock TTL)
       failed:{crm}:{object}    zset  record id scored by first failure (time.time() seconds)
       seen:{key}               str   "1" while a dedupe mark lives (PX = its TTL)
+      notify:pending           hash  notice key -> notice JSON waiting for `notify.send`
+                                     (kept by tasks/notify.py through `client`)
       sla:due                  zset  watched record key (crm:object:id) scored by its SLA
                                      deadline, or by the end of a pass's claim (epoch seconds)
       sla:entries              hash  watched record key -> entry JSON (`WatchEntry.to_dict`)
@@ -368,8 +401,16 @@ class RedisStateStore(ClosesOnExit):
         self._close_review_script = self._r.register_script(_CLOSE_REVIEW_LUA)
         self._escalate_review_script = self._r.register_script(_ESCALATE_REVIEW_LUA)
         self._take_precreated_script = self._r.register_script(_TAKE_PRECREATED_LUA)
+        self._put_precreated_script = self._r.register_script(_PUT_PRECREATED_LUA)
+        self._claim_answer_script = self._r.register_script(_CLAIM_ANSWER_LUA)
 
     # --- keys -------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> redis.Redis:
+        """The connection pool, for entry-layer features that keep their own coordination
+        keys under `prefix` (tasks/notify.py: notices waiting for a worker)."""
+        return self._r
 
     def _pool_key(self, pool: str) -> str:
         return f"{self.prefix}pool:{pool}"
@@ -890,13 +931,29 @@ class RedisStateStore(ClosesOnExit):
 
     # --- decisions made before the CRM record -------------------------------------------------
 
-    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+    def put_answer(self, key: str, answer: str, ttl_seconds: float,
+                   entry: Precreated | None = None) -> None:
         _check_ttl(ttl_seconds)
-        self._r.set(f"{self.prefix}api:answer:{key}", answer,
-                    px=max(1, math.ceil(ttl_seconds * 1000)))
+        # MULTI: the entry and the answer land together, in one round trip.
+        pipe = self._r.pipeline(transaction=True)
+        if entry is not None:
+            self._put_precreated(entry, ttl_seconds, pipe)
+        pipe.set(f"{self.prefix}api:answer:{key}", answer,
+                 px=max(1, math.ceil(ttl_seconds * 1000)))
+        pipe.execute()
 
     def answer(self, key: str) -> str | None:
         return cast(str | None, self._r.get(f"{self.prefix}api:answer:{key}"))
+
+    def claim_answer(self, key: str, claim: str, claim_seconds: float
+                     ) -> tuple[bool, str | None]:
+        _check_ttl(claim_seconds)
+        reply = self._claim_answer_script(
+            keys=[f"{self.prefix}api:answer:{key}", f"{self.prefix}seen:{claim}"],
+            args=[uuid.uuid4().hex, max(1, math.ceil(claim_seconds * 1000))])
+        if len(reply) > 1:
+            return False, str(reply[1])
+        return bool(reply[0]), None
 
     def _precreated_keys(self, crm: str, object: str, email: str | None,
                          domain: str | None) -> list[str]:
@@ -906,40 +963,45 @@ class RedisStateStore(ClosesOnExit):
 
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
-        entries, by_email, by_domain, expiry = self._precreated_keys(
-            entry.crm, entry.object, entry.email, entry.domain)
-        now = time.time()
-        lapsed = _strings(self._r.zrangebyscore(expiry, "-inf", now))
-        ttl = max(1, math.ceil(ttl_seconds))
+        self._put_precreated(entry, ttl_seconds)
+
+    def _put_precreated(self, entry: Precreated, ttl_seconds: float,
+                        client: redis.client.Pipeline | None = None) -> None:
+        keys = self._precreated_keys(entry.crm, entry.object, entry.email, entry.domain)
         decided = as_utc(entry.decided_at, "decided_at").timestamp()
-        # MULTI: the entry and its indexes land together. Lapsed entries go on the way (the
-        # indexes drop their ids when a take meets them); each index lives as long as its
-        # newest entry.
-        pipe = self._r.pipeline(transaction=True)
-        if lapsed:
-            pipe.hdel(entries, *lapsed)
-            pipe.zrem(expiry, *lapsed)
-        pipe.hset(entries, entry.id, entry.to_json())
-        pipe.zadd(expiry, {entry.id: now + ttl_seconds})
-        for index, value in ((by_email, entry.email), (by_domain, entry.domain)):
-            if value:
-                pipe.zadd(index, {entry.id: decided})
-                pipe.expire(index, ttl)
-        pipe.execute()
+        # One script: the entry and its indexes land together, lapsed entries go on the way
+        # (at most 100 a call; an index drops their ids when a take meets them), and each
+        # index lives as long as its newest entry.
+        self._put_precreated_script(keys=keys, args=[
+            entry.id, entry.to_json(), repr(decided), repr(time.time()), repr(ttl_seconds),
+            "1" if entry.email else "0", "1" if entry.domain else "0"], client=client)
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
-        if not email and not domain:
-            return None
-        keys = self._precreated_keys(crm, object, email, domain)
-        if not email:
-            keys[1] = keys[2]  # the domain index twice: the second look finds nothing new
-        if not domain:
-            keys[2] = keys[1]
-        body = self._take_precreated_script(
-            keys=keys, args=[repr(as_utc(now, "now").timestamp())])
-        return Precreated.from_json(body) if body else None
+        return self.take_precreated_many(crm, object, [(email, domain)], now)[0]
 
+    def take_precreated_many(self, crm: str, object: str,
+                             keys: Sequence[tuple[str | None, str | None]], now: datetime
+                             ) -> list[Precreated | None]:
+        found: list[Precreated | None] = [None] * len(keys)
+        asked = [i for i, (email, domain) in enumerate(keys) if email or domain]
+        if not asked:
+            return found
+        args = [repr(as_utc(now, "now").timestamp()), repr(time.time())]
+        # One round trip for the batch; each script still takes its entry atomically, in order.
+        pipe = self._r.pipeline(transaction=False)
+        for i in asked:
+            email, domain = keys[i]
+            index = self._precreated_keys(crm, object, email, domain)
+            if not email:
+                index[1] = index[2]  # the domain index twice: the second look finds nothing new
+            if not domain:
+                index[2] = index[1]
+            self._take_precreated_script(keys=index, args=args, client=pipe)
+        for i, body in zip(asked, pipe.execute(), strict=True):
+            if body:
+                found[i] = Precreated.from_json(body)
+        return found
 
 def _fixed(value: datetime) -> str:
     """Fixed-width UTC text: compares as the instant, in Lua as in Python."""

@@ -830,7 +830,8 @@ class SqliteStateStore(ClosesOnExit):
 
     # --- decisions made before the CRM record -------------------------------------------------
 
-    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+    def put_answer(self, key: str, answer: str, ttl_seconds: float,
+                   entry: Precreated | None = None) -> None:
         _check_ttl(ttl_seconds)
         with self._lock:
             conn = self._connection()
@@ -841,6 +842,8 @@ class SqliteStateStore(ClosesOnExit):
                     "INSERT INTO api_answers (key, answer, expires) VALUES (?, ?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
                     "expires = excluded.expires", (key, answer, now + ttl_seconds))
+                if entry is not None:
+                    _keep_precreated(conn, entry, now, ttl_seconds)
 
     def answer(self, key: str) -> str | None:
         with self._lock:
@@ -849,42 +852,83 @@ class SqliteStateStore(ClosesOnExit):
                 (key, time.time())).fetchone()
         return None if row is None else str(row[0])
 
+    def claim_answer(self, key: str, claim: str, claim_seconds: float
+                     ) -> tuple[bool, str | None]:
+        _check_ttl(claim_seconds)
+        with self._lock:
+            conn = self._connection()
+            # BEGIN IMMEDIATE: the answer check and the mark see no other writer in between.
+            with self._transaction(conn, immediate=True):
+                now = time.time()
+                row = conn.execute("SELECT answer FROM api_answers WHERE key = ? AND expires > ?",
+                                   (key, now)).fetchone()
+                if row is not None:
+                    return False, str(row[0])
+                conn.execute("DELETE FROM seen_keys WHERE expires <= ?", (now,))
+                cursor = conn.execute(
+                    "INSERT INTO seen_keys (key, expires) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    (claim, now + claim_seconds))
+                return cursor.rowcount == 1, None
+
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
-        row = (entry.id, entry.crm, entry.object, entry.email, entry.domain,
-               _ts(entry.decided_at, "decided_at"), _ts(entry.expires_at, "expires_at"),
-               entry.to_json())
         with self._lock:
             conn = self._connection()
             with self._transaction(conn, immediate=True):
-                now = time.time()
-                # Dropping every lapsed entry keeps the table bounded by the live window.
-                conn.execute("DELETE FROM precreated WHERE expires <= ?", (now,))
-                conn.execute(
-                    "INSERT OR REPLACE INTO precreated (id, crm, object, email, domain, "
-                    "decided_at, expires_at, body, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*row, now + ttl_seconds))
+                _keep_precreated(conn, entry, time.time(), ttl_seconds)
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
+        return self.take_precreated_many(crm, object, [(email, domain)], now)[0]
+
+    def take_precreated_many(self, crm: str, object: str,
+                             keys: Sequence[tuple[str | None, str | None]], now: datetime
+                             ) -> list[Precreated | None]:
         at = _ts(now, "now")
+        found: list[Precreated | None] = [None] * len(keys)
+        values = sorted({v for pair in keys for v in pair if v})
+        if not values:
+            return found
+        marks = ", ".join("?" * len(values))
         with self._lock:
             conn = self._connection()
-            # BEGIN IMMEDIATE: the read and the delete see no other writer in between, so of
+            # Most records have no decision waiting: a plain read says so without taking the
+            # write lock the workers' commits need.
+            if conn.execute(
+                    f"SELECT 1 FROM precreated WHERE crm = ? AND object = ? "  # noqa: S608 - placeholders only
+                    f"AND (email IN ({marks}) OR domain IN ({marks})) LIMIT 1",
+                    (crm, object, *values, *values)).fetchone() is None:
+                return found
+            # BEGIN IMMEDIATE: the reads and deletes see no other writer in between, so of
             # two processes taking the same entry exactly one gets it.
             with self._transaction(conn, immediate=True):
-                for column, value in (("email", email), ("domain", domain)):
-                    if not value:
-                        continue
-                    row = conn.execute(
-                        f"SELECT id, body FROM precreated WHERE crm = ? AND object = ? "  # noqa: S608 - column from the tuple above
-                        f"AND {column} = ? AND decided_at <= ? AND expires_at > ? "
-                        "AND expires > ? ORDER BY decided_at, id LIMIT 1",
-                        (crm, object, value, at, at, time.time())).fetchone()
-                    if row is not None:
-                        conn.execute("DELETE FROM precreated WHERE id = ?", (row[0],))
-                        return Precreated.from_json(str(row[1]))
-        return None
+                wall = time.time()
+                for i, (email, domain) in enumerate(keys):
+                    for column, value in (("email", email), ("domain", domain)):
+                        if not value:
+                            continue
+                        row = conn.execute(
+                            f"SELECT id, body FROM precreated WHERE crm = ? AND object = ? "  # noqa: S608 - column from the tuple above
+                            f"AND {column} = ? AND decided_at <= ? AND expires_at > ? "
+                            "AND expires > ? ORDER BY decided_at, id LIMIT 1",
+                            (crm, object, value, at, at, wall)).fetchone()
+                        if row is not None:
+                            conn.execute("DELETE FROM precreated WHERE id = ?", (row[0],))
+                            found[i] = Precreated.from_json(str(row[1]))
+                            break
+        return found
+
+def _keep_precreated(conn: sqlite3.Connection, entry: Precreated, now: float,
+                     ttl_seconds: float) -> None:
+    """Store `entry` (inside the caller's write transaction) until `now + ttl_seconds`."""
+    # Dropping every lapsed entry keeps the table bounded by the live window.
+    conn.execute("DELETE FROM precreated WHERE expires <= ?", (now,))
+    conn.execute(
+        "INSERT OR REPLACE INTO precreated (id, crm, object, email, domain, decided_at, "
+        "expires_at, body, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (entry.id, entry.crm, entry.object, entry.email, entry.domain,
+         _ts(entry.decided_at, "decided_at"), _ts(entry.expires_at, "expires_at"),
+         entry.to_json(), now + ttl_seconds))
 
 
 def _review(body: str, escalated: int) -> ReviewItem:

@@ -17,7 +17,8 @@ from connectors.csv.file import InputError, OutputError, count_rows
 from connectors.settings import Settings
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext, decide
-from sync.models import Decision, Record
+from sync.enrich import EnrichData
+from sync.models import Decision, Record, TraceStep
 from sync.normalize import build_record
 from tasks.cli.common import (
     ConfigOpt,
@@ -150,11 +151,15 @@ def explain(
     rec: Record | None
     if record is not None:
         rec = _record_from_json(record)
+        notes: tuple[TraceStep, ...] = ()
+        if routing.enrichment is not None:
+            # No CRM here, so no accounts: company_match leaves a JSON record as it is.
+            rec, notes = routing.enrichment.run(rec, EnrichData())
         store = open_state(state, if_missing="empty")
         try:
             snapshots = store.load_pools(RoutingContext.pool_windows(routing, instant))
             ctx = RoutingContext(routing=routing, now=instant, paused=store.pauses(instant),
-                                 pools=snapshots)
+                                 pools=snapshots, enriched={rec.id: notes} if notes else {})
         finally:
             store.close()
         decision = decide(rec, ctx, trigger="explain")

@@ -244,7 +244,7 @@ class RepStatus:
     id: str
     name: str
     email: str
-    status: str  # available | paused | out_of_office | inactive | at_cap
+    status: str  # available | paused | out_of_office | off_hours | inactive | at_cap
     detail: str
     paused: bool
     paused_until: datetime | None
@@ -252,7 +252,7 @@ class RepStatus:
 
 
 STATUS_LABELS = {"available": "Available", "paused": "Paused", "out_of_office": "Out of office",
-                 "inactive": "Inactive", "at_cap": "At cap"}
+                 "off_hours": "Outside hours", "inactive": "Inactive", "at_cap": "At cap"}
 
 
 def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[RepStatus]:
@@ -272,6 +272,8 @@ def reps(store: StateStore, routing: CompiledRouting, now: datetime) -> list[Rep
             status, detail = "paused", "until resumed" if why == "paused" else why
         elif why.startswith("out of office"):
             status, detail = "out_of_office", why
+        elif why.startswith("outside working hours"):
+            status, detail = "off_hours", why
         else:
             status, detail = "inactive", why
         # `pauses(now)` holds only the pauses in force at `now`.

@@ -19,11 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from config.urls import redact_urls
 from connectors import registry
+from connectors.links import crm_link
 from sync.compiler import CompiledRouting
-from sync.links import crm_link
 from sync.models import Decision, Outcome, ReviewItem
 from sync.state.base import StateStore
-from tasks.dashboard import charts, data
+from tasks.dashboard import charts, data, territory
 from tasks.dashboard.auth import (
     COOKIE,
     MAX_TOKEN_LENGTH,
@@ -55,7 +55,7 @@ STATIC = {"dashboard.css": "text/css; charset=utf-8",
           "favicon.svg": "image/svg+xml"}
 NAV = (("overview", "Overview"), ("balance", "Balance"), ("reps", "Reps"),
        ("decisions", "Decisions"), ("failed", "Failed writes"), ("overrides", "Overrides"),
-       ("review", "Review queue"))
+       ("review", "Review queue"), ("overlaps", "Overlap"))
 NEXT: tuple[tuple[str, str], ...] = ()
 MAX_TEXT = 255
 RETRY_CHUNK = 1000  # ids per hand-over, the ops API's reprocess bound
@@ -526,6 +526,26 @@ async def _overrides(request: Request, dash: Dashboard, session: Session,
                    page="overrides", title="Overrides", window=window, windows=data.WINDOWS,
                    since=since, until=until, view=view, rule=rule or "", rep=rep or "",
                    offset=offset, older=older, newer=newer, searched=bool(rule or rep))
+
+
+@router.get("/dashboard/overlaps")
+async def overlaps_page(request: Request) -> Response:
+    return await _guarded(request, _overlaps)
+
+
+async def _overlaps(request: Request, dash: Dashboard, session: Session,
+                    cookie: str | None) -> Response:
+    routing = await run_in_threadpool(dash.routing)
+    now = dash.now()
+    history: data.HistoryReader = await _read(lambda: _history(dash))
+    view: territory.Territory = await _read(lambda: territory.territory(history, routing, now))
+    bars = charts.rule_bars([data.Share(r.rule, r.wins, r.share * 100) for r in view.rules])
+    config = str(routing.file.source) if routing is not None and routing.file.source \
+        else "routing.yaml"
+    return _render(request, "overlaps.html", session=session, cookie=cookie, page="overlaps",
+                   title="Territory overlap", view=view, bars=bars,
+                   has_routing=routing is not None, config=config,
+                   max_traces=territory.MAX_TRACES)
 
 
 def _offset(text: str) -> int:

@@ -1,10 +1,10 @@
-"""The HTTP app: CRM webhooks in, record ids onto the queue; the ops API.
+"""The HTTP app: CRM webhooks in, record ids onto the queue; the ops API; POST /route.
 
 See docs/operations.md#http-contract.
 
-One router per concern (`hubspot`, `salesforce`, `ops`, `health`), shared pieces in `common`
-(a leaf), the routing file the app serves in `routing`, `create_app` in `app` assembling them,
-every uvicorn setting of `serve` in `server`."""
+One router per concern (`hubspot`, `salesforce`, `ops`, `review`, `route`, `health`), shared
+pieces in `common` (a leaf), the routing file the app serves in `routing`, `create_app` in `app`
+assembling them, every uvicorn setting of `serve` in `server`."""
 
 from __future__ import annotations
 

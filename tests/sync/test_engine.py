@@ -485,3 +485,25 @@ def test_given_domains_to_learn_when_the_batch_commits_then_only_those_are_remem
     # The lead in the batch still followed its account; the map kept only the wanted domain.
     assert decisions[2].rule == "follow" and decisions[2].owner == decisions[1].owner
     assert known == {"acme.com": decisions[0].owner}
+
+
+def test_given_one_traces_dict_across_batches_when_routing_then_equal_traces_are_one_object(
+    sqlite_store: SqliteStateStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # route-file keeps one dict for a run: the history then meets each trace as one object
+    # in every batch. The dict is bounded: it starts over when full, traces stay right.
+    r = pool_routing()
+    traces: dict = {}  # type: ignore[type-arg]
+    first = route_batch(recs(3, "a"), r, sqlite_store, NOW, traces=traces)
+    second = route_batch(recs(3, "b"), r, sqlite_store, NOW, traces=traces)
+    alone = route_batch(recs(3, "c"), r, sqlite_store, NOW)
+
+    assert owners(first) == owners(second) == owners(alone) == ["cara", "dev", "eli"]
+    assert all(a.trace is b.trace for a, b in zip(first, second, strict=True))
+    assert all(a.trace == c.trace and a.trace is not c.trace
+               for a, c in zip(first, alone, strict=True))
+    monkeypatch.setattr("sync.decide._TRACES_KEPT", 2)
+    small: dict = {}  # type: ignore[type-arg]
+    bounded = route_batch(recs(3, "d"), r, sqlite_store, NOW, traces=small)
+    assert len(small) <= 2
+    assert [d.trace for d in bounded] == [d.trace for d in first]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from connectors.links import CrmLinks
 from sync.decide import RoutingContext, decide
 from sync.models import Decision, HistoryEvent, Outcome, Record, decision_key
 from sync.notify import (
     MAX_ATTEMPTS,
     Delivery,
-    Links,
     Notice,
     Notifier,
     compose,
@@ -23,7 +23,7 @@ from sync.ports import Written
 from tests.builders import rec, routing
 
 NOW = datetime(2026, 12, 7, 15, 0, tzinfo=UTC)
-LINKS = Links(hubspot_portal_id="62515", salesforce_instance_url="https://acme.my.salesforce.com")
+LINKS = CrmLinks("62515", "https://acme.my.salesforce.com")
 
 FILE = """
     version: 1
@@ -220,13 +220,36 @@ def test_given_a_final_failure_when_delivering_then_it_is_recorded_once_and_not_
 
 
 def test_given_the_embedded_notifier_when_a_write_lands_then_it_sends_inline():
-    claims, slack = Claims(), Scripted(Delivery(False, "slack: HTTP 500", True))
+    claims, slack = Claims(), Scripted()
     r = routing(FILE)
     record = rec(id="5", country="US", crm="hubspot")
     notifier = Notifier(r, [slack], claims, links=LINKS, clock=lambda: NOW)
     notifier.written("hubspot", "companies", [Written(_written(record), record)])
-    assert len(slack.sent) == 2  # one retryable failure, then sent
-    assert [e.kind for e in claims.events] == ["notified"]
+    assert len(slack.sent) == 1 and [e.kind for e in claims.events] == ["notified"]
+
+
+def test_given_a_channel_down_when_embedded_then_one_round_of_retries_and_the_rest_fail_fast():
+    claims = Claims()
+    slack = Scripted(*[Delivery(False, "slack: chat.postMessage: gave up after 3 attempts: "
+                                       "HTTP 503", True)] * 10)
+    r = routing(FILE)
+    ticks = [0.0]
+    notifier = Notifier(r, [slack], claims, links=LINKS, clock=lambda: NOW,
+                        monotonic=lambda: ticks[0])
+    items = []
+    for i in range(3):
+        record = rec(id=f"5{i}", country="US", crm="hubspot")
+        items.append(Written(_written(record), record))
+    notifier.written("hubspot", "companies", items)
+    # The first notice spent the transport's tries; the next two were not tried at all.
+    assert len(slack.sent) == 1
+    assert [e.kind for e in claims.events] == ["notify_failed"] * 3
+    assert "not tried: slack failed just before" in claims.events[2].data["error"]
+    # After the cool-down the channel is tried again.
+    ticks[0] = 61.0
+    record = rec(id="59", country="US", crm="hubspot")
+    notifier.written("hubspot", "companies", [Written(_written(record), record)])
+    assert len(slack.sent) == 2
 
 
 def test_given_a_notice_when_round_tripped_through_json_then_it_is_equal():

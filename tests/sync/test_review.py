@@ -331,3 +331,19 @@ def test_given_the_proposed_rep_marked_inactive_since_when_approving_then_refuse
 
     assert refused.value.status == "ineligible" and "inactive" in str(refused.value)
     assert crm.writes == [] and store.reviews() == [item]
+
+
+def test_given_timeout_approve_and_a_proposal_that_cannot_be_written_then_escalated_once(
+        crm, store):
+    item = held(crm, store)
+    now_gone = routing(ROUTING.replace('{id: cara, crm_ids: {hubspot: "106"}, manager: maya}',
+                                       '{id: cara, crm_ids: {hubspot: "106"}, active: false, '
+                                       'manager: maya}'))
+    pipeline = make(crm, store, now_gone)
+
+    reports = [expire(lambda crm_name: pipeline, store, now=NOW + timedelta(hours=h),
+                      action="approve", managers=lambda rep: "maya") for h in (5, 6)]
+
+    assert [r.escalated for r in reports] == [[item.id], []]
+    assert [r.approved for r in reports] == [[], []] and crm.writes == []
+    assert store.reviews()[0].escalated

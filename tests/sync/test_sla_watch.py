@@ -19,6 +19,7 @@ from connectors.simulator import RunningSimulator, Simulator, serve
 from connectors.transport import Unlimited
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
+from sync.models import decision_key
 from sync.pipeline import Pipeline
 from sync.sla_watch import FirstTouchWatch, SlaCheck
 from sync.state.sqlite import SqliteStateStore
@@ -135,6 +136,9 @@ def test_given_an_untouched_record_when_its_sla_runs_out_then_rerouted_never_bac
     assert kinds == {(ids[0], "sla_breach"), (ids[0], "rerouted"), (ids[1], "touched")}
     [touched] = store.history.events(kind="touched")
     assert touched.data["seconds"] == 300 and touched.data["rep"] == "ben"
+    # Each event names the assignment it is about, so that decision's page lists it.
+    assert {e.data["decision"] for e in store.history.events(record_id=ids[0])} == \
+        {decision_key(first)}
     text = metrics.collect()
     assert 'account_router_sla_breaches_total{action="reroute"} 1.0' in text
     assert 'account_router_first_touch_seconds_bucket{le="300.0"} 1.0' in text
@@ -323,3 +327,20 @@ def test_given_a_pool_decision_written_without_its_turn_then_the_watch_knows_its
 
     assert entry is not None and entry.window == "day:2026-12-07"
     assert entry.deadline == T0 + timedelta(hours=1, minutes=15)
+
+
+def test_given_an_sla_removed_from_the_routing_file_when_due_then_the_watch_ends_unbreached(
+        sim, routing, store, pipeline, clock, tmp_path):
+    [record] = companies(sim, 1)
+    pipeline.route_ids("companies", [record], now=T0)
+    path = tmp_path / "no-sla.yaml"
+    path.write_text(ROUTING.replace("sla: {first_touch: 15m, on_breach: reroute, "
+                                    "max_reroutes: 1}\n", ""))
+    without = load_routing(path)
+    assert without.sla_for("everyone", "smb") is None
+
+    report = check(without, store, pipeline).run(T0 + timedelta(hours=1))
+
+    assert (report.due, report.ended, report.breaches) == (1, 1, {})
+    assert sim.owner_of("hubspot", "companies", record) == "100"
+    assert store.watching() == 0 and store.history.events(kind="sla_breach") == []

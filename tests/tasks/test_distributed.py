@@ -425,14 +425,15 @@ class OwnerChanges:
         self.applied: Counter[str] = Counter()
         original = sim.hubspot_update
 
-        def tracking(obj: str, record_id: str | int, props: dict[str, object]) -> None:
+        def tracking(obj: str, record_id: str | int, props: dict[str, object],
+                     **how: Any) -> None:
             if obj != OBJ or "hubspot_owner_id" not in props:
-                original(obj, record_id, props)
+                original(obj, record_id, props, **how)
                 return
             key = str(record_id)
             with sim.lock:  # re-entrant: the read and the write are one step for other calls
                 before = sim.owner_of("hubspot", OBJ, key)
-                original(obj, record_id, props)
+                original(obj, record_id, props, **how)
                 after = sim.owner_of("hubspot", OBJ, key)
             self.applied[key] += 1
             if after != before:

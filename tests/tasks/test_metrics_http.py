@@ -171,6 +171,20 @@ def test_given_enqueued_batches_and_no_worker_when_metrics_read_then_queue_depth
     assert found["account_router_unacked_messages{}"] == 0.0
 
 
+def test_given_a_waiting_notify_task_when_metrics_read_then_the_notify_queue_is_counted(
+        store, redis_url, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks.celery_app import NOTIFY_TASK, make_app
+
+    monkeypatch.setenv("ACCOUNT_ROUTER_REDIS_URL", redis_url)
+    client = TestClient(create_app(Settings.model_validate({"redis_url": redis_url}), store,
+                                   no_enqueue, metrics=LocalMetrics()))
+    make_app(current=False).send_task(NOTIFY_TASK, args=[["k"]])
+    found = samples(client.get("/metrics").text)
+
+    assert found['account_router_queue_depth{queue="notify"}'] == 1.0
+    assert found['account_router_queue_depth{queue="celery"}'] == 0.0
+
+
 def test_given_a_message_taken_and_not_acked_when_metrics_read_then_it_counts_as_unacked(
         store, redis_url, monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.queue import enqueue_route, flush

@@ -235,3 +235,39 @@ def test_given_slack_down_in_service_mode_when_sending_then_notices_wait_and_go_
     assert queue.size() == 0
     kinds = Counter(e.kind for _, e in store.event_outbox(10))
     assert kinds == {"notified": 1, "notify_failed": 1}
+
+
+def test_given_the_mail_server_refusing_when_owners_are_written_then_smtp_5xx_is_recorded_once_each(
+        notify_env: Simulator, routing: CompiledRouting, slack: FakeSlack,
+        smtp_server: SmtpServer, tmp_path: Path) -> None:
+    smtp_server.mailbox.replies = ["550 5.7.1 relaying denied"] * 1000
+    state = tmp_path / "state.db"
+    store = SqliteStateStore(state)
+    try:
+        _sweep(routing, store)
+        with History(f"sqlite:///{state}") as history:
+            written = [d for d in history.decisions() if d.written_at is not None]
+            failed = history.events(kind="notify_failed")
+            notified = history.events(kind="notified")
+    finally:
+        store.close()
+    # Every email failed for good (one SMTP attempt each: 5xx is never retried); Slack went on.
+    assert len(failed) == len(written) == 1000 - len(smtp_server.mailbox.replies)
+    assert all(e.data["channel"] == "email" and "550" in e.data["error"] for e in failed)
+    assert {e.data["channel"] for e in notified} == {"slack"} and len(notified) == len(written)
+
+
+def test_given_a_notice_parked_just_now_when_the_drain_runs_then_it_is_left_to_its_own_task(
+        routing: CompiledRouting, slack: FakeSlack,
+        service: tuple[RedisStateStore, Settings]) -> None:
+    store, settings = service
+    queue = RedisNotices(store, enqueue=False)
+    notifier = Notifier(routing, senders_for(settings), store, queue=queue)
+    [fresh] = _written(routing, 1)
+    now = datetime.now(UTC)
+    notifier.written("hubspot", "companies",
+                     [Written(fresh.decision._replace(written_at=now), fresh.record)])
+    assert send_waiting(None, settings, store).sent == [] and queue.size() == 1
+    [waiting] = queue.get(None)
+    assert len(send_waiting([waiting.key], settings, store).sent) == 1  # its task sends it
+    assert queue.size() == 0 and len(slack.posted) == 1

@@ -80,7 +80,8 @@ def test_given_an_untouched_record_when_its_sla_runs_out_then_the_manager_and_th
     # The manager hears of the breach and where the record went; ava hears she lost it; ben
     # hears of his new account like any assignment.
     manager = [p.text for p in slack.messages_to("U0MAX")]
-    assert manager[0].startswith(f"First-touch SLA missed: Ava did not touch record {record}")
+    assert manager[0].startswith("First-touch SLA missed: Ava did not touch Acme "
+                                 "(hubspot account)")
     assert manager[0].endswith(f"it now belongs to Ben {link}")
     ava = [p.text for p in slack.messages_to("U0AVA")][1:]
     assert len(ava) == 1 and ava[0].startswith("First-touch SLA missed: You did not touch")

@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -54,11 +55,11 @@ def kill_in_next_write(sim: Simulator, server: RestartableRedis) -> threading.Ev
     killed = threading.Event()
     original = sim.hubspot_update
 
-    def killing(obj: str, record_id: str | int, props: dict[str, object]) -> None:
+    def killing(obj: str, record_id: str | int, props: dict[str, object], **how: Any) -> None:
         if not killed.is_set():
             server.kill()
             killed.set()
-        original(obj, record_id, props)
+        original(obj, record_id, props, **how)
 
     sim.hubspot_update = killing  # type: ignore[method-assign]
     return killed

@@ -34,7 +34,8 @@ from tests.connectors.hubspot.fake_hubspot import (
 from tests.loopback import free_port
 
 COMPANY_PROPS = ["name", "domain", "website", "industry", "numberofemployees", "annualrevenue",
-                 "country", "state", "city", "zip", "hubspot_owner_id", "hs_lastmodifieddate",
+                 "country", "state", "city", "zip", "phone", "hubspot_owner_id",
+                 "hs_lastmodifieddate",
                  "createdate", "hs_object_id"]
 
 

@@ -131,6 +131,25 @@ def test_given_accounts_with_websites_then_domains_find_their_owner(running, sf)
     assert found == {"my-brien.com": AVA}
 
 
+def test_given_company_names_then_accounts_with_a_word_starting_alike_are_found(running, sf):
+    # company_match (docs/routing-file.md#company_match) narrows these; the CRM only has to
+    # return every account a name could match: a word starting with the same three letters.
+    running.sim.salesforce_create("Account", {"Name": "Zyxcorp, Inc.",
+                                              "Website": "zyxcorp.example", "OwnerId": AVA})
+    running.sim.salesforce_create("Account", {"Name": "The Zyxcorp Group",
+                                              "Website": "https://zyx-group.example"})
+    running.sim.salesforce_create("Account", {"Name": "Qwzzy O'Brien",
+                                              "Website": "qwzzy.example"})
+    running.sim.salesforce_create("Account", {"Name": "Zyxcorp Without Site"})
+
+    found = sf.accounts_by_name(["ZYXCORP LLC", "qwz 100%", "x"])
+
+    assert sorted(found) == [("Qwzzy O'Brien", "qwzzy.example"),
+                             ("The Zyxcorp Group", "zyx-group.example"),
+                             ("Zyxcorp, Inc.", "zyxcorp.example")]
+    assert sf.accounts_by_name([]) == []
+
+
 def test_given_the_daily_quota_runs_out_then_the_connector_stops_without_retrying(
         running, sf):
     used, _ = running.sim.salesforce_usage()

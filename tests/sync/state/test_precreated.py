@@ -117,3 +117,45 @@ def test_given_many_concurrent_takers_then_each_entry_goes_to_exactly_one(
 
     taken = [r for r in results if r is not None]
     assert sorted(taken) == [f"k{i}" for i in range(5)]
+
+
+def test_given_an_entry_kept_past_its_wall_clock_ttl_then_it_is_gone(store: StateStore) -> None:
+    store.put_precreated(entry(), 0.05)
+    time.sleep(0.1)
+
+    assert store.take_precreated("hubspot", "contacts", "ann@acme.com", None, T0) is None
+
+
+def test_given_a_batch_when_taken_at_once_then_each_key_gets_its_match_in_order(
+    store: StateStore,
+) -> None:
+    store.put_precreated(entry("a", email="ann@acme.com"), 3600)
+    store.put_precreated(entry("b", email="bo@beta.io", domain="beta.io"), 3600)
+
+    taken = store.take_precreated_many("hubspot", "contacts", [
+        ("nobody@none.org", "none.org"), ("x@acme.com", "acme.com"), (None, None),
+        ("bo@beta.io", None), ("ann2@acme.com", "acme.com")], T0)
+
+    assert [t and t.id for t in taken] == [None, "a", None, "b", None]
+
+
+def test_given_a_key_when_claimed_then_once_until_answered_then_the_answer_for_everyone(
+    store: StateStore,
+) -> None:
+    assert store.claim_answer("k1", "route:k1", 30) == (True, None)
+    assert store.claim_answer("k1", "route:k1", 30) == (False, None)  # held by the first
+
+    store.put_answer("k1", "the answer", 60)
+
+    assert store.claim_answer("k1", "route:k1", 30) == (False, "the answer")
+    store.forget("route:k2")
+    assert store.claim_answer("k2", "route:k2", 30) == (True, None)
+    store.forget("route:k2")  # a failed request gives its claim back
+    assert store.claim_answer("k2", "route:k2", 30) == (True, None)
+
+
+def test_given_an_answer_put_with_its_entry_then_both_are_kept(store: StateStore) -> None:
+    store.put_answer("k1", "the answer", 3600, entry())
+
+    assert store.answer("k1") == "the answer"
+    assert store.take_precreated("hubspot", "contacts", "ann@acme.com", None, T0) == entry()

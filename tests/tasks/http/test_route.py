@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +19,10 @@ from sync.history import History
 from sync.state import StateStore, open_store
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
+from tasks.http import route as route_module
 from tasks.http.route import RouteBody, decide_once
 from tasks.metrics import LocalMetrics
+from tests.loopback import free_port
 from tests.tasks.test_http import AUTH, NOW, RecordingEnqueue, make_settings
 
 DECIDED_AT = datetime.fromtimestamp(NOW, UTC)
@@ -105,6 +108,9 @@ def test_given_a_body_over_one_mib_when_routing_then_413(route_client: TestClien
     ({**contact(), "record": {"numemployees": float("inf")}}, 400, "body.record.numemployees"),
     ({**contact(), "crm": ["hubspot"]}, 400, "body.crm"),
     ({**contact(), "extra": 1}, 400, "body.extra"),
+    ({**contact(), "record": {f"f{i}": "x" for i in range(501)}}, 400, "body.record"),
+    ({**contact(), "record": {"e\x00mail": "x"}}, 400, "body.record.e"),
+    ({**contact(), "idempotency_key": "k" * 256}, 400, "body.idempotency_key"),
     ({**contact(), "crm": "pipedrive"}, 422, "crm: unknown CRM 'pipedrive'"),
     ({**contact(), "object": "tickets"}, 422, "object: unknown hubspot object 'tickets'"),
 ])
@@ -295,3 +301,65 @@ def test_given_a_routed_form_then_its_decision_waits_for_the_record_by_email(
     assert entry is not None
     assert (entry.decision.owner, entry.decision.rule) == ("ana", "inbound")
     assert entry.expires_at == DECIDED_AT + timedelta(hours=24)
+
+
+def test_given_another_request_holds_the_key_too_long_when_routing_then_409_and_no_turn(
+    route_client: TestClient, sqlite_store: StateStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(route_module, "WAIT_SECONDS", 0.05)
+    key = hashlib.blake2b(b"held", digest_size=16).hexdigest()
+    assert not sqlite_store.seen(f"route:{key}", 30)  # a request deciding it right now
+
+    response = post(route_client, contact("held"))
+
+    assert response.status_code == 409
+    assert response.json()["error"].startswith("idempotency_key: ")
+    assert sqlite_store.load_pools({"inbound": {}})["inbound"].version == 0
+
+
+def test_given_a_rule_held_for_review_when_routed_then_pending_review_and_owner_null(
+    sqlite_store: StateStore, tmp_path: Path,
+) -> None:
+    path = tmp_path / "review.yaml"
+    path.write_text(ROUTING.replace("assign: {pool: inbound}",
+                                    "assign: {pool: inbound}\n    review: true"))
+    client = TestClient(create_app(make_settings(config=str(path)), sqlite_store,
+                                   RecordingEnqueue(), clock=lambda: NOW, metrics=LocalMetrics()))
+
+    answer = post(client, contact()).json()
+
+    assert (answer["outcome"], answer["owner"], answer["rule"]) == (
+        "pending_review", None, "inbound")
+    assert sqlite_store.take_precreated("hubspot", "contacts", "ann@acme.com", None,
+                                        DECIDED_AT) is None
+
+
+def test_given_the_state_store_unreachable_when_routing_then_503_not_a_crash(
+    routing_path: Path,
+) -> None:
+    store = open_store(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    try:
+        client = TestClient(create_app(make_settings(config=str(routing_path)), store,
+                                       RecordingEnqueue(), clock=lambda: NOW,
+                                       metrics=LocalMetrics()))
+        response = post(client, contact())
+    finally:
+        store.close()
+
+    assert response.status_code == 503
+    assert response.json() == {"error": "state store unavailable; retry later"}
+
+
+def test_given_an_enrichment_step_when_routed_then_it_runs_first_and_shows_in_the_trace(
+    sqlite_store: StateStore, tmp_path: Path,
+) -> None:
+    path = tmp_path / "enrich.yaml"
+    path.write_text(ROUTING.replace("rules:", "enrich: [tld_country]\nrules:"))
+    client = TestClient(create_app(make_settings(config=str(path)), sqlite_store,
+                                   RecordingEnqueue(), clock=lambda: NOW, metrics=LocalMetrics()))
+
+    answer = post(client, contact(email="jo@beispiel.de", company="Beispiel")).json()
+
+    assert answer["rule"] == "germany"  # the country came from the .de domain
+    assert answer["owner"]["id"] == "cy"
+    assert answer["trace"][0]["rule"] == "enrich tld_country"

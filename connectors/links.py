@@ -1,4 +1,5 @@
-"""Links to a record's own page in its CRM, for the dashboard and for notifications."""
+"""Links to a record's own page in its CRM, for the dashboard and for notifications (the core
+names no CRM: `sync.notify` takes a `Links` from here)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,22 @@ def record_link(crm: str, crm_object: str, record_id: str, hubspot_portal_id: st
         return None
     return crm_link(Decision(record_id, kind, crm, Outcome.ASSIGNED), hubspot_portal_id,
                     salesforce_instance_url)
+
+
+class CrmLinks:
+    """`sync.notify.Links` from the settings (HUBSPOT_PORTAL_ID, SALESFORCE_INSTANCE_URL)."""
+
+    def __init__(self, hubspot_portal_id: str | None = None,
+                 salesforce_instance_url: str | None = None) -> None:
+        self.hubspot_portal_id = hubspot_portal_id
+        self.salesforce_instance_url = salesforce_instance_url
+
+    def decision(self, decision: Decision) -> str | None:
+        return crm_link(decision, self.hubspot_portal_id, self.salesforce_instance_url)
+
+    def record(self, crm: str, crm_object: str, record_id: str) -> str | None:
+        return record_link(crm, crm_object, record_id, self.hubspot_portal_id,
+                           self.salesforce_instance_url)
 
 
 def crm_link(decision: Decision, hubspot_portal_id: str | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sync.links import crm_link
+from connectors.links import crm_link
 from sync.models import Decision, Outcome
 
 
@@ -41,6 +41,6 @@ def test_given_a_decision_when_linking_then_the_crms_record_page_or_none(
     ("csv", "accounts", None),
 ])
 def test_given_a_crm_object_name_when_linking_then_the_same_pages_as_by_kind(crm, obj, expected):
-    from sync.links import record_link
+    from connectors.links import record_link
 
     assert record_link(crm, obj, "7", "62515", "https://acme.my.salesforce.com") == expected
