@@ -232,3 +232,15 @@ class AccountNames(Protocol):
         """(company name, domain) of the accounts whose name has a word starting with the
         first three letters of a word of one of `names` (more is allowed: the matcher
         narrows), batched."""
+
+
+@runtime_checkable
+class Conversions(Protocol):
+    """Optional beside `Connector`: which records converted, the outcome `suggest` tests
+    rules against (docs/operations.md#rule-suggestions). A connector without it cannot
+    back suggestions."""
+
+    def converted(self, object: str, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` whose record converted (HubSpot: lifecycle stage customer or
+        later; Salesforce: a won Opportunity on the Account, a converted Lead), read in
+        batches; ids that do not exist are simply not in the answer."""

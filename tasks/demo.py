@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
@@ -19,9 +20,11 @@ from connectors import registry
 from connectors.registry import load_routing
 from connectors.settings import Settings
 from connectors.simulator import Simulator, serve
+from sync.compiler import CompiledRouting
 from sync.pipeline import Pipeline, RunReport
 from sync.state.base import LoadRow
 from sync.state.sqlite import SqliteStateStore
+from sync.suggest import Report
 from tasks.followers import followers_for
 from tasks.metrics import LocalMetrics
 
@@ -49,12 +52,14 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed: int = 42,
-             config: Path = EXAMPLE, then: Callable[[str], None] | None = None) -> bool:
+             config: Path = EXAMPLE, then: Callable[[str], None] | None = None,
+             suggest: bool = True) -> bool:
     """Seed both CRMs, route every object in this process, print the summary; True if clean.
 
     `then(state_url)` runs after the summary, while the simulator and the demo's state (a
     temporary directory, removed once it returns) are still there: `demo --dashboard` serves
-    the dashboard over them until Ctrl-C."""
+    the dashboard over them until Ctrl-C. `suggest`: then plant an effect in the outcomes
+    and print the rule suggestion it yields (`plant_and_suggest`)."""
     routing = load_routing(config)
     sim = Simulator(seed=seed)
     # Created "now", so speed-to-lead measures this run, not the seeded history.
@@ -86,6 +91,10 @@ def run_demo(console: Console, *, companies: int = 1000, leads: int = 300, seed:
         calls = {crm: sim.stats(crm)["total"] for crm in OBJECTS}
         elapsed = time.perf_counter() - started
         _print(console, routing.pools, reports, loads, calls, elapsed)
+        if suggest:
+            report = plant_and_suggest(sim, routing, config, settings,
+                                       f"sqlite:///{Path(tmp) / 'state.db'}")
+            print_suggestions(console, report)
         if then is not None:
             then(f"sqlite:///{Path(tmp) / 'state.db'}")
     return not any(r.failed or r.stopped for r in reports)
@@ -144,3 +153,56 @@ def _print(console: Console, pools: Mapping[str, Pool], reports: list[RunReport]
                       f"p95 {q[94]:.2f} s, max {max(speeds):.2f} s over {len(speeds)} writes",
                       highlight=False)
     console.print(f"done in {elapsed:.1f} s", highlight=False)
+
+
+# The effect the demo plants (docs/operations.md#rule-suggestions): HubSpot companies under 50
+# employees convert at 45% with Dev, 10% with everyone else. The smb pool round-robins them,
+# so `suggest` sees Dev's share beside Cara's and Eli's.
+PLANTED_REP, PLANTED_OWNER, PLANTED_RATE, BASE_RATE = "dev", "107", 0.45, 0.10
+
+
+def planted_rate(fields: Mapping[str, object]) -> float:
+    """The conversion probability of a HubSpot company with these properties."""
+    try:
+        small = float(str(fields.get("numberofemployees") or "")) < 50
+    except ValueError:
+        small = False
+    mine = fields.get("hubspot_owner_id") == PLANTED_OWNER
+    return PLANTED_RATE if small and mine else BASE_RATE
+
+
+def plant_and_suggest(sim: Simulator, routing: CompiledRouting, config: Path,
+                      settings: Settings, state_url: str) -> Report:
+    """Plant the effect in the routed HubSpot companies' outcomes, then run `suggest` over
+    the demo's history (the simulator must be serving, its settings in the environment)."""
+    import yaml
+
+    from sync.history import History
+    from tasks.suggest import Inputs, suggest
+
+    sim.plant_outcomes("hubspot", "companies", planted_rate, seed=1)
+    document = yaml.safe_load(config.read_text(encoding="utf-8"))
+    connector = registry.create_for("hubspot", routing, settings)
+    history = History(state_url)
+    try:
+        return suggest(connector, history, Inputs(routing, document, config),
+                       "companies", since=None, now=datetime.now(UTC))
+    finally:
+        history.close()
+        connector.close()
+
+
+def print_suggestions(console: Console, report: Report) -> None:
+    console.print(f"\nrule suggestions (planted: HubSpot companies under 50 employees convert "
+                  f"at {PLANTED_RATE:.0%} with {PLANTED_REP}, {BASE_RATE:.0%} otherwise): "
+                  f"{report.tested} segment tests, {len(report.suggestions)} suggestion(s); "
+                  "nothing applied", highlight=False)
+    for s in report.suggestions[:3]:
+        (dim, value), = s.segment.items()
+        console.print(f"  {dim} = {value}: {s.from_} -> {s.to}: {s.rate_to:.0%} of {s.n_to} "
+                      f"vs {s.rate_now:.0%} of {s.n_now}, p {s.p:.2g}, q {s.q:.2g}, "
+                      f"moves {s.moves}", highlight=False)
+    if report.suggestions:
+        console.print("  rule to paste:", highlight=False)
+        console.print("    " + report.suggestions[0].rule_yaml.rstrip().replace("\n", "\n    "),
+                      highlight=False, markup=False)

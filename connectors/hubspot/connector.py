@@ -113,6 +113,13 @@ class HubSpotConnector:
         obj = hs.SPEC.canonical_object(object)
         return self._read(obj, ids, self._properties[obj])
 
+    def converted(self, object: str, ids: Sequence[str]) -> set[str]:
+        """Ids whose lifecycle stage reached customer (batch reads of that one property)."""
+        obj = hs.SPEC.canonical_object(object)
+        return {r.id for r in self._read(obj, ids, [hs.LIFECYCLE_PROPERTY])
+                if str(r.properties.get(hs.LIFECYCLE_PROPERTY) or "").strip().lower()
+                in hs.CONVERTED_STAGES}
+
     def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
         obj = hs.SPEC.canonical_object(object)
         found = self._read(obj, ids, [hs.OWNER_PROPERTY])

@@ -47,6 +47,10 @@ FIELD_MAPS: Mapping[str, Mapping[str, str]] = {
 # when a call, email, meeting or note is logged on the record.
 TOUCH_FIELDS: Mapping[str, str] = {obj: "hs_last_sales_activity_timestamp" for obj in OBJECTS}
 
+# Lifecycle stages at or past a sale (HubSpot's default stages, internal values): a record
+# there converted (`suggest`, docs/operations.md#rule-suggestions).
+LIFECYCLE_PROPERTY = "lifecyclestage"
+CONVERTED_STAGES = frozenset({"customer", "evangelist"})
 OWNER_PROPERTY = "hubspot_owner_id"  # takes an owner `id` from /crm/v3/owners
 ID_PROPERTY = "hs_object_id"
 CREATED_PROPERTY = "createdate"

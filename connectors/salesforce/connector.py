@@ -339,6 +339,30 @@ class SalesforceConnector:
         return [replace(self._record(obj, raw), id=asked)
                 for asked, raw in self._by_ids(obj, ids, self._select(obj))]
 
+    def converted(self, object: str, ids: Sequence[str]) -> set[str]:
+        """Accounts with a won Opportunity, converted Leads (`ID_CHUNK` ids a query); other
+        objects have no outcome here (an empty answer)."""
+        obj = vendor.SPEC.canonical_object(object)
+        if obj == "Lead":
+            return {asked for asked, raw in self._by_ids(obj, ids, "Id, IsConverted")
+                    if raw.get("IsConverted") is True}
+        if obj != "Account":
+            return set()
+        wanted = list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
+        valid = [i for i in wanted if _RECORD_ID.fullmatch(i)]
+        won: set[str] = set()
+        for start in range(0, len(valid), vendor.ID_CHUNK):
+            chunk = valid[start:start + vendor.ID_CHUNK]
+            asked = {i[:15]: i for i in chunk}
+            soql = format_soql("SELECT AccountId FROM Opportunity WHERE IsWon = true "
+                               "AND AccountId IN {}", chunk)
+            for page in self._pages(soql):
+                for raw in page:
+                    key = asked.get(str(raw.get("AccountId") or "")[:15])
+                    if key is not None:
+                        won.add(key)
+        return won
+
     def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
         """OwnerId per record id, in one query per `ID_CHUNK` ids."""
         obj = vendor.SPEC.canonical_object(object)

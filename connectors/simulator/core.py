@@ -448,6 +448,38 @@ class Simulator:
                 self.salesforce_update(name, record_id, {"LastActivityDate": text})
             return text
 
+    def plant_outcomes(self, crm: str, obj: str,
+                       rate: Callable[[Mapping[str, Any]], float], *, seed: int = 0) -> int:
+        """Decide, seeded and in id order, which records of `obj` converted: each with
+        probability `rate(fields)` (the record's current properties or fields, owner
+        included), so an effect can be planted (healthcare converts at 40% with one rep, 10%
+        with the rest). HubSpot: `lifecyclestage` customer, else lead. Salesforce Lead:
+        `IsConverted`; Account: a won Opportunity (else, sometimes, a lost one). Returns
+        how many converted."""
+        rng = random.Random(f"outcomes:{self.seed_value}:{seed}:{crm}:{obj}")
+        converted = 0
+        sf_name = self._sf_table(obj)[0] if crm != "hubspot" else ""
+        with self.lock:
+            for record_id in self.ids(crm, obj):
+                if crm == "hubspot":
+                    fields: Mapping[str, Any] = self.hubspot_record(obj, record_id) or {}
+                else:
+                    fields = self.salesforce_record(obj, record_id) or {}
+                won = rng.random() < rate(fields)
+                converted += won
+                if crm == "hubspot":
+                    record = self._hubspot_table(obj)[int(record_id)]
+                    self._set_hubspot_props(obj, record,
+                                            {"lifecyclestage": "customer" if won else "lead"})
+                elif sf_name == "Lead":
+                    self._sf_table(obj)[1][self._sf_key(record_id)]["IsConverted"] = won
+                elif won or rng.random() < 0.3:
+                    self.salesforce_create("Opportunity", {
+                        "Name": f"Deal {record_id}", "AccountId": record_id,
+                        "StageName": "Closed Won" if won else "Closed Lost", "IsWon": won,
+                        "IsClosed": True, "OwnerId": fields.get("OwnerId")})
+        return converted
+
     def owner_of(self, crm: str, obj: str, record_id: str) -> str | None:
         """A record's current owner id (None: no owner); KeyError if the record is absent."""
         if crm == "hubspot":

@@ -103,13 +103,19 @@ SF_OBJECTS: Mapping[str, SfObject] = {o.name: o for o in (
         ("NumberOfEmployees", "int"), ("AnnualRevenue", "currency"), ("Country", "string"),
         ("State", "string"), ("City", "string"), ("PostalCode", "string"),
         ("LeadSource", "picklist"), ("Status", "picklist"), ("Phone", "phone"),
-        ("OwnerId", "reference")]),
+        ("OwnerId", "reference"), ("IsConverted", "boolean", False)]),
     _object("Contact", "003", [
         ("FirstName", "string"), ("LastName", "string"), ("Email", "email"),
         ("Title", "string"), ("AccountId", "reference"), ("MailingCountry", "string"),
         ("MailingState", "string"), ("MailingCity", "string"),
         ("MailingPostalCode", "string"), ("LeadSource", "picklist"), ("Phone", "phone"),
         ("OwnerId", "reference"), ("LastActivityDate", "date", False)]),
+    # Deals, for the outcomes `suggest` reads (`IsWon` follows the stage in Salesforce; here
+    # the Python API sets both). Created through the Python API only.
+    _object("Opportunity", "006", [
+        ("Name", "string"), ("AccountId", "reference"), ("StageName", "picklist"),
+        ("IsWon", "boolean", False), ("IsClosed", "boolean", False), ("OwnerId", "reference")],
+        updatable=False),
     # Users and groups are managed through the Python API only, never written over REST here.
     _object("User", "005", [
         ("Name", "string"), ("FirstName", "string"), ("LastName", "string"), ("Email", "email"),

@@ -25,6 +25,7 @@ from tasks.cli import (
     serve,
     simulate,
     sla,
+    suggest,
 )
 from tasks.cli.common import err, settings_problem
 
@@ -51,6 +52,7 @@ app.command()(crm.demo)
 app.command()(crm.simulator)
 app.command()(simulate.simulate)
 app.command()(overlaps.overlaps)
+app.command()(suggest.suggest)
 app.command("sla-check")(sla.sla_check)
 app.command()(serve.serve)
 app.command()(dashboard.dashboard)
