@@ -18,10 +18,8 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
 
-import phonenumbers
 import pycountry
 import tldextract
-from rapidfuzz import fuzz, process
 
 from config.display import shorten
 from config.routing import BUILTIN_ENRICHERS, ENRICHER_GROUP, ConfigError, EnrichStep
@@ -118,6 +116,9 @@ class AccountIndex:
                 candidates.update(found)
         if not candidates:
             return None
+        # Imported here: a process that never matches names (most) never loads rapidfuzz.
+        from rapidfuzz import fuzz, process
+
         choices = [self.keys[i] for i in sorted(candidates)]
         best = process.extractOne(key, choices, scorer=fuzz.token_sort_ratio,
                                   score_cutoff=threshold)
@@ -342,6 +343,9 @@ MAX_PHONE_CHARS = 64  # longer text is no phone number (phonenumbers itself stop
 @lru_cache(maxsize=65_536)
 def _phone_region(text: str) -> tuple[str, str] | None:
     """(ISO country, a short form for the trace) of an international number, else None."""
+    # Imported here: phonenumbers' tables are loaded only by a file that uses the step.
+    import phonenumbers
+
     number_text = text.strip()
     if number_text.startswith("00"):
         number_text = "+" + number_text[2:]  # the international prefix most of the world dials

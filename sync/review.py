@@ -259,9 +259,6 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
     # it again finds the owner written and closes it (the same event ids, stored once). The
     # count moves last; a crash just before it leaves that one count unmoved.
     _record(store, events)
-    if status == "reassigned":
-        # Counted like a person's change of a written owner (account_router_overrides_total).
-        pipeline.metrics.override(item.rule)
     store.close_review(closed)
     if final != item.proposed_owner:
         move_count(store, pipeline, item, final, now)

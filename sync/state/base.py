@@ -336,9 +336,11 @@ class StateStore(Protocol):
 
     # --- decisions made before the CRM record (docs/operations.md#post-route) ------------
 
-    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+    def put_answer(self, key: str, answer: str, ttl_seconds: float,
+                   entry: Precreated | None = None) -> None:
         """Remember the answer given under an idempotency key for `ttl_seconds` (replacing
-        any earlier one)."""
+        any earlier one); with `entry`, keep it too, as `put_precreated(entry, ttl_seconds)`
+        does, in the same step (one round trip)."""
 
     def answer(self, key: str) -> str | None:
         """The answer remembered under `key`, None when none is live."""

@@ -931,10 +931,16 @@ class RedisStateStore(ClosesOnExit):
 
     # --- decisions made before the CRM record -------------------------------------------------
 
-    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+    def put_answer(self, key: str, answer: str, ttl_seconds: float,
+                   entry: Precreated | None = None) -> None:
         _check_ttl(ttl_seconds)
-        self._r.set(f"{self.prefix}api:answer:{key}", answer,
-                    px=max(1, math.ceil(ttl_seconds * 1000)))
+        # MULTI: the entry and the answer land together, in one round trip.
+        pipe = self._r.pipeline(transaction=True)
+        if entry is not None:
+            self._put_precreated(entry, ttl_seconds, pipe)
+        pipe.set(f"{self.prefix}api:answer:{key}", answer,
+                 px=max(1, math.ceil(ttl_seconds * 1000)))
+        pipe.execute()
 
     def answer(self, key: str) -> str | None:
         return cast(str | None, self._r.get(f"{self.prefix}api:answer:{key}"))
@@ -957,6 +963,10 @@ class RedisStateStore(ClosesOnExit):
 
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
+        self._put_precreated(entry, ttl_seconds)
+
+    def _put_precreated(self, entry: Precreated, ttl_seconds: float,
+                        client: redis.client.Pipeline | None = None) -> None:
         keys = self._precreated_keys(entry.crm, entry.object, entry.email, entry.domain)
         decided = as_utc(entry.decided_at, "decided_at").timestamp()
         # One script: the entry and its indexes land together, lapsed entries go on the way
@@ -964,7 +974,7 @@ class RedisStateStore(ClosesOnExit):
         # index lives as long as its newest entry.
         self._put_precreated_script(keys=keys, args=[
             entry.id, entry.to_json(), repr(decided), repr(time.time()), repr(ttl_seconds),
-            "1" if entry.email else "0", "1" if entry.domain else "0"])
+            "1" if entry.email else "0", "1" if entry.domain else "0"], client=client)
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:

@@ -830,7 +830,8 @@ class SqliteStateStore(ClosesOnExit):
 
     # --- decisions made before the CRM record -------------------------------------------------
 
-    def put_answer(self, key: str, answer: str, ttl_seconds: float) -> None:
+    def put_answer(self, key: str, answer: str, ttl_seconds: float,
+                   entry: Precreated | None = None) -> None:
         _check_ttl(ttl_seconds)
         with self._lock:
             conn = self._connection()
@@ -841,6 +842,8 @@ class SqliteStateStore(ClosesOnExit):
                     "INSERT INTO api_answers (key, answer, expires) VALUES (?, ?, ?) "
                     "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
                     "expires = excluded.expires", (key, answer, now + ttl_seconds))
+                if entry is not None:
+                    _keep_precreated(conn, entry, now, ttl_seconds)
 
     def answer(self, key: str) -> str | None:
         with self._lock:
@@ -869,19 +872,10 @@ class SqliteStateStore(ClosesOnExit):
 
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
-        row = (entry.id, entry.crm, entry.object, entry.email, entry.domain,
-               _ts(entry.decided_at, "decided_at"), _ts(entry.expires_at, "expires_at"),
-               entry.to_json())
         with self._lock:
             conn = self._connection()
             with self._transaction(conn, immediate=True):
-                now = time.time()
-                # Dropping every lapsed entry keeps the table bounded by the live window.
-                conn.execute("DELETE FROM precreated WHERE expires <= ?", (now,))
-                conn.execute(
-                    "INSERT OR REPLACE INTO precreated (id, crm, object, email, domain, "
-                    "decided_at, expires_at, body, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*row, now + ttl_seconds))
+                _keep_precreated(conn, entry, time.time(), ttl_seconds)
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
@@ -923,6 +917,19 @@ class SqliteStateStore(ClosesOnExit):
                             found[i] = Precreated.from_json(str(row[1]))
                             break
         return found
+
+def _keep_precreated(conn: sqlite3.Connection, entry: Precreated, now: float,
+                     ttl_seconds: float) -> None:
+    """Store `entry` (inside the caller's write transaction) until `now + ttl_seconds`."""
+    # Dropping every lapsed entry keeps the table bounded by the live window.
+    conn.execute("DELETE FROM precreated WHERE expires <= ?", (now,))
+    conn.execute(
+        "INSERT OR REPLACE INTO precreated (id, crm, object, email, domain, decided_at, "
+        "expires_at, body, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (entry.id, entry.crm, entry.object, entry.email, entry.domain,
+         _ts(entry.decided_at, "decided_at"), _ts(entry.expires_at, "expires_at"),
+         entry.to_json(), now + ttl_seconds))
+
 
 def _review(body: str, escalated: int) -> ReviewItem:
     item = ReviewItem.from_dict(json.loads(body))

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -210,6 +211,10 @@ class AppContext:
     routing: Callable[[], CompiledRouting | None]  # the routing file served (None: unset)
     # The decision history, opened on first use (`history()`); the app may set it up front.
     history_db: History | None = None
+    # POST /route decides one request at a time in this process: concurrent requests on one
+    # pool would otherwise lose each other's compare-and-set and decide again, more work the
+    # busier it is. Other processes still meet it only in the compare-and-set.
+    route_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def history(self) -> History:
         """The history the store's decisions land in: the SQLite state file's own (embedded),

@@ -35,6 +35,7 @@ from sync.models import Decision, TraceStep
 from sync.pipeline import to_record
 from sync.ports import CrmRecord, CrmSpec
 from sync.precreate import KEPT_OUTCOMES, precreated
+from sync.state.base import Precreated
 from tasks.http.common import AppContext, Ctx, Rejected, check_text, log, require_token, store_call
 
 router = APIRouter(tags=["route"], dependencies=[Depends(require_token)])
@@ -43,7 +44,10 @@ TRIGGER = "api"
 # A form posts tens of fields; a few hundred leave room for custom properties while keeping one
 # request's normalization cheap (the 1 MiB body limit bounds the rest).
 MAX_FIELDS = 500
-MAX_KEY_LENGTH = 255
+MAX_KEY_LENGTH = 255  # a record field's name
+# The decision's record id is `api:<key>`: within the 255 characters any id in a request may
+# have, so `GET /decisions/api:<key>` finds it.
+MAX_IDEMPOTENCY_KEY = 200
 # The claim on a key while its request is routed: far longer than one decision takes (a few
 # milliseconds), short enough that a server killed mid-request frees the key soon.
 CLAIM_SECONDS = 30.0
@@ -72,7 +76,7 @@ FieldName = Annotated[str, StringConstraints(strict=True),
 FieldValue = Annotated[str | int | float | None, BeforeValidator(_scalar)]
 Name = Annotated[str, StringConstraints(strict=True), AfterValidator(lambda v: check_text(v, 64))]
 Key = Annotated[str, StringConstraints(strict=True),
-                AfterValidator(lambda v: check_text(v, MAX_KEY_LENGTH))]
+                AfterValidator(lambda v: check_text(v, MAX_IDEMPOTENCY_KEY))]
 
 
 class RouteBody(BaseModel):
@@ -112,11 +116,12 @@ def decide_once(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
     if not claimed:
         return _awaited(ctx, key, fingerprint)
     try:
-        answer = _decide(ctx, routing, spec, obj, body, key)
+        answer, entry = _decide(ctx, routing, spec, obj, body, key)
         ttl = routing.file.precreate_ttl.total_seconds()
         stored_answer = json.dumps({"fingerprint": fingerprint, "answer": answer},
                                    separators=(",", ":"))
-        store_call(lambda: store.put_answer(key, stored_answer, ttl))
+        # The answer, and the decision kept for the record, in one store call.
+        store_call(lambda: store.put_answer(key, stored_answer, ttl, entry))
     except BaseException:
         try:
             store.forget(f"route:{key}")  # let a retry decide
@@ -172,9 +177,10 @@ def _awaited(ctx: AppContext, key: str, fingerprint: str,
 
 
 def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
-            body: RouteBody, key: str) -> dict[str, Any]:
+            body: RouteBody, key: str) -> tuple[dict[str, Any], Precreated | None]:
     """Decide the record with a real pool turn (the pipeline's engine: compare-and-set on the
-    state store), audit it, and keep it for the CRM record when it gives an owner."""
+    state store) and audit it: the answer, and the entry to keep for the CRM record when the
+    decision gives it an owner."""
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     props = dict(body.record)
     # The record does not exist in the CRM: it has no owner to keep, whatever the form says.
@@ -193,17 +199,15 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
         records, enriched = routing.enrichment.run_all([record], EnrichData())
         record = records[0]
     try:
-        decision = store_call(lambda: route_batch(
-            [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
-            enriched=enriched))[0]
+        with ctx.route_lock:
+            decision = store_call(lambda: route_batch(
+                [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
+                enriched=enriched))[0]
     except CommitConflict as exc:
         raise Rejected(503, "pools too contended right now; retry", "failed") from exc
     ctx.metrics.decision(str(decision.outcome), decision.rule)
     entry = precreated(key, spec.name, obj, record, decision, routing.file.precreate_ttl)
-    if entry is not None:
-        ttl = routing.file.precreate_ttl.total_seconds()
-        store_call(lambda: ctx.store.put_precreated(entry, ttl))
-    return answer_of(decision, routing)
+    return answer_of(decision, routing), entry
 
 
 def answer_of(decision: Decision, routing: CompiledRouting) -> dict[str, Any]:

@@ -152,3 +152,10 @@ def test_given_a_key_when_claimed_then_once_until_answered_then_the_answer_for_e
     assert store.claim_answer("k2", "route:k2", 30) == (True, None)
     store.forget("route:k2")  # a failed request gives its claim back
     assert store.claim_answer("k2", "route:k2", 30) == (True, None)
+
+
+def test_given_an_answer_put_with_its_entry_then_both_are_kept(store: StateStore) -> None:
+    store.put_answer("k1", "the answer", 3600, entry())
+
+    assert store.answer("k1") == "the answer"
+    assert store.take_precreated("hubspot", "contacts", "ann@acme.com", None, T0) == entry()

@@ -110,7 +110,7 @@ def test_given_a_body_over_one_mib_when_routing_then_413(route_client: TestClien
     ({**contact(), "extra": 1}, 400, "body.extra"),
     ({**contact(), "record": {f"f{i}": "x" for i in range(501)}}, 400, "body.record"),
     ({**contact(), "record": {"e\x00mail": "x"}}, 400, "body.record.e"),
-    ({**contact(), "idempotency_key": "k" * 256}, 400, "body.idempotency_key"),
+    ({**contact(), "idempotency_key": "k" * 201}, 400, "body.idempotency_key"),
     ({**contact(), "crm": "pipedrive"}, 422, "crm: unknown CRM 'pipedrive'"),
     ({**contact(), "object": "tickets"}, 422, "object: unknown hubspot object 'tickets'"),
 ])
@@ -363,3 +363,25 @@ def test_given_an_enrichment_step_when_routed_then_it_runs_first_and_shows_in_th
     assert answer["rule"] == "germany"  # the country came from the .de domain
     assert answer["owner"]["id"] == "cy"
     assert answer["trace"][0]["rule"] == "enrich tld_country"
+
+
+def test_given_the_longest_key_when_routed_then_its_decision_is_found_by_record_id(
+    route_client: TestClient,
+) -> None:
+    key = "k" * 200
+    assert post(route_client, contact(key)).status_code == 200
+
+    found = route_client.get(f"/decisions/api:{key}", headers=AUTH)
+
+    assert found.status_code == 200 and found.json()[0]["trigger"] == "api"
+
+
+def test_given_a_paused_rep_when_routed_then_the_pool_skips_them_as_the_workers_would(
+    route_client: TestClient,
+) -> None:
+    assert route_client.post("/reps/ana/pause", headers=AUTH).status_code == 200
+
+    answer = post(route_client, contact("while-ana-is-away")).json()
+
+    assert answer["owner"]["id"] == "bo"
+    assert "ana" in json.dumps(answer["trace"])  # the trace says why ana was passed over
