@@ -184,3 +184,12 @@ def test_given_csv_connector_when_suggest_then_exit_2_no_outcomes(tmp_path, monk
     assert "cannot read outcomes" in result.output
 
 
+
+
+def test_given_the_demo_when_run_then_it_plants_an_effect_and_prints_its_suggestion() -> None:
+    result = invoke("demo", "--leads", "20")
+    assert result.exit_code == 0, result.output
+    assert "rule suggestions (planted" in result.stdout
+    assert "size_band = 1-49: smb -> dev" in result.stdout
+    assert "suggested-size-band-1-49-dev" in result.stdout
+    assert "nothing applied" in result.stdout
