@@ -75,16 +75,23 @@ def swept(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"
 
 
-def test_given_outcomes_in_hubspot_when_converted_then_lifecycle_customer_ids_only(
+def test_given_outcomes_in_hubspot_when_converted_then_customers_and_closed_won_deals_only(
         sim, running):
     ids = sim.ids("hubspot", "companies")[:250]  # more than one batch read (100 ids)
     planted = sim.plant_outcomes("hubspot", "companies", lambda _: 0.3, seed=3)
-    expected = {i for i in ids
+    by_stage = {i for i in ids
                 if sim.hubspot_record("companies", i)["lifecyclestage"] == "customer"}
+    links = {i: sim.hubspot_deal_links.get(("companies", i), []) for i in ids}
+    by_deal = {i for i, deals in links.items()
+               if any(sim.hubspot_deals[d]["dealstage"] == "closedwon" for d in deals)}
+    lost_only = {i for i, deals in links.items() if deals} - by_deal
+    assert by_stage and by_deal and lost_only  # every path is exercised
     with connector("hubspot") as hubspot:
         assert isinstance(hubspot, Conversions)
-        assert hubspot.converted("companies", [*ids, "999999"]) == expected
-    assert 0 < len(expected) <= planted
+        assert hubspot.converted("companies", [*ids, "999999"]) == by_stage | by_deal
+    assert len(by_stage | by_deal) <= planted
+    calls = sim.stats("hubspot")["calls"]
+    assert any("associations" in str(k) for k in calls), calls
 
 
 def test_given_won_opportunities_and_converted_leads_when_converted_then_exactly_those(
