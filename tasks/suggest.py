@@ -18,6 +18,7 @@ from sync.ports import Connector, Conversions
 from sync.state import open_store
 from sync.suggest import (
     ALPHA,
+    MAX_SIMULATED,
     MIN_SAMPLE,
     Observation,
     Report,
@@ -113,14 +114,16 @@ def suggest(connector: Connector, history: History, inputs: Inputs, obj: str, *,
              if isinstance(r, Mapping)}
     before = [_target(d) for d in decisions]
     done = []
-    for s in report.suggestions:
+    for number, s in enumerate(report.suggestions):
         rule = rule_for(s, whens, kind)
         (dim, value), = s.segment.items()
         document = with_rule(inputs.document, rule, before=value if dim == "rule" else None)
         # The proof the rule is valid: the routing loader takes the file with it inserted.
         changed = compile_routing(parse(yaml.safe_dump(document, sort_keys=False),
                                         source=inputs.source, list_roots=inputs.list_roots))
-        _, after = _decide_all(connector, changed, obj, now)
-        moves = sum(a != _target(d) for a, d in zip(before, after, strict=True))
+        moves: int | None = None
+        if number < MAX_SIMULATED:
+            _, after = _decide_all(connector, changed, obj, now)
+            moves = sum(a != _target(d) for a, d in zip(before, after, strict=True))
         done.append(replace(s, rule=rule, rule_yaml=rule_yaml(rule), moves=moves))
     return replace(report, suggestions=tuple(done))

@@ -191,3 +191,10 @@ def test_given_record_kind_when_rule_built_then_rule_limited_to_that_kind_and_lo
     assert rule["when"] == {"object": {"eq": "account"}, "industry": {"eq": "healthcare"}}
     routing = parse(yaml.safe_dump(with_rule(document, rule)), source=EXAMPLE)
     assert routing.rules[0].name == rule["name"]
+
+
+def test_given_rule_name_taken_when_rule_built_then_suffixed_unique() -> None:
+    suggestion = analyse(_world(1, effect=0.40), POOLS).suggestions[0]
+    name = rule_for(suggestion, {})["name"]
+    assert rule_for(suggestion, {name: None})["name"] == f"{name}-2"
+    assert rule_for(suggestion, {name: None, f"{name}-2": None})["name"] == f"{name}-3"
