@@ -130,7 +130,12 @@ def test_given_planted_effect_when_suggest_json_then_found_with_loading_rule_and
     assert (best["from"], best["to"]) == ("smb", PLANTED_REP)
     assert best["rate_to"] > 0.3 > 0.2 > best["rate_now"]
     assert best["p"] <= best["q"] <= 0.05 and best["n"] >= 60
-    assert best["moves"] > 0
+    # Inserted first, the rule takes every company under 50 employees (whatever rule has it
+    # now: the smb pool, healthcare's rep, the named accounts') and nothing else.
+    small = sum(1 for i in sim.ids("hubspot", "companies")
+                if 0 <= float(sim.hubspot_record("companies", i).get("numberofemployees")
+                              or -1) < 50)
+    assert best["moves"] == small
     assert all(s["to"] == PLANTED_REP for s in found)
     # The rule as printed, pasted first under `rules:`, loads with the routing loader.
     document = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
@@ -163,6 +168,17 @@ def test_given_minimum_sample_above_every_cell_when_suggest_then_nothing_tested(
                     "--config", EXAMPLE, "--state", state, "--min-sample", 100000)
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["tested"] == 0
+
+
+def test_given_since_after_every_decision_when_suggest_then_nothing_observed(
+        sim, running, tmp_path):
+    state = swept(tmp_path)
+    sim.plant_outcomes("hubspot", "companies", planted_rate, seed=1)
+    result = invoke("suggest", "--crm", "hubspot", "--object", "companies", "--json",
+                    "--config", EXAMPLE, "--state", state, "--since", "2999-01-01")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["observations"], data["tested"], data["suggestions"]) == (0, 0, [])
 
 
 @pytest.mark.parametrize(("args", "message"), [
