@@ -255,6 +255,8 @@ def _decide(pipeline: Pipeline, item: ReviewItem, rep: str, crm_id: str, *, by: 
             data={"from": item.proposed_owner, "to": rep, "by": by, "rule": item.rule,
                   "after_seconds": max(0.0, (now - item.created_at).total_seconds()),
                   "pool": item.pool, "source": "review", "review": item.id}))
+        # account_router_overrides_total{rule}: a reviewer's choice over the proposal counts.
+        pipeline.metrics.override(item.rule)
     # Events first, then the close: a crash between them leaves the item open, and acting on
     # it again finds the owner written and closes it (the same event ids, stored once). The
     # count moves last; a crash just before it leaves that one count unmoved.
