@@ -1101,7 +1101,7 @@ def test_given_the_commands_routing_a_crm_when_help_is_shown_then_crm_names_the_
              for param in command.params if param.name == "crm" and param.required}
 
     # Then: every one says the same thing, naming the registry (a new connector included).
-    assert set(helps) == {"sweep", "reprocess", "simulate"}
+    assert set(helps) == {"sweep", "reprocess", "simulate", "suggest"}
     assert set(helps.values()) == {CrmOpt.__metadata__[0].help}
 
 
