@@ -22,6 +22,9 @@ from sync.models import Record
 # Defaults, documented in docs/operations.md#rule-suggestions.
 MIN_SAMPLE = 30  # records per cell (the candidate's and the current owner's) before a test runs
 ALPHA = 0.05  # the false-discovery rate Benjamini–Hochberg controls across all tests
+# Suggestions whose `moves` are simulated (each reads the object's records once more); later
+# ones print `moves` null.
+MAX_SIMULATED = 10
 # Size bands of `employees` (low inclusive, high exclusive; None: open).
 SIZE_BANDS: tuple[tuple[str, float, float | None], ...] = (
     ("1-49", 0, 50), ("50-199", 50, 200), ("200-999", 200, 1000), ("1000+", 1000, None))
@@ -246,7 +249,12 @@ def rule_for(suggestion: Suggestion, rule_whens: Mapping[str, Mapping[str, Any] 
         when["employees"] = {"gte": band[1]} | ({"lt": band[2]} if band[2] is not None else {})
     else:
         when[dim] = {"eq": value}
-    rule: dict[str, Any] = {"name": f"suggested-{_slug(dim)}-{_slug(value)}-{_slug(suggestion.to)}"}
+    name = f"suggested-{_slug(dim)}-{_slug(value)}-{_slug(suggestion.to)}"
+    taken, n = set(rule_whens), 2
+    unique = name
+    while unique in taken:  # rule names are unique in a routing file
+        unique, n = f"{name}-{n}", n + 1
+    rule: dict[str, Any] = {"name": unique}
     if when:
         rule["when"] = when
     rule["assign"] = {suggestion.to_kind: suggestion.to}

@@ -18,6 +18,7 @@ from sync.ports import Connector, Conversions
 from sync.state import open_store
 from sync.suggest import (
     ALPHA,
+    MAX_SIMULATED,
     MIN_SAMPLE,
     Observation,
     Report,
@@ -49,7 +50,8 @@ class Inputs:
 
 def segments_of(record: Record, rule: str | None) -> dict[str, str]:
     """A record's segment values (docs/operations.md#rule-suggestions): industry and lead
-    source as written, ISO country, size band of employees, and the rule that routed it."""
+    source as written, ISO country, size band of employees, and the rule that routed it
+    (None: leave it out, e.g. a rule the file no longer has)."""
     values = {"industry": record.raw.get("industry"), "country": record.country,
               "size_band": size_band(record.employees),
               "lead_source": record.raw.get("lead_source"), "rule": rule}
@@ -96,6 +98,9 @@ def suggest(connector: Connector, history: History, inputs: Inputs, obj: str, *,
     kind = connector.spec.kind(obj)
     records, decisions = _decide_all(connector, inputs.routing, obj, now)
     by_id = {r.id: (r, d) for r, d in zip(records, decisions, strict=True)}
+    # A rule the file no longer has is no population to suggest for: its rule would have no
+    # `when` to copy and would match everything.
+    names = {rule.name for rule in inputs.routing.rules}
     routed: dict[str, Decision] = {}
     for _, d in history.decision_ids(since=since):  # newest first
         if (d.crm == connector.name and d.object == kind and d.outcome in _ROUTED
@@ -103,24 +108,28 @@ def suggest(connector: Connector, history: History, inputs: Inputs, obj: str, *,
             routed.setdefault(d.record_id, d)
     converted = connector.converted(obj, list(routed)) if routed else set()
     observations = [
-        Observation(record_id=rid, segments=segments_of(by_id[rid][0], d.rule), owner=d.owner,
-                    pool=d.pool, now=rule_target(inputs.routing, by_id[rid][0]),
+        Observation(record_id=rid,
+                    segments=segments_of(by_id[rid][0], d.rule if d.rule in names else None),
+                    owner=d.owner, pool=d.pool, now=rule_target(inputs.routing, by_id[rid][0]),
                     converted=rid in converted)
         for rid, d in routed.items() if d.owner is not None]
     pools = {name: tuple(pool.members) for name, pool in inputs.routing.pools.items()}
     report = analyse(observations, pools, min_sample=min_sample, alpha=alpha)
     whens = {str(r.get("name")): r.get("when") for r in inputs.document.get("rules") or []
              if isinstance(r, Mapping)}
-    before = [_target(d) for d in decisions]
+    before = {r.id: _target(d) for r, d in zip(records, decisions, strict=True)}
     done = []
-    for s in report.suggestions:
+    for number, s in enumerate(report.suggestions):
         rule = rule_for(s, whens, kind)
         (dim, value), = s.segment.items()
         document = with_rule(inputs.document, rule, before=value if dim == "rule" else None)
         # The proof the rule is valid: the routing loader takes the file with it inserted.
         changed = compile_routing(parse(yaml.safe_dump(document, sort_keys=False),
                                         source=inputs.source, list_roots=inputs.list_roots))
-        _, after = _decide_all(connector, changed, obj, now)
-        moves = sum(a != _target(d) for a, d in zip(before, after, strict=True))
+        moves: int | None = None
+        if number < MAX_SIMULATED:
+            # By id: a live CRM may gain or lose records between the two reads.
+            moves = sum(before.get(r.id, _target(d)) != _target(d)
+                        for r, d in zip(*_decide_all(connector, changed, obj, now), strict=True))
         done.append(replace(s, rule=rule, rule_yaml=rule_yaml(rule), moves=moves))
     return replace(report, suggestions=tuple(done))

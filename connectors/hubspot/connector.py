@@ -87,8 +87,12 @@ class HubSpotConnector:
             "contacts": _ObjectApis(client.crm.contacts),
         }
         self._owners = client.crm.owners.owners_api
+        # Outcomes for `suggest`: a record's deals (associations v4) and their stages.
+        self._associations = client.crm.associations.v4.batch_api
+        self._deals = client.crm.deals.batch_api
         self._clients = [api.api_client for apis in self._apis.values() for api in apis.all()]
-        self._clients.append(self._owners.api_client)
+        self._clients += [self._owners.api_client, self._associations.api_client,
+                          self._deals.api_client]
         self._transport = Transport(crm=CRM, classify=self._classify, limiter=limiter,
                                     credentials_setting=TOKEN_SETTING, attempts=attempts,
                                     sleep=transport_sleep or time.sleep)
@@ -114,11 +118,41 @@ class HubSpotConnector:
         return self._read(obj, ids, self._properties[obj])
 
     def converted(self, object: str, ids: Sequence[str]) -> set[str]:
-        """Ids whose lifecycle stage reached customer (batch reads of that one property)."""
+        """Ids whose lifecycle stage reached customer (batch reads of that one property), or
+        with an associated deal closed won (associations v4 batch read, then the deals')."""
         obj = hs.SPEC.canonical_object(object)
-        return {r.id for r in self._read(obj, ids, [hs.LIFECYCLE_PROPERTY])
-                if str(r.properties.get(hs.LIFECYCLE_PROPERTY) or "").strip().lower()
-                in hs.CONVERTED_STAGES}
+        found = self._read(obj, ids, [hs.LIFECYCLE_PROPERTY])
+        won = {r.id for r in found
+               if str(r.properties.get(hs.LIFECYCLE_PROPERTY) or "").strip().lower()
+               in hs.CONVERTED_STAGES}
+        return won | self._won_deals(obj, [r.id for r in found if r.id not in won])
+
+    def _won_deals(self, obj: str, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` with an associated deal that closed won."""
+        deals_of: dict[str, set[str]] = {}
+        for start in range(0, len(ids), hs.BATCH_SIZE):
+            query = {"inputs": [{"id": i} for i in ids[start:start + hs.BATCH_SIZE]]}
+            # 207: records with no deals come back in `errors`; they simply have none.
+            response = self._call(f"{obj}.deals.associations", partial(
+                self._associations.get_page_with_http_info, obj, hs.DEALS, query, **self._raw))
+            for row in response.results or []:
+                source = str(getattr(getattr(row, "from", None), "id", "") or "")
+                for to in getattr(row, "to", None) or []:
+                    deals_of.setdefault(str(to.to_object_id), set()).add(source)
+        won: set[str] = set()
+        deal_ids = sorted(deals_of)
+        for start in range(0, len(deal_ids), hs.BATCH_SIZE):
+            body: dict[str, Any] = {
+                "inputs": [{"id": i} for i in deal_ids[start:start + hs.BATCH_SIZE]],
+                    "properties": list(hs.DEAL_PROPERTIES), "propertiesWithHistory": []}
+            response = self._call("deals.batch_read", partial(
+                self._deals.read_with_http_info, body, archived=_flag(False), **self._raw))
+            for deal in response.results or []:
+                props = deal.properties or {}
+                if str(props.get("hs_is_closed_won") or "").lower() == "true" \
+                        or props.get("dealstage") == hs.DEAL_WON_STAGE:
+                    won |= deals_of.get(str(deal.id), set())
+        return won
 
     def read_owners(self, object: str, ids: Sequence[str]) -> dict[str, str | None]:
         obj = hs.SPEC.canonical_object(object)

@@ -51,6 +51,11 @@ TOUCH_FIELDS: Mapping[str, str] = {obj: "hs_last_sales_activity_timestamp" for o
 # there converted (`suggest`, docs/operations.md#rule-suggestions).
 LIFECYCLE_PROPERTY = "lifecyclestage"
 CONVERTED_STAGES = frozenset({"customer", "evangelist"})
+# Or a deal associated with the record closed won: `hs_is_closed_won` is HubSpot's calculated
+# deal property, true in any pipeline; `closedwon` is the default pipeline's stage id.
+DEALS = "deals"
+DEAL_PROPERTIES = ("dealstage", "hs_is_closed_won")
+DEAL_WON_STAGE = "closedwon"
 OWNER_PROPERTY = "hubspot_owner_id"  # takes an owner `id` from /crm/v3/owners
 ID_PROPERTY = "hs_object_id"
 CREATED_PROPERTY = "createdate"

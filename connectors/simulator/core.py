@@ -125,6 +125,10 @@ class Simulator:
         self.hubspot_properties: dict[str, dict[str, str]] = {
             o: dict(props) for o, props in HUBSPOT_PROPERTIES.items()}
         self.hubspot_owners: dict[str, HubSpotOwner] = {}
+        # Deals (id -> properties) and which deals each company or contact is associated with
+        # ((object, record id) -> deal ids): the outcomes `suggest` reads (`plant_outcomes`).
+        self.hubspot_deals: dict[int, dict[str, str]] = {}
+        self.hubspot_deal_links: dict[tuple[str, str], list[int]] = {}
         self.salesforce_records: dict[str, dict[str, dict[str, Any]]] = {o: {} for o in SF_OBJECTS}
         self._next_hubspot_id = {"companies": 1001, "contacts": 1001}
         self._next_sf_number = {o: 1 for o in SF_OBJECTS}
@@ -453,7 +457,8 @@ class Simulator:
         """Decide, seeded and in id order, which records of `obj` converted: each with
         probability `rate(fields)` (the record's current properties or fields, owner
         included), so an effect can be planted (healthcare converts at 40% with one rep, 10%
-        with the rest). HubSpot: `lifecyclestage` customer, else lead. Salesforce Lead:
+        with the rest). HubSpot: `lifecyclestage` customer, or a closed-won deal (half the
+        wins each way), else lead. Salesforce Lead:
         `IsConverted`; Account: a won Opportunity (else, sometimes, a lost one). Returns
         how many converted."""
         rng = random.Random(f"outcomes:{self.seed_value}:{seed}:{crm}:{obj}")
@@ -468,9 +473,15 @@ class Simulator:
                 won = rng.random() < rate(fields)
                 converted += won
                 if crm == "hubspot":
+                    # Half the wins show as the lifecycle stage, half only as a closed-won
+                    # deal (the stage left at `opportunity`); some losses have a lost deal.
+                    by_deal = rng.random() < 0.5
+                    stage = "customer" if won and not by_deal else \
+                        "opportunity" if won else "lead"
                     record = self._hubspot_table(obj)[int(record_id)]
-                    self._set_hubspot_props(obj, record,
-                                            {"lifecyclestage": "customer" if won else "lead"})
+                    self._set_hubspot_props(obj, record, {"lifecyclestage": stage})
+                    if (won and by_deal) or (not won and rng.random() < 0.3):
+                        self.add_hubspot_deal(obj, record_id, won=won)
                 elif sf_name == "Lead":
                     self._sf_table(obj)[1][self._sf_key(record_id)]["IsConverted"] = won
                 elif won or rng.random() < 0.3:
@@ -479,6 +490,16 @@ class Simulator:
                         "StageName": "Closed Won" if won else "Closed Lost", "IsWon": won,
                         "IsClosed": True, "OwnerId": fields.get("OwnerId")})
         return converted
+
+    def add_hubspot_deal(self, obj: str, record_id: str, *, won: bool) -> int:
+        """A closed deal associated with a company or contact; returns its id."""
+        with self.lock:
+            deal_id = 9_000_001 + len(self.hubspot_deals)
+            self.hubspot_deals[deal_id] = {
+                "dealname": f"Deal {record_id}", "dealstage": "closedwon" if won else "closedlost",
+                "hs_is_closed_won": "true" if won else "false"}
+            self.hubspot_deal_links.setdefault((obj, str(record_id)), []).append(deal_id)
+            return deal_id
 
     def owner_of(self, crm: str, obj: str, record_id: str) -> str | None:
         """A record's current owner id (None: no owner); KeyError if the record is absent."""

@@ -272,6 +272,53 @@ def hubspot_app(sim: Simulator) -> FastAPI:
             sim.record_updates("hubspot", 1)
             return JSONResponse(record_json(sim, obj, record, list(props)))
 
+    # Deals and their associations: just what `suggest` reads (a deal's stage; the deals
+    # associated with a company or contact). Registered before the generic object routes.
+    @app.post("/crm/v3/objects/deals/batch/read")
+    @guarded
+    async def deals_batch_read(request: Request) -> Response:
+        started = sim.now_ms()
+        body = await body_of(request)
+        ids = _batch_ids(body.get("inputs"))
+        names = body.get("properties") or ["dealstage"]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise _Invalid("properties must be a list of strings")
+        results: list[dict[str, Any]] = []
+        missing: list[str] = []
+        with sim.lock:
+            for raw in dict.fromkeys(ids):
+                deal = sim.hubspot_deals.get(int(raw)) if raw.isdigit() else None
+                if deal is None:
+                    missing.append(raw)
+                    continue
+                results.append({"id": raw, "properties": {n: deal.get(n) for n in names},
+                                "archived": False, "createdAt": hubspot_time(started),
+                                "updatedAt": hubspot_time(started)})
+        errors = [_batch_error("OBJECT_NOT_FOUND", "Could not get some DEAL objects, they may "
+                               "be deleted or not exist. Check that ids are valid.", missing)
+                  ] if missing else []
+        return _batch_response(sim, results, errors, started)
+
+    @app.post("/crm/v4/associations/{from_type}/{to_type}/batch/read")
+    @guarded
+    async def associations_batch_read(from_type: str, to_type: str,
+                                      request: Request) -> Response:
+        check_object(from_type)
+        if to_type != "deals":
+            raise _Invalid(f"the simulator associates {from_type} with deals only")
+        started = sim.now_ms()
+        ids = _batch_ids((await body_of(request)).get("inputs"))
+        results: list[dict[str, Any]] = []
+        with sim.lock:
+            for raw in dict.fromkeys(ids):
+                deals = sim.hubspot_deal_links.get((from_type, raw), [])
+                if deals:  # HubSpot lists a record without associations in `errors`; we omit it
+                    results.append({"from": {"id": raw}, "to": [
+                        {"toObjectId": d, "associationTypes": [
+                            {"category": "HUBSPOT_DEFINED", "typeId": 342, "label": None}]}
+                        for d in deals]})
+        return _batch_response(sim, results, [], started)
+
     @app.post("/crm/v3/objects/{obj}/batch/read")
     @guarded
     async def batch_read(obj: str, request: Request) -> Response:

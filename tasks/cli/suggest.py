@@ -46,8 +46,8 @@ def suggest(
     """Suggest rules where a segment converts significantly better with another rep or pool.
 
     Joins the decision history with outcomes read from the CRM (HubSpot lifecycle stage
-    customer; Salesforce won Opportunities, converted Leads). Prints the evidence, a rule to
-    paste and how many records it would move. Nothing is changed."""
+    customer or a closed-won deal; Salesforce won Opportunities, converted Leads). Prints
+    the evidence, a rule to paste and how many records it would move. Nothing is changed."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from sync.history.store import describe_error
@@ -106,7 +106,7 @@ def _print(report: Report, crm: str, obj: str) -> None:
         (dim, value), = s.segment.items()
         table.add_row(f"{dim} = {value}", s.from_, s.to, str(s.n),
                       f"{s.rate_now:.1%} of {s.n_now}", f"{s.rate_to:.1%} of {s.n_to}",
-                      f"{s.p:.2g}", f"{s.q:.2g}", str(s.moves))
+                      f"{s.p:.2g}", f"{s.q:.2g}", "-" if s.moves is None else str(s.moves))
     out.print(table)
     for s in report.suggestions:
         out.print(f"\n# rule to paste under `rules:` (the segment's records to {s.to})",

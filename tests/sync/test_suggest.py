@@ -18,10 +18,12 @@ from sync.suggest import (
     benjamini_hochberg,
     fisher_exact,
     rule_for,
+    rule_target,
     rule_yaml,
     size_band,
     with_rule,
 )
+from tests.builders import rec, routing
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing.yaml"
 POOLS = {"smb": ("cara", "dev", "eli")}
@@ -191,3 +193,27 @@ def test_given_record_kind_when_rule_built_then_rule_limited_to_that_kind_and_lo
     assert rule["when"] == {"object": {"eq": "account"}, "industry": {"eq": "healthcare"}}
     routing = parse(yaml.safe_dump(with_rule(document, rule)), source=EXAMPLE)
     assert routing.rules[0].name == rule["name"]
+
+
+def test_given_rule_name_taken_when_rule_built_then_suffixed_unique() -> None:
+    suggestion = analyse(_world(1, effect=0.40), POOLS).suggestions[0]
+    name = rule_for(suggestion, {})["name"]
+    assert rule_for(suggestion, {name: None})["name"] == f"{name}-2"
+    assert rule_for(suggestion, {name: None, f"{name}-2": None})["name"] == f"{name}-3"
+
+
+def test_given_rules_when_rule_target_then_rep_pool_fallback_or_none() -> None:
+    compiled = routing("""
+version: 1
+reps: [{id: ava}, {id: ben}, {id: dev}]
+pools: {smb: {members: [ava, ben]}}
+rules:
+  - {name: leads, when: {object: {eq: lead}}, assign: {account_owner: true}}
+  - {name: us, when: {country: {eq: US}}, assign: {pool: smb}}
+  - {name: de, when: {country: {eq: DE}}, assign: {rep: dev}}
+fallback: {rep: ava}
+""")
+    assert rule_target(compiled, rec(country="US")) == "smb"
+    assert rule_target(compiled, rec(country="DE")) == "dev"
+    assert rule_target(compiled, rec(country="FR")) == "ava"
+    assert rule_target(compiled, rec(object="lead", country="US")) is None
