@@ -224,6 +224,10 @@ def compile_enrichment(steps: Sequence[EnrichStep], source: str | Path | None
         except OptionError as exc:
             where = f"{path}.{name}.{exc.key}" if exc.key else f"{path}.{name}"
             raise ConfigError(source, where, exc.expected, exc.found) from None
+        except Exception as exc:  # noqa: BLE001 - a plug-in's factory failing another way
+            raise ConfigError(source, f"{path}.{name}", "options the enricher accepts"
+                              ).with_found_text(shorten(f"{type(exc).__name__}: {exc}")
+                                                ) from None
     return Enrichment(tuple(compiled), tuple(name for name, _ in steps))
 
 

@@ -56,7 +56,6 @@ STATIC = {"dashboard.css": "text/css; charset=utf-8",
 NAV = (("overview", "Overview"), ("balance", "Balance"), ("reps", "Reps"),
        ("decisions", "Decisions"), ("failed", "Failed writes"), ("overrides", "Overrides"),
        ("review", "Review queue"), ("overlaps", "Overlap"))
-NEXT: tuple[tuple[str, str], ...] = ()
 MAX_TEXT = 255
 RETRY_CHUNK = 1000  # ids per hand-over, the ops API's reprocess bound
 # What a redirect after an action may announce (`?done=CODE&subject=...`).
@@ -159,7 +158,7 @@ def _render(request: Request, template: str, status: int = 200, *,
             **values: Any) -> HTMLResponse:
     dash = _dash(request)
     page = dash.env.get_template(template).render(
-        csrf=session.csrf if session else None, local=dash.local, nav=NAV, next_nav=NEXT,
+        csrf=session.csrf if session else None, local=dash.local, nav=NAV,
         signed_in=session is not None, **values)
     response = HTMLResponse(page, status_code=status, headers=HEADERS)
     if cookie is not None:
@@ -583,15 +582,6 @@ def _item_link(dash: Dashboard, item: ReviewItem) -> str | None:
     shown = Decision(record_id=item.record_id, object=kind, crm=item.crm,
                      outcome=Outcome.PENDING_REVIEW)
     return crm_link(shown, dash.hubspot_portal_id, dash.salesforce_instance_url)
-
-
-async def _next(request: Request, page: str, title: str) -> Response:
-    async def build(request: Request, dash: Dashboard, session: Session,
-                    cookie: str | None) -> Response:
-        return _render(request, "next.html", session=session, cookie=cookie, page=page,
-                       title=title)
-
-    return await _guarded(request, build)
 
 
 # --- actions (POST, then redirect) ------------------------------------------------------

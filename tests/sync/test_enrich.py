@@ -308,6 +308,10 @@ class _Industry:
 
 def industry_default(options):
     return _Industry()
+
+
+def broken_factory(options):
+    raise KeyError(options["needed"])
 '''
 
 
@@ -322,6 +326,8 @@ def installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
     (site / "example_enrichers-0.1.dist-info" / "entry_points.txt").write_text(textwrap.dedent("""\
         [account_router.enrichers]
         industry_default = example_enrichers:industry_default
+        broken_factory = example_enrichers:broken_factory
+        missing_module = no_such_module_anywhere:factory
         """))
     (site / "example_enrichers.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(site))
@@ -384,3 +390,15 @@ def test_given_options_with_defaults_when_loading_then_they_are_accepted():
     assert compiled.enrichment is not None
     assert compiled.enrichment.names == ("company_match", "state_codes", "phone_country")
     assert compiled.enrichment.needs_accounts
+
+
+@pytest.mark.parametrize(("name", "found"), [
+    ("broken_factory", "KeyError: 'needed'"),
+    ("missing_module", "missing_module: ModuleNotFoundError"),
+])
+def test_given_a_plug_in_that_fails_to_build_when_loading_then_exit_2_names_the_step(
+        installed, name, found):
+    with pytest.raises(ConfigError) as caught:
+        compile_routing(parse(f"version: 1\nenrich: [state_codes, {name}]\n", source="r.yaml"))
+    assert caught.value.path.startswith("enrich[1]")
+    assert found in str(caught.value)
