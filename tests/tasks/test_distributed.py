@@ -296,11 +296,15 @@ def test_given_two_workers_when_webhook_bursts_race_a_sweep_then_each_record_is_
         try:
             workers.start()
             workers.start()
-            # When: a sweep chain starts while webhook-style bursts enqueue the same records,
-            # out of order and overlapping, so route tasks and sweep pages race for them.
+            # When: a sweep chain starts while webhook-style bursts enqueue most of the same
+            # records, out of order and overlapping, so route tasks and sweep pages race for
+            # them. The last quarter only the sweep reaches: on a quiet machine the bursts
+            # alone can win every record they name, and the sweep must still have won some
+            # for the race to have been run at all.
             enqueue_sweep("hubspot", OBJ)
-            for start in range(0, len(todo), 40):
-                burst = todo[start:start + 60]
+            raced = todo[:len(todo) * 3 // 4]
+            for start in range(0, len(raced), 40):
+                burst = raced[start:start + 60]
                 enqueue_route("hubspot", OBJ, list(reversed(burst)), "webhook")
                 if start % 200 == 0:
                     flush()
