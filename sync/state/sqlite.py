@@ -253,6 +253,14 @@ class SqliteStateStore(ClosesOnExit):
                 conn.execute(statement)
 
     @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """This process's connection, under the lock, in an IMMEDIATE transaction."""
+        with self._lock:
+            conn = self._connection()
+            with self._transaction(conn, immediate=True):
+                yield conn
+
+    @contextmanager
     def _transaction(
         self, conn: sqlite3.Connection, *, immediate: bool
     ) -> Iterator[sqlite3.Connection]:
@@ -301,14 +309,12 @@ class SqliteStateStore(ClosesOnExit):
         only the indexes are missing then, and the next open of the file builds them (the schema
         is all IF NOT EXISTS). Readers meanwhile get the same rows, found by scanning.
         """
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                empty = conn.execute(
-                    "SELECT 1 FROM history_decisions LIMIT 1").fetchone() is None
-                if empty:
-                    for name in _DECISION_INDEXES:
-                        conn.execute(f"DROP INDEX IF EXISTS {name}")
+        with self._writing() as conn:
+            empty = conn.execute(
+                "SELECT 1 FROM history_decisions LIMIT 1").fetchone() is None
+            if empty:
+                for name in _DECISION_INDEXES:
+                    conn.execute(f"DROP INDEX IF EXISTS {name}")
         try:
             yield
         finally:
@@ -472,13 +478,11 @@ class SqliteStateStore(ClosesOnExit):
         # Resume is an operator action in real time, so "was paused" is judged by the wall clock:
         # an expired pause is not a pause (and its row is cleaned up all the same).
         now_ts = _ts(datetime.now(UTC), "now")
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                row = conn.execute("SELECT until FROM pauses WHERE rep = ?", (rep,)).fetchone()
-                if row is None:
-                    return False
-                conn.execute("DELETE FROM pauses WHERE rep = ?", (rep,))
+        with self._writing() as conn:
+            row = conn.execute("SELECT until FROM pauses WHERE rep = ?", (rep,)).fetchone()
+            if row is None:
+                return False
+            conn.execute("DELETE FROM pauses WHERE rep = ?", (rep,))
         return row[0] is None or row[0] > now_ts
 
     # --- audit: the history in this file (StateStore no longer declares these) ---------------
@@ -572,14 +576,12 @@ class SqliteStateStore(ClosesOnExit):
         rows = [(crm, object, record_id, now) for record_id in dict.fromkeys(ids)]
         if not rows:
             return
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                conn.executemany(
-                    "INSERT INTO failed_writes (crm, object, record_id, first_failed) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    rows,
-                )
+        with self._writing() as conn:
+            conn.executemany(
+                "INSERT INTO failed_writes (crm, object, record_id, first_failed) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                rows,
+            )
 
     def failed(self, crm: str, object: str) -> list[str]:
         # Ties (ids added in one call) order by id, as a Redis sorted set orders equal scores.
@@ -595,13 +597,11 @@ class SqliteStateStore(ClosesOnExit):
         rows = [(crm, object, record_id) for record_id in dict.fromkeys(ids)]
         if not rows:
             return
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                conn.executemany(
-                    "DELETE FROM failed_writes WHERE crm = ? AND object = ? AND record_id = ?",
-                    rows,
-                )
+        with self._writing() as conn:
+            conn.executemany(
+                "DELETE FROM failed_writes WHERE crm = ? AND object = ? AND record_id = ?",
+                rows,
+            )
 
     def seen(self, key: str, ttl_seconds: float) -> bool:
         _check_ttl(ttl_seconds)
@@ -620,10 +620,8 @@ class SqliteStateStore(ClosesOnExit):
                 return cursor.rowcount != 1
 
     def forget(self, key: str) -> None:
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                conn.execute("DELETE FROM seen_keys WHERE key = ?", (key,))
+        with self._writing() as conn:
+            conn.execute("DELETE FROM seen_keys WHERE key = ?", (key,))
 
     # --- first-touch SLA watch ----------------------------------------------------------------
 
@@ -632,13 +630,11 @@ class SqliteStateStore(ClosesOnExit):
                  json.dumps(e.to_dict(), separators=(",", ":"))) for e in entries]
         if not rows:
             return
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                conn.executemany(
-                    "INSERT INTO sla_watch (key, decision_key, due, body) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET decision_key = excluded.decision_key, "
-                    "due = excluded.due, body = excluded.body", rows)
+        with self._writing() as conn:
+            conn.executemany(
+                "INSERT INTO sla_watch (key, decision_key, due, body) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET decision_key = excluded.decision_key, "
+                "due = excluded.due, body = excluded.body", rows)
 
     def watch_entry(self, key: str) -> WatchEntry | None:
         with self._lock:
@@ -665,14 +661,12 @@ class SqliteStateStore(ClosesOnExit):
     def end_watch(self, entries: Sequence[WatchEntry]) -> int:
         if not entries:
             return 0
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                ended = 0
-                for e in entries:
-                    ended += conn.execute(
-                        "DELETE FROM sla_watch WHERE key = ? AND decision_key = ?",
-                        (e.key, e.decision_key)).rowcount
+        with self._writing() as conn:
+            ended = 0
+            for e in entries:
+                ended += conn.execute(
+                    "DELETE FROM sla_watch WHERE key = ? AND decision_key = ?",
+                    (e.key, e.decision_key)).rowcount
         return ended
 
     def watching(self) -> int:
@@ -686,20 +680,18 @@ class SqliteStateStore(ClosesOnExit):
         _check_ttl(ttl_seconds)
         if not marks:
             return
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                now = time.time()
-                conn.execute("DELETE FROM owner_marks WHERE expires <= ?", (now,))
-                # A stored mark written later stays (a redelivered follower is older news).
-                conn.executemany(
-                    "INSERT INTO owner_marks (crm, object, record_id, written_at, body, expires)"
-                    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (crm, object, record_id) DO UPDATE"
-                    " SET written_at = excluded.written_at, body = excluded.body,"
-                    " expires = excluded.expires"
-                    " WHERE owner_marks.written_at <= excluded.written_at",
-                    [(m.crm, m.object, m.record_id, _ts(m.written_at, "written_at"),
-                      m.to_json(), now + ttl_seconds) for m in marks])
+        with self._writing() as conn:
+            now = time.time()
+            conn.execute("DELETE FROM owner_marks WHERE expires <= ?", (now,))
+            # A stored mark written later stays (a redelivered follower is older news).
+            conn.executemany(
+                "INSERT INTO owner_marks (crm, object, record_id, written_at, body, expires)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (crm, object, record_id) DO UPDATE"
+                " SET written_at = excluded.written_at, body = excluded.body,"
+                " expires = excluded.expires"
+                " WHERE owner_marks.written_at <= excluded.written_at",
+                [(m.crm, m.object, m.record_id, _ts(m.written_at, "written_at"),
+                  m.to_json(), now + ttl_seconds) for m in marks])
 
     def owner_marks(self, crm: str, object: str, ids: Sequence[str]) -> dict[str, OwnerMark]:
         wanted = list(dict.fromkeys(ids))
@@ -719,26 +711,24 @@ class SqliteStateStore(ClosesOnExit):
 
     def mark_overridden(self, mark: OwnerMark, to: str, at: datetime,
                         by: str | None = None) -> bool:
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                row = conn.execute(
-                    "SELECT body FROM owner_marks WHERE crm = ? AND object = ?"
-                    " AND record_id = ? AND expires > ?",
-                    (mark.crm, mark.object, mark.record_id, time.time())).fetchone()
-                if row is None:
-                    return False
-                stored = OwnerMark.from_json(row[0])
-                if stored.decision != mark.decision or stored.owner != mark.owner \
-                        or stored.overridden:
-                    return False
-                done = replace(stored, overridden_to=to,
-                               overridden_at=as_utc(at, "at"), overridden_by=by)
-                conn.execute(
-                    "UPDATE owner_marks SET body = ? WHERE crm = ? AND object = ?"
-                    " AND record_id = ?",
-                    (done.to_json(), mark.crm, mark.object, mark.record_id))
-                return True
+        with self._writing() as conn:
+            row = conn.execute(
+                "SELECT body FROM owner_marks WHERE crm = ? AND object = ?"
+                " AND record_id = ? AND expires > ?",
+                (mark.crm, mark.object, mark.record_id, time.time())).fetchone()
+            if row is None:
+                return False
+            stored = OwnerMark.from_json(row[0])
+            if stored.decision != mark.decision or stored.owner != mark.owner \
+                    or stored.overridden:
+                return False
+            done = replace(stored, overridden_to=to,
+                           overridden_at=as_utc(at, "at"), overridden_by=by)
+            conn.execute(
+                "UPDATE owner_marks SET body = ? WHERE crm = ? AND object = ?"
+                " AND record_id = ?",
+                (done.to_json(), mark.crm, mark.object, mark.record_id))
+            return True
 
     # --- review items -----------------------------------------------------------------------
 
@@ -747,15 +737,13 @@ class SqliteStateStore(ClosesOnExit):
                  json.dumps(i.to_dict(), separators=(",", ":"))) for i in items]
         if not rows:
             return
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                for row in rows:
-                    # The partial unique index refuses a second open item for one record, the
-                    # primary key a known id: both are "already there", not errors.
-                    conn.execute(
-                        "INSERT INTO review_items (id, record_key, open, created_at, body) "
-                        "VALUES (?, ?, 1, ?, ?) ON CONFLICT DO NOTHING", row)
+        with self._writing() as conn:
+            for row in rows:
+                # The partial unique index refuses a second open item for one record, the
+                # primary key a known id: both are "already there", not errors.
+                conn.execute(
+                    "INSERT INTO review_items (id, record_key, open, created_at, body) "
+                    "VALUES (?, ?, 1, ?, ?) ON CONFLICT DO NOTHING", row)
 
     def reviews(self, *, closed: bool = False, limit: int | None = None) -> list[ReviewItem]:
         order = "closed_at DESC" if closed else "created_at ASC"
@@ -811,15 +799,13 @@ class SqliteStateStore(ClosesOnExit):
                              "with its closed_at")
         closed_at = _ts(item.closed_at, "closed_at")
         horizon = _ts(item.closed_at - timedelta(days=CLOSED_REVIEW_DAYS), "closed_at")
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                conn.execute(
-                    "UPDATE review_items SET open = 0, claim_expires = 0, closed_at = ?, "
-                    "body = ? WHERE id = ?",
-                    (closed_at, json.dumps(item.to_dict(), separators=(",", ":")), item.id))
-                conn.execute("DELETE FROM review_items WHERE open = 0 AND closed_at < ?",
-                             (horizon,))
+        with self._writing() as conn:
+            conn.execute(
+                "UPDATE review_items SET open = 0, claim_expires = 0, closed_at = ?, "
+                "body = ? WHERE id = ?",
+                (closed_at, json.dumps(item.to_dict(), separators=(",", ":")), item.id))
+            conn.execute("DELETE FROM review_items WHERE open = 0 AND closed_at < ?",
+                         (horizon,))
 
     def escalate_review(self, id: str) -> bool:
         with self._lock:
@@ -833,17 +819,15 @@ class SqliteStateStore(ClosesOnExit):
     def put_answer(self, key: str, answer: str, ttl_seconds: float,
                    entry: Precreated | None = None) -> None:
         _check_ttl(ttl_seconds)
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                now = time.time()
-                conn.execute("DELETE FROM api_answers WHERE expires <= ?", (now,))
-                conn.execute(
-                    "INSERT INTO api_answers (key, answer, expires) VALUES (?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
-                    "expires = excluded.expires", (key, answer, now + ttl_seconds))
-                if entry is not None:
-                    _keep_precreated(conn, entry, now, ttl_seconds)
+        with self._writing() as conn:
+            now = time.time()
+            conn.execute("DELETE FROM api_answers WHERE expires <= ?", (now,))
+            conn.execute(
+                "INSERT INTO api_answers (key, answer, expires) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
+                "expires = excluded.expires", (key, answer, now + ttl_seconds))
+            if entry is not None:
+                _keep_precreated(conn, entry, now, ttl_seconds)
 
     def answer(self, key: str) -> str | None:
         with self._lock:
@@ -872,10 +856,8 @@ class SqliteStateStore(ClosesOnExit):
 
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
-        with self._lock:
-            conn = self._connection()
-            with self._transaction(conn, immediate=True):
-                _keep_precreated(conn, entry, time.time(), ttl_seconds)
+        with self._writing() as conn:
+            _keep_precreated(conn, entry, time.time(), ttl_seconds)
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
