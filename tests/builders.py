@@ -1,13 +1,19 @@
-"""Tiny builders shared by the tests: a compiled routing file from YAML text, a record."""
+"""Tiny builders shared by the tests: a compiled routing file, a record, a simulator connector."""
 
 from __future__ import annotations
 
 import textwrap
+from contextlib import closing
 
 from config.routing import parse
+from connectors import registry
+from connectors.settings import Settings
+from connectors.simulator import Simulator
+from connectors.transport import Unlimited
 from sync.compiler import CompiledRouting, compile_routing
 from sync.models import Record
 from sync.normalize import build_record
+from sync.ports import Connector
 
 
 def routing(yaml_text: str) -> CompiledRouting:
@@ -20,3 +26,20 @@ def rec(**fields: object) -> Record:
     crm = str(fields.pop("crm", "file"))
     created_at = fields.pop("created_at", None)
     return build_record(fields, object=obj, crm=crm, created_at=created_at)  # type: ignore[arg-type]
+
+
+def connector(crm: str, routing: CompiledRouting | None = None) -> closing[Connector]:
+    """`crm`'s connector as the environment configures it (the served simulator: the `running`
+    fixture), closed on leaving the `with`; with `routing`, reading the fields that file needs.
+    No limiter and no sleeping: the transport's backoff is real code, but time is not what
+    these tests are about."""
+    if routing is None:
+        return closing(registry.create(crm, Settings(), limiter=Unlimited(),
+                                       transport_sleep=lambda _: None))
+    return closing(registry.create_for(crm, routing, Settings(), limiter=Unlimited(),
+                                       transport_sleep=lambda _: None))
+
+
+def unowned(sim: Simulator, crm: str = "hubspot", obj: str = "companies") -> list[str]:
+    """The ids of `sim`'s `crm` `obj` records nobody owns, in the simulator's order."""
+    return [i for i in sim.ids(crm, obj) if sim.owner_of(crm, obj, i) is None]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +13,7 @@ import pytest
 
 from connectors import registry
 from connectors.registry import load_routing
-from connectors.settings import Settings
 from connectors.simulator import RunningSimulator, Simulator, serve
-from connectors.transport import Unlimited
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
 from sync.models import decision_key
@@ -24,6 +21,7 @@ from sync.pipeline import Pipeline
 from sync.sla_watch import FirstTouchWatch, SlaCheck
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics
+from tests.builders import connector
 
 T0 = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
 ROUTING = """\
@@ -61,11 +59,8 @@ def sim() -> Simulator:
 
 
 @pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim, tls=False) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
+def sim_tls() -> bool:
+    return False  # `running` serves plain HTTP
 
 
 @pytest.fixture
@@ -88,9 +83,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def pipeline(running, routing, store, clock) -> Iterator[Pipeline]:
-    with closing(registry.create_for("hubspot", routing, Settings(), limiter=Unlimited(),
-                                     transport_sleep=lambda _: None)) as connector:
-        yield Pipeline(connector, routing, store, clock=clock, followers=[
+    with connector("hubspot", routing) as hubspot:
+        yield Pipeline(hubspot, routing, store, clock=clock, followers=[
             FirstTouchWatch(routing, store, registry.touch_fields("hubspot", routing))])
 
 
@@ -291,9 +285,8 @@ def test_given_salesforce_leads_when_checked_then_status_is_the_touch_and_one_so
     leads = [sim.salesforce_create("Lead", {"LastName": f"L{i}", "Company": f"Co {i}",
                                             "Status": "Open - Not Contacted"})
              for i in range(6)]
-    with closing(registry.create_for("salesforce", routing, Settings(), limiter=Unlimited(),
-                                     transport_sleep=lambda _: None)) as connector:
-        pipeline = Pipeline(connector, routing, store, clock=clock, followers=[
+    with connector("salesforce", routing) as salesforce:
+        pipeline = Pipeline(salesforce, routing, store, clock=clock, followers=[
             FirstTouchWatch(routing, store, registry.touch_fields("salesforce", routing))])
         pipeline.route_ids("Lead", leads, now=T0)
         before = {i: sim.owner_of("salesforce", "Lead", i) for i in leads}

@@ -5,21 +5,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from connectors import registry
-from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
-from connectors.simulator.server import RunningSimulator
-from connectors.transport import Unlimited
+from connectors.simulator import Simulator
 from sync.compiler import load_routing
 from sync.pipeline import Pipeline
 from sync.state.sqlite import SqliteStateStore
 from tasks.cli import app
+from tests.builders import connector, unowned
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing.yaml"
 OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
@@ -34,29 +30,10 @@ def sim() -> Simulator:
 
 
 @pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
     opened = SqliteStateStore(tmp_path / "state.db")
     yield opened
     opened.close()
-
-
-def connector(crm: str):
-    # No sleeping in tests: the transport's backoff and the limiters are real code paths, but
-    # time is not what these tests are about.
-    return closing(registry.create(crm, Settings(), limiter=Unlimited(),
-                                   transport_sleep=lambda _: None))
-
-
-def unowned(sim: Simulator, crm: str, obj: str) -> list[str]:
-    return [i for i in sim.ids(crm, obj) if sim.owner_of(crm, obj, i) is None]
 
 
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
@@ -192,8 +169,7 @@ def test_given_a_rule_on_a_custom_hubspot_property_when_sweeping_then_it_is_read
     gold = sim.hubspot_create("companies", {"name": "Gold Co", "domain": "gold.example",
                                             "tier": "Gold"})
 
-    with closing(registry.create_for("hubspot", routing, Settings(), limiter=Unlimited(),
-                                     transport_sleep=lambda _: None)) as c:
+    with connector("hubspot", routing) as c:
         Pipeline(c, routing, store).route_ids("companies", [str(gold)])
 
     assert sim.owner_of("hubspot", "companies", str(gold)) == "101"

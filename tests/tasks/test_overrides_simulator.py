@@ -6,24 +6,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from connectors.simulator.schema import sf_id
-from connectors.simulator.server import RunningSimulator
-from connectors.transport import Unlimited
 from sync.compiler import load_routing
 from sync.history import History
 from sync.pipeline import Pipeline
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
+from tests import builders
+from tests.builders import connector
 from tests.tasks.test_http import RecordingEnqueue, post_hubspot
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing.yaml"
@@ -39,23 +37,10 @@ def sim() -> Simulator:
 
 
 @pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
-
-
-@pytest.fixture
 def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
     opened = SqliteStateStore(tmp_path / "state.db")
     yield opened
     opened.close()
-
-
-def connector(crm: str):
-    return closing(registry.create(crm, Settings(), limiter=Unlimited(),
-                                   transport_sleep=lambda _: None))
 
 
 def overrides(store: SqliteStateStore) -> list:
@@ -66,8 +51,7 @@ def overrides(store: SqliteStateStore) -> list:
 def test_given_a_person_reassigns_in_hubspot_when_its_webhook_arrives_then_one_override(
         sim, running, store, tmp_path):
     routing = load_routing(EXAMPLE)
-    unowned = [i for i in sim.ids("hubspot", "companies")
-               if sim.owner_of("hubspot", "companies", i) is None]
+    unowned = builders.unowned(sim)
     with connector("hubspot") as c:
         Pipeline(c, routing, store).sweep("companies", full=True)
     ours = sim.owner_of("hubspot", "companies", unowned[0])

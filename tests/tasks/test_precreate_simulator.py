@@ -4,25 +4,23 @@ with the owner the API answered, no second pool turn taken, and the decision is 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from connectors.simulator.schema import sf_id
 from connectors.simulator.server import RunningSimulator
-from connectors.transport import Unlimited
 from sync.compiler import load_routing
 from sync.history import History
 from sync.pipeline import Pipeline
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
+from tests.builders import connector
 from tests.tasks.test_http import AUTH, RecordingEnqueue
 
 ROUTING = f"""version: 1
@@ -43,14 +41,6 @@ def sim() -> Simulator:
     simulator = Simulator(seed=11)
     simulator.seed(companies=0, contacts=0, accounts=0, leads=0, owners=10, days=1)
     return simulator
-
-
-@pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
 
 
 @pytest.fixture
@@ -85,11 +75,6 @@ def route(api: TestClient, crm: str, obj: str, record: dict[str, Any], key: str
 def turns(store: SqliteStateStore) -> int:
     """Pool turns taken so far (each commit that takes one moves the version by one)."""
     return store.load_pools({"inbound": {}})["inbound"].version
-
-
-def connector(crm: str) -> Any:
-    return closing(registry.create(crm, Settings(), limiter=Unlimited(),
-                                   transport_sleep=lambda _: None))
 
 
 def test_given_a_routed_form_when_its_hubspot_contact_is_webhooked_then_written_as_answered(
