@@ -1,4 +1,4 @@
-"""Tiny builders shared by the tests: a compiled routing file, a record, a simulator connector."""
+"""Tiny builders shared by the tests: routing files, a record, a connector to the simulator."""
 
 from __future__ import annotations
 
@@ -14,6 +14,27 @@ from sync.compiler import CompiledRouting, compile_routing
 from sync.models import Record
 from sync.normalize import build_record
 from sync.ports import Connector
+
+# The first-touch SLA tests' team: three reps in HubSpot (owners 100-102) and their manager.
+SLA_REPS = """\
+version: 1
+reps:
+  - {id: ava, crm_ids: {hubspot: "100"}, manager: max}
+  - {id: ben, crm_ids: {hubspot: "101"}, manager: max}
+  - {id: cara, crm_ids: {hubspot: "102"}, manager: max}
+  - {id: max, crm_ids: {hubspot: "103"}}
+"""
+
+
+def sla_routing(first_touch: str, vip_first_touch: str | None = None) -> str:
+    """The SLA_REPS routing file where everyone goes to pool `smb` (ava, ben, cara), whose
+    first-touch breach re-routes once and then tells max; `vip.example` goes to max alone (a rep
+    target: its breach escalates at once), with its own `first_touch` when given."""
+    vip_sla = "" if vip_first_touch is None else f"    sla: {{first_touch: {vip_first_touch}}}\n"
+    return (f"{SLA_REPS}pools:\n  smb: {{members: [ava, ben, cara]}}\n"
+            f"sla: {{first_touch: {first_touch}, on_breach: reroute, max_reroutes: 1}}\n"
+            "rules:\n  - name: vip\n    when: {domain: {eq: vip.example}}\n"
+            f"    assign: {{rep: max}}\n{vip_sla}  - {{name: everyone, assign: {{pool: smb}}}}\n")
 
 
 def routing(yaml_text: str) -> CompiledRouting:

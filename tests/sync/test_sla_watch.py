@@ -21,26 +21,10 @@ from sync.pipeline import Pipeline
 from sync.sla_watch import FirstTouchWatch, SlaCheck
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics
-from tests.builders import connector
+from tests.builders import connector, sla_routing
 
 T0 = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
-ROUTING = """\
-version: 1
-reps:
-  - {id: ava, crm_ids: {hubspot: "100"}, manager: max}
-  - {id: ben, crm_ids: {hubspot: "101"}, manager: max}
-  - {id: cara, crm_ids: {hubspot: "102"}, manager: max}
-  - {id: max, crm_ids: {hubspot: "103"}}
-pools:
-  smb: {members: [ava, ben, cara]}
-sla: {first_touch: 15m, on_breach: reroute, max_reroutes: 1}
-rules:
-  - name: vip
-    when: {domain: {eq: vip.example}}
-    assign: {rep: max}
-    sla: {first_touch: 1h}
-  - {name: everyone, assign: {pool: smb}}
-"""
+ROUTING = sla_routing("15m", vip_first_touch="1h")
 
 
 class Clock:

@@ -11,25 +11,11 @@ from connectors.simulator import Simulator
 from sync.state import open_store
 from tasks.metrics import RedisMetrics
 from tasks.queue import enqueue_route, flush
+from tests.builders import sla_routing
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
-ROUTING = """\
-version: 1
-reps:
-  - {id: ava, crm_ids: {hubspot: "100"}, manager: max}
-  - {id: ben, crm_ids: {hubspot: "101"}, manager: max}
-  - {id: cara, crm_ids: {hubspot: "102"}, manager: max}
-  - {id: max, crm_ids: {hubspot: "103"}}
-pools:
-  smb: {members: [ava, ben, cara]}
-sla: {first_touch: 1s, on_breach: reroute, max_reroutes: 1}
-rules:
-  - name: vip
-    when: {domain: {eq: vip.example}}
-    assign: {rep: max}
-  - {name: everyone, assign: {pool: smb}}
-"""
+ROUTING = sla_routing("1s")
 
 
 @pytest.fixture

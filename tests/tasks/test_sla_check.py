@@ -13,14 +13,9 @@ from connectors.settings import Settings
 from connectors.simulator import RunningSimulator, Simulator
 from tasks.celery_app import SLA_CHECK_TASK, beat_schedule
 from tasks.cli import app
+from tests.builders import SLA_REPS
 
-ROUTING = """\
-version: 1
-reps:
-  - {id: ava, crm_ids: {hubspot: "100"}, manager: max}
-  - {id: ben, crm_ids: {hubspot: "101"}, manager: max}
-  - {id: cara, crm_ids: {hubspot: "102"}, manager: max}
-  - {id: max, crm_ids: {hubspot: "103"}}
+ROUTING = SLA_REPS + """\
 pools:
   smb:
     members: [ava, ben, cara]
