@@ -15,6 +15,7 @@ from hypothesis import settings
 
 from connectors.simulator import RunningSimulator, Simulator, serve
 from sync.state import StateStore, open_store
+from sync.state.sqlite import SqliteStateStore
 from tests.loopback import free_port
 from tests.servers.browser import browser, page
 from tests.servers.postgres import postgres_server, postgres_url
@@ -115,6 +116,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'state.db'}"  # tmp_path is absolute: sqlite:////...
     # Resolved lazily so SQLite-only runs never start a Redis server.
     return str(request.getfixturevalue("redis_url"))
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    """A fresh, empty embedded state store: `state.db` in the test's directory (the decision
+    history lives in the same file)."""
+    opened = SqliteStateStore(tmp_path / "state.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from tests.tasks.test_http import (
     client,
     enqueue,
     routing_file,
-    sqlite_store,
 )
 
-__all__ = ["client", "enqueue", "routing_file", "sqlite_store"]
+__all__ = ["client", "enqueue", "routing_file"]
 
 
 @pytest.fixture
