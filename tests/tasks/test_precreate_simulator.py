@@ -20,6 +20,7 @@ from connectors.transport import Unlimited
 from sync.compiler import load_routing
 from sync.history import History
 from sync.pipeline import Pipeline
+from sync.state import open_store
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
@@ -308,3 +309,33 @@ def test_given_a_review_proposal_older_than_precreate_ttl_when_its_record_appear
     assert (item.record_id, item.proposed_owner) == (created, "bo")
     assert not item.reason.startswith("decided by POST /route")
     assert turns(store) == 2
+
+
+def test_given_redis_state_when_a_form_held_for_review_gets_its_contact_then_one_item_one_turn(
+    sim: Simulator, running: RunningSimulator, redis_url: str, routing_path: Path,
+) -> None:
+    routing_path.write_text(REVIEWED)
+    settings = Settings.model_validate({"api_token": "ops-token", "config": str(routing_path)})
+    with open_store(redis_url) as store:
+        api = TestClient(create_app(settings, store, RecordingEnqueue(),
+                                    metrics=LocalMetrics()))
+        route(api, "hubspot", "contacts", {"email": "x@other.com"}, "warm-up")  # ana's turn
+        route(api, "hubspot", "contacts", {"email": "ann@acme.com"}, "form-1")  # bo proposed
+
+        created = sim.hubspot_create("contacts", {"email": "ann@acme.com"})
+        for _ in range(2):
+            with connector("hubspot") as c:
+                Pipeline(c, load_routing(routing_path), store).route_ids(
+                    "contacts", [created], trigger="webhook")
+
+        [item] = store.reviews()
+        assert (item.record_id, item.proposed_owner, item.window is not None) == (
+            created, "bo", True)
+        assert store.load_pools({"inbound": {}})["inbound"].version == 2
+
+        done = api.post(f"/review/{item.id}/approve", headers=AUTH)
+
+        assert done.status_code == 200, done.text
+        assert sim.owner_of("hubspot", "contacts", created) == "102"
+        assert sim.stats("hubspot")["records_updated"] == 1
+        assert store.load_pools({"inbound": {}})["inbound"].version == 2
