@@ -45,6 +45,7 @@ DEFAULT_TIMEOUT = (5.0, 60.0)
 # our Transport for GETs (docs/connectors.md#errors-and-retries). `False` also makes urllib3 raise
 # the underlying error, which the table classifies.
 NO_RETRIES = False
+DEFAULT_ATTEMPTS = 6  # tries per call in all, by the Transport
 
 _CURSOR_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -68,7 +69,7 @@ class HubSpotConnector:
                  transport_sleep: Callable[[float], None] | None = None,
                  properties: Mapping[str, Sequence[str]] | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 ca_cert: str | None = None, attempts: int = 6,
+                 ca_cert: str | None = None, attempts: int = DEFAULT_ATTEMPTS,
                  closing: Sequence[object] = ()) -> None:
         if not access_token:
             raise CredentialsError(CRM, TOKEN_SETTING, "not set")
@@ -489,8 +490,10 @@ class _Unavailable(Exception):
 
 def from_settings(settings: Settings, *, limiter: Bucket | None = None,
                   transport_sleep: Callable[[float], None] | None = None,
-                  extra_fields: Mapping[str, Sequence[str]] | None = None) -> HubSpotConnector:
-    """The connector the environment describes (docs/operations.md#settings).
+                  extra_fields: Mapping[str, Sequence[str]] | None = None,
+                  attempts: int | None = None) -> HubSpotConnector:
+    """The connector the environment describes (docs/operations.md#settings). `attempts`:
+    tries per call in all (default 6; 1 for a caller that cannot wait, as POST /route).
 
     Buckets are per HubSpot account: keyed by a digest of the base URL and token (the portal
     id would need a call), shared through Redis when `ACCOUNT_ROUTER_REDIS_URL` is set.
@@ -518,7 +521,9 @@ def from_settings(settings: Settings, *, limiter: Bucket | None = None,
     timeout = DEFAULT_TIMEOUT if read is None else (DEFAULT_TIMEOUT[0], read)
     return HubSpotConnector(token, base_url=settings.hubspot_base_url, limiter=limiter,
                             search_limiter=search_limiter, transport_sleep=transport_sleep,
-                            timeout=timeout, ca_cert=ca_cert, closing=closing, properties={
+                            timeout=timeout, ca_cert=ca_cert, closing=closing,
+                            attempts=DEFAULT_ATTEMPTS if attempts is None else attempts,
+                            properties={
                                 obj: [*props, *(extra_fields or {}).get(obj, ())]
                                 for obj, props in hs.PROPERTIES.items()})
 

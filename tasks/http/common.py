@@ -24,6 +24,7 @@ from sync.history import History
 from sync.history.store import describe_error
 from sync.state.base import StateStore
 from sync.state.sqlite import SqliteStateStore
+from tasks.http.lookup import AccountLookup
 from tasks.logging import REDACTED, SECRET_KEY
 
 if TYPE_CHECKING:
@@ -215,6 +216,8 @@ class AppContext:
     # pool would otherwise lose each other's compare-and-set and decide again, more work the
     # busier it is. Other processes still meet it only in the compare-and-set.
     route_lock: threading.Lock = field(default_factory=threading.Lock)
+    # POST /route's bounded CRM read for company_match (connectors made on first use).
+    account_lookup: AccountLookup = field(default_factory=AccountLookup)
 
     def history(self) -> History:
         """The history the store's decisions land in: the SQLite state file's own (embedded),

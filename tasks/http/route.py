@@ -193,16 +193,23 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
     except ValueError as exc:
         raise Rejected(422, f"record: {exc}", "invalid") from exc
     enriched: dict[str, tuple[TraceStep, ...]] = {}
+    owners: dict[str, str] | None = None
     if routing.enrichment is not None:
-        # The routing file's steps, as the workers run them; `company_match` finds no account
-        # here (that needs a CRM read), so it leaves the record as it is.
-        records, enriched = routing.enrichment.run_all([record], EnrichData())
+        if routing.enrichment.needs_accounts:
+            # `company_match`: the CRM's accounts read as the workers read them (and, with
+            # the connector at hand, the owners of the accounts leads follow), bounded; when
+            # the CRM does not answer in time the trace says the step was skipped.
+            records, owners, enriched = ctx.account_lookup.prepare(
+                ctx.settings, routing, spec.name, [record])
+        else:
+            # The routing file's steps, as the workers run them: no CRM read needed.
+            records, enriched = routing.enrichment.run_all([record], EnrichData())
         record = records[0]
     try:
         with ctx.route_lock:
             decision = store_call(lambda: route_batch(
                 [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
-                enriched=enriched))[0]
+                account_owners=owners, enriched=enriched))[0]
     except CommitConflict as exc:
         raise Rejected(503, "pools too contended right now; retry", "failed") from exc
     ctx.metrics.decision(str(decision.outcome), decision.rule)

@@ -4,6 +4,9 @@ no company follows the company its own company name matches (webhook and sweep p
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
@@ -11,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from connectors import registry
 from connectors.settings import Settings
@@ -21,6 +25,11 @@ from sync.compiler import load_routing
 from sync.history import History
 from sync.pipeline import Pipeline
 from sync.state.sqlite import SqliteStateStore
+from tasks.http import create_app
+from tasks.http.common import Settings as AppSettings
+from tasks.http.lookup import AccountLookup
+from tasks.metrics import LocalMetrics
+from tests.tasks.test_http import AUTH, RecordingEnqueue
 
 ROUTING = """version: 1
 reps:
@@ -107,3 +116,94 @@ def test_given_contacts_with_unknown_domains_when_swept_then_only_name_matches_f
     assert report.rules == {"follow-account": 1, "(fallback)": 1}
     assert sim.owner_of("hubspot", "contacts", acme) == "101"
     assert sim.owner_of("hubspot", "contacts", other) == "102"
+
+
+# --- POST /route ---------------------------------------------------------------------------
+
+
+def app_for(store: SqliteStateStore, routing_path: Path, deadline: float | None = None
+            ) -> TestClient:
+    settings = AppSettings.model_validate({"api_token": "ops-token",
+                                           "config": str(routing_path)})
+    app = create_app(settings, store, RecordingEnqueue(), metrics=LocalMetrics())
+    if deadline is not None:
+        app.state.ctx.account_lookup = AccountLookup(deadline=deadline)
+    return TestClient(app)
+
+
+def route(api: TestClient, record: dict[str, Any], key: str) -> dict[str, Any]:
+    response = api.post("/route", headers=AUTH, json={
+        "crm": "hubspot", "object": "contacts", "record": record, "idempotency_key": key})
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+FORM = {"email": "wile@gmail.com", "company": "Acme Corporation"}
+
+
+def test_given_company_match_when_a_form_is_routed_then_it_follows_the_matched_company_owner(
+    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, routing_path: Path,
+) -> None:
+    with app_for(store, routing_path) as api:
+        answer = route(api, FORM, "form-1")
+        again = route(api, {**FORM, "email": "coyote@yahoo.com"}, "form-2")
+
+    assert answer["owner"] == {"id": "ana", "name": None, "email": None, "crm_id": "101"}
+    assert answer["rule"] == "follow-account"
+    assert answer["trace"][0] == {
+        "rule": "enrich company_match", "result": "enriched",
+        "detail": "domain = acme.com from name 'Acme Corporation' ~ account 'ACME Corp.' (100)"}
+    assert again["owner"]["id"] == "ana"
+    # Per form: the name search and the matched domain's owner; one connector for both forms.
+    searched = sim.stats("hubspot")["calls"]["POST /crm/v3/objects/companies/search"]
+    assert searched == {"200": 4}
+
+
+def test_given_no_hubspot_token_when_a_form_is_routed_then_it_routes_without_the_match(
+    store: SqliteStateStore, routing_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN", raising=False)
+    with app_for(store, routing_path) as api:
+        answer = route(api, FORM, "form-1")
+
+    assert (answer["owner"]["id"], answer["outcome"]) == ("bo", "fallback")
+    assert answer["trace"][0] == {
+        "rule": "enrich company_match", "result": "skipped",
+        "detail": "hubspot is not configured here or refused its credentials "
+                  "(HUBSPOT_ACCESS_TOKEN); no account looked up"}
+
+
+def test_given_hubspot_unreachable_when_a_form_is_routed_then_it_routes_without_the_match(
+    store: SqliteStateStore, routing_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-secret-token")
+    monkeypatch.setenv("ACCOUNT_ROUTER_HUBSPOT_BASE_URL", f"http://127.0.0.1:{port}")
+    with app_for(store, routing_path) as api:
+        answer = route(api, FORM, "form-1")
+        history = api.get("/decisions/api:form-1", headers=AUTH).json()
+
+    assert answer["owner"]["id"] == "bo"
+    assert answer["trace"][0] == {"rule": "enrich company_match", "result": "skipped",
+                                  "detail": "hubspot not reachable; no account looked up"}
+    assert history[0]["trace"][0]["result"] == "skipped"  # audited as answered
+    assert "pat-secret-token" not in json.dumps(answer)
+
+
+def test_given_hubspot_hangs_when_a_form_is_routed_then_it_is_answered_at_the_deadline(
+    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, routing_path: Path,
+) -> None:
+    sim.configure_faults(timeout_rate=1.0, timeout_sleep_s=5.0)
+    with app_for(store, routing_path, deadline=0.5) as api:
+        started = time.monotonic()
+        answer = route(api, FORM, "form-1")
+        took = time.monotonic() - started
+
+    assert 0.5 <= took < 2.0  # never the transport's retries, never the 5 s stall
+    assert answer["owner"]["id"] == "bo"
+    assert answer["trace"][0] == {
+        "rule": "enrich company_match", "result": "skipped",
+        "detail": "hubspot did not answer within 0.5 s; no account looked up"}
