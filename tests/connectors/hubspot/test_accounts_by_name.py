@@ -14,6 +14,7 @@ import pytest
 from connectors.hubspot import settings as hs
 from connectors.hubspot.connector import HubSpotConnector, from_settings
 from connectors.simulator import HUBSPOT_TOKEN, Simulator, serve
+from sync.ports import CrmUnavailable
 from tests.connectors.hubspot.fake_hubspot import (
     FakeHubSpot,
     RecordingLimiter,
@@ -139,3 +140,17 @@ def test_given_the_simulator_when_a_search_has_too_many_groups_then_it_answers_4
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 400
+
+
+def test_given_one_attempt_when_a_search_is_throttled_then_it_fails_without_a_retry(
+        fake: FakeHubSpot, sleeps: list[float]) -> None:
+    # POST /route's connector (tasks/http/lookup.py): a form waits, so no retry loop.
+    fake.then(SEARCH, 503, {"status": "error", "category": "INTERNAL_ERROR", "message": "x"})
+    quick = from_settings(settings_for(fake.url), limiter=RecordingLimiter(),
+                          transport_sleep=sleeps.append, attempts=1)
+    try:
+        with pytest.raises(CrmUnavailable, match="gave up after 1 attempts"):
+            quick.accounts_by_name(["Acme Corporation"])
+    finally:
+        quick.close()
+    assert len(searches(fake)) == 1 and sleeps == []
