@@ -233,8 +233,9 @@ class HubSpotConnector:
 
     def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
         """(name, domain) of the companies with a name word starting like a word of one of
-        `names` (its first three letters, legal forms dropped): what `company_match` may match
-        leads to (docs/routing-file.md#company_match). The domain is the company's `domain`,
+        `names` (its first three letters, legal forms dropped; the first NAME_WORDS_SEARCHED
+        words of a name): what `company_match` may match leads to
+        (docs/routing-file.md#company_match). The domain is the company's `domain`,
         else its `website`'s; companies with neither are left out (nothing to match to).
 
         One search per NAME_PREFIXES_PER_SEARCH prefixes: `CONTAINS_TOKEN acm*` matches a
@@ -243,7 +244,8 @@ class HubSpotConnector:
         up to the 10,000 results one query can reach (a prefix that common selects nothing
         for the matcher anyway: sync/enrich.py MAX_TOKEN_ACCOUNTS)."""
         # company_key words are letters and digits only: no `*` or other search syntax.
-        prefixes = sorted({word[:PREFIX] for name in names for word in company_key(name).split()
+        prefixes = sorted({word[:PREFIX] for name in names
+                           for word in company_key(name).split()[:hs.NAME_WORDS_SEARCHED]
                            if len(word) >= PREFIX})
         found: dict[tuple[str, str], None] = {}
         apis = self._apis["companies"]

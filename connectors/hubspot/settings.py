@@ -97,6 +97,9 @@ WEBSITE_PROPERTY = "website"
 # Name-word prefixes one search asks for: one CONTAINS_TOKEN filter per group, since a prefix
 # must match on its own (groups OR) and filters in one group would all have to (AND).
 NAME_PREFIXES_PER_SEARCH = SEARCH_FILTER_GROUPS
+# Words of a lead's company name whose prefixes are searched: real names have a few; a junk or
+# hostile 256-character one would otherwise cost a dozen searches of the 5-a-second budget.
+NAME_WORDS_SEARCHED = 8
 
 # Rate-limit response headers (absent on search responses).
 HEADER_INTERVAL_MS = "X-HubSpot-RateLimit-Interval-Milliseconds"

@@ -154,3 +154,16 @@ def test_given_one_attempt_when_a_search_is_throttled_then_it_fails_without_a_re
     finally:
         quick.close()
     assert len(searches(fake)) == 1 and sleeps == []
+
+
+def test_given_a_name_of_many_words_when_looking_up_then_only_its_first_eight_are_searched(
+        fake: FakeHubSpot, connector: HubSpotConnector) -> None:
+    words = [f"{chr(ord('a') + i) * 3}word" for i in range(20)]  # aaaword ... tttword
+
+    connector.accounts_by_name([" ".join(words)])
+
+    asked = [f["value"] for body in searches(fake) for g in body["filterGroups"]
+             for f in g["filters"]]
+    assert hs.NAME_WORDS_SEARCHED == 8
+    assert asked == [f"{w[:3]}*" for w in words[:8]]
+    assert len(searches(fake)) == 2
