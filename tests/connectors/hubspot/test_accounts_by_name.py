@@ -3,9 +3,6 @@ its request on the wire, its batching and paging, and its answers from the CRM s
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -127,19 +124,6 @@ def test_given_companies_in_the_simulator_then_those_with_a_word_starting_alike_
                              ("Zyxcorp, Inc.", "zyxcorp.example")]
     calls = simulator.stats("hubspot")["calls"]["POST /crm/v3/objects/companies/search"]
     assert calls == {"200": 1}
-
-
-def test_given_the_simulator_when_a_search_has_too_many_groups_then_it_answers_400(
-        sim: tuple[Simulator, HubSpotConnector]) -> None:
-    _, conn = sim
-    group = {"filters": [{"propertyName": "name", "operator": "CONTAINS_TOKEN", "value": "a*"}]}
-    body = {"filterGroups": [group] * (hs.SEARCH_FILTER_GROUPS + 1)}
-    request = urllib.request.Request(
-        conn.base_url + SEARCH, data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {HUBSPOT_TOKEN}", "Content-Type": "application/json"})
-    with pytest.raises(urllib.error.HTTPError) as refused:
-        urllib.request.urlopen(request, timeout=5)
-    assert refused.value.code == 400
 
 
 def test_given_one_attempt_when_a_search_is_throttled_then_it_fails_without_a_retry(
