@@ -207,3 +207,17 @@ def test_given_hubspot_hangs_when_a_form_is_routed_then_it_is_answered_at_the_de
     assert answer["trace"][0] == {
         "rule": "enrich company_match", "result": "skipped",
         "detail": "hubspot did not answer within 0.5 s; no account looked up"}
+
+
+def test_given_other_steps_when_the_lookup_is_skipped_then_they_still_run_in_file_order(
+    store: SqliteStateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN", raising=False)
+    path = tmp_path / "steps.yaml"
+    path.write_text(ROUTING.replace("enrich: [company_match]",
+                                    "enrich: [state_codes, tld_country, company_match]"))
+    with app_for(store, path) as api:
+        answer = route(api, {"email": "jo@beispiel.de", "company": "Beispiel GmbH"}, "form-1")
+
+    assert [(s["rule"], s["result"]) for s in answer["trace"][:2]] == [
+        ("enrich tld_country", "enriched"), ("enrich company_match", "skipped")]
