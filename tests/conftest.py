@@ -1,4 +1,5 @@
-"""Shared fixtures: throwaway Redis and PostgreSQL servers, state stores over SQLite and Redis."""
+"""Shared fixtures: throwaway Redis and PostgreSQL servers, state stores over SQLite and Redis,
+the CRM simulator served with the environment pointing at it."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 import redis
 from hypothesis import settings
 
+from connectors.simulator import RunningSimulator, Simulator, serve
 from sync.state import StateStore, open_store
+from sync.state.sqlite import SqliteStateStore
 from tests.loopback import free_port
 from tests.servers.browser import browser, page
 from tests.servers.postgres import postgres_server, postgres_url
@@ -116,6 +119,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[SqliteStateStore]:
+    """A fresh, empty embedded state store: `state.db` in the test's directory (the decision
+    history lives in the same file)."""
+    opened = SqliteStateStore(tmp_path / "state.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
 def store(store_url: str) -> Iterator[StateStore]:
     """A fresh, empty state store, once per backend."""
     opened = open_store(store_url)
@@ -123,3 +137,20 @@ def store(store_url: str) -> Iterator[StateStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def sim_tls() -> bool:
+    """Whether `running` serves the simulator over TLS; a module overrides it for plain HTTP."""
+    return True
+
+
+@pytest.fixture
+def running(sim: Simulator, sim_tls: bool, monkeypatch: pytest.MonkeyPatch
+            ) -> Iterator[RunningSimulator]:
+    """The module's `sim` served on loopback, this process's environment (the settings a
+    connector reads) pointing at it until the test ends."""
+    with serve(sim, tls=sim_tls) as started:
+        for name, value in started.env().items():
+            monkeypatch.setenv(name, value)
+        yield started

@@ -712,12 +712,10 @@ class RedisStateStore(ClosesOnExit):
             self._r.hset(self._checkpoints_key, name, value)
 
     def lock_records(self, keys: Sequence[str], token: str, ttl_seconds: float) -> set[str]:
-        _check_ttl(ttl_seconds)
+        ttl_ms = _ttl_ms(ttl_seconds)
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return set()
-        # Rounded up: a lock never lapses sooner than the caller asked.
-        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
         # SET NX PX is atomic per key, so a free (or expired: Redis has dropped it) key goes to
         # exactly one token. Not MULTI: each key stands alone and one round trip suffices.
         pipe = self._r.pipeline(transaction=False)
@@ -758,10 +756,8 @@ class RedisStateStore(ClosesOnExit):
             self._r.zrem(self._failed_key(crm, object), *ids)
 
     def seen(self, key: str, ttl_seconds: float) -> bool:
-        _check_ttl(ttl_seconds)
-        # SET NX PX is atomic: exactly one caller marks a live key; rounded up like the locks.
-        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
-        return self._seen_as(key, ttl_ms, uuid.uuid4().hex)
+        # SET NX PX is atomic: exactly one caller marks a live key.
+        return self._seen_as(key, _ttl_ms(ttl_seconds), uuid.uuid4().hex)
 
     def _seen_as(self, key: str, ttl_ms: int, token: str) -> bool:
         return bool(self._seen_script(keys=[f"{self.prefix}seen:{key}"], args=[token, ttl_ms]))
@@ -814,10 +810,9 @@ class RedisStateStore(ClosesOnExit):
         return f"{self.prefix}mark:{crm}:{object}:{record_id}"
 
     def set_owner_marks(self, marks: Sequence[OwnerMark], ttl_seconds: float) -> None:
-        _check_ttl(ttl_seconds)
+        ttl_ms = _ttl_ms(ttl_seconds)
         if not marks:
             return
-        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
         pipe = self._r.pipeline(transaction=False)
         for mark in marks:
             at = _fixed(mark.written_at)
@@ -900,11 +895,9 @@ class RedisStateStore(ClosesOnExit):
         return {i for i, hit in zip(wanted, found, strict=True) if hit is not None}
 
     def claim_review(self, id: str, ttl_seconds: float) -> ReviewItem | None:
-        _check_ttl(ttl_seconds)
-        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
         body = self._claim_review_script(
             keys=[self._review_key("open"), self._review_key(f"claim:{id}")],
-            args=[id, ttl_ms])
+            args=[id, _ttl_ms(ttl_seconds)])
         if not body:
             return None
         escalated = self._r.sismember(self._review_key("escalated"), id)
@@ -933,13 +926,13 @@ class RedisStateStore(ClosesOnExit):
 
     def put_answer(self, key: str, answer: str, ttl_seconds: float,
                    entry: Precreated | None = None) -> None:
-        _check_ttl(ttl_seconds)
+        ttl_ms = _ttl_ms(ttl_seconds)
         # MULTI: the entry and the answer land together, in one round trip.
         pipe = self._r.pipeline(transaction=True)
         if entry is not None:
             self._put_precreated(entry, ttl_seconds, pipe)
         pipe.set(f"{self.prefix}api:answer:{key}", answer,
-                 px=max(1, math.ceil(ttl_seconds * 1000)))
+                 px=ttl_ms)
         pipe.execute()
 
     def answer(self, key: str) -> str | None:
@@ -947,10 +940,9 @@ class RedisStateStore(ClosesOnExit):
 
     def claim_answer(self, key: str, claim: str, claim_seconds: float
                      ) -> tuple[bool, str | None]:
-        _check_ttl(claim_seconds)
         reply = self._claim_answer_script(
             keys=[f"{self.prefix}api:answer:{key}", f"{self.prefix}seen:{claim}"],
-            args=[uuid.uuid4().hex, max(1, math.ceil(claim_seconds * 1000))])
+            args=[uuid.uuid4().hex, _ttl_ms(claim_seconds)])
         if len(reply) > 1:
             return False, str(reply[1])
         return bool(reply[0]), None
@@ -1074,3 +1066,10 @@ def _check_ttl(ttl_seconds: float) -> None:
     """A lock must expire, and after a positive time: 0 or negative would never be held."""
     if not 0 < ttl_seconds < math.inf:
         raise ValueError(f"ttl_seconds must be a positive finite number, got {ttl_seconds!r}")
+
+
+def _ttl_ms(ttl_seconds: float) -> int:
+    """`ttl_seconds` checked (`_check_ttl`) and as the milliseconds of a PX: rounded up, so a
+    key never lapses sooner than the caller asked, and at least 1."""
+    _check_ttl(ttl_seconds)
+    return max(1, math.ceil(ttl_seconds * 1000))

@@ -611,13 +611,7 @@ class SqliteStateStore(ClosesOnExit):
             # so of two processes marking the same key exactly one inserts it.
             with self._transaction(conn, immediate=True):
                 now = time.time()  # read once the write lock is ours (BEGIN may have waited)
-                # Dropping every expired mark keeps the table bounded by the live window.
-                conn.execute("DELETE FROM seen_keys WHERE expires <= ?", (now,))
-                cursor = conn.execute(
-                    "INSERT INTO seen_keys (key, expires) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (key, now + ttl_seconds),
-                )
-                return cursor.rowcount != 1
+                return not _mark_seen(conn, key, now, ttl_seconds)
 
     def forget(self, key: str) -> None:
         with self._writing() as conn:
@@ -682,16 +676,16 @@ class SqliteStateStore(ClosesOnExit):
             return
         with self._writing() as conn:
             now = time.time()
-            conn.execute("DELETE FROM owner_marks WHERE expires <= ?", (now,))
             # A stored mark written later stays (a redelivered follower is older news).
-            conn.executemany(
+            _expire_then_upsert(
+                conn, "owner_marks",
                 "INSERT INTO owner_marks (crm, object, record_id, written_at, body, expires)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (crm, object, record_id) DO UPDATE"
                 " SET written_at = excluded.written_at, body = excluded.body,"
                 " expires = excluded.expires"
                 " WHERE owner_marks.written_at <= excluded.written_at",
                 [(m.crm, m.object, m.record_id, _ts(m.written_at, "written_at"),
-                  m.to_json(), now + ttl_seconds) for m in marks])
+                  m.to_json(), now + ttl_seconds) for m in marks], now)
 
     def owner_marks(self, crm: str, object: str, ids: Sequence[str]) -> dict[str, OwnerMark]:
         wanted = list(dict.fromkeys(ids))
@@ -821,11 +815,11 @@ class SqliteStateStore(ClosesOnExit):
         _check_ttl(ttl_seconds)
         with self._writing() as conn:
             now = time.time()
-            conn.execute("DELETE FROM api_answers WHERE expires <= ?", (now,))
-            conn.execute(
+            _expire_then_upsert(
+                conn, "api_answers",
                 "INSERT INTO api_answers (key, answer, expires) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET answer = excluded.answer, "
-                "expires = excluded.expires", (key, answer, now + ttl_seconds))
+                "expires = excluded.expires", [(key, answer, now + ttl_seconds)], now)
             if entry is not None:
                 _keep_precreated(conn, entry, now, ttl_seconds)
 
@@ -848,11 +842,7 @@ class SqliteStateStore(ClosesOnExit):
                                    (key, now)).fetchone()
                 if row is not None:
                     return False, str(row[0])
-                conn.execute("DELETE FROM seen_keys WHERE expires <= ?", (now,))
-                cursor = conn.execute(
-                    "INSERT INTO seen_keys (key, expires) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    (claim, now + claim_seconds))
-                return cursor.rowcount == 1, None
+                return _mark_seen(conn, claim, now, claim_seconds), None
 
     def put_precreated(self, entry: Precreated, ttl_seconds: float) -> None:
         _check_ttl(ttl_seconds)
@@ -903,14 +893,31 @@ class SqliteStateStore(ClosesOnExit):
 def _keep_precreated(conn: sqlite3.Connection, entry: Precreated, now: float,
                      ttl_seconds: float) -> None:
     """Store `entry` (inside the caller's write transaction) until `now + ttl_seconds`."""
-    # Dropping every lapsed entry keeps the table bounded by the live window.
-    conn.execute("DELETE FROM precreated WHERE expires <= ?", (now,))
-    conn.execute(
+    _expire_then_upsert(
+        conn, "precreated",
         "INSERT OR REPLACE INTO precreated (id, crm, object, email, domain, decided_at, "
         "expires_at, body, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (entry.id, entry.crm, entry.object, entry.email, entry.domain,
-         _ts(entry.decided_at, "decided_at"), _ts(entry.expires_at, "expires_at"),
-         entry.to_json(), now + ttl_seconds))
+        [(entry.id, entry.crm, entry.object, entry.email, entry.domain,
+          _ts(entry.decided_at, "decided_at"), _ts(entry.expires_at, "expires_at"),
+          entry.to_json(), now + ttl_seconds)], now)
+
+
+def _mark_seen(conn: sqlite3.Connection, key: str, now: float, ttl_seconds: float) -> bool:
+    """Mark `key` seen until `now + ttl_seconds` (inside the caller's write transaction);
+    False when a live mark was there already."""
+    return _expire_then_upsert(
+        conn, "seen_keys",
+        "INSERT INTO seen_keys (key, expires) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        [(key, now + ttl_seconds)], now) == 1
+
+
+def _expire_then_upsert(conn: sqlite3.Connection, table: str, upsert: str,
+                        rows: Sequence[Sequence[Any]], now: float) -> int:
+    """Inside the caller's write transaction: drop the rows of `table` lapsed by `now`, then
+    run `upsert` for each of `rows`; how many rows it changed. Every lapsed row goes, not only
+    these keys': that keeps the table bounded by its live window."""
+    conn.execute(f"DELETE FROM {table} WHERE expires <= ?", (now,))  # noqa: S608 - our tables
+    return conn.executemany(upsert, rows).rowcount
 
 
 def _review(body: str, escalated: int) -> ReviewItem:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,9 +13,7 @@ import pytest
 
 from connectors import registry
 from connectors.registry import load_routing
-from connectors.settings import Settings
 from connectors.simulator import RunningSimulator, Simulator, serve
-from connectors.transport import Unlimited
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
 from sync.models import decision_key
@@ -24,25 +21,10 @@ from sync.pipeline import Pipeline
 from sync.sla_watch import FirstTouchWatch, SlaCheck
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics
+from tests.builders import connector, sla_routing
 
 T0 = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
-ROUTING = """\
-version: 1
-reps:
-  - {id: ava, crm_ids: {hubspot: "100"}, manager: max}
-  - {id: ben, crm_ids: {hubspot: "101"}, manager: max}
-  - {id: cara, crm_ids: {hubspot: "102"}, manager: max}
-  - {id: max, crm_ids: {hubspot: "103"}}
-pools:
-  smb: {members: [ava, ben, cara]}
-sla: {first_touch: 15m, on_breach: reroute, max_reroutes: 1}
-rules:
-  - name: vip
-    when: {domain: {eq: vip.example}}
-    assign: {rep: max}
-    sla: {first_touch: 1h}
-  - {name: everyone, assign: {pool: smb}}
-"""
+ROUTING = sla_routing("15m", vip_first_touch="1h")
 
 
 class Clock:
@@ -61,11 +43,8 @@ def sim() -> Simulator:
 
 
 @pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim, tls=False) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
+def sim_tls() -> bool:
+    return False  # `running` serves plain HTTP
 
 
 @pytest.fixture
@@ -88,9 +67,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def pipeline(running, routing, store, clock) -> Iterator[Pipeline]:
-    with closing(registry.create_for("hubspot", routing, Settings(), limiter=Unlimited(),
-                                     transport_sleep=lambda _: None)) as connector:
-        yield Pipeline(connector, routing, store, clock=clock, followers=[
+    with connector("hubspot", routing) as hubspot:
+        yield Pipeline(hubspot, routing, store, clock=clock, followers=[
             FirstTouchWatch(routing, store, registry.touch_fields("hubspot", routing))])
 
 
@@ -291,9 +269,8 @@ def test_given_salesforce_leads_when_checked_then_status_is_the_touch_and_one_so
     leads = [sim.salesforce_create("Lead", {"LastName": f"L{i}", "Company": f"Co {i}",
                                             "Status": "Open - Not Contacted"})
              for i in range(6)]
-    with closing(registry.create_for("salesforce", routing, Settings(), limiter=Unlimited(),
-                                     transport_sleep=lambda _: None)) as connector:
-        pipeline = Pipeline(connector, routing, store, clock=clock, followers=[
+    with connector("salesforce", routing) as salesforce:
+        pipeline = Pipeline(salesforce, routing, store, clock=clock, followers=[
             FirstTouchWatch(routing, store, registry.touch_fields("salesforce", routing))])
         pipeline.route_ids("Lead", leads, now=T0)
         before = {i: sim.owner_of("salesforce", "Lead", i) for i in leads}

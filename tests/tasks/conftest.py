@@ -1,15 +1,26 @@
-"""Fixtures shared by the entry-layer tests: the structured log stream."""
+"""Fixtures shared by the entry-layer tests: the structured log stream, and a `celery -A
+tasks worker` subprocess routing against the CRM simulator."""
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import structlog
 
+from connectors.simulator import RunningSimulator
 from tasks.logging import configure_logging
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "examples" / "routing.yaml"
 
 
 @pytest.fixture
@@ -27,3 +38,83 @@ def logs() -> Iterator[io.StringIO]:
             root.removeHandler(handler)
         structlog.reset_defaults()
         structlog.contextvars.clear_contextvars()
+
+
+class Worker(NamedTuple):
+    """A `celery -A tasks worker` subprocess and the file its output goes to."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def wait_until(self, done: Callable[[], bool], what: str, seconds: float = 40.0) -> None:
+        """Poll `done` until it holds; fail with the worker's log after `seconds`, or as soon
+        as the worker exits."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if done():
+                return
+            if self.proc.poll() is not None:
+                pytest.fail(f"worker exited ({self.proc.returncode}) while waiting for {what}:\n"
+                            f"{self.log.read_text(errors='replace')}")
+            time.sleep(0.2)
+        pytest.fail(f"timed out waiting for {what}; worker log:\n"
+                    f"{self.log.read_text(errors='replace')}")
+
+
+@pytest.fixture
+def state_url(tmp_path: Path) -> str:
+    """The state `worker_environment` gives the worker: a SQLite file of the test's own."""
+    return f"sqlite:///{tmp_path / 'state.db'}"
+
+
+@pytest.fixture
+def routing_path() -> Path:
+    """The routing file `worker_environment` gives the worker: the bundled example."""
+    return EXAMPLE
+
+
+@pytest.fixture
+def worker_environment(running: RunningSimulator, redis_url: str, state_url: str,
+                       routing_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunningSimulator:
+    """The module's `sim` served, and the environment a worker started now reads: the
+    simulator, Redis as broker (and metrics), `routing_path` and `state_url`."""
+    for name, value in {"ACCOUNT_ROUTER_REDIS_URL": redis_url,
+                        "ACCOUNT_ROUTER_CONFIG": str(routing_path),
+                        "ACCOUNT_ROUTER_STATE_URL": state_url}.items():
+        monkeypatch.setenv(name, value)
+    return running
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """`start_worker(*args)` runs `celery -A tasks worker --pool solo --concurrency 1` with
+    `args` added, in this process's environment as it is then, its output in `worker.log`;
+    every worker started is terminated (killed after 15 s) when the test ends."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*args: str) -> Worker:
+        log = tmp_path / "worker.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "tasks", "worker", *args, "--pool",
+                 "solo", "--concurrency", "1", "--loglevel", "WARNING"],
+                cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
+        started.append(proc)
+        return Worker(proc, log)
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def worker(worker_environment: RunningSimulator, start_worker: Callable[..., Worker]) -> Worker:
+    """One worker in `worker_environment`."""
+    return start_worker()

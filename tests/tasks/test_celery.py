@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,6 +14,7 @@ from connectors.simulator import Simulator, serve
 from sync.models import Decision
 from sync.state import StateStore, open_store
 from tasks.queue import enqueue_route, enqueue_sweep, flush
+from tests.builders import unowned
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "examples" / "routing.yaml"
@@ -31,54 +29,6 @@ def sim() -> Simulator:
     simulator = Simulator(seed=5)
     simulator.seed(companies=COMPANIES, contacts=0, accounts=0, leads=0, days=2)
     return simulator
-
-
-@pytest.fixture
-def state_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-@pytest.fixture
-def environment(sim, redis_url, state_url, monkeypatch) -> Iterator[None]:
-    with serve(sim) as running:
-        for name, value in {**running.env(), "ACCOUNT_ROUTER_REDIS_URL": redis_url,
-                            "ACCOUNT_ROUTER_CONFIG": str(EXAMPLE),
-                            "ACCOUNT_ROUTER_STATE_URL": state_url}.items():
-            monkeypatch.setenv(name, value)
-        yield
-
-
-@pytest.fixture
-def worker(environment, tmp_path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    log = tmp_path / "worker.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "solo",
-             "--concurrency", "1", "--loglevel", "WARNING"],
-            cwd=ROOT, env=dict(os.environ), stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc, log
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def wait_until(done: Callable[[], bool], worker: tuple[subprocess.Popen[bytes], Path],
-               what: str) -> None:
-    proc, log = worker
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        if done():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"worker exited ({proc.returncode}) while waiting for {what}:\n"
-                        f"{log.read_text(errors='replace')}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text(errors='replace')}")
 
 
 @contextmanager
@@ -101,11 +51,6 @@ def in_process_worker(sim: Simulator, config: Path, state_url: str,
                 built.pipeline.store.close()
 
 
-def unowned(sim: Simulator) -> list[str]:
-    return [i for i in sim.ids("hubspot", "companies")
-            if sim.owner_of("hubspot", "companies", i) is None]
-
-
 def test_given_a_worker_when_ids_are_enqueued_and_a_sweep_started_then_all_are_routed_once(
         sim, worker, state_url):
     targets = unowned(sim)[:30]
@@ -117,12 +62,12 @@ def test_given_a_worker_when_ids_are_enqueued_and_a_sweep_started_then_all_are_r
     flush()
 
     # Then: the worker routes and writes each one exactly once.
-    wait_until(lambda: all(sim.owner_of("hubspot", "companies", i) for i in targets), worker,
-               "the enqueued companies to be owned")
+    worker.wait_until(lambda: all(sim.owner_of("hubspot", "companies", i) for i in targets),
+                      "the enqueued companies to be owned")
     store = open_store(state_url)
     try:
         # The audit row is committed just after the CRM write: wait for it too.
-        wait_until(lambda: all(written(store, i) for i in targets), worker, "the audit")
+        worker.wait_until(lambda: all(written(store, i) for i in targets), "the audit")
         for record_id in targets:
             assert [d.trigger for d in written(store, record_id)] == ["webhook"], record_id
     finally:
@@ -130,13 +75,13 @@ def test_given_a_worker_when_ids_are_enqueued_and_a_sweep_started_then_all_are_r
 
     # When: a sweep chain starts; Then: page after page, every company gets an owner.
     enqueue_sweep("hubspot", "companies")
-    wait_until(lambda: not unowned(sim), worker, "every company to be owned by the sweep")
+    worker.wait_until(lambda: not unowned(sim), "every company to be owned by the sweep")
     store = open_store(state_url)
     try:
         # The chain ends on its own: the last page clears the cursor and frees the chain lock.
-        wait_until(lambda: json.loads(store.get_checkpoint(CHECKPOINT) or "{}").get("cursor")
-                   is None and bool(store.lock_records([CHAIN_LOCK], "probe", 1)), worker,
-                   "the sweep chain to finish")
+        worker.wait_until(
+            lambda: json.loads(store.get_checkpoint(CHECKPOINT) or "{}").get("cursor") is None
+            and bool(store.lock_records([CHAIN_LOCK], "probe", 1)), "the sweep chain to finish")
         for record_id in targets:  # the sweep kept the owners the route tasks wrote
             assert len(written(store, record_id)) == 1
         assert any(d.trigger == "sweep" for d in store.decisions(limit=1000))

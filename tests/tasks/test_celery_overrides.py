@@ -19,12 +19,7 @@ from sync.history.overrides import list_overrides
 from sync.state.redis import RedisStateStore
 from tasks.http import create_app
 from tasks.queue import enqueue_route, flush
-from tests.tasks.test_celery import (
-    environment,  # noqa: F401 - fixture
-    sim,  # noqa: F401 - fixture
-    wait_until,
-    worker,  # noqa: F401 - fixture
-)
+from tests.tasks.test_celery import sim  # noqa: F401 - fixture
 from tests.tasks.test_http import post_hubspot
 
 SECRET = "hubspot-secret"
@@ -69,8 +64,9 @@ def test_given_a_worker_routed_record_when_a_person_reassigns_it_then_metrics_co
             assert post_hubspot(client, [created], stamp=str(int(time.time() * 1000))
                                 ).status_code == 200
             flush()
-            wait_until(lambda: bool(store.owner_marks("hubspot", "companies", [record_id])),
-                       worker, "the worker's write and its own-write mark")
+            worker.wait_until(
+                lambda: bool(store.owner_marks("hubspot", "companies", [record_id])),
+                "the worker's write and its own-write mark")
             ours = sim.owner_of("hubspot", "companies", record_id)
             mark = store.owner_marks("hubspot", "companies", [record_id])[record_id]
             assert mark.owner == ours

@@ -4,8 +4,6 @@ a planted effect found with a rule that loads, a null world yielding nothing, ba
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,14 @@ import yaml
 from typer.testing import CliRunner, Result
 
 from config.routing import parse
-from connectors import registry
-from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
-from connectors.simulator.server import RunningSimulator
-from connectors.transport import Unlimited
+from connectors.simulator import Simulator
 from sync.compiler import load_routing
 from sync.pipeline import Pipeline
 from sync.ports import Conversions
 from sync.state.sqlite import SqliteStateStore
 from tasks.cli import app
 from tasks.demo import PLANTED_REP, planted_rate
+from tests.builders import connector
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing.yaml"
 NOW = "2026-12-07T12:00:00Z"
@@ -42,19 +37,6 @@ def sim() -> Simulator:
     simulator = Simulator(seed=42)
     simulator.seed(companies=1000, contacts=0, accounts=40, leads=40, days=0)
     return simulator
-
-
-@pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
-
-
-def connector(crm: str):  # type: ignore[no-untyped-def]
-    return closing(registry.create(crm, Settings(), limiter=Unlimited(),
-                                   transport_sleep=lambda _: None))
 
 
 def invoke(*args: object) -> Result:

@@ -28,7 +28,8 @@ from sync.models import Decision
 from sync.state import StateStore, open_store
 from sync.state.redis import RedisStateStore
 from tasks.queue import enqueue_route, enqueue_sweep, flush
-from tests.tasks.test_celery import CHAIN_LOCK, CHECKPOINT, EXAMPLE, ROOT, unowned
+from tests.builders import unowned
+from tests.tasks.test_celery import CHAIN_LOCK, CHECKPOINT, EXAMPLE, ROOT
 
 OBJ = "companies"
 LATENCY_MS = 20  # per simulator call, so a sweep of 2,000 companies takes a few seconds

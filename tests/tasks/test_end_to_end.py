@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from connectors import registry
-from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
-from connectors.simulator.server import RunningSimulator
-from connectors.transport import Unlimited
+from connectors.simulator import Simulator
 from sync.compiler import load_routing
 from sync.pipeline import Pipeline
-from sync.state.sqlite import SqliteStateStore
 from tasks.cli import app
+from tests.builders import connector, unowned
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing.yaml"
 OBJECTS = {"hubspot": ("companies", "contacts"), "salesforce": ("Account", "Lead")}
@@ -33,41 +27,15 @@ def sim() -> Simulator:
     return simulator
 
 
-@pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "state.db")
-    yield opened
-    opened.close()
-
-
-def connector(crm: str):
-    # No sleeping in tests: the transport's backoff and the limiters are real code paths, but
-    # time is not what these tests are about.
-    return closing(registry.create(crm, Settings(), limiter=Unlimited(),
-                                   transport_sleep=lambda _: None))
-
-
-def unowned(sim: Simulator, crm: str, obj: str) -> list[str]:
-    return [i for i in sim.ids(crm, obj) if sim.owner_of(crm, obj, i) is None]
-
-
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
 def test_given_a_seeded_crm_when_sweeping_then_every_unowned_record_gets_a_valid_owner(
-        crm, sim, running, store):
+        crm, sim, running, sqlite_store):
     routing = load_routing(EXAMPLE)
     before = {obj: unowned(sim, crm, obj) for obj in OBJECTS[crm]}
     reps = {rep.crm_ids[crm] for rep in routing.reps.values() if rep.active}
 
     with connector(crm) as c:
-        pipeline = Pipeline(c, routing, store)
+        pipeline = Pipeline(c, routing, sqlite_store)
         reports = [pipeline.sweep(obj, full=True) for obj in OBJECTS[crm]]
 
     for obj, ids in before.items():
@@ -86,14 +54,14 @@ def test_given_a_seeded_crm_when_sweeping_then_every_unowned_record_gets_a_valid
 
 @pytest.mark.parametrize("crm", ["hubspot", "salesforce"])
 def test_given_20_percent_injected_errors_when_sweeping_then_every_record_is_routed_once(
-        crm, sim, running, store):
+        crm, sim, running, sqlite_store):
     routing = load_routing(EXAMPLE)
     obj = OBJECTS[crm][0]
     targets = unowned(sim, crm, obj)
     sim.configure_faults(error_rate=0.2, lock_error_rate=0.05 if crm == "salesforce" else 0)
 
     with connector(crm) as c:
-        pipeline = Pipeline(c, routing, store)
+        pipeline = Pipeline(c, routing, sqlite_store)
         first = pipeline.sweep(obj, full=True)
         # Anything whose write still failed is retried by the next run: nothing is lost.
         second = pipeline.sweep(obj)
@@ -103,7 +71,7 @@ def test_given_20_percent_injected_errors_when_sweeping_then_every_record_is_rou
                  for code, n in codes.items() if code in ("429", "500", "503"))
     assert faults > 0 and retries >= faults
     assert all(sim.owner_of(crm, obj, i) is not None for i in targets)
-    written = Counter(d.record_id for d in store.decisions(limit=100_000)
+    written = Counter(d.record_id for d in sqlite_store.decisions(limit=100_000)
                       if d.written_at is not None)
     assert set(targets) <= set(written)  # plus records whose owner was not valid
     assert set(written.values()) == {1}  # none written twice
@@ -111,18 +79,18 @@ def test_given_20_percent_injected_errors_when_sweeping_then_every_record_is_rou
 
 
 def test_given_salesforce_quota_runs_out_mid_sweep_when_resumed_after_reset_then_none_lost(
-        sim, running, store):
+        sim, running, sqlite_store):
     routing = load_routing(EXAMPLE)
     targets = unowned(sim, "salesforce", "Account")
     sim.configure_limits(salesforce_daily=4)  # users, queues, one query page, one write
 
     with connector("salesforce") as c:
-        pipeline = Pipeline(c, routing, store)
+        pipeline = Pipeline(c, routing, sqlite_store)
         first = pipeline.sweep("Account", full=True)
         assert first.stopped is not None and "quota" in first.stopped
         # The write batch that landed before the quota ran out is audited as written.
         landed = {i for i in targets if sim.owner_of("salesforce", "Account", i) is not None}
-        audited = {d.record_id for d in store.decisions(limit=100_000) if d.written_at}
+        audited = {d.record_id for d in sqlite_store.decisions(limit=100_000) if d.written_at}
         assert landed and landed <= audited
         sim.reset_daily()
         sim.configure_limits(salesforce_daily=15_000)
@@ -130,28 +98,28 @@ def test_given_salesforce_quota_runs_out_mid_sweep_when_resumed_after_reset_then
 
     assert second.stopped is None
     assert all(sim.owner_of("salesforce", "Account", i) is not None for i in targets)
-    written = Counter(d.record_id for d in store.decisions(limit=100_000)
+    written = Counter(d.record_id for d in sqlite_store.decisions(limit=100_000)
                       if d.written_at is not None)
     assert set(written.values()) == {1}
 
 
 def test_given_an_owner_id_the_crm_rejects_when_writing_then_that_record_is_audited(
-        sim, running, store):
+        sim, running, sqlite_store):
     routing = load_routing(EXAMPLE)
     target = unowned(sim, "hubspot", "companies")[0]
 
     with connector("hubspot") as c:
-        pipeline = Pipeline(c, routing, store)
+        pipeline = Pipeline(c, routing, sqlite_store)
         chosen = pipeline.explain("companies", target).owner_crm_id
         pipeline.users()  # the owner directory is cached as it was...
         sim.set_hubspot_owner_archived(chosen)  # ...when someone archives the chosen owner
         report = pipeline.route_ids("companies", [target])
 
-    audited = store.decisions(record_id=target)[0]
+    audited = sqlite_store.decisions(record_id=target)[0]
     assert audited.owner_crm_id == chosen
     assert report.write_failed == 1
     assert audited.written_at is None and audited.write_error
-    assert store.failed("hubspot", "companies") == [target]
+    assert sqlite_store.failed("hubspot", "companies") == [target]
     assert sim.owner_of("hubspot", "companies", target) is None
 
 
@@ -180,7 +148,7 @@ def test_given_the_cli_when_sweeping_with_dry_run_then_changes_are_listed_and_no
 
 
 def test_given_a_rule_on_a_custom_hubspot_property_when_sweeping_then_it_is_read_and_used(
-        sim, running, store, tmp_path):
+        sim, running, sqlite_store, tmp_path):
     routing_file = tmp_path / "routing.yaml"
     routing_file.write_text(
         "version: 1\n"
@@ -192,9 +160,8 @@ def test_given_a_rule_on_a_custom_hubspot_property_when_sweeping_then_it_is_read
     gold = sim.hubspot_create("companies", {"name": "Gold Co", "domain": "gold.example",
                                             "tier": "Gold"})
 
-    with closing(registry.create_for("hubspot", routing, Settings(), limiter=Unlimited(),
-                                     transport_sleep=lambda _: None)) as c:
-        Pipeline(c, routing, store).route_ids("companies", [str(gold)])
+    with connector("hubspot", routing) as c:
+        Pipeline(c, routing, sqlite_store).route_ids("companies", [str(gold)])
 
     assert sim.owner_of("hubspot", "companies", str(gold)) == "101"
 

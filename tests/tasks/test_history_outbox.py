@@ -13,9 +13,9 @@ from sync.models import Decision
 from sync.state.redis import RedisStateStore
 from tasks.celery_app import app, beat_schedule
 from tasks.queue import enqueue_sweep
+from tests.builders import unowned
 from tests.servers.postgres import PostgresServer
 from tests.sync.state.test_contract import decision
-from tests.tasks.test_celery import unowned
 from tests.tasks.test_distributed import (
     OBJ,
     Workers,

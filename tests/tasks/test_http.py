@@ -55,15 +55,6 @@ def make_settings(**overrides: object) -> Settings:
 
 
 @pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
-
-
-@pytest.fixture
 def enqueue() -> RecordingEnqueue:
     return RecordingEnqueue()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from connectors.simulator import RunningSimulator, Simulator, serve
+from connectors.simulator import RunningSimulator, Simulator
 from connectors.simulator.slack import TOKEN, FakeSlack
 from tasks.cli import app
 
@@ -43,17 +43,20 @@ def slack() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def running(sim: Simulator, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
-            ) -> Iterator[RunningSimulator]:
-    with serve(sim, tls=False) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
-        monkeypatch.delenv("ACCOUNT_ROUTER_SMTP_URL", raising=False)
-        monkeypatch.setenv("ACCOUNT_ROUTER_SLACK_TOKEN", TOKEN)
-        monkeypatch.setenv("ACCOUNT_ROUTER_SLACK_BASE_URL", slack.base_url)
-        monkeypatch.setenv("HUBSPOT_PORTAL_ID", "62515")
-        yield started
+def sim_tls() -> bool:
+    return False  # `running` serves plain HTTP
+
+
+@pytest.fixture
+def running(running: RunningSimulator, slack: FakeSlack, monkeypatch: pytest.MonkeyPatch
+            ) -> RunningSimulator:
+    """The shared `running`, no Redis, and notices through the fake Slack only."""
+    monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
+    monkeypatch.delenv("ACCOUNT_ROUTER_SMTP_URL", raising=False)
+    monkeypatch.setenv("ACCOUNT_ROUTER_SLACK_TOKEN", TOKEN)
+    monkeypatch.setenv("ACCOUNT_ROUTER_SLACK_BASE_URL", slack.base_url)
+    monkeypatch.setenv("HUBSPOT_PORTAL_ID", "62515")
+    return running
 
 
 def test_given_an_untouched_record_when_its_sla_runs_out_then_the_manager_and_the_rep_who_breached_hear(  # noqa: E501

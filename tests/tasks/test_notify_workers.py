@@ -19,7 +19,8 @@ from sync.state import open_store
 from sync.state.redis import RedisStateStore
 from tasks.notify import RedisNotices
 from tasks.queue import enqueue_route, flush
-from tests.tasks.test_celery import EXAMPLE, unowned
+from tests.builders import unowned
+from tests.tasks.test_celery import EXAMPLE
 from tests.tasks.test_distributed import Workers, running_crm, seeded, wait_for
 
 OBJ = "companies"

@@ -3,26 +3,23 @@ with the owner the API answered, no second pool turn taken, and the decision is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from connectors.simulator.schema import sf_id
 from connectors.simulator.server import RunningSimulator
-from connectors.transport import Unlimited
 from sync.compiler import load_routing
 from sync.history import History
 from sync.pipeline import Pipeline
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
+from tests.builders import connector
 from tests.tasks.test_http import AUTH, RecordingEnqueue
 
 ROUTING = f"""version: 1
@@ -46,21 +43,6 @@ def sim() -> Simulator:
 
 
 @pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    opened = SqliteStateStore(tmp_path / "state.db")
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def routing_path(tmp_path: Path) -> Path:
     path = tmp_path / "routing.yaml"
     path.write_text(ROUTING)
@@ -68,9 +50,10 @@ def routing_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def api(store: SqliteStateStore, routing_path: Path) -> TestClient:
+def api(sqlite_store: SqliteStateStore, routing_path: Path) -> TestClient:
     settings = Settings.model_validate({"api_token": "ops-token", "config": str(routing_path)})
-    return TestClient(create_app(settings, store, RecordingEnqueue(), metrics=LocalMetrics()))
+    return TestClient(create_app(settings, sqlite_store, RecordingEnqueue(),
+                                 metrics=LocalMetrics()))
 
 
 def route(api: TestClient, crm: str, obj: str, record: dict[str, Any], key: str
@@ -87,29 +70,24 @@ def turns(store: SqliteStateStore) -> int:
     return store.load_pools({"inbound": {}})["inbound"].version
 
 
-def connector(crm: str) -> Any:
-    return closing(registry.create(crm, Settings(), limiter=Unlimited(),
-                                   transport_sleep=lambda _: None))
-
-
 def test_given_a_routed_form_when_its_hubspot_contact_is_webhooked_then_written_as_answered(
-    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, api: TestClient,
+    sim: Simulator, running: RunningSimulator, sqlite_store: SqliteStateStore, api: TestClient,
     routing_path: Path,
 ) -> None:
     route(api, "hubspot", "contacts", {"email": "x@other.com"}, "warm-up")  # ana's turn
     answer = route(api, "hubspot", "contacts",
                    {"email": "Ann@Acme.com", "firstname": "Ann", "company": "Acme"}, "form-1")
     assert answer["owner"]["id"] == "bo"
-    assert turns(store) == 2
+    assert turns(sqlite_store) == 2
 
     created = sim.hubspot_create("contacts", {"email": "ann@acme.com", "company": "Acme"})
     with connector("hubspot") as c:
-        Pipeline(c, load_routing(routing_path), store).route_ids(
+        Pipeline(c, load_routing(routing_path), sqlite_store).route_ids(
             "contacts", [created], trigger="webhook")
 
     assert sim.owner_of("hubspot", "contacts", created) == "102"
-    assert turns(store) == 2  # no second turn: the round robin is where the API left it
-    with History(store.url) as history:
+    assert turns(sqlite_store) == 2  # no second turn: the round robin is where the API left it
+    with History(sqlite_store.url) as history:
         [written] = history.decisions(record_id=created)
     assert (written.owner, written.rule, written.trigger) == ("bo", "inbound", "webhook")
     assert written.reason.startswith(f"decided by POST /route at {answer['decided_at']}")
@@ -119,14 +97,14 @@ def test_given_a_routed_form_when_its_hubspot_contact_is_webhooked_then_written_
     # Used once: the next contact with that email is routed by the rules (cy's turn).
     again = sim.hubspot_create("contacts", {"email": "ann@acme.com"})
     with connector("hubspot") as c:
-        Pipeline(c, load_routing(routing_path), store).route_ids(
+        Pipeline(c, load_routing(routing_path), sqlite_store).route_ids(
             "contacts", [again], trigger="webhook")
     assert sim.owner_of("hubspot", "contacts", again) == "103"
-    assert turns(store) == 3
+    assert turns(sqlite_store) == 3
 
 
 def test_given_a_routed_lead_when_swept_from_salesforce_then_the_same_domain_gets_it_once(
-    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, api: TestClient,
+    sim: Simulator, running: RunningSimulator, sqlite_store: SqliteStateStore, api: TestClient,
     routing_path: Path,
 ) -> None:
     answer = route(api, "salesforce", "Lead",
@@ -142,35 +120,35 @@ def test_given_a_routed_lead_when_swept_from_salesforce_then_the_same_domain_get
     other = sim.salesforce_create("Lead", {"Email": "li@elsewhere.com", "Company": "Else",
                                            "LastName": "Li"})
     with connector("salesforce") as c:
-        report = Pipeline(c, load_routing(routing_path), store).sweep("Lead", full=True)
+        report = Pipeline(c, load_routing(routing_path), sqlite_store).sweep("Lead", full=True)
 
     assert report.written == 2
     assert sim.owner_of("salesforce", "Lead", colleague) == sf_id("005", 101)
     assert sim.owner_of("salesforce", "Lead", other) == sf_id("005", 102)
-    assert turns(store) == 2  # the API's turn and the unrelated lead's, nothing more
+    assert turns(sqlite_store) == 2  # the API's turn and the unrelated lead's, nothing more
 
 
 def test_given_a_decision_older_than_precreate_ttl_when_the_record_appears_then_rules_decide(
-    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, routing_path: Path,
+    sim: Simulator, running: RunningSimulator, sqlite_store: SqliteStateStore, routing_path: Path,
 ) -> None:
     routing_path.write_text(ROUTING + "precreate_ttl: 1h\n")
     settings = Settings.model_validate({"api_token": "ops-token", "config": str(routing_path)})
     then = sim.clock() - 2 * 3600
-    api = TestClient(create_app(settings, store, RecordingEnqueue(), clock=lambda: then,
+    api = TestClient(create_app(settings, sqlite_store, RecordingEnqueue(), clock=lambda: then,
                                 metrics=LocalMetrics()))
     route(api, "hubspot", "contacts", {"email": "ann@acme.com"}, "old-form")
 
     created = sim.hubspot_create("contacts", {"email": "ann@acme.com"})
     with connector("hubspot") as c:
-        Pipeline(c, load_routing(routing_path), store).route_ids(
+        Pipeline(c, load_routing(routing_path), sqlite_store).route_ids(
             "contacts", [created], trigger="webhook")
 
     assert sim.owner_of("hubspot", "contacts", created) == "102"  # bo: the next turn
-    assert turns(store) == 2
+    assert turns(sqlite_store) == 2
 
 
 def test_given_the_write_fails_when_the_record_is_retried_then_the_api_owner_is_written(
-    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, api: TestClient,
+    sim: Simulator, running: RunningSimulator, sqlite_store: SqliteStateStore, api: TestClient,
     routing_path: Path,
 ) -> None:
     route(api, "salesforce", "Lead", {"Email": "jo@beispiel.de", "LastName": "Jo"}, "lead-1")
@@ -178,13 +156,13 @@ def test_given_the_write_fails_when_the_record_is_retried_then_the_api_owner_is_
                                           "LastName": "Jo"})
     sim.configure_faults(lock_error_rate=1.0)  # every owner write fails: UNABLE_TO_LOCK_ROW
     with connector("salesforce") as c:
-        failed = Pipeline(c, load_routing(routing_path), store).sweep("Lead", full=True)
+        failed = Pipeline(c, load_routing(routing_path), sqlite_store).sweep("Lead", full=True)
     assert failed.write_failed == 1 and sim.owner_of("salesforce", "Lead", lead) is None
 
     sim.clear_faults()
     with connector("salesforce") as c:
-        retried = Pipeline(c, load_routing(routing_path), store).sweep("Lead")
+        retried = Pipeline(c, load_routing(routing_path), sqlite_store).sweep("Lead")
 
     assert retried.written == 1
     assert sim.owner_of("salesforce", "Lead", lead) == sf_id("005", 101)  # ana, as answered
-    assert turns(store) == 1
+    assert turns(sqlite_store) == 1

@@ -19,8 +19,8 @@ import redis
 from connectors.simulator import Simulator
 from sync.state import StateStore, open_store
 from tasks.queue import enqueue_route, enqueue_sweep, flush
+from tests.builders import unowned
 from tests.loopback import free_port
-from tests.tasks.test_celery import unowned
 from tests.tasks.test_distributed import (
     CHECKPOINT,
     OBJ,

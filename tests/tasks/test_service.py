@@ -18,8 +18,8 @@ import pytest
 
 from connectors.simulator import Simulator
 from tasks.http import hubspot_signature_v3
+from tests.builders import unowned
 from tests.loopback import free_port
-from tests.tasks.test_celery import unowned
 from tests.tasks.test_distributed import OBJ, Workers, beat, running_crm, seeded, wait_for
 
 SECRET = "service-test-webhook-secret"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,17 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from connectors.settings import Settings
-from connectors.simulator import RunningSimulator, Simulator, serve
+from connectors.simulator import RunningSimulator, Simulator
 from tasks.celery_app import SLA_CHECK_TASK, beat_schedule
 from tasks.cli import app
+from tests.builders import SLA_REPS
 
-ROUTING = """\
-version: 1
-reps:
-  - {id: ava, crm_ids: {hubspot: "100"}, manager: max}
-  - {id: ben, crm_ids: {hubspot: "101"}, manager: max}
-  - {id: cara, crm_ids: {hubspot: "102"}, manager: max}
-  - {id: max, crm_ids: {hubspot: "103"}}
+ROUTING = SLA_REPS + """\
 pools:
   smb:
     members: [ava, ben, cara]
@@ -39,12 +33,15 @@ def sim() -> Simulator:
 
 
 @pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim, tls=False) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
-        yield started
+def sim_tls() -> bool:
+    return False  # `running` serves plain HTTP
+
+
+@pytest.fixture
+def running(running: RunningSimulator, monkeypatch: pytest.MonkeyPatch) -> RunningSimulator:
+    """The shared `running`, and no Redis: the commands run embedded."""
+    monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
+    return running
 
 
 def test_given_a_routed_record_left_untouched_when_sla_check_runs_then_it_is_rerouted(

@@ -4,7 +4,6 @@ nothing written to the CRM or the state store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from sync.compiler import load_routing
 from sync.decide import RoutingContext
 from sync.models import Decision
@@ -33,29 +32,10 @@ DECISION_KEYS = set(Decision(record_id="x", object="account", crm="hubspot",
 
 
 @pytest.fixture
-def sim() -> Simulator:
-    simulator = Simulator(seed=3)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, days=1)
-    return simulator
-
-
-@pytest.fixture
-def settings(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-             ) -> Iterator[Settings]:
-    config = tmp_path / "routing.yaml"
-    config.write_text(ROUTING)
-    with serve(sim) as running:
-        for name, value in {**running.env(), "ACCOUNT_ROUTER_CONFIG": str(config),
-                            "ACCOUNT_ROUTER_API_TOKEN": TOKEN}.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
-        yield Settings()
-
-
-@pytest.fixture
-def dry_client(settings: Settings, sqlite_store: StateStore, enqueue: RecordingEnqueue
-               ) -> TestClient:
-    return TestClient(create_app(settings, sqlite_store, enqueue, metrics=LocalMetrics()))
+def routing_file(tmp_path: Path) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(ROUTING)
+    return path
 
 
 def pool_versions(store: StateStore, settings: Settings) -> dict[str, int]:
@@ -72,15 +52,15 @@ def dry_run(client: TestClient, ids: list[str]) -> dict[str, object]:
 
 
 def test_given_unowned_and_gone_records_when_dry_run_then_200_with_the_decisions_and_no_turn(
-    dry_client: TestClient, sim: Simulator, sqlite_store: StateStore, settings: Settings,
+    api: TestClient, sim: Simulator, sqlite_store: StateStore, settings: Settings,
     enqueue: RecordingEnqueue,
 ) -> None:
     first = str(sim.hubspot_create("companies", {"name": "A", "domain": "a.example"}))
     second = str(sim.hubspot_create("companies", {"name": "B", "domain": "b.example"}))
     sim.reset_stats()
 
-    body = dry_run(dry_client, [first, second, "987654321"])
-    again = dry_run(dry_client, [first, second, "987654321"])
+    body = dry_run(api, [first, second, "987654321"])
+    again = dry_run(api, [first, second, "987654321"])
 
     assert body["dry_run"] is True and (body["crm"], body["object"]) == ("hubspot", "companies")
     decisions = body["decisions"]
@@ -110,9 +90,9 @@ def test_given_unowned_and_gone_records_when_dry_run_then_200_with_the_decisions
 
 
 def test_given_more_than_100_ids_when_dry_run_then_413_saying_the_limit(
-    dry_client: TestClient, enqueue: RecordingEnqueue,
+    api: TestClient, enqueue: RecordingEnqueue,
 ) -> None:
-    response = dry_client.post("/reprocess", headers=AUTH, json={
+    response = api.post("/reprocess", headers=AUTH, json={
         "crm": "hubspot", "object": "companies", "ids": [str(i) for i in range(1, 102)],
         "dry_run": True})
 

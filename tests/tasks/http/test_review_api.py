@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,13 +10,11 @@ from fastapi.testclient import TestClient
 
 from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from sync.compiler import load_routing
 from sync.pipeline import Pipeline
 from sync.state import StateStore
-from tasks.http import create_app
-from tasks.metrics import LocalMetrics
-from tests.tasks.test_http import AUTH, TOKEN, RecordingEnqueue
+from tests.tasks.test_http import AUTH
 
 ROUTING = """version: 1
 reps:
@@ -31,28 +28,10 @@ LISTED = {"id", "record_id", "crm", "object", "proposed_owner", "rule", "reason"
 
 
 @pytest.fixture
-def sim() -> Simulator:
-    simulator = Simulator(seed=3)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, days=1)
-    return simulator
-
-
-@pytest.fixture
-def settings(sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-             ) -> Iterator[Settings]:
-    config = tmp_path / "routing.yaml"
-    config.write_text(ROUTING)
-    with serve(sim) as running:
-        for name, value in {**running.env(), "ACCOUNT_ROUTER_CONFIG": str(config),
-                            "ACCOUNT_ROUTER_API_TOKEN": TOKEN}.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
-        yield Settings()
-
-
-@pytest.fixture
-def api(settings: Settings, sqlite_store: StateStore, enqueue: RecordingEnqueue) -> TestClient:
-    return TestClient(create_app(settings, sqlite_store, enqueue, metrics=LocalMetrics()))
+def routing_file(tmp_path: Path) -> Path:
+    path = tmp_path / "routing.yaml"
+    path.write_text(ROUTING)
+    return path
 
 
 def held(sim: Simulator, store: StateStore, settings: Settings, n: int = 1) -> list[str]:
