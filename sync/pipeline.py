@@ -124,6 +124,46 @@ def to_record(spec: CrmSpec, routing: CompiledRouting, obj: str, crm_record: Crm
                         created_at=crm_record.created_at)
 
 
+def prepare(connector: Connector, routing: CompiledRouting, records: Sequence[Record]
+            ) -> tuple[list[Record], dict[str, str], dict[str, tuple[TraceStep, ...]]]:
+    """A batch's records enriched (docs/routing-file.md#enrichment), the owners of the
+    accounts their leads follow, and what enrichment did to each (id -> trace steps): what the
+    CRM is read for before deciding. The pipeline runs it for every batch; `POST /route` for
+    its one record when a step needs accounts (bounded there: tasks/http/lookup.py)."""
+    enrichment = routing.enrichment
+    if enrichment is None:
+        return list(records), account_owners(connector, routing, records), {}
+    data = account_names(connector, records) if enrichment.needs_accounts else EnrichData()
+    enriched, notes = enrichment.run_all(records, data)
+    return enriched, account_owners(connector, routing, enriched), notes
+
+
+def account_owners(connector: Connector, routing: CompiledRouting, records: Sequence[Record]
+                   ) -> dict[str, str]:
+    """Owner id by domain of the accounts the leads' domains match, when a rule follows the
+    account owner (none read otherwise)."""
+    if not routing.uses_account_owner:
+        return {}
+    domains = sorted({r.domain for r in records
+                      if r.object != "account" and r.domain and not r.freemail})
+    return connector.accounts_by_domain(domains) if domains else {}
+
+
+def account_names(connector: Connector, records: Sequence[Record]) -> EnrichData:
+    """The accounts `company_match` may match these records' leads to: those the connector
+    finds by the leads' company names (batched, `accounts_by_name`), and the accounts of the
+    leads' own domains (a lead whose domain has an account keeps it). A connector without a
+    name lookup gives none: its leads are left as they are."""
+    lookup = getattr(connector, "accounts_by_name", None)
+    leads = [r for r in records if r.object != "account"]
+    names = sorted({r.raw["name"] for r in leads if "name" in r.raw})
+    if lookup is None or not names:
+        return EnrichData()
+    domains = sorted({r.domain for r in leads if r.domain and not r.freemail})
+    known = connector.accounts_by_domain(domains) if domains else {}
+    return EnrichData(AccountIndex.build(lookup(names), known_domains=known))
+
+
 class RecordBusy(RuntimeError):
     """The record's lock is held elsewhere (a batch routing it right now)."""
 
@@ -660,37 +700,9 @@ class Pipeline:
 
     # -- the batch -----------------------------------------------------------------------
 
-    def _account_owners(self, records: Sequence[Record]) -> dict[str, str]:
-        if not self.routing.uses_account_owner:
-            return {}
-        domains = sorted({r.domain for r in records
-                          if r.object != "account" and r.domain and not r.freemail})
-        return self.connector.accounts_by_domain(domains) if domains else {}
-
     def _prepare(self, records: Sequence[Record]
                  ) -> tuple[list[Record], dict[str, str], dict[str, tuple[TraceStep, ...]]]:
-        """A batch's records enriched (docs/routing-file.md#enrichment), the owners of the
-        accounts their leads follow, and what enrichment did to each (id -> trace steps)."""
-        enrichment = self.routing.enrichment
-        if enrichment is None:
-            return list(records), self._account_owners(records), {}
-        data = self._account_names(records) if enrichment.needs_accounts else EnrichData()
-        enriched, notes = enrichment.run_all(records, data)
-        return enriched, self._account_owners(enriched), notes
-
-    def _account_names(self, records: Sequence[Record]) -> EnrichData:
-        """The accounts `company_match` may match this batch's leads to: those the connector
-        finds by the leads' company names (batched, `accounts_by_name`), and the accounts of
-        the leads' own domains (a lead whose domain has an account keeps it). A connector
-        without a name lookup gives none: its leads are left as they are."""
-        lookup = getattr(self.connector, "accounts_by_name", None)
-        leads = [r for r in records if r.object != "account"]
-        names = sorted({r.raw["name"] for r in leads if "name" in r.raw})
-        if lookup is None or not names:
-            return EnrichData()
-        domains = sorted({r.domain for r in leads if r.domain and not r.freemail})
-        known = self.connector.accounts_by_domain(domains) if domains else {}
-        return EnrichData(AccountIndex.build(lookup(names), known_domains=known))
+        return prepare(self.connector, self.routing, records)
 
     def _process(self, obj: str, crm_records: Sequence[CrmRecord], *, trigger: str,
                  read_at: datetime | None, now: datetime | None, report: RunReport,

@@ -196,13 +196,20 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
     except ValueError as exc:
         raise Rejected(422, f"record: {exc}", "invalid") from exc
     enriched: dict[str, tuple[TraceStep, ...]] = {}
+    owners: dict[str, str] | None = None
     if routing.enrichment is not None:
-        # The routing file's steps, as the workers run them; `company_match` finds no account
-        # here (that needs a CRM read), so it leaves the record as it is.
-        records, enriched = routing.enrichment.run_all([record], EnrichData())
+        if routing.enrichment.needs_accounts:
+            # `company_match`: the CRM's accounts read as the workers read them (and, with
+            # the connector at hand, the owners of the accounts leads follow), bounded; when
+            # the CRM does not answer in time the trace says the step was skipped.
+            records, owners, enriched = ctx.account_lookup.prepare(
+                ctx.settings, routing, spec.name, [record])
+        else:
+            # The routing file's steps, as the workers run them: no CRM read needed.
+            records, enriched = routing.enrichment.run_all([record], EnrichData())
         record = records[0]
     turn = ctx.decider.submit(record, routing, crm=spec.name, trigger=TRIGGER,
-                              enriched=enriched)
+                              enriched=enriched, account_owners=owners)
     decision: Decision = store_call(lambda: _taken(turn))
     ctx.metrics.decision(str(decision.outcome), decision.rule)
     entry = precreated(key, spec.name, obj, record, decision, routing.file.precreate_ttl)
