@@ -5,13 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from config.hours import Schedule
 from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule, Sla
 from config.routing import load as load_file
-from sync.conditions import CompileContext, build_first_match, build_predicate, compile_when
+from sync.conditions import (
+    CompileContext,
+    build_all_matches,
+    build_first_match,
+    build_predicate,
+    compile_when,
+)
 from sync.enrich import Enrichment, compile_enrichment
 from sync.models import Record, TraceStep
 from sync.normalize import fold, id_key, is_freemail, normalize_domain
@@ -61,6 +68,12 @@ class CompiledRouting:
     enrichment: Enrichment | None = None
     # Rep id -> working week (docs/routing-file.md#working-hours); reps absent work any time.
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
+    # Indexes of every rule whose `when` holds, in order (`Decision.matched`); None: walk
+    # `first_match` (route-file replaces it with the indexes its workers computed).
+    all_matches: Callable[[Record], tuple[int, ...]] | None = None
+    # Rule indexes -> their names, one tuple object per set (few distinct sets exist).
+    match_names: Callable[[tuple[int, ...]], tuple[str, ...]] = field(
+        default=lambda indexes: ())
 
     @property
     def review_timeout(self) -> timedelta:
@@ -218,11 +231,18 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
 
     try:
         first_match = build_first_match(exprs, ctx)
+        all_matches = build_all_matches(exprs, ctx)
     except (SyntaxError, RecursionError, MemoryError):
         # Unreachable within the bounds in sync/conditions.py; kept so that a file past some
         # limit of Python's own compiler is still exit 2 with a place, never a traceback.
         raise ConfigError(source, "rules", "conditions simple enough to compile"
                           ).with_found_text("conditions too large or too deeply nested") from None
+
+    names = tuple(r.name for r in rules)
+
+    @lru_cache(maxsize=4096)
+    def match_names(indexes: tuple[int, ...]) -> tuple[str, ...]:
+        return tuple(names[i] for i in indexes)
 
     return CompiledRouting(
         file=routing,
@@ -243,6 +263,8 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         enrichment=enrichment,
         schedules={rep.id: rep.working_hours.schedule() for rep in routing.reps
                    if rep.working_hours is not None},
+        all_matches=all_matches,
+        match_names=match_names,
     )
 
 
