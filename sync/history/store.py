@@ -244,8 +244,9 @@ class History:
                 f"run `{UPGRADE_COMMAND}`"
             )
 
-    def upgrade(self) -> None:
-        """Apply the migrations up to head, in one transaction (PostgreSQL and SQLite both have
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to head (or `revision`: tests of a later migration start
+        from an older schema), in one transaction (PostgreSQL and SQLite both have
         transactional DDL), serialised against concurrent upgrades."""
         from alembic import command
         from alembic.config import Config
@@ -257,7 +258,7 @@ class History:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
     # --- labels and traces ------------------------------------------------------------------
 
