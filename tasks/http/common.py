@@ -6,7 +6,6 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,6 +23,7 @@ from sync.history import History
 from sync.history.store import describe_error
 from sync.state.base import StateStore
 from sync.state.sqlite import SqliteStateStore
+from tasks.decider import Decider
 from tasks.logging import REDACTED, SECRET_KEY
 
 if TYPE_CHECKING:
@@ -179,6 +179,8 @@ def store_call(call: Callable[[], Any]) -> Any:
     """Run a state-store call: a ValueError is the caller's 400, any other failure a 503."""
     try:
         return call()
+    except Rejected:
+        raise  # the call's own answer
     except ValueError as exc:
         raise Rejected(400, str(exc), "invalid") from exc
     except Exception as exc:  # noqa: BLE001
@@ -211,10 +213,13 @@ class AppContext:
     routing: Callable[[], CompiledRouting | None]  # the routing file served (None: unset)
     # The decision history, opened on first use (`history()`); the app may set it up front.
     history_db: History | None = None
-    # POST /route decides one request at a time in this process: concurrent requests on one
-    # pool would otherwise lose each other's compare-and-set and decide again, more work the
-    # busier it is. Other processes still meet it only in the compare-and-set.
-    route_lock: threading.Lock = field(default_factory=threading.Lock)
+    # POST /route's pool turns, taken in batches by one thread (tasks/decider.py): concurrent
+    # requests on one pool would otherwise lose each other's compare-and-set, and one state
+    # store round trip set per record does not keep up with a busy form.
+    decider: Decider = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decider = Decider(self.store, self.clock)
 
     def history(self) -> History:
         """The history the store's decisions land in: the SQLite state file's own (embedded),

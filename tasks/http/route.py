@@ -12,6 +12,8 @@ import json
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -29,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from connectors import registry
 from sync.compiler import CompiledRouting
-from sync.engine import CommitConflict, route_batch
+from sync.engine import CommitConflict
 from sync.enrich import EnrichData
 from sync.models import Decision, TraceStep
 from sync.pipeline import to_record
@@ -198,16 +200,22 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
         # here (that needs a CRM read), so it leaves the record as it is.
         records, enriched = routing.enrichment.run_all([record], EnrichData())
         record = records[0]
-    try:
-        with ctx.route_lock:
-            decision = store_call(lambda: route_batch(
-                [record], routing, ctx.store, now, trigger=TRIGGER, crm=spec.name,
-                enriched=enriched))[0]
-    except CommitConflict as exc:
-        raise Rejected(503, "pools too contended right now; retry", "failed") from exc
+    turn = ctx.decider.submit(record, routing, crm=spec.name, trigger=TRIGGER,
+                              enriched=enriched)
+    decision: Decision = store_call(lambda: _taken(turn))
     ctx.metrics.decision(str(decision.outcome), decision.rule)
     entry = precreated(key, spec.name, obj, record, decision, routing.file.precreate_ttl)
     return answer_of(decision, routing), entry
+
+
+def _taken(turn: Future[Decision]) -> Decision:
+    """The decision once its batch committed; a store failure raises for `store_call` (503)."""
+    try:
+        return turn.result(timeout=CLAIM_SECONDS)
+    except CommitConflict as exc:
+        raise Rejected(503, "pools too contended right now; retry", "failed") from exc
+    except FutureTimeout as exc:
+        raise Rejected(503, "the state store did not answer in time; retry", "failed") from exc
 
 
 def answer_of(decision: Decision, routing: CompiledRouting) -> dict[str, Any]:
