@@ -418,8 +418,10 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
     # Every rule the record matches, not only up to the winner (`overlaps` on the dashboard):
     # one generated pass over the conditions; route-file's rows carry them from its workers.
     every = routing.all_matches
-    matched = routing.match_names(
-        every(record) if every is not None else _walk(routing, record))
+    indexes = every(record) if every is not None else _walk(routing, record)
+    matched = routing.match_names.get(indexes)
+    if matched is None:
+        matched = routing.matched_names(indexes)
     owner = record.owner
     previous = None
     if owner is not None:
@@ -456,7 +458,7 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
         return Decision(record.id, record.object, record.crm, outcome, previous, assignee,
                         crm_ids.get(record.crm) if crm_ids is not None else assignee,
                         rule_name, reason, trace, trigger, None, record.created_at, now,
-                        matched=matched)
+                        None, None, None, matched)
     if ctx._paths:
         known_path = _known_path(record, i, ctx)
         hit = None if known_path is None else ctx._paths.get(known_path)
@@ -467,7 +469,7 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                             None if won is None else
                             crm_ids.get(record.crm) if crm_ids is not None else won,
                             hit.rule, hit.reason, hit.trace, trigger, hit.pool,
-                            record.created_at, now, matched=matched)
+                            record.created_at, now, None, None, None, matched)
     reasons: list[str] = []  # each tried rule's answer, in `path` order: the trace's makings
     path: list[int] = []
     memo = True  # every answer on the path is memoized (none read the record)
