@@ -20,7 +20,15 @@ from sync.history import History
 from sync.state.base import StateStore
 from tasks.dashboard import for_serve, mount
 from tasks.http import health, hubspot, ops, review, route, salesforce
-from tasks.http.common import AppContext, BodyLimit, Enqueue, Rejected, log, redact
+from tasks.http.common import (
+    AppContext,
+    BodyLimit,
+    Enqueue,
+    Rejected,
+    first_error,
+    log,
+    redact,
+)
 from tasks.http.routing import ServedRouting
 from tasks.metrics import AnyMetrics, Broker, HistoryOutbox, metrics_for
 
@@ -91,6 +99,8 @@ def create_app(
                                count=count, broker=broker, registry=registry, metrics=shared,
                                routing=ServedRouting(settings.config,
                                                     settings.list_roots))
+    # POST /route answered inside BodyLimit, ahead of the router (tasks/http/route.py).
+    app.add_middleware(route.RouteEndpoint)
     app.add_middleware(BodyLimit, timeout=body_timeout, on_reject=body_refused)
     for router in (hubspot.router, salesforce.router, ops.router, review.router,
                    route.router, health.router):
@@ -114,7 +124,7 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        return JSONResponse({"error": _first_error(exc)}, status_code=400)
+        return JSONResponse({"error": first_error(exc.errors())}, status_code=400)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
@@ -126,20 +136,3 @@ def _handle_errors(app: FastAPI) -> None:
         # A bug must not look like a server crash to the CRM's retry logic: 503 asks it to retry.
         log.exception("unexpected error on %s %s", request.method, redact(request.url.path))
         return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
-
-
-def _first_error(exc: RequestValidationError) -> str:
-    """`body.ids.0: Input should be a valid string`: the place, then what is wrong there."""
-    errors = exc.errors()
-    if not errors:
-        return "invalid request"
-    first = errors[0]
-    # A location can be a key the client sent (an unexpected field): shortened, not echoed.
-    where = ".".join(_short(str(part)) for part in first.get("loc", ()))
-    message = _short(str(first.get("msg", "invalid")), 200)
-    return f"{where}: {message}" if where else message
-
-
-def _short(text: str, limit: int = 64) -> str:
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text if len(text) <= limit else text[:limit] + "…"

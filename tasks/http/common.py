@@ -6,7 +6,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, unquote, unquote_plus
@@ -81,6 +81,23 @@ def redact(text: str) -> str:
         return f"{match[1]}{match[2]}={REDACTED}"
 
     return _QUERY_PAIR.sub(pair, _PATH.sub(path, text))
+
+
+def first_error(errors: Sequence[Any]) -> str:
+    """`body.ids.0: Input should be a valid string`: the place of a validation error (FastAPI's
+    `RequestValidationError.errors()`), then what is wrong there."""
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    # A location can be a key the client sent (an unexpected field): shortened, not echoed.
+    where = ".".join(_short(str(part)) for part in first.get("loc", ()))
+    message = _short(str(first.get("msg", "invalid")), 200)
+    return f"{where}: {message}" if where else message
+
+
+def _short(text: str, limit: int = 64) -> str:
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 class Rejected(Exception):
@@ -258,7 +275,12 @@ Ctx = Annotated[AppContext, Depends(context)]
 
 def require_token(request: Request) -> None:
     """FastAPI dependency: the ops API's bearer token (ACCOUNT_ROUTER_API_TOKEN), else 401."""
-    token = secret_value(context(request).settings.api_token)
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    check_token(context(request), request.headers.get("authorization", ""))
+
+
+def check_token(ctx: AppContext, authorization: str) -> None:
+    """The 401 for an `Authorization` header without the ops API's bearer token."""
+    token = secret_value(ctx.settings.api_token)
+    scheme, _, given = authorization.partition(" ")
     if not token or scheme.lower() != "bearer" or not same(given.strip(), token):
         raise Rejected(401, "missing or wrong bearer token", "unauthorized")

@@ -90,6 +90,57 @@ def test_given_a_wrong_token_when_routing_then_401(route_client: TestClient) -> 
     assert response.status_code == 401
 
 
+def test_given_no_token_and_a_bad_body_when_routing_then_401_before_the_body_is_read(
+    route_client: TestClient,
+) -> None:
+    response = route_client.post("/route", content=b"{not json",
+                                 headers={"Content-Type": "application/json"})
+
+    assert response.status_code == 401
+    assert response.json() == {"error": "missing or wrong bearer token"}
+
+
+@pytest.mark.parametrize(("content", "headers", "named"), [
+    (b"", {"Content-Type": "application/json"}, "body: Field required"),
+    (b"{not json", {"Content-Type": "application/json"}, "body.1: JSON decode error"),
+    (b'{"crm": "\xff"}', {"Content-Type": "application/json"},
+     "There was an error parsing the body"),
+    (b"[" * 100_000, {"Content-Type": "application/json"}, "There was an error parsing"),
+    (b"[1]", {"Content-Type": "application/json"}, "body: Input should be a valid dictionary"),
+    (json.dumps(contact()).encode(), {"Content-Type": "text/plain"},
+     "body: Input should be a valid dictionary"),
+    (json.dumps(contact()).encode(), {}, "body: Input should be a valid dictionary"),
+])
+def test_given_a_body_fastapi_would_refuse_when_routing_then_the_same_400(
+    route_client: TestClient, content: bytes, headers: dict[str, str], named: str,
+) -> None:
+    response = route_client.post("/route", content=content, headers={**AUTH, **headers})
+
+    assert response.status_code == 400
+    assert response.json()["error"].startswith(named)
+
+
+def test_given_an_application_json_variant_when_routing_then_the_body_is_read_as_json(
+    route_client: TestClient,
+) -> None:
+    response = route_client.post(
+        "/route", content=json.dumps(contact()),
+        headers={**AUTH, "Content-Type": "application/vnd.form+json; charset=utf-8"})
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["owner"]["id"] == "ana"
+
+
+def test_given_other_methods_or_paths_when_called_then_the_router_answers_them(
+    route_client: TestClient,
+) -> None:
+    assert route_client.get("/route", headers=AUTH).status_code == 405
+    assert post(route_client, contact(), headers=None).status_code == 200
+    assert route_client.post("/route/", content=json.dumps(contact()),
+                             headers=AUTH).status_code == 404
+
+
 def test_given_a_body_over_one_mib_when_routing_then_413(route_client: TestClient) -> None:
     response = post(route_client, contact(notes="x" * (1 << 20)))
 
