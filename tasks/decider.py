@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from sync.compiler import CompiledRouting
 from sync.engine import route_batch
@@ -33,26 +34,55 @@ MAX_BATCH = 64
 IDLE_SECONDS = 2.0
 
 
-@dataclass(eq=False)
-class _Job:
+@dataclass(frozen=True)
+class Prepared:
+    """A turn's record, ready to decide with `routing` for `crm`, and what enrichment found
+    for it."""
+
     record: Record
     routing: CompiledRouting
+    crm: str
+    enriched: tuple[TraceStep, ...] = ()
+
+
+class Turn(Protocol):
+    """A request's own store work around its pool turn, run on the decider's thread with the
+    batch (a request then waits for one thread, not two: `POST /route`)."""
+
+    def prepare(self) -> Prepared | Any:
+        """The record to decide; anything else is the request's answer without a turn."""
+
+    def settle(self, decision: Decision) -> Any:
+        """The request's answer, once its decision is committed."""
+
+    def abandon(self) -> None:
+        """Undo `prepare`: the batch failed (never raises)."""
+
+
+@dataclass(eq=False)
+class _Job:
+    record: Record | None  # None until its `turn` prepared it
+    routing: CompiledRouting | None  # likewise
     crm: str
     trigger: str
     enriched: tuple[TraceStep, ...]
     # Owner id by domain of the accounts the record may follow (`account_owner` rules), as
     # read from the CRM for it (POST /route with company_match); empty when none was read.
     account_owners: Mapping[str, str] = field(default_factory=dict)
-    done: Future[Decision] = field(default_factory=Future)
+    done: Future[Any] = field(default_factory=Future)
+    turn: Turn | None = None
 
 
 class Decider:
     """Decides records with real pool turns on `store`, one batch at a time, in one thread."""
 
     def __init__(self, store: StateStore, clock: Callable[[], float], *,
-                 max_batch: int = MAX_BATCH, idle_seconds: float = IDLE_SECONDS) -> None:
+                 max_batch: int = MAX_BATCH, idle_seconds: float = IDLE_SECONDS,
+                 count: Callable[[Sequence[Decision]], None] | None = None) -> None:
         self.store = store
         self.clock = clock
+        # Each committed batch's decisions, counted once for the batch (metrics).
+        self.count = count
         self.max_batch = max_batch
         self.idle_seconds = idle_seconds
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -65,6 +95,17 @@ class Decider:
         """The decision for `record`, once its batch committed (or the batch's error)."""
         job = _Job(record, routing, crm, trigger, (enriched or {}).get(record.id, ()),
                    dict(account_owners or {}))
+        self._queue(job)
+        return job.done
+
+    def submit_turn(self, turn: Turn, *, trigger: str) -> Future[Any]:
+        """`turn`'s answer: its `prepare` and `settle` run on this thread, around the batch
+        its record is decided in (or the error of either, or of the batch)."""
+        job = _Job(None, None, "", trigger, (), turn=turn)
+        self._queue(job)
+        return job.done
+
+    def _queue(self, job: _Job) -> None:
         # Queued and the thread checked under one lock: the thread ends only under it, after
         # seeing the queue empty, so no job is ever left without a thread to take it.
         with self._lock:
@@ -72,7 +113,6 @@ class Decider:
             if not self._running:
                 self._running = True
                 threading.Thread(target=self._run, name="decider", daemon=True).start()
-        return job.done
 
     def _run(self) -> None:
         while True:
@@ -93,9 +133,28 @@ class Decider:
             # One routing file version, CRM and trigger per `route_batch` call.
             groups: dict[tuple[int, str, str], list[_Job]] = {}
             for job in jobs:
+                if not job.done.set_running_or_notify_cancel() or not self._prepared(job):
+                    continue  # given up by its request, or answered without a turn
                 groups.setdefault((id(job.routing), job.crm, job.trigger), []).append(job)
             for group in groups.values():
                 self._decide(group)
+
+    @staticmethod
+    def _prepared(job: _Job) -> bool:
+        """Whether `job` has a record to decide; if not, its answer (or error) is set."""
+        if job.turn is None:
+            return True
+        try:
+            prepared = job.turn.prepare()
+        except Exception as exc:  # noqa: BLE001 - the request's own answer (e.g. a 4xx)
+            job.done.set_exception(exc)
+            return False
+        if not isinstance(prepared, Prepared):
+            job.done.set_result(prepared)
+            return False
+        job.record, job.routing = prepared.record, prepared.routing
+        job.crm, job.enriched = prepared.crm, prepared.enriched
+        return True
 
     def _decide(self, jobs: list[_Job]) -> None:
         head = jobs[0]
@@ -105,16 +164,29 @@ class Decider:
         for job in jobs:
             for domain, owner in job.account_owners.items():
                 owners.setdefault(domain, owner)
+        records = [j.record for j in jobs if j.record is not None]
+        assert head.routing is not None  # prepared
         try:
             decisions = route_batch(
-                [j.record for j in jobs], head.routing, self.store, now, trigger=head.trigger,
-                crm=head.crm, enriched={j.record.id: j.enriched for j in jobs if j.enriched},
+                records, head.routing, self.store, now, trigger=head.trigger, crm=head.crm,
+                enriched={r.id: j.enriched for j, r in zip(jobs, records, strict=True)
+                          if j.enriched},
                 account_owners=owners)
         except Exception as exc:  # noqa: BLE001 - handed to the requests, which answer it
             # Every request of the batch answers it (a store outage is all of theirs; deciding
             # each alone again would multiply the wait on a store that hangs).
             for job in jobs:
+                if job.turn is not None:
+                    job.turn.abandon()
                 job.done.set_exception(exc)
             return
+        if self.count is not None:
+            self.count(decisions)  # before the answers: a request answered is counted
         for job, decision in zip(jobs, decisions, strict=True):
-            job.done.set_result(decision)
+            if job.turn is None:
+                job.done.set_result(decision)
+                continue
+            try:
+                job.done.set_result(job.turn.settle(decision))
+            except Exception as exc:  # noqa: BLE001 - the request answers it
+                job.done.set_exception(exc)

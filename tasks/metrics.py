@@ -14,7 +14,7 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar, overload
 
@@ -180,6 +180,11 @@ class LocalMetrics(_Base):
         with self._lock:
             self._data.decisions[(outcome, rule or "")] += 1
 
+    def decisions(self, made: Iterable[tuple[str, str | None]]) -> None:
+        """`decision` for each (outcome, rule) of a batch."""
+        with self._lock:
+            self._data.decisions.update((outcome, rule or "") for outcome, rule in made)
+
     def crm_call(self, crm: str, endpoint: str, status: str) -> None:
         with self._lock:
             self._data.crm_calls[(crm, endpoint, status)] += 1
@@ -247,6 +252,19 @@ class RedisMetrics(_Base):
 
     def decision(self, outcome: str, rule: str | None) -> None:
         self._incr("decisions", (outcome, rule or ""))
+
+    def decisions(self, made: Iterable[tuple[str, str | None]]) -> None:
+        """`decision` for each (outcome, rule) of a batch, in one round trip."""
+        counted = Counter(json.dumps([outcome, rule or ""]) for outcome, rule in made)
+        if not counted:
+            return
+        try:
+            with self._r.pipeline(transaction=False) as pipe:
+                for labels, n in counted.items():
+                    pipe.hincrby(self._key("decisions"), labels, n)
+                pipe.execute()
+        except redis.RedisError as exc:
+            log.warning("metrics: could not count decisions: %r", exc)
 
     def crm_call(self, crm: str, endpoint: str, status: str) -> None:
         self._incr("crm_calls", (crm, endpoint, status))

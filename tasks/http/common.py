@@ -241,7 +241,9 @@ class AppContext:
     account_lookup: AccountLookup = field(default_factory=AccountLookup)
 
     def __post_init__(self) -> None:
-        self.decider = Decider(self.store, self.clock)
+        metrics = self.metrics
+        self.decider = Decider(self.store, self.clock, count=lambda decisions: metrics.decisions(
+            (str(d.outcome), d.rule) for d in decisions))
 
     def history(self) -> History:
         """The history the store's decisions land in: the SQLite state file's own (embedded),

@@ -7,6 +7,7 @@ See docs/operations.md#post-route.
 
 from __future__ import annotations
 
+import asyncio
 import email.message
 import hashlib
 import json
@@ -14,9 +15,8 @@ import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
@@ -37,11 +37,11 @@ from connectors import registry
 from sync.compiler import CompiledRouting
 from sync.engine import CommitConflict
 from sync.enrich import EnrichData
-from sync.models import Decision, TraceStep
+from sync.models import Decision, Record, TraceStep
 from sync.pipeline import to_record
 from sync.ports import CrmRecord, CrmSpec
 from sync.precreate import OWNER_OUTCOMES, precreated
-from sync.state.base import Precreated
+from tasks.decider import Prepared
 from tasks.http.common import (
     AppContext,
     Ctx,
@@ -132,7 +132,7 @@ class RouteEndpoint:
         try:
             check_token(ctx, _header(scope, b"authorization"))
             body = _parsed(await _body(receive), _header(scope, b"content-type"))
-            answer = await run_in_threadpool(decide_once, ctx, body)
+            answer = await decided(ctx, body)
         except Rejected as exc:
             await exc.response()(scope, receive, send)
             return
@@ -202,37 +202,159 @@ def _parsed(raw: bytes, content_type: str) -> RouteBody:
 
 def decide_once(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
     """The answer for `body`: the one given before under its key (same request), else a new
-    decision made and remembered. Runs off the event loop (store calls block)."""
-    routing = ctx.routing()
-    if routing is None:
-        raise Rejected(503, "no usable routing file (ACCOUNT_ROUTER_CONFIG) to decide with",
-                       "failed")
-    spec, obj = _crm_object(body.crm, body.object)
-    key = hashlib.blake2b(body.idempotency_key.encode("utf-8"), digest_size=16).hexdigest()
-    fingerprint = _fingerprint(spec.name, obj, body.record)
-    store = ctx.store
-    # Of concurrent requests with one key, one claims it and decides; the others wait for its
-    # answer. The claim is short (CLAIM_SECONDS): the answer, kept for precreate_ttl, is what
-    # makes later requests idempotent. One store call for both (a round trip saved per request).
-    claimed, stored = store_call(lambda: store.claim_answer(key, f"route:{key}", CLAIM_SECONDS))
-    if stored is not None:
-        return _replayed(stored, fingerprint)
-    if not claimed:
-        return _awaited(ctx, key, fingerprint)
+    decision made and remembered. Blocks (store calls, the pool turn): not on the event loop."""
+    turn = _RouteTurn(ctx, body)
+    future = ctx.decider.submit_turn(turn, trigger=TRIGGER)
+    result = store_call(lambda: _taken(future))
+    if result is _READS_CRM:
+        return turn.decide_here()
+    return _settled(turn, result)
+
+
+async def decided(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
+    """`decide_once` for the event loop: the request's store calls run on the decider's
+    thread with its batch, and nothing holds a thread while the request waits."""
+    turn = _RouteTurn(ctx, body)
+    future = ctx.decider.submit_turn(turn, trigger=TRIGGER)
     try:
-        answer, entry = _decide(ctx, routing, spec, obj, body, key)
-        ttl = routing.file.precreate_ttl.total_seconds()
-        stored_answer = json.dumps({"fingerprint": fingerprint, "answer": answer},
-                                   separators=(",", ":"))
-        # The answer, and the decision kept for the record, in one store call.
-        store_call(lambda: store.put_answer(key, stored_answer, ttl, entry))
-    except BaseException:
+        result = await asyncio.wait_for(asyncio.wrap_future(future), CLAIM_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - answered as `decide_once` answers it
+        result = store_call(partial(_taken_error, exc))
+    if result is _READS_CRM:
+        return await run_in_threadpool(turn.decide_here)
+    if result is _HELD:
+        return await run_in_threadpool(_settled, turn, result)
+    answer: dict[str, Any] = result
+    return answer
+
+
+def _settled(turn: _RouteTurn, result: Any) -> dict[str, Any]:
+    if result is _HELD:
+        return _awaited(turn.ctx, turn.key, turn.fingerprint)
+    answer: dict[str, Any] = result
+    return answer
+
+
+# `_RouteTurn.prepare`'s answers without a record: a concurrent request holds the key's claim
+# (wait for its answer); the routing file reads the CRM (decide on the request's thread).
+_HELD = object()
+_READS_CRM = object()
+
+
+class _RouteTurn:
+    """One request's work around its pool turn (`tasks.decider.Turn`): claim the key, or
+    replay its answer; then the decision's answer, and the entry kept for the record."""
+
+    def __init__(self, ctx: AppContext, body: RouteBody) -> None:
+        self.ctx, self.body = ctx, body
+        self.key = hashlib.blake2b(body.idempotency_key.encode("utf-8"),
+                                   digest_size=16).hexdigest()
+        self.fingerprint = ""
+        self.owners: dict[str, str] | None = None
+        self.record: Record | None = None
+        self.routing: CompiledRouting | None = None
+
+    def prepare(self) -> Prepared | Any:
+        """On the decider's thread: claim and record, unless the routing file reads the CRM
+        (`company_match`: a bounded wait every request would share)."""
+        return self._prepare(reads_crm_here=False)
+
+    def decide_here(self) -> dict[str, Any]:
+        """The whole turn on this thread, around a plain decider turn (`company_match`)."""
+        prepared = self._prepare(reads_crm_here=True)
+        if not isinstance(prepared, Prepared):
+            return _settled(self, prepared)
+        record = prepared.record
+        future = self.ctx.decider.submit(record, prepared.routing, crm=prepared.crm,
+                                         trigger=TRIGGER, enriched={record.id: prepared.enriched},
+                                         account_owners=self.owners)
         try:
-            store.forget(f"route:{key}")  # let a retry decide
+            decision: Decision = store_call(lambda: _taken(future))
+        except BaseException:
+            self.abandon()
+            raise
+        return self.settle(decision)
+
+    def _prepare(self, *, reads_crm_here: bool) -> Prepared | Any:
+        # The routing file is read here, off the event loop (it stats the files).
+        routing = self.ctx.routing()
+        if routing is None:
+            raise Rejected(503, "no usable routing file (ACCOUNT_ROUTER_CONFIG) to decide "
+                           "with", "failed")
+        spec, obj = _crm_object(self.body.crm, self.body.object)
+        self.routing, self.spec, self.obj = routing, spec, obj
+        self.fingerprint = _fingerprint(spec.name, obj, self.body.record)
+        reads_crm = routing.enrichment is not None and routing.enrichment.needs_accounts
+        if reads_crm and not reads_crm_here:
+            return _READS_CRM
+        store, key = self.ctx.store, self.key
+        # Of concurrent requests with one key, one claims it and decides; the others wait for
+        # its answer. The claim is short (CLAIM_SECONDS): the answer, kept for precreate_ttl,
+        # is what makes later requests idempotent. One store call for both (a round trip
+        # saved per request).
+        claimed, stored = store_call(lambda: store.claim_answer(key, f"route:{key}",
+                                                                CLAIM_SECONDS))
+        if stored is not None:
+            return _replayed(stored, self.fingerprint)
+        if not claimed:
+            return _HELD
+        try:
+            self.record, enriched = self._record(routing, spec, obj, reads_crm)
+        except BaseException:
+            self.abandon()
+            raise
+        return Prepared(self.record, routing, spec.name, enriched)
+
+    def settle(self, decision: Decision) -> dict[str, Any]:
+        routing, record = self.routing, self.record
+        assert routing is not None and record is not None  # prepared
+        try:
+            answer = answer_of(decision, routing)
+            entry = precreated(self.key, self.spec.name, self.obj, record, decision,
+                               routing.file.precreate_ttl)
+            stored = json.dumps({"fingerprint": self.fingerprint, "answer": answer},
+                                separators=(",", ":"))
+            ttl = routing.file.precreate_ttl.total_seconds()
+            # The answer, and the decision kept for the record, in one store call.
+            store_call(lambda: self.ctx.store.put_answer(self.key, stored, ttl, entry))
+        except BaseException:
+            self.abandon()
+            raise
+        return answer
+
+    def abandon(self) -> None:
+        try:
+            self.ctx.store.forget(f"route:{self.key}")  # let a retry decide
         except Exception as exc:  # noqa: BLE001 - the claim lapses by itself anyway
             log.error("could not release the claim on an idempotency key: %r", exc)
-        raise
-    return answer
+
+    def _record(self, routing: CompiledRouting, spec: CrmSpec, obj: str, reads_crm: bool
+                ) -> tuple[Record, tuple[TraceStep, ...]]:
+        """The record as the pipeline reads it, enriched: the routing file's steps as the
+        workers run them (with `company_match`, the CRM's accounts read for it, bounded:
+        when the CRM does not answer in time the trace says the step was skipped)."""
+        ctx, body = self.ctx, self.body
+        now = datetime.fromtimestamp(ctx.clock(), UTC)
+        props = dict(body.record)
+        # The record does not exist in the CRM: it has no owner to keep, whatever the form
+        # says.
+        owner_field = spec.field_map(obj, routing.file.field_maps).get("owner")
+        if owner_field is not None:
+            props.pop(owner_field, None)
+        try:
+            record = to_record(spec, routing, obj, CrmRecord(
+                f"{TRIGGER}:{body.idempotency_key}", obj, props, created_at=now))
+        except ValueError as exc:
+            raise Rejected(422, f"record: {exc}", "invalid") from exc
+        if routing.enrichment is None:
+            return record, ()
+        enriched: dict[str, tuple[TraceStep, ...]]
+        if reads_crm:
+            records, self.owners, enriched = ctx.account_lookup.prepare(
+                ctx.settings, routing, spec.name, [record])
+        else:
+            records, enriched = routing.enrichment.run_all([record], EnrichData())
+        return records[0], enriched.get(records[0].id, ())
 
 
 def _crm_object(crm: str, obj: str) -> tuple[CrmSpec, str]:
@@ -280,52 +402,21 @@ def _awaited(ctx: AppContext, key: str, fingerprint: str,
                    "retry", "busy")
 
 
-def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
-            body: RouteBody, key: str) -> tuple[dict[str, Any], Precreated | None]:
-    """Decide the record with a real pool turn (the pipeline's engine: compare-and-set on the
-    state store) and audit it: the answer, and the entry to keep for the CRM record when the
-    decision gives it an owner or holds a proposal for review (no review item yet: there is
-    no record to write until it appears)."""
-    now = datetime.fromtimestamp(ctx.clock(), UTC)
-    props = dict(body.record)
-    # The record does not exist in the CRM: it has no owner to keep, whatever the form says.
-    owner_field = spec.field_map(obj, routing.file.field_maps).get("owner")
-    if owner_field is not None:
-        props.pop(owner_field, None)
+def _taken(future: Future[Any]) -> Any:
+    """The turn's result once its batch committed; a store failure raises for `store_call`
+    (503)."""
     try:
-        record = to_record(spec, routing, obj, CrmRecord(
-            f"{TRIGGER}:{body.idempotency_key}", obj, props, created_at=now))
-    except ValueError as exc:
-        raise Rejected(422, f"record: {exc}", "invalid") from exc
-    enriched: dict[str, tuple[TraceStep, ...]] = {}
-    owners: dict[str, str] | None = None
-    if routing.enrichment is not None:
-        if routing.enrichment.needs_accounts:
-            # `company_match`: the CRM's accounts read as the workers read them (and, with
-            # the connector at hand, the owners of the accounts leads follow), bounded; when
-            # the CRM does not answer in time the trace says the step was skipped.
-            records, owners, enriched = ctx.account_lookup.prepare(
-                ctx.settings, routing, spec.name, [record])
-        else:
-            # The routing file's steps, as the workers run them: no CRM read needed.
-            records, enriched = routing.enrichment.run_all([record], EnrichData())
-        record = records[0]
-    turn = ctx.decider.submit(record, routing, crm=spec.name, trigger=TRIGGER,
-                              enriched=enriched, account_owners=owners)
-    decision: Decision = store_call(lambda: _taken(turn))
-    ctx.metrics.decision(str(decision.outcome), decision.rule)
-    entry = precreated(key, spec.name, obj, record, decision, routing.file.precreate_ttl)
-    return answer_of(decision, routing), entry
+        return future.result(timeout=CLAIM_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - mapped below
+        return _taken_error(exc)
 
 
-def _taken(turn: Future[Decision]) -> Decision:
-    """The decision once its batch committed; a store failure raises for `store_call` (503)."""
-    try:
-        return turn.result(timeout=CLAIM_SECONDS)
-    except CommitConflict as exc:
+def _taken_error(exc: Exception) -> Any:
+    if isinstance(exc, CommitConflict):
         raise Rejected(503, "pools too contended right now; retry", "failed") from exc
-    except FutureTimeout as exc:
+    if isinstance(exc, TimeoutError):
         raise Rejected(503, "the state store did not answer in time; retry", "failed") from exc
+    raise exc
 
 
 def answer_of(decision: Decision, routing: CompiledRouting) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from sync.models import Decision
 from sync.state import open_store
 from sync.state.base import PoolChange, StateStore
-from tasks.decider import Decider
+from tasks.decider import Decider, Prepared
 from tests.builders import rec, routing
 
 NOW = 1_796_600_000.0
@@ -132,3 +132,75 @@ def test_given_an_idle_decider_then_its_thread_ends_and_the_next_request_starts_
     assert deciders() == before
 
     assert submit(decider, "1").result(timeout=10).owner == "bo"
+
+
+class RecordingTurn:
+    """A request's work around its turn (tasks.decider.Turn), recording what ran and on
+    which thread."""
+
+    def __init__(self, key: str, answer: object = None, fail: Exception | None = None) -> None:
+        self.key, self.answer, self.fail = key, answer, fail
+        self.threads: list[str] = []
+        self.abandoned = False
+
+    def prepare(self) -> Any:
+        self.threads.append(threading.current_thread().name)
+        if self.fail is not None:
+            raise self.fail
+        if self.answer is not None:
+            return self.answer
+        return Prepared(rec(id=f"api:{self.key}"), ROUTING, "hubspot")
+
+    def settle(self, decision: Decision) -> str:
+        self.threads.append(threading.current_thread().name)
+        return f"{self.key} -> {decision.owner}"
+
+    def abandon(self) -> None:
+        self.abandoned = True
+
+
+def test_given_turns_queued_while_a_batch_commits_then_prepare_and_settle_run_with_the_batch(
+    gated: GatedStore,
+) -> None:
+    counted: list[list[str | None]] = []
+    decider = Decider(gated, lambda: NOW,  # type: ignore[arg-type]
+                      count=lambda ds: counted.append([d.owner for d in ds]))
+    gated.gate.clear()
+    first = submit(decider, "0")
+    assert gated.entered.wait(5)
+    turns = [RecordingTurn(str(i)) for i in range(1, 4)]
+    futures = [decider.submit_turn(t, trigger="api") for t in turns]
+    gated.gate.set()
+
+    assert first.result(timeout=10).owner == "ana"
+    assert [f.result(timeout=10) for f in futures] == ["1 -> bo", "2 -> cy", "3 -> ana"]
+    assert gated.commits == [1, 3]
+    assert all(t.threads == ["decider", "decider"] for t in turns)
+    assert counted == [["ana"], ["bo", "cy", "ana"]]  # once per committed batch
+
+
+def test_given_a_turn_answered_without_a_record_or_refused_then_no_turn_is_taken(
+    gated: GatedStore,
+) -> None:
+    decider = Decider(gated, lambda: NOW)  # type: ignore[arg-type]
+
+    replayed = decider.submit_turn(RecordingTurn("0", answer={"owner": None}), trigger="api")
+    refused = decider.submit_turn(RecordingTurn("1", fail=ValueError("bad record")),
+                                  trigger="api")
+
+    assert replayed.result(timeout=10) == {"owner": None}
+    with pytest.raises(ValueError, match="bad record"):
+        refused.result(timeout=10)
+    assert gated.commits == []
+    assert submit(decider, "2").result(timeout=10).owner == "ana"  # no turn was taken
+
+
+def test_given_a_store_that_fails_then_prepared_turns_are_abandoned(gated: GatedStore) -> None:
+    decider = Decider(gated, lambda: NOW)  # type: ignore[arg-type]
+    gated.fail = ConnectionError("state store down")
+    turn = RecordingTurn("0")
+
+    with pytest.raises(ConnectionError, match="state store down"):
+        decider.submit_turn(turn, trigger="api").result(timeout=10)
+
+    assert turn.abandoned

@@ -252,6 +252,21 @@ def test_given_a_routed_form_then_the_history_has_it_with_trigger_api(
     assert listed[0]["trigger"] == "api"
 
 
+def test_given_routed_forms_then_each_decision_is_counted_once(
+    sqlite_store: StateStore, routing_path: Path,
+) -> None:
+    metrics = LocalMetrics()
+    client = TestClient(create_app(make_settings(config=str(routing_path)), sqlite_store,
+                                   RecordingEnqueue(), clock=lambda: NOW, metrics=metrics))
+
+    assert post(client, contact("a")).status_code == 200
+    assert post(client, contact("a")).status_code == 200  # the same answer: no second turn
+    assert post(client, contact("b", country="DE")).status_code == 200
+
+    assert dict(metrics.snapshot().decisions) == {("assigned", "inbound"): 1,
+                                                  ("assigned", "germany"): 1}
+
+
 def test_given_no_routing_file_when_routing_then_503_not_a_crash(
     sqlite_store: StateStore,
 ) -> None:
