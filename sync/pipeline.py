@@ -766,7 +766,8 @@ class Pipeline:
                 chosen=chosen, enriched=enriched)]
             current = {r.id: r.owner for r in records}
             if not self.dry_run:
-                self._hold_for_review(obj, decisions, instant, current)
+                self._hold_for_review(obj, decisions, instant, current,
+                                      {i: e.window for i, e in taken.items()})
             decided, pending = self._plan(obj, decisions, current, report)
             if not self.dry_run:
                 for record_id, owner in pending.items():
@@ -881,14 +882,17 @@ class Pipeline:
         return reviewing
 
     def _hold_for_review(self, obj: str, decisions: Sequence[Decision], instant: datetime,
-                         owners: Mapping[str, str | None]) -> None:
+                         owners: Mapping[str, str | None],
+                         windows: Mapping[str, str | None] | None = None) -> None:
         """Open a review item for each decision held for review (its pool turn is already
-        taken), remembering the owner the record had, which approval checks again."""
+        taken), remembering the owner the record had, which approval checks again. `windows`:
+        where the turn was counted for decisions made without one here (POST /route's)."""
         held = [d for d in decisions if d.outcome == Outcome.PENDING_REVIEW]
         if held:
             deadline = instant + self.routing.review_timeout
-            self.store.add_reviews([review_item(d, obj, deadline, owners.get(d.record_id))
-                                    for d in held])
+            windows = windows or {}
+            self.store.add_reviews([review_item(d, obj, deadline, owners.get(d.record_id),
+                                                windows.get(d.record_id)) for d in held])
 
     def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
                  audit: list[Decision], instant: datetime, kind: str, trigger: str
@@ -1060,16 +1064,17 @@ class Pipeline:
 
 
 def review_item(decision: Decision, obj: str, deadline: datetime,
-                previous_owner: str | None) -> ReviewItem:
+                previous_owner: str | None, window: str | None = None) -> ReviewItem:
     """The review item for a decision held for review on the CRM object `obj`;
-    `previous_owner` is the record's CRM owner id when decided."""
+    `previous_owner` is the record's CRM owner id when decided; `window` the turn's window
+    when the decision carries no turn (it was taken earlier, by POST /route)."""
     assert decision.owner is not None and decision.decided_at is not None  # held ones have both
     return ReviewItem(
         id=review_id(decision_key(decision)),
         record_id=decision.record_id, crm=decision.crm, object=obj,
         proposed_owner=decision.owner, proposed_crm_id=decision.owner_crm_id,
         rule=decision.rule, pool=decision.turn.pool if decision.turn else decision.pool,
-        window=decision.turn.window if decision.turn else None, reason=decision.reason,
+        window=decision.turn.window if decision.turn else window, reason=decision.reason,
         previous_owner=previous_owner, created_at=decision.decided_at,
         deadline=deadline)
 

@@ -36,7 +36,7 @@ from sync.enrich import EnrichData
 from sync.models import Decision, TraceStep
 from sync.pipeline import to_record
 from sync.ports import CrmRecord, CrmSpec
-from sync.precreate import KEPT_OUTCOMES, precreated
+from sync.precreate import OWNER_OUTCOMES, precreated
 from sync.state.base import Precreated
 from tasks.http.common import AppContext, Ctx, Rejected, check_text, log, require_token, store_call
 
@@ -182,7 +182,8 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
             body: RouteBody, key: str) -> tuple[dict[str, Any], Precreated | None]:
     """Decide the record with a real pool turn (the pipeline's engine: compare-and-set on the
     state store) and audit it: the answer, and the entry to keep for the CRM record when the
-    decision gives it an owner."""
+    decision gives it an owner or holds a proposal for review (no review item yet: there is
+    no record to write until it appears)."""
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     props = dict(body.record)
     # The record does not exist in the CRM: it has no owner to keep, whatever the form says.
@@ -227,9 +228,10 @@ def _taken(turn: Future[Decision]) -> Decision:
 
 def answer_of(decision: Decision, routing: CompiledRouting) -> dict[str, Any]:
     """The answer's JSON (docs/operations.md#post-route): `owner` null unless the decision
-    gives the record one."""
+    gives the record one. A proposal held for review gives none yet: the record is to be
+    created without an owner, and reviewed when it appears (the proposal is in the reason)."""
     owner = None
-    if decision.outcome in KEPT_OUTCOMES and decision.owner is not None:
+    if decision.outcome in OWNER_OUTCOMES and decision.owner is not None:
         rep = routing.reps.get(decision.owner)
         owner = {"id": decision.owner, "name": rep.name if rep else None,
                  "email": rep.email if rep else None, "crm_id": decision.owner_crm_id}
