@@ -40,6 +40,16 @@ def logs() -> Iterator[io.StringIO]:
         structlog.contextvars.clear_contextvars()
 
 
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No settings leak in from the environment, and a stray relative path lands in tmp (the
+    command-line tests: `pytestmark = pytest.mark.usefixtures("isolated")`)."""
+    for name in ("ACCOUNT_ROUTER_CONFIG", "ACCOUNT_ROUTER_STATE_URL", "ACCOUNT_ROUTER_REDIS_URL",
+                 "ACCOUNT_ROUTER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
 class Worker(NamedTuple):
     """A `celery -A tasks worker` subprocess and the file its output goes to."""
 
