@@ -21,6 +21,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from tasks.cli import app
+from tests.builders import write_routing
 from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,9 +101,7 @@ pytestmark = pytest.mark.usefixtures("isolated")  # tests/tasks/conftest.py
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING, encoding="utf-8")
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 @pytest.fixture

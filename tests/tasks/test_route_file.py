@@ -20,6 +20,7 @@ from sync.normalize import build_record
 from sync.state import StateStore, open_store
 from tasks.cli import app
 from tasks.route_file import route_file
+from tests.builders import write_routing
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -45,9 +46,7 @@ rules:
 
 @pytest.fixture
 def routing(tmp_path: Path) -> CompiledRouting:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING, encoding="utf-8")
-    return load_routing(path)
+    return load_routing(write_routing(tmp_path, ROUTING))
 
 
 @pytest.fixture
