@@ -374,6 +374,20 @@ def build_first_match(exprs: list[str], ctx: CompileContext) -> Callable[[Record
     return first
 
 
+def build_all_matches(exprs: list[str], ctx: CompileContext
+                      ) -> Callable[[Record], tuple[int, ...]]:
+    """Generate `every(r)`: the indexes of all rules whose `when` holds, in order (what
+    `overlaps` and `Decision.matched` count), in one call as `first` does for the first."""
+    lines = ["def every(r):", "    m = []"]
+    for i, expr in enumerate(exprs):
+        lines.append(f"    if {expr}: m.append({i})")
+    lines.append("    return tuple(m)")
+    namespace = {**NAMESPACE, **ctx.constants}
+    exec(compile("\n".join(lines), "<routing rules>", "exec"), namespace)  # noqa: S102
+    every: Callable[[Record], tuple[int, ...]] = namespace["every"]  # as generated just above
+    return every
+
+
 def build_predicate(expr: str, ctx: CompileContext) -> Callable[[Record], bool]:
     """A single condition as a function, for `explain`'s clause-by-clause account."""
     namespace = {**NAMESPACE, **ctx.constants}

@@ -415,6 +415,13 @@ def decide(record: Record, ctx: RoutingContext, trigger: str = "file") -> Decisi
 def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
     routing = ctx.routing
     now = ctx.now
+    # Every rule the record matches, not only up to the winner (`overlaps` on the dashboard):
+    # one generated pass over the conditions; route-file's rows carry them from its workers.
+    every = routing.all_matches
+    indexes = every(record) if every is not None else _walk(routing, record)
+    matched = routing.match_names.get(indexes)
+    if matched is None:
+        matched = routing.matched_names(indexes)
     owner = record.owner
     previous = None
     if owner is not None:
@@ -429,7 +436,7 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                 outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
                 owner=known.rep_id or owner, owner_crm_id=owner, rule=None,
                 reason=ctx.chosen[record.id], trigger=trigger,
-                created_at=record.created_at, decided_at=now,
+                created_at=record.created_at, decided_at=now, matched=matched,
             )
         if known.kept_reason is not None:
             return Decision(
@@ -437,7 +444,7 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                 outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
                 owner=known.rep_id or owner, owner_crm_id=owner, rule=None,
                 reason=known.kept_reason, trigger=trigger,
-                created_at=record.created_at, decided_at=now,
+                created_at=record.created_at, decided_at=now, matched=matched,
             )
 
     rules = routing.rules
@@ -450,7 +457,8 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
         assignee, outcome, rule_name, reason, trace, crm_ids = fast
         return Decision(record.id, record.object, record.crm, outcome, previous, assignee,
                         crm_ids.get(record.crm) if crm_ids is not None else assignee,
-                        rule_name, reason, trace, trigger, None, record.created_at, now)
+                        rule_name, reason, trace, trigger, None, record.created_at, now,
+                        None, None, None, matched)
     if ctx._paths:
         known_path = _known_path(record, i, ctx)
         hit = None if known_path is None else ctx._paths.get(known_path)
@@ -461,7 +469,7 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                             None if won is None else
                             crm_ids.get(record.crm) if crm_ids is not None else won,
                             hit.rule, hit.reason, hit.trace, trigger, hit.pool,
-                            record.created_at, now)
+                            record.created_at, now, None, None, None, matched)
     reasons: list[str] = []  # each tried rule's answer, in `path` order: the trace's makings
     path: list[int] = []
     memo = True  # every answer on the path is memoized (none read the record)
@@ -500,9 +508,10 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                     won, result.outcome, rule.name, result.pool, full_reason, trace,
                     rep.crm_ids if rep is not None else None))
             return _assigned(record, ctx, won, result.outcome, rule.name, result.pool,
-                             result.turn, full_reason, trace, previous, trigger)
+                             result.turn, full_reason, trace, previous, trigger, matched)
         i = first(record, i + 1)
-    decision = _after_rules(record, ctx, ctx.trace(path, reasons, won=False), previous, trigger)
+    decision = _after_rules(record, ctx, ctx.trace(path, reasons, won=False), previous, trigger,
+                            matched)
     if memo:
         ctx._remember(path, pooled, _PathWin(
             decision.owner, decision.outcome, None, None, decision.reason, decision.trace,
@@ -555,8 +564,19 @@ def _known_path(record: Record, i: int, ctx: RoutingContext) -> tuple[int, ...] 
     return tuple(path)
 
 
+def _walk(routing: CompiledRouting, record: Record) -> tuple[int, ...]:
+    """Every matching rule's index by `first_match` (a routing without `all_matches`)."""
+    first = routing.first_match
+    found: list[int] = []
+    i = first(record, 0)
+    while i >= 0:
+        found.append(i)
+        i = first(record, i + 1)
+    return tuple(found)
+
+
 def _after_rules(record: Record, ctx: RoutingContext, trace: tuple[TraceStep, ...],
-                 previous: str | None, trigger: str) -> Decision:
+                 previous: str | None, trigger: str, matched: tuple[str, ...]) -> Decision:
     """No rule assigned anyone: the fallback, or nobody."""
     routing = ctx.routing
     steps = trace
@@ -566,7 +586,7 @@ def _after_rules(record: Record, ctx: RoutingContext, trace: tuple[TraceStep, ..
         if fallback.queue is not None:
             return _assigned(record, ctx, fallback.queue, Outcome.FALLBACK, None, None, None,
                              f"no rule assigned anyone; fallback queue {fallback.queue}",
-                             steps, previous, trigger)
+                             steps, previous, trigger, matched)
         backstop = fallback.rep
         assert backstop is not None  # the loader takes exactly one of `rep` or `queue`
         chain = ctx.chain(backstop)
@@ -574,7 +594,7 @@ def _after_rules(record: Record, ctx: RoutingContext, trace: tuple[TraceStep, ..
             story = _story(backstop, chain)
             return _assigned(record, ctx, chain.assignee, Outcome.FALLBACK, None, None, None,
                              f"no rule assigned anyone; fallback {story}", steps,
-                             previous, trigger)
+                             previous, trigger, matched)
         reason = f"no rule assigned anyone; fallback {backstop} unavailable ({chain.notes})"
     else:
         reason = "no rule assigned anyone and there is no fallback"
@@ -582,6 +602,7 @@ def _after_rules(record: Record, ctx: RoutingContext, trace: tuple[TraceStep, ..
         record_id=record.id, object=record.object, crm=record.crm, outcome=Outcome.UNASSIGNED,
         previous_owner=previous, owner=None, owner_crm_id=None, rule=None, reason=reason,
         trace=steps, trigger=trigger, created_at=record.created_at, decided_at=ctx.now,
+        matched=matched,
     )
 
 
@@ -650,12 +671,13 @@ def _resolve_pool(name: str, ctx: RoutingContext) -> _Resolved:
 
 def _assigned(record: Record, ctx: RoutingContext, assignee: str, outcome: Outcome,
               rule: str | None, pool: str | None, turn: PoolTurn | None, reason: str,
-              trace: tuple[TraceStep, ...], previous: str | None, trigger: str) -> Decision:
+              trace: tuple[TraceStep, ...], previous: str | None, trigger: str,
+              matched: tuple[str, ...]) -> Decision:
     rep = ctx.routing.reps.get(assignee)
     crm_id = rep.crm_ids.get(record.crm) if rep is not None else assignee
     return Decision(
         record_id=record.id, object=record.object, crm=record.crm, outcome=outcome,
         previous_owner=previous, owner=assignee, owner_crm_id=crm_id, rule=rule, reason=reason,
         trace=trace, trigger=trigger, pool=pool, created_at=record.created_at,
-        decided_at=ctx.now, turn=turn,
+        decided_at=ctx.now, turn=turn, matched=matched,
     )

@@ -100,7 +100,7 @@ def skipped(record_id: str, reason: str, now: datetime, *, object: str = "accoun
     """A record that could not be routed: reported and audited, never dropped."""
     return Decision(record_id=record_id, object=object, crm=crm, outcome=Outcome.SKIPPED,
                     previous_owner=previous_owner, reason=reason, trigger=trigger,
-                    decided_at=now)
+                    decided_at=now, matched=())  # it reached no rule: known to match none
 
 
 def with_written(decision: Decision, written_at: datetime) -> Decision:

@@ -28,6 +28,7 @@ from sync.normalize import domain_keys, normalize_domain
 
 __all__ = [
     "ISO_STATE",
+    "SKIPPED",
     "VANITY_TLDS",
     "AccountIndex",
     "EnrichData",
@@ -43,9 +44,11 @@ __all__ = [
     "tld_country",
 ]
 
-# The trace step's result for a step that changed the record, and for a plug-in that failed.
+# The trace step's result for a step that changed the record, for a plug-in that failed, and
+# for a step whose accounts could not be read (POST /route when the CRM does not answer).
 ENRICHED = "enriched"
 FAILED = "failed"
+SKIPPED = "skipped"
 
 
 class OptionError(ValueError):

@@ -108,6 +108,12 @@ class Decision(NamedTuple):
     written_at: datetime | None = None
     turn: PoolTurn | None = None
     write_error: str | None = None  # why the owner write failed (then written_at is None)
+    # Every rule whose `when` the record matched, in routing-file order, the winner's and the
+    # later ones' included (what `overlaps` counts; docs/operations.md#territory-overlap).
+    # None: not known (a decision not made by the rules: an SLA re-route, a review answer, a
+    # POST /route decision written later, or one recorded before the set was kept); () for a
+    # record that reached no rule (skipped) or matched none.
+    matched: tuple[str, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, the shape of `GET /decisions/{record_id}` and of `audit`."""
@@ -149,6 +155,10 @@ class Decision(NamedTuple):
             decided_at=_parse(data.get("decided_at")),
             written_at=_parse(data.get("written_at")),
             write_error=data.get("write_error"),
+            # Not in `to_dict` (the fixed shape of `GET /decisions` and `audit`): the outbox
+            # entry adds it (sync/state/redis.py `encode_entry`).
+            matched=None if data.get("matched") is None
+            else tuple(str(name) for name in data["matched"]),
         )
 
 

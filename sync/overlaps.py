@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from html import escape
 from itertools import combinations
 from typing import Any
 
@@ -18,6 +19,8 @@ UNASSIGNED = "(unassigned)"
 SKIPPED = "(skipped)"
 PENDING = "(pending review)"
 _WINS = frozenset({Outcome.ASSIGNED, Outcome.FALLBACK})
+# Heat-map geometry: a cell per rule pair, the rule names down the left and along the top.
+CELL, LABEL, MAX_LABEL = 28, 200, 28
 
 
 def rule_matches(routing: CompiledRouting, record: Record) -> tuple[int, ...]:
@@ -102,10 +105,11 @@ class OverlapCounter:
     lost: dict[int, Counter[str]] = field(default_factory=dict)
     pairs: Counter[tuple[int, int]] = field(default_factory=Counter)
 
-    def add(self, matched: Sequence[int] | None, decision: Decision) -> None:
-        """One record: `matched` rule indexes (None for a row that never reached the rules: a
-        malformed or duplicate row) and its decision."""
-        self.records += 1
+    def add(self, matched: Sequence[int] | None, decision: Decision, n: int = 1) -> None:
+        """One record: `matched` rule indexes in ascending order (None for a row that never
+        reached the rules: a malformed or duplicate row) and its decision; `n` such records
+        at once (the dashboard counts the history's groups)."""
+        self.records += n
         if not matched:
             return
         rules = self.routing.rules
@@ -113,13 +117,17 @@ class OverlapCounter:
         won = decision.rule if decision.outcome in _WINS or _pending(decision) else None
         taker = taken_by(decision)
         for i in matched:
-            self.matches[i] += 1
+            self.matches[i] += n
             if won is not None and rules[i].name == won:
-                self.wins[i] += 1
+                self.wins[i] += n
             else:
-                self.lost.setdefault(i, Counter())[taker] += 1
+                self.lost.setdefault(i, Counter())[taker] += n
         if len(matched) > 1:
-            self.pairs.update(combinations(matched, 2))
+            if n == 1:
+                self.pairs.update(combinations(matched, 2))
+            else:
+                for pair in combinations(matched, 2):
+                    self.pairs[pair] += n
 
     def add_many(self, pairs: Iterable[tuple[Sequence[int] | None, Decision]]) -> None:
         for matched, decision in pairs:
@@ -134,3 +142,43 @@ class OverlapCounter:
             for i, name in enumerate(names))
         pairs = tuple((names[a], names[b], n) for (a, b), n in sorted(self.pairs.items()))
         return Overlaps(records=self.records, rules=rules, pairs=pairs)
+
+
+def heat_map(result: Overlaps) -> str:
+    """The overlap matrix as a standalone SVG: a cell per pair of rules, darker for more
+    records both match; the diagonal is each rule's own matches. Names are escaped (a rule
+    name is the routing file's text)."""
+    names = [r.rule for r in result.rules]
+    n = len(names)
+    counts: dict[tuple[int, int], int] = {}
+    for i, rule in enumerate(result.rules):
+        counts[(i, i)] = rule.matches
+    index = {name: i for i, name in enumerate(names)}
+    for a, b, both in result.pairs:
+        counts[(index[a], index[b])] = counts[(index[b], index[a])] = both
+    top = max(counts.values(), default=0) or 1
+    size = LABEL + CELL * max(n, 1)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
+             f'viewBox="0 0 {size} {size}" font-family="sans-serif" font-size="11">',
+             "<title>Rule overlap: records both rules match</title>"]
+    for i, name in enumerate(names):
+        label = escape(name if len(name) <= MAX_LABEL else name[:MAX_LABEL - 1] + "…")
+        y = LABEL + CELL * i + CELL / 2 + 4
+        parts.append(f'<text x="{LABEL - 6}" y="{y:.1f}" text-anchor="end">{label}</text>')
+        x = LABEL + CELL * i + CELL / 2 + 4
+        parts.append(f'<text x="{x:.1f}" y="{LABEL - 6}" text-anchor="start" '
+                     f'transform="rotate(-60 {x:.1f} {LABEL - 6})">{label}</text>')
+    for i, j in ((i, j) for i in range(n) for j in range(n)):
+        value = counts.get((i, j), 0)
+        shade = value / top
+        fill = f"rgb({int(255 - 200 * shade)},{int(255 - 120 * shade)},255)"
+        x, y = LABEL + CELL * j, LABEL + CELL * i
+        tip = escape(f"{names[i]} ∩ {names[j]}: {value}" if i != j
+                     else f"{names[i]}: {value} matches")
+        parts.append(f'<rect x="{x}" y="{y}" width="{CELL - 1}" height="{CELL - 1}" '
+                     f'fill="{fill}"><title>{tip}</title></rect>')
+        if value:
+            parts.append(f'<text x="{x + CELL / 2:.1f}" y="{y + CELL / 2 + 4:.1f}" '
+                         f'text-anchor="middle">{value}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"

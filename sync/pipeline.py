@@ -124,6 +124,46 @@ def to_record(spec: CrmSpec, routing: CompiledRouting, obj: str, crm_record: Crm
                         created_at=crm_record.created_at)
 
 
+def prepare(connector: Connector, routing: CompiledRouting, records: Sequence[Record]
+            ) -> tuple[list[Record], dict[str, str], dict[str, tuple[TraceStep, ...]]]:
+    """A batch's records enriched (docs/routing-file.md#enrichment), the owners of the
+    accounts their leads follow, and what enrichment did to each (id -> trace steps): what the
+    CRM is read for before deciding. The pipeline runs it for every batch; `POST /route` for
+    its one record when a step needs accounts (bounded there: tasks/http/lookup.py)."""
+    enrichment = routing.enrichment
+    if enrichment is None:
+        return list(records), account_owners(connector, routing, records), {}
+    data = account_names(connector, records) if enrichment.needs_accounts else EnrichData()
+    enriched, notes = enrichment.run_all(records, data)
+    return enriched, account_owners(connector, routing, enriched), notes
+
+
+def account_owners(connector: Connector, routing: CompiledRouting, records: Sequence[Record]
+                   ) -> dict[str, str]:
+    """Owner id by domain of the accounts the leads' domains match, when a rule follows the
+    account owner (none read otherwise)."""
+    if not routing.uses_account_owner:
+        return {}
+    domains = sorted({r.domain for r in records
+                      if r.object != "account" and r.domain and not r.freemail})
+    return connector.accounts_by_domain(domains) if domains else {}
+
+
+def account_names(connector: Connector, records: Sequence[Record]) -> EnrichData:
+    """The accounts `company_match` may match these records' leads to: those the connector
+    finds by the leads' company names (batched, `accounts_by_name`), and the accounts of the
+    leads' own domains (a lead whose domain has an account keeps it). A connector without a
+    name lookup gives none: its leads are left as they are."""
+    lookup = getattr(connector, "accounts_by_name", None)
+    leads = [r for r in records if r.object != "account"]
+    names = sorted({r.raw["name"] for r in leads if "name" in r.raw})
+    if lookup is None or not names:
+        return EnrichData()
+    domains = sorted({r.domain for r in leads if r.domain and not r.freemail})
+    known = connector.accounts_by_domain(domains) if domains else {}
+    return EnrichData(AccountIndex.build(lookup(names), known_domains=known))
+
+
 class RecordBusy(RuntimeError):
     """The record's lock is held elsewhere (a batch routing it right now)."""
 
@@ -660,37 +700,9 @@ class Pipeline:
 
     # -- the batch -----------------------------------------------------------------------
 
-    def _account_owners(self, records: Sequence[Record]) -> dict[str, str]:
-        if not self.routing.uses_account_owner:
-            return {}
-        domains = sorted({r.domain for r in records
-                          if r.object != "account" and r.domain and not r.freemail})
-        return self.connector.accounts_by_domain(domains) if domains else {}
-
     def _prepare(self, records: Sequence[Record]
                  ) -> tuple[list[Record], dict[str, str], dict[str, tuple[TraceStep, ...]]]:
-        """A batch's records enriched (docs/routing-file.md#enrichment), the owners of the
-        accounts their leads follow, and what enrichment did to each (id -> trace steps)."""
-        enrichment = self.routing.enrichment
-        if enrichment is None:
-            return list(records), self._account_owners(records), {}
-        data = self._account_names(records) if enrichment.needs_accounts else EnrichData()
-        enriched, notes = enrichment.run_all(records, data)
-        return enriched, self._account_owners(enriched), notes
-
-    def _account_names(self, records: Sequence[Record]) -> EnrichData:
-        """The accounts `company_match` may match this batch's leads to: those the connector
-        finds by the leads' company names (batched, `accounts_by_name`), and the accounts of
-        the leads' own domains (a lead whose domain has an account keeps it). A connector
-        without a name lookup gives none: its leads are left as they are."""
-        lookup = getattr(self.connector, "accounts_by_name", None)
-        leads = [r for r in records if r.object != "account"]
-        names = sorted({r.raw["name"] for r in leads if "name" in r.raw})
-        if lookup is None or not names:
-            return EnrichData()
-        domains = sorted({r.domain for r in leads if r.domain and not r.freemail})
-        known = self.connector.accounts_by_domain(domains) if domains else {}
-        return EnrichData(AccountIndex.build(lookup(names), known_domains=known))
+        return prepare(self.connector, self.routing, records)
 
     def _process(self, obj: str, crm_records: Sequence[CrmRecord], *, trigger: str,
                  read_at: datetime | None, now: datetime | None, report: RunReport,
@@ -754,7 +766,8 @@ class Pipeline:
                 chosen=chosen, enriched=enriched)]
             current = {r.id: r.owner for r in records}
             if not self.dry_run:
-                self._hold_for_review(obj, decisions, instant, current)
+                self._hold_for_review(obj, decisions, instant, current,
+                                      {i: e.window for i, e in taken.items()})
             decided, pending = self._plan(obj, decisions, current, report)
             if not self.dry_run:
                 for record_id, owner in pending.items():
@@ -869,14 +882,17 @@ class Pipeline:
         return reviewing
 
     def _hold_for_review(self, obj: str, decisions: Sequence[Decision], instant: datetime,
-                         owners: Mapping[str, str | None]) -> None:
+                         owners: Mapping[str, str | None],
+                         windows: Mapping[str, str | None] | None = None) -> None:
         """Open a review item for each decision held for review (its pool turn is already
-        taken), remembering the owner the record had, which approval checks again."""
+        taken), remembering the owner the record had, which approval checks again. `windows`:
+        where the turn was counted for decisions made without one here (POST /route's)."""
         held = [d for d in decisions if d.outcome == Outcome.PENDING_REVIEW]
         if held:
             deadline = instant + self.routing.review_timeout
-            self.store.add_reviews([review_item(d, obj, deadline, owners.get(d.record_id))
-                                    for d in held])
+            windows = windows or {}
+            self.store.add_reviews([review_item(d, obj, deadline, owners.get(d.record_id),
+                                                windows.get(d.record_id)) for d in held])
 
     def _recheck(self, obj: str, records: list[CrmRecord], read_at: datetime | None,
                  audit: list[Decision], instant: datetime, kind: str, trigger: str
@@ -1048,16 +1064,17 @@ class Pipeline:
 
 
 def review_item(decision: Decision, obj: str, deadline: datetime,
-                previous_owner: str | None) -> ReviewItem:
+                previous_owner: str | None, window: str | None = None) -> ReviewItem:
     """The review item for a decision held for review on the CRM object `obj`;
-    `previous_owner` is the record's CRM owner id when decided."""
+    `previous_owner` is the record's CRM owner id when decided; `window` the turn's window
+    when the decision carries no turn (it was taken earlier, by POST /route)."""
     assert decision.owner is not None and decision.decided_at is not None  # held ones have both
     return ReviewItem(
         id=review_id(decision_key(decision)),
         record_id=decision.record_id, crm=decision.crm, object=obj,
         proposed_owner=decision.owner, proposed_crm_id=decision.owner_crm_id,
         rule=decision.rule, pool=decision.turn.pool if decision.turn else decision.pool,
-        window=decision.turn.window if decision.turn else None, reason=decision.reason,
+        window=decision.turn.window if decision.turn else window, reason=decision.reason,
         previous_owner=previous_owner, created_at=decision.decided_at,
         deadline=deadline)
 

@@ -40,6 +40,9 @@ class _Job:
     crm: str
     trigger: str
     enriched: tuple[TraceStep, ...]
+    # Owner id by domain of the accounts the record may follow (`account_owner` rules), as
+    # read from the CRM for it (POST /route with company_match); empty when none was read.
+    account_owners: Mapping[str, str] = field(default_factory=dict)
     done: Future[Decision] = field(default_factory=Future)
 
 
@@ -57,10 +60,11 @@ class Decider:
         self._running = False
 
     def submit(self, record: Record, routing: CompiledRouting, *, crm: str, trigger: str,
-               enriched: Mapping[str, tuple[TraceStep, ...]] | None = None
-               ) -> Future[Decision]:
+               enriched: Mapping[str, tuple[TraceStep, ...]] | None = None,
+               account_owners: Mapping[str, str] | None = None) -> Future[Decision]:
         """The decision for `record`, once its batch committed (or the batch's error)."""
-        job = _Job(record, routing, crm, trigger, (enriched or {}).get(record.id, ()))
+        job = _Job(record, routing, crm, trigger, (enriched or {}).get(record.id, ()),
+                   dict(account_owners or {}))
         # Queued and the thread checked under one lock: the thread ends only under it, after
         # seeing the queue empty, so no job is ever left without a thread to take it.
         with self._lock:
@@ -96,10 +100,16 @@ class Decider:
     def _decide(self, jobs: list[_Job]) -> None:
         head = jobs[0]
         now = datetime.fromtimestamp(self.clock(), UTC)
+        # One CRM's account owners by domain: what one request read is true for the others.
+        owners: dict[str, str] = {}
+        for job in jobs:
+            for domain, owner in job.account_owners.items():
+                owners.setdefault(domain, owner)
         try:
             decisions = route_batch(
                 [j.record for j in jobs], head.routing, self.store, now, trigger=head.trigger,
-                crm=head.crm, enriched={j.record.id: j.enriched for j in jobs if j.enriched})
+                crm=head.crm, enriched={j.record.id: j.enriched for j in jobs if j.enriched},
+                account_owners=owners)
         except Exception as exc:  # noqa: BLE001 - handed to the requests, which answer it
             # Every request of the batch answers it (a store outage is all of theirs; deciding
             # each alone again would multiply the wait on a store that hangs).

@@ -21,6 +21,7 @@ from connectors.hubspot import settings as hs
 from connectors.ratelimit import Bucket, window_for
 from connectors.settings import Settings
 from connectors.transport import Failure, Transport, TransportFailure, Verdict
+from sync.enrich import PREFIX, company_key
 from sync.normalize import normalize_domain
 from sync.ports import (
     CallStats,
@@ -44,6 +45,7 @@ DEFAULT_TIMEOUT = (5.0, 60.0)
 # our Transport for GETs (docs/connectors.md#errors-and-retries). `False` also makes urllib3 raise
 # the underlying error, which the table classifies.
 NO_RETRIES = False
+DEFAULT_ATTEMPTS = 6  # tries per call in all, by the Transport
 
 _CURSOR_VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -67,7 +69,7 @@ class HubSpotConnector:
                  transport_sleep: Callable[[float], None] | None = None,
                  properties: Mapping[str, Sequence[str]] | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-                 ca_cert: str | None = None, attempts: int = 6,
+                 ca_cert: str | None = None, attempts: int = DEFAULT_ATTEMPTS,
                  closing: Sequence[object] = ()) -> None:
         if not access_token:
             raise CredentialsError(CRM, TOKEN_SETTING, "not set")
@@ -228,6 +230,53 @@ class HubSpotConnector:
                 if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
                     break
         return owners
+
+    def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(name, domain) of the companies with a name word starting like a word of one of
+        `names` (its first three letters, legal forms dropped; the first NAME_WORDS_SEARCHED
+        words of a name): what `company_match` may match leads to
+        (docs/routing-file.md#company_match). The domain is the company's `domain`,
+        else its `website`'s; companies with neither are left out (nothing to match to).
+
+        One search per NAME_PREFIXES_PER_SEARCH prefixes: `CONTAINS_TOKEN acm*` matches a
+        name with a word starting `acm`, case-insensitively; each prefix is its own filter
+        group, because groups OR and the filters within one group AND. Paged with `after`
+        up to the 10,000 results one query can reach (a prefix that common selects nothing
+        for the matcher anyway: sync/enrich.py MAX_TOKEN_ACCOUNTS)."""
+        # company_key words are letters and digits only: no `*` or other search syntax.
+        prefixes = sorted({word[:PREFIX] for name in names
+                           for word in company_key(name).split()[:hs.NAME_WORDS_SEARCHED]
+                           if len(word) >= PREFIX})
+        found: dict[tuple[str, str], None] = {}
+        apis = self._apis["companies"]
+        for start in range(0, len(prefixes), hs.NAME_PREFIXES_PER_SEARCH):
+            chunk = prefixes[start:start + hs.NAME_PREFIXES_PER_SEARCH]
+            after: str | None = None
+            while True:
+                body: dict[str, Any] = {
+                    "filterGroups": [{"filters": [{"propertyName": hs.NAME_PROPERTY,
+                                                   "operator": "CONTAINS_TOKEN",
+                                                   "value": f"{prefix}*"}]}
+                                     for prefix in chunk],
+                    # Oldest first: the same answer, in the same order, on every run.
+                    "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
+                    "properties": [hs.NAME_PROPERTY, hs.DOMAIN_PROPERTY, hs.WEBSITE_PROPERTY],
+                    "limit": hs.SEARCH_PAGE_SIZE,
+                }
+                if after is not None:
+                    body["after"] = after
+                page = self._search(apis, "companies", body)
+                for company in page.results or []:
+                    props = company.properties or {}
+                    name = _owner(props.get(hs.NAME_PROPERTY))  # stripped text or None
+                    domain = normalize_domain(props.get(hs.DOMAIN_PROPERTY)) or \
+                        normalize_domain(props.get(hs.WEBSITE_PROPERTY))
+                    if name and domain:
+                        found[(name, domain)] = None
+                after = _next_after(page)
+                if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
+                    break
+        return list(found)
 
     def stats(self) -> CallStats:
         return self._transport.stats()
@@ -443,8 +492,10 @@ class _Unavailable(Exception):
 
 def from_settings(settings: Settings, *, limiter: Bucket | None = None,
                   transport_sleep: Callable[[float], None] | None = None,
-                  extra_fields: Mapping[str, Sequence[str]] | None = None) -> HubSpotConnector:
-    """The connector the environment describes (docs/operations.md#settings).
+                  extra_fields: Mapping[str, Sequence[str]] | None = None,
+                  attempts: int | None = None) -> HubSpotConnector:
+    """The connector the environment describes (docs/operations.md#settings). `attempts`:
+    tries per call in all (default 6; 1 for a caller that cannot wait, as POST /route).
 
     Buckets are per HubSpot account: keyed by a digest of the base URL and token (the portal
     id would need a call), shared through Redis when `ACCOUNT_ROUTER_REDIS_URL` is set.
@@ -472,7 +523,9 @@ def from_settings(settings: Settings, *, limiter: Bucket | None = None,
     timeout = DEFAULT_TIMEOUT if read is None else (DEFAULT_TIMEOUT[0], read)
     return HubSpotConnector(token, base_url=settings.hubspot_base_url, limiter=limiter,
                             search_limiter=search_limiter, transport_sleep=transport_sleep,
-                            timeout=timeout, ca_cert=ca_cert, closing=closing, properties={
+                            timeout=timeout, ca_cert=ca_cert, closing=closing,
+                            attempts=DEFAULT_ATTEMPTS if attempts is None else attempts,
+                            properties={
                                 obj: [*props, *(extra_fields or {}).get(obj, ())]
                                 for obj, props in hs.PROPERTIES.items()})
 

@@ -19,6 +19,11 @@ SEARCH_PAGE_SIZE = 200  # POST .../search: `limit` at most 200
 SEARCH_RESULT_CAP = 10_000  # a search query pages through at most 10,000 results
 SEARCH_CALLS_PER_SECOND = 5  # search is limited per account, apart from the burst limit
 SEARCH_IN_VALUES = 100  # values in one IN filter
+# Filter groups are ORed, the filters inside one ANDed (HubSpot changelog 2024-08-26: at most
+# 5 groups, 10 filters per group, 25 filters in all).
+SEARCH_FILTER_GROUPS = 5
+SEARCH_FILTERS_PER_GROUP = 10
+SEARCH_FILTERS_TOTAL = 25
 OWNERS_PAGE_SIZE = 100  # GET /crm/v3/owners: `limit` at most 100
 BURST_INTERVAL_SECONDS = 10.0  # the burst policy's window (TEN_SECONDLY_ROLLING)
 
@@ -85,6 +90,16 @@ PROPERTIES = {
 
 # Properties a company search by domain needs (accounts_by_domain).
 DOMAIN_PROPERTY = "domain"
+# A company's name (accounts_by_name searches its words with CONTAINS_TOKEN `acm*`), and the
+# website its domain falls back to when `domain` is empty.
+NAME_PROPERTY = "name"
+WEBSITE_PROPERTY = "website"
+# Name-word prefixes one search asks for: one CONTAINS_TOKEN filter per group, since a prefix
+# must match on its own (groups OR) and filters in one group would all have to (AND).
+NAME_PREFIXES_PER_SEARCH = SEARCH_FILTER_GROUPS
+# Words of a lead's company name whose prefixes are searched: real names have a few; a junk or
+# hostile 256-character one would otherwise cost a dozen searches of the 5-a-second budget.
+NAME_WORDS_SEARCHED = 8
 
 # Rate-limit response headers (absent on search responses).
 HEADER_INTERVAL_MS = "X-HubSpot-RateLimit-Interval-Milliseconds"

@@ -251,7 +251,8 @@ class SalesforceConnector:
 
     def __init__(self, settings: Settings, *, limiter: RateLimiter | None = None,
                  transport_sleep: Callable[[float], None] | None = None,
-                 extra_fields: Mapping[str, Sequence[str]] | None = None) -> None:
+                 extra_fields: Mapping[str, Sequence[str]] | None = None,
+                 attempts: int | None = None) -> None:
         auth = resolve_auth(settings)
         self._mode = auth.mode
         self._secrets = auth.secrets
@@ -270,6 +271,8 @@ class SalesforceConnector:
         self.transport = Transport(CRM, self._classify, limiter,
                                    credentials_setting=auth.settings,
                                    sleep=transport_sleep or time.sleep)
+        if attempts is not None:  # 1 for a caller that cannot wait (POST /route)
+            self.transport.attempts = attempts
         version = settings.salesforce_api_version.strip().lstrip("vV")
         # Strings all (a token or a login); simple-salesforce types each keyword on its own.
         login: dict[str, Any] = dict(auth.kwargs)
@@ -629,11 +632,12 @@ class SalesforceConnector:
 
 def from_settings(settings: Settings, *, limiter: RateLimiter | None = None,
                   transport_sleep: Callable[[float], None] | None = None,
-                  extra_fields: Mapping[str, Sequence[str]] | None = None
-                  ) -> SalesforceConnector:
-    """The registry's factory (connectors/registry.py)."""
+                  extra_fields: Mapping[str, Sequence[str]] | None = None,
+                  attempts: int | None = None) -> SalesforceConnector:
+    """The registry's factory (connectors/registry.py). `attempts`: tries per call in all
+    (the Transport's default unless given; 1 for a caller that cannot wait, as POST /route)."""
     return SalesforceConnector(settings, limiter=limiter, transport_sleep=transport_sleep,
-                               extra_fields=extra_fields)
+                               extra_fields=extra_fields, attempts=attempts)
 
 
 def website_like(domains: Sequence[str]) -> str:

@@ -30,6 +30,11 @@ LIST_MAX = 100
 BATCH_MAX = 100
 SEARCH_MAX = 200
 SEARCH_WINDOW = 10_000  # results one search query can page through
+# Filter groups OR, filters within a group AND (HubSpot changelog 2024-08-26).
+SEARCH_FILTER_GROUPS = 5
+SEARCH_FILTERS_PER_GROUP = 10
+SEARCH_FILTERS_TOTAL = 25
+_TOKEN_SPLIT = re.compile(r"[^\w]+")
 OWNERS_MAX = 500
 _RATE_TEXT = {"TEN_SECONDLY_ROLLING": "ten_secondly_rolling", "DAILY": "daily",
               "SECONDLY": "secondly"}
@@ -541,10 +546,15 @@ def _filter(sim: Simulator, obj: str, spec: object) -> Callable[[HubSpotRecord],
             value = have(record)
             if value is None:
                 return not positive
+            # HubSpot splits text into words (case-insensitive) and matches the value against
+            # each; `*` completes a partial one: `acm*` finds `ACME Corp.` and `The Acme Co`.
+            # A pattern spanning words (`*@hubspot.com` on an email) matches the whole value.
+            tokens = [t for t in _TOKEN_SPLIT.split(str(value)) if t]
             if "*" in pattern:
-                found = fnmatch.fnmatchcase(str(value), pattern)
+                found = fnmatch.fnmatchcase(str(value), pattern) or any(
+                    fnmatch.fnmatchcase(t, pattern) for t in tokens)
             else:
-                found = pattern in re.split(r"[^\w]+", str(value))
+                found = pattern in tokens
             return found == positive
         return contains
     if op == "BETWEEN":
@@ -563,10 +573,11 @@ def _filter(sim: Simulator, obj: str, spec: object) -> Callable[[HubSpotRecord],
 
 def _search(sim: Simulator, obj: str, body: Mapping[str, Any]) -> dict[str, Any]:
     groups = body.get("filterGroups") or []
-    if not isinstance(groups, list) or len(groups) > 5:
-        raise _Invalid("filterGroups: at most 5 groups")
-    if sum(len(g.get("filters") or []) for g in groups if isinstance(g, dict)) > 18:
-        raise _Invalid("filterGroups: at most 18 filters in total")
+    if not isinstance(groups, list) or len(groups) > SEARCH_FILTER_GROUPS:
+        raise _Invalid(f"filterGroups: at most {SEARCH_FILTER_GROUPS} groups")
+    if sum(len(g.get("filters") or []) for g in groups if isinstance(g, dict)) \
+            > SEARCH_FILTERS_TOTAL:
+        raise _Invalid(f"filterGroups: at most {SEARCH_FILTERS_TOTAL} filters in total")
     limit = _int_param(_text(body.get("limit")), 10, "limit", 1, SEARCH_MAX)
     after = _int_param(_text(body.get("after")), 0, "after", 0, 2**31)
     if after >= SEARCH_WINDOW:
@@ -579,8 +590,9 @@ def _search(sim: Simulator, obj: str, body: Mapping[str, Any]) -> dict[str, Any]
         predicates: list[list[Callable[[HubSpotRecord], bool]]] = []
         for group in groups:
             filters = group.get("filters") if isinstance(group, dict) else None
-            if not isinstance(filters, list) or len(filters) > 6:
-                raise _Invalid("each filter group needs a list of at most 6 filters")
+            if not isinstance(filters, list) or len(filters) > SEARCH_FILTERS_PER_GROUP:
+                raise _Invalid("each filter group needs a list of at most "
+                               f"{SEARCH_FILTERS_PER_GROUP} filters")
             predicates.append([_filter(sim, obj, f) for f in filters])
         rows = [r for r in sim.hubspot_records[obj].values() if not r.archived
                 and (not predicates or any(all(p(r) for p in g) for g in predicates))

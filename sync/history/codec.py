@@ -26,6 +26,8 @@ OUTCOMES_BY_CODE: dict[int, Outcome] = {code: o for o, code in OUTCOME_CODES.ite
 # `owner` holds owners and previous owners alike: rep ids, queue ids, kept unknown owners' ids.
 CRM, OBJECT, OWNER, POOL, RULE, TRIGGER, CRM_ID, EVENT = (
     "crm", "object", "owner", "pool", "rule", "trigger", "crm_id", "event")
+# `history_decisions.matched`: the rules a record matched, as `matched_text` (a set per label).
+MATCHED = "matched"
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
@@ -57,6 +59,18 @@ class EncodedDecision(NamedTuple):
     written_at: int | None
     body: str
     write_error: str | None
+    matched: str | None = None  # `matched_text` of `Decision.matched`
+
+
+def matched_text(names: tuple[str, ...]) -> str:
+    """The label text of a matched-rules set: a JSON array of the names in routing-file order
+    (ASCII, so any rule name survives every backend)."""
+    return json.dumps(list(names), separators=(",", ":"))
+
+
+def parse_matched(text: str | None) -> tuple[str, ...] | None:
+    """`Decision.matched` from its label text (None stays None: not known)."""
+    return None if text is None else tuple(str(name) for name in json.loads(text))
 
 
 def to_us(value: datetime | None, what: str = "instant") -> int | None:
@@ -240,6 +254,7 @@ def encode(d: Decision, body: str | None = None) -> EncodedDecision:
         written_at=written,
         body=trace_body(d.rule, d.reason, d.trace, offs) if body is None else body,
         write_error=error,
+        matched=None if d.matched is None else matched_text(d.matched),
     )
 
 
@@ -263,6 +278,7 @@ def decode(row: EncodedDecision) -> Decision:
         decided_at=from_us(row.decided_at, decided),
         written_at=from_us(row.written_at, written),
         write_error=None if row.write_error is None else load_text(row.write_error),
+        matched=parse_matched(row.matched),
     )
 
 

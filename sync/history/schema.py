@@ -73,6 +73,9 @@ decisions = Table(
     Column("outcome", SmallInteger, nullable=False),
     Column("record_id", Text, nullable=False),
     Column("write_error", Text),
+    # The label (kind `matched`) of the rules whose `when` the record matched; NULL when not
+    # known (decided before revision 0003, or not by the rules). Last: added by a migration.
+    Column("matched", Integer),
     sqlite_autoincrement=True,
 )
 

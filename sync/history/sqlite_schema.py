@@ -11,7 +11,7 @@ from __future__ import annotations
 
 # Revision the code expects (sync/history/migrations/versions): `History.is_current` compares
 # with it, and the embedded store skips Alembic entirely when its file already reports it.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 TABLES = (
     "CREATE TABLE IF NOT EXISTS history_labels (\n"
@@ -43,7 +43,8 @@ TABLES = (
     "\ttrace_id INTEGER NOT NULL, \n"
     "\toutcome SMALLINT NOT NULL, \n"
     "\trecord_id TEXT NOT NULL, \n"
-    "\twrite_error TEXT\n"
+    # As SQLite keeps it after migration 0003's ADD COLUMN (appended to the statement).
+    "\twrite_error TEXT, matched INTEGER\n"
     ")",
     "CREATE TABLE IF NOT EXISTS history_events (\n"
     "\tid INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT, \n"

@@ -85,6 +85,17 @@ class SpeedPoint:
 
 
 @dataclass(frozen=True, slots=True)
+class MatchedGroup:
+    """`count` decisions of a window that matched the rules `matched` (None: not known) and
+    were won by `rule` (None: by no rule) with `outcome`."""
+
+    matched: tuple[str, ...] | None
+    rule: str | None
+    outcome: Outcome
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class FirstTouchRow:
     """Speed to first touch for one rep under one rule (None: no rule won, e.g. the top-level
     fallback) over a window: how many of their assignments they touched and how fast (p50 and
@@ -149,6 +160,7 @@ class History:
         self._trace_bodies: dict[int, str] = {}
         self._label_sets: dict[tuple[str | None, ...], tuple[int | None, ...]] = {}
         self._trace_keys: dict[tuple[Any, ...], int] = {}
+        self._matched_ids: dict[tuple[str, ...], int] = {}  # a matched set -> its label id
         self._engine = self._create_engine()
         self._pid = os.getpid()
         self.dialect = self._engine.dialect.name
@@ -232,8 +244,9 @@ class History:
                 f"run `{UPGRADE_COMMAND}`"
             )
 
-    def upgrade(self) -> None:
-        """Apply the migrations up to head, in one transaction (PostgreSQL and SQLite both have
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations up to head (or `revision`: tests of a later migration start
+        from an older schema), in one transaction (PostgreSQL and SQLite both have
         transactional DDL), serialised against concurrent upgrades."""
         from alembic import command
         from alembic.config import Config
@@ -245,7 +258,7 @@ class History:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
             config.attributes["connection"] = conn
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
     # --- labels and traces ------------------------------------------------------------------
 
@@ -339,10 +352,14 @@ class History:
         once committed (`_label_ids`, `_trace_ids` commit them first) and are never deleted."""
         label_sets, trace_ids = self._label_sets, self._trace_keys
         columns = codec.RowEncoder().columns
+        matched_ids = self._matched_ids
+        unmatched: list[int] = []  # rows whose matched set's label id is not cached
+        unique_rows: list[Decision] = []
         rows: list[list[Any]] = []
         missing: list[_Missing] = []
         for i in sorted(unique):
             d = unique[i]
+            unique_rows.append(d)
             (record_id, outcome, created, decided, written, error), offsets = columns(d)
             trace = d.trace
             if type(trace) is not tuple:  # a trace built as a list still keys the cache
@@ -357,11 +374,32 @@ class History:
                 # of steps is hashed afresh at every lookup).
                 missing.append((len(rows), None if trace_id is not None else trace_key,
                                 None if labels is not None else label_key, d))
+            matched = d.matched
+            matched_id = None if matched is None else matched_ids.get(matched)
+            if matched is not None and matched_id is None:
+                unmatched.append(len(rows))
             rows.append([i, created, decided, written, *(labels or _NO_LABELS), trace_id,
-                         outcome, record_id, error])
+                         outcome, record_id, error, matched_id])
         if missing:
             self._fill(rows, missing)
+        if unmatched:
+            self._fill_matched(rows, [unique_rows[k] for k in unmatched], unmatched)
         return rows
+
+    def _fill_matched(self, rows: list[list[Any]], decisions: list[Decision],
+                      positions: list[int]) -> None:
+        """The matched-set label ids `_rows` had not cached: inserted, read back, filled in."""
+        matched_ids = self._matched_ids
+        if len(matched_ids) >= _SHAPE_CACHE_SIZE:
+            matched_ids.clear()
+        sets = {d.matched for d in decisions if d.matched is not None}
+        texts = {names: codec.matched_text(names) for names in sets}
+        labels = self._label_ids({(codec.MATCHED, text) for text in texts.values()})
+        matched_ids.update((names, labels[(codec.MATCHED, text)])
+                           for names, text in texts.items())
+        for position, d in zip(positions, decisions, strict=True):
+            assert d.matched is not None  # only those were left unresolved
+            rows[position][16] = matched_ids[d.matched]
 
     def _fill(self, rows: list[list[Any]], missing: list[_Missing]) -> None:
         """Resolve the label sets and traces `_rows` had not cached: inserted (each in its own
@@ -608,6 +646,22 @@ class History:
         hits = {"" if rule is None else texts[rule]: int(n) for rule, n in rows}
         return dict(sorted(hits.items(), key=lambda item: (-item[1], item[0])))
 
+    def matched_groups(self, since: datetime | None = None, until: datetime | None = None
+                       ) -> list[MatchedGroup]:
+        """Decisions in [since, until) grouped by the rules they matched, the winning rule and
+        the outcome (what `overlaps` needs of each record), counted in SQL: a window holds a
+        handful of distinct groups however many decisions. `matched` None: decisions that do
+        not carry the set (decided before it was recorded, or not by the rules)."""
+        stmt = select(D.c.matched, D.c.rule, D.c.outcome, func.count()).where(
+            *_window(D.c.decided_at, since, until)).group_by(D.c.matched, D.c.rule, D.c.outcome)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+            texts = self._texts(conn, {i for r in rows for i in r[:2]})
+        return [MatchedGroup(matched=None if m is None else codec.parse_matched(texts[m]),
+                             rule=None if rule is None else texts[rule],
+                             outcome=codec.OUTCOMES_BY_CODE[code], count=int(n))
+                for m, rule, code, n in rows]
+
     def speed_to_lead(self, since: datetime, until: datetime, buckets: int) -> list[SpeedPoint]:
         """[since, until) cut into `buckets` equal spans by decided_at; per span, how many
         assigned or fallback decisions had a creation time, and the p50/p95 of their seconds
@@ -720,7 +774,7 @@ class History:
     def _decisions(self, stmt: Select[Any]) -> list[tuple[int, Decision]]:
         with self._read() as conn:
             rows = conn.execute(stmt).all()
-            texts = self._texts(conn, {i for r in rows for i in r[2:10]})
+            texts = self._texts(conn, {i for r in rows for i in (*r[2:10], r[16])})
             bodies = self._bodies(conn, {r[14] for r in rows})
         out = []
         for r in rows:
@@ -733,6 +787,7 @@ class History:
                 previous_owner=label(r[5]), owner_crm_id=label(r[6]), pool=label(r[7]),
                 rule=label(r[8]), trigger=trigger, created_at=r[11], decided_at=r[12],
                 written_at=r[13], body=bodies[r[14]], write_error=r[15],
+                matched=label(r[16]),
             ))))
         return out
 
@@ -740,7 +795,7 @@ class History:
 _DECISION_COLUMNS = select(
     D.c.id, D.c.record_id, D.c.crm, D.c.object, D.c.owner, D.c.previous_owner,
     D.c.owner_crm_id, D.c.pool, D.c.rule, D.c.trigger, D.c.outcome, D.c.created_at,
-    D.c.decided_at, D.c.written_at, D.c.trace_id, D.c.write_error,
+    D.c.decided_at, D.c.written_at, D.c.trace_id, D.c.write_error, D.c.matched,
 )
 
 

@@ -162,6 +162,9 @@ class Precreated:
     decided_at: datetime
     expires_at: datetime
     decision: Decision  # as answered (record id `api:...`, trigger `api`)
+    # The pool turn's window key (`Decision.turn` is not kept): a decision held for review
+    # carries it to its review item, so a reassignment moves the count out of that window.
+    window: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({
@@ -172,6 +175,7 @@ class Precreated:
             "decided_ts": self.decided_at.timestamp(),
             "expires_ts": self.expires_at.timestamp(),
             "decision": self.decision.to_dict(),
+            "window": self.window,
         }, separators=(",", ":"))
 
     @classmethod
@@ -181,7 +185,7 @@ class Precreated:
                    email=data.get("email"), domain=data.get("domain"),
                    decided_at=datetime.fromisoformat(data["decided_at"]),
                    expires_at=datetime.fromisoformat(data["expires_at"]),
-                   decision=Decision.from_dict(data["decision"]))
+                   decision=Decision.from_dict(data["decision"]), window=data.get("window"))
 
 
 class ClosesOnExit:

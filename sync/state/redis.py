@@ -1002,8 +1002,12 @@ def _fixed(value: datetime) -> str:
 
 
 def encode_entry(decision: Decision) -> str:
-    """A decision's outbox body (the Lua commit prefixes its id): compact JSON of `to_dict`."""
-    return json.dumps(decision.to_dict(), separators=(",", ":"), ensure_ascii=False)
+    """A decision's outbox body (the Lua commit prefixes its id): compact JSON of `to_dict`,
+    plus the rules it matched (`matched`, read back by `Decision.from_dict`) when known."""
+    data = decision.to_dict()
+    if decision.matched is not None:
+        data["matched"] = list(decision.matched)
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def encode_event(event: HistoryEvent) -> str:

@@ -950,16 +950,17 @@ def _history_revision(conn: sqlite3.Connection) -> str | None:
 # resolves to, then its own values. The id is the file's rowid sequence.
 _INSERT_DECISION = (
     "INSERT INTO history_decisions (crm, object, owner, previous_owner, owner_crm_id, pool, "
-    "rule, \"trigger\", trace_id, record_id, outcome, created_at, decided_at, written_at, "
-    "write_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "rule, \"trigger\", trace_id, matched, record_id, outcome, created_at, decided_at, "
+    "written_at, write_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_COLUMNS = 16
 # Rows per multi-row INSERT: one statement execution per row (executemany) costs SQLite a
 # statement start and end each, AUTOINCREMENT's sqlite_sequence read and write among them; a
 # hundred rows a statement cut the insert's CPU by a quarter. 1,500 parameters, far below
 # SQLite's limit (32,766 since 3.32; 999 before, hence the check).
 _ROWS_PER_INSERT = 100 if sqlite3.sqlite_version_info >= (3, 32) else 1
 _INSERT_DECISIONS = _INSERT_DECISION + (
-    ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1))
+    ", (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" * (_ROWS_PER_INSERT - 1))
 
 
 def _insert_decisions(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> None:
@@ -968,7 +969,7 @@ def _insert_decisions(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -
     whole = len(rows) - len(rows) % _ROWS_PER_INSERT
     if _ROWS_PER_INSERT > 1:
         flat = tuple(chain.from_iterable(rows[:whole]))
-        step = _ROWS_PER_INSERT * 15
+        step = _ROWS_PER_INSERT * _COLUMNS
         for at in range(0, len(flat), step):
             conn.execute(_INSERT_DECISIONS, flat[at:at + step])
     if whole < len(rows):
@@ -1009,8 +1010,9 @@ class _HistoryRows:
         unresolved: list[int] = []
         for d in decisions:
             tail, offsets = columns(d)  # (record id, outcome, 3 instants, error): the row's end
+            # The matched set by identity too: `decide` gives one tuple object per set.
             key = (id(d.trace), d.rule, d.reason, d.owner, d.previous_owner, d.owner_crm_id,
-                   d.pool, d.crm, d.object, d.trigger, offsets)
+                   d.pool, d.crm, d.object, d.trigger, offsets, id(d.matched))
             shape = shapes.get(key)
             if shape is None:
                 unresolved.append(len(rows))
@@ -1032,7 +1034,12 @@ class _HistoryRows:
                 ids = tuple(None if text is None else self.label(conn, kind, text)
                             for kind, text in zip(_LABEL_KINDS, labels, strict=True))
                 body = codec.trace_body(d.rule, d.reason, d.trace, key[10])
-                shape = pending[key] = (ids + (self._trace(conn, body),), d.trace)
+                matched = None if d.matched is None else self.label(
+                    conn, codec.MATCHED, codec.matched_text(d.matched))
+                # The entry holds the trace and the matched set: their ids key it, so neither
+                # object may be freed (and its id reused) while it is cached.
+                shape = pending[key] = (ids + (self._trace(conn, body), matched),
+                                        (d.trace, d.matched))
             rows[i] = shape[0] + tail
 
     def label(self, conn: sqlite3.Connection, kind: str, text: str) -> int:

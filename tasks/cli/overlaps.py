@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import tempfile
 from datetime import datetime
-from html import escape
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from sync.overlaps import OverlapCounter, Overlaps, rule_matches
+from sync.overlaps import OverlapCounter, Overlaps, heat_map, rule_matches
 from tasks.cli.common import (
     ConfigOpt,
     NowOpt,
@@ -23,9 +22,6 @@ from tasks.cli.common import (
     parse_instant,
     print_json,
 )
-
-# Heat-map geometry: a cell per rule pair, the rule names down the left and along the top.
-CELL, LABEL, MAX_LABEL = 28, 200, 28
 
 
 def overlaps(
@@ -114,43 +110,3 @@ def _print(result: Overlaps) -> None:
         out.print(pairs)
     else:
         out.print("no two rules match the same record")
-
-
-def heat_map(result: Overlaps) -> str:
-    """The overlap matrix as a standalone SVG: a cell per pair of rules, darker for more
-    records both match; the diagonal is each rule's own matches. Names are escaped (a rule
-    name is the routing file's text)."""
-    names = [r.rule for r in result.rules]
-    n = len(names)
-    counts: dict[tuple[int, int], int] = {}
-    for i, rule in enumerate(result.rules):
-        counts[(i, i)] = rule.matches
-    index = {name: i for i, name in enumerate(names)}
-    for a, b, both in result.pairs:
-        counts[(index[a], index[b])] = counts[(index[b], index[a])] = both
-    top = max(counts.values(), default=0) or 1
-    size = LABEL + CELL * max(n, 1)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{size}" height="{size}" '
-             f'viewBox="0 0 {size} {size}" font-family="sans-serif" font-size="11">',
-             "<title>Rule overlap: records both rules match</title>"]
-    for i, name in enumerate(names):
-        label = escape(name if len(name) <= MAX_LABEL else name[:MAX_LABEL - 1] + "…")
-        y = LABEL + CELL * i + CELL / 2 + 4
-        parts.append(f'<text x="{LABEL - 6}" y="{y:.1f}" text-anchor="end">{label}</text>')
-        x = LABEL + CELL * i + CELL / 2 + 4
-        parts.append(f'<text x="{x:.1f}" y="{LABEL - 6}" text-anchor="start" '
-                     f'transform="rotate(-60 {x:.1f} {LABEL - 6})">{label}</text>')
-    for i, j in ((i, j) for i in range(n) for j in range(n)):
-        value = counts.get((i, j), 0)
-        shade = value / top
-        fill = f"rgb({int(255 - 200 * shade)},{int(255 - 120 * shade)},255)"
-        x, y = LABEL + CELL * j, LABEL + CELL * i
-        tip = escape(f"{names[i]} ∩ {names[j]}: {value}" if i != j
-                     else f"{names[i]}: {value} matches")
-        parts.append(f'<rect x="{x}" y="{y}" width="{CELL - 1}" height="{CELL - 1}" '
-                     f'fill="{fill}"><title>{tip}</title></rect>')
-        if value:
-            parts.append(f'<text x="{x + CELL / 2:.1f}" y="{y + CELL / 2 + 4:.1f}" '
-                         f'text-anchor="middle">{value}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"

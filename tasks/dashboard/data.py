@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sync.compiler import CompiledRouting
 from sync.decide import RoutingContext
-from sync.models import Decision, HistoryEvent, decision_key
+from sync.models import Decision, HistoryEvent, Outcome, decision_key
 from sync.state.base import LoadRow, PoolSnapshot, StateStore
 
 if TYPE_CHECKING:  # SQLAlchemy loads only when a page reads the history
@@ -62,6 +62,19 @@ class FirstTouchLike(Protocol):
     def reroutes(self) -> int: ...
 
 
+class MatchedGroupLike(Protocol):
+    """`sync.history.store.MatchedGroup`: decisions by matched rules, winning rule, outcome."""
+
+    @property
+    def matched(self) -> tuple[str, ...] | None: ...
+    @property
+    def rule(self) -> str | None: ...
+    @property
+    def outcome(self) -> Outcome: ...
+    @property
+    def count(self) -> int: ...
+
+
 class HistoryReader(Protocol):
     """The part of `sync.history.History` the dashboard reads (docs/operations.md)."""
 
@@ -90,6 +103,9 @@ class HistoryReader(Protocol):
 
     def first_touch(self, since: datetime | None = None,
                     until: datetime | None = None) -> Sequence[FirstTouchLike]: ...
+
+    def matched_groups(self, since: datetime | None = None,
+                       until: datetime | None = None) -> Sequence[MatchedGroupLike]: ...
 
 
 def window_bounds(window: str, now: datetime, zone: tzinfo) -> tuple[datetime, datetime]:

@@ -22,6 +22,7 @@ from connectors import registry
 from connectors.links import crm_link
 from sync.compiler import CompiledRouting
 from sync.models import Decision, Outcome, ReviewItem
+from sync.overlaps import heat_map
 from sync.state.base import StateStore
 from tasks.dashboard import charts, data, territory
 from tasks.dashboard.auth import (
@@ -541,10 +542,14 @@ async def _overlaps(request: Request, dash: Dashboard, session: Session,
     bars = charts.rule_bars([data.Share(r.rule, r.wins, r.share * 100) for r in view.rules])
     config = str(routing.file.source) if routing is not None and routing.file.source \
         else "routing.yaml"
+    overlap = view.overlap
+    # The CLI's own SVG (sync/overlaps.py; rule names escaped there), inline.
+    heat = heat_map(overlap) if overlap is not None and overlap.rules else None
+    pairs = sorted(overlap.pairs, key=lambda p: (-p[2], p[0], p[1])) if overlap else []
     return _render(request, "overlaps.html", session=session, cookie=cookie, page="overlaps",
                    title="Territory overlap", view=view, bars=bars,
                    has_routing=routing is not None, config=config,
-                   max_traces=territory.MAX_TRACES)
+                   max_traces=territory.MAX_TRACES, heat=heat, pairs=pairs)
 
 
 def _offset(text: str) -> int:

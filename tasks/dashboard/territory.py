@@ -1,11 +1,14 @@
 """The dashboard's territory-overlap page: what the decision history proves about the rules.
 
-The history keeps decisions, not records, so it cannot say which later rules a record would
-also have matched (routing stops at the first rule that yields someone). It proves exactly: the
-decisions each rule won, the decisions a rule matched but could not assign (its target had
-nobody eligible: a `no_assignee` step in the trace) and who took those instead, and the rules
-that never won. The full matrix comes from `account-router overlaps`, which re-reads the
-records (docs/operations.md#territory-overlap).
+Each decision the rules make records every rule whose `when` the record matched
+(`Decision.matched`, the later rules' too), so the last 30 days give exactly what
+`account-router overlaps` gives over the same records: per rule the records it won, matched,
+and lost (to whom), the rules that never win, and the pair matrix (sync/overlaps.py, the same
+counter and the same heat map). Decisions that carry no set (recorded before it was kept, or
+not made by the rules: SLA re-routes, review answers, POST /route decisions written later) are
+counted apart and left out. Also: the decisions each rule won, and those a rule matched with
+nobody eligible (a `no_assignee` step in the trace) and who took them instead
+(docs/operations.md#territory-overlap).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sync.compiler import CompiledRouting
-from sync.overlaps import taken_by
+from sync.models import Decision
+from sync.overlaps import OverlapCounter, Overlaps, taken_by
 from tasks.dashboard.data import HistoryReader
 
 WINDOW = timedelta(days=30)
@@ -47,6 +51,10 @@ class Territory:
     no_rule: int  # decisions no rule won (kept, top-level fallback, unassigned, skipped)
     traces_read: int
     rules: list[RuleShare]  # the routing file's rules in order, then rules only in history
+    # `overlaps` over the window's decisions that carry their matched rules (None without a
+    # routing file: matches are counted per rule of the file).
+    overlap: Overlaps | None = None
+    unknown: int = 0  # decisions of the window without their matched rules, left out of it
 
     @property
     def complete(self) -> bool:
@@ -85,4 +93,25 @@ def territory(history: HistoryReader, routing: CompiledRouting | None,
                          in_file)
 
     rules = [share(n, True) for n in names] + [share(n, False) for n in extra]
-    return Territory(since, until, total, hits.get("", 0), len(read), rules)
+    overlap, unknown = matched_overlaps(history, routing, since, until)
+    return Territory(since, until, total, hits.get("", 0), len(read), rules, overlap, unknown)
+
+
+def matched_overlaps(history: HistoryReader, routing: CompiledRouting | None,
+                     since: datetime, until: datetime) -> tuple[Overlaps | None, int]:
+    """`overlaps` of the decisions in [since, until) that carry their matched rules, and how
+    many do not. Counted in SQL by (matched set, winning rule, outcome), then each group goes
+    through the CLI's own counter with its count: the same definitions, exactly. Rules of the
+    set no longer in the file are left out of it (the matrix is the file's)."""
+    groups = history.matched_groups(since, until)
+    unknown = sum(g.count for g in groups if g.matched is None)
+    if routing is None:
+        return None, unknown
+    index = {rule.name: i for i, rule in enumerate(routing.rules)}
+    counter = OverlapCounter(routing)
+    for g in groups:
+        if g.matched is None:
+            continue
+        matched = sorted(index[name] for name in g.matched if name in index)
+        counter.add(matched, Decision("", "", "", g.outcome, rule=g.rule), g.count)
+    return counter.result(), unknown

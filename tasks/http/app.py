@@ -34,9 +34,10 @@ BODY_TIMEOUT_SECONDS = 10.0
 
 
 @asynccontextmanager
-async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = ENQUEUE_THREADS
     yield
+    app.state.ctx.account_lookup.close()  # POST /route's CRM connectors, if it made any
 
 
 def create_app(

@@ -24,6 +24,7 @@ from sync.history.store import describe_error
 from sync.state.base import StateStore
 from sync.state.sqlite import SqliteStateStore
 from tasks.decider import Decider
+from tasks.http.lookup import AccountLookup
 from tasks.logging import REDACTED, SECRET_KEY
 
 if TYPE_CHECKING:
@@ -217,6 +218,8 @@ class AppContext:
     # requests on one pool would otherwise lose each other's compare-and-set, and one state
     # store round trip set per record does not keep up with a busy form.
     decider: Decider = field(init=False)
+    # POST /route's bounded CRM read for company_match (connectors made on first use).
+    account_lookup: AccountLookup = field(default_factory=AccountLookup)
 
     def __post_init__(self) -> None:
         self.decider = Decider(self.store, self.clock)

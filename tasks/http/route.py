@@ -36,7 +36,7 @@ from sync.enrich import EnrichData
 from sync.models import Decision, TraceStep
 from sync.pipeline import to_record
 from sync.ports import CrmRecord, CrmSpec
-from sync.precreate import KEPT_OUTCOMES, precreated
+from sync.precreate import OWNER_OUTCOMES, precreated
 from sync.state.base import Precreated
 from tasks.http.common import AppContext, Ctx, Rejected, check_text, log, require_token, store_call
 
@@ -182,7 +182,8 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
             body: RouteBody, key: str) -> tuple[dict[str, Any], Precreated | None]:
     """Decide the record with a real pool turn (the pipeline's engine: compare-and-set on the
     state store) and audit it: the answer, and the entry to keep for the CRM record when the
-    decision gives it an owner."""
+    decision gives it an owner or holds a proposal for review (no review item yet: there is
+    no record to write until it appears)."""
     now = datetime.fromtimestamp(ctx.clock(), UTC)
     props = dict(body.record)
     # The record does not exist in the CRM: it has no owner to keep, whatever the form says.
@@ -195,13 +196,20 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
     except ValueError as exc:
         raise Rejected(422, f"record: {exc}", "invalid") from exc
     enriched: dict[str, tuple[TraceStep, ...]] = {}
+    owners: dict[str, str] | None = None
     if routing.enrichment is not None:
-        # The routing file's steps, as the workers run them; `company_match` finds no account
-        # here (that needs a CRM read), so it leaves the record as it is.
-        records, enriched = routing.enrichment.run_all([record], EnrichData())
+        if routing.enrichment.needs_accounts:
+            # `company_match`: the CRM's accounts read as the workers read them (and, with
+            # the connector at hand, the owners of the accounts leads follow), bounded; when
+            # the CRM does not answer in time the trace says the step was skipped.
+            records, owners, enriched = ctx.account_lookup.prepare(
+                ctx.settings, routing, spec.name, [record])
+        else:
+            # The routing file's steps, as the workers run them: no CRM read needed.
+            records, enriched = routing.enrichment.run_all([record], EnrichData())
         record = records[0]
     turn = ctx.decider.submit(record, routing, crm=spec.name, trigger=TRIGGER,
-                              enriched=enriched)
+                              enriched=enriched, account_owners=owners)
     decision: Decision = store_call(lambda: _taken(turn))
     ctx.metrics.decision(str(decision.outcome), decision.rule)
     entry = precreated(key, spec.name, obj, record, decision, routing.file.precreate_ttl)
@@ -220,9 +228,10 @@ def _taken(turn: Future[Decision]) -> Decision:
 
 def answer_of(decision: Decision, routing: CompiledRouting) -> dict[str, Any]:
     """The answer's JSON (docs/operations.md#post-route): `owner` null unless the decision
-    gives the record one."""
+    gives the record one. A proposal held for review gives none yet: the record is to be
+    created without an owner, and reviewed when it appears (the proposal is in the reason)."""
     owner = None
-    if decision.outcome in KEPT_OUTCOMES and decision.owner is not None:
+    if decision.outcome in OWNER_OUTCOMES and decision.owner is not None:
         rep = routing.reps.get(decision.owner)
         owner = {"id": decision.owner, "name": rep.name if rep else None,
                  "email": rep.email if rep else None, "crm_id": decision.owner_crm_id}

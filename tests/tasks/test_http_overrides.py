@@ -21,7 +21,6 @@ from tests.tasks.test_http import (
     make_settings,
     post_hubspot,
     routing_file,  # noqa: F401 - fixture
-    sqlite_store,  # noqa: F401 - fixture
 )
 
 WRITTEN = datetime.fromtimestamp(NOW - 600, UTC)  # our write, ten minutes before the app's now

@@ -16,6 +16,7 @@ from connectors.simulator.server import RunningSimulator
 from sync.compiler import load_routing
 from sync.history import History
 from sync.pipeline import Pipeline
+from sync.state import open_store
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
@@ -162,3 +163,153 @@ def test_given_the_write_fails_when_the_record_is_retried_then_the_api_owner_is_
     assert retried.written == 1
     assert sim.owner_of("salesforce", "Lead", lead) == sf_id("005", 101)  # ana, as answered
     assert turns(sqlite_store) == 1
+
+
+# The same team, every decision held for review.
+REVIEWED = ROUTING.replace("assign: {pool: inbound}}", "assign: {pool: inbound}, review: true}")
+
+
+def counts(sqlite_store: SqliteStateStore, window: str) -> dict[str, int]:
+    """Each member's pool count in `window`."""
+    snap = sqlite_store.load_pools({"inbound": {m: window for m in ("ana", "bo", "cy")}})["inbound"]
+    return {m: snap.counts.get(m, 0) for m in ("ana", "bo", "cy")}
+
+
+def test_given_a_form_held_for_review_when_its_contact_is_webhooked_then_reviewed_as_proposed(
+    sim: Simulator, running: RunningSimulator, sqlite_store: SqliteStateStore, api: TestClient,
+    routing_path: Path,
+) -> None:
+    routing_path.write_text(REVIEWED)
+    route(api, "hubspot", "contacts", {"email": "x@other.com"}, "warm-up")  # ana's turn
+    answer = route(api, "hubspot", "contacts",
+                   {"email": "Ann@Acme.com", "firstname": "Ann", "company": "Acme"}, "form-1")
+    # Held for review: no owner to create the record with; the proposal (bo) is in the reason.
+    assert (answer["outcome"], answer["owner"]) == ("pending_review", None)
+    assert "-> bo; held for review" in answer["reason"]
+    assert turns(sqlite_store) == 2
+    # Nothing to approve while the record does not exist.
+    assert api.get("/review", headers=AUTH).json() == {"items": []}
+
+    created = sim.hubspot_create("contacts", {"email": "ann@acme.com", "company": "Acme"})
+    for _ in range(2):  # the creation, then a property change: one item, one proposal
+        with connector("hubspot") as c:
+            Pipeline(c, load_routing(routing_path), sqlite_store).route_ids(
+                "contacts", [created], trigger="webhook")
+
+    # The CRM record waits for review with the API's proposal, and no second turn was taken
+    # (routed again, it would have been cy's turn).
+    [item] = api.get("/review", headers=AUTH).json()["items"]
+    assert (item["record_id"], item["proposed_owner"], item["rule"]) == (
+        created, "bo", "inbound")
+    assert item["reason"].startswith(f"decided by POST /route at {answer['decided_at']}: ")
+    assert turns(sqlite_store) == 2
+    [held] = sqlite_store.reviews()
+    assert held.window is not None
+    assert counts(sqlite_store, held.window) == {"ana": 1, "bo": 1, "cy": 0}
+    assert sim.owner_of("hubspot", "contacts", created) is None  # nothing written yet
+    with History(sqlite_store.url) as history:
+        [pending] = history.decisions(record_id=created)
+    assert (pending.outcome, pending.owner, pending.trigger) == ("pending_review", "bo",
+                                                                 "webhook")
+    assert [s.to_dict() for s in pending.trace] == answer["trace"]
+
+    # Approved: written once, to the proposal; the turn still counted once.
+    first = api.post(f"/review/{item['id']}/approve", headers=AUTH, json={"by": "maya"})
+    second = api.post(f"/review/{item['id']}/approve", headers=AUTH)
+
+    assert first.status_code == 200, first.text
+    assert first.json()["status"] == "approved"
+    assert second.status_code == 409
+    assert sim.owner_of("hubspot", "contacts", created) == "102"
+    assert sim.stats("hubspot")["records_updated"] == 1
+    assert turns(sqlite_store) == 2
+    assert counts(sqlite_store, held.window) == {"ana": 1, "bo": 1, "cy": 0}
+    with History(sqlite_store.url) as history:
+        decisions = history.decisions(record_id=created)
+    assert sorted((d.outcome, d.trigger, d.written_at is not None) for d in decisions) == [
+        ("assigned", "review", True), ("pending_review", "webhook", False)]
+
+
+def test_given_a_lead_held_for_review_when_swept_and_reassigned_then_the_count_moves_once(
+    sim: Simulator, running: RunningSimulator, sqlite_store: SqliteStateStore, api: TestClient,
+    routing_path: Path,
+) -> None:
+    routing_path.write_text(REVIEWED)
+    answer = route(api, "salesforce", "Lead",
+                   {"Email": "jo@beispiel.de", "Company": "Beispiel GmbH", "LastName": "Jo"},
+                   "lead-1")
+    assert (answer["outcome"], answer["owner"]) == ("pending_review", None)
+
+    # A colleague of the same company appears (matched by domain): it takes the proposal.
+    lead = sim.salesforce_create("Lead", {"Email": "max@beispiel.de",
+                                          "Company": "Beispiel GmbH", "LastName": "Max"})
+    with connector("salesforce") as c:
+        report = Pipeline(c, load_routing(routing_path), sqlite_store).sweep("Lead", full=True)
+
+    assert report.written == 0
+    [item] = sqlite_store.reviews()
+    assert (item.record_id, item.proposed_owner, item.object) == (lead, "ana", "Lead")
+    assert item.window is not None
+    assert turns(sqlite_store) == 1
+    assert counts(sqlite_store, item.window) == {"ana": 1, "bo": 0, "cy": 0}
+
+    # Reassigned: cy is written, and the API's one count moves from ana to cy.
+    done = api.post(f"/review/{item.id}/reassign", headers=AUTH, json={"rep": "cy"})
+
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "reassigned"
+    assert sim.owner_of("salesforce", "Lead", lead) == sf_id("005", 103)
+    assert counts(sqlite_store, item.window) == {"ana": 0, "bo": 0, "cy": 1}
+
+
+def test_given_a_review_proposal_older_than_precreate_ttl_when_its_record_appears_then_rules(
+    sim: Simulator, running: RunningSimulator, sqlite_store: SqliteStateStore, routing_path: Path,
+) -> None:
+    routing_path.write_text(REVIEWED + "precreate_ttl: 1h\n")
+    settings = Settings.model_validate({"api_token": "ops-token", "config": str(routing_path)})
+    then = sim.clock() - 2 * 3600
+    api = TestClient(create_app(settings, sqlite_store, RecordingEnqueue(), clock=lambda: then,
+                                metrics=LocalMetrics()))
+    route(api, "hubspot", "contacts", {"email": "ann@acme.com"}, "old-form")  # ana proposed
+
+    created = sim.hubspot_create("contacts", {"email": "ann@acme.com"})
+    with connector("hubspot") as c:
+        Pipeline(c, load_routing(routing_path), sqlite_store).route_ids(
+            "contacts", [created], trigger="webhook")
+
+    # Unclaimed in time, the proposal lapsed: the rules decide anew (bo, a turn of its own),
+    # and the API's turn stays counted, as for an owner never written.
+    [item] = sqlite_store.reviews()
+    assert (item.record_id, item.proposed_owner) == (created, "bo")
+    assert not item.reason.startswith("decided by POST /route")
+    assert turns(sqlite_store) == 2
+
+
+def test_given_redis_state_when_a_form_held_for_review_gets_its_contact_then_one_item_one_turn(
+    sim: Simulator, running: RunningSimulator, redis_url: str, routing_path: Path,
+) -> None:
+    routing_path.write_text(REVIEWED)
+    settings = Settings.model_validate({"api_token": "ops-token", "config": str(routing_path)})
+    with open_store(redis_url) as store:
+        api = TestClient(create_app(settings, store, RecordingEnqueue(),
+                                    metrics=LocalMetrics()))
+        route(api, "hubspot", "contacts", {"email": "x@other.com"}, "warm-up")  # ana's turn
+        route(api, "hubspot", "contacts", {"email": "ann@acme.com"}, "form-1")  # bo proposed
+
+        created = sim.hubspot_create("contacts", {"email": "ann@acme.com"})
+        for _ in range(2):
+            with connector("hubspot") as c:
+                Pipeline(c, load_routing(routing_path), store).route_ids(
+                    "contacts", [created], trigger="webhook")
+
+        [item] = store.reviews()
+        assert (item.record_id, item.proposed_owner, item.window is not None) == (
+            created, "bo", True)
+        assert store.load_pools({"inbound": {}})["inbound"].version == 2
+
+        done = api.post(f"/review/{item.id}/approve", headers=AUTH)
+
+        assert done.status_code == 200, done.text
+        assert sim.owner_of("hubspot", "contacts", created) == "102"
+        assert sim.stats("hubspot")["records_updated"] == 1
+        assert store.load_pools({"inbound": {}})["inbound"].version == 2

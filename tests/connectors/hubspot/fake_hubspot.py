@@ -6,8 +6,10 @@ the connector runs its real client against this server through `base_url`.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import operator
+import re
 import threading
 import time
 from collections import deque
@@ -373,6 +375,10 @@ def _predicate(f: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
     if op == "IN":
         wanted = {_value(prop, v) for v in f["values"]}
         return lambda props: _value(prop, props.get(prop)) in wanted
+    if op == "CONTAINS_TOKEN":  # a word of the value, `*` completing a partial one
+        pattern = str(f.get("value", "")).lower()
+        return lambda props: any(fnmatch.fnmatchcase(word, pattern) for word in
+                                 re.split(r"[^\w]+", str(props.get(prop) or "").lower()))
     want = _value(prop, f.get("value"))
     compare = {"EQ": operator.eq, "GT": operator.gt, "GTE": operator.ge,
                "LT": operator.lt, "LTE": operator.le}[op]

@@ -27,3 +27,11 @@ def test_given_the_vendor_limits_then_they_are_hubspots() -> None:
     assert hs.SEARCH_CALLS_PER_SECOND == 5
     assert hs.SEARCH_RESULT_CAP % hs.SEARCH_PAGE_SIZE == 0
     assert hs.DAILY_POLICY not in hs.POLICY_WINDOW_SECONDS  # a quota is never waited out
+
+
+def test_given_the_search_filter_limits_then_a_name_search_fits_them() -> None:
+    # One CONTAINS_TOKEN filter per group (groups OR): a name search's prefixes fit both the
+    # group limit and the filter limits (HubSpot changelog 2024-08-26: 5, 10 a group, 25).
+    assert (hs.SEARCH_FILTER_GROUPS, hs.SEARCH_FILTERS_PER_GROUP,
+            hs.SEARCH_FILTERS_TOTAL) == (5, 10, 25)
+    assert hs.NAME_PREFIXES_PER_SEARCH == hs.SEARCH_FILTER_GROUPS <= hs.SEARCH_FILTERS_TOTAL

@@ -59,6 +59,7 @@ def test_given_every_operation_when_the_connector_calls_hubspot_then_each_reques
         conn.write_owners(obj, {"1": "7001", "2": "7001"})
     conn.users()
     conn.accounts_by_domain([f"co{n}.com" for n in range(1, 151)])
+    conn.accounts_by_name(["Company 1 Holdings", "Acme Widgets", "Zyx Q Group"])
 
     # Then: each request is one HubSpot's spec accepts, and every kind was seen.
     seen = {_kind(r.method, r.path) for r in fake.requests}

@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from connectors.salesforce import settings as vendor
-from connectors.salesforce.connector import website_like
-from sync.ports import CrmUser, QuotaExhausted
+from connectors.salesforce.connector import from_settings, website_like
+from connectors.transport import Unlimited
+from sync.ports import CrmUnavailable, CrmUser, QuotaExhausted
 from tests.connectors.salesforce.builders import (
     INSTANCE,
     QUERY_URL,
@@ -18,6 +19,7 @@ from tests.connectors.salesforce.builders import (
     row,
     sf_id,
     soql,
+    token_settings,
 )
 
 ACCOUNT_FIELDS = ", ".join(vendor.OBJECT_FIELDS["Account"])
@@ -292,4 +294,18 @@ def test_given_usage_at_the_limit_then_the_next_call_stops_before_it_is_made(
     with pytest.raises(QuotaExhausted, match="5000/5000"):
         connector.list_records("Account", since=None, cursor=first.cursor)
 
+    assert len(rsps.calls) == 1 and sleeps == []
+
+
+def test_given_one_attempt_when_the_org_answers_503_then_the_call_fails_without_a_retry(
+        rsps, sleeps):
+    # POST /route's connector (tasks/http/lookup.py): a form waits, so no retry loop.
+    rsps.get(QUERY_URL, status=503, json=[{"errorCode": "SERVER_UNAVAILABLE", "message": "x"}])
+    quick = from_settings(token_settings(), limiter=Unlimited(), transport_sleep=sleeps.append,
+                          attempts=1)
+    try:
+        with pytest.raises(CrmUnavailable, match="gave up after 1 attempts"):
+            quick.accounts_by_name(["Acme Corporation"])
+    finally:
+        quick.close()
     assert len(rsps.calls) == 1 and sleeps == []

@@ -256,6 +256,45 @@ def test_given_search_when_answered_then_no_rate_limit_headers_but_other_calls_c
     assert listed.headers["X-HubSpot-RateLimit-Daily-Remaining"] == "249998"
 
 
+def test_given_contains_token_when_searching_then_words_match_and_star_completes_a_word(
+        hs: requests.Session, running, sim: Simulator):
+    sim.configure_limits(hubspot_search_per_second=1000)  # six searches at once
+    names = {"ACME Corp.": "acme.example", "The Acme Co": "acme-co.example",
+             "Macme Ltd": "macme.example", "Acmeworks": "acmeworks.example",
+             "Road-Runner Acme": "runner.example"}
+    made = {sim.hubspot_create("companies", {"name": n, "domain": d}): n
+            for n, d in names.items()}
+
+    def search(value: str, op: str = "CONTAINS_TOKEN") -> set[str]:
+        body = search_body(filterGroups=[{"filters": [
+            {"propertyName": "name", "operator": op, "value": value}]}],
+            sorts=[{"propertyName": "hs_object_id", "direction": "DESCENDING"}])  # ours first
+        response = hs.post(f"{running.hubspot_url}/crm/v3/objects/companies/search", json=body)
+        assert response.status_code == 200, response.text
+        return {made[r["id"]] for r in response.json()["results"] if r["id"] in made}
+
+    assert search("acm*") == {"ACME Corp.", "The Acme Co", "Acmeworks", "Road-Runner Acme"}
+    assert search("ACME") == {"ACME Corp.", "The Acme Co", "Road-Runner Acme"}  # whole words
+    assert search("cor") == set() and search("corp") == {"ACME Corp."}
+    assert search("run*") == {"Road-Runner Acme"}  # a hyphen splits words
+    assert search("*acme*") == set(names)  # a pattern may span the whole value
+    assert search("acm*", "NOT_CONTAINS_TOKEN") == {"Macme Ltd"}
+
+
+def test_given_hubspots_filter_limits_when_searching_then_the_most_allowed_pass_and_more_fail(
+        hs: requests.Session, running, sim: Simulator):
+    sim.configure_limits(hubspot_search_per_second=1000)
+    def post(groups: int, per_group: int) -> int:
+        one = {"propertyName": "name", "operator": "CONTAINS_TOKEN", "value": "a*"}
+        body = search_body(filterGroups=[{"filters": [one] * per_group}] * groups)
+        return hs.post(f"{running.hubspot_url}/crm/v3/objects/companies/search",
+                       json=body).status_code
+
+    # HubSpot changelog 2024-08-26: 5 groups, 10 filters a group, 25 filters in all.
+    assert post(5, 5) == 200 and post(1, 10) == 200
+    assert post(6, 1) == 400 and post(1, 11) == 400 and post(3, 9) == 400
+
+
 @pytest.mark.parametrize(("extra", "fragment"), [
     ({"after": "10000"}, "10000"),
     ({"limit": 201}, "limit"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from sync.models import Decision, Outcome, TraceStep
@@ -159,3 +160,18 @@ def test_given_an_answer_put_with_its_entry_then_both_are_kept(store: StateStore
 
     assert store.answer("k1") == "the answer"
     assert store.take_precreated("hubspot", "contacts", "ann@acme.com", None, T0) == entry()
+
+
+def test_given_a_proposal_held_for_review_when_kept_then_it_comes_back_with_its_turn_window(
+    store: StateStore,
+) -> None:
+    held = entry("r1")
+    held = replace(held, window="day:2026-11-25", decision=held.decision._replace(
+        outcome=Outcome.PENDING_REVIEW, reason="rule everyone: -> ana; held for review (x)"))
+    store.put_answer("r1", "the answer", 3600, held)
+
+    taken = store.take_precreated("hubspot", "contacts", None, "acme.com", T0)
+
+    assert taken == held
+    assert taken is not None and taken.window == "day:2026-11-25"
+    assert taken.decision.outcome == Outcome.PENDING_REVIEW

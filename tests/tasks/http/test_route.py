@@ -320,7 +320,7 @@ def test_given_another_request_holds_the_key_too_long_when_routing_then_409_and_
     assert sqlite_store.load_pools({"inbound": {}})["inbound"].version == 0
 
 
-def test_given_a_rule_held_for_review_when_routed_then_pending_review_and_owner_null(
+def test_given_a_rule_held_for_review_when_routed_then_pending_review_owner_null_and_kept(
     sqlite_store: StateStore, tmp_path: Path,
 ) -> None:
     path = tmp_path / "review.yaml"
@@ -333,8 +333,15 @@ def test_given_a_rule_held_for_review_when_routed_then_pending_review_and_owner_
 
     assert (answer["outcome"], answer["owner"], answer["rule"]) == (
         "pending_review", None, "inbound")
-    assert sqlite_store.take_precreated("hubspot", "contacts", "ann@acme.com", None,
-                                        DECIDED_AT) is None
+    assert "-> ana; held for review" in answer["reason"]  # the proposal, named
+    # Nothing to approve before the record exists: no review item yet...
+    assert sqlite_store.reviews() == []
+    # ...but the proposal waits for the record, with the window its turn was counted in.
+    entry = sqlite_store.take_precreated("hubspot", "contacts", "ann@acme.com", None,
+                                         DECIDED_AT)
+    assert entry is not None
+    assert (entry.decision.outcome, entry.decision.owner) == ("pending_review", "ana")
+    assert entry.window is not None and entry.window.startswith("day:")
 
 
 def test_given_the_state_store_unreachable_when_routing_then_503_not_a_crash(

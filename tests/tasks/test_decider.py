@@ -1,0 +1,134 @@
+"""The decider thread behind POST /route: requests that queue while a batch commits share the
+next commit, each still takes its own turn in order, a store failure is every waiting request's
+answer, and an idle thread ends and comes back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sync.models import Decision
+from sync.state import open_store
+from sync.state.base import PoolChange, StateStore
+from tasks.decider import Decider
+from tests.builders import rec, routing
+
+NOW = 1_796_600_000.0
+ROUTING = routing("""
+    version: 1
+    reps: [{id: ana}, {id: bo}, {id: cy}]
+    pools:
+      inbound: {members: [ana, bo, cy], strategy: round_robin}
+    rules:
+      - name: inbound
+        assign: {pool: inbound}
+""")
+
+
+class GatedStore:
+    """A real SQLite store whose commits can be held at a gate and are counted (what a slow
+    state store looks like to the decider)."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.commits: list[int] = []  # the decisions audited by each commit
+        self.fail: Exception | None = None
+
+    def commit(self, expected: Mapping[str, int], changes: Sequence[PoolChange],
+               decisions: Sequence[Decision]) -> bool:
+        self.entered.set()
+        self.gate.wait(10)
+        if self.fail is not None:
+            raise self.fail
+        self.commits.append(len(decisions))
+        return self.store.commit(expected, changes, decisions)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[GatedStore]:
+    with open_store(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        yield GatedStore(store)
+
+
+def submit(decider: Decider, key: str) -> Any:
+    return decider.submit(rec(id=f"api:{key}"), ROUTING, crm="hubspot", trigger="api")
+
+
+def test_given_requests_queued_while_a_batch_commits_then_they_share_the_next_commit(
+    gated: GatedStore,
+) -> None:
+    decider = Decider(gated, lambda: NOW)  # type: ignore[arg-type]
+    gated.gate.clear()
+    first = submit(decider, "0")
+    assert gated.entered.wait(5)  # the first batch (one record) is at its commit
+    queued = [submit(decider, str(i)) for i in range(1, 8)]
+    gated.gate.set()
+
+    owners = [f.result(timeout=10).owner for f in [first, *queued]]
+
+    assert gated.commits == [1, 7]
+    # Each record its own turn, in the order the requests came.
+    assert owners == ["ana", "bo", "cy", "ana", "bo", "cy", "ana", "bo"]
+
+
+def test_given_more_queued_than_a_batch_holds_then_batches_are_bounded(
+    gated: GatedStore,
+) -> None:
+    decider = Decider(gated, lambda: NOW, max_batch=3)  # type: ignore[arg-type]
+    gated.gate.clear()
+    first = submit(decider, "0")
+    assert gated.entered.wait(5)
+    queued = [submit(decider, str(i)) for i in range(1, 8)]
+    gated.gate.set()
+
+    for future in [first, *queued]:
+        future.result(timeout=10)
+
+    assert gated.commits == [1, 3, 3, 1]
+
+
+def test_given_a_store_that_fails_then_every_waiting_request_gets_the_error_and_later_ones_work(
+    gated: GatedStore,
+) -> None:
+    decider = Decider(gated, lambda: NOW)  # type: ignore[arg-type]
+    gated.gate.clear()
+    gated.fail = ConnectionError("state store down")
+    first = submit(decider, "0")
+    assert gated.entered.wait(5)
+    queued = [submit(decider, str(i)) for i in range(1, 4)]
+    gated.gate.set()
+
+    for future in [first, *queued]:
+        with pytest.raises(ConnectionError, match="state store down"):
+            future.result(timeout=10)
+    gated.fail = None
+    assert submit(decider, "after").result(timeout=10).owner == "ana"  # nothing was taken
+
+
+def test_given_an_idle_decider_then_its_thread_ends_and_the_next_request_starts_another(
+    gated: GatedStore,
+) -> None:
+    decider = Decider(gated, lambda: NOW, idle_seconds=0.05)  # type: ignore[arg-type]
+
+    def deciders() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "decider" and t.is_alive())
+
+    before = deciders()
+    assert submit(decider, "0").result(timeout=10).owner == "ana"
+    deadline = time.monotonic() + 5
+    while deciders() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert deciders() == before
+
+    assert submit(decider, "1").result(timeout=10).owner == "bo"
