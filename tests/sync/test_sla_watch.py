@@ -51,9 +51,8 @@ def routing(tmp_path: Path) -> CompiledRouting:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    with SqliteStateStore(tmp_path / "state.db") as opened:
-        yield opened
+def store(sqlite_store: SqliteStateStore) -> SqliteStateStore:
+    return sqlite_store  # tests/conftest.py: the embedded store, state.db in tmp_path
 
 
 @pytest.fixture

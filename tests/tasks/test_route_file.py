@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from sync.compiler import CompiledRouting, load_routing
 from sync.engine import route_batch, skipped
 from sync.normalize import build_record
 from sync.state import StateStore, open_store
+from sync.state.sqlite import SqliteStateStore
 from tasks.cli import app
 from tasks.route_file import route_file
 from tests.builders import write_routing
@@ -50,12 +50,8 @@ def routing(tmp_path: Path) -> CompiledRouting:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 's.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(sqlite_store: SqliteStateStore) -> SqliteStateStore:
+    return sqlite_store  # tests/conftest.py: the embedded store, state.db in tmp_path
 
 
 def write(path: Path, text: str) -> Path:
