@@ -20,7 +20,7 @@ from sync.compiler import CompiledRouting
 from sync.enrich import SKIPPED, EnrichData
 from sync.models import Record, TraceStep
 from sync.pipeline import prepare
-from sync.ports import Connector, CredentialsError
+from sync.ports import Connector, CredentialsError, QuotaExhausted
 
 log = logging.getLogger("account_router.http.lookup")
 
@@ -65,6 +65,8 @@ class AccountLookup:
             why = f"{crm} did not answer within {self.deadline:g} s"
         except CredentialsError as exc:
             why = f"{crm} is not configured here or refused its credentials ({exc.setting})"
+        except QuotaExhausted:
+            why = f"{crm}'s daily API quota is spent"
         except Exception as exc:  # noqa: BLE001 - a form is answered whatever the CRM does
             # Connector messages are scrubbed of tokens; the class and text go to the log only.
             log.warning("POST /route: %s account lookup failed: %s", crm,

@@ -213,3 +213,17 @@ def test_given_other_steps_when_the_lookup_is_skipped_then_they_still_run_in_fil
 
     assert [(s["rule"], s["result"]) for s in answer["trace"][:2]] == [
         ("enrich tld_country", "enriched"), ("enrich company_match", "skipped")]
+
+
+def test_given_hubspots_daily_quota_spent_when_a_form_is_routed_then_the_trace_says_so(
+    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, routing_path: Path,
+) -> None:
+    sim.hubspot_admit("another-app", search=False)  # a call today, by whoever
+    sim.configure_limits(hubspot_daily=sim.stats("hubspot")["daily_used"])  # the last one
+    with app_for(store, routing_path) as api:
+        answer = route(api, FORM, "form-1")
+
+    assert answer["owner"]["id"] == "bo"
+    assert answer["trace"][0] == {
+        "rule": "enrich company_match", "result": "skipped",
+        "detail": "hubspot's daily API quota is spent; no account looked up"}
