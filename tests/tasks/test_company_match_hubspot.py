@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from connectors.simulator.server import RunningSimulator
 from connectors.transport import Unlimited
 from sync.compiler import load_routing
@@ -52,14 +52,6 @@ def sim() -> Simulator:
                                            "domain": "acme-widgets.example",
                                            "hubspot_owner_id": "102"})
     return simulator
-
-
-@pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
 
 
 @pytest.fixture
