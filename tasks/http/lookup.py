@@ -32,6 +32,9 @@ LOOKUP_SECONDS = 2.0
 # hangs ties up these threads, not the app's, and later requests skip at their own deadline.
 LOOKUP_THREADS = 4
 
+# The trace step saying a lead's company owner could not be looked up.
+ACCOUNT_OWNERS = "account owner lookup"
+
 Prepared = tuple[list[Record], dict[str, str], dict[str, tuple[TraceStep, ...]]]
 
 
@@ -113,10 +116,16 @@ class AccountLookup:
 
 def _without(routing: CompiledRouting, records: Sequence[Record], why: str) -> Prepared:
     """The records enriched with no accounts known, each step that needed them noted as
-    skipped (in step order with the others' notes), and no account owners."""
+    skipped (in step order with the others' notes), and no account owners (noted too, for
+    the leads an `account_owner` rule would have looked up)."""
     enrichment = routing.enrichment
+    owners_skipped: tuple[TraceStep, ...] = (
+        TraceStep(ACCOUNT_OWNERS, SKIPPED, f"{why}; no account owner looked up"),)
+    owners_note: dict[str, tuple[TraceStep, ...]] = {
+        r.id: owners_skipped for r in records
+        if routing.uses_account_owner and r.object != "account"}
     if enrichment is None:
-        return list(records), {}, {}
+        return list(records), {}, owners_note
     enriched, notes = enrichment.run_all(records, EnrichData())
     order = {f"enrich {name}": i for i, (name, _) in enumerate(enrichment.steps)}
     skipped = [TraceStep(f"enrich {name}", SKIPPED, f"{why}; no account looked up")
@@ -124,5 +133,6 @@ def _without(routing: CompiledRouting, records: Sequence[Record], why: str) -> P
     out: dict[str, tuple[TraceStep, ...]] = {}
     for record in enriched:
         steps = [*skipped, *notes.get(record.id, ())]
-        out[record.id] = tuple(sorted(steps, key=lambda s: order.get(s.rule, len(order))))
+        out[record.id] = (*sorted(steps, key=lambda s: order.get(s.rule, len(order))),
+                          *owners_note.get(record.id, ()))
     return enriched, {}, out

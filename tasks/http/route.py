@@ -33,7 +33,7 @@ from connectors import registry
 from sync.compiler import CompiledRouting
 from sync.engine import CommitConflict
 from sync.enrich import EnrichData
-from sync.models import Decision, TraceStep
+from sync.models import Decision, Record, TraceStep
 from sync.pipeline import to_record
 from sync.ports import CrmRecord, CrmSpec
 from sync.precreate import OWNER_OUTCOMES, precreated
@@ -197,16 +197,16 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
         raise Rejected(422, f"record: {exc}", "invalid") from exc
     enriched: dict[str, tuple[TraceStep, ...]] = {}
     owners: dict[str, str] | None = None
-    if routing.enrichment is not None:
-        if routing.enrichment.needs_accounts:
-            # `company_match`: the CRM's accounts read as the workers read them (and, with
-            # the connector at hand, the owners of the accounts leads follow), bounded; when
-            # the CRM does not answer in time the trace says the step was skipped.
-            records, owners, enriched = ctx.account_lookup.prepare(
-                ctx.settings, routing, spec.name, [record])
-        else:
-            # The routing file's steps, as the workers run them: no CRM read needed.
-            records, enriched = routing.enrichment.run_all([record], EnrichData())
+    if _reads_crm(routing, record):
+        # `company_match`, or a lead that may follow its company's owner (`account_owner`):
+        # the CRM's accounts read as the workers read them, bounded; when the CRM does not
+        # answer in time the trace says what was skipped.
+        records, owners, enriched = ctx.account_lookup.prepare(
+            ctx.settings, routing, spec.name, [record])
+        record = records[0]
+    elif routing.enrichment is not None:
+        # The routing file's steps, as the workers run them: no CRM read needed.
+        records, enriched = routing.enrichment.run_all([record], EnrichData())
         record = records[0]
     turn = ctx.decider.submit(record, routing, crm=spec.name, trigger=TRIGGER,
                               enriched=enriched, account_owners=owners)
@@ -214,6 +214,15 @@ def _decide(ctx: AppContext, routing: CompiledRouting, spec: CrmSpec, obj: str,
     ctx.metrics.decision(str(decision.outcome), decision.rule)
     entry = precreated(key, spec.name, obj, record, decision, routing.file.precreate_ttl)
     return answer_of(decision, routing), entry
+
+
+def _reads_crm(routing: CompiledRouting, record: Record) -> bool:
+    """Whether deciding `record` needs the CRM's accounts: a `company_match` step, or a rule
+    following the account owner for a lead with a company domain (what the workers read)."""
+    if routing.enrichment is not None and routing.enrichment.needs_accounts:
+        return True
+    return (routing.uses_account_owner and record.object != "account"
+            and bool(record.domain) and not record.freemail)
 
 
 def _taken(turn: Future[Decision]) -> Decision:

@@ -227,3 +227,43 @@ def test_given_hubspots_daily_quota_spent_when_a_form_is_routed_then_the_trace_s
     assert answer["trace"][0] == {
         "rule": "enrich company_match", "result": "skipped",
         "detail": "hubspot's daily API quota is spent; no account looked up"}
+
+
+# --- POST /route with `account_owner` and no enrichment -------------------------------------
+
+FOLLOW_ONLY = ROUTING.replace("enrich: [company_match]\n", "")
+
+
+def test_given_an_account_owner_rule_when_a_form_of_a_known_domain_is_routed_then_it_follows(
+    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, tmp_path: Path,
+) -> None:
+    path = tmp_path / "follow.yaml"
+    path.write_text(FOLLOW_ONLY)
+    with app_for(store, path) as api:
+        known = route(api, {"email": "wile@acme.com"}, "form-1")
+        freemail = route(api, {"email": "wile@gmail.com"}, "form-2")
+
+    assert (known["owner"]["id"], known["rule"]) == ("ana", "follow-account")
+    # gmail.com is nobody's company: no CRM read for it, and the fallback takes it.
+    assert (freemail["owner"]["id"], freemail["outcome"]) == ("bo", "fallback")
+    searched = sim.stats("hubspot")["calls"]["POST /crm/v3/objects/companies/search"]
+    assert searched == {"200": 1}  # acme.com's owner only
+
+
+def test_given_an_account_owner_rule_and_hubspot_unreachable_then_the_trace_says_why(
+    store: SqliteStateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-secret-token")
+    monkeypatch.setenv("ACCOUNT_ROUTER_HUBSPOT_BASE_URL", f"http://127.0.0.1:{port}")
+    path = tmp_path / "follow.yaml"
+    path.write_text(FOLLOW_ONLY)
+    with app_for(store, path) as api:
+        answer = route(api, {"email": "wile@acme.com"}, "form-1")
+
+    assert (answer["owner"]["id"], answer["outcome"]) == ("bo", "fallback")
+    assert answer["trace"][0] == {
+        "rule": "account owner lookup", "result": "skipped",
+        "detail": "hubspot not reachable; no account owner looked up"}
