@@ -201,35 +201,43 @@ class HubSpotConnector:
     def accounts_by_domain(self, domains: Sequence[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(d for d in map(normalize_domain, domains) if d))
         owners: dict[str, str] = {}
-        apis = self._apis["companies"]
         for start in range(0, len(wanted), hs.SEARCH_IN_VALUES):
             values = wanted[start:start + hs.SEARCH_IN_VALUES]
-            after: str | None = None
-            while True:
-                body: dict[str, Any] = {
-                    # HubSpot matches IN values for string properties in lower case only;
-                    # normalized domains are.
-                    "filterGroups": [{"filters": [{"propertyName": hs.DOMAIN_PROPERTY,
-                                                   "operator": "IN", "values": values}]}],
-                    # Oldest company first: when several share a domain, the first one
-                    # with an owner wins, the same on every run.
-                    "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
-                    "properties": [hs.DOMAIN_PROPERTY, hs.OWNER_PROPERTY],
-                    "limit": hs.SEARCH_PAGE_SIZE,
-                }
-                if after is not None:
-                    body["after"] = after
-                page = self._search(apis, "companies", body)
+            # HubSpot matches IN values for string properties in lower case only; normalized
+            # domains are. Oldest company first: when several share a domain, the first one
+            # with an owner wins, the same on every run.
+            groups = [[{"propertyName": hs.DOMAIN_PROPERTY, "operator": "IN",
+                        "values": values}]]
+            for page in self._companies(groups, [hs.DOMAIN_PROPERTY, hs.OWNER_PROPERTY]):
                 for company in page.results or []:
                     props = company.properties or {}
                     domain = normalize_domain(props.get(hs.DOMAIN_PROPERTY))
                     owner = _owner(props.get(hs.OWNER_PROPERTY))
                     if domain in values and owner is not None:
                         owners.setdefault(domain, owner)
-                after = _next_after(page)
-                if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
-                    break
         return owners
+
+    def _companies(self, groups: Sequence[Sequence[dict[str, Any]]], properties: list[str]
+                   ) -> Iterator[Any]:
+        """The pages of one company search (filter groups OR, filters in a group AND), oldest
+        company first (the same answer, in the same order, on every run), paged with `after`
+        up to the search's SEARCH_RESULT_CAP."""
+        apis = self._apis["companies"]
+        after: str | None = None
+        while True:
+            body: dict[str, Any] = {
+                "filterGroups": [{"filters": list(g)} for g in groups],
+                "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
+                "properties": properties,
+                "limit": hs.SEARCH_PAGE_SIZE,
+            }
+            if after is not None:
+                body["after"] = after
+            page = self._search(apis, "companies", body)
+            yield page
+            after = _next_after(page)
+            if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
+                return
 
     def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
         """(name, domain) of the companies with a name word starting like a word of one of
@@ -285,21 +293,10 @@ class HubSpotConnector:
         (name, domain) pairs added to `found`; False, `found` untouched, when it matches more
         than NAME_SEARCH_MAX_ACCOUNTS companies (told by the first page's `total`)."""
         cap = hs.NAME_SEARCH_MAX_ACCOUNTS
-        apis = self._apis["companies"]
         pairs: dict[tuple[str, str], None] = {}
-        after: str | None = None
         seen = 0
-        while True:
-            body: dict[str, Any] = {
-                "filterGroups": [{"filters": list(g)} for g in groups],
-                # Oldest first: the same answer, in the same order, on every run.
-                "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
-                "properties": [hs.NAME_PROPERTY, hs.DOMAIN_PROPERTY, hs.WEBSITE_PROPERTY],
-                "limit": hs.SEARCH_PAGE_SIZE,
-            }
-            if after is not None:
-                body["after"] = after
-            page = self._search(apis, "companies", body)
+        for page in self._companies(
+                groups, [hs.NAME_PROPERTY, hs.DOMAIN_PROPERTY, hs.WEBSITE_PROPERTY]):
             results = page.results or []
             total = getattr(page, "total", None)
             seen += len(results)
@@ -312,9 +309,6 @@ class HubSpotConnector:
                     normalize_domain(props.get(hs.WEBSITE_PROPERTY))
                 if name and domain:
                     pairs[(name, domain)] = None
-            after = _next_after(page)
-            if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
-                break
         found.update(pairs)
         return True
 
