@@ -166,14 +166,20 @@ def test_given_no_hubspot_token_when_a_form_is_routed_then_it_routes_without_the
                   "(HUBSPOT_ACCESS_TOKEN); no account looked up"}
 
 
-def test_given_hubspot_unreachable_when_a_form_is_routed_then_it_routes_without_the_match(
-    store: SqliteStateStore, routing_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with socket.socket() as closed:  # a loopback port nothing listens on
+@pytest.fixture
+def unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HubSpot configured with a token, at a loopback port nothing listens on."""
+    with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-secret-token")
     monkeypatch.setenv("ACCOUNT_ROUTER_HUBSPOT_BASE_URL", f"http://127.0.0.1:{port}")
+
+
+@pytest.mark.usefixtures("unreachable")
+def test_given_hubspot_unreachable_when_a_form_is_routed_then_it_routes_without_the_match(
+    store: SqliteStateStore, routing_path: Path,
+) -> None:
     with app_for(store, routing_path) as api:
         answer = route(api, FORM, "form-1")
         history = api.get("/decisions/api:form-1", headers=AUTH).json()
@@ -250,14 +256,10 @@ def test_given_an_account_owner_rule_when_a_form_of_a_known_domain_is_routed_the
     assert searched == {"200": 1}  # acme.com's owner only
 
 
+@pytest.mark.usefixtures("unreachable")
 def test_given_an_account_owner_rule_and_hubspot_unreachable_then_the_trace_says_why(
-    store: SqliteStateStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    store: SqliteStateStore, tmp_path: Path,
 ) -> None:
-    with socket.socket() as closed:  # a loopback port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-secret-token")
-    monkeypatch.setenv("ACCOUNT_ROUTER_HUBSPOT_BASE_URL", f"http://127.0.0.1:{port}")
     path = tmp_path / "follow.yaml"
     path.write_text(FOLLOW_ONLY)
     with app_for(store, path) as api:
