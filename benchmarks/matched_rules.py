@@ -44,7 +44,7 @@ import tasks.route_file as rf
 
 rows, config = int(sys.argv[1]), sys.argv[2]
 routing = load_routing(config)
-extra = {"all_matches": rf._all_matches} if hasattr(rf, "_all_matches") else {}
+extra = {"known_matches": rf._known_matches} if hasattr(rf, "_known_matches") else {}
 precomputed = replace(routing, first_match=rf._first_match, **extra)
 industries = ["Software", "Retail", "Healthcare", "Manufacturing", "Education", "Media"]
 shared = {}

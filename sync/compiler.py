@@ -13,8 +13,8 @@ from config.routing import ConfigError, KnownCrms, Pool, Rep, RoutingFile, Rule,
 from config.routing import load as load_file
 from sync.conditions import (
     CompileContext,
-    build_all_matches,
     build_first_match,
+    build_later_matches,
     build_predicate,
     compile_when,
 )
@@ -70,9 +70,13 @@ class CompiledRouting:
     enrichment: Enrichment | None = None
     # Rep id -> working week (docs/routing-file.md#working-hours); reps absent work any time.
     schedules: Mapping[str, Schedule] = field(default_factory=dict)
-    # Indexes of every rule whose `when` holds, in order (`Decision.matched`); None: walk
-    # `first_match` (route-file replaces it with the indexes its workers computed).
-    all_matches: Callable[[Record], tuple[int, ...]] | None = None
+    # Indexes of every rule at or after an index whose `when` holds, in order: the rules past
+    # the winner for `Decision.matched` (those before it were tried already). None: walk
+    # `first_match`.
+    later_matches: Callable[[Record, int], tuple[int, ...]] | None = None
+    # Every matching rule's index when known before routing (route-file's workers computed
+    # them): then `decide` evaluates no condition for `Decision.matched`.
+    known_matches: Callable[[Record], tuple[int, ...]] | None = None
     # Rule indexes -> their names, one tuple object per set (`matched_names`; few distinct
     # sets exist). A plain dict read on the hot path: a cache wrapper cost 0.3 µs a decision.
     match_names: dict[tuple[int, ...], tuple[str, ...]] = field(default_factory=dict)
@@ -244,7 +248,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
 
     try:
         first_match = build_first_match(exprs, ctx)
-        all_matches = build_all_matches(exprs, ctx)
+        later_matches = build_later_matches(exprs, ctx)
     except (SyntaxError, RecursionError, MemoryError):
         # Unreachable within the bounds in sync/conditions.py; kept so that a file past some
         # limit of Python's own compiler is still exit 2 with a place, never a traceback.
@@ -270,7 +274,7 @@ def compile_routing(routing: RoutingFile) -> CompiledRouting:
         enrichment=enrichment,
         schedules={rep.id: rep.working_hours.schedule() for rep in routing.reps
                    if rep.working_hours is not None},
-        all_matches=all_matches,
+        later_matches=later_matches,
     )
 
 

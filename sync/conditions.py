@@ -374,18 +374,18 @@ def build_first_match(exprs: list[str], ctx: CompileContext) -> Callable[[Record
     return first
 
 
-def build_all_matches(exprs: list[str], ctx: CompileContext
-                      ) -> Callable[[Record], tuple[int, ...]]:
-    """Generate `every(r)`: the indexes of all rules whose `when` holds, in order (what
-    `overlaps` and `Decision.matched` count), in one call as `first` does for the first."""
-    lines = ["def every(r):", "    m = []"]
+def build_later_matches(exprs: list[str], ctx: CompileContext
+                        ) -> Callable[[Record, int], tuple[int, ...]]:
+    """Generate `later(r, start)`: the indexes of every rule at or after `start` whose `when`
+    holds, in order (`Decision.matched` past the winner), in one call as `first` does."""
+    lines = ["def later(r, start):", "    m = []"]
     for i, expr in enumerate(exprs):
-        lines.append(f"    if {expr}: m.append({i})")
+        lines.append(f"    if start <= {i} and {expr}: m.append({i})")
     lines.append("    return tuple(m)")
     namespace = {**NAMESPACE, **ctx.constants}
     exec(compile("\n".join(lines), "<routing rules>", "exec"), namespace)  # noqa: S102
-    every: Callable[[Record], tuple[int, ...]] = namespace["every"]  # as generated just above
-    return every
+    later: Callable[[Record, int], tuple[int, ...]] = namespace["later"]  # generated above
+    return later
 
 
 def build_predicate(expr: str, ctx: CompileContext) -> Callable[[Record], bool]:

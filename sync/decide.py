@@ -124,6 +124,10 @@ class RoutingContext:
     # What enrichment did to each record before the rules (record id -> its trace steps,
     # sync/enrich.py): put at the front of the record's trace. Empty: no enrichment.
     enriched: Mapping[str, tuple[TraceStep, ...]] = field(default_factory=dict)
+    # Whether decisions carry `matched` (every rule the record matches: the history keeps it
+    # for the dashboard's overlap page). Off where nothing is recorded (a dry run): outside
+    # route-file, whose workers have the matches already, it evaluates every rule's `when`.
+    track_matched: bool = True
     _status: dict[str, str | None] = field(default_factory=dict, init=False)
     # Reps unavailable only because the routing instant is outside their working hours:
     # rep id -> when their hours start again (for a pool with `outside_hours: queue`).
@@ -416,35 +420,42 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
     routing = ctx.routing
     now = ctx.now
     # Every rule the record matches, not only up to the winner (`overlaps` on the dashboard):
-    # one generated pass over the conditions; route-file's rows carry them from its workers.
-    every = routing.all_matches
-    indexes = every(record) if every is not None else _walk(routing, record)
-    matched = routing.match_names.get(indexes)
-    if matched is None:
-        matched = routing.matched_names(indexes)
+    # route-file's rows carry them from its workers; else the rules tried on the way are
+    # known, and only those past the winner are evaluated (`_matched`), once it is known.
+    track = ctx.track_matched
+    matched: tuple[str, ...] | None = None
+    known = routing.known_matches if track else None
+    if known is not None:
+        indexes = known(record)
+        matched = routing.match_names.get(indexes)
+        if matched is None:
+            matched = routing.matched_names(indexes)
+        track = False  # done
     owner = record.owner
     previous = None
     if owner is not None:
-        known = ctx._owners.get(owner)
-        if known is None:
-            known = ctx._owners[owner] = _owner(owner, ctx)
-        previous = known.previous
+        owned = ctx._owners.get(owner)
+        if owned is None:
+            owned = ctx._owners[owner] = _owner(owner, ctx)
+        previous = owned.previous
         if ctx.chosen and record.id in ctx.chosen and \
                 id_key(owner) not in routing.ignore_keys:
             return Decision(
                 record_id=record.id, object=record.object, crm=record.crm,
                 outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
-                owner=known.rep_id or owner, owner_crm_id=owner, rule=None,
+                owner=owned.rep_id or owner, owner_crm_id=owner, rule=None,
                 reason=ctx.chosen[record.id], trigger=trigger,
-                created_at=record.created_at, decided_at=now, matched=matched,
+                created_at=record.created_at, decided_at=now,
+                matched=_matched(routing, record, (), 0) if track else matched,
             )
-        if known.kept_reason is not None:
+        if owned.kept_reason is not None:
             return Decision(
                 record_id=record.id, object=record.object, crm=record.crm,
                 outcome=Outcome.KEPT_EXISTING, previous_owner=previous,
-                owner=known.rep_id or owner, owner_crm_id=owner, rule=None,
-                reason=known.kept_reason, trigger=trigger,
-                created_at=record.created_at, decided_at=now, matched=matched,
+                owner=owned.rep_id or owner, owner_crm_id=owner, rule=None,
+                reason=owned.kept_reason, trigger=trigger,
+                created_at=record.created_at, decided_at=now,
+                matched=_matched(routing, record, (), 0) if track else matched,
             )
 
     rules = routing.rules
@@ -455,6 +466,8 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
         # The common case, kept lean: the first matching rule is a rep or queue rule that
         # yields someone, so the answer is the memoized one with this record's identity.
         assignee, outcome, rule_name, reason, trace, crm_ids = fast
+        if track:
+            matched = _matched(routing, record, (i,), i + 1)
         return Decision(record.id, record.object, record.crm, outcome, previous, assignee,
                         crm_ids.get(record.crm) if crm_ids is not None else assignee,
                         rule_name, reason, trace, trigger, None, record.created_at, now,
@@ -465,6 +478,12 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
         if hit is not None:
             # Every rule on this record's way has a memoized answer: so has the whole.
             won, crm_ids = hit.assignee, hit.crm_ids
+            if track:
+                assert known_path is not None  # else no hit
+                # The path's rules all matched; past a winning rule, the later ones may too
+                # (without one, the walk found every match: a fallback or nobody).
+                matched = _matched(routing, record, known_path,
+                                   -1 if hit.rule is None else known_path[-1] + 1)
             return Decision(record.id, record.object, record.crm, hit.outcome, previous, won,
                             None if won is None else
                             crm_ids.get(record.crm) if crm_ids is not None else won,
@@ -507,9 +526,13 @@ def _decide(record: Record, ctx: RoutingContext, trigger: str) -> Decision:
                 ctx._remember(path, pooled, _PathWin(
                     won, result.outcome, rule.name, result.pool, full_reason, trace,
                     rep.crm_ids if rep is not None else None))
+            if track:
+                matched = _matched(routing, record, tuple(path), i + 1)
             return _assigned(record, ctx, won, result.outcome, rule.name, result.pool,
                              result.turn, full_reason, trace, previous, trigger, matched)
         i = first(record, i + 1)
+    if track:
+        matched = _matched(routing, record, tuple(path), -1)  # the walk found every match
     decision = _after_rules(record, ctx, ctx.trace(path, reasons, won=False), previous, trigger,
                             matched)
     if memo:
@@ -564,19 +587,30 @@ def _known_path(record: Record, i: int, ctx: RoutingContext) -> tuple[int, ...] 
     return tuple(path)
 
 
-def _walk(routing: CompiledRouting, record: Record) -> tuple[int, ...]:
-    """Every matching rule's index by `first_match` (a routing without `all_matches`)."""
-    first = routing.first_match
-    found: list[int] = []
-    i = first(record, 0)
-    while i >= 0:
-        found.append(i)
-        i = first(record, i + 1)
-    return tuple(found)
+def _matched(routing: CompiledRouting, record: Record, tried: tuple[int, ...],
+             start: int) -> tuple[str, ...]:
+    """`Decision.matched`: the rules `tried` (each matched), then every rule from `start` on
+    whose `when` holds (none when `start` is -1), as names, one tuple object per set."""
+    indexes = tried
+    if start >= 0:
+        later = routing.later_matches
+        if later is not None:
+            indexes += later(record, start)
+        else:
+            first = routing.first_match
+            found: list[int] = []
+            i = first(record, start)
+            while i >= 0:
+                found.append(i)
+                i = first(record, i + 1)
+            indexes += tuple(found)
+    names = routing.match_names.get(indexes)
+    return names if names is not None else routing.matched_names(indexes)
 
 
 def _after_rules(record: Record, ctx: RoutingContext, trace: tuple[TraceStep, ...],
-                 previous: str | None, trigger: str, matched: tuple[str, ...]) -> Decision:
+                 previous: str | None, trigger: str, matched: tuple[str, ...] | None
+                 ) -> Decision:
     """No rule assigned anyone: the fallback, or nobody."""
     routing = ctx.routing
     steps = trace
@@ -672,7 +706,7 @@ def _resolve_pool(name: str, ctx: RoutingContext) -> _Resolved:
 def _assigned(record: Record, ctx: RoutingContext, assignee: str, outcome: Outcome,
               rule: str | None, pool: str | None, turn: PoolTurn | None, reason: str,
               trace: tuple[TraceStep, ...], previous: str | None, trigger: str,
-              matched: tuple[str, ...]) -> Decision:
+              matched: tuple[str, ...] | None) -> Decision:
     rep = ctx.routing.reps.get(assignee)
     crm_id = rep.crm_ids.get(record.crm) if rep is not None else assignee
     return Decision(

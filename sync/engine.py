@@ -69,7 +69,8 @@ def route_batch(
         ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
                              pools=snapshots, users=users, account_owners=owners, crm=crm,
                              chosen=chosen or {}, enriched=enriched or {},
-                             traces={} if traces is None else traces)
+                             traces={} if traces is None else traces,
+                             track_matched=not dry_run)  # nothing recorded: not needed
         expected = {name: snap.version for name, snap in snapshots.items()}
         decisions: list[Decision] = []
         for record in records:

@@ -231,7 +231,9 @@ class AccountNames(Protocol):
     def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
         """(company name, domain) of the accounts whose name has a word starting with the
         first three letters of a word of one of `names` (more is allowed: the matcher
-        narrows), batched."""
+        narrows), batched. A word start shared by more accounts than the matcher considers
+        (sync.enrich.MAX_TOKEN_ACCOUNTS) may be left out if the accounts whose name has all
+        of a name's words are returned (HubSpot does so: its search budget is small)."""
 
 
 @runtime_checkable

@@ -214,8 +214,8 @@ def _first_match(record: Record, start: int) -> int:
     return -1
 
 
-# `CompiledRouting.all_matches` of a `Prepared` row: what its worker computed.
-_all_matches = cast(Callable[[Record], tuple[int, ...]], attrgetter("matches"))
+# `CompiledRouting.known_matches` of a `Prepared` row: what its worker computed.
+_known_matches = cast(Callable[[Record], tuple[int, ...]], attrgetter("matches"))
 
 
 # --- worker processes ----------------------------------------------------------------------
@@ -576,7 +576,7 @@ def route_file(
     if workers is None:
         workers = _auto_workers(input_path)
     # `decide` asks for the first matching rule from some index: the workers already know.
-    precomputed = replace(routing, first_match=_first_match, all_matches=_all_matches)
+    precomputed = replace(routing, first_match=_first_match, known_matches=_known_matches)
     seen = _SeenIds()
     # SQLite builds its audit indexes once at the end of a run into an empty trail.
     bulk = cast(Callable[[], AbstractContextManager[None]] | None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import textwrap
 from contextlib import closing
+from pathlib import Path
+from typing import Any
 
 from config.routing import parse
 from connectors import registry
@@ -35,6 +37,21 @@ def sla_routing(first_touch: str, vip_first_touch: str | None = None) -> str:
             f"sla: {{first_touch: {first_touch}, on_breach: reroute, max_reroutes: 1}}\n"
             "rules:\n  - name: vip\n    when: {domain: {eq: vip.example}}\n"
             f"    assign: {{rep: max}}\n{vip_sla}  - {{name: everyone, assign: {{pool: smb}}}}\n")
+
+
+def write_routing(directory: Path, text: str) -> Path:
+    """`text` written as `routing.yaml` in `directory` (UTF-8): its path."""
+    path = directory / "routing.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def empty_crm(seed: int, **options: Any) -> Simulator:
+    """A simulated CRM from `seed` with its owners and users but no records (each test creates
+    the ones it routes); `options` (owners, days) go to `Simulator.seed`."""
+    simulator = Simulator(seed)
+    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, **options)
+    return simulator
 
 
 def routing(yaml_text: str) -> CompiledRouting:

@@ -15,6 +15,7 @@ from hypothesis import settings
 
 from connectors.simulator import RunningSimulator, Simulator, serve
 from sync.state import StateStore, open_store
+from sync.state.redis import RedisStateStore
 from sync.state.sqlite import SqliteStateStore
 from tests.loopback import free_port
 from tests.servers.browser import browser, page
@@ -123,6 +124,16 @@ def sqlite_store(tmp_path: Path) -> Iterator[SqliteStateStore]:
     """A fresh, empty embedded state store: `state.db` in the test's directory (the decision
     history lives in the same file)."""
     opened = SqliteStateStore(tmp_path / "state.db")
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+@pytest.fixture
+def redis_store(redis_url: str) -> Iterator[RedisStateStore]:
+    """A fresh, empty state store on the session's Redis server (emptied for the test)."""
+    opened = RedisStateStore(redis_url)
     try:
         yield opened
     finally:

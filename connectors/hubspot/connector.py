@@ -201,82 +201,116 @@ class HubSpotConnector:
     def accounts_by_domain(self, domains: Sequence[str]) -> dict[str, str]:
         wanted = list(dict.fromkeys(d for d in map(normalize_domain, domains) if d))
         owners: dict[str, str] = {}
-        apis = self._apis["companies"]
         for start in range(0, len(wanted), hs.SEARCH_IN_VALUES):
             values = wanted[start:start + hs.SEARCH_IN_VALUES]
-            after: str | None = None
-            while True:
-                body: dict[str, Any] = {
-                    # HubSpot matches IN values for string properties in lower case only;
-                    # normalized domains are.
-                    "filterGroups": [{"filters": [{"propertyName": hs.DOMAIN_PROPERTY,
-                                                   "operator": "IN", "values": values}]}],
-                    # Oldest company first: when several share a domain, the first one
-                    # with an owner wins, the same on every run.
-                    "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
-                    "properties": [hs.DOMAIN_PROPERTY, hs.OWNER_PROPERTY],
-                    "limit": hs.SEARCH_PAGE_SIZE,
-                }
-                if after is not None:
-                    body["after"] = after
-                page = self._search(apis, "companies", body)
+            # HubSpot matches IN values for string properties in lower case only; normalized
+            # domains are. Oldest company first: when several share a domain, the first one
+            # with an owner wins, the same on every run.
+            groups = [[{"propertyName": hs.DOMAIN_PROPERTY, "operator": "IN",
+                        "values": values}]]
+            for page in self._companies(groups, [hs.DOMAIN_PROPERTY, hs.OWNER_PROPERTY]):
                 for company in page.results or []:
                     props = company.properties or {}
                     domain = normalize_domain(props.get(hs.DOMAIN_PROPERTY))
                     owner = _owner(props.get(hs.OWNER_PROPERTY))
                     if domain in values and owner is not None:
                         owners.setdefault(domain, owner)
-                after = _next_after(page)
-                if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
-                    break
         return owners
+
+    def _companies(self, groups: Sequence[Sequence[dict[str, Any]]], properties: list[str]
+                   ) -> Iterator[Any]:
+        """The pages of one company search (filter groups OR, filters in a group AND), oldest
+        company first (the same answer, in the same order, on every run), paged with `after`
+        up to the search's SEARCH_RESULT_CAP."""
+        apis = self._apis["companies"]
+        after: str | None = None
+        while True:
+            body: dict[str, Any] = {
+                "filterGroups": [{"filters": list(g)} for g in groups],
+                "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
+                "properties": properties,
+                "limit": hs.SEARCH_PAGE_SIZE,
+            }
+            if after is not None:
+                body["after"] = after
+            page = self._search(apis, "companies", body)
+            yield page
+            after = _next_after(page)
+            if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
+                return
 
     def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
         """(name, domain) of the companies with a name word starting like a word of one of
         `names` (its first three letters, legal forms dropped; the first NAME_WORDS_SEARCHED
         words of a name): what `company_match` may match leads to
-        (docs/routing-file.md#company_match). The domain is the company's `domain`,
-        else its `website`'s; companies with neither are left out (nothing to match to).
+        (docs/routing-file.md#company_match). The domain is the company's `domain`, else its
+        `website`'s; companies with neither are left out (nothing to match to).
 
         One search per NAME_PREFIXES_PER_SEARCH prefixes: `CONTAINS_TOKEN acm*` matches a
         name with a word starting `acm`, case-insensitively; each prefix is its own filter
-        group, because groups OR and the filters within one group AND. Paged with `after`
-        up to the 10,000 results one query can reach (a prefix that common selects nothing
-        for the matcher anyway: sync/enrich.py MAX_TOKEN_ACCOUNTS)."""
+        group, because groups OR and the filters within one group AND. A word start shared by
+        more than NAME_SEARCH_MAX_ACCOUNTS companies (`gro` in a portal of `… Group`s) is not
+        paged through: the matcher passes over such a start anyway (sync/enrich.py
+        MAX_TOKEN_ACCOUNTS), and paging it would spend the 5-a-second search budget on every
+        batch. A name whose every word start is that common is searched by its whole words
+        instead (all of them: one filter group of CONTAINS_TOKEN filters), so the companies
+        named alike are still found."""
         # company_key words are letters and digits only: no `*` or other search syntax.
-        prefixes = sorted({word[:PREFIX] for name in names
-                           for word in company_key(name).split()[:hs.NAME_WORDS_SEARCHED]
-                           if len(word) >= PREFIX})
+        keys = [[w for w in company_key(name).split()[:hs.NAME_WORDS_SEARCHED]
+                 if len(w) >= PREFIX] for name in names]
+        prefixes = sorted({w[:PREFIX] for words in keys for w in words})
         found: dict[tuple[str, str], None] = {}
-        apis = self._apis["companies"]
+        common: set[str] = set()
         for start in range(0, len(prefixes), hs.NAME_PREFIXES_PER_SEARCH):
             chunk = prefixes[start:start + hs.NAME_PREFIXES_PER_SEARCH]
-            after: str | None = None
-            while True:
-                body: dict[str, Any] = {
-                    "filterGroups": [{"filters": [{"propertyName": hs.NAME_PROPERTY,
-                                                   "operator": "CONTAINS_TOKEN",
-                                                   "value": f"{prefix}*"}]}
-                                     for prefix in chunk],
-                    # Oldest first: the same answer, in the same order, on every run.
-                    "sorts": [{"propertyName": hs.ID_PROPERTY, "direction": "ASCENDING"}],
-                    "properties": [hs.NAME_PROPERTY, hs.DOMAIN_PROPERTY, hs.WEBSITE_PROPERTY],
-                    "limit": hs.SEARCH_PAGE_SIZE,
-                }
-                if after is not None:
-                    body["after"] = after
-                page = self._search(apis, "companies", body)
-                for company in page.results or []:
-                    props = company.properties or {}
-                    name = _owner(props.get(hs.NAME_PROPERTY))  # stripped text or None
-                    domain = normalize_domain(props.get(hs.DOMAIN_PROPERTY)) or \
-                        normalize_domain(props.get(hs.WEBSITE_PROPERTY))
-                    if name and domain:
-                        found[(name, domain)] = None
-                after = _next_after(page)
-                if after is None or int(after) >= hs.SEARCH_RESULT_CAP:
-                    break
+            if self._companies_named([[_name_token(f"{p}*")] for p in chunk], found):
+                continue
+            # Too many for the chunk: each prefix alone tells which of them is that common.
+            for prefix in chunk if len(chunk) > 1 else ():
+                if not self._companies_named([[_name_token(f"{prefix}*")]], found):
+                    common.add(prefix)
+            if len(chunk) == 1:
+                common.add(chunk[0])
+        # `and` is `&` folded (company_key): HubSpot has no such word in `Smith & Sons`.
+        whole = sorted({tuple(dict.fromkeys(w for w in words if w != "and"))
+                        for words in keys
+                        if words and all(w[:PREFIX] in common for w in words)} - {()})
+        groups: list[list[dict[str, str]]] = []
+        for words in whole:
+            group = [_name_token(w) for w in words]
+            if len(groups) == hs.SEARCH_FILTER_GROUPS or \
+                    sum(map(len, groups)) + len(group) > hs.SEARCH_FILTERS_TOTAL:
+                self._companies_named(groups, found)  # too many even so: nothing to match
+                groups = []
+            groups.append(group)
+        if groups:
+            self._companies_named(groups, found)
         return list(found)
+
+    def _companies_named(self, groups: Sequence[Sequence[dict[str, str]]],
+                         found: dict[tuple[str, str], None]) -> bool:
+        """One name search (filter groups OR, filters in a group AND), paged with `after`, its
+        (name, domain) pairs added to `found`; False, `found` untouched, when it matches more
+        than NAME_SEARCH_MAX_ACCOUNTS companies (told by the first page's `total`)."""
+        cap = hs.NAME_SEARCH_MAX_ACCOUNTS
+        pairs: dict[tuple[str, str], None] = {}
+        seen = 0
+        for page in self._companies(
+                groups, [hs.NAME_PROPERTY, hs.DOMAIN_PROPERTY, hs.WEBSITE_PROPERTY]):
+            results = page.results or []
+            total = getattr(page, "total", None)
+            seen += len(results)
+            if (isinstance(total, int) and total > cap) or seen > cap:
+                return False
+            for company in results:
+                props = company.properties or {}
+                name = _owner(props.get(hs.NAME_PROPERTY))  # stripped text or None
+                domain = normalize_domain(props.get(hs.DOMAIN_PROPERTY)) or \
+                    normalize_domain(props.get(hs.WEBSITE_PROPERTY))
+                if name and domain:
+                    pairs[(name, domain)] = None
+        found.update(pairs)
+        return True
 
     def stats(self) -> CallStats:
         return self._transport.stats()
@@ -590,6 +624,11 @@ def _user(owner: Any, archived: bool) -> CrmUser:
     kind = (owner.type or "PERSON").upper()
     return CrmUser(id=str(owner.id), active=not (archived or bool(owner.archived)),
                    person=kind != "QUEUE", email=owner.email or None, name=name)
+
+
+def _name_token(value: str) -> dict[str, str]:
+    """A name search filter: a word of the company name is `value` (`acm*`: starts `acm`)."""
+    return {"propertyName": hs.NAME_PROPERTY, "operator": "CONTAINS_TOKEN", "value": value}
 
 
 def _flag(value: bool) -> str:

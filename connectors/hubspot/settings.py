@@ -100,6 +100,9 @@ NAME_PREFIXES_PER_SEARCH = SEARCH_FILTER_GROUPS
 # Words of a lead's company name whose prefixes are searched: real names have a few; a junk or
 # hostile 256-character one would otherwise cost a dozen searches of the 5-a-second budget.
 NAME_WORDS_SEARCHED = 8
+# Companies one name search may page through: a word start more common than this is passed
+# over by the matcher (sync/enrich.py MAX_TOKEN_ACCOUNTS, the same number), so it is not paged.
+NAME_SEARCH_MAX_ACCOUNTS = 2_000
 
 # Rate-limit response headers (absent on search responses).
 HEADER_INTERVAL_MS = "X-HubSpot-RateLimit-Interval-Milliseconds"

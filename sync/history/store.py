@@ -351,38 +351,20 @@ class History:
         cost more than the rest of the row, and a run repeats a few dozen). Ids are cached
         once committed (`_label_ids`, `_trace_ids` commit them first) and are never deleted."""
         label_sets, trace_ids = self._label_sets, self._trace_keys
+        columns = codec.RowEncoder().columns
         matched_ids = self._matched_ids
         unmatched: list[int] = []  # rows whose matched set's label id is not cached
         unique_rows: list[Decision] = []
-        outcomes = codec.OUTCOME_CODES
-        to_us, offset_of, store_text = codec.to_us, codec.offset_of, codec.store_text
         rows: list[list[Any]] = []
         missing: list[_Missing] = []
-        instant: datetime | None = None
-        instant_us: int | None = None
-        instant_off = 0
         for i in sorted(unique):
             d = unique[i]
             unique_rows.append(d)
-            decided = d.decided_at
-            # Identity, not ==: equal instants in other timezones keep their own offsets.
-            if decided is not instant or decided is None:
-                instant, instant_us = decided, to_us(decided, "decided_at")
-                instant_off = offset_of(decided)
-            created_at, written_at = d.created_at, d.written_at
-            created = written = None
-            created_off = written_off = 0
-            if created_at is not None:
-                created, created_off = to_us(created_at, "created_at"), offset_of(created_at)
-            if written_at is not None:
-                written, written_off = to_us(written_at, "written_at"), offset_of(written_at)
-            record_id, error = d.record_id, d.write_error
-            if not (record_id.isascii() and record_id.isprintable()):
-                record_id = store_text(record_id)
+            (record_id, outcome, created, decided, written, error), offsets = columns(d)
             trace = d.trace
             if type(trace) is not tuple:  # a trace built as a list still keys the cache
                 trace = tuple(trace)
-            trace_key = (d.rule, d.reason, trace, created_off, instant_off, written_off)
+            trace_key = (d.rule, d.reason, trace, offsets)
             label_key = (d.crm, d.object, d.owner, d.previous_owner, d.owner_crm_id, d.pool,
                          d.rule, d.trigger)
             labels = label_sets.get(label_key)
@@ -396,9 +378,8 @@ class History:
             matched_id = None if matched is None else matched_ids.get(matched)
             if matched is not None and matched_id is None:
                 unmatched.append(len(rows))
-            rows.append([i, created, instant_us, written, *(labels or _NO_LABELS), trace_id,
-                         outcomes[d.outcome], record_id,
-                         None if error is None else store_text(error), matched_id])
+            rows.append([i, created, decided, written, *(labels or _NO_LABELS), trace_id,
+                         outcome, record_id, error, matched_id])
         if missing:
             self._fill(rows, missing)
         if unmatched:
@@ -432,7 +413,7 @@ class History:
         new_sets: set[tuple[str | None, ...]] = set()
         for _, trace_key, label_key, d in missing:
             if trace_key is not None and trace_key not in bodies:
-                bodies[trace_key] = codec.trace_body(d.rule, d.reason, d.trace, trace_key[3:])
+                bodies[trace_key] = codec.trace_body(d.rule, d.reason, d.trace, trace_key[3])
             if label_key is not None:
                 new_sets.add(label_key)
         labels = self._label_ids({(kind, text) for key in new_sets

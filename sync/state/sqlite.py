@@ -998,49 +998,27 @@ class _HistoryRows:
         self._pending_shapes: dict[_Shape, tuple[tuple[int | None, ...], object]] = {}
         self._pending_labels: dict[tuple[str, str], int] = {}
         self._pending_traces: dict[str, int] = {}
-        self._instant: tuple[datetime | None, int | None, int] = (None, None, 0)
+        self._columns = codec.RowEncoder()  # kept: batches of a run share their instant
 
     def encode(self, decisions: Sequence[Decision]) -> tuple[list[Any], list[int]]:
         """The rows, and the indexes of those whose shape is not cached yet (`resolve` fills
         them in). Everything that can fail on bad input (a naive instant, an unknown outcome)
         fails here, before any transaction."""
         shapes = self.shapes
-        outcomes = codec.OUTCOME_CODES
-        to_us, offset_of, store_text = codec.to_us, codec.offset_of, codec.store_text
-        instant, instant_us, instant_off = self._instant
+        columns = self._columns.columns
         rows: list[Any] = []
         unresolved: list[int] = []
         for d in decisions:
-            decided = d.decided_at
-            if decided is not instant:  # a batch shares its instant: convert it once
-                instant, instant_us = decided, to_us(decided, "decided_at")
-                instant_off = offset_of(decided)
-            created_at, written_at = d.created_at, d.written_at
-            created = written = None
-            created_off = written_off = 0
-            if created_at is not None:
-                created_off = offset_of(created_at)
-                created = to_us(created_at, "created_at")
-            if written_at is not None:
-                written_off = offset_of(written_at)
-                written = to_us(written_at, "written_at")
-            record_id = d.record_id
-            if not (record_id.isascii() and record_id.isprintable()):
-                record_id = store_text(record_id)
-            error = d.write_error
-            tail = (record_id, outcomes[d.outcome], created, instant_us, written,
-                    None if error is None else store_text(error))
+            tail, offsets = columns(d)  # (record id, outcome, 3 instants, error): the row's end
             # The matched set by identity too: `decide` gives one tuple object per set.
             key = (id(d.trace), d.rule, d.reason, d.owner, d.previous_owner, d.owner_crm_id,
-                   d.pool, d.crm, d.object, d.trigger, created_off, instant_off, written_off,
-                   id(d.matched))
+                   d.pool, d.crm, d.object, d.trigger, offsets, id(d.matched))
             shape = shapes.get(key)
             if shape is None:
                 unresolved.append(len(rows))
                 rows.append((key, d, tail))
             else:
                 rows.append(shape[0] + tail)
-        self._instant = (instant, instant_us, instant_off)
         return rows, unresolved
 
     def resolve(self, conn: sqlite3.Connection, rows: list[Any], unresolved: list[int]) -> None:
@@ -1055,7 +1033,7 @@ class _HistoryRows:
                           d.rule, d.trigger)
                 ids = tuple(None if text is None else self.label(conn, kind, text)
                             for kind, text in zip(_LABEL_KINDS, labels, strict=True))
-                body = codec.trace_body(d.rule, d.reason, d.trace, key[10:13])
+                body = codec.trace_body(d.rule, d.reason, d.trace, key[10])
                 matched = None if d.matched is None else self.label(
                     conn, codec.MATCHED, codec.matched_text(d.matched))
                 # The entry holds the trace and the matched set: their ids key it, so neither

@@ -20,7 +20,7 @@ from sync.compiler import CompiledRouting
 from sync.enrich import SKIPPED, EnrichData
 from sync.models import Record, TraceStep
 from sync.pipeline import prepare
-from sync.ports import Connector, CredentialsError
+from sync.ports import Connector, CredentialsError, QuotaExhausted
 
 log = logging.getLogger("account_router.http.lookup")
 
@@ -31,6 +31,9 @@ LOOKUP_SECONDS = 2.0
 # background (its connector has one attempt and a read timeout of LOOKUP_SECONDS): a CRM that
 # hangs ties up these threads, not the app's, and later requests skip at their own deadline.
 LOOKUP_THREADS = 4
+
+# The trace step saying a lead's company owner could not be looked up.
+ACCOUNT_OWNERS = "account owner lookup"
 
 Prepared = tuple[list[Record], dict[str, str], dict[str, tuple[TraceStep, ...]]]
 
@@ -65,6 +68,8 @@ class AccountLookup:
             why = f"{crm} did not answer within {self.deadline:g} s"
         except CredentialsError as exc:
             why = f"{crm} is not configured here or refused its credentials ({exc.setting})"
+        except QuotaExhausted:
+            why = f"{crm}'s daily API quota is spent"
         except Exception as exc:  # noqa: BLE001 - a form is answered whatever the CRM does
             # Connector messages are scrubbed of tokens; the class and text go to the log only.
             log.warning("POST /route: %s account lookup failed: %s", crm,
@@ -111,10 +116,16 @@ class AccountLookup:
 
 def _without(routing: CompiledRouting, records: Sequence[Record], why: str) -> Prepared:
     """The records enriched with no accounts known, each step that needed them noted as
-    skipped (in step order with the others' notes), and no account owners."""
+    skipped (in step order with the others' notes), and no account owners (noted too, for
+    the leads an `account_owner` rule would have looked up)."""
     enrichment = routing.enrichment
+    owners_skipped: tuple[TraceStep, ...] = (
+        TraceStep(ACCOUNT_OWNERS, SKIPPED, f"{why}; no account owner looked up"),)
+    owners_note: dict[str, tuple[TraceStep, ...]] = {
+        r.id: owners_skipped for r in records
+        if routing.uses_account_owner and r.object != "account"}
     if enrichment is None:
-        return list(records), {}, {}
+        return list(records), {}, owners_note
     enriched, notes = enrichment.run_all(records, EnrichData())
     order = {f"enrich {name}": i for i, (name, _) in enumerate(enrichment.steps)}
     skipped = [TraceStep(f"enrich {name}", SKIPPED, f"{why}; no account looked up")
@@ -122,5 +133,6 @@ def _without(routing: CompiledRouting, records: Sequence[Record], why: str) -> P
     out: dict[str, tuple[TraceStep, ...]] = {}
     for record in enriched:
         steps = [*skipped, *notes.get(record.id, ())]
-        out[record.id] = tuple(sorted(steps, key=lambda s: order.get(s.rule, len(order))))
+        out[record.id] = (*sorted(steps, key=lambda s: order.get(s.rule, len(order))),
+                          *owners_note.get(record.id, ()))
     return enriched, {}, out

@@ -236,7 +236,7 @@ def _settled(turn: _RouteTurn, result: Any) -> dict[str, Any]:
 
 
 # `_RouteTurn.prepare`'s answers without a record: a concurrent request holds the key's claim
-# (wait for its answer); the routing file reads the CRM (decide on the request's thread).
+# (wait for its answer); deciding the record needs the CRM's accounts (`decide_here`).
 _HELD = object()
 _READS_CRM = object()
 
@@ -250,32 +250,12 @@ class _RouteTurn:
         self.key = hashlib.blake2b(body.idempotency_key.encode("utf-8"),
                                    digest_size=16).hexdigest()
         self.fingerprint = ""
-        self.owners: dict[str, str] | None = None
         self.record: Record | None = None
         self.routing: CompiledRouting | None = None
 
     def prepare(self) -> Prepared | Any:
-        """On the decider's thread: claim and record, unless the routing file reads the CRM
-        (`company_match`: a bounded wait every request would share)."""
-        return self._prepare(reads_crm_here=False)
-
-    def decide_here(self) -> dict[str, Any]:
-        """The whole turn on this thread, around a plain decider turn (`company_match`)."""
-        prepared = self._prepare(reads_crm_here=True)
-        if not isinstance(prepared, Prepared):
-            return _settled(self, prepared)
-        record = prepared.record
-        future = self.ctx.decider.submit(record, prepared.routing, crm=prepared.crm,
-                                         trigger=TRIGGER, enriched={record.id: prepared.enriched},
-                                         account_owners=self.owners)
-        try:
-            decision: Decision = store_call(lambda: _taken(future))
-        except BaseException:
-            self.abandon()
-            raise
-        return self.settle(decision)
-
-    def _prepare(self, *, reads_crm_here: bool) -> Prepared | Any:
+        """On the decider's thread: the claim, then the record, unless deciding it needs the
+        CRM's accounts (a bounded wait every request would share: `decide_here`)."""
         # The routing file is read here, off the event loop (it stats the files).
         routing = self.ctx.routing()
         if routing is None:
@@ -284,9 +264,6 @@ class _RouteTurn:
         spec, obj = _crm_object(self.body.crm, self.body.object)
         self.routing, self.spec, self.obj = routing, spec, obj
         self.fingerprint = _fingerprint(spec.name, obj, self.body.record)
-        reads_crm = routing.enrichment is not None and routing.enrichment.needs_accounts
-        if reads_crm and not reads_crm_here:
-            return _READS_CRM
         store, key = self.ctx.store, self.key
         # Of concurrent requests with one key, one claims it and decides; the others wait for
         # its answer. The claim is short (CLAIM_SECONDS): the answer, kept for precreate_ttl,
@@ -299,11 +276,39 @@ class _RouteTurn:
         if not claimed:
             return _HELD
         try:
-            self.record, enriched = self._record(routing, spec, obj, reads_crm)
+            self.record = record = self._record(routing, spec, obj)
+            if _reads_crm(routing, record):
+                return _READS_CRM  # the claim stays held for `decide_here`
+            enriched: tuple[TraceStep, ...] = ()
+            if routing.enrichment is not None:
+                # The routing file's steps, as the workers run them: no CRM read needed.
+                records, steps = routing.enrichment.run_all([record], EnrichData())
+                self.record = record = records[0]
+                enriched = steps.get(record.id, ())
         except BaseException:
             self.abandon()
             raise
-        return Prepared(self.record, routing, spec.name, enriched)
+        return Prepared(record, routing, spec.name, enriched)
+
+    def decide_here(self) -> dict[str, Any]:
+        """After `prepare` answered `_READS_CRM`, on the request's own thread: `company_match`,
+        or a lead that may follow its company's owner (`account_owner`): the CRM's accounts
+        read as the workers read them, bounded (when the CRM does not answer in time the
+        trace says what was skipped), then a plain decider turn."""
+        ctx, routing, record = self.ctx, self.routing, self.record
+        assert routing is not None and record is not None  # prepared
+        try:
+            records, owners, enriched = ctx.account_lookup.prepare(
+                ctx.settings, routing, self.spec.name, [record])
+            self.record = records[0]
+            future = ctx.decider.submit(self.record, routing, crm=self.spec.name,
+                                        trigger=TRIGGER, enriched=enriched,
+                                        account_owners=owners)
+            decision: Decision = store_call(lambda: _taken(future))
+        except BaseException:
+            self.abandon()
+            raise
+        return self.settle(decision)
 
     def settle(self, decision: Decision) -> dict[str, Any]:
         routing, record = self.routing, self.record
@@ -328,13 +333,10 @@ class _RouteTurn:
         except Exception as exc:  # noqa: BLE001 - the claim lapses by itself anyway
             log.error("could not release the claim on an idempotency key: %r", exc)
 
-    def _record(self, routing: CompiledRouting, spec: CrmSpec, obj: str, reads_crm: bool
-                ) -> tuple[Record, tuple[TraceStep, ...]]:
-        """The record as the pipeline reads it, enriched: the routing file's steps as the
-        workers run them (with `company_match`, the CRM's accounts read for it, bounded:
-        when the CRM does not answer in time the trace says the step was skipped)."""
-        ctx, body = self.ctx, self.body
-        now = datetime.fromtimestamp(ctx.clock(), UTC)
+    def _record(self, routing: CompiledRouting, spec: CrmSpec, obj: str) -> Record:
+        """The record as the pipeline reads it (not enriched yet)."""
+        body = self.body
+        now = datetime.fromtimestamp(self.ctx.clock(), UTC)
         props = dict(body.record)
         # The record does not exist in the CRM: it has no owner to keep, whatever the form
         # says.
@@ -342,19 +344,19 @@ class _RouteTurn:
         if owner_field is not None:
             props.pop(owner_field, None)
         try:
-            record = to_record(spec, routing, obj, CrmRecord(
+            return to_record(spec, routing, obj, CrmRecord(
                 f"{TRIGGER}:{body.idempotency_key}", obj, props, created_at=now))
         except ValueError as exc:
             raise Rejected(422, f"record: {exc}", "invalid") from exc
-        if routing.enrichment is None:
-            return record, ()
-        enriched: dict[str, tuple[TraceStep, ...]]
-        if reads_crm:
-            records, self.owners, enriched = ctx.account_lookup.prepare(
-                ctx.settings, routing, spec.name, [record])
-        else:
-            records, enriched = routing.enrichment.run_all([record], EnrichData())
-        return records[0], enriched.get(records[0].id, ())
+
+
+def _reads_crm(routing: CompiledRouting, record: Record) -> bool:
+    """Whether deciding `record` needs the CRM's accounts: a `company_match` step, or a rule
+    following the account owner for a lead with a company domain (what the workers read)."""
+    if routing.enrichment is not None and routing.enrichment.needs_accounts:
+        return True
+    return (routing.uses_account_owner and record.object != "account"
+            and bool(record.domain) and not record.freemail)
 
 
 def _crm_object(crm: str, obj: str) -> tuple[CrmSpec, str]:

@@ -6,6 +6,8 @@ import random
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
 from sync.decide import RoutingContext, decide
 from sync.engine import skipped
 from sync.models import Outcome
@@ -65,16 +67,20 @@ def test_given_a_kept_owner_or_no_match_when_decided_then_matched_is_still_exact
     assert skipped("e", "line 3: no id", NOW).matched == ()
 
 
+@pytest.mark.parametrize("extra", ["", "fallback: {rep: ben}\n"])
 def test_given_many_random_records_when_decided_then_matched_equals_rule_matches_by_any_path(
-        ) -> None:
-    r = routing(FILE)
-    walked = replace(r, all_matches=None)  # the `first_match` walk gives the same sets
+        extra: str) -> None:
+    """Every way `decide` answers (memoized rule, memoized path, pool turn, fallback, kept),
+    with the later rules evaluated, walked by `first_match`, or known beforehand."""
+    r = routing(FILE + extra)
+    walked = replace(r, later_matches=None)  # the `first_match` walk gives the same sets
+    known = replace(r, known_matches=lambda record: rule_matches(r, record))  # as route-file
     rng = random.Random(5)
     records = [rec(id=f"r{i}", domain=rng.choice(["acme.com", "x.io", ""]),
                    country=rng.choice(["US", "DE", "FR", ""]),
                    employees=rng.choice(["5", "300", "900", ""]),
                    owner=rng.choice(["", "", "ava", "gone"])) for i in range(300)]
-    for compiled in (r, walked):
+    for compiled in (r, walked, known):
         ctx = RoutingContext(routing=compiled, now=NOW)
         names = [rule.name for rule in compiled.rules]
         for record in records:

@@ -10,7 +10,6 @@ import pytest
 
 from sync.pipeline import NO_OWNER, Move, OwnerLoad, Pipeline
 from sync.ports import QuotaExhausted, Written
-from sync.state import open_store
 from tests.builders import routing
 from tests.fakes import FakeCrm, hubspot_owners
 from tests.sync.state.test_contract import audited
@@ -42,13 +41,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture
-def store(store_url):
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import pytest
 from connectors.csv.connector import CsvConnector
 from sync.pipeline import Pipeline
 from sync.ports import AccountNames
-from sync.state import StateStore, open_store
+from sync.state import StateStore
+from sync.state.sqlite import SqliteStateStore
 from tests.builders import routing
 
 NOW = datetime(2026, 12, 7, 12, tzinfo=UTC)
@@ -38,12 +38,8 @@ l3,lead,Acme,other.com,dan@other.com,,
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 's.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(sqlite_store: SqliteStateStore) -> SqliteStateStore:
+    return sqlite_store  # tests/conftest.py: the embedded store, state.db in tmp_path
 
 
 def pipeline(tmp_path: Path, store: StateStore, text: str) -> Pipeline:

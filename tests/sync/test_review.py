@@ -49,13 +49,6 @@ def reviewed(text: str = ROUTING) -> CompiledRouting:
 
 
 @pytest.fixture
-def store(store_url):
-    opened = open_store(store_url)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
 def crm() -> FakeCrm:
     fake = FakeCrm(owners=hubspot_owners())
     fake.add("companies", "c1", name="Co 1", domain="co1.com")

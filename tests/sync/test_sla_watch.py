@@ -21,7 +21,7 @@ from sync.pipeline import Pipeline
 from sync.sla_watch import FirstTouchWatch, SlaCheck
 from sync.state.sqlite import SqliteStateStore
 from tasks.metrics import LocalMetrics
-from tests.builders import connector, sla_routing
+from tests.builders import connector, empty_crm, sla_routing, write_routing
 
 T0 = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
 ROUTING = sla_routing("15m", vip_first_touch="1h")
@@ -37,9 +37,7 @@ class Clock:
 
 @pytest.fixture
 def sim() -> Simulator:
-    simulator = Simulator(3)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, owners=5)
-    return simulator
+    return empty_crm(3, owners=5)
 
 
 @pytest.fixture
@@ -49,15 +47,12 @@ def sim_tls() -> bool:
 
 @pytest.fixture
 def routing(tmp_path: Path) -> CompiledRouting:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return load_routing(path)
+    return load_routing(write_routing(tmp_path, ROUTING))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStateStore]:
-    with SqliteStateStore(tmp_path / "state.db") as opened:
-        yield opened
+def store(sqlite_store: SqliteStateStore) -> SqliteStateStore:
+    return sqlite_store  # tests/conftest.py: the embedded store, state.db in tmp_path
 
 
 @pytest.fixture

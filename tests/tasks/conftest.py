@@ -1,5 +1,6 @@
-"""Fixtures shared by the entry-layer tests: the structured log stream, and a `celery -A
-tasks worker` subprocess routing against the CRM simulator."""
+"""Fixtures shared by the entry-layer tests: the structured log stream, the command line kept
+from the environment, the notify channels beside the CRM simulator, and a `celery -A tasks
+worker` subprocess routing against the simulator."""
 
 from __future__ import annotations
 
@@ -17,10 +18,15 @@ import pytest
 import structlog
 
 from connectors.simulator import RunningSimulator
+from connectors.simulator.slack import TOKEN, FakeSlack
 from tasks.logging import configure_logging
+from tests.servers.smtp import SmtpServer, smtp_server
+
+__all__ = ["smtp_server"]  # a fixture, used by name
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "examples" / "routing.yaml"
+PORTAL = "62515"  # the HubSpot portal the notices' record links name
 
 
 @pytest.fixture
@@ -38,6 +44,35 @@ def logs() -> Iterator[io.StringIO]:
             root.removeHandler(handler)
         structlog.reset_defaults()
         structlog.contextvars.clear_contextvars()
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No settings leak in from the environment, and a stray relative path lands in tmp (the
+    command-line tests: `pytestmark = pytest.mark.usefixtures("isolated")`)."""
+    for name in ("ACCOUNT_ROUTER_CONFIG", "ACCOUNT_ROUTER_STATE_URL", "ACCOUNT_ROUTER_REDIS_URL",
+                 "ACCOUNT_ROUTER_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def notify_channels(running: RunningSimulator, slack: FakeSlack, smtp_server: SmtpServer,
+                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunningSimulator:
+    """The served simulator (`running`) and the notify channels set in the environment: the
+    module's `slack` (the fake Slack Web API), the real SMTP server, and the HubSpot portal."""
+    # One trust file for both test CAs: the simulator's TLS and the SMTP server's STARTTLS.
+    bundle = tmp_path / "cas.pem"
+    bundle.write_text(Path(running.env()["SSL_CERT_FILE"]).read_text()
+                      + Path(smtp_server.ca_file).read_text())
+    for name, value in {"SSL_CERT_FILE": str(bundle), "REQUESTS_CA_BUNDLE": str(bundle),
+                        "ACCOUNT_ROUTER_SLACK_TOKEN": TOKEN,
+                        "ACCOUNT_ROUTER_SLACK_BASE_URL": slack.base_url,
+                        "ACCOUNT_ROUTER_SMTP_URL": smtp_server.url,
+                        "ACCOUNT_ROUTER_MAIL_FROM": "router@example.com",
+                        "HUBSPOT_PORTAL_ID": PORTAL}.items():
+        monkeypatch.setenv(name, value)
+    return running
 
 
 class Worker(NamedTuple):

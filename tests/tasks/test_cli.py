@@ -21,6 +21,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from tasks.cli import app
+from tests.builders import write_routing
 from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,19 +96,12 @@ AUDIT_FIELDS = {
 # --- helpers ------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No settings leak in from the environment, and a stray relative path lands in tmp."""
-    for name in ("ACCOUNT_ROUTER_CONFIG", "ACCOUNT_ROUTER_STATE_URL", "ACCOUNT_ROUTER_REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/tasks/conftest.py
 
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING, encoding="utf-8")
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 @pytest.fixture

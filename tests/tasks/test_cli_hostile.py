@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.tasks.test_cli import NOW, config, invoke, isolated, route, state, write
+from tests.tasks.test_cli import NOW, config, invoke, route, state, write
 
-__all__ = ["config", "isolated", "state"]  # fixtures, used by name
+__all__ = ["config", "state"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/tasks/conftest.py
 
 # ESC [2J clears the screen, ESC ]0;...BEL sets the window title, U+009B is CSI on its own.
 ESCAPES = "\x1b[2J\x1b]0;pwned\x07\x9b31m"

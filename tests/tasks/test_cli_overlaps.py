@@ -35,12 +35,7 @@ fallback: {rep: ben}
 """
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("ACCOUNT_ROUTER_CONFIG", "ACCOUNT_ROUTER_STATE_URL", "ACCOUNT_ROUTER_REDIS_URL",
-                 "ACCOUNT_ROUTER_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/tasks/conftest.py
 
 
 def book(path: Path, n: int = 400, seed: int = 7) -> Path:

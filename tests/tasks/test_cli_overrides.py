@@ -15,11 +15,7 @@ from tests.tasks.test_cli import invoke
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("ACCOUNT_ROUTER_CONFIG", "ACCOUNT_ROUTER_STATE_URL", "ACCOUNT_ROUTER_REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/tasks/conftest.py
 
 
 def assigned(record_id: str, owner: str, rule: str | None) -> Decision:

@@ -35,12 +35,7 @@ rules: [{name: all-to-dev, assign: {rep: dev}}]
 BOOK = "id,name,country,tier,owner\n1,Acme,US,,\n2,Gold,DE,gold,\n3,Beta,US,,\n4,Japan,JP,,\n"
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("ACCOUNT_ROUTER_CONFIG", "ACCOUNT_ROUTER_STATE_URL", "ACCOUNT_ROUTER_REDIS_URL",
-                 "ACCOUNT_ROUTER_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/tasks/conftest.py
 
 
 def invoke(*args: object) -> Result:

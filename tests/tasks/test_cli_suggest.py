@@ -24,12 +24,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing
 NOW = "2026-12-07T12:00:00Z"
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("ACCOUNT_ROUTER_CONFIG", "ACCOUNT_ROUTER_STATE_URL", "ACCOUNT_ROUTER_REDIS_URL",
-                 "ACCOUNT_ROUTER_DATABASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("isolated")  # tests/tasks/conftest.py
 
 
 @pytest.fixture

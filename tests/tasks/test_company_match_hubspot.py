@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 
 from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import Simulator
 from connectors.simulator.server import RunningSimulator
 from connectors.transport import Unlimited
 from sync.compiler import load_routing
@@ -52,14 +52,6 @@ def sim() -> Simulator:
                                            "domain": "acme-widgets.example",
                                            "hubspot_owner_id": "102"})
     return simulator
-
-
-@pytest.fixture
-def running(sim: Simulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSimulator]:
-    with serve(sim) as started:
-        for name, value in started.env().items():
-            monkeypatch.setenv(name, value)
-        yield started
 
 
 @pytest.fixture
@@ -174,14 +166,20 @@ def test_given_no_hubspot_token_when_a_form_is_routed_then_it_routes_without_the
                   "(HUBSPOT_ACCESS_TOKEN); no account looked up"}
 
 
-def test_given_hubspot_unreachable_when_a_form_is_routed_then_it_routes_without_the_match(
-    store: SqliteStateStore, routing_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    with socket.socket() as closed:  # a loopback port nothing listens on
+@pytest.fixture
+def unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HubSpot configured with a token, at a loopback port nothing listens on."""
+    with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
     monkeypatch.setenv("HUBSPOT_ACCESS_TOKEN", "pat-secret-token")
     monkeypatch.setenv("ACCOUNT_ROUTER_HUBSPOT_BASE_URL", f"http://127.0.0.1:{port}")
+
+
+@pytest.mark.usefixtures("unreachable")
+def test_given_hubspot_unreachable_when_a_form_is_routed_then_it_routes_without_the_match(
+    store: SqliteStateStore, routing_path: Path,
+) -> None:
     with app_for(store, routing_path) as api:
         answer = route(api, FORM, "form-1")
         history = api.get("/decisions/api:form-1", headers=AUTH).json()
@@ -221,3 +219,53 @@ def test_given_other_steps_when_the_lookup_is_skipped_then_they_still_run_in_fil
 
     assert [(s["rule"], s["result"]) for s in answer["trace"][:2]] == [
         ("enrich tld_country", "enriched"), ("enrich company_match", "skipped")]
+
+
+def test_given_hubspots_daily_quota_spent_when_a_form_is_routed_then_the_trace_says_so(
+    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, routing_path: Path,
+) -> None:
+    sim.hubspot_admit("another-app", search=False)  # a call today, by whoever
+    sim.configure_limits(hubspot_daily=sim.stats("hubspot")["daily_used"])  # the last one
+    with app_for(store, routing_path) as api:
+        answer = route(api, FORM, "form-1")
+
+    assert answer["owner"]["id"] == "bo"
+    assert answer["trace"][0] == {
+        "rule": "enrich company_match", "result": "skipped",
+        "detail": "hubspot's daily API quota is spent; no account looked up"}
+
+
+# --- POST /route with `account_owner` and no enrichment -------------------------------------
+
+FOLLOW_ONLY = ROUTING.replace("enrich: [company_match]\n", "")
+
+
+def test_given_an_account_owner_rule_when_a_form_of_a_known_domain_is_routed_then_it_follows(
+    sim: Simulator, running: RunningSimulator, store: SqliteStateStore, tmp_path: Path,
+) -> None:
+    path = tmp_path / "follow.yaml"
+    path.write_text(FOLLOW_ONLY)
+    with app_for(store, path) as api:
+        known = route(api, {"email": "wile@acme.com"}, "form-1")
+        freemail = route(api, {"email": "wile@gmail.com"}, "form-2")
+
+    assert (known["owner"]["id"], known["rule"]) == ("ana", "follow-account")
+    # gmail.com is nobody's company: no CRM read for it, and the fallback takes it.
+    assert (freemail["owner"]["id"], freemail["outcome"]) == ("bo", "fallback")
+    searched = sim.stats("hubspot")["calls"]["POST /crm/v3/objects/companies/search"]
+    assert searched == {"200": 1}  # acme.com's owner only
+
+
+@pytest.mark.usefixtures("unreachable")
+def test_given_an_account_owner_rule_and_hubspot_unreachable_then_the_trace_says_why(
+    store: SqliteStateStore, tmp_path: Path,
+) -> None:
+    path = tmp_path / "follow.yaml"
+    path.write_text(FOLLOW_ONLY)
+    with app_for(store, path) as api:
+        answer = route(api, {"email": "wile@acme.com"}, "form-1")
+
+    assert (answer["owner"]["id"], answer["outcome"]) == ("bo", "fallback")
+    assert answer["trace"][0] == {
+        "rule": "account owner lookup", "result": "skipped",
+        "detail": "hubspot not reachable; no account owner looked up"}

@@ -204,3 +204,29 @@ def test_given_a_store_that_fails_then_prepared_turns_are_abandoned(gated: Gated
         decider.submit_turn(turn, trigger="api").result(timeout=10)
 
     assert turn.abandoned
+
+
+def test_given_account_owners_read_for_a_request_then_its_lead_follows_them_in_the_batch(
+    gated: GatedStore,
+) -> None:
+    # POST /route with company_match hands the owners its CRM read found to the decider.
+    follow = routing("""
+        version: 1
+        reps: [{id: ana, crm_ids: {hubspot: '101'}}, {id: bo}]
+        rules:
+          - {name: follow-account, when: {object: lead}, assign: {account_owner: true}}
+        fallback: {rep: bo}
+    """)
+    decider = Decider(gated, lambda: NOW)
+    gated.gate.clear()  # both requests queue behind the first commit, then share one batch
+    blocker = decider.submit(rec(id="api:0"), ROUTING, crm="hubspot", trigger="api")
+    assert gated.entered.wait(5)
+    with_owner = decider.submit(rec(id="api:1", object="lead", domain="acme.com"), follow,
+                                crm="hubspot", trigger="api", account_owners={"acme.com": "101"})
+    without = decider.submit(rec(id="api:2", object="lead", domain="acme.com"), follow,
+                             crm="hubspot", trigger="api")
+    gated.gate.set()
+
+    blocker.result(5)
+    assert with_owner.result(5).owner == "ana"
+    assert without.result(5).owner == "ana"  # the batch's owners are true for all of it

@@ -14,7 +14,6 @@ import pytest
 
 from connectors.settings import Settings
 from sync.history import History
-from sync.state.redis import RedisStateStore
 from tasks.celery_app import (
     FLUSH_TASK,
     PRUNE_TASK,
@@ -36,13 +35,6 @@ def history_url(tmp_path: Path) -> Iterator[str]:
     yield url
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[RedisStateStore]:
-    opened = RedisStateStore(redis_url)
-    yield opened
-    opened.close()
-
-
 def service(redis_url: str, database_url: str | None) -> Settings:
     return Settings(redis_url=redis_url, state_url=redis_url, database_url=database_url)
 
@@ -59,25 +51,25 @@ def test_given_the_beat_schedule_then_it_flushes_every_two_seconds_and_prunes_da
 
 
 def test_given_service_mode_when_the_flush_task_body_runs_then_the_outbox_moves_to_sql(
-        redis_url, store, history_url):
-    store.commit({}, [], [decision("a"), decision("b")])
+        redis_url, redis_store, history_url):
+    redis_store.commit({}, [], [decision("a"), decision("b")])
 
     moved = flush_outbox(service(redis_url, history_url))
 
-    assert moved == 2 and store.outbox_size() == 0
+    assert moved == 2 and redis_store.outbox_size() == 0
     with History(history_url) as history:
         assert {d.record_id for d in history.decisions()} == {"a", "b"}
 
 
 def test_given_an_unreachable_database_when_the_flush_task_body_runs_then_it_logs_and_waits(
-        redis_url, store, caplog):
-    store.commit({}, [], [decision("a")])
+        redis_url, redis_store, caplog):
+    redis_store.commit({}, [], [decision("a")])
     down = f"postgresql+psycopg://router:pw-in-url@127.0.0.1:{free_port()}/history"
 
     with caplog.at_level(logging.WARNING):
         moved = flush_outbox(service(redis_url, down))
 
-    assert moved == 0 and store.outbox_size() == 1
+    assert moved == 0 and redis_store.outbox_size() == 1
     assert "1 decisions wait in the outbox" in caplog.text
     assert "pw-in-url" not in caplog.text
 

@@ -21,6 +21,7 @@ from sync.models import Decision
 from sync.state import StateStore, open_store
 from tasks.http import create_app, hubspot_signature_v3
 from tasks.metrics import LocalMetrics
+from tests.builders import write_routing
 from tests.loopback import free_port
 
 SECRET = "hubspot-secret"
@@ -70,9 +71,7 @@ rules:
 
 @pytest.fixture
 def routing_file(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 @pytest.fixture

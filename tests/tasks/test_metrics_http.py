@@ -6,8 +6,6 @@ import io
 import json
 import logging
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -20,8 +18,8 @@ from typer.testing import CliRunner
 from connectors.hubspot.errors import classify as classify_hubspot
 from connectors.settings import Settings
 from connectors.transport import Transport, Unlimited
-from sync.state import StateStore, open_store
 from sync.state.redis import RedisStateStore
+from sync.state.sqlite import SqliteStateStore
 from tasks.cli import app as cli
 from tasks.http import create_app
 from tasks.logging import REDACTED, redact_secrets
@@ -31,12 +29,8 @@ from tests.sync.state.test_contract import decision
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(sqlite_store: SqliteStateStore) -> SqliteStateStore:
+    return sqlite_store  # tests/conftest.py: the embedded store, state.db in tmp_path
 
 
 def settings() -> Settings:

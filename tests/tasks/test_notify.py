@@ -12,7 +12,7 @@ import pytest
 
 from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
+from connectors.simulator import RunningSimulator, Simulator
 from connectors.simulator.slack import TOKEN, FakeSlack
 from connectors.transport import Unlimited
 from sync.compiler import CompiledRouting, load_routing
@@ -27,9 +27,7 @@ from sync.state.sqlite import SqliteStateStore
 from tasks.followers import followers_for
 from tasks.notify import RedisNotices, links_for, send_waiting, senders_for
 from tests.builders import rec
-from tests.servers.smtp import SmtpServer, smtp_server
-
-__all__ = ["smtp_server"]
+from tests.servers.smtp import SmtpServer
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "routing.yaml"
 PORTAL = "62515"
@@ -53,26 +51,16 @@ def slack(routing: CompiledRouting) -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def notify_env(slack: FakeSlack, smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch,
-               tmp_path: Path) -> Iterator[Simulator]:
+def sim() -> Simulator:
+    simulator = Simulator(seed=5)
+    simulator.seed(companies=60, contacts=0, accounts=0, leads=0, days=2)
+    return simulator
+
+
+@pytest.fixture
+def notify_env(sim: Simulator, notify_channels: RunningSimulator) -> Simulator:
     """The HubSpot simulator with unowned companies; Slack, SMTP and the portal id set."""
-    sim = Simulator(seed=5)
-    sim.seed(companies=60, contacts=0, accounts=0, leads=0, days=2)
-    with serve(sim) as running:
-        env = running.env()
-        # One trust file for both test CAs: the simulator's TLS and the SMTP server's STARTTLS.
-        bundle = tmp_path / "cas.pem"
-        bundle.write_text(Path(env["SSL_CERT_FILE"]).read_text()
-                          + Path(smtp_server.ca_file).read_text())
-        env |= {"SSL_CERT_FILE": str(bundle), "REQUESTS_CA_BUNDLE": str(bundle),
-                "ACCOUNT_ROUTER_SLACK_TOKEN": TOKEN,
-                "ACCOUNT_ROUTER_SLACK_BASE_URL": slack.base_url,
-                "ACCOUNT_ROUTER_SMTP_URL": smtp_server.url,
-                "ACCOUNT_ROUTER_MAIL_FROM": "router@example.com",
-                "HUBSPOT_PORTAL_ID": PORTAL}
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        yield sim
+    return sim
 
 
 def _sweep(routing: CompiledRouting, store: SqliteStateStore) -> None:

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from connectors.simulator import RunningSimulator, Simulator
 from connectors.simulator.slack import TOKEN, FakeSlack
 from tasks.cli import app
+from tests.builders import empty_crm
 
 ROUTING = """\
 version: 1
@@ -31,9 +32,7 @@ rules:
 
 @pytest.fixture
 def sim() -> Simulator:
-    simulator = Simulator(4)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, owners=5)
-    return simulator
+    return empty_crm(4, owners=5)
 
 
 @pytest.fixture

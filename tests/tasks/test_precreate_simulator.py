@@ -20,7 +20,7 @@ from sync.state import open_store
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
-from tests.builders import connector
+from tests.builders import connector, empty_crm, write_routing
 from tests.tasks.test_http import AUTH, RecordingEnqueue
 
 ROUTING = f"""version: 1
@@ -38,16 +38,12 @@ rules:
 
 @pytest.fixture
 def sim() -> Simulator:
-    simulator = Simulator(seed=11)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, owners=10, days=1)
-    return simulator
+    return empty_crm(11, owners=10, days=1)
 
 
 @pytest.fixture
 def routing_path(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 @pytest.fixture

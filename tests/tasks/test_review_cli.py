@@ -16,6 +16,7 @@ from connectors.simulator import Simulator, serve
 from sync.state.sqlite import SqliteStateStore
 from tasks.cli import app
 from tasks.review import expire_pass
+from tests.builders import empty_crm
 
 ROUTING = """version: 1
 reps:
@@ -30,9 +31,7 @@ review_timeout: 15m
 
 @pytest.fixture
 def sim() -> Simulator:
-    simulator = Simulator(seed=5)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, days=1)
-    return simulator
+    return empty_crm(5, days=1)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,8 +17,10 @@ from sync.compiler import CompiledRouting, load_routing
 from sync.engine import route_batch, skipped
 from sync.normalize import build_record
 from sync.state import StateStore, open_store
+from sync.state.sqlite import SqliteStateStore
 from tasks.cli import app
 from tasks.route_file import route_file
+from tests.builders import write_routing
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)
 
@@ -45,18 +46,12 @@ rules:
 
 @pytest.fixture
 def routing(tmp_path: Path) -> CompiledRouting:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING, encoding="utf-8")
-    return load_routing(path)
+    return load_routing(write_routing(tmp_path, ROUTING))
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = open_store(f"sqlite:///{tmp_path / 's.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
+def store(sqlite_store: SqliteStateStore) -> SqliteStateStore:
+    return sqlite_store  # tests/conftest.py: the embedded store, state.db in tmp_path
 
 
 def write(path: Path, text: str) -> Path:

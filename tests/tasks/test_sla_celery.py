@@ -11,7 +11,7 @@ from connectors.simulator import Simulator
 from sync.state import open_store
 from tasks.metrics import RedisMetrics
 from tasks.queue import enqueue_route, flush
-from tests.builders import sla_routing
+from tests.builders import empty_crm, sla_routing, write_routing
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 60.0
@@ -20,16 +20,12 @@ ROUTING = sla_routing("1s")
 
 @pytest.fixture
 def sim() -> Simulator:
-    simulator = Simulator(seed=6)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, owners=5)
-    return simulator
+    return empty_crm(6, owners=5)
 
 
 @pytest.fixture
 def routing_path(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from connectors.settings import Settings
 from connectors.simulator import RunningSimulator, Simulator
 from tasks.celery_app import SLA_CHECK_TASK, beat_schedule
 from tasks.cli import app
-from tests.builders import SLA_REPS
+from tests.builders import SLA_REPS, empty_crm
 
 ROUTING = SLA_REPS + """\
 pools:
@@ -27,9 +27,7 @@ rules:
 
 @pytest.fixture
 def sim() -> Simulator:
-    simulator = Simulator(4)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, owners=5)
-    return simulator
+    return empty_crm(4, owners=5)
 
 
 @pytest.fixture

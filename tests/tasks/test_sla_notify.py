@@ -12,17 +12,16 @@ import pytest
 
 from connectors import registry
 from connectors.settings import Settings
-from connectors.simulator import Simulator, serve
-from connectors.simulator.slack import TOKEN, FakeSlack
+from connectors.simulator import RunningSimulator, Simulator
+from connectors.simulator.slack import FakeSlack
 from connectors.transport import Unlimited
 from sync.compiler import load_routing
 from sync.pipeline import Pipeline
 from sync.state.sqlite import SqliteStateStore
 from tasks.followers import followers_for
 from tasks.sla import breach_notifier, check_pass
-from tests.servers.smtp import SmtpServer, smtp_server
-
-__all__ = ["smtp_server"]
+from tests.builders import empty_crm
+from tests.servers.smtp import SmtpServer
 
 T0 = datetime(2026, 12, 7, 14, 0, tzinfo=UTC)
 PORTAL = "62515"
@@ -42,26 +41,23 @@ rules:
 
 
 @pytest.fixture
-def env(smtp_server: SmtpServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-        ) -> Iterator[tuple[Simulator, FakeSlack]]:
-    sim = Simulator(seed=8)
-    sim.seed(companies=0, contacts=0, accounts=0, leads=0, owners=5)
+def sim() -> Simulator:
+    return empty_crm(8, owners=5)
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
     users = {f"{rep}@example.com": f"U0{rep.upper()}" for rep in ("ava", "ben", "max")}
-    with serve(sim) as running, FakeSlack(users=users) as slack:
-        env = running.env()
-        bundle = tmp_path / "cas.pem"
-        bundle.write_text(Path(env["SSL_CERT_FILE"]).read_text()
-                          + Path(smtp_server.ca_file).read_text())
-        env |= {"SSL_CERT_FILE": str(bundle), "REQUESTS_CA_BUNDLE": str(bundle),
-                "ACCOUNT_ROUTER_SLACK_TOKEN": TOKEN,
-                "ACCOUNT_ROUTER_SLACK_BASE_URL": slack.base_url,
-                "ACCOUNT_ROUTER_SMTP_URL": smtp_server.url,
-                "ACCOUNT_ROUTER_MAIL_FROM": "router@example.com",
-                "HUBSPOT_PORTAL_ID": PORTAL}
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
-        yield sim, slack
+    with FakeSlack(users=users) as fake:
+        yield fake
+
+
+@pytest.fixture
+def env(sim: Simulator, slack: FakeSlack, notify_channels: RunningSimulator,
+        monkeypatch: pytest.MonkeyPatch) -> tuple[Simulator, FakeSlack]:
+    """The simulator and the fake Slack, the channels set (tests/tasks/conftest.py); no Redis."""
+    monkeypatch.delenv("ACCOUNT_ROUTER_REDIS_URL", raising=False)
+    return sim, slack
 
 
 def test_given_a_breach_when_rerouted_then_escalated_then_the_right_people_hear_once(

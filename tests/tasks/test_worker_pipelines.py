@@ -12,6 +12,7 @@ import pytest
 
 from connectors.simulator import Simulator
 from tasks import worker
+from tests.builders import empty_crm
 from tests.tasks.test_celery import in_process_worker
 
 RULES = """version: 1
@@ -26,9 +27,7 @@ rules:
 
 @pytest.fixture
 def sim() -> Simulator:
-    simulator = Simulator(seed=3)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, days=1)
-    return simulator
+    return empty_crm(3, days=1)
 
 
 @pytest.fixture

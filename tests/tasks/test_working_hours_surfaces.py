@@ -11,7 +11,7 @@ from pathlib import Path
 from sync.compiler import compile_routing
 from sync.state.sqlite import SqliteStateStore
 from tasks.dashboard.data import reps
-from tests.builders import routing
+from tests.builders import routing, write_routing
 from tests.tasks.test_cli import invoke
 
 ROUTING = """\
@@ -34,9 +34,7 @@ rules:
 
 
 def write(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 def test_given_ava_off_hours_when_explaining_then_the_trace_says_where_and_when(

@@ -151,3 +151,55 @@ def test_given_a_name_of_many_words_when_looking_up_then_only_its_first_eight_ar
     assert hs.NAME_WORDS_SEARCHED == 8
     assert asked == [f"{w[:3]}*" for w in words[:8]]
     assert len(searches(fake)) == 2
+
+
+# --- word starts too common to page through ------------------------------------------------
+
+
+def filters_of(body: dict[str, Any]) -> list[list[str]]:
+    return [[f["value"] for f in g["filters"]] for g in body["filterGroups"]]
+
+
+def test_given_common_word_starts_when_looking_up_then_they_are_not_paged_but_names_are_found(
+        fake: FakeHubSpot, connector: HubSpotConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hs, "NAME_SEARCH_MAX_ACCOUNTS", 30)  # 2,000 in production
+    fake.add("companies", *(company(n, name=f"Northwind Traders {n}", domain=f"nt{n}.example")
+                            for n in range(1, 36)))
+    fake.add("companies", *(company(n, name=f"Blue Group {n}", domain=f"bg{n}.example")
+                            for n in range(36, 71)))
+    fake.add("companies", company(71, name="Northwind Group", domain="northwind-group.example"),
+             company(72, name="ACME Group", domain="acme-group.example"))
+
+    found = connector.accounts_by_name(["Northwind Group LLC", "Acme Group"])
+
+    assert sorted(found) == [("ACME Group", "acme-group.example"),
+                             ("Northwind Group", "northwind-group.example")]
+    assert [filters_of(b) for b in searches(fake)] == [
+        [["acm*"], ["gro*"], ["nor*"]],  # 73 companies: more than one search may page
+        [["acm*"]],  # 1: kept
+        [["gro*"]],  # 36: too common, not paged
+        [["nor*"]],  # 36: too common, not paged
+        [["northwind", "group"]],  # every start of the name is common: its whole words
+    ]
+    assert all("after" not in b for b in searches(fake))
+
+
+def test_given_many_names_of_common_words_then_whole_word_searches_keep_hubspots_limits(
+        fake: FakeHubSpot, connector: HubSpotConnector, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hs, "NAME_SEARCH_MAX_ACCOUNTS", 0)  # every search is too common
+    names = [" ".join(f"{chr(ord('a') + i)}{chr(ord('a') + j)}x{j}" for j in range(words))
+             for i, words in enumerate([8, 8, 8, 4, 4, 4, 4, 4, 4, 2])]
+    fake.add("companies", *(company(n + 1, name=name, domain=f"c{n}.example")
+                            for n, name in enumerate(names)))
+
+    assert connector.accounts_by_name(names) == []
+
+    whole = [filters_of(b) for b in searches(fake) if "*" not in filters_of(b)[0][0]]
+    assert sorted(w for body in whole for w in body) == sorted(
+        [n.lower().split() for n in names])  # each name once, all its words in one group
+    for groups in whole:
+        assert len(groups) <= hs.SEARCH_FILTER_GROUPS
+        assert all(len(g) <= hs.SEARCH_FILTERS_PER_GROUP for g in groups)
+        assert sum(map(len, groups)) <= hs.SEARCH_FILTERS_TOTAL
+    # 8+8+8 (a fourth name would pass 25 filters) | 4 x 5 (five groups) | 4+2
+    assert [sum(map(len, g)) for g in whole] == [24, 20, 6]

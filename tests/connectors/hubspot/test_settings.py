@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from connectors.hubspot import settings as hs
 from connectors.registry import spec
+from sync.enrich import MAX_TOKEN_ACCOUNTS
 
 
 def test_given_the_objects_then_they_are_the_registrys_hubspot_objects() -> None:
@@ -35,3 +36,8 @@ def test_given_the_search_filter_limits_then_a_name_search_fits_them() -> None:
     assert (hs.SEARCH_FILTER_GROUPS, hs.SEARCH_FILTERS_PER_GROUP,
             hs.SEARCH_FILTERS_TOTAL) == (5, 10, 25)
     assert hs.NAME_PREFIXES_PER_SEARCH == hs.SEARCH_FILTER_GROUPS <= hs.SEARCH_FILTERS_TOTAL
+
+
+def test_given_the_name_search_bound_then_it_is_the_matchers_and_within_one_query() -> None:
+    assert hs.NAME_SEARCH_MAX_ACCOUNTS == MAX_TOKEN_ACCOUNTS <= hs.SEARCH_RESULT_CAP
+    assert hs.NAME_WORDS_SEARCHED <= hs.SEARCH_FILTERS_PER_GROUP  # a whole name is one group

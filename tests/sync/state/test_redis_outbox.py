@@ -14,15 +14,8 @@ import redis
 
 from sync.models import Decision
 from sync.state import PoolChange
-from sync.state.redis import RedisStateStore, decode_entry, encode_entry
+from sync.state.redis import decode_entry, encode_entry
 from tests.sync.state.test_contract import DAY, T0, decision, turn
-
-
-@pytest.fixture
-def redis_store(redis_url: str) -> Iterator[RedisStateStore]:
-    opened = RedisStateStore(redis_url)
-    yield opened
-    opened.close()
 
 
 @pytest.fixture

@@ -4,20 +4,8 @@ with the same idempotency token."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from sync.state import PoolChange
-from sync.state.redis import RedisStateStore
 from tests.sync.state.test_contract import DAY, decision, recorded, turn
-
-
-@pytest.fixture
-def redis_store(redis_url: str) -> Iterator[RedisStateStore]:
-    opened = RedisStateStore(redis_url)
-    yield opened
-    opened.close()
 
 
 def test_given_a_commit_resent_with_its_id_when_applied_then_turns_and_audit_apply_once(

@@ -12,6 +12,7 @@ from connectors.simulator import RunningSimulator, Simulator
 from sync.state import StateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
+from tests.builders import empty_crm
 from tests.tasks.test_http import (
     TOKEN,
     RecordingEnqueue,
@@ -26,9 +27,7 @@ __all__ = ["client", "enqueue", "routing_file"]
 @pytest.fixture
 def sim() -> Simulator:
     """An empty simulated CRM (its owners only): each test creates the records it routes."""
-    simulator = Simulator(seed=3)
-    simulator.seed(companies=0, contacts=0, accounts=0, leads=0, days=1)
-    return simulator
+    return empty_crm(3, days=1)
 
 
 @pytest.fixture

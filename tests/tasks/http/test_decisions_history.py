@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -12,22 +11,13 @@ from fastapi.testclient import TestClient
 from connectors.settings import Settings
 from sync.history import History
 from sync.models import Decision, Outcome, TraceStep
-from sync.state import StateStore, open_store
+from sync.state import StateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
 
 TOKEN = "ops-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "hunter2"
-
-
-@pytest.fixture
-def redis_store(redis_url: str) -> Iterator[StateStore]:
-    store = open_store(redis_url)
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def client(store: StateStore, database_url: str | None) -> TestClient:

@@ -20,6 +20,7 @@ from sync.pipeline import Pipeline
 from sync.state import StateStore
 from tasks.http import create_app
 from tasks.metrics import LocalMetrics
+from tests.builders import write_routing
 from tests.tasks.test_http import AUTH, TOKEN, RecordingEnqueue
 
 ROUTING = """version: 1
@@ -33,9 +34,7 @@ DECISION_KEYS = set(Decision(record_id="x", object="account", crm="hubspot",
 
 @pytest.fixture
 def routing_file(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 def pool_versions(store: StateStore, settings: Settings) -> dict[str, int]:

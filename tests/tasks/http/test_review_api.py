@@ -14,6 +14,7 @@ from connectors.simulator import Simulator
 from sync.compiler import load_routing
 from sync.pipeline import Pipeline
 from sync.state import StateStore
+from tests.builders import write_routing
 from tests.tasks.test_http import AUTH
 
 ROUTING = """version: 1
@@ -29,9 +30,7 @@ LISTED = {"id", "record_id", "crm", "object", "proposed_owner", "rule", "reason"
 
 @pytest.fixture
 def routing_file(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 def held(sim: Simulator, store: StateStore, settings: Settings, n: int = 1) -> list[str]:

@@ -22,6 +22,7 @@ from tasks.http import create_app
 from tasks.http import route as route_module
 from tasks.http.route import RouteBody, decide_once
 from tasks.metrics import LocalMetrics
+from tests.builders import write_routing
 from tests.loopback import free_port
 from tests.tasks.test_http import AUTH, NOW, RecordingEnqueue, make_settings
 
@@ -48,9 +49,7 @@ rules:
 
 @pytest.fixture
 def routing_path(tmp_path: Path) -> Path:
-    path = tmp_path / "routing.yaml"
-    path.write_text(ROUTING)
-    return path
+    return write_routing(tmp_path, ROUTING)
 
 
 @pytest.fixture
