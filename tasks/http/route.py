@@ -203,7 +203,7 @@ def _parsed(raw: bytes, content_type: str) -> RouteBody:
 def decide_once(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
     """The answer for `body`: the one given before under its key (same request), else a new
     decision made and remembered. Blocks (store calls, the pool turn): not on the event loop."""
-    turn = _RouteTurn(ctx, body)
+    turn = _RouteTurn(ctx, body, *_crm_object(body.crm, body.object))
     future = ctx.decider.submit_turn(turn, trigger=TRIGGER)
     result = store_call(lambda: _taken(future))
     if result is _READS_CRM:
@@ -214,7 +214,13 @@ def decide_once(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
 async def decided(ctx: AppContext, body: RouteBody) -> dict[str, Any]:
     """`decide_once` for the event loop: the request's store calls run on the decider's
     thread with its batch, and nothing holds a thread while the request waits."""
-    turn = _RouteTurn(ctx, body)
+    if body.crm in registry.BUILTIN:
+        crm_object = _crm_object(body.crm, body.object)  # a dict lookup
+    else:
+        # Not on the loop, nor on the decider's thread: this reads the installed packages'
+        # entry points (tens of milliseconds).
+        crm_object = await run_in_threadpool(_crm_object, body.crm, body.object)
+    turn = _RouteTurn(ctx, body, *crm_object)
     future = ctx.decider.submit_turn(turn, trigger=TRIGGER)
     try:
         result = await asyncio.wait_for(asyncio.wrap_future(future), CLAIM_SECONDS)
@@ -245,11 +251,11 @@ class _RouteTurn:
     """One request's work around its pool turn (`tasks.decider.Turn`): claim the key, or
     replay its answer; then the decision's answer, and the entry kept for the record."""
 
-    def __init__(self, ctx: AppContext, body: RouteBody) -> None:
-        self.ctx, self.body = ctx, body
+    def __init__(self, ctx: AppContext, body: RouteBody, spec: CrmSpec, obj: str) -> None:
+        self.ctx, self.body, self.spec, self.obj = ctx, body, spec, obj
         self.key = hashlib.blake2b(body.idempotency_key.encode("utf-8"),
                                    digest_size=16).hexdigest()
-        self.fingerprint = ""
+        self.fingerprint = _fingerprint(spec.name, obj, body.record)
         self.record: Record | None = None
         self.routing: CompiledRouting | None = None
 
@@ -261,9 +267,7 @@ class _RouteTurn:
         if routing is None:
             raise Rejected(503, "no usable routing file (ACCOUNT_ROUTER_CONFIG) to decide "
                            "with", "failed")
-        spec, obj = _crm_object(self.body.crm, self.body.object)
-        self.routing, self.spec, self.obj = routing, spec, obj
-        self.fingerprint = _fingerprint(spec.name, obj, self.body.record)
+        self.routing, spec, obj = routing, self.spec, self.obj
         store, key = self.ctx.store, self.key
         # Of concurrent requests with one key, one claims it and decides; the others wait for
         # its answer. The claim is short (CLAIM_SECONDS): the answer, kept for precreate_ttl,
