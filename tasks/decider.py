@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -78,11 +79,19 @@ class Decider:
 
     def __init__(self, store: StateStore, clock: Callable[[], float], *,
                  max_batch: int = MAX_BATCH, idle_seconds: float = IDLE_SECONDS,
-                 count: Callable[[Sequence[Decision]], None] | None = None) -> None:
+                 count: Callable[[Sequence[Decision]], None] | None = None,
+                 count_every: float = 0.0) -> None:
         self.store = store
         self.clock = clock
-        # Each committed batch's decisions, counted once for the batch (metrics).
+        # Committed decisions are counted (metrics) together, at most once every
+        # `count_every` seconds (0: each batch before its answers): each count is a round
+        # trip when the metrics are in Redis. Those not counted yet are, at the latest,
+        # `count_every` after the last batch, and on `flush`.
         self.count = count
+        self.count_every = count_every
+        self._uncounted: list[Decision] = []
+        self._counted_at = time.monotonic()
+        self._count_lock = threading.Lock()
         self.max_batch = max_batch
         self.idle_seconds = idle_seconds
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -117,8 +126,12 @@ class Decider:
     def _run(self) -> None:
         while True:
             try:
-                first = self._jobs.get(timeout=self.idle_seconds)
+                first = self._jobs.get(timeout=min(self.count_every, self.idle_seconds)
+                                       if self._uncounted else self.idle_seconds)
             except queue.Empty:
+                if self._uncounted:
+                    self.flush()
+                    continue
                 with self._lock:
                     if self._jobs.empty():
                         self._running = False
@@ -138,6 +151,14 @@ class Decider:
                 groups.setdefault((id(job.routing), job.crm, job.trigger), []).append(job)
             for group in groups.values():
                 self._decide(group)
+
+    def flush(self) -> None:
+        """Count the decisions not counted yet (also called when the app stops)."""
+        with self._count_lock:
+            uncounted, self._uncounted = self._uncounted, []
+            self._counted_at = time.monotonic()
+        if uncounted and self.count is not None:
+            self.count(uncounted)
 
     @staticmethod
     def _prepared(job: _Job) -> bool:
@@ -181,7 +202,11 @@ class Decider:
                 job.done.set_exception(exc)
             return
         if self.count is not None:
-            self.count(decisions)  # before the answers: a request answered is counted
+            if not self.count_every:
+                self.count(decisions)  # before the answers: a request answered is counted
+            else:
+                with self._count_lock:
+                    self._uncounted.extend(decisions)
         for job, decision in zip(jobs, decisions, strict=True):
             if job.turn is None:
                 job.done.set_result(decision)
@@ -190,3 +215,5 @@ class Decider:
                 job.done.set_result(job.turn.settle(decision))
             except Exception as exc:  # noqa: BLE001 - the request answers it
                 job.done.set_exception(exc)
+        if self._uncounted and time.monotonic() - self._counted_at >= self.count_every:
+            self.flush()

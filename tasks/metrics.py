@@ -172,6 +172,9 @@ class _Base:
 class LocalMetrics(_Base):
     """Counters in this process (embedded mode; tests)."""
 
+    # How long a batch of decisions may wait to be counted: nothing to save here.
+    COUNT_EVERY_SECONDS = 0.0
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._data = Snapshot()
@@ -234,6 +237,10 @@ class RedisMetrics(_Base):
     bucket), plus a sum and a count per stage. Recording never raises: a Redis outage loses
     counts, never a routing run.
     """
+
+    # How long a batch of decisions may wait to be counted (tasks/decider.py): one round trip
+    # a second instead of one a batch, far inside any scrape interval.
+    COUNT_EVERY_SECONDS = 1.0
 
     def __init__(self, url: str, *, prefix: str = REDIS_KEY_PREFIX) -> None:
         self._r: redis.Redis = redis.Redis.from_url(

@@ -46,6 +46,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = ENQUEUE_THREADS
     yield
     app.state.ctx.account_lookup.close()  # POST /route's CRM connectors, if it made any
+    app.state.ctx.decider.flush()  # POST /route's decisions not counted yet
 
 
 def create_app(

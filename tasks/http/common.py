@@ -242,8 +242,10 @@ class AppContext:
 
     def __post_init__(self) -> None:
         metrics = self.metrics
-        self.decider = Decider(self.store, self.clock, count=lambda decisions: metrics.decisions(
-            (str(d.outcome), d.rule) for d in decisions))
+        self.decider = Decider(
+            self.store, self.clock, count_every=metrics.COUNT_EVERY_SECONDS,
+            count=lambda decisions: metrics.decisions((str(d.outcome), d.rule)
+                                                      for d in decisions))
 
     def history(self) -> History:
         """The history the store's decisions land in: the SQLite state file's own (embedded),

@@ -230,3 +230,26 @@ def test_given_account_owners_read_for_a_request_then_its_lead_follows_them_in_t
     blocker.result(5)
     assert with_owner.result(5).owner == "ana"
     assert without.result(5).owner == "ana"  # the batch's owners are true for all of it
+
+
+def test_given_counts_every_so_often_then_batches_are_counted_together_and_none_is_lost(
+    gated: GatedStore,
+) -> None:
+    counted: list[list[str | None]] = []
+    decider = Decider(gated, lambda: NOW, count_every=1.0,  # type: ignore[arg-type]
+                      count=lambda ds: counted.append([d.owner for d in ds]))
+
+    assert submit(decider, "0").result(timeout=10).owner == "ana"
+    assert submit(decider, "1").result(timeout=10).owner == "bo"
+    assert counted == []  # within the interval: not counted yet
+
+    deadline = time.monotonic() + 5
+    while not counted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert counted == [["ana", "bo"]]  # both, in one count, once the interval passed
+
+    assert submit(decider, "2").result(timeout=10).owner == "cy"
+    decider.flush()  # what the app does when it stops
+    assert counted == [["ana", "bo"], ["cy"]]
+    decider.flush()
+    assert counted == [["ana", "bo"], ["cy"]]  # nothing counted twice
