@@ -218,6 +218,14 @@ end
 return 1
 """
 
+# POST /route's last step, in one round trip: the answer (KEYS[5] = ARGV[8] for ARGV[9] ms) and
+# the decision kept for its record, as `_PUT_PRECREATED_LUA` keeps it (same KEYS and ARGV). A
+# script called directly costs one EVALSHA; in a MULTI pipeline redis-py adds a SCRIPT EXISTS
+# round trip on every execute.
+_PUT_ANSWER_LUA = """
+redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9])
+""" + _PUT_PRECREATED_LUA
+
 # Compare-and-act on one record lock, so only its holder can touch it: between a client's GET
 # and its DEL/PEXPIRE the lock could expire and be taken by another token, whose lock would then
 # be released (or kept alive) by the wrong worker.
@@ -403,6 +411,7 @@ class RedisStateStore(ClosesOnExit):
         self._take_precreated_script = self._r.register_script(_TAKE_PRECREATED_LUA)
         self._put_precreated_script = self._r.register_script(_PUT_PRECREATED_LUA)
         self._claim_answer_script = self._r.register_script(_CLAIM_ANSWER_LUA)
+        self._put_answer_script = self._r.register_script(_PUT_ANSWER_LUA)
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -927,13 +936,12 @@ class RedisStateStore(ClosesOnExit):
     def put_answer(self, key: str, answer: str, ttl_seconds: float,
                    entry: Precreated | None = None) -> None:
         ttl_ms = _ttl_ms(ttl_seconds)
-        # MULTI: the entry and the answer land together, in one round trip.
-        pipe = self._r.pipeline(transaction=True)
-        if entry is not None:
-            self._put_precreated(entry, ttl_seconds, pipe)
-        pipe.set(f"{self.prefix}api:answer:{key}", answer,
-                 px=ttl_ms)
-        pipe.execute()
+        answer_key = f"{self.prefix}api:answer:{key}"
+        if entry is None:
+            self._r.set(answer_key, answer, px=ttl_ms)
+            return
+        # One script: the entry and the answer land together, in one round trip.
+        self._put_precreated(entry, ttl_seconds, answer=(answer_key, answer, ttl_ms))
 
     def answer(self, key: str) -> str | None:
         return cast(str | None, self._r.get(f"{self.prefix}api:answer:{key}"))
@@ -958,15 +966,20 @@ class RedisStateStore(ClosesOnExit):
         self._put_precreated(entry, ttl_seconds)
 
     def _put_precreated(self, entry: Precreated, ttl_seconds: float,
-                        client: redis.client.Pipeline | None = None) -> None:
+                        answer: tuple[str, str, int] | None = None) -> None:
         keys = self._precreated_keys(entry.crm, entry.object, entry.email, entry.domain)
         decided = as_utc(entry.decided_at, "decided_at").timestamp()
+        args: list[str | int] = [
+            entry.id, entry.to_json(), repr(decided), repr(time.time()), repr(ttl_seconds),
+            "1" if entry.email else "0", "1" if entry.domain else "0"]
         # One script: the entry and its indexes land together, lapsed entries go on the way
         # (at most 100 a call; an index drops their ids when a take meets them), and each
-        # index lives as long as its newest entry.
-        self._put_precreated_script(keys=keys, args=[
-            entry.id, entry.to_json(), repr(decided), repr(time.time()), repr(ttl_seconds),
-            "1" if entry.email else "0", "1" if entry.domain else "0"], client=client)
+        # index lives as long as its newest entry. With `answer` (key, value, ttl ms), POST
+        # /route's answer lands in the same step.
+        if answer is None:
+            self._put_precreated_script(keys=keys, args=args)
+        else:
+            self._put_answer_script(keys=[*keys, answer[0]], args=[*args, answer[1], answer[2]])
 
     def take_precreated(self, crm: str, object: str, email: str | None, domain: str | None,
                         now: datetime) -> Precreated | None:
