@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from functools import lru_cache
 from typing import Any, TextIO
 
 import structlog
@@ -27,14 +28,20 @@ SECRET_KEY = re.compile(r"token|secret|password|passwd|authorization|api[_-]?key
                         re.IGNORECASE)
 
 
+@lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    # Keys repeat from line to line (event, level, logger, timestamp, the `extra` names).
+    return SECRET_KEY.search(key) is not None
+
+
 def _redacted(value: Any) -> Any:
+    if isinstance(value, str):  # the common case first
+        return redact_urls(value)  # a connection URL's password, e.g. in an error's text
     if isinstance(value, MutableMapping):
-        return {k: REDACTED if isinstance(k, str) and SECRET_KEY.search(k) else _redacted(v)
+        return {k: REDACTED if isinstance(k, str) and _secret_key(k) else _redacted(v)
                 for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_redacted(v) for v in value)
-    if isinstance(value, str):
-        return redact_urls(value)  # a connection URL's password, e.g. in an error's text
     return value
 
 

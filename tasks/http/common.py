@@ -68,6 +68,8 @@ def redact(text: str) -> str:
     """`text` with the Salesforce webhook secret of any path in it, and the value of every
     query parameter named like a secret, replaced by `[redacted]`. Paths are matched as the
     router sees them (percent-decoded), so an encoded spelling of the path is caught too."""
+    if "/" not in text and "=" not in text:
+        return text  # no path, no query pair: most log arguments (an address, a method)
 
     def path(match: re.Match[str]) -> str:
         decoded = unquote(match[0])

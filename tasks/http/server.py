@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import lru_cache
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -32,13 +33,17 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
+            # Mostly a format string (uvicorn's access line: one per request): seen before.
+            record.msg = _redacted_message(record.msg)
         if isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: redact(v) if isinstance(v, str) else v
                            for k, v in record.args.items()}
         return True
+
+
+_redacted_message = lru_cache(maxsize=256)(redact)
 
 
 def install_redaction() -> None:
@@ -118,6 +123,10 @@ def run(app: ASGIApp, *, host: str, port: int) -> None:
     """Serve `app` until stopped, logging JSON lines; exit 3 if the server cannot start (e.g.
     the port is taken), as `uvicorn.run` does."""
     configure_logging()
+    # No log line shows a record's caller, process or thread: not worked out for each line
+    # (the logging HOWTO's "Optimization"; the caller lookup walks the stack every time).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     server = uvicorn.Server(uvicorn_config(app, host=host, port=port))
     server.run()
     if not server.started:
