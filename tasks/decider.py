@@ -6,6 +6,10 @@ record, and under load those serialize: at 200 requests/s over Redis the queue g
 A batch pays them once, so the busier the process, the larger the batch and the cheaper each
 turn; when idle a batch is one record and nothing waits. Other processes still meet this one
 only in the compare-and-set.
+
+A request may hand its own store work around the turn to this thread too (a `Turn`: POST
+/route's claim on its key before, its answer after): it then waits for this one thread, with
+no worker thread of its own, and the decisions are counted together (metrics).
 """
 
 from __future__ import annotations
@@ -157,8 +161,16 @@ class Decider:
         with self._count_lock:
             uncounted, self._uncounted = self._uncounted, []
             self._counted_at = time.monotonic()
-        if uncounted and self.count is not None:
-            self.count(uncounted)
+        if uncounted:
+            self._count(uncounted)
+
+    def _count(self, decisions: Sequence[Decision]) -> None:
+        if self.count is None:
+            return
+        try:
+            self.count(decisions)
+        except Exception:  # noqa: BLE001 - a count lost, never the thread every request needs
+            log.exception("could not count %d decisions", len(decisions))
 
     @staticmethod
     def _prepared(job: _Job) -> bool:
@@ -203,7 +215,7 @@ class Decider:
             return
         if self.count is not None:
             if not self.count_every:
-                self.count(decisions)  # before the answers: a request answered is counted
+                self._count(decisions)  # before the answers: a request answered is counted
             else:
                 with self._count_lock:
                     self._uncounted.extend(decisions)
