@@ -117,9 +117,8 @@ class RouteEndpoint:
     """ASGI middleware answering `POST /route` ahead of the framework's router, dependencies
     and response classes, with the same answers as the route above: 401 without the token,
     the body (already bounded by `BodyLimit`) parsed as FastAPI parses it, 400 naming the
-    field, the decision as JSON. Those layers were most of the CPU of a request (about a
-    third of it, measured under benchmarks/route_api.py's load); every other request passes
-    through untouched."""
+    field, the decision as JSON. Those layers cost much of a request's CPU (README,
+    benchmarks: route_api.py); every other request passes through untouched."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
