@@ -59,14 +59,16 @@ def route_batch(
     extra = list(extra)
     track = routing.uses_account_owner
     for _ in range(MAX_ATTEMPTS):
-        snapshots = store.load_pools(RoutingContext.pool_windows(routing, now))
+        # The pools and the pauses in one step (one round trip over Redis).
+        snapshots, paused = store.load_pools_and_pauses(
+            RoutingContext.pool_windows(routing, now), now)
         # This batch's accounts overlay the caller's map, so a lost commit leaves it untouched
         # without copying it (a copy per batch made long files quadratic).
         learned: dict[str, str] = {}
         # (ChainMap writes only to its first map; typeshed asks every map to be mutable.)
         owners = ChainMap(learned, cast(MutableMapping[str, str], account_owners)) \
             if account_owners is not None else learned
-        ctx = RoutingContext(routing=routing, now=now, paused=store.pauses(now),
+        ctx = RoutingContext(routing=routing, now=now, paused=paused,
                              pools=snapshots, users=users, account_owners=owners, crm=crm,
                              chosen=chosen or {}, enriched=enriched or {},
                              traces={} if traces is None else traces,

@@ -230,6 +230,11 @@ class StateStore(Protocol):
     def pauses(self, now: datetime) -> dict[str, datetime | None]:
         """Reps paused at `now`: rep id -> until (None = until resumed)."""
 
+    def load_pools_and_pauses(self, windows: Mapping[str, Mapping[str, str]], now: datetime
+                              ) -> tuple[dict[str, PoolSnapshot], dict[str, datetime | None]]:
+        """`load_pools(windows)` and `pauses(now)` in one step (over Redis, one round trip:
+        a batch's snapshot, `sync.engine.route_batch`)."""
+
     def pause(self, rep: str, until: datetime | None = None) -> None: ...
 
     def resume(self, rep: str) -> bool:

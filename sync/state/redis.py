@@ -461,6 +461,21 @@ class RedisStateStore(ClosesOnExit):
     def load_pools(self, windows: Mapping[str, Mapping[str, str]]) -> dict[str, PoolSnapshot]:
         # MULTI/EXEC around the reads: one consistent view of versions and counts.
         pipe = self._r.pipeline(transaction=True)
+        order = self._queue_pools(pipe, windows)
+        return self._read_pools(windows, order, pipe.execute() if order else [])
+
+    def load_pools_and_pauses(self, windows: Mapping[str, Mapping[str, str]], now: datetime
+                              ) -> tuple[dict[str, PoolSnapshot], dict[str, datetime | None]]:
+        now_utc = as_utc(now, "now")
+        # The pauses read in the same MULTI/EXEC: one round trip for a batch's snapshot.
+        pipe = self._r.pipeline(transaction=True)
+        order = self._queue_pools(pipe, windows)
+        pipe.hgetall(self._pauses_key)
+        *replies, stored = pipe.execute()
+        return self._read_pools(windows, order, replies), _live_pauses(stored, now_utc)
+
+    def _queue_pools(self, pipe: redis.client.Pipeline, windows: Mapping[str, Mapping[str, str]]
+                     ) -> list[tuple[str, list[str] | None]]:
         order: list[tuple[str, list[str] | None]] = []  # (pool, None) = the pool hash itself
         for pool, members in windows.items():
             pipe.hmget(self._pool_key(pool), ["version", "last_served", "credits"])
@@ -471,7 +486,12 @@ class RedisStateStore(ClosesOnExit):
             for window, in_window in by_window.items():
                 pipe.hmget(self._count_key(pool, window), in_window)
                 order.append((pool, in_window))
-        replies = pipe.execute() if order else []
+        return order
+
+    @staticmethod
+    def _read_pools(windows: Mapping[str, Mapping[str, str]],
+                    order: list[tuple[str, list[str] | None]], replies: list[Any]
+                    ) -> dict[str, PoolSnapshot]:
         result: dict[str, PoolSnapshot] = {}
         for (pool, names), reply in zip(order, replies, strict=True):
             if names is None:
@@ -538,14 +558,7 @@ class RedisStateStore(ClosesOnExit):
     def pauses(self, now: datetime) -> dict[str, datetime | None]:
         # Expired entries are ignored, not deleted: `now` may be a replay instant (`--now`).
         now_utc = as_utc(now, "now")
-        paused: dict[str, datetime | None] = {}
-        stored = cast(dict[str, str], self._r.hgetall(self._pauses_key))  # see _strings
-        for rep, until in sorted(stored.items()):
-            if not until:
-                paused[rep] = None
-            elif (at := datetime.fromisoformat(until)) > now_utc:
-                paused[rep] = at
-        return paused
+        return _live_pauses(cast(dict[str, str], self._r.hgetall(self._pauses_key)), now_utc)
 
     def pause(self, rep: str, until: datetime | None = None) -> None:
         self._r.hset(self._pauses_key, rep, "" if until is None else _iso(until))
@@ -1077,6 +1090,17 @@ def _strings(reply: object) -> list[str]:
     """A list reply as the strings it is: the client decodes (`decode_responses=True`), but
     redis-py types every reply for both modes (bytes or str, with or without scores)."""
     return cast(list[str], reply)
+
+
+def _live_pauses(stored: dict[str, str], now_utc: datetime) -> dict[str, datetime | None]:
+    """The pauses hash (see _strings) as `pauses` answers it: those not lapsed at `now_utc`."""
+    paused: dict[str, datetime | None] = {}
+    for rep, until in sorted(stored.items()):
+        if not until:
+            paused[rep] = None
+        elif (at := datetime.fromisoformat(until)) > now_utc:
+            paused[rep] = at
+    return paused
 
 
 def _check_ttl(ttl_seconds: float) -> None:

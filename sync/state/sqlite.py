@@ -465,6 +465,10 @@ class SqliteStateStore(ClosesOnExit):
             ).fetchall()
         return {rep: None if until is None else _from_ts(until) for rep, until in rows}
 
+    def load_pools_and_pauses(self, windows: Mapping[str, Mapping[str, str]], now: datetime
+                              ) -> tuple[dict[str, PoolSnapshot], dict[str, datetime | None]]:
+        return self.load_pools(windows), self.pauses(now)  # in process: nothing to save
+
     def pause(self, rep: str, until: datetime | None = None) -> None:
         until_ts = None if until is None else _ts(until, "until")
         with self._lock:

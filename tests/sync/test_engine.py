@@ -326,6 +326,10 @@ class RacedStore:
     def pauses(self, now: datetime) -> dict[str, datetime | None]:
         return self.inner.pauses(now)
 
+    def load_pools_and_pauses(self, windows: Mapping[str, Mapping[str, str]], now: datetime
+                              ) -> tuple[dict[str, PoolSnapshot], dict[str, datetime | None]]:
+        return self.load_pools(windows), self.pauses(now)
+
     def commit(self, expected: Mapping[str, int], changes: Sequence[PoolChange],
                decisions: Sequence[Decision]) -> bool:
         if not self.commits:
@@ -370,6 +374,10 @@ class NeverCommits:
 
     def pauses(self, now: datetime) -> dict[str, datetime | None]:
         return self.inner.pauses(now)
+
+    def load_pools_and_pauses(self, windows: Mapping[str, Mapping[str, str]], now: datetime
+                              ) -> tuple[dict[str, PoolSnapshot], dict[str, datetime | None]]:
+        return self.load_pools(windows), self.pauses(now)
 
     def commit(self, expected: Mapping[str, int], changes: Sequence[PoolChange],
                decisions: Sequence[Decision]) -> bool:

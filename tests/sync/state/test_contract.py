@@ -296,6 +296,17 @@ def test_given_an_expired_pause_when_asked_at_an_earlier_replay_instant_then_it_
     assert store.pauses(T0) == {"ava": until}
 
 
+def test_given_pools_and_pauses_then_both_read_in_one_step_as_the_two_calls_read_them(store):
+    until = T0 + timedelta(hours=1)
+    store.pause("ava", until)
+    store.pause("bo")
+    windows = {"smb": {"cara": DAY, "dev": DAY}, "ent": {}}
+
+    assert store.load_pools_and_pauses(windows, T0) == (store.load_pools(windows),
+                                                        {"ava": until, "bo": None})
+    assert store.load_pools_and_pauses({}, until) == ({}, {"bo": None})
+
+
 def test_given_a_pause_until_in_another_timezone_then_it_compares_as_an_instant(store):
     until_ny = datetime(2026, 11, 25, 9, 30, tzinfo=NEW_YORK)  # 14:30 UTC
     store.pause("ava", until_ny)
