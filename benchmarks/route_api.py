@@ -27,6 +27,7 @@ from sync.compiler import load_routing  # noqa: E402
 from sync.decide import RoutingContext  # noqa: E402
 from sync.history import History  # noqa: E402
 from sync.state import open_store  # noqa: E402
+from tasks.http.server import KEEP_ALIVE_SECONDS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-api-token"
@@ -142,7 +143,12 @@ def _load(port: int, rate: float, seconds: float, senders: int) -> dict[str, obj
     def post(k: int, retry_of: int | None) -> None:
         nonlocal errors
         conn = getattr(local, "conn", None)
-        if conn is None:
+        # A connection idle past the server's keep-alive has been closed by it: a new one, as
+        # an HTTP client's pool does (a fast server leaves some of the senders idle that long,
+        # and the request would fail on the dead socket without reaching the server).
+        if conn is None or time.perf_counter() - local.used > KEEP_ALIVE_SECONDS - 0.5:
+            if conn is not None:
+                conn.close()
             conn = local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         began = time.perf_counter()
         try:
@@ -156,6 +162,7 @@ def _load(port: int, rate: float, seconds: float, senders: int) -> dict[str, obj
                 errors += 1
             return
         took = time.perf_counter() - began
+        local.used = time.perf_counter()
         with lock:
             latencies.append(took)
             if response.status != 200:
