@@ -6,8 +6,6 @@ test on any console error or any request beyond loopback."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -17,7 +15,6 @@ from typing import TypeVar
 
 import pytest
 import redis
-import uvicorn
 from playwright.sync_api import Browser, Page, expect
 
 from connectors import registry
@@ -31,11 +28,10 @@ from sync.models import event_id
 from sync.pipeline import Pipeline
 from sync.state.redis import RedisStateStore
 from tasks.http import create_app
-from tasks.http.server import uvicorn_config
 from tasks.metrics import LocalMetrics
-from tests.loopback import free_port
 from tests.servers.browser import VIEWPORT, PageGuard, expect_console_error, screenshot
 from tests.servers.postgres import PostgresServer
+from tests.servers.served import served
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "config" / "examples" / "routing.yaml"
@@ -96,22 +92,10 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
                          lambda crm, obj, ids, trigger: deployed.enqueued.append(
                              (crm, obj, list(ids), trigger)),
                          metrics=LocalMetrics())
-        port = free_port()
-        # The server `serve` runs (its timeouts and log redaction), quieter.
-        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        deployed.url = f"http://127.0.0.1:{port}"
         try:
-            yield deployed
+            with served(app) as deployed.url:
+                yield deployed
         finally:
-            server.should_exit = True
-            thread.join(timeout=15)
             store.close()
             history.close()
 

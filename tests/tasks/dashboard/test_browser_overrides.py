@@ -6,14 +6,11 @@ and `serve`'s app shows it under uvicorn on a loopback port."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, expect
 
 from connectors import registry
@@ -27,11 +24,10 @@ from sync.history.overrides import Override, list_overrides
 from sync.pipeline import Pipeline
 from sync.state.redis import RedisStateStore
 from tasks.http import create_app
-from tasks.http.server import uvicorn_config
 from tasks.metrics import LocalMetrics
-from tests.loopback import free_port
 from tests.servers.browser import VIEWPORT, PageGuard, screenshot
 from tests.servers.postgres import PostgresServer
+from tests.servers.served import served
 from tests.tasks.dashboard.test_browser import EXAMPLE, TOKEN, sign_in
 
 
@@ -71,20 +67,10 @@ def deployment(redis_server: str, postgres_server: PostgresServer) -> Iterator[D
             "api_token": TOKEN, "config": str(EXAMPLE), "redis_url": redis_server,
             "database_url": database})
         app = create_app(settings, store, lambda *_: None, metrics=LocalMetrics())
-        port = free_port()
-        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=port,
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
         try:
-            yield Deployment(f"http://127.0.0.1:{port}", history, override)
+            with served(app) as url:
+                yield Deployment(url, history, override)
         finally:
-            server.should_exit = True
-            thread.join(timeout=15)
             store.close()
             history.close()
 

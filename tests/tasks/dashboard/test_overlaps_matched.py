@@ -7,15 +7,12 @@ from __future__ import annotations
 import csv
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 
@@ -29,10 +26,9 @@ from sync.state import open_store
 from sync.state.sqlite import SqliteStateStore
 from tasks.dashboard.territory import WINDOW, matched_overlaps
 from tasks.http import create_app
-from tasks.http.server import uvicorn_config
 from tests.builders import rec
-from tests.loopback import free_port
 from tests.servers.browser import screenshot
+from tests.servers.served import served
 from tests.sync.history.test_contract import decision
 from tests.tasks.dashboard.conftest import NOW, TOKEN, RecordingEnqueue, sign_in
 from tests.tasks.dashboard.test_pages import number, rows
@@ -171,17 +167,8 @@ def test_given_the_page_when_opened_then_matches_wins_lost_to_and_pairs_equal_th
 
 def test_given_the_page_in_chromium_then_the_matrix_and_lost_to_read_and_link(
         env: Env, page: Page) -> None:
-    server = uvicorn.Server(uvicorn_config(env.app, host="127.0.0.1",  # type: ignore[arg-type]
-                                           port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     rules = {r["rule"]: r for r in env.report["rules"]}  # type: ignore[attr-defined]
-    try:
+    with served(env.app) as url:
         page.goto(url + "/")
         page.fill("#token", TOKEN)
         page.click("button[type=submit]")
@@ -199,6 +186,3 @@ def test_given_the_page_in_chromium_then_the_matrix_and_lost_to_read_and_link(
         screenshot(page, "territory-overlap-matrix")
         page.locator("tr[data-match='us'] td a", has_text="big").click()
         page.wait_for_url("**/dashboard/decisions?rule=big")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)

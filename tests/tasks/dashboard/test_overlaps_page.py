@@ -5,15 +5,12 @@ over HTTP and in Chromium; the full matrix is pointed to on the CLI."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 
@@ -22,9 +19,8 @@ from sync.history import History
 from sync.models import Decision, Outcome, TraceStep
 from sync.state import StateStore, open_store
 from tasks.http import create_app
-from tasks.http.server import uvicorn_config
-from tests.loopback import free_port
 from tests.servers.browser import screenshot
+from tests.servers.served import served
 from tests.tasks.dashboard.conftest import HOSTILE, NOW, TOKEN, RecordingEnqueue, sign_in
 from tests.tasks.dashboard.test_pages import rows
 
@@ -128,16 +124,7 @@ def test_given_no_session_when_opening_overlap_then_sent_to_sign_in(env: Env) ->
 
 def test_given_the_overlap_page_in_chromium_then_it_reads_and_links_to_decisions(
         env: Env, page: Page) -> None:
-    server = uvicorn.Server(uvicorn_config(env.app, host="127.0.0.1",  # type: ignore[arg-type]
-                                           port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    try:
+    with served(env.app) as url:
         page.goto(url + "/")
         page.fill("#token", TOKEN)
         page.click("button[type=submit]")
@@ -154,6 +141,3 @@ def test_given_the_overlap_page_in_chromium_then_it_reads_and_links_to_decisions
         page.locator("tr[data-rule='west'] td a", has_text="rest").click()
         page.wait_for_url("**/dashboard/decisions?rule=rest")
         expect(page.locator("h1")).to_contain_text("Decisions")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)

@@ -5,14 +5,11 @@ simulator."""
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Page, expect
 
 from connectors import registry
@@ -22,10 +19,9 @@ from sync.compiler import CompiledRouting, load_routing
 from sync.pipeline import Pipeline
 from sync.state.sqlite import SqliteStateStore
 from tasks.http import create_app
-from tasks.http.server import uvicorn_config
 from tasks.metrics import LocalMetrics
-from tests.loopback import free_port
 from tests.servers.browser import screenshot
+from tests.servers.served import served as served_app
 
 TOKEN = "review-browser-token"
 ROUTING = """version: 1
@@ -71,21 +67,10 @@ def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
         settings = Settings.model_validate({"api_token": TOKEN, "config": str(config)})
         store = SqliteStateStore(tmp_path / "state.db")
         app = create_app(settings, store, lambda *_: None, metrics=LocalMetrics())
-        server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=free_port(),
-                                               log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 15
-        while not server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        port = server.servers[0].sockets[0].getsockname()[1]
         try:
-            yield Served(f"http://127.0.0.1:{port}", sim, store, load_routing(config),
-                         settings)
+            with served_app(app) as url:
+                yield Served(url, sim, store, load_routing(config), settings)
         finally:
-            server.should_exit = True
-            thread.join(timeout=15)
             store.close()
 
 
