@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.serving import free_port, wait_for  # noqa: E402
 from connectors.simulator.slack import TOKEN  # noqa: E402
 from sync.compiler import load_routing  # noqa: E402
 from sync.history import History  # noqa: E402
@@ -32,27 +32,12 @@ ROUTING = ROOT / "config/examples/routing.yaml"
 PORTAL = "62515"  # HUBSPOT_PORTAL_ID: notices link the record, so each is matched to its event
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used so far (Linux /proc), its threads included."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-
-def wait_for(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not come up")
 
 
 def unowned_companies(base: str, token: str) -> list[str]:
