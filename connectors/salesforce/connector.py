@@ -11,7 +11,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
@@ -422,16 +422,13 @@ class SalesforceConnector:
                 registered[keys[-1]] = None
         found: dict[str, str] = {}
         patterns = list(registered)
-        for start in range(0, len(patterns), vendor.DOMAIN_CHUNK):
-            clause = website_like(patterns[start:start + vendor.DOMAIN_CHUNK])
-            soql = format_soql("SELECT Id, Website, OwnerId FROM Account WHERE {:literal} "
-                               "ORDER BY CreatedDate, Id", clause)
-            for page in self._pages(soql):
-                for raw in page:
-                    domain = normalize_domain(raw.get("Website"))
-                    owner = _str_or_none(raw.get(vendor.OWNER_FIELD))
-                    if domain in wanted and owner and domain not in found:
-                        found[domain] = owner
+        clauses = (website_like(patterns[start:start + vendor.DOMAIN_CHUNK])
+                   for start in range(0, len(patterns), vendor.DOMAIN_CHUNK))
+        for raw in self._accounts("Website, OwnerId", clauses):
+            domain = normalize_domain(raw.get("Website"))
+            owner = _str_or_none(raw.get(vendor.OWNER_FIELD))
+            if domain in wanted and owner and domain not in found:
+                found[domain] = owner
         return found
 
     def accounts_by_name(self, names: Sequence[str]) -> list[tuple[str, str]]:
@@ -441,17 +438,23 @@ class SalesforceConnector:
         prefixes = sorted({word[:PREFIX] for name in names for word in company_key(name).split()
                            if len(word) >= PREFIX})
         found: dict[tuple[str, str], None] = {}
-        for start in range(0, len(prefixes), vendor.NAME_CHUNK):
-            clause = name_like(prefixes[start:start + vendor.NAME_CHUNK])
-            soql = format_soql("SELECT Id, Name, Website FROM Account WHERE {:literal} "
-                               "ORDER BY CreatedDate, Id", clause)
-            for page in self._pages(soql):
-                for raw in page:
-                    name = _str_or_none(raw.get("Name"))
-                    domain = normalize_domain(raw.get("Website"))
-                    if name and domain:
-                        found[(name, domain)] = None
+        clauses = (name_like(prefixes[start:start + vendor.NAME_CHUNK])
+                   for start in range(0, len(prefixes), vendor.NAME_CHUNK))
+        for raw in self._accounts("Name, Website", clauses):
+            name = _str_or_none(raw.get("Name"))
+            domain = normalize_domain(raw.get("Website"))
+            if name and domain:
+                found[(name, domain)] = None
         return list(found)
+
+    def _accounts(self, fields: str, clauses: Iterable[str]) -> Iterator[dict[str, Any]]:
+        """The Id and `fields` of the accounts each WHERE clause selects, clause after clause,
+        oldest first within each (the same answer, in the same order, on every run), paged."""
+        for clause in clauses:
+            soql = format_soql("SELECT Id, {:literal} FROM Account WHERE {:literal} "
+                               "ORDER BY CreatedDate, Id", fields, clause)
+            for page in self._pages(soql):
+                yield from page
 
     def stats(self) -> CallStats:
         return self.transport.stats()
