@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serving import free_port, wait_for  # noqa: E402
+from benchmarks.serving import free_port, stop, wait_for  # noqa: E402
 from sync.compiler import load_routing  # noqa: E402
 from sync.decide import RoutingContext  # noqa: E402
 from sync.history import History  # noqa: E402
@@ -104,13 +104,7 @@ def run(mode: str, rate: float, seconds: float, senders: int, tmp: Path) -> dict
                                      for m, n in snap.counts.items()})
         return result
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
 
 
 def _load(port: int, rate: float, seconds: float, senders: int) -> dict[str, object]:

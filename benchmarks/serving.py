@@ -1,11 +1,14 @@
 """What the service benchmarks share (not a benchmark itself): a free loopback port to start a
-server on, and waiting until it answers."""
+server on, waiting until it answers, and stopping the processes started."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
+from typing import Any
 
 
 def free_port() -> int:
@@ -24,3 +27,14 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
         except OSError:
             time.sleep(0.1)
     raise SystemExit(f"{url} did not come up")
+
+
+def stop(procs: Sequence[subprocess.Popen[Any]]) -> None:
+    """Terminate `procs`, the last started first; kill any still running after 15 s."""
+    for proc in reversed(procs):
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.serving import free_port, wait_for  # noqa: E402
+from benchmarks.serving import free_port, stop, wait_for  # noqa: E402
 from connectors.simulator.slack import TOKEN  # noqa: E402
 from sync.compiler import load_routing  # noqa: E402
 from sync.history import History  # noqa: E402
@@ -212,13 +212,7 @@ def main() -> None:
         notify_cpu = cpu_seconds(notify_worker.pid) if notify_worker is not None else None
         slack_cpu = cpu_seconds(slack.pid)
     finally:
-        for proc in reversed(procs):
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop(procs)
         shutil.rmtree(tmp, ignore_errors=True)
     latencies = sorted(written[i] - sent[i] for i in written)
     q = statistics.quantiles(latencies, n=100)
